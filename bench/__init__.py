@@ -1,0 +1,1 @@
+"""StreamStore Bench: scenarios, measurement, results, reports and the embedded broker."""

@@ -1,0 +1,8 @@
+"""One module per `python -m bench` subcommand.
+
+Each module defines:
+  NAME: the subcommand as typed (e.g. "large-message")
+  HELP: one line for `python -m bench --help`
+  add_arguments(parser): its flags
+  run(args) -> int: the exit code (see streamstore.errors)
+"""
