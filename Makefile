@@ -1,0 +1,33 @@
+# Every target sets itself up on a fresh machine: a .venv with the project installed,
+# and the embedded broker's jars from Maven Central when a broker is needed.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+
+.PHONY: bench test setup broker-start broker-stop clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[test]'
+	touch $(STAMP)
+
+setup: $(STAMP)
+
+# The headline job: the large-message sweep (starts the embedded broker if nothing answers).
+bench: $(STAMP)
+	$(PY) -m bench large-message
+
+# The whole test suite against a real broker (KAFKA_BOOTSTRAP_SERVERS, else the embedded one).
+test: $(STAMP)
+	$(PY) -m pytest
+
+broker-start: $(STAMP)
+	$(PY) -m bench broker start
+
+broker-stop: $(STAMP)
+	$(PY) -m bench broker stop
+
+clean:
+	rm -rf $(VENV) .state .pytest_cache
