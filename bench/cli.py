@@ -1,22 +1,13 @@
-"""The `python -m bench` root: finds the subcommand modules and maps errors to exit codes."""
+"""The `python -m bench` root: finds the subcommand modules and runs the chosen one."""
 
 from __future__ import annotations
 
 import argparse
 import importlib
 import pkgutil
-import sys
 
 import bench.commands
-from streamstore.errors import EXIT_INTERRUPTED, EXIT_USAGE, StreamStoreError
-
-
-class _OneLineArgumentParser(argparse.ArgumentParser):
-    """argparse prints the whole usage block on a bad flag; we print one line, exit 2."""
-
-    def error(self, message: str) -> None:  # type: ignore[override]
-        sys.stderr.write(f"{self.prog}: error: {message}\n")
-        sys.exit(EXIT_USAGE)
+from streamstore.cli import OneLineArgumentParser, run_command
 
 
 def _command_modules():
@@ -26,11 +17,11 @@ def _command_modules():
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = _OneLineArgumentParser(
+    parser = OneLineArgumentParser(
         prog="python -m bench",
         description="StreamStore Bench: load-test and benchmark Apache Kafka with order traffic.",
     )
-    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_OneLineArgumentParser)
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=OneLineArgumentParser)
     subparsers.required = True
     for module in _command_modules():
         sub = subparsers.add_parser(module.NAME, help=module.HELP, description=module.HELP)
@@ -41,11 +32,4 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    try:
-        return args._run(args)
-    except StreamStoreError as error:
-        sys.stderr.write(f"error: {error}\n")
-        return error.exit_code
-    except KeyboardInterrupt:
-        sys.stderr.write("interrupted\n")
-        return EXIT_INTERRUPTED
+    return run_command(args._run, args)

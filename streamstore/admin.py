@@ -1,0 +1,124 @@
+"""Topic and broker helpers: create or validate topics, read limits and offsets."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from confluent_kafka import ConfigResource, Consumer, KafkaException, TopicPartition
+from confluent_kafka.admin import AdminClient, NewTopic
+
+from streamstore.config import CLIENT_MESSAGE_MAX_BYTES, admin_config, consumer_config
+from streamstore.errors import RunFailed, UsageError
+
+# How long to wait for the broker to answer one admin request before calling it unreachable.
+ADMIN_TIMEOUT_S = 10.0
+
+
+def connect_admin(bootstrap_servers: str, extra: Mapping[str, object] | None = None,
+                  timeout_s: float = ADMIN_TIMEOUT_S) -> AdminClient:
+    """An AdminClient that has already answered a metadata request (else RunFailed)."""
+    admin = AdminClient(admin_config(bootstrap_servers, extra))
+    try:
+        admin.list_topics(timeout=timeout_s)
+    except KafkaException as error:
+        raise RunFailed(
+            f"Kafka broker at {bootstrap_servers} did not answer within {timeout_s:.0f} s ({_reason(error)}); "
+            "start one with `python -m bench broker start` or set KAFKA_BOOTSTRAP_SERVERS"
+        ) from None
+    return admin
+
+
+def _reason(error: KafkaException) -> str:
+    return error.args[0].str() if error.args and hasattr(error.args[0], "str") else str(error)
+
+
+def ensure_topic(
+    admin: AdminClient,
+    topic: str,
+    partitions: int = 1,
+    replication_factor: int = 1,
+    max_message_bytes: int = CLIENT_MESSAGE_MAX_BYTES,
+    timeout_s: float = ADMIN_TIMEOUT_S,
+) -> bool:
+    """Create the topic if missing; return True when it was created now.
+
+    An existing topic is used as it is (its partition count is checked, not changed).
+    """
+    metadata = admin.list_topics(topic=topic, timeout=timeout_s)
+    existing = metadata.topics.get(topic)
+    if existing is not None and existing.error is None:
+        if len(existing.partitions) != partitions:
+            raise UsageError(
+                f"topic '{topic}' exists with {len(existing.partitions)} partitions, "
+                f"not the {partitions} asked for; delete it or choose another topic"
+            )
+        return False
+    new_topic = NewTopic(
+        topic,
+        num_partitions=partitions,
+        replication_factor=replication_factor,
+        # Match the client's 1 GB limit so the topic never rejects what the producer may send.
+        config={"max.message.bytes": str(max_message_bytes)},
+    )
+    future = admin.create_topics([new_topic], operation_timeout=timeout_s)[topic]
+    try:
+        future.result(timeout=timeout_s)
+    except KafkaException as error:
+        if error.args and getattr(error.args[0], "name", lambda: "")() == "TOPIC_ALREADY_EXISTS":
+            return False
+        raise RunFailed(f"could not create topic '{topic}': {_reason(error)}") from None
+    return True
+
+
+def delete_topic(admin: AdminClient, topic: str, timeout_s: float = ADMIN_TIMEOUT_S) -> None:
+    future = admin.delete_topics([topic], operation_timeout=timeout_s)[topic]
+    try:
+        future.result(timeout=timeout_s)
+    except KafkaException as error:
+        raise RunFailed(f"could not delete topic '{topic}': {_reason(error)}") from None
+
+
+def _describe(admin: AdminClient, resource: ConfigResource, timeout_s: float) -> dict[str, str]:
+    future = admin.describe_configs([resource])[resource]
+    try:
+        entries = future.result(timeout=timeout_s)
+    except KafkaException as error:
+        raise RunFailed(f"could not read {resource}: {_reason(error)}") from None
+    return {name: entry.value for name, entry in entries.items()}
+
+
+def broker_configs(admin: AdminClient, timeout_s: float = ADMIN_TIMEOUT_S) -> dict[str, str]:
+    """The configuration of the first broker in the cluster metadata."""
+    broker_id = min(admin.list_topics(timeout=timeout_s).brokers)
+    return _describe(admin, ConfigResource(ConfigResource.Type.BROKER, str(broker_id)), timeout_s)
+
+
+def topic_configs(admin: AdminClient, topic: str, timeout_s: float = ADMIN_TIMEOUT_S) -> dict[str, str]:
+    return _describe(admin, ConfigResource(ConfigResource.Type.TOPIC, topic), timeout_s)
+
+
+def topic_watermarks(
+    bootstrap_servers: str,
+    topic: str,
+    extra: Mapping[str, object] | None = None,
+    timeout_s: float = ADMIN_TIMEOUT_S,
+) -> dict[int, tuple[int, int]]:
+    """{partition: (low, high)} offsets of every partition of the topic."""
+    # A throwaway consumer (no group join, no commits) is the client API for watermarks.
+    consumer = Consumer(consumer_config(bootstrap_servers, group_id="streamstore-watermarks", extra=extra))
+    try:
+        metadata = consumer.list_topics(topic=topic, timeout=timeout_s)
+        partitions = sorted(metadata.topics[topic].partitions)
+        return {
+            partition: consumer.get_watermark_offsets(TopicPartition(topic, partition), timeout=timeout_s)
+            for partition in partitions
+        }
+    except KafkaException as error:
+        raise RunFailed(f"could not read offsets of topic '{topic}': {_reason(error)}") from None
+    finally:
+        consumer.close()
+
+
+def message_count(watermarks: Mapping[int, tuple[int, int]]) -> int:
+    """Messages currently held across partitions (high - low summed)."""
+    return sum(high - low for low, high in watermarks.values())
