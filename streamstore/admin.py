@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from confluent_kafka import ConfigResource, Consumer, KafkaException, TopicPartition
-from confluent_kafka.admin import AdminClient, NewTopic
+from confluent_kafka import Consumer, KafkaException, TopicPartition
+from confluent_kafka.admin import AdminClient, ConfigResource, NewTopic
 
 from streamstore.config import CLIENT_MESSAGE_MAX_BYTES, admin_config, consumer_config
 from streamstore.errors import RunFailed, UsageError

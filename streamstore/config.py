@@ -6,6 +6,7 @@ else (security settings, tuning); `extra` wins over the defaults here.
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Mapping
 
@@ -21,6 +22,13 @@ RECORD_OVERHEAD_BYTES = 36
 MAX_VALUE_BYTES = CLIENT_MESSAGE_MAX_BYTES - RECORD_OVERHEAD_BYTES  # 999,999,964
 
 COMPRESSION_TYPES = ("none", "gzip", "snappy", "lz4", "zstd")
+
+
+# librdkafka logs every failed connection attempt to stderr (many lines a second while a broker
+# is down). They go to this logger instead: silent unless the application configures logging,
+# so a failure reaches the user as one clear line.
+LIBRDKAFKA_LOGGER = logging.getLogger("streamstore.librdkafka")
+LIBRDKAFKA_LOGGER.addHandler(logging.NullHandler())
 
 
 def default_bootstrap_servers() -> str:
@@ -42,6 +50,8 @@ def producer_config(
     return _merged(
         {
             "bootstrap.servers": bootstrap_servers,
+            # librdkafka's log lines go through Python logging (see LIBRDKAFKA_LOGGER).
+            "logger": LIBRDKAFKA_LOGGER,
             # The seed's 1 GB client limit (librdkafka's maximum).
             "message.max.bytes": CLIENT_MESSAGE_MAX_BYTES,
             # The seed compresses orders with gzip; "none" is librdkafka's spelling of off.
@@ -62,6 +72,8 @@ def consumer_config(
     return _merged(
         {
             "bootstrap.servers": bootstrap_servers,
+            # librdkafka's log lines go through Python logging (see LIBRDKAFKA_LOGGER).
+            "logger": LIBRDKAFKA_LOGGER,
             "group.id": group_id,
             # A new group reads the topic from its beginning, as the seed's tracker does.
             "auto.offset.reset": "earliest",
@@ -77,6 +89,8 @@ def admin_config(bootstrap_servers: str, extra: Mapping[str, object] | None = No
     return _merged(
         {
             "bootstrap.servers": bootstrap_servers,
+            # librdkafka's log lines go through Python logging (see LIBRDKAFKA_LOGGER).
+            "logger": LIBRDKAFKA_LOGGER,
         },
         extra,
     )
