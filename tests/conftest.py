@@ -1,0 +1,70 @@
+"""Shared fixtures: a real Kafka broker for the whole session, and a fresh topic per test.
+
+The broker is `KAFKA_BOOTSTRAP_SERVERS` when set, otherwise an embedded Apache Kafka broker
+on free ports with its state under pytest's tmp dir, so concurrent pytest runs never collide.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import socket
+import uuid
+
+import pytest
+
+from bench.broker import EmbeddedBroker, broker_answers
+
+# Generous: other engineers' brokers and tests share the 2 cores.
+BROKER_START_TIMEOUT_S = 180.0
+
+
+def free_port_pair() -> tuple[int, int]:
+    """Two ports nothing listens on now (client port, controller port)."""
+    sockets = [socket.socket(socket.AF_INET, socket.SOCK_STREAM) for _ in range(2)]
+    try:
+        for probe in sockets:
+            probe.bind(("127.0.0.1", 0))
+        return sockets[0].getsockname()[1], sockets[1].getsockname()[1]
+    finally:
+        for probe in sockets:
+            probe.close()
+
+
+def _started_embedded_broker(tmp_path_factory: pytest.TempPathFactory, name: str) -> EmbeddedBroker:
+    port, controller_port = free_port_pair()
+    broker = EmbeddedBroker(port=port, controller_port=controller_port, state_dir=tmp_path_factory.mktemp(name))
+    broker.start(timeout_s=BROKER_START_TIMEOUT_S)
+    return broker
+
+
+@pytest.fixture(scope="session")
+def kafka_bootstrap(tmp_path_factory: pytest.TempPathFactory):
+    external = os.environ.get("KAFKA_BOOTSTRAP_SERVERS")
+    if external:
+        if not broker_answers(external, timeout_s=15.0):
+            pytest.fail(f"KAFKA_BOOTSTRAP_SERVERS={external}: no Kafka broker answers there")
+        yield external
+        return
+    broker = _started_embedded_broker(tmp_path_factory, "session-broker")
+    try:
+        yield broker.bootstrap_servers
+    finally:
+        broker.stop()
+
+
+@pytest.fixture(scope="module")
+def embedded_broker(tmp_path_factory: pytest.TempPathFactory):
+    """A broker process this test module owns, so it may kill or pause it."""
+    broker = _started_embedded_broker(tmp_path_factory, "owned-broker")
+    try:
+        yield broker
+    finally:
+        broker.stop(grace_s=10)
+
+
+@pytest.fixture
+def unique_topic(request: pytest.FixtureRequest) -> str:
+    # Topic names allow [a-zA-Z0-9._-] only; parametrized test names carry brackets etc.
+    test_name = re.sub(r"[^a-zA-Z0-9._-]+", "-", request.node.name[:40]).strip("-")
+    return f"test-{test_name}-{uuid.uuid4().hex[:8]}"
