@@ -28,8 +28,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from confluent_kafka import KafkaException
-from confluent_kafka.admin import AdminClient, ConfigResource, ResourceType
+from confluent_kafka.admin import AdminClient
 
+from streamstore.admin import broker_configs, connect_admin
 from streamstore.config import CLIENT_MESSAGE_MAX_BYTES, admin_config
 from streamstore.errors import RunFailed, UsageError
 
@@ -229,17 +230,11 @@ def broker_answers(bootstrap_servers: str, timeout_s: float = 5.0) -> bool:
 
 
 def describe_broker_settings(
-    bootstrap_servers: str, names: tuple[str, ...] = REPORTED_BROKER_SETTING_NAMES, timeout_s: float = 10.0
+    bootstrap_servers: str, names: tuple[str, ...] = REPORTED_BROKER_SETTING_NAMES
 ) -> dict[str, str]:
-    """The named settings as one broker of the cluster reports them (for result metadata)."""
-    admin = AdminClient(admin_config(bootstrap_servers, {"log_level": 0}))
-    try:
-        brokers = admin.list_topics(timeout=timeout_s).brokers
-        resource = ConfigResource(ResourceType.BROKER, str(min(brokers)))
-        entries = admin.describe_configs([resource], request_timeout=timeout_s)[resource].result(timeout=timeout_s)
-    except KafkaException as error:
-        raise RunFailed(f"could not read broker settings from {bootstrap_servers}: {error.args[0]}") from None
-    return {name: entries[name].value for name in names if name in entries}
+    """The named settings as the cluster's first broker reports them (for result metadata)."""
+    configs = broker_configs(connect_admin(bootstrap_servers, {"log_level": 0}))
+    return {name: configs[name] for name in names if name in configs}
 
 
 class EmbeddedBroker:
