@@ -44,7 +44,9 @@ def ensure_topic(
 
     An existing topic is used as it is (its partition count is checked, not changed).
     """
-    metadata = admin.list_topics(topic=topic, timeout=timeout_s)
+    # Ask for all topics: a metadata request naming the topic would make a broker with
+    # auto.create.topics.enable create it with default settings.
+    metadata = admin.list_topics(timeout=timeout_s)
     existing = metadata.topics.get(topic)
     if existing is not None and existing.error is None:
         if len(existing.partitions) != partitions:
