@@ -388,7 +388,11 @@ class EmbeddedBroker:
         return tail[-lines:]
 
     def _startup_failure(self, reason: str) -> RunFailed:
-        tail = "\n".join(f"    {line}" for line in self.log_tail())
+        tail = self.log_tail(200)
+        # The broker's last ERROR and its stack trace say why; the config dump before it does not.
+        errors = [index for index, line in enumerate(tail) if " ERROR " in line]
+        tail = tail[errors[-1]:][:20] if errors else tail[-20:]
+        tail = "\n".join(f"    {line}" for line in tail)
         return RunFailed(f"embedded Kafka broker {reason} (log: {self.log_path}); last log lines:\n{tail}")
 
     def start(self, timeout_s: float = 120.0) -> bool:
