@@ -1,0 +1,375 @@
+"""The scenario: one frozen, validated description of a measured load.
+
+A scenario comes from a TOML file in `scenarios/`, from `--set key=value` / explicit CLI flags,
+or from Locust options (`Scenario.from_mapping`). Every path ends in the same constructor, and
+the constructor validates: a bad field is one `UsageError` line naming the field and what it
+accepts.
+
+Units:
+  sizes (`message_size`, `batch_size`) are bytes; a text size takes a decimal suffix
+  B, KB (1000), MB (1000**2), GB (1000**3) — decimal, so "1GB" is the same 1e9 as librdkafka's
+  `message.max.bytes` limit — or a binary one KiB, MiB, GiB.
+  rates are messages per second over all producer processes together; 0 = as fast as possible.
+  durations are seconds (`_s`), librdkafka times milliseconds (`_ms`).
+
+The rate schedule is either `rate` for `duration_s`, or `phases`: a list of
+{duration_s, rate} steps (a ramp or a burst); `duration_s` is then their sum and `rate`
+the peak, both derived.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import re
+import tomllib
+import uuid
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from bench.results import redact_secrets
+from streamstore.config import CLIENT_MESSAGE_MAX_BYTES, MAX_VALUE_BYTES
+from streamstore.errors import UsageError
+from streamstore.orders import PAYLOAD_KINDS
+from streamstore.trace import TRACE_HEADERS_BYTES
+
+COMPRESSIONS = ("none", "gzip", "snappy", "lz4", "zstd")
+# librdkafka's usable compression.level per codec; -1 is the codec's own default everywhere.
+# (librdkafka's property range is -1..12, so zstd stops at 12 here too.)
+COMPRESSION_LEVELS = {"none": (-1, -1), "snappy": (-1, -1), "gzip": (0, 9), "lz4": (0, 12), "zstd": (0, 12)}
+ACKS = ("all", "0", "1")
+KEY_MODES = ("none", "order_id")
+# keys = "order_id" sends the order's id text as the key.
+ORDER_ID_KEY_BYTES = len(str(uuid.UUID(int=0)))
+# librdkafka's batch.size range.
+BATCH_SIZE_RANGE = (1, 2_147_483_647)
+
+# Producer/consumer settings that a scenario field owns: setting them through the extra
+# config dicts would silently disagree with the field that the result file reports.
+_FIELD_OWNED_PRODUCER_KEYS = {
+    "acks": "acks", "request.required.acks": "acks",
+    "compression.type": "compression", "compression.codec": "compression",
+    "compression.level": "compression_level",
+    "linger.ms": "linger_ms", "queue.buffering.max.ms": "linger_ms",
+    "batch.size": "batch_size",
+    "enable.idempotence": "idempotence",
+}
+
+_SIZE_UNITS = {"": 1, "b": 1, "kb": 1000, "mb": 1000**2, "gb": 1000**3, "kib": 1024, "mib": 1024**2, "gib": 1024**3}
+_SIZE_TEXT = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([a-zA-Z]*)\s*$")
+_TOPIC_NAME = re.compile(r"^[A-Za-z0-9._-]{1,249}$")
+
+# Fields that do not change what is measured, so two runs that differ only in them are
+# comparable: the label, where the load goes (topic name), how long it lasts (percentiles
+# of a 30 s and a 60 s run at the same rate compare), how long to wait for stragglers, and
+# the fault-injection hook (a regression test injects a delay and expects the gate to see the
+# "same" scenario get slower). Secret values never enter the fingerprint either.
+_NOT_FINGERPRINTED = frozenset({"name", "topic", "duration_s", "warmup_s", "drain_timeout_s", "fault_consumer_delay_ms"})
+
+
+def parse_size(value: Any, field: str) -> int:
+    """Bytes from 200, "200", "1KB" (1000), "10MB", "1GB" (1e9), "64KiB" (65536)."""
+    if isinstance(value, bool):
+        raise UsageError(f"{field}: expected a size like 200, 1KB, 10MB or 1GB, not {value!r}")
+    if isinstance(value, int):
+        number, unit = value, ""
+    elif isinstance(value, str) and (match := _SIZE_TEXT.match(value)):
+        number, unit = float(match.group(1)), match.group(2).lower()
+    else:
+        raise UsageError(f"{field}: expected a size like 200, 1KB, 10MB or 1GB, not {value!r}")
+    if unit not in _SIZE_UNITS:
+        raise UsageError(
+            f"{field}: unknown size unit {match.group(2)!r} in {value!r} (use B, KB, MB, GB = powers of 1000, or KiB, MiB, GiB)"
+        )
+    size = number * _SIZE_UNITS[unit]
+    if size != int(size):
+        raise UsageError(f"{field}: {value!r} is not a whole number of bytes")
+    return int(size)
+
+
+def max_message_size(keys: str) -> int:
+    """The largest value librdkafka accepts with the trace headers and the chosen key."""
+    return MAX_VALUE_BYTES - TRACE_HEADERS_BYTES - (ORDER_ID_KEY_BYTES if keys == "order_id" else 0)
+
+
+@dataclasses.dataclass(frozen=True)
+class Phase:
+    """One step of a rate schedule."""
+
+    duration_s: float
+    rate: float
+
+
+@dataclasses.dataclass(frozen=True)
+class Scenario:
+    name: str = "adhoc"
+    topic: str = "bench-orders"
+    partitions: int = 1
+    replication_factor: int = 1
+    message_size: int = 200
+    payload: str = "order"
+    compression: str = "none"
+    compression_level: int = -1
+    rate: float = 1000.0
+    duration_s: float = 30.0
+    warmup_s: float = 5.0
+    phases: tuple[Phase, ...] = ()
+    producers: int = 1
+    acks: str = "all"
+    linger_ms: float = 5.0
+    batch_size: int = 1_000_000
+    idempotence: bool = False
+    keys: str = "none"
+    producer_config: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+    consumer_config: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+    drain_timeout_s: float = 10.0
+    # Test-only fault injection: the tracker sleeps this long after each consumed batch.
+    fault_consumer_delay_ms: float = 0.0
+
+    def __post_init__(self) -> None:
+        _check_name("name", self.name)
+        if not isinstance(self.topic, str) or not _TOPIC_NAME.match(self.topic) or self.topic in {".", ".."}:
+            raise UsageError(f"topic: {self.topic!r} is not a Kafka topic name (1-249 of A-Z a-z 0-9 . _ -)")
+        _check_int("partitions", self.partitions, 1, 10_000)
+        _check_int("replication_factor", self.replication_factor, 1, 32)
+        _check_choice("payload", self.payload, PAYLOAD_KINDS)
+        _check_choice("compression", self.compression, COMPRESSIONS)
+        _check_choice("acks", self.acks, ACKS)
+        _check_choice("keys", self.keys, KEY_MODES)
+        low, high = COMPRESSION_LEVELS[self.compression]
+        if high == -1 and self.compression_level != -1:
+            raise UsageError(f"compression_level: {self.compression} has no levels (allowed -1 = default)")
+        _check_int("compression_level", self.compression_level, -1, high)
+        if self.compression_level != -1 and self.compression_level < low:
+            raise UsageError(f"compression_level: {self.compression_level} is out of range for {self.compression} (allowed -1 or {low}..{high})")
+        _check_int("message_size", self.message_size, 1, None)
+        limit = max_message_size(self.keys)
+        if self.message_size > limit:
+            raise UsageError(
+                f"message_size: {self.message_size:,} bytes is above the client limit; at most {limit:,} bytes "
+                f"(librdkafka message.max.bytes {CLIENT_MESSAGE_MAX_BYTES:,} minus record, trace header"
+                f"{' and order-id key' if self.keys == 'order_id' else ''} overhead)"
+            )
+        _check_int("batch_size", self.batch_size, *BATCH_SIZE_RANGE)
+        _check_number("rate", self.rate, 0, None)
+        _check_number("duration_s", self.duration_s, 0, None, open_low=True)
+        _check_number("warmup_s", self.warmup_s, 0, None)
+        _check_number("drain_timeout_s", self.drain_timeout_s, 0, None)
+        _check_number("linger_ms", self.linger_ms, 0, 900_000)
+        _check_number("fault_consumer_delay_ms", self.fault_consumer_delay_ms, 0, 60_000)
+        # Whole numbers from TOML are fine; store floats so equal scenarios compare and hash equal.
+        for field in ("rate", "duration_s", "warmup_s", "drain_timeout_s", "linger_ms", "fault_consumer_delay_ms"):
+            object.__setattr__(self, field, float(getattr(self, field)))
+        if self.warmup_s >= self.duration_s:
+            raise UsageError(f"warmup_s: {self.warmup_s:g} must be shorter than duration_s ({self.duration_s:g})")
+        _check_int("producers", self.producers, 1, 64)
+        if not isinstance(self.idempotence, bool):
+            raise UsageError(f"idempotence: expected true or false, not {self.idempotence!r}")
+        if self.idempotence and self.acks != "all":
+            raise UsageError(f"idempotence: needs acks = \"all\" (librdkafka refuses acks={self.acks} with idempotence)")
+        self._check_phases()
+        object.__setattr__(self, "producer_config", _check_client_config("producer_config", self.producer_config, _FIELD_OWNED_PRODUCER_KEYS))
+        object.__setattr__(self, "consumer_config", _check_client_config("consumer_config", self.consumer_config, {}))
+
+    def _check_phases(self) -> None:
+        if not isinstance(self.phases, tuple) or not all(isinstance(p, Phase) for p in self.phases):
+            raise UsageError("phases: expected a list of {duration_s, rate} tables")
+        for index, phase in enumerate(self.phases):
+            _check_number(f"phases[{index}].duration_s", phase.duration_s, 0, None, open_low=True)
+            _check_number(f"phases[{index}].rate", phase.rate, 0, None, open_low=True)
+        if self.phases:
+            if abs(sum(p.duration_s for p in self.phases) - self.duration_s) > 1e-9:
+                raise UsageError("duration_s: with phases it is their sum; leave duration_s out")
+            if self.rate != max(p.rate for p in self.phases):
+                raise UsageError("rate: with phases the rate comes from them; leave rate out")
+
+    # -- construction -------------------------------------------------------------------------
+
+    @classmethod
+    def from_mapping(cls, values: Mapping[str, Any], source: str = "scenario") -> "Scenario":
+        """A scenario from plain values (TOML table, Locust options, a result file's scenario).
+
+        Sizes may be text ("1KB"); nested client-config tables are flattened to dotted keys.
+        """
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise UsageError(f"{source}: unknown field {unknown[0]!r} (known fields: {', '.join(sorted(known))})")
+        fields = dict(values)
+        for size_field in ("message_size", "batch_size"):
+            if size_field in fields:
+                fields[size_field] = parse_size(fields[size_field], size_field)
+        if "acks" in fields and isinstance(fields["acks"], int) and not isinstance(fields["acks"], bool):
+            fields["acks"] = str(fields["acks"])
+        if fields.get("acks") == "-1":
+            fields["acks"] = "all"
+        for config_field in ("producer_config", "consumer_config"):
+            if config_field in fields:
+                if not isinstance(fields[config_field], Mapping):
+                    raise UsageError(f"{config_field}: expected a table of librdkafka settings")
+                fields[config_field] = _flatten(fields[config_field])
+        if fields.get("phases") in ([], ()):
+            del fields["phases"]
+        if "phases" in fields:
+            fields.update(_phases_fields(fields))
+        return cls(**fields)
+
+    @classmethod
+    def from_toml(cls, path: str | Path, overrides: Mapping[str, Any] | None = None) -> "Scenario":
+        """Read a scenario file, apply overrides (from `--set` or flags), validate."""
+        path = Path(path)
+        try:
+            with path.open("rb") as handle:
+                values = tomllib.load(handle)
+        except FileNotFoundError:
+            raise UsageError(f"scenario file {path} does not exist") from None
+        except IsADirectoryError:
+            raise UsageError(f"scenario file {path} is a folder, not a TOML file") from None
+        except OSError as error:
+            raise UsageError(f"cannot read scenario file {path}: {error.strerror or error}") from None
+        except tomllib.TOMLDecodeError as error:
+            raise UsageError(f"scenario file {path} is not valid TOML: {error}") from None
+        values.setdefault("name", path.stem)
+        return cls.from_mapping(merge_overrides(values, overrides or {}), source=str(path))
+
+    # -- use --------------------------------------------------------------------------------
+
+    def schedule(self) -> tuple[Phase, ...]:
+        """The rate schedule as phases (a steady scenario is one phase)."""
+        return self.phases or (Phase(self.duration_s, self.rate),)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Every field as plain JSON values, secret settings redacted."""
+        values = dataclasses.asdict(self)
+        values["producer_config"] = dict(self.producer_config)
+        values["consumer_config"] = dict(self.consumer_config)
+        return redact_secrets(values)
+
+    def fingerprint(self) -> str:
+        """16 hex chars over the fields that make two runs comparable (see _NOT_FINGERPRINTED).
+
+        Secret settings count by name only (their values are redacted first), so rotating a
+        password does not break comparison with a baseline.
+        """
+        values = {k: v for k, v in self.to_dict().items() if k not in _NOT_FINGERPRINTED}
+        if not self.phases:
+            values.pop("phases")
+        canonical = json.dumps(values, sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(canonical.encode()).hexdigest()[:16]
+
+
+# -- overrides ------------------------------------------------------------------------------
+
+
+def parse_set_option(text: str) -> tuple[str, Any]:
+    """`key=value` from `--set`; the value is TOML when it parses as such, else a string."""
+    key, separator, raw = text.partition("=")
+    key = key.strip()
+    if not separator or not key:
+        raise UsageError(f"--set {text!r}: expected key=value (e.g. --set rate=5000)")
+    try:
+        value = tomllib.loads(f"v = {raw.strip()}")["v"]
+    except tomllib.TOMLDecodeError:
+        value = raw.strip()
+    return key, value
+
+
+def merge_overrides(values: Mapping[str, Any], overrides: Mapping[str, Any]) -> dict[str, Any]:
+    """File values with overrides applied; `producer_config.KEY` sets one librdkafka setting.
+
+    Overriding `rate` or `duration_s` on a phased scenario replaces the phases by a steady rate.
+    """
+    merged = dict(values)
+    for key, value in overrides.items():
+        config, dot, setting = key.partition(".")
+        if dot and config in ("producer_config", "consumer_config"):
+            merged[config] = {**_flatten(merged.get(config, {})), setting: value}
+        elif key == "phases":
+            raise UsageError("phases: cannot be set from the command line; edit the scenario file")
+        else:
+            merged[key] = value
+    if "phases" in merged and ({"rate", "duration_s"} & set(overrides)):
+        phases = _phases_fields({"phases": merged.pop("phases")})
+        merged.setdefault("rate", phases["rate"])
+        merged.setdefault("duration_s", phases["duration_s"])
+    return merged
+
+
+# -- helpers --------------------------------------------------------------------------------
+
+
+def _phases_fields(fields: Mapping[str, Any]) -> dict[str, Any]:
+    """Phases as `Phase` objects, with duration_s (their sum) and rate (their peak) derived.
+
+    A given duration_s or rate must agree with the derived one (a result file's scenario
+    carries both); anything else is a contradiction the user must resolve.
+    """
+    raw = fields["phases"]
+    if not isinstance(raw, (list, tuple)) or not raw:
+        raise UsageError("phases: expected a non-empty list of {duration_s, rate} tables")
+    phases = []
+    for index, entry in enumerate(raw):
+        if isinstance(entry, Phase):
+            entry = dataclasses.asdict(entry)
+        if not isinstance(entry, Mapping) or set(entry) != {"duration_s", "rate"}:
+            raise UsageError(f"phases[{index}]: expected a table with exactly duration_s and rate")
+        for key in ("duration_s", "rate"):
+            _check_number(f"phases[{index}].{key}", entry[key], 0, None, open_low=True)
+        phases.append(Phase(float(entry["duration_s"]), float(entry["rate"])))
+    derived = {"duration_s": sum(p.duration_s for p in phases), "rate": max(p.rate for p in phases)}
+    for key, value in derived.items():
+        if key in fields and fields[key] != value:
+            raise UsageError(f"{key}: with phases it is derived from them ({value:g}); leave {key} out")
+    return {"phases": tuple(phases), **derived}
+
+
+def _flatten(table: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    """TOML reads `sasl.mechanism = "PLAIN"` as nested tables; librdkafka wants dotted keys."""
+    flat: dict[str, Any] = {}
+    for key, value in table.items():
+        if isinstance(value, Mapping):
+            flat.update(_flatten(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
+
+
+def _check_client_config(field: str, config: Any, owned: Mapping[str, str]) -> dict[str, Any]:
+    if not isinstance(config, Mapping):
+        raise UsageError(f"{field}: expected a table of librdkafka settings")
+    for key, value in config.items():
+        if key in owned:
+            raise UsageError(f"{field}: {key!r} is set by the scenario field {owned[key]!r}; set that instead")
+        if isinstance(value, (dict, list, tuple)) or value is None:
+            raise UsageError(f"{field}: {key!r} must be a string, number or boolean, not {value!r}")
+    return dict(config)
+
+
+def _check_name(field: str, value: Any) -> None:
+    if not isinstance(value, str) or not value.strip():
+        raise UsageError(f"{field}: expected a non-empty text, not {value!r}")
+
+
+def _check_choice(field: str, value: Any, allowed: tuple[str, ...]) -> None:
+    if value not in allowed:
+        raise UsageError(f"{field}: {value!r} is not allowed (allowed: {', '.join(allowed)})")
+
+
+def _check_int(field: str, value: Any, low: int, high: int | None) -> None:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise UsageError(f"{field}: expected a whole number, not {value!r}")
+    if value < low or (high is not None and value > high):
+        allowed = f"{low}..{high}" if high is not None else f">= {low}"
+        raise UsageError(f"{field}: {value} is out of range (allowed {allowed})")
+
+
+def _check_number(field: str, value: Any, low: float, high: float | None, open_low: bool = False) -> None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or value != value:
+        raise UsageError(f"{field}: expected a number, not {value!r}")
+    too_low = value <= low if open_low else value < low
+    if too_low or (high is not None and value > high):
+        bound = f"> {low}" if open_low else f">= {low}"
+        allowed = f"{bound} and <= {high}" if high is not None else bound
+        raise UsageError(f"{field}: {value} is out of range (allowed {allowed})")
