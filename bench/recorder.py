@@ -1,0 +1,208 @@
+"""What a run measures, kept cheaply: HDR histograms per second and cumulative, per-second
+series, and the lost/duplicate audit.
+
+Recording cost. hdrh's `record_value` is pure Python (about 0.6 µs a call measured here; `python -m bench
+calibrate` prints it), too much to pay per message on the produce path.
+The producer and tracker processes only append raw latencies to a list; once a second the
+list travels to the coordinating process, which folds it with `collections.Counter` (C) into
+(value, count) pairs and records each distinct value once. librdkafka reports latencies in
+whole microseconds, so a second of 100,000 deliveries spread over 1-20 ms records at most a
+few thousand distinct values.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from hdrh.histogram import HdrHistogram
+
+from bench.results import LATENCY_HIGHEST_US, LATENCY_LOWEST_US, encode_histogram, new_latency_histogram, summarize_histogram
+
+LATENCY_NAMES = ("service_time", "response_time", "send_delay", "end_to_end")
+COUNT_NAMES = ("sent", "acked", "failed", "consumed")
+
+
+def counts_from_seconds(latencies_s: Iterable[float]) -> Counter[int]:
+    """(µs, count) pairs from librdkafka's `Message.latency()` floats (seconds, µs precision)."""
+    counts: Counter[int] = Counter()
+    for seconds, count in Counter(latencies_s).items():
+        counts[round(seconds * 1_000_000)] += count
+    return counts
+
+
+def record_counts(histogram: HdrHistogram, counts: Mapping[int, int]) -> int:
+    """Record (µs, count) pairs; values outside 1 µs .. 1 h are clamped to the range (hdrh
+    would drop them silently). Returns how many samples were clamped."""
+    clamped = 0
+    for value, count in counts.items():
+        if value < LATENCY_LOWEST_US:
+            value, clamped = LATENCY_LOWEST_US, clamped + count
+        elif value > LATENCY_HIGHEST_US:
+            value, clamped = LATENCY_HIGHEST_US, clamped + count
+        histogram.record_value(value, count)
+    return clamped
+
+
+class LatencyRecorder:
+    """One latency: a histogram per second (for the interval log and the series) and the
+    cumulative histogram of every second after warm-up (for the summary).
+
+    Several processes report the same second (one per producer); a second stays open until
+    `close_through` says every reporter is past it, then it is encoded and its memory freed
+    (an open histogram is ~400 KB; a 10-minute run cannot keep 600 of them).
+    """
+
+    def __init__(self, warmup_s: float):
+        self.warmup_s = warmup_s
+        self.cumulative = new_latency_histogram()
+        self.clamped = 0
+        self._open: dict[int, HdrHistogram] = {}
+        self.intervals: dict[int, str] = {}
+        self.interval_stats: dict[int, tuple[int, int, int]] = {}  # second -> p50, p99, max
+
+    def record(self, second: int, counts: Mapping[int, int]) -> None:
+        if not counts:
+            return
+        if second in self.intervals:
+            raise ValueError(f"second {second} was already closed")
+        histogram = self._open.get(second)
+        if histogram is None:
+            histogram = self._open[second] = new_latency_histogram()
+        self.clamped += record_counts(histogram, counts)
+
+    def close_through(self, last_second: int) -> None:
+        """Seal every open second up to and including last_second."""
+        for second in sorted(s for s in self._open if s <= last_second):
+            histogram = self._open.pop(second)
+            # Second s covers [s, s+1) after start; it is warm-up while it ends within warmup_s.
+            if second + 1 > self.warmup_s:
+                self.cumulative.add(histogram)
+            self.intervals[second] = encode_histogram(histogram)
+            by_percentile = histogram.get_percentile_to_value_dict([50.0, 99.0])
+            self.interval_stats[second] = (by_percentile[50.0], by_percentile[99.0], histogram.get_max_value())
+
+    def interval_list(self, seconds: int) -> list[str | None]:
+        """Encoded histogram of each second 0..seconds-1, None for a second without samples."""
+        return [self.intervals.get(second) for second in range(seconds)]
+
+    def summary(self) -> dict[str, Any]:
+        return summarize_histogram(self.cumulative)
+
+
+class RunRecorder:
+    """Everything one run measures, fed by per-second reports from producers and tracker."""
+
+    def __init__(self, warmup_s: float):
+        self.latency = {name: LatencyRecorder(warmup_s) for name in LATENCY_NAMES}
+        self.counts_by_second = {name: Counter() for name in COUNT_NAMES}
+        self.lag_messages: dict[int, int] = {}
+        self.lag_by_partition: dict[int, dict[int, int]] = {}
+        self.lag_time_ms: dict[int, float] = {}
+        self.last_second = -1
+
+    def add_producer_report(self, second: int, sent: int, acked: int, failed: int,
+                            service_s: list[float], response_us: list[int], send_delay_us: list[int]) -> None:
+        self._count(second, sent=sent, acked=acked, failed=failed)
+        self.latency["service_time"].record(second, counts_from_seconds(service_s))
+        self.latency["response_time"].record(second, Counter(response_us))
+        self.latency["send_delay"].record(second, Counter(send_delay_us))
+
+    def add_tracker_report(self, second: int, consumed: int, end_to_end_us: list[int],
+                           lag_by_partition: Mapping[int, int] | None, lag_time_ms: float | None) -> None:
+        self._count(second, consumed=consumed)
+        self.latency["end_to_end"].record(second, Counter(end_to_end_us))
+        if lag_by_partition is not None:
+            self.lag_by_partition[second] = dict(lag_by_partition)
+            self.lag_messages[second] = sum(lag_by_partition.values())
+        if lag_time_ms is not None:
+            self.lag_time_ms[second] = lag_time_ms
+
+    def _count(self, second: int, **counts: int) -> None:
+        for name, count in counts.items():
+            self.counts_by_second[name][second] += count
+        self.last_second = max(self.last_second, second)
+
+    def close_through(self, last_second: int) -> None:
+        for recorder in self.latency.values():
+            recorder.close_through(last_second)
+
+    def totals(self) -> dict[str, int]:
+        return {name: sum(counter.values()) for name, counter in self.counts_by_second.items()}
+
+    def seconds(self) -> int:
+        return self.last_second + 1
+
+    def series(self) -> dict[str, Any]:
+        """Per-second series as docs/result-format.md lists them (t_s = end of the second)."""
+        seconds = range(self.seconds())
+        series: dict[str, Any] = {"t_s": [second + 1 for second in seconds]}
+        for name, counter in self.counts_by_second.items():
+            series[name] = [counter.get(second, 0) for second in seconds]
+        for name, prefix, stats in (
+            ("service_time", "service_time", ("p50", "p99", "max")),
+            ("response_time", "response_time", ("p99",)),
+            ("end_to_end", "end_to_end", ("p50", "p99", "max")),
+        ):
+            interval_stats = self.latency[name].interval_stats
+            for stat in stats:
+                position = {"p50": 0, "p99": 1, "max": 2}[stat]
+                series[f"{prefix}_{stat}_us"] = [
+                    interval_stats[second][position] if second in interval_stats else None for second in seconds
+                ]
+        series["lag_messages"] = [self.lag_messages.get(second) for second in seconds]
+        partitions = sorted({p for lags in self.lag_by_partition.values() for p in lags})
+        series["lag_messages_by_partition"] = {
+            str(partition): [self.lag_by_partition.get(second, {}).get(partition) for second in seconds]
+            for partition in partitions
+        }
+        series["lag_time_ms"] = [self.lag_time_ms.get(second) for second in seconds]
+        return series
+
+
+class SequenceAudit:
+    """Which sequences of which producer the tracker has seen: one bit each.
+
+    A bitmap keeps a 10-minute run at 20,000 msg/s (12 million sequences) in 1.5 MB and
+    travels between processes as bytes.
+    """
+
+    def __init__(self) -> None:
+        self.seen: dict[int, bytearray] = {}
+        self.duplicated = 0
+
+    def mark(self, producer: int, sequence: int) -> bool:
+        """Note one consumed sequence; True when it had been seen before (a duplicate)."""
+        bits = self.seen.get(producer)
+        if bits is None:
+            bits = self.seen[producer] = bytearray()
+        index, mask = sequence >> 3, 1 << (sequence & 7)
+        if index >= len(bits):
+            bits.extend(bytes(max(index + 1 - len(bits), len(bits))))
+        if bits[index] & mask:
+            self.duplicated += 1
+            return True
+        bits[index] |= mask
+        return False
+
+
+def lost_sequences(seen: bytes | None, sent: int, failed: Iterable[int], limit: int = 10) -> tuple[int, list[int]]:
+    """How many of sequences 0..sent-1 were acked (not failed) but never seen, and the first few.
+
+    Pure: `seen` is a SequenceAudit bitmap (bit i = sequence i), `failed` the sequences
+    whose delivery failed (those are not lost: the producer knows they did not arrive).
+    """
+    failed_bits = bytearray((sent + 7) // 8)
+    for sequence in failed:
+        if sequence < sent:
+            failed_bits[sequence >> 3] |= 1 << (sequence & 7)
+    accounted = int.from_bytes(seen or b"", "little") | int.from_bytes(failed_bits, "little")
+    missing = ((1 << sent) - 1) & ~accounted
+    first: list[int] = []
+    remaining = missing
+    while remaining and len(first) < limit:
+        lowest = remaining & -remaining
+        first.append(lowest.bit_length() - 1)
+        remaining ^= lowest
+    return missing.bit_count(), first

@@ -1,0 +1,86 @@
+"""Recording logic without a broker: batch recording, clamping, interval sealing, the audit."""
+
+from __future__ import annotations
+
+import random
+
+from bench.recorder import LatencyRecorder, RunRecorder, SequenceAudit, counts_from_seconds, lost_sequences, record_counts
+from bench.results import LATENCY_HIGHEST_US, decode_histogram, new_latency_histogram
+
+
+def test_batched_recording_equals_recording_each_value():
+    rng = random.Random(7)
+    latencies_us = [int(rng.lognormvariate(8, 1)) + 1 for _ in range(20_000)]
+    one_by_one = new_latency_histogram()
+    for value in latencies_us:
+        one_by_one.record_value(value)
+    batched = new_latency_histogram()
+    record_counts(batched, counts_from_seconds(value / 1e6 for value in latencies_us))
+    assert batched.get_total_count() == one_by_one.get_total_count() == len(latencies_us)
+    for percentile in (50, 90, 99, 99.9, 100):
+        assert batched.get_value_at_percentile(percentile) == one_by_one.get_value_at_percentile(percentile)
+
+
+def test_out_of_range_values_are_clamped_and_counted_not_dropped():
+    histogram = new_latency_histogram()
+    clamped = record_counts(histogram, {0: 2, -5: 1, 500: 3, LATENCY_HIGHEST_US * 2: 1})
+    assert clamped == 4
+    assert histogram.get_total_count() == 7
+    assert histogram.get_min_value() == 1
+
+
+def test_seconds_from_several_reporters_merge_and_warmup_is_excluded():
+    recorder = LatencyRecorder(warmup_s=1.0)
+    recorder.record(0, {100: 5})          # warm-up second
+    recorder.record(1, {200: 3})          # producer 0
+    recorder.record(1, {300: 2})          # producer 1, same second
+    recorder.close_through(1)
+    assert recorder.cumulative.get_total_count() == 5
+    assert decode_histogram(recorder.intervals[0]).get_total_count() == 5
+    assert decode_histogram(recorder.intervals[1]).get_total_count() == 5
+    assert recorder.interval_stats[1][2] == 300
+    assert recorder.interval_list(3)[2] is None
+
+
+def test_series_has_one_entry_per_second_with_nulls_for_empty_seconds():
+    recorder = RunRecorder(warmup_s=0.0)
+    recorder.add_producer_report(0, sent=10, acked=9, failed=1, service_s=[0.001] * 9, response_us=[1500] * 9,
+                                 send_delay_us=[10] * 10)
+    recorder.add_tracker_report(2, consumed=9, end_to_end_us=[2000] * 9, lag_by_partition={0: 3, 1: 4},
+                                lag_time_ms=12.5)
+    recorder.close_through(2)
+    series = recorder.series()
+    assert series["t_s"] == [1, 2, 3]
+    assert series["sent"] == [10, 0, 0]
+    assert series["consumed"] == [0, 0, 9]
+    assert series["service_time_p99_us"] == [1000, None, None]
+    assert series["end_to_end_p50_us"] == [None, None, 2000]
+    assert series["lag_messages"] == [None, None, 7]
+    assert series["lag_messages_by_partition"] == {"0": [None, None, 3], "1": [None, None, 4]}
+    assert recorder.totals() == {"sent": 10, "acked": 9, "failed": 1, "consumed": 9}
+
+
+def test_audit_detects_exactly_the_dropped_and_repeated_sequences():
+    sent = 10_000
+    rng = random.Random(3)
+    dropped = set(rng.sample(range(sent), 37))
+    repeated = rng.sample(sorted(set(range(sent)) - dropped), 11)
+    failed = {5, 6}  # the producer knows these did not arrive: not lost
+    audit = SequenceAudit()
+    delivered = [s for s in range(sent) if s not in dropped and s not in failed] + repeated
+    rng.shuffle(delivered)
+    duplicates = [s for s in delivered if audit.mark(0, s)]
+    assert sorted(duplicates) == sorted(repeated)
+    assert audit.duplicated == 11
+    lost, first = lost_sequences(bytes(audit.seen[0]), sent, failed)
+    assert lost == 37
+    assert first == sorted(dropped)[:10]
+
+
+def test_audit_keeps_producers_apart():
+    audit = SequenceAudit()
+    assert not audit.mark(0, 0)
+    assert not audit.mark(1, 0)
+    assert audit.mark(1, 0)
+    assert lost_sequences(bytes(audit.seen[0]), 2, []) == (1, [1])
+    assert lost_sequences(None, 3, [1]) == (2, [0, 2])
