@@ -118,6 +118,10 @@ def check_kafka_version(kafka_version: str) -> str:
     return kafka_version
 
 
+def _version_key(kafka_version: str) -> tuple[int, ...]:
+    return tuple(int(part) for part in kafka_version.split("."))
+
+
 def jar_cache_dir(kafka_version: str) -> Path:
     cache_root = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
     return cache_root / "streamstore-bench" / f"kafka-{kafka_version}" / "libs"
@@ -363,6 +367,20 @@ class EmbeddedBroker:
             *arguments,
         ]
 
+    @property
+    def _formatted_by_path(self) -> Path:
+        return self.state_dir / "formatted-by.version"
+
+    def _check_storage_version(self) -> None:
+        """An older broker cannot read metadata a newer one wrote; say so before it crashes."""
+        with contextlib.suppress(FileNotFoundError):
+            formatted_by = self._formatted_by_path.read_text().strip()
+            if _version_key(self.kafka_version) < _version_key(formatted_by):
+                raise UsageError(
+                    f"{self.state_dir} holds data of Apache Kafka {formatted_by}, which {self.kafka_version} "
+                    "cannot read: choose another --state-dir (or delete that one)"
+                )
+
     def _format_storage(self, java: str, libs: Path) -> None:
         """KRaft refuses to start on an unformatted log dir; format it once, keep it after."""
         if (self._data_dir / "meta.properties").exists():
@@ -379,6 +397,7 @@ class EmbeddedBroker:
         if completed.returncode != 0:
             output = (completed.stderr.strip() or completed.stdout.strip()).splitlines()
             raise RunFailed(f"formatting the broker storage in {self._data_dir} failed: {output[-1] if output else ''}")
+        self._formatted_by_path.write_text(f"{self.kafka_version}\n")
 
     def log_tail(self, lines: int = 20) -> list[str]:
         tail: list[str] = []
@@ -415,6 +434,7 @@ class EmbeddedBroker:
                         f"port {port} on 127.0.0.1 is in use by another process "
                         "(another broker? choose --port/--controller-port)"
                     )
+            self._check_storage_version()
             libs, _ = provision_jars(self.kafka_version)
             self._write_server_properties()
             self._format_storage(java, libs)

@@ -198,3 +198,15 @@ def test_ensure_broker_auto_starts_and_stops_the_embedded_broker(tmp_path):
         assert broker.version == DEFAULT_KAFKA_VERSION
         assert broker_answers(bootstrap, timeout_s=5)
     assert not broker_answers(bootstrap, timeout_s=2)
+
+
+def test_older_kafka_on_newer_data_is_a_usage_error(broker_flags):
+    state_dir = Path(broker_flags[-1])
+    state_dir.mkdir(parents=True)
+    (state_dir / "formatted-by.version").write_text("3.9.0\n")
+    started = bench_broker("start", *broker_flags)
+    assert started.returncode == 2
+    assert started.stderr == (
+        f"error: {state_dir} holds data of Apache Kafka 3.9.0, which {DEFAULT_KAFKA_VERSION} cannot read: "
+        "choose another --state-dir (or delete that one)\n"
+    )
