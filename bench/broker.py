@@ -254,6 +254,7 @@ class EmbeddedBroker:
         controller_port: int | None = None,
         state_dir: Path | str | None = None,
         kafka_version: str = DEFAULT_KAFKA_VERSION,
+        extra_properties: Mapping[str, str] | None = None,
     ) -> None:
         self.port = port
         self.controller_port = controller_port if controller_port is not None else port + 1
@@ -261,6 +262,8 @@ class EmbeddedBroker:
             raise UsageError(f"--controller-port must differ from --port ({port})")
         self.state_dir = Path(state_dir) if state_dir else PROJECT_ROOT / ".state" / f"broker-{port}"
         self.kafka_version = check_kafka_version(kafka_version)
+        # Test set-ups (an advertised proxy address, a SASL listener) on top of the defaults.
+        self.extra_properties = dict(extra_properties or {})
         self._process: subprocess.Popen | None = None
 
     @property
@@ -348,6 +351,7 @@ class EmbeddedBroker:
             "auto.create.topics.enable": "true",
             **SINGLE_NODE_BROKER_SETTINGS,
             **LARGE_MESSAGE_BROKER_SETTINGS,
+            **self.extra_properties,
         }
 
     def _write_server_properties(self) -> None:
