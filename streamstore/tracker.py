@@ -9,7 +9,7 @@ import threading
 import time
 from collections.abc import Mapping
 
-from confluent_kafka import Consumer, KafkaError, KafkaException, Message
+from confluent_kafka import Consumer, KafkaError, KafkaException, Message, TopicPartition
 
 from streamstore.cli import OneLineArgumentParser, add_bootstrap_argument, run_command
 from streamstore.config import ORDERS_TOPIC, TRACKER_GROUP_ID, consumer_config
@@ -23,10 +23,15 @@ POLL_TIMEOUT_S = 1.0
 class OrderTracker:
     """A consumer of order topics. It keeps no messages: callers handle each as it arrives."""
 
-    def __init__(self, config: dict, topics: list[str]):
+    def __init__(self, config: dict, topics: list[str], start_offsets: Mapping[int, int] | None = None):
+        """start_offsets {partition: offset} reads topics[0] from exactly there, without joining
+        the group: a measured run reads what it produced, not what earlier runs left behind."""
         self.topics = topics
         self.client = Consumer(config)
-        self.client.subscribe(topics)
+        if start_offsets is None:
+            self.client.subscribe(topics)
+        else:
+            self.client.assign([TopicPartition(topics[0], p, offset) for p, offset in start_offsets.items()])
 
     def consume(self, max_messages: int = 1, timeout_s: float = POLL_TIMEOUT_S) -> list[Message]:
         """Messages received within the timeout; partition EOF events are dropped, errors raised."""
