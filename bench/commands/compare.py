@@ -1,0 +1,68 @@
+"""`python -m bench compare RUN_A RUN_B [RUN_C ...]`: overlaid plots and a delta table."""
+
+from __future__ import annotations
+
+import argparse
+import re
+from pathlib import Path
+
+from bench.compare import differing_fields, delta_rows, require_comparable_kind
+from bench.report import write_compare_report
+from bench.results import format_change, format_value, load_result, result_path
+from streamstore.errors import UsageError
+
+NAME = "compare"
+HELP = "compare runs: overlaid percentile and time-series plots plus a table of deltas (md, html, png)"
+
+DEFAULT_RESULTS_ROOT = Path("results")
+# Long folder names make the compare folder unwieldy; each run contributes at most this much.
+_LABEL_IN_FOLDER_NAME = 40
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("runs", nargs="+", metavar="RUN", help="run folders or result .json files (2 or more); the first is the reference")
+    parser.add_argument("--out", type=Path, help="output folder (default results/compare-<A>-vs-<B>...)")
+    parser.add_argument("--force", action="store_true", help="compare runs whose scenarios differ (marked 'not comparable')")
+
+
+def _label(run: str) -> str:
+    path = result_path(run)
+    return path.parent.name if path.name == "result.json" else path.stem
+
+
+def run(args: argparse.Namespace) -> int:
+    if len(args.runs) < 2:
+        raise UsageError("compare needs at least two runs (RUN_A RUN_B ...)")
+    results = [load_result(run) for run in args.runs]
+    labels = [_label(run) for run in args.runs]
+    labels = [label if labels.count(label) == 1 else f"{label} ({index + 1})" for index, label in enumerate(labels)]
+    for label, result in zip(labels, results):
+        require_comparable_kind(result, label)
+
+    not_comparable = {label: fields for label, result in zip(labels[1:], results[1:])
+                      if (fields := differing_fields(results[0], result))}
+    if not_comparable and not args.force:
+        reasons = "; ".join(f"{label} differs in {', '.join(fields)}" for label, fields in not_comparable.items())
+        raise UsageError(f"not comparable with {labels[0]}: {reasons} (use --force to compare anyway)")
+
+    out = args.out or DEFAULT_RESULTS_ROOT / ("compare-" + "-vs-".join(
+        re.sub(r"[^A-Za-z0-9._-]+", "_", label)[:_LABEL_IN_FOLDER_NAME] for label in labels))
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise UsageError(f"cannot create {out}: {error.strerror or error}") from None
+
+    rows = [row for row in delta_rows(results) if any(value is not None for value in row.values)]
+    width = max(len(row.label) for row in rows)
+    column = max(12, *(len(label) for label in labels))
+    for label, fields in not_comparable.items():
+        print(f"NOT COMPARABLE: {label} differs from {labels[0]} in {', '.join(fields)}")
+    print(f"{'metric':<{width}}  " + "  ".join(f"{label:>{column}}" for label in labels) + "  "
+          + "  ".join(f"{'vs ' + str(index + 1):>8}" for index in range(1, len(labels))))
+    for row in rows:
+        values = "  ".join(f"{format_value(value, row.unit):>{column}}" for value in row.values)
+        changes = "  ".join(f"{format_change(change):>8}" for change in row.changes[1:])
+        print(f"{row.label:<{width}}  {values}  {changes}")
+    written = write_compare_report(out, labels, results, rows, not_comparable)
+    print(f"written to {out}/: {', '.join(path.name for path in written)}")
+    return 0

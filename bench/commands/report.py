@@ -1,0 +1,27 @@
+"""`python -m bench report RUN_DIR [RUN_DIR ...]`: redraw plots and reports from result.json alone."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from bench.report import write_run_report
+from bench.results import RESULT_FILE_NAME
+from streamstore.errors import UsageError
+
+NAME = "report"
+HELP = "regenerate the plots, report.md and report.html of run folders from their result.json (no broker needed)"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("run_dirs", nargs="+", type=Path, metavar="RUN_DIR", help="a results/<time>-<scenario> folder")
+
+
+def run(args: argparse.Namespace) -> int:
+    for folder in args.run_dirs:
+        if not folder.is_dir():
+            raise UsageError(f"{folder} is not a run folder (expected a folder holding {RESULT_FILE_NAME})")
+    for folder in args.run_dirs:
+        written = write_run_report(folder)
+        print(f"{folder}: {', '.join(path.name for path in written)}")
+    return 0
