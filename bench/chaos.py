@@ -114,7 +114,13 @@ class FaultInjector:
         self._thread.start()
         return self
 
+    def join(self, timeout_s: float | None = None) -> None:
+        """Wait for the whole schedule to have run (every fault started and ended)."""
+        if self._thread is not None:
+            self._thread.join(timeout_s)
+
     def stop(self) -> None:
+        """Cancel the faults not yet started and end the current one now."""
         self._cancelled.set()
         if self._thread is not None:
             self._thread.join()
