@@ -33,12 +33,15 @@ def counts_from_seconds(latencies_s: Iterable[float]) -> Counter[int]:
 
 
 def record_counts(histogram: HdrHistogram, counts: Mapping[int, int]) -> int:
-    """Record (µs, count) pairs; values outside 1 µs .. 1 h are clamped to the range (hdrh
-    would drop them silently). Returns how many samples were clamped."""
+    """Record (µs, count) pairs, clamped to 1 µs .. 1 h (hdrh would drop them silently).
+
+    Below 1 µs is the histogram's resolution (a send delay of 0 is common), recorded as 1 µs;
+    above 1 h is a real loss of information, so those samples are counted and returned.
+    """
     clamped = 0
     for value, count in counts.items():
         if value < LATENCY_LOWEST_US:
-            value, clamped = LATENCY_LOWEST_US, clamped + count
+            value = LATENCY_LOWEST_US
         elif value > LATENCY_HIGHEST_US:
             value, clamped = LATENCY_HIGHEST_US, clamped + count
         histogram.record_value(value, count)

@@ -16,8 +16,9 @@ from typing import NamedTuple
 
 TRACE_HEADER = "ss-trace"
 # run id (16 raw uuid bytes), producer index, sequence within that producer, send time.
-_TRACE = struct.Struct(">16sHQq")
-TRACE_VALUE_BYTES = _TRACE.size
+# Public so a hot loop can bind TRACE_STRUCT.pack instead of calling encode_trace.
+TRACE_STRUCT = struct.Struct(">16sHQq")
+TRACE_VALUE_BYTES = TRACE_STRUCT.size
 
 
 def _varint_bytes(length: int) -> int:
@@ -44,7 +45,7 @@ class Trace(NamedTuple):
 
 
 def encode_trace(run_id: bytes, producer: int, sequence: int, send_time_ns: int) -> bytes:
-    return _TRACE.pack(run_id, producer, sequence, send_time_ns)
+    return TRACE_STRUCT.pack(run_id, producer, sequence, send_time_ns)
 
 
 def read_trace(headers: Sequence[tuple[str, bytes]] | None) -> Trace | None:
@@ -53,5 +54,5 @@ def read_trace(headers: Sequence[tuple[str, bytes]] | None) -> Trace | None:
         return None
     for name, value in headers:
         if name == TRACE_HEADER and value is not None and len(value) == TRACE_VALUE_BYTES:
-            return Trace(*_TRACE.unpack(value))
+            return Trace(*TRACE_STRUCT.unpack(value))
     return None

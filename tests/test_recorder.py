@@ -21,10 +21,11 @@ def test_batched_recording_equals_recording_each_value():
         assert batched.get_value_at_percentile(percentile) == one_by_one.get_value_at_percentile(percentile)
 
 
-def test_out_of_range_values_are_clamped_and_counted_not_dropped():
+def test_out_of_range_values_are_clamped_not_dropped_and_overflows_counted():
     histogram = new_latency_histogram()
     clamped = record_counts(histogram, {0: 2, -5: 1, 500: 3, LATENCY_HIGHEST_US * 2: 1})
-    assert clamped == 4
+    assert clamped == 1
+    assert histogram.get_max_value() >= LATENCY_HIGHEST_US
     assert histogram.get_total_count() == 7
     assert histogram.get_min_value() == 1
 

@@ -1,0 +1,74 @@
+"""`python -m bench run SCENARIO`: one measured run, written to a result folder."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from bench.broker import BROKER_MODES
+from bench.results import format_us
+from bench.runner import DEFAULT_RESULTS_ROOT, run_scenario
+from bench.scenario import Scenario, parse_set_option
+from streamstore.config import default_bootstrap_servers
+
+NAME = "run"
+HELP = "run a scenario at its target rate and measure delivery, response and end-to-end latency, lag, counts"
+
+# Explicit flags for the fields changed most often; anything else goes through --set.
+_FLAG_FIELDS = {"rate": "rate", "duration": "duration_s", "warmup": "warmup_s", "message_size": "message_size",
+                "compression": "compression", "producers": "producers", "topic": "topic"}
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("scenario", help="scenario TOML file (e.g. scenarios/steady-orders.toml)")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                        help="override a scenario field (repeatable), e.g. --set rate=5000 --set producer_config.client.id=me")
+    parser.add_argument("--rate", type=float, help="messages/s over all producers; 0 = as fast as possible")
+    parser.add_argument("--duration", type=float, help="seconds of producing")
+    parser.add_argument("--warmup", type=float, help="seconds excluded from the summary")
+    parser.add_argument("--message-size", help="bytes, or 1KB / 10MB / 1GB (powers of 1000)")
+    parser.add_argument("--compression", help="none, gzip, snappy, lz4 or zstd")
+    parser.add_argument("--producers", type=int, help="producer processes")
+    parser.add_argument("--topic", help="topic to use (created if missing)")
+    parser.add_argument("--bootstrap-servers", default=default_bootstrap_servers(),
+                        help="Kafka address (default: $KAFKA_BOOTSTRAP_SERVERS or localhost:9092)")
+    parser.add_argument("--broker", choices=BROKER_MODES, default="auto",
+                        help="auto: use what answers, else start the embedded broker (default); "
+                             "external: must answer; embedded: the embedded broker")
+    parser.add_argument("--keep-broker", action="store_true", help="leave an embedded broker this command started running")
+    parser.add_argument("--results", default=str(DEFAULT_RESULTS_ROOT), help="folder for run folders (default: results)")
+    parser.add_argument("--no-report", action="store_true", help="skip plots and report.md/html")
+
+
+def scenario_from_args(args: argparse.Namespace) -> Scenario:
+    overrides = dict(parse_set_option(text) for text in args.overrides)
+    for flag, field in _FLAG_FIELDS.items():
+        value = getattr(args, flag)
+        if value is not None:
+            overrides[field] = value
+    return Scenario.from_toml(args.scenario, overrides)
+
+
+def run(args: argparse.Namespace) -> int:
+    scenario = scenario_from_args(args)
+    code, folder, result = run_scenario(scenario, args.bootstrap_servers, args.results, args.broker,
+                                        args.keep_broker, write_report=not args.no_report)
+    print(summary_text(result, folder))
+    return code
+
+
+def summary_text(result: dict, folder) -> str:
+    counts = result["counts"]
+    lines = [f"{result['status']}: {folder}",
+             "counts: " + ", ".join(f"{key} {value:,}" for key, value in counts.items() if value is not None)]
+    throughput = result["throughput"]["acked_per_s"]
+    if throughput is not None:
+        lines.append(f"throughput: {throughput:,.0f} acked msg/s over {result['throughput']['elapsed_s']:g} s")
+    for name, summary in result["latency_us"].items():
+        if summary["count"]:
+            lines.append(f"{name:<14} p50 {format_us(summary['p50']):>9}  p99 {format_us(summary['p99']):>9}  "
+                         f"p99.9 {format_us(summary['p99_9']):>9}  max {format_us(summary['max']):>9}  (n={summary['count']:,})")
+    lines += [f"warning: {warning}" for warning in result["warnings"]]
+    if result["failure"] and result["status"] != "complete":
+        lines.append(f"{result['status']}: {result['failure']}")
+    return "\n".join(lines)

@@ -1,0 +1,46 @@
+"""Live progress of a run, once a second: one rewritten line on a terminal, plain lines otherwise
+(a CI log or a file gets one readable line per second, no carriage returns)."""
+
+from __future__ import annotations
+
+from typing import TextIO
+
+from bench.results import format_us
+
+
+def progress_line(t_s: int, sent: int, acked: int, consumed: int, service_p99_us: int | None,
+                  response_p99_us: int | None, end_to_end_p99_us: int | None, lag_messages: int | None) -> str:
+    """One second of a run as text: rates of that second, p99 so far, lag at its end."""
+    parts = [f"t={t_s:>4}s  sent {sent:>7,}/s  acked {acked:>7,}/s  consumed {consumed:>7,}/s",
+             f"p99 so far: service {format_us(service_p99_us)}"]
+    if response_p99_us is not None:
+        parts[-1] += f", response {format_us(response_p99_us)}"
+    parts[-1] += f", end-to-end {format_us(end_to_end_p99_us)}"
+    parts.append(f"lag {lag_messages:,}" if lag_messages is not None else "lag -")
+    return "  |  ".join(parts)
+
+
+class Progress:
+    def __init__(self, stream: TextIO):
+        self.stream = stream
+        self.on_terminal = stream.isatty()
+        self._line_open = False
+
+    def update(self, line: str) -> None:
+        if self.on_terminal:
+            self.stream.write("\r\x1b[2K" + line)
+            self._line_open = True
+        else:
+            self.stream.write(line + "\n")
+        self.stream.flush()
+
+    def message(self, line: str) -> None:
+        """A line that stays (phase changes, the summary)."""
+        self.end_line()
+        self.stream.write(line + "\n")
+        self.stream.flush()
+
+    def end_line(self) -> None:
+        if self._line_open:
+            self.stream.write("\n")
+            self._line_open = False

@@ -1,0 +1,708 @@
+"""One measured run of a scenario: producer process(es) and the tracker process, coordinated
+from the calling process, which records, shows progress and writes the result folder.
+
+Processes (spawned: librdkafka threads and fork do not mix):
+  producer i  open-loop at rate/producers: message j is intended at t0 + j/rate; it records
+              service time (send -> ack, librdkafka's `Message.latency()`), send delay
+              (actual - intended) and response time (intended -> ack = send delay + service
+              time). At rate 0 it sends flat out and records service time only.
+  tracker     reads the topic from the offsets it had before the run: end-to-end latency from
+              the trace header, lag per partition and time lag each second, and the sequence
+              audit (lost / duplicated).
+  coordinator receives one report per second from each, folds them into HDR histograms
+              (bench/recorder.py), prints progress, and after the producers finish lets the
+              tracker drain until it has everything acked or the drain timeout passes.
+
+The producers only append raw numbers to lists on the hot path; histograms are built here.
+Public entry point: `run_scenario`.
+"""
+
+from __future__ import annotations
+
+import functools
+import multiprocessing
+import os
+import queue
+import signal
+import sys
+import time
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TextIO
+
+from confluent_kafka import KafkaError, KafkaException, Message, TopicPartition
+
+from bench.broker import BrokerInUse, ensure_broker
+from bench.progress import Progress, progress_line
+from bench.recorder import RunRecorder, SequenceAudit, lost_sequences
+from bench.results import environment_metadata, run_folder, utc_iso, write_interval_log, write_result
+from bench.scenario import Scenario
+from bench.stats import derive_warnings
+from streamstore.admin import connect_admin, ensure_topic, topic_configs, topic_watermarks
+from streamstore.config import consumer_config, producer_config
+from streamstore.errors import EXIT_INTERRUPTED, EXIT_OK, EXIT_RUN_FAILED, RunFailed
+from streamstore.orders import Order, make_payload
+from streamstore.producer import OrderProducer
+from streamstore.trace import TRACE_HEADER, TRACE_STRUCT, read_trace
+from streamstore.tracker import OrderTracker
+
+DEFAULT_RESULTS_ROOT = Path("results")
+
+# A producer cycles through a pool of pre-built payloads: building an order (uuid, JSON) per
+# message would cost more than sending it. Power of two so the slot is `sequence & mask`.
+PAYLOAD_POOL_SIZE = 256
+# ... but never more than this much memory for the pool (large messages get fewer slots).
+PAYLOAD_POOL_MAX_BYTES = 64 * 1000**2
+# Flat out, look at the clock every this many messages (a clock read per message is ~2 %).
+CLOCK_CHECK_EVERY = 64
+# When librdkafka's queue is full, serve delivery reports this long before retrying.
+QUEUE_FULL_POLL_S = 0.05
+# A fixed-rate producer ahead of schedule waits in poll() (serving deliveries) when the next
+# send is further away than this; closer, it sleeps (poll's timeout has whole-ms resolution).
+POLL_WAIT_ABOVE_NS = 2_000_000
+# How long producers may take to deliver what is queued when the run ends, and how long the
+# tracker may drain, after Ctrl+C.
+INTERRUPT_DRAIN_S = 2.0
+# Producers get at least this long to deliver the tail of a normal run.
+MIN_FLUSH_S = 10.0
+# Children must be connected and ready within this time.
+CHILD_START_TIMEOUT_S = 60.0
+# t0 is set this far in the future, so every producer starts on the same schedule.
+START_DELAY_NS = 200_000_000
+# The tracker blocks at most this long waiting for a message (bounds lag sampling jitter).
+TRACKER_WAIT_S = 0.05
+TRACKER_BATCH = 5000
+# Topic settings copied into the result: the ones that change what a run measures.
+REPORTED_TOPIC_SETTINGS = ("max.message.bytes", "compression.type", "min.insync.replicas", "segment.bytes",
+                           "retention.ms", "message.timestamp.type", "unclean.leader.election.enable")
+NS_PER_S = 1_000_000_000
+
+
+# ---------------------------------------------------------------------------------------------
+# Client settings and payloads (shared with `bench calibrate`'s bare loop)
+
+
+def scenario_producer_config(scenario: Scenario, bootstrap_servers: str) -> dict:
+    extra = {
+        # The scenario's durability choice: "all" waits for every in-sync replica.
+        "acks": scenario.acks,
+        # The scenario's batching delay: latency traded for fewer, larger requests.
+        "linger.ms": scenario.linger_ms,
+        # The scenario's batch size cap in bytes.
+        "batch.size": scenario.batch_size,
+        # Exactly-once per partition when asked (needs acks=all, checked by Scenario).
+        "enable.idempotence": scenario.idempotence,
+        # -1 leaves the codec's own default level.
+        "compression.level": scenario.compression_level,
+        **scenario.producer_config,
+    }
+    return producer_config(bootstrap_servers, compression=scenario.compression, extra=extra)
+
+
+def scenario_consumer_config(scenario: Scenario, bootstrap_servers: str, run_id: str) -> dict:
+    extra = {
+        # Offsets are assigned explicitly per run; committing them would only cost requests.
+        "enable.auto.commit": False,
+        **scenario.consumer_config,
+    }
+    return consumer_config(bootstrap_servers, group_id=f"bench-tracker-{run_id}", extra=extra)
+
+
+def payload_pool(scenario: Scenario) -> tuple[list[bytes], list[bytes | None]]:
+    """Values and keys a producer cycles through (a power-of-two count)."""
+    slots = PAYLOAD_POOL_SIZE
+    while slots > 1 and slots * scenario.message_size > PAYLOAD_POOL_MAX_BYTES:
+        slots //= 2
+    orders = [Order.new() for _ in range(slots)]
+    values = [make_payload(scenario.payload, scenario.message_size, order) for order in orders]
+    keys = [order.order_id.encode() if scenario.keys == "order_id" else None for order in orders]
+    return values, keys
+
+
+# ---------------------------------------------------------------------------------------------
+# Producer process
+
+
+class _ProducerLoop:
+    def __init__(self, index: int, scenario: Scenario, bootstrap_servers: str, run_id: bytes, reports):
+        self.index = index
+        self.scenario = scenario
+        self.run_id = run_id
+        self.reports = reports
+        self.producer = OrderProducer(scenario_producer_config(scenario, bootstrap_servers), scenario.topic)
+        # Metadata now, so the first timed message does not wait for it.
+        self.producer.client.list_topics(scenario.topic, timeout=CHILD_START_TIMEOUT_S / 2)
+        self.values, self.keys = payload_pool(scenario)
+        self.service_s: list[float] = []
+        self.response_us: list[int] = []
+        self.send_delay_us: list[int] = []
+        self.failed_sequences: list[int] = []
+        self.failed_in_second = 0
+        self.first_error: str | None = None
+        self.acked_total = 0
+        self.second = 0
+        self.sent_at_last_report = 0
+        self.next_second_ns = 0
+        self.stop = None
+
+    # Delivery callbacks run inside poll()/flush() in this thread.
+    def on_delivery(self, error: KafkaError | None, message: Message) -> None:
+        if error is None:
+            self.service_s.append(message.latency())
+        else:
+            self._failed(error, message)
+
+    def on_delivery_scheduled(self, send_delay_us: int, error: KafkaError | None, message: Message) -> None:
+        if error is None:
+            latency_s = message.latency()
+            self.service_s.append(latency_s)
+            self.response_us.append(send_delay_us + round(latency_s * 1_000_000))
+        else:
+            self._failed(error, message)
+
+    def _failed(self, error: KafkaError, message: Message) -> None:
+        self.failed_in_second += 1
+        trace = read_trace(message.headers())
+        if trace is not None:
+            self.failed_sequences.append(trace.sequence)
+        if self.first_error is None:
+            self.first_error = error.str()
+
+    def report_due(self, now_ns: int, sent: int) -> bool:
+        """Send the report of every second that has ended; True when asked to stop."""
+        while now_ns >= self.next_second_ns:
+            self._report(sent)
+            self.second += 1
+            self.next_second_ns += NS_PER_S
+        return self.stop.is_set()
+
+    def _report(self, sent: int) -> None:
+        acked = len(self.service_s)
+        self.acked_total += acked
+        self.reports.put(("producer", self.index, self.second, sent - self.sent_at_last_report, acked,
+                          self.failed_in_second, self.service_s, self.response_us, self.send_delay_us))
+        self.sent_at_last_report = sent
+        self.service_s, self.response_us, self.send_delay_us = [], [], []
+        self.failed_in_second = 0
+
+    def run(self, t0_ns: int, stop) -> None:
+        self.stop = stop
+        self.next_second_ns = t0_ns + NS_PER_S
+        if self.scenario.rate == 0:
+            sent = self._flat_out(t0_ns, t0_ns + int(self.scenario.duration_s * NS_PER_S))
+        else:
+            sent = self._scheduled(t0_ns)
+        producing_s = (time.perf_counter_ns() - t0_ns) / NS_PER_S
+        self._finish(t0_ns, sent, producing_s)
+
+    def _flat_out(self, t0_ns: int, end_ns: int) -> int:
+        client = self.producer.client
+        # The hot path binds the C methods directly: OrderProducer.produce's Python frame and
+        # retry loop cost a measurable share of a ~5 µs message; BufferError is handled here.
+        produce, poll, pack, time_ns, clock = client.produce, client.poll, TRACE_STRUCT.pack, time.time_ns, time.perf_counter_ns
+        topic, values, keys, run_id, index = self.scenario.topic, self.values, self.keys, self.run_id, self.index
+        mask = len(values) - 1
+        on_delivery = self.on_delivery
+        while clock() < t0_ns:
+            poll(0.001)
+        sequence = 0
+        while True:
+            if not sequence % CLOCK_CHECK_EVERY:
+                now = clock()
+                if now >= end_ns or (now >= self.next_second_ns and self.report_due(now, sequence)):
+                    return sequence
+            slot = sequence & mask
+            try:
+                produce(topic, values[slot], keys[slot], on_delivery=on_delivery,
+                        headers=[(TRACE_HEADER, pack(run_id, index, sequence, time_ns()))])
+            except BufferError:
+                poll(QUEUE_FULL_POLL_S)
+                continue
+            sequence += 1
+            poll(0)
+
+    def _scheduled(self, t0_ns: int) -> int:
+        client = self.producer.client
+        produce, poll, pack, time_ns, clock = client.produce, client.poll, TRACE_STRUCT.pack, time.time_ns, time.perf_counter_ns
+        topic, values, keys, run_id, index = self.scenario.topic, self.values, self.keys, self.run_id, self.index
+        mask = len(values) - 1
+        producers = self.scenario.producers
+        sequence = 0
+        phase_start_ns = t0_ns
+        for phase in self.scenario.schedule():
+            rate = phase.rate / producers
+            interval_ns = NS_PER_S / rate
+            # Producers interleave their schedules instead of sending in lock-step.
+            offset_ns = interval_ns * index / producers
+            for step in range(round(phase.duration_s * rate)):
+                intended_ns = phase_start_ns + int(offset_ns + step * interval_ns)
+                now = clock()
+                while now < intended_ns:
+                    if now >= self.next_second_ns and self.report_due(now, sequence):
+                        return sequence
+                    wait_ns = intended_ns - now
+                    if wait_ns > POLL_WAIT_ABOVE_NS:
+                        poll((wait_ns - POLL_WAIT_ABOVE_NS // 2) / NS_PER_S)
+                    else:
+                        poll(0)
+                        time.sleep(wait_ns / NS_PER_S)
+                    now = clock()
+                if now >= self.next_second_ns and self.report_due(now, sequence):
+                    return sequence
+                slot = sequence & mask
+                while True:
+                    actual_ns = clock()
+                    send_delay_us = (actual_ns - intended_ns) // 1000
+                    try:
+                        produce(topic, values[slot], keys[slot],
+                                on_delivery=functools.partial(self.on_delivery_scheduled, send_delay_us),
+                                headers=[(TRACE_HEADER, pack(run_id, index, sequence, time_ns()))])
+                        break
+                    except BufferError:
+                        poll(QUEUE_FULL_POLL_S)
+                self.send_delay_us.append(send_delay_us)
+                sequence += 1
+                poll(0)
+            phase_start_ns += int(phase.duration_s * NS_PER_S)
+        return sequence
+
+    def _finish(self, t0_ns: int, sent: int, producing_s: float) -> None:
+        """Deliver what is queued (reports keep coming each second), then the final report."""
+        client = self.producer.client
+        flush_s = INTERRUPT_DRAIN_S if self.stop.is_set() else max(MIN_FLUSH_S, self.scenario.drain_timeout_s)
+        deadline_ns = time.perf_counter_ns() + int(flush_s * NS_PER_S)
+        while len(client) and time.perf_counter_ns() < deadline_ns:
+            client.flush(0.1)
+            self.report_due(time.perf_counter_ns(), sent)
+        undelivered = len(client)
+        if undelivered:
+            # Their delivery callbacks now fire with a purge error: counted as failed, not lost.
+            client.purge()
+            client.flush(1.0)
+        elapsed_s = (time.perf_counter_ns() - t0_ns) / NS_PER_S
+        self._report(sent)
+        self.reports.put(("producer-done", self.index, sent, self.acked_total, self.failed_sequences,
+                          producing_s, elapsed_s, self.first_error, undelivered))
+
+
+def _producer_main(index: int, scenario: Scenario, bootstrap_servers: str, run_id: bytes,
+                   reports, start, t0_ns, stop) -> None:
+    # The coordinator owns Ctrl+C: it tells us through `stop` and we drain.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        loop = _ProducerLoop(index, scenario, bootstrap_servers, run_id, reports)
+        reports.put(("ready", f"producer {index}"))
+        start.wait()
+        loop.run(t0_ns.value, stop)
+    except Exception as error:  # reported to the coordinator as one line, which ends the run
+        reports.put(("error", f"producer {index}", _describe_error(error)))
+
+
+# ---------------------------------------------------------------------------------------------
+# Tracker process
+
+
+@dataclass
+class _TrackerState:
+    audit: SequenceAudit = field(default_factory=SequenceAudit)
+    consumed_total: int = 0
+    consumed_in_second: int = 0
+    foreign: int = 0
+    end_to_end_us: list[int] = field(default_factory=list)
+    last_timestamp_ms: int | None = None
+
+
+def _lag(tracker: OrderTracker, partitions: list[TopicPartition], start_offsets: Mapping[int, int]) -> dict[int, int]:
+    """High watermark minus position per partition, from the consumer's cached fetch state
+    (no broker round trip, so sampling does not stall consuming)."""
+    lag = {}
+    for position in tracker.client.position(partitions):
+        _, high = tracker.client.get_watermark_offsets(position, cached=True)
+        if high < 0:
+            _, high = tracker.client.get_watermark_offsets(position, timeout=1.0)
+        offset = position.offset if position.offset >= 0 else start_offsets[position.partition]
+        lag[position.partition] = max(0, high - offset)
+    return lag
+
+
+def _tracker_main(scenario: Scenario, bootstrap_servers: str, run_id: bytes, start_offsets: dict[int, int],
+                  reports, control, start, t0_ns) -> None:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        _track(scenario, bootstrap_servers, run_id, start_offsets, reports, control, start, t0_ns)
+    except Exception as error:  # reported to the coordinator as one line, which ends the run
+        reports.put(("error", "tracker", _describe_error(error)))
+
+
+def _track(scenario: Scenario, bootstrap_servers: str, run_id: bytes, start_offsets: dict[int, int],
+           reports, control, start, t0_ns) -> None:
+    tracker = OrderTracker(scenario_consumer_config(scenario, bootstrap_servers, run_id.hex()), [scenario.topic],
+                           start_offsets)
+    partitions = [TopicPartition(scenario.topic, p) for p in sorted(start_offsets)]
+    state = _TrackerState()
+    fault_delay_s = scenario.fault_consumer_delay_ms / 1000
+    clock, time_ns = time.perf_counter_ns, time.time_ns
+    reports.put(("ready", "tracker"))
+    start.wait()
+    second, next_second_ns = 0, t0_ns.value + NS_PER_S
+    drain_target: int | None = None
+    drain_deadline_ns = 0
+    try:
+        while True:
+            messages = tracker.consume(TRACKER_BATCH, 0) or tracker.consume(1, TRACKER_WAIT_S)
+            if messages:
+                received_ns = time_ns()
+                for message in messages:
+                    trace = read_trace(message.headers())
+                    if trace is None or trace.run_id != run_id:
+                        state.foreign += 1
+                        continue
+                    state.end_to_end_us.append((received_ns - trace.send_time_ns) // 1000)
+                    state.audit.mark(trace.producer, trace.sequence)
+                    state.consumed_in_second += 1
+                state.last_timestamp_ms = messages[-1].timestamp()[1]
+                if fault_delay_s:
+                    time.sleep(fault_delay_s)
+            now = clock()
+            if now >= next_second_ns:
+                while now >= next_second_ns:
+                    _tracker_report(reports, tracker, partitions, start_offsets, state, second)
+                    second, next_second_ns = second + 1, next_second_ns + NS_PER_S
+                if drain_target is None:
+                    try:
+                        _, drain_target, drain_s = control.get_nowait()
+                        drain_deadline_ns = now + int(drain_s * NS_PER_S)
+                    except queue.Empty:
+                        pass
+            if drain_target is not None:
+                unique = state.consumed_total + state.consumed_in_second - state.audit.duplicated
+                if unique >= drain_target or now >= drain_deadline_ns:
+                    break
+        _tracker_report(reports, tracker, partitions, start_offsets, state, second)
+        reports.put(("tracker-done", {p: bytes(bits) for p, bits in state.audit.seen.items()},
+                     state.audit.duplicated, state.foreign))
+    finally:
+        tracker.close()
+
+
+def _tracker_report(reports, tracker: OrderTracker, partitions, start_offsets, state: _TrackerState, second: int) -> None:
+    lag = _lag(tracker, partitions, start_offsets)
+    if sum(lag.values()) == 0:
+        lag_time_ms = 0.0
+    elif state.last_timestamp_ms is not None:
+        lag_time_ms = max(0.0, time.time() * 1000 - state.last_timestamp_ms)
+    else:
+        lag_time_ms = None
+    reports.put(("tracker", second, state.consumed_in_second, state.end_to_end_us, lag, lag_time_ms))
+    state.consumed_total += state.consumed_in_second
+    state.consumed_in_second = 0
+    state.end_to_end_us = []
+
+
+def _describe_error(error: Exception) -> str:
+    if isinstance(error, KafkaException) and error.args and isinstance(error.args[0], KafkaError):
+        return error.args[0].str()
+    return f"{type(error).__name__}: {error}"
+
+
+# ---------------------------------------------------------------------------------------------
+# Coordinator
+
+
+@dataclass
+class _ProducerOutcome:
+    sent: int
+    acked: int
+    failed_sequences: list[int]
+    producing_s: float
+    elapsed_s: float
+    first_error: str | None
+    undelivered: int
+
+
+class _Interrupted(Exception):
+    """SIGTERM, turned into the same path as Ctrl+C."""
+
+
+def _raise_interrupted(signum, frame) -> None:
+    raise _Interrupted()
+
+
+class _Run:
+    def __init__(self, scenario: Scenario, broker: BrokerInUse, results_root: Path, out: TextIO):
+        self.scenario = scenario
+        self.broker = broker
+        self.bootstrap_servers = broker.bootstrap_servers
+        self.results_root = Path(results_root)
+        self.progress = Progress(out)
+        self.run_id = uuid.uuid4()
+        self.recorder = RunRecorder(scenario.warmup_s)
+        self.outcomes: dict[int, _ProducerOutcome] = {}
+        self.tracker_outcome: tuple[dict[int, bytes], int, int] | None = None
+        self.reported_through: dict[str, int] = {}
+        self.failure: str | None = None
+        self.interrupted = False
+        self.events: list[dict[str, Any]] = []
+        self.shown_second = -1
+
+    # -- set-up -----------------------------------------------------------------------------
+
+    def prepare_topic(self) -> dict[int, int]:
+        admin = connect_admin(self.bootstrap_servers, extra=self.scenario.producer_config)
+        ensure_topic(admin, self.scenario.topic, self.scenario.partitions, self.scenario.replication_factor)
+        settings = topic_configs(admin, self.scenario.topic)
+        self.topic_settings = {k: settings[k] for k in REPORTED_TOPIC_SETTINGS if k in settings}
+        watermarks = topic_watermarks(self.bootstrap_servers, self.scenario.topic, self.scenario.consumer_config)
+        return {partition: high for partition, (_, high) in watermarks.items()}
+
+    def execute(self) -> tuple[int, Path]:
+        start_offsets = self.start_offsets_high = self.prepare_topic()
+        context = multiprocessing.get_context("spawn")
+        self.reports = context.Queue()
+        control = context.Queue()
+        start, stop = context.Event(), context.Event()
+        t0_ns = context.Value("q", 0)
+        run_id = self.run_id.bytes
+        children = [context.Process(target=_tracker_main, name="bench-tracker", daemon=True,
+                                    args=(self.scenario, self.bootstrap_servers, run_id, start_offsets,
+                                          self.reports, control, start, t0_ns))]
+        children += [context.Process(target=_producer_main, name=f"bench-producer-{i}", daemon=True,
+                                     args=(i, self.scenario, self.bootstrap_servers, run_id, self.reports, start, t0_ns, stop))
+                     for i in range(self.scenario.producers)]
+        self.children = children
+        previous_sigterm = signal.signal(signal.SIGTERM, _raise_interrupted)
+        try:
+            for child in children:
+                child.start()
+            self._wait_ready(len(children))
+            t0_ns.value = time.perf_counter_ns() + START_DELAY_NS
+            self.t0_ns = t0_ns.value
+            self.started_at = time.time() + START_DELAY_NS / NS_PER_S
+            start.set()
+            self.progress.message(
+                f"run {self.run_id.hex[:8]}: {self.scenario.name} -> {self.scenario.topic} at {self.bootstrap_servers}, "
+                f"{_describe_rate(self.scenario)}, {self.scenario.duration_s:g} s (warm-up {self.scenario.warmup_s:g} s)")
+            self._collect(lambda: len(self.outcomes) == self.scenario.producers, stop)
+            if self.failure is None:
+                acked = sum(outcome.acked for outcome in self.outcomes.values())
+                drain_s = INTERRUPT_DRAIN_S if self.interrupted else self.scenario.drain_timeout_s
+                self._event("drain", f"waiting up to {drain_s:g} s for the tracker to consume {acked:,} acked orders")
+                control.put(("drain", acked, drain_s))
+                self._collect(lambda: self.tracker_outcome is not None, stop)
+        finally:
+            signal.signal(signal.SIGTERM, previous_sigterm)
+            self._stop_children(stop)
+            self.progress.end_line()
+        return self._write()
+
+    def _wait_ready(self, expected: int) -> None:
+        deadline = time.monotonic() + CHILD_START_TIMEOUT_S
+        ready = 0
+        while ready < expected:
+            try:
+                message = self.reports.get(timeout=max(0.1, deadline - time.monotonic()))
+            except queue.Empty:
+                raise RunFailed(f"producer/tracker processes not ready within {CHILD_START_TIMEOUT_S:.0f} s") from None
+            if message[0] == "error":
+                raise RunFailed(f"{message[1]} could not start: {message[2]}")
+            ready += message[0] == "ready"
+
+    def _collect(self, done, stop) -> None:
+        """Handle reports until done(); Ctrl+C/SIGTERM set stop and keep draining."""
+        while not done() and self.failure is None:
+            try:
+                try:
+                    message = self.reports.get(timeout=0.5)
+                except queue.Empty:
+                    self._check_children()
+                    continue
+                self._handle(message)
+                self._show_progress()
+            except (KeyboardInterrupt, _Interrupted):
+                if not self.interrupted:
+                    self.interrupted = True
+                    stop.set()
+                    self._event("interrupted", "stopped producing; draining briefly")
+                    self.progress.message("interrupted: stopping producers, draining briefly (result marked interrupted)")
+        if self.failure is not None:
+            stop.set()
+
+    def _check_children(self) -> None:
+        for child in self.children:
+            if child.exitcode is not None and child.exitcode != 0:
+                self.failure = f"{child.name} died (exit code {child.exitcode})"
+
+    def _handle(self, message: tuple) -> None:
+        kind = message[0]
+        if kind == "producer":
+            _, index, second, sent, acked, failed, service_s, response_us, send_delay_us = message
+            self.recorder.add_producer_report(second, sent, acked, failed, service_s, response_us, send_delay_us)
+            self.reported_through[f"producer {index}"] = second
+        elif kind == "tracker":
+            _, second, consumed, end_to_end_us, lag, lag_time_ms = message
+            self.recorder.add_tracker_report(second, consumed, end_to_end_us, lag, lag_time_ms)
+            self.reported_through["tracker"] = second
+        elif kind == "producer-done":
+            self.outcomes[message[1]] = _ProducerOutcome(*message[2:])
+            self.reported_through.pop(f"producer {message[1]}", None)
+        elif kind == "tracker-done":
+            self.tracker_outcome = message[1:]
+            self.reported_through.pop("tracker", None)
+        elif kind == "error":
+            self.failure = f"{message[1]} failed: {message[2]}"
+        if self.reported_through:
+            self.recorder.close_through(min(self.reported_through.values()))
+
+    def _show_progress(self) -> None:
+        through = min(self.reported_through.values()) if self.reported_through else self.recorder.last_second
+        if through <= self.shown_second:
+            return
+        self.shown_second = through
+        counts = self.recorder.counts_by_second
+        lag = self.recorder.lag_messages.get(through)
+        self.progress.update(progress_line(
+            through + 1, counts["sent"][through], counts["acked"][through], counts["consumed"][through],
+            self._p99_so_far("service_time", through),
+            self._p99_so_far("response_time", through) if self.scenario.rate else None,
+            self._p99_so_far("end_to_end", through), lag))
+
+    def _p99_so_far(self, name: str, second: int) -> int | None:
+        recorder = self.recorder.latency[name]
+        if recorder.cumulative.get_total_count():
+            return recorder.cumulative.get_value_at_percentile(99.0)
+        stats = recorder.interval_stats.get(second)  # still in warm-up: the last second's p99
+        return stats[1] if stats else None
+
+    def _stop_children(self, stop) -> None:
+        stop.set()
+        for child in self.children:
+            child.join(timeout=INTERRUPT_DRAIN_S + 5)
+            if child.is_alive():
+                child.terminate()
+                child.join(timeout=5)
+
+    def _event(self, kind: str, detail: str) -> None:
+        t_s = (time.perf_counter_ns() - self.t0_ns) / NS_PER_S if hasattr(self, "t0_ns") else 0.0
+        self.events.append({"t_s": round(t_s, 3), "kind": kind, "detail": detail})
+
+    # -- result -----------------------------------------------------------------------------
+
+    def _write(self) -> tuple[int, Path]:
+        ended_at = time.time()
+        self.recorder.close_through(self.recorder.last_second)
+        totals = self.recorder.totals()
+        seen, duplicated, foreign = self.tracker_outcome or ({}, 0, 0)
+        lost = 0
+        lost_examples: list[str] = []
+        for index, outcome in sorted(self.outcomes.items()):
+            count, first = lost_sequences(seen.get(index), outcome.sent, outcome.failed_sequences)
+            lost += count
+            lost_examples += [f"{index}/{sequence}" for sequence in first]
+        try:
+            after = topic_watermarks(self.bootstrap_servers, self.scenario.topic, self.scenario.consumer_config)
+            offset_delta = sum(high for _, high in after.values()) - sum(self.start_offsets_high.values())
+        except RunFailed:
+            offset_delta = None
+        warnings = []
+        if any(recorder.clamped for recorder in self.recorder.latency.values()):
+            warnings.append("latencies above 1 h were clamped to 1 h")
+        if foreign:
+            warnings.append(f"{foreign} messages on the topic did not come from this run (another producer?)")
+        if offset_delta is not None and offset_delta != totals["acked"] and self.scenario.acks != "0":
+            warnings.append(f"broker offsets grew by {offset_delta:,} but {totals['acked']:,} deliveries were acked")
+        if lost_examples:
+            warnings.append(f"lost (producer/sequence), first ones: {', '.join(lost_examples[:10])}")
+        failed_deliveries = sum(len(o.failed_sequences) for o in self.outcomes.values())
+        failed = max(totals["failed"], failed_deliveries)
+        status, failure = "complete", self.failure
+        if self.interrupted:
+            status, failure = "interrupted", failure or "interrupted by the user (Ctrl+C or SIGTERM)"
+        elif failure is not None:
+            status = "failed"
+        elif failed or lost:
+            status = "failed"
+            first_error = next((o.first_error for o in self.outcomes.values() if o.first_error), None)
+            failure = f"{failed:,} deliveries failed, {lost:,} acked orders lost" + (f" (first error: {first_error})" if first_error else "")
+        producing_s = max((o.producing_s for o in self.outcomes.values()), default=0.0)
+        elapsed_s = max((o.elapsed_s for o in self.outcomes.values()), default=0.0)
+        latency = {name: self.recorder.latency[name].summary() for name in ("service_time", "end_to_end")}
+        if self.scenario.rate:
+            latency["response_time"] = self.recorder.latency["response_time"].summary()
+            latency["send_delay"] = self.recorder.latency["send_delay"].summary()
+        result: dict[str, Any] = {
+            "kind": "run",
+            "run_id": self.run_id.hex,
+            "scenario": self.scenario.to_dict(),
+            "fingerprint": self.scenario.fingerprint(),
+            "environment": {**environment_metadata(), "producer_and_tracker_same_host": True},
+            "broker": {"bootstrap_servers": self.bootstrap_servers, "version": self.broker.version,
+                       "embedded": self.broker.embedded is not None, "settings": self.broker.settings,
+                       "topic_settings": self.topic_settings},
+            "started_at": utc_iso(self.started_at),
+            "ended_at": utc_iso(ended_at),
+            "duration_s": round(producing_s, 3),
+            "warmup_s": self.scenario.warmup_s,
+            "status": status,
+            "failure": failure,
+            "counts": {"sent": totals["sent"], "acked": totals["acked"], "failed": failed,
+                       "consumed": totals["consumed"], "lost": lost, "duplicated": duplicated,
+                       # The tracker does not parse values (random/text payloads are not orders).
+                       "malformed": None,
+                       "broker_offset_delta": offset_delta},
+            # acked / (first send -> last ack): what `bench calibrate` compares with a bare loop.
+            "throughput": {"producing_s": round(producing_s, 3), "elapsed_s": round(elapsed_s, 3),
+                           "acked_per_s": round(totals["acked"] / elapsed_s, 1) if elapsed_s else None},
+            "latency_us": latency,
+            "series": self.recorder.series(),
+            "events": self.events,
+            "warnings": warnings,
+            "large_message": None,
+        }
+        result["warnings"] = derive_warnings(result)
+        folder = run_folder(self.results_root, self.scenario.name, self.started_at)
+        seconds = self.recorder.seconds()
+        write_interval_log(folder / "delivery.hlog", self.recorder.latency["service_time"].interval_list(seconds), self.started_at)
+        write_interval_log(folder / "e2e.hlog", self.recorder.latency["end_to_end"].interval_list(seconds), self.started_at)
+        write_result(folder, result)
+        self.result = result
+        if self.interrupted:
+            code = EXIT_INTERRUPTED
+        elif status == "failed":
+            code = EXIT_RUN_FAILED
+        else:
+            code = EXIT_OK
+        return code, folder
+
+
+def _describe_rate(scenario: Scenario) -> str:
+    if scenario.phases:
+        return "phases " + ", ".join(f"{p.rate:,.0f}/s for {p.duration_s:g} s" for p in scenario.phases)
+    return "flat out (rate 0)" if scenario.rate == 0 else f"{scenario.rate:,.0f} msg/s"
+
+
+def run_scenario(
+    scenario: Scenario,
+    bootstrap_servers: str,
+    results_root: str | os.PathLike = DEFAULT_RESULTS_ROOT,
+    broker_mode: str = "auto",
+    keep_broker: bool = False,
+    out: TextIO | None = None,
+    write_report: bool = True,
+) -> tuple[int, Path, dict[str, Any]]:
+    """Run one scenario end to end; returns (exit code, run folder, result dict).
+
+    The exit code is 0 (complete), 3 (deliveries failed, orders lost, a process died) or 130
+    (interrupted); the result folder is written in every case once producing has started.
+    Set-up problems (bad topic, broker unreachable) raise UsageError / RunFailed instead.
+    """
+    out = out if out is not None else sys.stdout
+    with ensure_broker(bootstrap_servers, broker_mode, keep=keep_broker) as broker:
+        run = _Run(scenario, broker, Path(results_root), out)
+        code, folder = run.execute()
+    if write_report:
+        from bench.report import write_run_report  # matplotlib: only when a report is wanted
+
+        write_run_report(folder, run.result)
+    return code, folder, run.result
