@@ -1,0 +1,133 @@
+"""Security: SASL settings reach every client, secrets never reach an output, and the
+embedded broker is reachable from this host only."""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import socket
+from pathlib import Path
+
+import pytest
+
+from bench.broker import EmbeddedBroker
+from conftest import BROKER_START_TIMEOUT_S, free_port_pair
+
+# Planted in the broker's user list and the scenario; no output of the harness may contain it.
+PLANTED_SECRET = "planted-Secret-7f3a9c"
+SASL_USER = "bench"
+SASL_CLIENT_SETTINGS = {
+    "security.protocol": "SASL_PLAINTEXT",
+    "sasl.mechanism": "PLAIN",
+    "sasl.username": SASL_USER,
+    "sasl.password": PLANTED_SECRET,
+}
+
+_TCP_LISTEN = "0A"
+
+
+def _listening_sockets() -> dict[int, tuple[str, int]]:
+    """{socket inode: (local address, port)} of every listening TCP socket on this host."""
+    listening = {}
+    for table, family in (("/proc/net/tcp", socket.AF_INET), ("/proc/net/tcp6", socket.AF_INET6)):
+        with open(table) as lines:
+            next(lines)
+            for line in lines:
+                fields = line.split()
+                if fields[3] != _TCP_LISTEN:
+                    continue
+                address_hex, port_hex = fields[1].split(":")
+                raw = bytes.fromhex(address_hex)
+                # /proc prints the address as native-endian 32-bit words.
+                raw = b"".join(raw[i:i + 4][::-1] for i in range(0, len(raw), 4))
+                listening[int(fields[9])] = (socket.inet_ntop(family, raw), int(port_hex, 16))
+    return listening
+
+
+def _socket_inodes(pid: int) -> set[int]:
+    inodes = set()
+    for fd in Path(f"/proc/{pid}/fd").iterdir():
+        try:
+            target = os.readlink(fd)
+        except OSError:
+            continue
+        if target.startswith("socket:["):
+            inodes.add(int(target[8:-1]))
+    return inodes
+
+
+def _non_loopback_address() -> str | None:
+    """An address of this host other than loopback (the one outgoing traffic would use)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+        try:
+            probe.connect(("192.0.2.1", 9))  # TEST-NET-1: no packet is sent by a UDP connect
+        except OSError:
+            return None
+        address = probe.getsockname()[0]
+    return None if address.startswith("127.") else address
+
+
+@pytest.fixture(scope="module")
+def sasl_broker(tmp_path_factory):
+    """A broker with a SASL/PLAIN listener (user bench, the planted secret as password) next to
+    its plaintext one; the plaintext listener only serves the broker's own start-up probe."""
+    port, controller_port = free_port_pair()
+    sasl_port, _ = free_port_pair()
+    broker = EmbeddedBroker(
+        port=port,
+        controller_port=controller_port,
+        state_dir=tmp_path_factory.mktemp("sasl-broker"),
+        extra_properties={
+            "listeners": f"PLAINTEXT://127.0.0.1:{port},SASL_PLAINTEXT://127.0.0.1:{sasl_port},"
+                         f"CONTROLLER://127.0.0.1:{controller_port}",
+            "advertised.listeners": f"PLAINTEXT://127.0.0.1:{port},SASL_PLAINTEXT://127.0.0.1:{sasl_port}",
+            "listener.security.protocol.map": "PLAINTEXT:PLAINTEXT,SASL_PLAINTEXT:SASL_PLAINTEXT,CONTROLLER:PLAINTEXT",
+            "sasl.enabled.mechanisms": "PLAIN",
+            "listener.name.sasl_plaintext.plain.sasl.jaas.config":
+                "org.apache.kafka.common.security.plain.PlainLoginModule required "
+                f'username="{SASL_USER}" password="{PLANTED_SECRET}" user_{SASL_USER}="{PLANTED_SECRET}";',
+        },
+    )
+    broker.start(timeout_s=BROKER_START_TIMEOUT_S)
+    try:
+        yield f"127.0.0.1:{sasl_port}"
+    finally:
+        broker.stop(grace_s=10)
+
+
+def test_embedded_broker_listens_on_loopback_only(sasl_broker):
+    broker_pids = [
+        int(entry.name) for entry in Path("/proc").iterdir()
+        if entry.name.isdigit() and _is_kafka_for(entry, sasl_broker)
+    ]
+    assert len(broker_pids) == 1, broker_pids
+    listening = _listening_sockets()
+    bound = [listening[inode] for inode in _socket_inodes(broker_pids[0]) if inode in listening]
+    # Client, SASL and controller listeners at least (the JVM may add none of its own).
+    assert len(bound) >= 3, bound
+    # Java binds IPv6 sockets; 127.0.0.1 shows as ::ffff:127.0.0.1, a wildcard as :: or 0.0.0.0.
+    assert all(_loopback(address) for address, _ in bound), bound
+    other_address = _non_loopback_address()
+    if other_address is not None:
+        for _, port in bound:
+            with pytest.raises(OSError):
+                socket.create_connection((other_address, port), timeout=2).close()
+
+
+def _loopback(address: str) -> bool:
+    parsed = ipaddress.ip_address(address)
+    return (getattr(parsed, "ipv4_mapped", None) or parsed).is_loopback
+
+
+def _is_kafka_for(proc_entry: Path, bootstrap: str) -> bool:
+    try:
+        cmdline = (proc_entry / "cmdline").read_bytes()
+    except OSError:
+        return False
+    if b"kafka.Kafka" not in cmdline:
+        return False
+    properties = Path(cmdline.split(b"\0")[-2].decode())
+    try:
+        return f"SASL_PLAINTEXT://{bootstrap}" in properties.read_text()
+    except OSError:
+        return False
