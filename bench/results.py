@@ -84,8 +84,9 @@ def summarize_histogram(histogram: HdrHistogram) -> dict[str, Any]:
     if count == 0:
         summary.update({"min": None, "mean": None, **{k: None for k in SUMMARY_PERCENTILES}, "max": None})
     else:
-        by_percentile = histogram.get_percentile_to_value_dict(list(SUMMARY_PERCENTILES.values()))
-        summary["min"] = histogram.get_min_value()
+        # min from the 0th percentile: hdrh's add() of an empty histogram resets min_value to 0.
+        by_percentile = histogram.get_percentile_to_value_dict([0.0, *SUMMARY_PERCENTILES.values()])
+        summary["min"] = by_percentile[0.0]
         summary["mean"] = round(histogram.get_mean_value(), 1)
         summary.update({key: by_percentile[p] for key, p in SUMMARY_PERCENTILES.items()})
         summary["max"] = histogram.get_max_value()

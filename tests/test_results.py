@@ -48,6 +48,13 @@ def test_summarize_histogram_percentiles_within_hdr_precision():
     assert results.decode_histogram(summary["histogram"]).get_total_count() == 10_000
 
 
+def test_summary_min_survives_merging_an_empty_histogram():
+    merged = results.new_latency_histogram()
+    merged.add(_histogram([500, 900]))
+    merged.add(results.new_latency_histogram())  # a second without samples
+    assert results.summarize_histogram(merged)["min"] == 500
+
+
 def test_summarize_empty_histogram_is_null_not_zero():
     summary = results.summarize_histogram(results.new_latency_histogram())
     assert summary["count"] == 0

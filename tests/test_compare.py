@@ -1,0 +1,213 @@
+"""Pure comparison logic: Mann-Whitney U, checks, comparability and golden regression verdicts.
+
+The fixture result folders come from tests/fixtures/make_fixtures.py (see its docstring).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from bench import compare
+from bench.results import load_result
+from bench.stats import derive_warnings, mann_whitney_u, measured_indices, series_samples
+from streamstore.errors import UsageError
+
+FIXTURES = Path(__file__).parent / "fixtures"
+
+
+def fixture(name: str) -> dict:
+    return load_result(FIXTURES / name)
+
+
+def outcomes(baseline: str, candidate: str, checks=compare.DEFAULT_CHECKS) -> dict[str, str]:
+    verdicts = compare.regress(fixture(baseline), fixture(candidate), [compare.parse_check(c) for c in checks])
+    return {v.check.metric.name: v.outcome for v in verdicts}
+
+
+# --- Mann-Whitney U ------------------------------------------------------------------------------
+
+# Expected values from scipy.stats.mannwhitneyu(x, y, alternative=..., method="asymptotic",
+# use_continuity=True), scipy 1.16 (scipy is not a dependency; these are its printed answers).
+SCIPY_X = [12, 15, 11, 19, 15, 14, 13, 18, 15, 16]
+SCIPY_Y = [10, 11, 11, 13, 12, 10, 14, 11, 12, 15]
+
+
+@pytest.mark.parametrize("alternative, expected_p", [
+    ("two-sided", 0.010513555402603233), ("greater", 0.005256777701301616), ("less", 0.9957911099308924),
+])
+def test_mann_whitney_matches_scipy_with_ties(alternative, expected_p):
+    u, p = mann_whitney_u(SCIPY_X, SCIPY_Y, alternative)
+    assert u == 84.0
+    assert p == pytest.approx(expected_p, rel=1e-12)
+
+
+def test_mann_whitney_identical_and_all_tied_samples():
+    assert mann_whitney_u(list(range(8)), list(range(8))) == (32.0, 1.0)
+    assert mann_whitney_u([5, 5, 5], [5, 5, 5], "greater")[1] == 1.0
+
+
+def test_mann_whitney_separated_samples_are_significant():
+    _, p = mann_whitney_u([20 + i for i in range(10)], list(range(10)), "greater")
+    assert p < 1e-3
+    _, p_wrong_way = mann_whitney_u([20 + i for i in range(10)], list(range(10)), "less")
+    assert p_wrong_way > 0.99
+
+
+# --- measured window -----------------------------------------------------------------------------
+
+def test_measured_window_excludes_warmup_last_sending_second_and_drain():
+    result = fixture("baseline")
+    seconds = result["series"]["t_s"]
+    indices = measured_indices(result)
+    assert [seconds[i] for i in indices] == list(range(6, 30)), "t_s 1-5 warm-up, 30 partial, 31-32 drain"
+    assert len(series_samples(result, "acked")) == 24
+
+
+# --- checks --------------------------------------------------------------------------------------
+
+def test_parse_check_forms():
+    check = compare.parse_check("service_time_p99:+25%")
+    assert (check.metric.name, check.threshold, check.floor) == ("service_time_p99", 0.25, compare.LATENCY_FLOOR_US)
+    assert compare.parse_check("service_time_p99:25%:2ms").floor == 2_000
+    assert compare.parse_check("end_to_end_max:+100%:500us").floor == 500
+    assert compare.parse_check("throughput:-10%").threshold == pytest.approx(0.10)
+    assert compare.parse_check("lag_max:+50%:1000").floor == 1000
+
+
+@pytest.mark.parametrize("text, message", [
+    ("service_time_p99", "expected METRIC:\\+PERCENT%"),
+    ("latency:+10%", "unknown metric 'latency'"),
+    ("throughput:+10%", "throughput gets worse when it goes down; write throughput:-10%"),
+    ("service_time_p99:-10%", "gets worse when it goes up"),
+    ("throughput:-10%:5ms", "floor must be a number in msg/s"),
+])
+def test_parse_check_refuses_bad_text(text, message):
+    with pytest.raises(UsageError, match=message):
+        compare.parse_check(text)
+
+
+# --- golden verdicts on fixture files ------------------------------------------------------------
+
+GOLDEN = {
+    # candidate: expected outcome per default check
+    "rerun": {"throughput": "ok", "service_time_p50": "ok", "service_time_p99": "ok",
+              "response_time_p99": "ok", "end_to_end_p50": "ok", "end_to_end_p99": "ok"},
+    "latency-2x": {"throughput": "ok", "service_time_p50": "regression", "service_time_p99": "regression",
+                   "response_time_p99": "regression", "end_to_end_p50": "regression", "end_to_end_p99": "regression"},
+    "one-spike": {"throughput": "ok", "service_time_p50": "ok", "service_time_p99": "not significant",
+                  "response_time_p99": "not significant", "end_to_end_p50": "ok", "end_to_end_p99": "not significant"},
+    "slow-and-starved": {"throughput": "regression", "service_time_p50": "regression",
+                         "service_time_p99": "regression", "response_time_p99": "regression",
+                         "end_to_end_p50": "regression", "end_to_end_p99": "regression"},
+}
+
+
+@pytest.mark.parametrize("candidate", sorted(GOLDEN))
+def test_golden_verdicts(candidate):
+    assert outcomes("baseline", candidate) == GOLDEN[candidate]
+
+
+def test_same_run_is_no_regression():
+    assert set(outcomes("baseline", "baseline").values()) == {"ok"}
+
+
+def test_beyond_threshold_but_not_significant_says_so():
+    verdicts = compare.regress(fixture("baseline"), fixture("one-spike"), [compare.parse_check("service_time_p99:+50%")])
+    (verdict,) = verdicts
+    assert verdict.change > 3, "the cumulative p99 moved by more than 300 %"
+    assert verdict.p_value > 0.05
+    assert not verdict.is_regression
+    assert verdict.reason.startswith("not a regression:") and "not significant (p = " in verdict.reason
+
+
+def test_regression_reason_shows_values_change_and_p_value():
+    (verdict,) = compare.regress(fixture("baseline"), fixture("latency-2x"), [compare.parse_check("service_time_p50:+50%")])
+    assert verdict.is_regression
+    assert verdict.p_value < 1e-6
+    assert verdict.reason.startswith("REGRESSION: 2.01 ms -> 3.99 ms (+98.9%)")
+    assert verdict.samples == (24, 24)
+
+
+def test_every_violation_is_listed():
+    checks = [compare.parse_check(c) for c in ("throughput:-20%", "service_time_p50:+50%", "end_to_end_p99:+50%")]
+    verdicts = compare.regress(fixture("baseline"), fixture("slow-and-starved"), checks)
+    assert [v.check.metric.name for v in verdicts if v.is_regression] == ["throughput", "service_time_p50", "end_to_end_p99"]
+
+
+def test_change_below_absolute_floor_is_not_a_regression():
+    # 2x the latency, significant, but the absolute change (~2 ms) is under a 5 ms floor.
+    (verdict,) = compare.regress(fixture("baseline"), fixture("latency-2x"), [compare.parse_check("service_time_p50:+50%:5ms")])
+    assert verdict.outcome == compare.BELOW_FLOOR
+    assert "under the 5 ms floor" in verdict.reason
+
+
+def test_improvement_is_reported_as_such():
+    (verdict,) = compare.regress(fixture("latency-2x"), fixture("baseline"), [compare.parse_check("service_time_p50:+20%")])
+    assert verdict.outcome == compare.IMPROVED
+
+
+def test_too_few_samples_is_inconclusive():
+    short = fixture("rerun")
+    short["series"] = {key: values[:10] for key, values in short["series"].items()}  # 4 measured seconds
+    (verdict,) = compare.regress(fixture("baseline"), short, [compare.parse_check("service_time_p99:+50%")])
+    assert verdict.outcome == compare.INCONCLUSIVE
+    assert "run longer" in verdict.reason
+
+
+def test_missing_metric_is_reported_when_asked_and_dropped_from_defaults():
+    no_response = fixture("rerun")
+    baseline = fixture("baseline")
+    for result in (no_response, baseline):
+        del result["latency_us"]["response_time"]
+        del result["series"]["response_time_p99_us"]
+    check = [compare.parse_check("response_time_p99:+50%")]
+    assert compare.regress(baseline, no_response, check)[0].outcome == compare.MISSING
+    assert compare.regress(baseline, no_response, check, explicit=False) == []
+
+
+# --- comparability -------------------------------------------------------------------------------
+
+def test_not_comparable_lists_the_differing_fingerprint_fields():
+    with pytest.raises(UsageError, match=r"not comparable: scenarios differ in message_size: 200 vs 1000$"):
+        compare.regress(fixture("baseline"), fixture("other-size"), [compare.parse_check("throughput:-10%")])
+
+
+def test_fields_outside_the_fingerprint_do_not_make_runs_incomparable():
+    renamed = fixture("rerun")
+    renamed["scenario"]["name"] = "renamed"
+    renamed["scenario"]["duration_s"] = 60.0
+    assert compare.differing_fields(fixture("baseline"), renamed) == []
+
+
+def test_only_material_fields_are_listed():
+    other = fixture("other-size")
+    other["scenario"]["name"] = "something-else"  # differs, but not part of the fingerprint
+    assert compare.differing_fields(fixture("baseline"), other) == ["message_size: 200 vs 1000"]
+
+
+def test_large_message_results_are_refused():
+    with pytest.raises(UsageError, match="'large-message' result; compare and regress take run or locust results"):
+        compare.regress(fixture("baseline"), fixture("large-message"), [])
+
+
+# --- delta table and warnings --------------------------------------------------------------------
+
+def test_delta_rows_against_first_run():
+    rows = {row.label: row for row in compare.delta_rows([fixture("baseline"), fixture("latency-2x")])}
+    p50 = rows["service time p50"]
+    assert p50.values == (fixture("baseline")["latency_us"]["service_time"]["p50"],
+                          fixture("latency-2x")["latency_us"]["service_time"]["p50"])
+    assert p50.changes[0] is None and p50.changes[1] == pytest.approx(0.989, abs=0.001)
+    assert {"throughput (acked)", "service time p99.9", "end-to-end max", "consumer lag max"} <= set(rows)
+
+
+def test_derived_warnings():
+    warnings = derive_warnings(fixture("with-fault"))
+    assert warnings[0].startswith("generator fell behind: send delay p99 = ")
+    assert warnings[1].startswith("unstable: per-second throughput varies by more than 10%")
+    assert derive_warnings(fixture("baseline")) == []
+    failed = {**fixture("baseline"), "status": "failed", "failure": "broker unreachable",
+              "counts": {"lost": 3, "duplicated": 0}}
+    assert derive_warnings(failed) == ["run failed: broker unreachable", "3 orders acked but never consumed"]

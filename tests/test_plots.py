@@ -1,0 +1,65 @@
+"""Plots from fixture result files: every expected file exists and is a real, non-trivial PNG."""
+
+from __future__ import annotations
+
+import struct
+from pathlib import Path
+
+import pytest
+
+from bench import plots
+from bench.results import load_result
+
+FIXTURES = Path(__file__).parent / "fixtures"
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+
+def assert_real_png(path: Path, min_width: int = 800) -> None:
+    data = path.read_bytes()
+    assert data[:8] == PNG_SIGNATURE, f"{path.name} is not a PNG"
+    width, height = struct.unpack(">II", data[16:24])  # IHDR: the first chunk
+    assert width >= min_width and height >= 400, f"{path.name} is {width}x{height}"
+    # A blank or near-empty figure compresses to a few KB; ours carry curves, text and grids.
+    assert len(data) > 30_000, f"{path.name} is only {len(data)} bytes"
+
+
+def test_run_plots_from_fixture(tmp_path):
+    written = plots.write_run_plots(load_result(FIXTURES / "with-fault"), tmp_path)
+    assert [p.name for p in written] == ["latency_percentiles.png", "latency_over_time.png",
+                                         "throughput.png", "consumer_lag.png"]
+    for path in written:
+        assert_real_png(path)
+
+
+def test_large_message_plots_from_fixture(tmp_path):
+    written = plots.write_run_plots(load_result(FIXTURES / "large-message"), tmp_path)
+    assert [p.name for p in written] == ["large_message_latency.png", "large_message_throughput_memory.png"]
+    for path in written:
+        assert_real_png(path)
+
+
+def test_compare_plots_overlay_runs(tmp_path):
+    runs = [(name, load_result(FIXTURES / name)) for name in ("baseline", "latency-2x", "one-spike")]
+    written = plots.write_compare_plots(runs, tmp_path)
+    assert [p.name for p in written] == ["compare_latency_percentiles.png", "compare_latency_over_time.png",
+                                         "compare_throughput.png", "compare_consumer_lag.png"]
+    for path in written:
+        assert_real_png(path)
+
+
+def test_run_without_series_or_latencies_writes_no_empty_plots(tmp_path):
+    result = {"kind": "run", "scenario": {"name": "empty"}, "status": "failed", "latency_us": {}, "series": {}}
+    assert plots.write_run_plots(result, tmp_path) == []
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_percentile_curve_reaches_the_tail():
+    result = load_result(FIXTURES / "baseline")
+    histogram_text = result["latency_us"]["service_time"]["histogram"]
+    xs, ys_ms = plots.percentile_curve(histogram_text)
+    summary = result["latency_us"]["service_time"]
+    assert xs[0] == 1.0 and xs[-1] == pytest.approx(min(summary["count"], 1e5))
+    assert ys_ms == sorted(ys_ms), "a percentile curve never goes down"
+    # The last point is the 1 - 1/count percentile: the slowest messages but one.
+    assert summary["p99_9"] / 1000 <= ys_ms[-1] <= summary["max"] / 1000
+    assert ys_ms[0] == pytest.approx(summary["min"] / 1000, rel=1e-3)

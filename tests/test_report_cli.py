@@ -1,0 +1,160 @@
+"""`bench report`, `bench compare` and `bench regress` end to end on fixture folders (no broker)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from bench.cli import main
+from bench.results import load_result
+
+FIXTURES = Path(__file__).parent / "fixtures"
+
+
+@pytest.fixture
+def run_copy(tmp_path):
+    """A writable copy of a fixture run folder."""
+    def copy(name: str) -> Path:
+        target = tmp_path / name
+        shutil.copytree(FIXTURES / name, target)
+        return target
+    return copy
+
+
+def test_report_regenerates_plots_and_documents(run_copy, capsys):
+    folder = run_copy("with-fault")
+    assert main(["report", str(folder)]) == 0
+    names = {p.name for p in folder.iterdir()}
+    assert {"latency_percentiles.png", "latency_over_time.png", "throughput.png", "consumer_lag.png",
+            "report.md", "report.html", "result.json"} == names
+    markdown = (folder / "report.md").read_text()
+    assert "generator fell behind: send delay p99 = " in markdown
+    assert "unstable: per-second throughput varies by more than 10%" in markdown
+    assert "| service time (send -> ack) | " in markdown
+    assert "![latency percentiles](latency_percentiles.png)" in markdown
+    assert "broker-kill" in markdown
+    page = (folder / "report.html").read_text()
+    assert page.count("src='data:image/png;base64,iVBORw0KGgo") == 4, "all four plots embedded"
+    assert "<img" in page and "latency_percentiles.png'" in page
+    assert f"{folder}: latency_percentiles.png" in capsys.readouterr().out
+
+
+def test_report_large_message_folder(run_copy):
+    folder = run_copy("large-message")
+    assert main(["report", str(folder)]) == 0
+    markdown = (folder / "report.md").read_text()
+    assert "## Large-message sweep" in markdown
+    assert "| 999,999,964 | gzip |" in markdown
+    assert "Broker: Message size too large" in markdown
+    assert (folder / "large_message_latency.png").exists()
+
+
+def _run_cli(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "bench", *args], capture_output=True, text=True, timeout=120)
+
+
+@pytest.mark.parametrize("content, message", [
+    ('{"schema_version": 2, "kind": "run"}', "has schema_version 2; this harness reads version 1"),
+    ('{"schema_version": 1, "kind": "run", "scen', "is corrupt: not valid JSON"),
+])
+def test_report_refuses_unknown_schema_and_corrupt_file(tmp_path, content, message):
+    (tmp_path / "result.json").write_text(content)
+    completed = _run_cli("report", str(tmp_path))
+    assert completed.returncode == 2
+    assert completed.stdout == ""
+    lines = completed.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and message in lines[0], completed.stderr
+
+
+def test_report_on_a_missing_folder_is_exit_2(tmp_path):
+    completed = _run_cli("report", str(tmp_path / "nope"))
+    assert completed.returncode == 2
+    assert completed.stderr.strip() == f"error: {tmp_path / 'nope'} is not a run folder (expected a folder holding result.json)"
+
+
+def test_compare_writes_table_and_files(tmp_path, capsys):
+    out = tmp_path / "cmp"
+    assert main(["compare", str(FIXTURES / "baseline"), str(FIXTURES / "latency-2x"), "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "service time p50" in printed and "+98.9%" in printed
+    assert {p.name for p in out.iterdir()} == {
+        "compare_latency_percentiles.png", "compare_latency_over_time.png", "compare_throughput.png",
+        "compare_consumer_lag.png", "compare.md", "compare.html"}
+    assert "| service time p50 (µs) | 2.01 ms | 3.99 ms | +98.9% (worse) |" in (out / "compare.md").read_text()
+
+
+def test_compare_not_comparable_needs_force(tmp_path, capsys):
+    runs = [str(FIXTURES / "baseline"), str(FIXTURES / "other-size")]
+    assert main(["compare", *runs, "--out", str(tmp_path / "a")]) == 2
+    assert "not comparable with baseline: other-size differs in message_size: 200 vs 1000" in capsys.readouterr().err
+    assert not (tmp_path / "a").exists()
+    assert main(["compare", *runs, "--out", str(tmp_path / "b"), "--force"]) == 0
+    assert "NOT COMPARABLE: other-size differs from baseline in message_size: 200 vs 1000" in capsys.readouterr().out
+    assert "## Not comparable" in (tmp_path / "b" / "compare.md").read_text()
+
+
+@pytest.mark.parametrize("candidate, exit_code, final_line", [
+    ("rerun", 0, "regress: ok, 6 checks passed"),
+    ("one-spike", 0, "regress: ok, 6 checks passed"),
+    ("latency-2x", 1, "regress: REGRESSION in 5 of 6 checks"),
+    ("slow-and-starved", 1, "regress: REGRESSION in 6 of 6 checks"),
+])
+def test_regress_exit_codes(candidate, exit_code, final_line, capsys, tmp_path):
+    summary = tmp_path / "summary.md"
+    code = main(["regress", "--baseline", str(FIXTURES / "baseline"), "--candidate", str(FIXTURES / candidate),
+                 "--summary", str(summary)])
+    printed = capsys.readouterr().out
+    assert code == exit_code
+    assert printed.strip().splitlines()[-1] == final_line
+    assert f"## bench regress: {final_line.removeprefix('regress: ')}" in summary.read_text()
+    if candidate == "one-spike":
+        assert "service_time_p99: not a regression: " in printed and "not significant (p = " in printed
+
+
+def test_regress_not_comparable_is_exit_2(capsys):
+    code = main(["regress", "--baseline", str(FIXTURES / "baseline"), "--candidate", str(FIXTURES / "other-size")])
+    assert code == 2
+    assert capsys.readouterr().err == "error: not comparable: scenarios differ in message_size: 200 vs 1000\n"
+
+
+def test_regress_failed_candidate_is_exit_3(tmp_path, capsys):
+    failed = load_result(FIXTURES / "rerun")
+    failed.update(status="failed", failure="broker unreachable at 127.0.0.1:1")
+    (tmp_path / "result.json").write_text(json.dumps(failed))
+    assert main(["regress", "--baseline", str(FIXTURES / "baseline"), "--candidate", str(tmp_path)]) == 3
+    assert "did not complete (status failed: broker unreachable at 127.0.0.1:1)" in capsys.readouterr().err
+
+
+def test_regress_bad_check_is_exit_2(capsys):
+    code = main(["regress", "--baseline", str(FIXTURES / "baseline"), "--candidate", str(FIXTURES / "rerun"),
+                 "--check", "throughput:+10%"])
+    assert code == 2
+    assert "write throughput:-10%" in capsys.readouterr().err
+
+
+def test_update_baseline_creates_then_gates(tmp_path, capsys):
+    baselines = tmp_path / "baselines"
+    args = ["regress", "--baselines-dir", str(baselines), "--update-baseline"]
+    # No baseline yet: the candidate becomes it (named after its scenario).
+    assert main([*args, "--candidate", str(FIXTURES / "baseline")]) == 0
+    stored = baselines / "steady-orders.json"
+    assert load_result(stored)["run_id"] == load_result(FIXTURES / "baseline")["run_id"]
+    # A regression does not replace the baseline.
+    assert main([*args, "--candidate", str(FIXTURES / "latency-2x")]) == 1
+    assert load_result(stored)["run_id"] == load_result(FIXTURES / "baseline")["run_id"]
+    # A passing run does; the baseline can be named by scenario.
+    assert main([*args, "--baseline", "steady-orders", "--candidate", str(FIXTURES / "rerun")]) == 0
+    assert load_result(stored)["run_id"] == load_result(FIXTURES / "rerun")["run_id"]
+    assert f"baseline {stored} updated from" in capsys.readouterr().out
+
+
+def test_regress_without_baseline_says_how_to_create_one(tmp_path, capsys):
+    code = main(["regress", "--baselines-dir", str(tmp_path), "--candidate", str(FIXTURES / "rerun")])
+    assert code == 2
+    assert capsys.readouterr().err == (
+        f"error: no baseline at {tmp_path / 'steady-orders.json'} (create it from a good run with --update-baseline)\n")
