@@ -1,0 +1,970 @@
+"""A Locust Kafka user that keeps gevent running, with exact HDR latencies merged across workers.
+
+Locust runs every user of a process on one gevent loop, so any confluent-kafka call that waits
+(poll(t>0), flush, consume, close, watermark queries) stalls the whole process. Here:
+
+- each worker process has one producer, created on test_start (after Locust forked it and
+  after the master's options arrived), never at import;
+- tasks only call produce(); a full local queue (BufferError) yields with gevent.sleep while
+  the one background greenlet serves delivery reports with poll(0);
+- every delivery fires Locust's `request` event, and its latency goes into the worker's
+  per-second HdrHistograms (µs), shipped encoded with `report_to_master` and added up on the
+  master in `worker_report` (Locust's own percentiles keep about two significant digits);
+- the master (or the local runner) runs one tracker per test in a native thread for end-to-end
+  latency, consumer lag and the lost/duplicate audit, and at test end writes the same result
+  folder as `bench run` (kind "locust"), then checks the `--check` thresholds.
+
+`scenarios/orders.py` is the locustfile; `register(events)` wires these hooks to an Events.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import logging
+import operator
+import os
+import re
+import socket
+import sys
+import time
+import uuid
+from collections import Counter, deque
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import gevent
+from confluent_kafka import KafkaError, KafkaException, Message
+from locust import LoadTestShape, User, task
+from locust.runners import LocalRunner, MasterRunner, WorkerRunner
+
+from bench.broker import describe_broker_settings
+from bench.recorder import RunRecorder, SequenceAudit, lost_sequences, record_counts
+from bench.report import write_run_report
+from bench.results import (
+    decode_histogram,
+    encode_histogram,
+    environment_metadata,
+    new_latency_histogram,
+    run_folder,
+    utc_iso,
+    write_interval_log,
+    write_result,
+)
+from bench.scenario import Scenario, merge_overrides, parse_set_option
+from bench.stats import derive_warnings, series_samples
+from streamstore.admin import connect_admin, ensure_topic, topic_configs, topic_watermarks
+from streamstore.config import consumer_config, default_bootstrap_servers, producer_config
+from streamstore.errors import EXIT_REGRESSION, EXIT_RUN_FAILED, StreamStoreError, UsageError
+from streamstore.orders import Order, make_payload
+from streamstore.producer import OrderProducer
+from streamstore.trace import TRACE_HEADER, encode_trace, read_trace
+from streamstore.tracker import OrderTracker
+
+logger = logging.getLogger(__name__)
+
+RESULT_NAME_PREFIX = "locust-"
+# The worker name of the local runner's own producer in the merged counts.
+LOCAL_WORKER = "local"
+DEFAULT_RESULTS_DIR = "results"
+
+# A flat-out user produces this many messages per task run before yielding: enough to make
+# Locust's per-task overhead negligible, few enough that the poll greenlet runs every ~millisecond.
+FLAT_OUT_BATCH = 100
+# Sleep of a producer whose local queue is full, and of the poll greenlet when no delivery
+# report was waiting: short, so deliveries are timed close to when librdkafka has them.
+QUEUE_FULL_WAIT_S = 0.001
+IDLE_POLL_WAIT_S = 0.0005
+# Distinct payloads of kind order/text per worker; random payloads are fresh for every message
+# (a repeated random payload would let a compressor find the repetition).
+PAYLOAD_POOL_SIZE = 256
+# How long the master waits for each worker's last report after the workers stopped (Locust
+# workers report every 3 s).
+FINAL_REPORT_TIMEOUT_S = 10.0
+# The tracker's consume() wait: short, so the per-second lag sample and stop requests are timely.
+TRACKER_CONSUME_TIMEOUT_S = 0.1
+TRACKER_BATCH = 1000
+# Seconds between the master's live status lines.
+STATUS_INTERVAL_S = 5.0
+
+# Option names (dest) of the Kafka arguments; values None mean "not given" so a scenario
+# file's field stays as it is.
+_SCENARIO_OPTIONS = {
+    "kafka_topic": "topic",
+    "kafka_partitions": "partitions",
+    "message_size": "message_size",
+    "payload": "payload",
+    "compression": "compression",
+    "compression_level": "compression_level",
+    "acks": "acks",
+    "linger_ms": "linger_ms",
+    "warmup": "warmup_s",
+}
+
+
+# ---------------------------------------------------------------------------------------------
+# Options
+
+
+def add_arguments(parser) -> None:
+    """Locust custom arguments (so LOCUST_<NAME> env vars and locust.conf work too)."""
+    # On the parser itself, not a group: only Locust's add_argument knows is_secret, and only
+    # parser arguments appear in the web UI.
+    parser.add_argument("--kafka-bootstrap-servers", default=default_bootstrap_servers(),
+                        help="Kafka bootstrap servers (default: $KAFKA_BOOTSTRAP_SERVERS, else localhost:9092)")
+    parser.add_argument("--scenario", default="",
+                        help="scenario TOML to start from (the files of `bench run`); the options below override it")
+    parser.add_argument("--kafka-topic", default=None, help="topic to produce to (default: bench-orders)")
+    parser.add_argument("--kafka-partitions", type=int, default=None, help="partitions when the topic is created")
+    parser.add_argument("--message-size", default=None, help="message value size: 200, 1KB, 1MB ... (default 200)")
+    parser.add_argument("--payload", default=None, help="order | text | random (default order)")
+    parser.add_argument("--compression", default=None, help="none | gzip | snappy | lz4 | zstd (default none)")
+    parser.add_argument("--compression-level", type=int, default=None, help="codec level, -1 = codec default")
+    parser.add_argument("--acks", default=None, help="all | 1 | 0 (default all)")
+    parser.add_argument("--linger-ms", type=float, default=None, help="librdkafka linger.ms (default 5)")
+    parser.add_argument("--warmup", type=float, default=None,
+                        help="seconds at the start left out of the summary percentiles (default 0)")
+    parser.add_argument("--user-rate", type=float, default=None,
+                        help="messages/s per user; 0 = as fast as possible (default: the scenario's rate "
+                        "divided by --users, else 0)")
+    parser.add_argument("--load-steps", default="",
+                        help="user-count steps USERS@SECONDS,... (e.g. 2@10,4@10,8@20); -r sets the ramp between them")
+    parser.add_argument("--kafka-config", default="",
+                        help="extra librdkafka producer settings KEY=VALUE,KEY=VALUE (e.g. security.protocol=SASL_SSL)")
+    parser.add_argument("--sasl-username", default="", help="sasl.username for the producer and tracker")
+    parser.add_argument("--sasl-password", default="", is_secret=True,
+                        help="sasl.password (shown masked in the web UI, never written to results)")
+    parser.add_argument("--check", default="",
+                        help="thresholds, comma-separated, e.g. 'p99_delivery_ms<50,p99_e2e_ms<200': "
+                        "exit code 1 when one fails")
+    parser.add_argument("--no-tracker", action="store_true", default=False,
+                        help="skip the tracker (no end-to-end latency, lag or loss audit)")
+    parser.add_argument("--results-dir", default=DEFAULT_RESULTS_DIR, help="where run folders go (default results)")
+
+
+def _parse_key_values(text: str, option: str) -> dict[str, Any]:
+    settings: dict[str, Any] = {}
+    for item in filter(None, (part.strip() for part in (text or "").split(","))):
+        try:
+            key, value = parse_set_option(item)
+        except UsageError:
+            raise UsageError(f"--{option} {item!r}: expected KEY=VALUE (e.g. socket.timeout.ms=60000)") from None
+        settings[key] = value
+    return settings
+
+
+def scenario_from_options(options) -> Scenario:
+    """The Scenario of a Locust run: the --scenario file (if any) with the options applied."""
+    overrides: dict[str, Any] = {
+        field: getattr(options, dest) for dest, field in _SCENARIO_OPTIONS.items() if getattr(options, dest) is not None
+    }
+    for key, value in _parse_key_values(options.kafka_config, "kafka-config").items():
+        overrides[f"producer_config.{key}"] = value
+    for key, value in _sasl_settings(options).items():
+        overrides[f"producer_config.{key}"] = value
+        overrides[f"consumer_config.{key}"] = value
+    if options.scenario:
+        base = Scenario.from_toml(options.scenario)
+        if base.phases:
+            raise UsageError(f"{options.scenario}: rate phases do not apply to Locust; use --load-steps for steps")
+        values = {**base.to_dict(), "producer_config": dict(base.producer_config),
+                  "consumer_config": dict(base.consumer_config)}
+        values.pop("phases")
+        name = RESULT_NAME_PREFIX + base.name
+    else:
+        values = {"warmup_s": 0.0}
+        name = RESULT_NAME_PREFIX + "orders"
+    values["name"] = name
+    merged = merge_overrides(values, overrides)
+    # Locust's -t decides how long the test runs; the result records the real duration.
+    merged["duration_s"] = max(float(merged.get("duration_s") or 0), float(merged.get("warmup_s") or 0) + 1)
+    return Scenario.from_mapping(merged, source="locust options")
+
+
+def _sasl_settings(options) -> dict[str, str]:
+    settings = {}
+    if options.sasl_username:
+        settings["sasl.username"] = options.sasl_username
+    if options.sasl_password:
+        settings["sasl.password"] = options.sasl_password
+    return settings
+
+
+def user_rate(options, scenario: Scenario) -> float:
+    """Messages per second for one user (0 = flat out)."""
+    if options.user_rate is not None:
+        if options.user_rate < 0 or options.user_rate != options.user_rate:
+            raise UsageError(f"--user-rate: {options.user_rate} must be 0 (flat out) or a positive rate")
+        return float(options.user_rate)
+    if options.scenario and scenario.rate:
+        return scenario.rate / max(1, options.num_users or 1)
+    return 0.0
+
+
+_LOAD_STEP = re.compile(r"^\s*(\d+)\s*@\s*(\d+(?:\.\d+)?)\s*s?\s*$")
+
+
+def parse_load_steps(text: str) -> tuple[tuple[int, float], ...]:
+    """`2@10,4@10,8@20` -> ((2, 10.0), (4, 10.0), (8, 20.0)): users held for seconds."""
+    steps = []
+    for item in filter(None, (part.strip() for part in (text or "").split(","))):
+        match = _LOAD_STEP.match(item)
+        if not match or int(match[1]) < 0 or float(match[2]) <= 0:
+            raise UsageError(f"--load-steps {item!r}: expected USERS@SECONDS (e.g. 4@10), seconds > 0")
+        steps.append((int(match[1]), float(match[2])))
+    return tuple(steps)
+
+
+# ---------------------------------------------------------------------------------------------
+# Thresholds (pure)
+
+
+@dataclasses.dataclass(frozen=True)
+class Threshold:
+    text: str
+    metric: str  # latency "service_time.p99" etc., or a count/throughput name
+    compare: str  # "<", "<=", ">", ">="
+    limit: float  # in the metric's stored unit (µs for latencies)
+
+
+_COMPARISONS = {"<": operator.lt, "<=": operator.le, ">": operator.gt, ">=": operator.ge}
+_LATENCY_STATS = ("p50", "p90", "p99", "p99_9", "p99_99", "max", "mean")
+_LATENCY_METRICS = {"delivery": "service_time", "e2e": "end_to_end", "response": "response_time"}
+_LATENCY_UNITS_US = {"us": 1, "ms": 1_000, "s": 1_000_000}
+_OTHER_METRICS = ("delivered_per_s", "failed", "lost", "duplicated")
+_THRESHOLD = re.compile(r"^(?P<metric>[a-z0-9_]+?)\s*(?P<compare><=|>=|<|>)\s*(?P<limit>\d+(?:\.\d+)?)$")
+_LATENCY_NAME = re.compile(rf"^(?P<stat>{'|'.join(_LATENCY_STATS)})_(?P<kind>{'|'.join(_LATENCY_METRICS)})_(?P<unit>us|ms|s)$")
+
+
+def parse_thresholds(text: str) -> list[Threshold]:
+    """`p99_delivery_ms<50,p99_9_e2e_ms<200,failed<=0,delivered_per_s>=1000`."""
+    thresholds = []
+    for item in filter(None, (part.strip() for part in (text or "").split(","))):
+        match = _THRESHOLD.match(item)
+        if not match:
+            raise UsageError(f"--check {item!r}: expected METRIC<LIMIT (e.g. p99_delivery_ms<50)")
+        latency = _LATENCY_NAME.match(match["metric"])
+        limit = float(match["limit"])
+        if latency:
+            metric = f"{_LATENCY_METRICS[latency['kind']]}.{latency['stat']}"
+            limit *= _LATENCY_UNITS_US[latency["unit"]]
+        elif match["metric"] in _OTHER_METRICS:
+            metric = match["metric"]
+        else:
+            raise UsageError(
+                f"--check {item!r}: unknown metric {match['metric']!r} (STAT_KIND_UNIT with STAT in "
+                f"{'/'.join(_LATENCY_STATS)}, KIND in {'/'.join(_LATENCY_METRICS)}, UNIT us/ms/s; "
+                f"or {', '.join(_OTHER_METRICS)})"
+            )
+        thresholds.append(Threshold(item, metric, match["compare"], limit))
+    return thresholds
+
+
+def threshold_value(threshold: Threshold, result: Mapping[str, Any]) -> float | None:
+    if "." in threshold.metric:
+        kind, stat = threshold.metric.split(".")
+        return ((result.get("latency_us") or {}).get(kind) or {}).get(stat)
+    if threshold.metric == "delivered_per_s":
+        samples = series_samples(result, "acked")
+        return sum(samples) / len(samples) if samples else None
+    return (result.get("counts") or {}).get(threshold.metric)
+
+
+def failed_thresholds(thresholds: Sequence[Threshold], result: Mapping[str, Any]) -> list[str]:
+    """One line per threshold the result does not meet (a missing value does not meet it)."""
+    failures = []
+    for threshold in thresholds:
+        value = threshold_value(threshold, result)
+        if value is None:
+            failures.append(f"{threshold.text}: no value measured")
+        elif not _COMPARISONS[threshold.compare](value, threshold.limit):
+            shown = f"{value / 1000:g} ms" if "." in threshold.metric else f"{value:g}"
+            failures.append(f"{threshold.text}: measured {shown}")
+    return failures
+
+
+# ---------------------------------------------------------------------------------------------
+# Histograms travelling between processes
+
+
+def histogram_counts(encoded: str) -> dict[int, int]:
+    """(value, count) pairs of an encoded histogram; recording them again rebuilds it exactly
+    (each value is its bucket's representative, so it lands in the same bucket)."""
+    histogram = decode_histogram(encoded)
+    return {item.value_iterated_to: item.count_at_value_iterated_to for item in histogram.get_recorded_iterator()}
+
+
+def _encode_counts(latencies_us: list[int]) -> str:
+    histogram = new_latency_histogram()
+    record_counts(histogram, Counter(latencies_us))
+    return encode_histogram(histogram)
+
+
+# ---------------------------------------------------------------------------------------------
+# Worker side: one producer per process
+
+
+class GeventOrderProducer(OrderProducer):
+    """OrderProducer whose full-queue wait yields to gevent instead of blocking in poll()."""
+
+    def produce(self, value, key=None, headers=None, on_delivery=None) -> None:
+        while True:
+            try:
+                self.client.produce(self.topic, value, key, on_delivery=on_delivery, headers=headers)
+                return
+            except BufferError:
+                # The poll greenlet frees the queue; a blocking poll here would stall every user.
+                gevent.sleep(QUEUE_FULL_WAIT_S)
+
+
+def producer_settings(scenario: Scenario) -> dict[str, Any]:
+    """librdkafka producer settings for a scenario's fields (defaults in streamstore.config)."""
+    return {
+        # The scenario's durability choice.
+        "acks": scenario.acks,
+        # The scenario's batching delay: latency vs. batch size.
+        "linger.ms": scenario.linger_ms,
+        # Upper bound of one batch in bytes.
+        "batch.size": scenario.batch_size,
+        # -1 is each codec's own default level.
+        "compression.level": scenario.compression_level,
+        "enable.idempotence": scenario.idempotence,
+        **scenario.producer_config,
+    }
+
+
+class WorkerProducer:
+    """The producer of one Locust process and what it measured since the last report."""
+
+    def __init__(self, environment, scenario: Scenario, run_id: bytes, started_at: float, producer_index: int):
+        self.environment = environment
+        self.scenario = scenario
+        self.run_id = run_id
+        self.started_at = started_at
+        self.producer_index = producer_index
+        config = producer_config(options_bootstrap(environment), scenario.compression, producer_settings(scenario))
+        self.producer = GeventOrderProducer(config, scenario.topic)
+        self.fire_request = environment.events.request.fire
+        self.sequence = 0
+        self.final = False
+        self._payloads = self._payload_pool()
+        # Per-second raw data since the last report: second -> [sent, acked, failed, service µs,
+        # response µs, send delay µs]; folded into histograms when a report is taken.
+        self._seconds: dict[int, list] = {}
+        self._failed_sequences: list[int] = []
+        self.totals = Counter()
+        self._poller = gevent.spawn(self._poll_forever)
+
+    def _payload_pool(self) -> list[tuple[bytes | None, bytes]]:
+        if self.scenario.payload == "random":
+            return []
+        pool = []
+        for _ in range(PAYLOAD_POOL_SIZE):
+            order = Order.new()
+            key = order.order_id.encode() if self.scenario.keys == "order_id" else None
+            pool.append((key, make_payload(self.scenario.payload, self.scenario.message_size, order)))
+        return pool
+
+    def _bucket(self, second: int) -> list:
+        bucket = self._seconds.get(second)
+        if bucket is None:
+            bucket = self._seconds[second] = [0, 0, 0, [], [], []]
+        return bucket
+
+    def send(self, intended_ns: int | None = None) -> None:
+        """Produce one order; intended_ns (perf_counter_ns) is its scheduled time at a fixed rate."""
+        sequence = self.sequence
+        self.sequence += 1
+        if self._payloads:
+            key, value = self._payloads[sequence % PAYLOAD_POOL_SIZE]
+        else:
+            key = str(uuid.uuid4()).encode() if self.scenario.keys == "order_id" else None
+            value = os.urandom(self.scenario.message_size)
+        headers = [(TRACE_HEADER, encode_trace(self.run_id, self.producer_index, sequence, time.time_ns()))]
+        bucket = self._bucket(int(time.time() - self.started_at))
+        if intended_ns is None:
+            callback = functools.partial(self._on_delivery, sequence, None)
+        else:
+            send_delay_us = max(0, (time.perf_counter_ns() - intended_ns) // 1000)
+            bucket[5].append(send_delay_us)
+            callback = functools.partial(self._on_delivery, sequence, send_delay_us)
+        self.producer.produce(value, key, headers, callback)
+        bucket[0] += 1
+
+    def _on_delivery(self, sequence: int, send_delay_us: int | None, error: KafkaError | None, message: Message) -> None:
+        # latency(): produce() to this callback, which the poll greenlet serves within ~1 ms.
+        latency_s = message.latency()
+        bucket = self._bucket(int(time.time() - self.started_at))
+        if error is None:
+            latency_us = round(latency_s * 1_000_000)
+            bucket[1] += 1
+            bucket[3].append(latency_us)
+            if send_delay_us is not None:
+                bucket[4].append(latency_us + send_delay_us)
+            exception = None
+        else:
+            bucket[2] += 1
+            self._failed_sequences.append(sequence)
+            exception = KafkaException(error)
+        self.fire_request(request_type="produce", name=self.scenario.topic, response_time=latency_s * 1000.0,
+                          response_length=len(message), exception=exception, context={})
+
+    def _poll_forever(self) -> None:
+        poll = self.producer.poll
+        while True:
+            served = poll(0)
+            gevent.sleep(0 if served else IDLE_POLL_WAIT_S)
+
+    def stop(self, timeout_s: float) -> int:
+        """Wait (cooperatively) for outstanding deliveries; returns how many never came."""
+        deadline = time.monotonic() + timeout_s
+        while len(self.producer.client) and time.monotonic() < deadline:
+            gevent.sleep(0.01)
+        self._poller.kill()
+        undelivered = self.producer.flush(0)
+        self.final = True
+        return undelivered
+
+    def take_report(self) -> dict[str, Any]:
+        """The seconds that are over (all of them once stopped), encoded; they leave this process."""
+        current = int(time.time() - self.started_at)
+        seconds = {}
+        for second in sorted(self._seconds):
+            if second >= current and not self.final:
+                continue
+            sent, acked, failed, service_us, response_us, send_delay_us = self._seconds.pop(second)
+            self.totals.update(sent=sent, acked=acked, failed=failed)
+            seconds[str(second)] = {
+                "sent": sent, "acked": acked, "failed": failed,
+                "service_time": _encode_counts(service_us) if service_us else None,
+                "response_time": _encode_counts(response_us) if response_us else None,
+                "send_delay": _encode_counts(send_delay_us) if send_delay_us else None,
+            }
+        failed_sequences, self._failed_sequences = self._failed_sequences, []
+        return {
+            "run_id": self.run_id.hex(), "producer": self.producer_index, "seconds": seconds,
+            "through": None if self.final else current - 1, "final": self.final,
+            "sent_total": self.sequence, "failed_sequences": failed_sequences,
+        }
+
+
+def options_bootstrap(environment) -> str:
+    return environment.parsed_options.kafka_bootstrap_servers
+
+
+# ---------------------------------------------------------------------------------------------
+# Master side: the tracker thread and the merge of worker reports
+
+
+class TrackerThread:
+    """End-to-end latency, lag and the sequence audit, run in a native thread.
+
+    The thread owns the consumer and its state; the gevent side only reads `reports` (a deque:
+    append/popleft are atomic across threads) and sets plain attributes, because gevent's
+    patched locks must not be shared with a native thread.
+    """
+
+    def __init__(self, bootstrap: str, scenario: Scenario, run_id: bytes, started_at: float,
+                 start_offsets: Mapping[int, int]):
+        self.bootstrap = bootstrap
+        self.scenario = scenario
+        self.run_id = run_id
+        self.started_at = started_at
+        self.start_offsets = dict(start_offsets)
+        self.reports: deque = deque()
+        self.audit = SequenceAudit()
+        self.consumed = 0
+        self.foreign = 0
+        self.drain_target: int | None = None
+        self.drain_deadline = 0.0
+
+    def run(self) -> None:
+        config = consumer_config(self.bootstrap, group_id=f"streamstore-locust-{self.run_id.hex()}", extra={
+            **self.scenario.consumer_config,
+            # The tracker reads from explicit start offsets and has nothing to resume later.
+            "enable.auto.commit": False,
+        })
+        tracker = OrderTracker(config, [self.scenario.topic], self.start_offsets)
+        second = int(time.time() - self.started_at)
+        consumed_in_second, end_to_end_us, last_timestamp_ms = 0, [], None
+        try:
+            while not self._done():
+                messages = tracker.consume(TRACKER_BATCH, TRACKER_CONSUME_TIMEOUT_S)
+                now_ns = time.time_ns()
+                for message in messages:
+                    trace = read_trace(message.headers())
+                    if trace is None or trace.run_id != self.run_id:
+                        self.foreign += 1
+                        continue
+                    if not self.audit.mark(trace.producer, trace.sequence):
+                        self.consumed += 1
+                    consumed_in_second += 1
+                    end_to_end_us.append(max(0, (now_ns - trace.send_time_ns) // 1000))
+                    last_timestamp_ms = message.timestamp()[1]
+                now_second = int(time.time() - self.started_at)
+                if now_second > second:
+                    lag = self._lag(tracker)
+                    lag_time_ms = None
+                    if lag is not None:
+                        behind = sum(lag.values()) > 0
+                        lag_time_ms = max(0.0, time.time() * 1000 - last_timestamp_ms) if behind and last_timestamp_ms else 0.0
+                    self.reports.append((second, consumed_in_second, end_to_end_us, lag, lag_time_ms))
+                    second, consumed_in_second, end_to_end_us = now_second, 0, []
+            self.reports.append((second, consumed_in_second, end_to_end_us, self._lag(tracker), None))
+        finally:
+            tracker.close()
+
+    def _done(self) -> bool:
+        if self.drain_target is None:
+            return False
+        return self.consumed >= self.drain_target or time.monotonic() >= self.drain_deadline
+
+    def _lag(self, tracker: OrderTracker) -> dict[int, int] | None:
+        """High watermark minus position per partition (blocking calls: this is the thread)."""
+        try:
+            assignment = tracker.client.assignment()
+            positions = tracker.client.position(assignment)
+            lag = {}
+            for partition in positions:
+                _, high = tracker.client.get_watermark_offsets(partition, timeout=1.0)
+                position = partition.offset if partition.offset >= 0 else self.start_offsets.get(partition.partition, 0)
+                lag[partition.partition] = max(0, high - position)
+            return lag
+        except KafkaException:
+            return None
+
+    def request_stop(self, acked: int, timeout_s: float) -> None:
+        self.drain_deadline = time.monotonic() + timeout_s
+        self.drain_target = acked
+
+
+class LocustRun:
+    """One test as the master (or local runner) sees it: merged measurements and the result."""
+
+    def __init__(self, environment, scenario: Scenario, rate_per_user: float, thresholds: list[Threshold]):
+        self.environment = environment
+        self.scenario = scenario
+        self.rate_per_user = rate_per_user
+        self.thresholds = thresholds
+        self.run_id = uuid.uuid4().bytes
+        self.started_at = time.time()
+        self.recorder = RunRecorder(scenario.warmup_s)
+        self.all_delivery = new_latency_histogram()
+        self.workers: dict[str, dict[str, Any]] = {}
+        self.peak_users = 0
+        self.tracker: TrackerThread | None = None
+        self.tracker_job = None
+        self.start_watermarks: dict[int, tuple[int, int]] = {}
+        self.failure: str | None = None
+        self.tracker_through = -1
+        self._greenlets: list = []
+
+    # -- start ---------------------------------------------------------------------------------
+
+    def start(self) -> None:
+        bootstrap = options_bootstrap(self.environment)
+        threadpool = gevent.get_hub().threadpool
+        threadpool.apply(_prepare_topic, (bootstrap, self.scenario))
+        self.start_watermarks = threadpool.apply(topic_watermarks, (bootstrap, self.scenario.topic, self._client_extra()))
+        if not self.environment.parsed_options.no_tracker:
+            self.tracker = TrackerThread(bootstrap, self.scenario, self.run_id, self.started_at,
+                                         {p: high for p, (_, high) in self.start_watermarks.items()})
+            self.tracker_job = threadpool.spawn(self.tracker.run)
+        self._greenlets.append(gevent.spawn(self._status_forever))
+        if isinstance(self.environment.runner, LocalRunner):
+            self._greenlets.append(gevent.spawn(self._pull_local_reports_forever))
+
+    def _pull_local_reports_forever(self) -> None:
+        """The local runner's producer reports once a second, as a worker would to a master."""
+        while True:
+            gevent.sleep(1.0)
+            producer = self.environment.kafka_producer
+            if producer is not None:
+                self.add_worker_report(LOCAL_WORKER, producer.take_report())
+
+    def _client_extra(self) -> dict[str, Any]:
+        return dict(self.scenario.consumer_config)
+
+    # -- merge -----------------------------------------------------------------------------------
+
+    def add_worker_report(self, worker_id: str, report: Mapping[str, Any]) -> None:
+        if report.get("run_id") != self.run_id.hex():
+            return  # a report of an earlier test that arrived late
+        worker = self.workers.setdefault(worker_id, {"producer": report["producer"], "acked": 0, "failed": 0,
+                                                     "sent": 0, "hdr_count": 0, "failed_sequences": [],
+                                                     "through": -1, "final": False})
+        for second_text, data in report["seconds"].items():
+            second = max(0, int(second_text))
+            self.recorder.add_producer_report(second, data["sent"], data["acked"], data["failed"], [], [], [])
+            worker["acked"] += data["acked"]
+            worker["failed"] += data["failed"]
+            for name in ("service_time", "response_time", "send_delay"):
+                if data[name]:
+                    self.recorder.latency[name].record(second, histogram_counts(data[name]))
+            if data["service_time"]:
+                histogram = decode_histogram(data["service_time"])
+                worker["hdr_count"] += histogram.get_total_count()
+                self.all_delivery.add(histogram)
+        worker["sent"] = report["sent_total"]
+        worker["failed_sequences"].extend(report["failed_sequences"])
+        worker["final"] = report["final"]
+        if report["through"] is not None:
+            worker["through"] = report["through"]
+        self._drain_tracker_reports()
+        self._close_finished_seconds()
+
+    def _drain_tracker_reports(self) -> None:
+        while self.tracker and self.tracker.reports:
+            second, consumed, end_to_end_us, lag, lag_time_ms = self.tracker.reports.popleft()
+            self.recorder.add_tracker_report(max(0, second), consumed, end_to_end_us, lag, lag_time_ms)
+            self.tracker_through = max(self.tracker_through, second)
+
+    def _close_finished_seconds(self) -> None:
+        """Seal the seconds every reporter is past (an open second holds a ~400 KB histogram)."""
+        reported_through = [w["through"] for w in self.workers.values() if not w["final"]]
+        if self.tracker is not None:
+            reported_through.append(self.tracker_through)
+        if reported_through:
+            self.recorder.close_through(min(reported_through))
+
+    def _status_forever(self) -> None:
+        while True:
+            gevent.sleep(STATUS_INTERVAL_S)
+            self._drain_tracker_reports()
+            logger.info("kafka: %s", self.status_line())
+
+    def status_line(self) -> str:
+        totals = self.recorder.totals()
+        elapsed = max(1e-9, time.time() - self.started_at)
+        p99 = self.all_delivery.get_value_at_percentile(99.0) if self.all_delivery.get_total_count() else None
+        e2e = self.recorder.latency["end_to_end"]
+        lag = self.recorder.lag_messages.get(max(self.recorder.lag_messages)) if self.recorder.lag_messages else None
+        e2e_p99 = None
+        if e2e.interval_stats:
+            e2e_p99 = e2e.interval_stats[max(e2e.interval_stats)][1]
+        parts = [
+            f"acked {totals['acked']} ({totals['acked'] / elapsed:.0f}/s)",
+            f"failed {totals['failed']}",
+            f"delivery p99 {_ms(p99)}",
+            f"consumed {totals['consumed']}",
+            f"e2e p99 (last closed second) {_ms(e2e_p99)}",
+            f"lag {lag if lag is not None else '-'} msgs",
+        ]
+        return ", ".join(parts)
+
+    # -- end -----------------------------------------------------------------------------------
+
+    def finish(self, status: str = "complete") -> tuple[Path, dict[str, Any]]:
+        """Wait for the last reports and the tracker, then write the result folder."""
+        ended_at = time.time()
+        gevent.killall(self._greenlets)
+        if isinstance(self.environment.runner, MasterRunner):
+            deadline = time.monotonic() + FINAL_REPORT_TIMEOUT_S
+            while not all(w["final"] for w in self.workers.values()) and time.monotonic() < deadline:
+                gevent.sleep(0.1)
+            missing = [worker_id for worker_id, w in self.workers.items() if not w["final"]]
+            if missing:
+                self.failure = f"no final report from worker(s) {', '.join(missing)} within {FINAL_REPORT_TIMEOUT_S:g} s"
+        totals = self.recorder.totals()
+        if self.tracker_job is not None:
+            self.tracker.request_stop(totals["acked"], self.scenario.drain_timeout_s)
+            try:
+                self.tracker_job.get()
+            except (KafkaException, StreamStoreError) as error:
+                self.failure = f"tracker failed: {error}"
+            self._drain_tracker_reports()
+        self.recorder.close_through(self.recorder.seconds())
+        result = self._result(ended_at, status if self.failure is None else "failed")
+        bootstrap = options_bootstrap(self.environment)
+        folder = run_folder(self.environment.parsed_options.results_dir, self.scenario.name, self.started_at)
+        seconds = self.recorder.seconds()
+        write_interval_log(folder / "delivery.hlog", self.recorder.latency["service_time"].interval_list(seconds),
+                           self.started_at)
+        if self.tracker is not None:
+            write_interval_log(folder / "e2e.hlog", self.recorder.latency["end_to_end"].interval_list(seconds),
+                               self.started_at)
+        result["broker"] = gevent.get_hub().threadpool.apply(_broker_metadata, (bootstrap, self.scenario.topic,
+                                                                                self.start_watermarks))
+        result["counts"]["broker_offset_delta"] = result["broker"].pop("offset_delta")
+        write_result(folder, result)
+        write_run_report(folder, result)
+        return folder, result
+
+    def _result(self, ended_at: float, status: str) -> dict[str, Any]:
+        totals = self.recorder.totals()
+        lost = duplicated = 0
+        if self.tracker is not None:
+            duplicated = self.tracker.audit.duplicated
+            for worker in self.workers.values():
+                seen = self.tracker.audit.seen.get(worker["producer"])
+                lost += lost_sequences(bytes(seen) if seen else None, worker["sent"], worker["failed_sequences"])[0]
+        duration_s = round(max(ended_at - self.started_at, self.scenario.warmup_s + 0.1), 3)
+        scenario = dataclasses.replace(self.scenario, duration_s=duration_s,
+                                       rate=self.rate_per_user * self.peak_users)
+        latency = {"service_time": self.recorder.latency["service_time"].summary()}
+        if self.rate_per_user:
+            latency["response_time"] = self.recorder.latency["response_time"].summary()
+            latency["send_delay"] = self.recorder.latency["send_delay"].summary()
+        if self.tracker is not None:
+            latency["end_to_end"] = self.recorder.latency["end_to_end"].summary()
+        stats = self.environment.runner.stats.total
+        hosts = {worker_id.rsplit("_", 1)[0] for worker_id in self.workers}
+        result = {
+            "kind": "locust",
+            "run_id": self.run_id.hex(),
+            "scenario": scenario.to_dict(),
+            "fingerprint": scenario.fingerprint(),
+            "environment": {**environment_metadata(),
+                            "producer_and_tracker_same_host": hosts <= {socket.gethostname(), "local"}},
+            "started_at": utc_iso(self.started_at),
+            "ended_at": utc_iso(ended_at),
+            "duration_s": duration_s,
+            "warmup_s": self.scenario.warmup_s,
+            "status": status,
+            "failure": self.failure,
+            "counts": {"sent": totals["sent"], "acked": totals["acked"], "failed": totals["failed"],
+                       "consumed": totals["consumed"] if self.tracker else 0, "lost": lost,
+                       "duplicated": duplicated, "malformed": 0, "broker_offset_delta": None},
+            "latency_us": latency,
+            "series": self.recorder.series(),
+            "events": [],
+            "warnings": [],
+            "large_message": None,
+            "locust": {
+                "users": self.peak_users,
+                "user_rate": self.rate_per_user,
+                "request_count": stats.num_requests,
+                "failure_count": stats.num_failures,
+                "hdr_total_count": self.all_delivery.get_total_count(),
+                "workers": {worker_id: {k: w[k] for k in ("producer", "sent", "acked", "failed", "hdr_count")}
+                            for worker_id, w in self.workers.items()},
+                "tracker": self.tracker is not None,
+            },
+        }
+        if self.recorder.latency["service_time"].clamped:
+            result["warnings"].append(f"{self.recorder.latency['service_time'].clamped} delivery latencies above 1 h clamped")
+        result["warnings"].extend(derive_warnings(result))
+        return result
+
+
+def _ms(value_us: float | None) -> str:
+    return "-" if value_us is None else f"{value_us / 1000:.2f} ms"
+
+
+def _prepare_topic(bootstrap: str, scenario: Scenario) -> None:
+    admin = connect_admin(bootstrap, scenario.consumer_config)
+    ensure_topic(admin, scenario.topic, scenario.partitions, scenario.replication_factor)
+
+
+def _broker_metadata(bootstrap: str, topic: str, start_watermarks: Mapping[int, tuple[int, int]]) -> dict[str, Any]:
+    try:
+        settings = describe_broker_settings(bootstrap)
+        topic_settings = topic_configs(connect_admin(bootstrap), topic)
+        end = topic_watermarks(bootstrap, topic)
+        offset_delta = sum(high - start_watermarks.get(p, (0, 0))[1] for p, (_, high) in end.items())
+    except StreamStoreError:
+        settings, topic_settings, offset_delta = {}, {}, None
+    return {"bootstrap_servers": bootstrap, "version": None, "embedded": None, "settings": settings,
+            "topic_settings": {k: topic_settings[k] for k in ("max.message.bytes", "segment.bytes",
+                                                                  "min.insync.replicas", "compression.type")
+                               if k in topic_settings},
+            "offset_delta": offset_delta}
+
+
+# ---------------------------------------------------------------------------------------------
+# The user, the load shape and the event hooks
+
+
+class KafkaOrdersUser(User):
+    """Produces orders through its process's producer: flat out, or at --user-rate msg/s."""
+
+    abstract = True
+
+    def on_start(self) -> None:
+        self.kafka: WorkerProducer = self.environment.kafka_producer
+        self.rate = self.environment.kafka_user_rate
+        self.interval_ns = int(1e9 / self.rate) if self.rate else 0
+        self.next_send_ns = time.perf_counter_ns()
+
+    @task
+    def produce_orders(self) -> None:
+        if not self.rate:
+            for _ in range(FLAT_OUT_BATCH):
+                self.kafka.send()
+            gevent.sleep(0)  # let the poll greenlet and the other users run
+            return
+        # Fixed rate: send what is due by now, each with its intended time, so a user that fell
+        # behind shows it as send delay and response time instead of hiding it.
+        now = time.perf_counter_ns()
+        while self.next_send_ns <= now:
+            self.kafka.send(self.next_send_ns)
+            self.next_send_ns += self.interval_ns
+        gevent.sleep((self.next_send_ns - time.perf_counter_ns()) / 1e9)
+
+
+class OrderLoadShape(LoadTestShape):
+    """-u/-r/-t as usual, or the --load-steps user counts (with -r as the ramp between steps)."""
+
+    use_common_options = True
+
+    def tick(self):
+        options = self.runner.environment.parsed_options
+        run_time = self.get_run_time()
+        steps = parse_load_steps(options.load_steps)
+        spawn_rate = options.spawn_rate or 1
+        if steps:
+            elapsed = 0.0
+            for users, seconds in steps:
+                elapsed += seconds
+                if run_time < elapsed:
+                    return users, spawn_rate
+            return None
+        if options.run_time and run_time >= options.run_time:
+            return None
+        return options.num_users or 1, spawn_rate
+
+
+def validate_options(options) -> tuple[Scenario, float, list[Threshold]]:
+    """Everything a bad option can break, checked before a user is spawned."""
+    scenario = scenario_from_options(options)
+    rate = user_rate(options, scenario)
+    thresholds = parse_thresholds(options.check)
+    parse_load_steps(options.load_steps)
+    if options.no_tracker and any(t.metric.startswith("end_to_end") or t.metric in ("lost", "duplicated")
+                                  for t in thresholds):
+        raise UsageError("--check on e2e latency, lost or duplicated needs the tracker; drop --no-tracker")
+    return scenario, rate, thresholds
+
+
+def register(events) -> None:
+    """Wire the Kafka user's hooks to a Locust Events object (the locustfile's `locust.events`)."""
+    # report_to_master and worker_report do not pass the environment; init tells us which it is.
+    state: dict[str, Any] = {"environment": None}
+
+    @events.init_command_line_parser.add_listener
+    def on_parser(parser, **_kwargs):
+        add_arguments(parser)
+
+    @events.init.add_listener
+    def on_init(environment, **_kwargs):
+        state["environment"] = environment
+        environment.kafka_run = None
+        environment.kafka_producer = None
+        environment.kafka_exit_code = None
+        if isinstance(environment.runner, WorkerRunner):
+            return  # the master checks the options and sends them with the spawn message
+        try:
+            scenario, _, _ = validate_options(environment.parsed_options)
+            gevent.get_hub().threadpool.apply(_prepare_topic, (options_bootstrap(environment), scenario))
+        except StreamStoreError as error:
+            sys.stderr.write(f"error: {error}\n")
+            sys.stderr.flush()
+            sys.exit(error.exit_code)  # before any user is spawned
+        if environment.web_ui is not None:
+            @environment.web_ui.app.route("/kafka")
+            def kafka_status():
+                run = environment.kafka_run
+                return {"status": run.status_line() if run else "no test running"}
+
+    @events.test_start.add_listener
+    def on_test_start(environment, **_kwargs):
+        options = environment.parsed_options
+        if not isinstance(environment.runner, WorkerRunner):
+            try:
+                scenario, rate, thresholds = validate_options(options)
+                run = LocustRun(environment, scenario, rate, thresholds)
+                run.start()
+            except StreamStoreError as error:
+                logger.error("error: %s", error)
+                _raise_exit_code(environment, error.exit_code)
+                gevent.spawn(environment.runner.quit)
+                return
+            environment.kafka_run = run
+            # Workers read these from the options that travel with the spawn message.
+            options.kafka_run_id = run.run_id.hex()
+            options.kafka_started_at = run.started_at
+            options.kafka_user_rate_resolved = rate
+        if not isinstance(environment.runner, MasterRunner):
+            scenario = scenario_from_options(options)
+            index = max(0, getattr(environment.runner, "worker_index", 0))
+            environment.kafka_user_rate = options.kafka_user_rate_resolved
+            environment.kafka_producer = WorkerProducer(environment, scenario, bytes.fromhex(options.kafka_run_id),
+                                                        options.kafka_started_at, index)
+
+    @events.spawning_complete.add_listener
+    def on_spawned(user_count, **_kwargs):
+        run = state["environment"].kafka_run
+        if run is not None:
+            run.peak_users = max(run.peak_users, user_count)
+
+    @events.report_to_master.add_listener
+    def on_report_to_master(client_id, data, **_kwargs):
+        producer = state["environment"].kafka_producer
+        if producer is not None:
+            data["kafka"] = producer.take_report()
+
+    @events.worker_report.add_listener
+    def on_worker_report(client_id, data, **_kwargs):
+        run = state["environment"].kafka_run
+        if run is not None and "kafka" in data:
+            run.add_worker_report(client_id, data["kafka"])
+
+    @events.test_stop.add_listener
+    def on_test_stop(environment, **_kwargs):
+        producer = environment.kafka_producer
+        if producer is not None:
+            environment.kafka_producer = None
+            undelivered = producer.stop(producer.scenario.drain_timeout_s)
+            if undelivered:
+                logger.error("error: %d message(s) not delivered when the test stopped", undelivered)
+            if environment.kafka_run is not None:  # local runner: no master to report to
+                environment.kafka_run.add_worker_report(LOCAL_WORKER, producer.take_report())
+        run = environment.kafka_run
+        if run is None:
+            return
+        environment.kafka_run = None
+        try:
+            folder, result = run.finish()
+        except StreamStoreError as error:
+            logger.error("error: %s", error)
+            _raise_exit_code(environment, error.exit_code)
+            return
+        logger.info("kafka: result written to %s", folder)
+        logger.info("kafka: %s", summary_line(result))
+        failures = failed_thresholds(run.thresholds, result)
+        for failure in failures:
+            logger.error("threshold failed: %s", failure)
+        if result["status"] == "failed":
+            logger.error("error: %s", result["failure"])
+            _raise_exit_code(environment, EXIT_RUN_FAILED)
+        elif failures:
+            _raise_exit_code(environment, EXIT_REGRESSION)
+
+    @events.quitting.add_listener
+    def on_quitting(environment, **_kwargs):
+        if environment.kafka_exit_code is not None:
+            environment.process_exit_code = environment.kafka_exit_code
+
+
+def _raise_exit_code(environment, code: int) -> None:
+    environment.kafka_exit_code = max(code, environment.kafka_exit_code or 0)
+
+
+def summary_line(result: Mapping[str, Any]) -> str:
+    counts = result["counts"]
+    latency = result["latency_us"]
+    locust = result["locust"]
+    parts = [f"sent {counts['sent']}, acked {counts['acked']}, failed {counts['failed']}"]
+    if locust["tracker"]:
+        parts.append(f"consumed {counts['consumed']}, lost {counts['lost']}, duplicated {counts['duplicated']}")
+    service = latency["service_time"]
+    parts.append(f"delivery p50 {_ms(service['p50'])} p99 {_ms(service['p99'])} p99.9 {_ms(service['p99_9'])} "
+                 f"max {_ms(service['max'])}")
+    if "end_to_end" in latency:
+        e2e = latency["end_to_end"]
+        parts.append(f"e2e p50 {_ms(e2e['p50'])} p99 {_ms(e2e['p99'])}")
+    workers = ", ".join(f"{w['hdr_count']}" for w in locust["workers"].values())
+    parts.append(f"HDR total {locust['hdr_total_count']} = workers [{workers}]; Locust requests "
+                 f"{locust['request_count']} ({locust['failure_count']} failed)")
+    return "; ".join(parts)
