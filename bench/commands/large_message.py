@@ -1,0 +1,149 @@
+"""`python -m bench large-message`: the large-message sweep up to the 1 GB client limit."""
+
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+
+from bench.broker import BROKER_MODES, ensure_broker
+from bench.large_message import (
+    DEFAULT_COMPRESSIONS,
+    QUICK_MAX_SIZE,
+    LargeMessageSweep,
+    SweepOptions,
+    SweepProgress,
+    check_level,
+    format_duration,
+    format_row,
+    parse_size_list,
+    plan_sizes,
+    preflight,
+    preflight_problem,
+    size_label,
+    sweep_result,
+)
+from bench.report import write_run_report
+from bench.results import run_folder, write_result
+from bench.scenario import COMPRESSIONS, parse_size
+from streamstore.admin import connect_admin
+from streamstore.config import CLIENT_MESSAGE_MAX_BYTES, MAX_VALUE_BYTES, RECORD_OVERHEAD_BYTES, default_bootstrap_servers
+from streamstore.errors import EXIT_OK, EXIT_RUN_FAILED, UsageError
+from streamstore.orders import PAYLOAD_KINDS
+
+NAME = "large-message"
+HELP = "sweep message sizes up to the 1 GB client limit, gzip on and off: latency, throughput, wire size, memory"
+
+DEFAULT_RESULTS_ROOT = Path("results")
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--sizes", help="comma-separated sizes, e.g. 1KB,10MB,max (powers of 1000; max = "
+                                        f"{MAX_VALUE_BYTES:,} bytes); default: 1KB, 10KB ... 100MB, 300MB, max")
+    parser.add_argument("--compression", default=",".join(DEFAULT_COMPRESSIONS),
+                        help="comma-separated codecs among none,gzip,snappy,lz4,zstd (default: %(default)s)")
+    parser.add_argument("--level", type=int, default=-1, help="compression.level (gzip 0-9; default -1 = codec default)")
+    parser.add_argument("--payload", choices=PAYLOAD_KINDS, default="order",
+                        help="order: an order padded to size (compressible, default); text: repeated prose; "
+                             "random: incompressible (librdkafka then skips gzip)")
+    parser.add_argument("--reps", type=int, help="repetitions per size and codec (default: adaptive, 5 for small "
+                                                "sizes down to 1 for the largest)")
+    parser.add_argument("--quick", action="store_true", help=f"stop at {size_label(QUICK_MAX_SIZE)}, fewer repetitions (CI)")
+    parser.add_argument("--max-size", help="largest size to sweep (e.g. 200MB or max)")
+    parser.add_argument("--topic", help="use this topic for every message (created if missing, kept); "
+                                        "default: a fresh topic per size and codec, deleted right after")
+    parser.add_argument("--compare-bare", action="store_true",
+                        help="also time a bare confluent-kafka script on the largest size without compression")
+    parser.add_argument("--bootstrap-servers", default=default_bootstrap_servers(),
+                        help="Kafka address (default: $KAFKA_BOOTSTRAP_SERVERS or localhost:9092)")
+    parser.add_argument("--broker", choices=BROKER_MODES, default="auto",
+                        help="auto: use what answers, else start the embedded broker (default); "
+                             "external: must answer; embedded: the embedded broker")
+    parser.add_argument("--keep-broker", action="store_true", help="leave an embedded broker this command started running")
+    parser.add_argument("--results-dir", type=Path, default=DEFAULT_RESULTS_ROOT,
+                        help="folder for run folders (default: %(default)s)")
+
+
+def options_from_args(args: argparse.Namespace) -> SweepOptions:
+    compressions = tuple(dict.fromkeys(c.strip() for c in args.compression.split(",") if c.strip()))
+    unknown = [c for c in compressions if c not in COMPRESSIONS]
+    if unknown or not compressions:
+        raise UsageError(f"--compression {args.compression!r}: choose among {', '.join(COMPRESSIONS)}")
+    check_level(compressions, args.level)
+    if args.reps is not None and args.reps < 1:
+        raise UsageError(f"--reps must be at least 1, got {args.reps}")
+    max_size = None
+    if args.max_size is not None:
+        max_size = parse_size_list(args.max_size, "--max-size")[-1]
+    sizes = plan_sizes(parse_size_list(args.sizes) if args.sizes else None, args.quick, max_size)
+    if args.compare_bare and "none" not in compressions:
+        raise UsageError("--compare-bare times the largest size without compression: add none to --compression")
+    if args.topic is not None and args.compare_bare:
+        raise UsageError("--compare-bare needs fresh topics: drop --topic")
+    return SweepOptions(tuple(sizes), compressions, args.level, args.payload, args.reps, args.quick, args.topic,
+                        args.compare_bare)
+
+
+def run(args: argparse.Namespace) -> int:
+    options = options_from_args(args)
+    # The client limit needs no broker: say so before starting or contacting one.
+    problem = preflight_problem(options.sizes, [])
+    if problem:
+        raise UsageError(problem)
+    print(f"large-message sweep: {', '.join(size_label(s) for s in options.sizes)}; "
+          f"compression {', '.join(options.compressions)}; payload {options.payload}")
+    if MAX_VALUE_BYTES in options.sizes:
+        print(f"1 GB (client max) = {MAX_VALUE_BYTES:,} bytes: librdkafka's message.max.bytes cap of "
+              f"{CLIENT_MESSAGE_MAX_BYTES:,} minus {RECORD_OVERHEAD_BYTES} bytes of record overhead (no key, no headers)")
+    with ensure_broker(args.bootstrap_servers, args.broker, args.keep_broker) as broker:
+        admin = connect_admin(broker.bootstrap_servers)
+        broker_settings, topic_settings = preflight(options, admin)
+        origin = ("embedded, started for this sweep" if broker.started_here
+                  else "embedded" if broker.embedded else "external")
+        print(f"broker {broker.bootstrap_servers} ({origin}{', Kafka ' + broker.version if broker.version else ''}); "
+              "pre-flight passed: every size fits the client, broker and topic limits")
+        progress = SweepProgress(options.cells())
+        sweep = LargeMessageSweep(options, broker.bootstrap_servers, admin, broker_settings, progress,
+                                  on_row=lambda row: (progress.finish(), print(format_row(row), flush=True)))
+        started_at = time.time()
+        status, failure, interrupted = "complete", None, False
+        try:
+            sweep.run()
+        except KeyboardInterrupt:
+            status, failure, interrupted = "interrupted", "interrupted by the user (Ctrl+C)", True
+        finally:
+            progress.finish()
+        failed = [row for row in sweep.rows if row["error"]]
+        if failed and not interrupted:
+            status = "failed"
+            failure = f"{len(failed)} of {len(sweep.rows)} cells failed; first: {failed[0]['size_label']} " \
+                      f"{failed[0]['compression']}: {failed[0]['error']}"
+        result = sweep_result(options, sweep, broker, topic_settings, started_at, status, failure)
+    folder = run_folder(args.results_dir, "large-message", started_at)
+    write_result(folder, result)
+    write_run_report(folder, result)
+    print(summary_text(result, folder))
+    if interrupted:
+        raise KeyboardInterrupt
+    return EXIT_RUN_FAILED if failed else EXIT_OK
+
+
+def summary_text(result: dict, folder: Path) -> str:
+    large = result["large_message"]
+    lines = []
+    for finding in large["memory"]:
+        verdict = "ok" if finding["met"] else "ABOVE TARGET"
+        lines.append(f"peak RSS {finding['client']:<8} {size_label(finding['size_bytes'])} {finding['compression']}: "
+                     f"{finding['peak_rss_bytes'] / 1e6:,.0f} MB = {finding['ratio_to_payload']:g}x the payload "
+                     f"(target <= {finding['target_ratio']:g}x) {verdict}")
+    bare = large.get("bare_comparison")
+    if bare and bare.get("ratio") is not None:
+        verdict = "ok" if bare["met"] else "ABOVE TARGET"
+        lines.append(f"end-to-end {size_label(bare['size_bytes'])} none: harness {bare['harness_end_to_end_ms']:,.0f} ms, "
+                     f"bare confluent-kafka script {bare['bare_end_to_end_ms']:,.0f} ms = {bare['ratio']:g}x "
+                     f"(target <= {bare['target_ratio']:g}x) {verdict}")
+    elif bare:
+        lines.append(f"bare comparison failed: {bare['error']}")
+    lines += [f"warning: {warning}" for warning in result["warnings"]]
+    lines.append(f"{result['status']} in {format_duration(result['duration_s'])} (wall time of the sweep): {folder}")
+    return "\n".join(lines)
