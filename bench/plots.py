@@ -299,6 +299,11 @@ def plot_large_message(result: Mapping[str, Any], folder: Path) -> list[Path]:
             if any(v is not None for v in rss):
                 memory_ax.plot(sizes, [math.nan if v is None else v / 1e6 for v in rss], style, color=colour,
                                label=f"{compression}: {who}")
+    # Reference lines: one copy of the payload, and the 2.2x target for the largest message.
+    all_sizes = sorted({r["size_bytes"] for group in groups.values() for r in group})
+    memory_ax.plot(all_sizes, [s / 1e6 for s in all_sizes], ":", color="black", linewidth=1.2, label="payload size")
+    memory_ax.plot(all_sizes, [2.2 * s / 1e6 for s in all_sizes], ":", color="#999", linewidth=1.2,
+                   label="2.2 x payload")
     for ax in (throughput_ax, memory_ax):
         _size_axis(ax)
         ax.legend(fontsize=8)
@@ -309,7 +314,33 @@ def plot_large_message(result: Mapping[str, Any], folder: Path) -> list[Path]:
     fig.suptitle("Large messages: throughput and client memory", fontsize=12)
     _caption(fig, runs)
     written.append(_save(fig, folder / "large_message_throughput_memory.png"))
-    return written
+    compression_plot = plot_large_message_compression(result, folder / "large_message_compression.png")
+    return written + ([compression_plot] if compression_plot else [])
+
+
+def plot_large_message_compression(result: Mapping[str, Any], path: Path) -> Path | None:
+    """Uncompressed size over bytes on the wire, per codec; hollow markers where librdkafka
+    sent the batch uncompressed because compressing did not make it smaller."""
+    groups = {c: g for c, g in _by_compression((result.get("large_message") or {}).get("rows") or []).items()
+              if c != "none" and any(r.get("compression_ratio") for r in g)}
+    if not groups:
+        return None
+    fig, ax = plt.subplots(figsize=FIGURE_SIZE)
+    for index, (compression, group) in enumerate(groups.items()):
+        colour = RUN_COLOURS[(index + 1) % len(RUN_COLOURS)]
+        sizes = [r["size_bytes"] for r in group]
+        ax.plot(sizes, _nan([r.get("compression_ratio") for r in group]), "o-", color=colour, label=compression)
+        skipped = [r for r in group if r.get("compression_skipped")]
+        if skipped:
+            ax.plot([r["size_bytes"] for r in skipped], [r["compression_ratio"] for r in skipped], "o", color="white",
+                    markeredgecolor=colour, label=f"{compression}: skipped (sent uncompressed)")
+    ax.axhline(1, color="black", linestyle=":", linewidth=1, label="no compression")
+    _size_axis(ax)
+    _ms_axis(ax, "compression ratio (payload / wire bytes, log scale)")
+    ax.legend(fontsize=8)
+    ax.set_title("Large messages: compression ratio", fontsize=12)
+    _caption(fig, [("sweep", result)])
+    return _save(fig, path)
 
 
 # ---------------------------------------------------------------------------------------------
