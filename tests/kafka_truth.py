@@ -8,10 +8,47 @@ topic to have been empty before the run (tests use `unique_topic`).
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
+from bench.results import load_result
 from streamstore.admin import message_count, topic_watermarks
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+STEADY_SCENARIO = PROJECT_ROOT / "scenarios" / "steady-orders.toml"
+
+
+def bench_command(*args: str, timeout: float = 300, env: Mapping[str, str] | None = None) -> subprocess.CompletedProcess:
+    """`python -m bench ARGS` as a user runs it (own process: exit code, stdout, stderr)."""
+    return subprocess.run([sys.executable, "-m", "bench", *args], capture_output=True, text=True,
+                          timeout=timeout, env=env, cwd=PROJECT_ROOT)
+
+
+@dataclass
+class BenchRun:
+    completed: subprocess.CompletedProcess
+    folder: Path | None
+    result: dict[str, Any] | None
+
+
+def bench_run(bootstrap_servers: str, topic: str, results_root: Path, *args: str,
+              scenario: Path = STEADY_SCENARIO, timeout: float = 300) -> BenchRun:
+    """`python -m bench run` against an answering broker into its own results folder.
+
+    `results_root` must be used for this one run: its only run folder is the result.
+    """
+    completed = bench_command(
+        "run", str(scenario), "--bootstrap-servers", bootstrap_servers, "--broker", "external",
+        "--topic", topic, "--results", str(results_root), "--no-report", *args, timeout=timeout,
+    )
+    folders = sorted(path.parent for path in Path(results_root).glob("*/result.json"))
+    assert len(folders) <= 1, f"one run wrote {len(folders)} result folders: {folders}"
+    folder = folders[0] if folders else None
+    return BenchRun(completed, folder, load_result(folder) if folder else None)
 
 
 def broker_message_count(bootstrap_servers: str, topic: str, extra: Mapping[str, object] | None = None) -> int:
