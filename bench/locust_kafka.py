@@ -37,7 +37,7 @@ from typing import Any
 import gevent
 from confluent_kafka import KafkaError, KafkaException, Message
 from locust import LoadTestShape, User, task
-from locust.runners import LocalRunner, MasterRunner, WorkerRunner
+from locust.runners import STATE_RUNNING, STATE_SPAWNING, LocalRunner, MasterRunner, WorkerRunner
 
 from bench.broker import describe_broker_settings
 from bench.recorder import RunRecorder, SequenceAudit, lost_sequences, record_counts
@@ -622,6 +622,10 @@ class LocustRun:
 
     def _close_finished_seconds(self) -> None:
         """Seal the seconds every reporter is past (an open second holds a ~400 KB histogram)."""
+        runner = self.environment.runner
+        expected = {client.id for client in runner.clients.all} if isinstance(runner, MasterRunner) else {LOCAL_WORKER}
+        if not expected <= self.workers.keys():
+            return  # a worker that has not reported yet may still hold any second
         reported_through = [w["through"] for w in self.workers.values() if not w["final"]]
         if self.tracker is not None:
             reported_through.append(self.tracker_through)
@@ -659,7 +663,14 @@ class LocustRun:
         """Wait for the last reports and the tracker, then write the result folder."""
         ended_at = time.time()
         gevent.killall(self._greenlets)
-        if isinstance(self.environment.runner, MasterRunner):
+        runner = self.environment.runner
+        if isinstance(runner, MasterRunner):
+            # A headless master quits without telling its workers to stop first (they would stop on
+            # "quit", after the master stopped listening); ask them now, so their last
+            # deliveries are flushed and reported before the result is written.
+            for client in runner.clients.all:
+                if client.state in (STATE_RUNNING, STATE_SPAWNING):
+                    runner.send_message("stop", client_id=client.id)
             deadline = time.monotonic() + FINAL_REPORT_TIMEOUT_S
             while not all(w["final"] for w in self.workers.values()) and time.monotonic() < deadline:
                 gevent.sleep(0.1)
@@ -900,9 +911,12 @@ def register(events) -> None:
 
     @events.report_to_master.add_listener
     def on_report_to_master(client_id, data, **_kwargs):
-        producer = state["environment"].kafka_producer
+        environment = state["environment"]
+        producer = environment.kafka_producer
         if producer is not None:
             data["kafka"] = producer.take_report()
+            if data["kafka"]["final"]:
+                environment.kafka_producer = None
 
     @events.worker_report.add_listener
     def on_worker_report(client_id, data, **_kwargs):
@@ -913,23 +927,25 @@ def register(events) -> None:
     @events.test_stop.add_listener
     def on_test_stop(environment, **_kwargs):
         producer = environment.kafka_producer
-        if producer is not None:
-            environment.kafka_producer = None
+        if producer is not None and not producer.final:
             undelivered = producer.stop(producer.scenario.drain_timeout_s)
             if undelivered:
                 logger.error("error: %d message(s) not delivered when the test stopped", undelivered)
             if environment.kafka_run is not None:  # local runner: no master to report to
+                environment.kafka_producer = None
                 environment.kafka_run.add_worker_report(LOCAL_WORKER, producer.take_report())
+            # A worker's last report (final) goes with its next stats message to the master.
         run = environment.kafka_run
         if run is None:
             return
-        environment.kafka_run = None
         try:
-            folder, result = run.finish()
+            folder, result = run.finish()  # worker reports keep arriving while it waits for them
         except StreamStoreError as error:
             logger.error("error: %s", error)
             _raise_exit_code(environment, error.exit_code)
             return
+        finally:
+            environment.kafka_run = None
         logger.info("kafka: result written to %s", folder)
         logger.info("kafka: %s", summary_line(result))
         failures = failed_thresholds(run.thresholds, result)
