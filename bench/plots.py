@@ -164,8 +164,9 @@ def plot_latency_over_time(runs: Sequence[Run], path: Path) -> Path | None:
     if not kinds:
         return None
     fig, axes = plt.subplots(len(kinds), 1, figsize=(FIGURE_SIZE[0], 2.6 + 2.4 * len(kinds)), sharex=True, squeeze=False)
-    styles = {"p50": ("-", 1.2), "p99": ("-", 1.8), "max": (":", 1.2)}
     single = len(runs) == 1
+    # With several runs, max lines would hide the p50/p99 comparison under clutter.
+    styles = {"p50": ("-", 1.2), "p99": ("-", 1.8), "max": (":", 1.2)} if single else {"p50": (":", 1.4), "p99": ("-", 1.8)}
     for row, kind in enumerate(kinds):
         ax = axes[row][0]
         for run_index, (label, result) in enumerate(runs):
@@ -179,7 +180,10 @@ def plot_latency_over_time(runs: Sequence[Run], path: Path) -> Path | None:
         _mark_time(ax, runs[0][1], show_labels=row == 0)
         _ms_axis(ax, "ms (log)")
         ax.set_title(LATENCY_KINDS[kind] + " per second", fontsize=10)
-        ax.legend(fontsize=7.5, loc="upper right", ncol=3 if single else len(runs))
+        if single:
+            ax.legend(fontsize=7.5, loc="upper right", ncol=3)
+        else:
+            ax.legend(fontsize=7.5, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     axes[-1][0].set_xlabel("time since start (s)")
     fig.suptitle("Latency over time", fontsize=12)
     _caption(fig, runs)

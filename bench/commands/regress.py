@@ -20,24 +20,30 @@ from bench.compare import (
     parse_check,
     regress,
 )
+from bench.broker import BROKER_MODES
 from bench.report import regress_summary_blocks, to_markdown
 from bench.results import format_change, format_value, load_result, result_path, write_result, write_text_atomic
+from bench.scenario import Scenario, parse_set_option
+from streamstore.config import default_bootstrap_servers
 from streamstore.errors import EXIT_OK, EXIT_REGRESSION, RunFailed, UsageError
 
 NAME = "regress"
 HELP = "gate a candidate run against a baseline: exit 1 on a significant regression beyond the thresholds"
 
-DEFAULT_BASELINES_DIR = Path("results/baselines")
+DEFAULT_RESULTS_ROOT = Path("results")
+DEFAULT_BASELINES_DIR = DEFAULT_RESULTS_ROOT / "baselines"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--baseline", metavar="RUN_OR_BASELINE",
                         help="a run folder, a baseline .json, or a scenario name in --baselines-dir "
                              "(default: the candidate's scenario name)")
-    parser.add_argument("--candidate", metavar="RUN", required=True, help="the run folder (or result .json) to judge")
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--candidate", metavar="RUN", help="the run folder (or result .json) to judge")
+    source.add_argument("--scenario", metavar="FILE", help="run this scenario now (like bench run) and judge that run")
     parser.add_argument("--check", action="append", metavar="METRIC:+N%[:FLOOR]",
                         help=f"a gate, repeatable (default: {' '.join(DEFAULT_CHECKS)}); "
-                             f"metrics: {', '.join(METRICS)}")
+                             f"metrics: {', '.join(METRICS)}".replace("%", "%%"))
     parser.add_argument("--alpha", type=float, default=DEFAULT_ALPHA,
                         help="significance level of the Mann-Whitney U test (default %(default)s)")
     parser.add_argument("--summary", type=Path, metavar="FILE", help="also write the verdict as markdown (CI job summary)")
@@ -45,6 +51,25 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="when the gate passes (or no baseline exists yet), store the candidate as the baseline")
     parser.add_argument("--baselines-dir", type=Path, default=DEFAULT_BASELINES_DIR,
                         help="where named baselines live (default %(default)s)")
+    running = parser.add_argument_group("with --scenario")
+    running.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                         help="override a scenario field (repeatable)")
+    running.add_argument("--bootstrap-servers", default=default_bootstrap_servers(),
+                         help="Kafka address (default: $KAFKA_BOOTSTRAP_SERVERS or localhost:9092)")
+    running.add_argument("--broker", choices=BROKER_MODES, default="auto",
+                         help="auto: use what answers, else start the embedded broker (default)")
+    running.add_argument("--results", type=Path, default=DEFAULT_RESULTS_ROOT,
+                         help="folder for the candidate's run folder (default: results)")
+
+
+def _run_candidate(args: argparse.Namespace) -> tuple[int, str]:
+    """Run --scenario now; returns the run's exit code and its folder."""
+    from bench.runner import run_scenario  # only this path needs Kafka clients
+
+    scenario = Scenario.from_toml(args.scenario, dict(parse_set_option(text) for text in args.overrides))
+    code, folder, _ = run_scenario(scenario, args.bootstrap_servers, args.results, args.broker)
+    print(f"candidate run: {folder} ({'complete' if code == EXIT_OK else f'exit code {code}'})")
+    return code, str(folder)
 
 
 def _baseline_path(args: argparse.Namespace, candidate: dict[str, Any]) -> Path:
@@ -61,6 +86,12 @@ def run(args: argparse.Namespace) -> int:
     if not 0 < args.alpha < 1:
         raise UsageError(f"--alpha must be between 0 and 1, not {args.alpha}")
     checks = [parse_check(text) for text in (args.check or DEFAULT_CHECKS)]
+    if args.overrides and not args.scenario:
+        raise UsageError("--set needs --scenario (a finished run cannot be changed)")
+    if args.scenario:
+        code, args.candidate = _run_candidate(args)
+        if code != EXIT_OK:
+            return code
     candidate = load_result(args.candidate)
     if candidate.get("status") != "complete":
         raise RunFailed(f"candidate {args.candidate} did not complete (status {candidate.get('status')}: "
@@ -88,11 +119,11 @@ def run(args: argparse.Namespace) -> int:
     print(f"baseline:  {baseline_path}  ({baseline.get('started_at')})")
     print(f"candidate: {args.candidate}  ({candidate.get('started_at')})")
     width = max(len(v.check.describe()) for v in verdicts)
-    print(f"{'check':<{width}}  {'baseline':>10}  {'candidate':>10}  {'change':>8}  {'p':>8}  verdict")
+    print(f"{'check':<{width}}  {'baseline':>12}  {'candidate':>12}  {'change':>8}  {'p':>8}  verdict")
     for v in verdicts:
         unit = v.check.metric.unit
         p_value = "-" if v.p_value is None else f"{v.p_value:.2g}"
-        print(f"{v.check.describe():<{width}}  {format_value(v.baseline, unit):>10}  {format_value(v.candidate, unit):>10}  "
+        print(f"{v.check.describe():<{width}}  {format_value(v.baseline, unit):>12}  {format_value(v.candidate, unit):>12}  "
               f"{format_change(v.change):>8}  {p_value:>8}  {v.outcome.upper() if v.is_regression else v.outcome}")
     for v in verdicts:
         if v.outcome != OK:

@@ -1,0 +1,47 @@
+"""The CI gate against a real broker: an identical rerun passes, a 2x slower consumer path fails.
+
+Runs scenarios/ci-gate.toml three times (shortened to 15 s; duration is not part of the
+fingerprint) through `bench regress --scenario`, the path .ci/run uses.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from bench.cli import main
+from bench.results import load_result
+
+# The CI thresholds: p50s are steady on a shared 2-core machine, p99 moves several-fold
+# between identical runs there, so the tail only catches a catastrophe.
+CI_CHECKS = ("throughput:-10%", "service_time_p50:+50%", "end_to_end_p50:+50%", "end_to_end_p99:+300%")
+# The tracker sleeps this long after each consumed batch: end-to-end p50 goes from ~5 ms to
+# ~13 ms at 1,000 msg/s (measured: +166 %), a regression the gate must catch.
+CONSUMER_DELAY_MS = 20
+
+
+def _gate(kafka_bootstrap, topic, tmp_path, *extra):
+    args = ["regress", "--scenario", "scenarios/ci-gate.toml", "--set", "duration_s=15", "--set", "warmup_s=3",
+            "--set", f"topic={topic}", "--bootstrap-servers", kafka_bootstrap, "--broker", "external",
+            "--results", str(tmp_path / "results"), "--baselines-dir", str(tmp_path / "baselines")]
+    for check in CI_CHECKS:
+        args += ["--check", check]
+    return main([*args, *extra])
+
+
+@pytest.mark.slow
+def test_gate_passes_identical_rerun_and_catches_a_2x_slower_consumer(kafka_bootstrap, unique_topic, tmp_path, capsys):
+    assert _gate(kafka_bootstrap, unique_topic, tmp_path, "--update-baseline") == 0
+    baseline = load_result(tmp_path / "baselines" / "ci-gate.json")
+    assert baseline["status"] == "complete" and baseline["counts"]["lost"] == 0
+    capsys.readouterr()
+
+    assert _gate(kafka_bootstrap, unique_topic, tmp_path) == 0
+    assert capsys.readouterr().out.strip().splitlines()[-1] == f"regress: ok, {len(CI_CHECKS)} checks passed"
+
+    summary = tmp_path / "summary.md"
+    code = _gate(kafka_bootstrap, unique_topic, tmp_path, "--set", f"fault_consumer_delay_ms={CONSUMER_DELAY_MS}",
+                 "--summary", str(summary))
+    printed = capsys.readouterr().out
+    assert code == 1, printed
+    assert "end_to_end_p50: REGRESSION: " in printed
+    assert "| end_to_end_p50:+50% (floor 1 ms) |" in summary.read_text()
