@@ -33,7 +33,8 @@ def test_run_plots_from_fixture(tmp_path):
 
 def test_large_message_plots_from_fixture(tmp_path):
     written = plots.write_run_plots(load_result(FIXTURES / "large-message"), tmp_path)
-    assert [p.name for p in written] == ["large_message_latency.png", "large_message_throughput_memory.png"]
+    assert [p.name for p in written] == ["large_message_latency.png", "large_message_throughput_memory.png",
+                                         "large_message_compression.png"]
     for path in written:
         assert_real_png(path)
 

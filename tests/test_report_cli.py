@@ -52,6 +52,7 @@ def test_report_large_message_folder(run_copy):
     assert "| 999,999,964 | gzip |" in markdown
     assert "Broker: Message size too large" in markdown
     assert (folder / "large_message_latency.png").exists()
+    assert "![large message compression](large_message_compression.png)" in markdown
 
 
 def _run_cli(*args: str) -> subprocess.CompletedProcess:
