@@ -159,3 +159,23 @@ def test_regress_without_baseline_says_how_to_create_one(tmp_path, capsys):
     assert code == 2
     assert capsys.readouterr().err == (
         f"error: no baseline at {tmp_path / 'steady-orders.json'} (create it from a good run with --update-baseline)\n")
+
+
+def test_example_workflow_gate_command_matches_the_cli():
+    yaml = pytest.importorskip("yaml")
+    import re
+    import shlex
+
+    from bench.cli import build_parser
+
+    workflow = yaml.safe_load((Path(__file__).parent.parent / ".github" / "workflows" / "bench.yml").read_text())
+    steps = workflow["jobs"]["bench"]["steps"]
+    gate = next(step["run"] for step in steps if "bench regress" in step.get("run", ""))
+    command = re.sub(r"\$\{\{.*?\}\}", "--update-baseline", gate).replace('"$GITHUB_STEP_SUMMARY"', "summary.md")
+    argv = shlex.split(command)
+    assert argv[:3] == ["python", "-m", "bench"]
+    args = build_parser().parse_args(argv[3:])
+    root = Path(__file__).parent.parent
+    assert (root / args.scenario).exists()
+    assert load_result(root / args.baseline)["scenario"]["name"] == "ci-gate"
+    assert args.update_baseline and args.broker == "external"
