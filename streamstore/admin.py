@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Mapping
 
-from confluent_kafka import Consumer, KafkaException, TopicPartition
+from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
 from confluent_kafka.admin import AdminClient, ConfigResource, NewTopic
 
 from streamstore.config import CLIENT_MESSAGE_MAX_BYTES, admin_config, consumer_config
@@ -112,13 +113,29 @@ def topic_watermarks(
         metadata = consumer.list_topics(topic=topic, timeout=timeout_s)
         partitions = sorted(metadata.topics[topic].partitions)
         return {
-            partition: consumer.get_watermark_offsets(TopicPartition(topic, partition), timeout=timeout_s)
+            partition: _watermarks(consumer, TopicPartition(topic, partition), timeout_s)
             for partition in partitions
         }
     except KafkaException as error:
         raise RunFailed(f"could not read offsets of topic '{topic}': {_reason(error)}") from None
     finally:
         consumer.close()
+
+
+# A topic created a moment ago has leaders in the metadata before the broker serves them.
+_LEADER_NOT_READY = frozenset({KafkaError.NOT_LEADER_FOR_PARTITION, KafkaError.LEADER_NOT_AVAILABLE,
+                               KafkaError.UNKNOWN_TOPIC_OR_PART})
+
+
+def _watermarks(consumer: Consumer, partition: TopicPartition, timeout_s: float) -> tuple[int, int]:
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            return consumer.get_watermark_offsets(partition, timeout=timeout_s)
+        except KafkaException as error:
+            if error.args[0].code() not in _LEADER_NOT_READY or time.monotonic() > deadline:
+                raise
+            time.sleep(0.1)
 
 
 def message_count(watermarks: Mapping[int, tuple[int, int]]) -> int:
