@@ -23,7 +23,6 @@ import dataclasses
 import functools
 import logging
 import operator
-import os
 import re
 import socket
 import sys
@@ -35,13 +34,16 @@ from pathlib import Path
 from typing import Any
 
 import gevent
-from confluent_kafka import KafkaError, KafkaException, Message
+from confluent_kafka import KafkaError, KafkaException, Message, TopicPartition
 from locust import LoadTestShape, User, task
 from locust.runners import STATE_RUNNING, STATE_SPAWNING, LocalRunner, MasterRunner, WorkerRunner
 
 from bench.broker import describe_broker_settings
 from bench.recorder import RunRecorder, SequenceAudit, lost_sequences, record_counts
 from bench.report import write_run_report
+# _lag: the runner's lag sampler (cached watermarks), shared so both commands sample lag alike.
+from bench.runner import _lag as tracker_lag
+from bench.runner import payload_pool, scenario_consumer_config, scenario_producer_config
 from bench.results import (
     decode_histogram,
     encode_histogram,
@@ -55,9 +57,8 @@ from bench.results import (
 from bench.scenario import Scenario, merge_overrides, parse_set_option
 from bench.stats import derive_warnings, series_samples
 from streamstore.admin import connect_admin, ensure_topic, topic_configs, topic_watermarks
-from streamstore.config import consumer_config, default_bootstrap_servers, producer_config
+from streamstore.config import default_bootstrap_servers
 from streamstore.errors import EXIT_REGRESSION, EXIT_RUN_FAILED, StreamStoreError, UsageError
-from streamstore.orders import Order, make_payload
 from streamstore.producer import OrderProducer
 from streamstore.trace import TRACE_HEADER, encode_trace, read_trace
 from streamstore.tracker import OrderTracker
@@ -76,9 +77,6 @@ FLAT_OUT_BATCH = 100
 # report was waiting: short, so deliveries are timed close to when librdkafka has them.
 QUEUE_FULL_WAIT_S = 0.001
 IDLE_POLL_WAIT_S = 0.0005
-# Distinct payloads of kind order/text per worker; random payloads are fresh for every message
-# (a repeated random payload would let a compressor find the repetition).
-PAYLOAD_POOL_SIZE = 256
 # How long the master waits for each worker's last report after the workers stopped (Locust
 # workers report every 3 s).
 FINAL_REPORT_TIMEOUT_S = 10.0
@@ -318,22 +316,6 @@ class GeventOrderProducer(OrderProducer):
                 gevent.sleep(QUEUE_FULL_WAIT_S)
 
 
-def producer_settings(scenario: Scenario) -> dict[str, Any]:
-    """librdkafka producer settings for a scenario's fields (defaults in streamstore.config)."""
-    return {
-        # The scenario's durability choice.
-        "acks": scenario.acks,
-        # The scenario's batching delay: latency vs. batch size.
-        "linger.ms": scenario.linger_ms,
-        # Upper bound of one batch in bytes.
-        "batch.size": scenario.batch_size,
-        # -1 is each codec's own default level.
-        "compression.level": scenario.compression_level,
-        "enable.idempotence": scenario.idempotence,
-        **scenario.producer_config,
-    }
-
-
 class WorkerProducer:
     """The producer of one Locust process and what it measured since the last report."""
 
@@ -343,28 +325,19 @@ class WorkerProducer:
         self.run_id = run_id
         self.started_at = started_at
         self.producer_index = producer_index
-        config = producer_config(options_bootstrap(environment), scenario.compression, producer_settings(scenario))
-        self.producer = GeventOrderProducer(config, scenario.topic)
+        self.producer = GeventOrderProducer(scenario_producer_config(scenario, options_bootstrap(environment)),
+                                            scenario.topic)
         self.fire_request = environment.events.request.fire
         self.sequence = 0
         self.final = False
-        self._payloads = self._payload_pool()
+        # The same payloads as `bench run` sends, so the two measure the same thing.
+        self._values, self._keys = payload_pool(scenario)
         # Per-second raw data since the last report: second -> [sent, acked, failed, service µs,
         # response µs, send delay µs]; folded into histograms when a report is taken.
         self._seconds: dict[int, list] = {}
         self._failed_sequences: list[int] = []
         self.totals = Counter()
         self._poller = gevent.spawn(self._poll_forever)
-
-    def _payload_pool(self) -> list[tuple[bytes | None, bytes]]:
-        if self.scenario.payload == "random":
-            return []
-        pool = []
-        for _ in range(PAYLOAD_POOL_SIZE):
-            order = Order.new()
-            key = order.order_id.encode() if self.scenario.keys == "order_id" else None
-            pool.append((key, make_payload(self.scenario.payload, self.scenario.message_size, order)))
-        return pool
 
     def _bucket(self, second: int) -> list:
         bucket = self._seconds.get(second)
@@ -376,11 +349,8 @@ class WorkerProducer:
         """Produce one order; intended_ns (perf_counter_ns) is its scheduled time at a fixed rate."""
         sequence = self.sequence
         self.sequence += 1
-        if self._payloads:
-            key, value = self._payloads[sequence % PAYLOAD_POOL_SIZE]
-        else:
-            key = str(uuid.uuid4()).encode() if self.scenario.keys == "order_id" else None
-            value = os.urandom(self.scenario.message_size)
+        slot = sequence % len(self._values)
+        key, value = self._keys[slot], self._values[slot]
         headers = [(TRACE_HEADER, encode_trace(self.run_id, self.producer_index, sequence, time.time_ns()))]
         bucket = self._bucket(int(time.time() - self.started_at))
         if intended_ns is None:
@@ -478,14 +448,19 @@ class TrackerThread:
         self.foreign = 0
         self.drain_target: int | None = None
         self.drain_deadline = 0.0
+        self.error: str | None = None
 
     def run(self) -> None:
-        config = consumer_config(self.bootstrap, group_id=f"streamstore-locust-{self.run_id.hex()}", extra={
-            **self.scenario.consumer_config,
-            # The tracker reads from explicit start offsets and has nothing to resume later.
-            "enable.auto.commit": False,
-        })
+        try:
+            self._track()
+        except KafkaException as error:
+            # Kept for the result; raised out of the thread, gevent would print a traceback.
+            self.error = str(error.args[0].str() if error.args and hasattr(error.args[0], "str") else error)
+
+    def _track(self) -> None:
+        config = scenario_consumer_config(self.scenario, self.bootstrap, self.run_id.hex())
         tracker = OrderTracker(config, [self.scenario.topic], self.start_offsets)
+        partitions = [TopicPartition(self.scenario.topic, p) for p in sorted(self.start_offsets)]
         second = int(time.time() - self.started_at)
         consumed_in_second, end_to_end_us, last_timestamp_ms = 0, [], None
         try:
@@ -504,14 +479,14 @@ class TrackerThread:
                     last_timestamp_ms = message.timestamp()[1]
                 now_second = int(time.time() - self.started_at)
                 if now_second > second:
-                    lag = self._lag(tracker)
+                    lag = self._lag(tracker, partitions)
                     lag_time_ms = None
                     if lag is not None:
                         behind = sum(lag.values()) > 0
                         lag_time_ms = max(0.0, time.time() * 1000 - last_timestamp_ms) if behind and last_timestamp_ms else 0.0
                     self.reports.append((second, consumed_in_second, end_to_end_us, lag, lag_time_ms))
                     second, consumed_in_second, end_to_end_us = now_second, 0, []
-            self.reports.append((second, consumed_in_second, end_to_end_us, self._lag(tracker), None))
+            self.reports.append((second, consumed_in_second, end_to_end_us, self._lag(tracker, partitions), None))
         finally:
             tracker.close()
 
@@ -520,19 +495,11 @@ class TrackerThread:
             return False
         return self.consumed >= self.drain_target or time.monotonic() >= self.drain_deadline
 
-    def _lag(self, tracker: OrderTracker) -> dict[int, int] | None:
-        """High watermark minus position per partition (blocking calls: this is the thread)."""
+    def _lag(self, tracker: OrderTracker, partitions: list[TopicPartition]) -> dict[int, int] | None:
         try:
-            assignment = tracker.client.assignment()
-            positions = tracker.client.position(assignment)
-            lag = {}
-            for partition in positions:
-                _, high = tracker.client.get_watermark_offsets(partition, timeout=1.0)
-                position = partition.offset if partition.offset >= 0 else self.start_offsets.get(partition.partition, 0)
-                lag[partition.partition] = max(0, high - position)
-            return lag
+            return tracker_lag(tracker, partitions, self.start_offsets)
         except KafkaException:
-            return None
+            return None  # a second without a lag sample, not the end of the run
 
     def request_stop(self, acked: int, timeout_s: float) -> None:
         self.drain_deadline = time.monotonic() + timeout_s
@@ -564,13 +531,13 @@ class LocustRun:
 
     def start(self) -> None:
         bootstrap = options_bootstrap(self.environment)
-        threadpool = gevent.get_hub().threadpool
-        threadpool.apply(_prepare_topic, (bootstrap, self.scenario))
-        self.start_watermarks = threadpool.apply(topic_watermarks, (bootstrap, self.scenario.topic, self._client_extra()))
+        in_native_thread(_prepare_topic, bootstrap, self.scenario)
+        self.start_watermarks = in_native_thread(topic_watermarks, bootstrap, self.scenario.topic,
+                                                 self.scenario.consumer_config)
         if not self.environment.parsed_options.no_tracker:
             self.tracker = TrackerThread(bootstrap, self.scenario, self.run_id, self.started_at,
                                          {p: high for p, (_, high) in self.start_watermarks.items()})
-            self.tracker_job = threadpool.spawn(self.tracker.run)
+            self.tracker_job = gevent.get_hub().threadpool.spawn(self.tracker.run)
         self._greenlets.append(gevent.spawn(self._status_forever))
         if isinstance(self.environment.runner, LocalRunner):
             self._greenlets.append(gevent.spawn(self._pull_local_reports_forever))
@@ -582,9 +549,6 @@ class LocustRun:
             producer = self.environment.kafka_producer
             if producer is not None:
                 self.add_worker_report(LOCAL_WORKER, producer.take_report())
-
-    def _client_extra(self) -> dict[str, Any]:
-        return dict(self.scenario.consumer_config)
 
     # -- merge -----------------------------------------------------------------------------------
 
@@ -680,10 +644,9 @@ class LocustRun:
         totals = self.recorder.totals()
         if self.tracker_job is not None:
             self.tracker.request_stop(totals["acked"], self.scenario.drain_timeout_s)
-            try:
-                self.tracker_job.get()
-            except (KafkaException, StreamStoreError) as error:
-                self.failure = f"tracker failed: {error}"
+            self.tracker_job.get()
+            if self.tracker.error:
+                self.failure = f"tracker failed: {self.tracker.error}"
             self._drain_tracker_reports()
         self.recorder.close_through(self.recorder.seconds())
         result = self._result(ended_at, status if self.failure is None else "failed")
@@ -695,8 +658,7 @@ class LocustRun:
         if self.tracker is not None:
             write_interval_log(folder / "e2e.hlog", self.recorder.latency["end_to_end"].interval_list(seconds),
                                self.started_at)
-        result["broker"] = gevent.get_hub().threadpool.apply(_broker_metadata, (bootstrap, self.scenario.topic,
-                                                                                self.start_watermarks))
+        result["broker"] = in_native_thread(_broker_metadata, bootstrap, self.scenario.topic, self.start_watermarks)
         result["counts"]["broker_offset_delta"] = result["broker"].pop("offset_delta")
         write_result(folder, result)
         write_run_report(folder, result)
@@ -761,6 +723,24 @@ class LocustRun:
 
 def _ms(value_us: float | None) -> str:
     return "-" if value_us is None else f"{value_us / 1000:.2f} ms"
+
+
+def in_native_thread(function, *args):
+    """Run a blocking Kafka call in gevent's native threadpool while the other greenlets go on.
+
+    A StreamStoreError is carried back and raised here: one escaping the thread would make
+    gevent print its traceback.
+    """
+    def guarded():
+        try:
+            return function(*args), None
+        except StreamStoreError as error:
+            return None, error
+
+    value, error = gevent.get_hub().threadpool.apply(guarded)
+    if error is not None:
+        raise error
+    return value
 
 
 def _prepare_topic(bootstrap: str, scenario: Scenario) -> None:
@@ -867,7 +847,7 @@ def register(events) -> None:
             return  # the master checks the options and sends them with the spawn message
         try:
             scenario, _, _ = validate_options(environment.parsed_options)
-            gevent.get_hub().threadpool.apply(_prepare_topic, (options_bootstrap(environment), scenario))
+            in_native_thread(_prepare_topic, options_bootstrap(environment), scenario)
         except StreamStoreError as error:
             sys.stderr.write(f"error: {error}\n")
             sys.stderr.flush()
