@@ -16,7 +16,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from bench.results import format_value
+from bench.results import LATENCY_LABELS, format_value
 from bench.scenario import Scenario
 from bench.stats import mann_whitney_u, relative_change, series_samples
 from streamstore.errors import UsageError
@@ -26,7 +26,8 @@ DEFAULT_ALPHA = 0.05
 # Below this many per-second samples per side the normal approximation of U says nothing.
 MIN_SAMPLES = 8
 
-LATENCY_KINDS = {"service_time": "service time", "response_time": "response time", "end_to_end": "end-to-end"}
+# Latencies compared (send delay is the generator's lateness, a warning, not a service level).
+LATENCY_KINDS = {kind: LATENCY_LABELS[kind][0] for kind in ("service_time", "response_time", "end_to_end")}
 LATENCY_FLOOR_US = 1_000
 
 

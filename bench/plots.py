@@ -19,11 +19,15 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402  (the backend must be chosen first)
 from matplotlib.ticker import FixedLocator, FuncFormatter, NullLocator  # noqa: E402
 
-from bench.results import decode_histogram, format_bytes, describe_environment, describe_scenario  # noqa: E402
+from bench.results import (  # noqa: E402
+    decode_histogram,
+    describe_environment,
+    describe_scenario,
+    format_bytes,
+    latency_title,
+)
 
-LATENCY_KINDS = {"service_time": "service time (send -> ack)",
-                 "response_time": "response time (intended send -> ack)",
-                 "end_to_end": "end-to-end (send -> consumed)"}
+LATENCY_KINDS = {kind: latency_title(kind) for kind in ("service_time", "response_time", "end_to_end")}
 # The HDR axis: x = 1 / (1 - p), so each "nine" gets the same width.
 HDR_TICKS = {50.0: "50%", 90.0: "90%", 99.0: "99%", 99.9: "99.9%", 99.99: "99.99%", 99.999: "99.999%"}
 FIGURE_SIZE = (10, 5.6)

@@ -18,12 +18,14 @@ from typing import Any
 from bench import plots
 from bench.compare import DeltaRow, Verdict
 from bench.results import (
+    LATENCY_LABELS,
     SUMMARY_PERCENTILES,
     describe_environment,
     describe_scenario,
     format_change,
     format_us,
     format_value,
+    latency_title,
     load_result,
     write_text_atomic,
 )
@@ -33,7 +35,7 @@ from streamstore.errors import UsageError
 
 @dataclass(frozen=True)
 class Block:
-    kind: str  # "h1" | "h2" | "p" | "ul" | "table" | "img" | "code"
+    kind: str  # "h1" | "h2" | "h3" | "p" | "ul" | "table" | "img"
     text: str = ""
     items: tuple[str, ...] = ()
     header: tuple[str, ...] = ()
@@ -64,6 +66,10 @@ def image(file_name: str) -> Block:
 # Rendering
 
 
+def _markdown_row(cells: Sequence[str]) -> str:
+    return "| " + " | ".join(cell.replace("|", "\\|") for cell in cells) + " |"
+
+
 def to_markdown(blocks: Sequence[Block]) -> str:
     out = []
     for block in blocks:
@@ -74,21 +80,18 @@ def to_markdown(blocks: Sequence[Block]) -> str:
         elif block.kind == "ul":
             out.append("\n".join(f"- {item}" for item in block.items))
         elif block.kind == "table":
-            cells = lambda row: "| " + " | ".join(c.replace("|", "\\|") for c in row) + " |"  # noqa: E731
-            lines = [cells(block.header), "|" + "---|" * len(block.header)]
-            lines += [cells(row) for row in block.rows]
+            lines = [_markdown_row(block.header), "|" + "---|" * len(block.header)]
+            lines += [_markdown_row(row) for row in block.rows]
             out.append("\n".join(lines))
         elif block.kind == "img":
             out.append(f"![{Path(block.text).stem.replace('_', ' ')}]({block.text})")
-        elif block.kind == "code":
-            out.append(f"```\n{block.text}\n```")
     return "\n\n".join(out) + "\n"
 
 
 _HTML_STYLE = """body{font-family:system-ui,sans-serif;max-width:1150px;margin:2em auto;padding:0 1em;color:#222}
 table{border-collapse:collapse;margin:.5em 0}th,td{border:1px solid #ccc;padding:.25em .6em;text-align:right}
 th{background:#f3f3f3}td:first-child,th:first-child{text-align:left}img{max-width:100%;border:1px solid #eee}
-li.warn{color:#a40000}pre{background:#f6f6f6;padding:.6em;overflow-x:auto}"""
+"""
 
 
 def to_html(blocks: Sequence[Block], title: str, image_folder: Path) -> str:
@@ -108,8 +111,6 @@ def to_html(blocks: Sequence[Block], title: str, image_folder: Path) -> str:
         elif block.kind == "img":
             data = base64.b64encode((image_folder / block.text).read_bytes()).decode("ascii")
             out.append(f"<p><img alt='{html.escape(block.text)}' src='data:image/png;base64,{data}'></p>")
-        elif block.kind == "code":
-            out.append(f"<pre>{html.escape(block.text)}</pre>")
     out.append("</body></html>")
     return "\n".join(out) + "\n"
 
@@ -127,13 +128,11 @@ def write_documents(folder: Path, blocks: Sequence[Block], title: str, stem: str
 
 def _latency_table(result: Mapping[str, Any]) -> Block | None:
     latencies = result.get("latency_us") or {}
-    labels = {"service_time": "service time (send -> ack)", "response_time": "response time (intended send -> ack)",
-              "send_delay": "send delay (actual - intended send)", "end_to_end": "end-to-end (send -> consumed)"}
     rows = []
-    for kind, label in labels.items():
+    for kind in LATENCY_LABELS:
         summary = latencies.get(kind)
         if summary and summary.get("count"):
-            rows.append((label, f"{summary['count']:,}", format_us(summary.get("min")),
+            rows.append((latency_title(kind), f"{summary['count']:,}", format_us(summary.get("min")),
                          *(format_us(summary.get(key)) for key in SUMMARY_PERCENTILES), format_us(summary.get("max"))))
     if not rows:
         return None

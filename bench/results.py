@@ -40,6 +40,21 @@ LATENCY_LOWEST_US = 1
 LATENCY_HIGHEST_US = 3_600_000_000
 LATENCY_SIGNIFICANT_FIGURES = 3
 
+# The latencies a result can hold (result["latency_us"] keys): short name and what it spans.
+LATENCY_LABELS = {
+    "service_time": ("service time", "send -> ack"),
+    "response_time": ("response time", "intended send -> ack"),
+    "send_delay": ("send delay", "actual - intended send"),
+    "end_to_end": ("end-to-end", "send -> consumed"),
+}
+
+
+def latency_title(kind: str) -> str:
+    """"service time (send -> ack)": the name with the span it measures."""
+    name, span = LATENCY_LABELS[kind]
+    return f"{name} ({span})"
+
+
 # Keys of the summary dict, in order, with the percentile each one reads.
 SUMMARY_PERCENTILES = {"p50": 50.0, "p90": 90.0, "p99": 99.0, "p99_9": 99.9, "p99_99": 99.99}
 
