@@ -27,7 +27,7 @@ import signal
 import sys
 import time
 import uuid
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
@@ -35,6 +35,7 @@ from typing import Any, TextIO
 from confluent_kafka import KafkaError, KafkaException, Message, TopicPartition
 
 from bench.broker import BrokerInUse, ensure_broker
+from bench.chaos import Fault, FaultInjector
 from bench.progress import Progress, progress_line
 from bench.recorder import RunRecorder, SequenceAudit, lost_sequences
 from bench.results import environment_metadata, run_folder, utc_iso, write_interval_log, write_result
@@ -42,10 +43,10 @@ from bench.scenario import Scenario
 from bench.stats import derive_warnings
 from streamstore.admin import connect_admin, ensure_topic, topic_configs, topic_watermarks
 from streamstore.config import consumer_config, producer_config
-from streamstore.errors import EXIT_INTERRUPTED, EXIT_OK, EXIT_RUN_FAILED, RunFailed
+from streamstore.errors import EXIT_INTERRUPTED, EXIT_OK, EXIT_RUN_FAILED, RunFailed, UsageError
 from streamstore.orders import Order, make_payload
 from streamstore.producer import OrderProducer
-from streamstore.trace import TRACE_HEADER, TRACE_STRUCT, read_trace
+from streamstore.trace import TRACE_HEADER, TRACE_STRUCT, TRACE_VALUE_BYTES, Trace, read_trace
 from streamstore.tracker import OrderTracker
 
 DEFAULT_RESULTS_ROOT = Path("results")
@@ -71,9 +72,16 @@ MIN_FLUSH_S = 10.0
 CHILD_START_TIMEOUT_S = 60.0
 # t0 is set this far in the future, so every producer starts on the same schedule.
 START_DELAY_NS = 200_000_000
+# Flat out (rate 0) the figure is the producer's throughput, and on a small machine a tracker
+# consuming at full speed takes CPU from the producer and the broker it measures. There it
+# runs at a lower priority and catches up in the drain (end-to-end latency flat out is the
+# backlog anyway). At a fixed rate it keeps normal priority so end-to-end latency is true.
+FLAT_OUT_TRACKER_NICENESS = 10
 # The tracker blocks at most this long waiting for a message (bounds lag sampling jitter).
 TRACKER_WAIT_S = 0.05
 TRACKER_BATCH = 5000
+# How often the tracker looks for the coordinator's "drain" message (a queue read is not free).
+CONTROL_CHECK_NS = 100_000_000
 # Topic settings copied into the result: the ones that change what a run measures.
 REPORTED_TOPIC_SETTINGS = ("max.message.bytes", "compression.type", "min.insync.replicas", "segment.bytes",
                            "retention.ms", "message.timestamp.type", "unclean.leader.election.enable")
@@ -148,11 +156,19 @@ class _ProducerLoop:
         self.stop = None
 
     # Delivery callbacks run inside poll()/flush() in this thread.
-    def on_delivery(self, error: KafkaError | None, message: Message) -> None:
-        if error is None:
-            self.service_s.append(message.latency())
-        else:
-            self._failed(error, message)
+    def flat_out_callback(self):
+        """The rate-0 delivery callback: a closure over the list's append (no attribute lookups
+        per delivery); _report empties the lists in place so the closure stays valid."""
+        record_service = self.service_s.append
+        failed = self._failed
+
+        def on_delivery(error: KafkaError | None, message: Message) -> None:
+            if error is None:
+                record_service(message.latency())
+            else:
+                failed(error, message)
+
+        return on_delivery
 
     def on_delivery_scheduled(self, send_delay_us: int, error: KafkaError | None, message: Message) -> None:
         if error is None:
@@ -182,9 +198,12 @@ class _ProducerLoop:
         acked = len(self.service_s)
         self.acked_total += acked
         self.reports.put(("producer", self.index, self.second, sent - self.sent_at_last_report, acked,
-                          self.failed_in_second, self.service_s, self.response_us, self.send_delay_us))
+                          self.failed_in_second, self.service_s[:], self.response_us[:], self.send_delay_us[:]))
         self.sent_at_last_report = sent
-        self.service_s, self.response_us, self.send_delay_us = [], [], []
+        # Emptied in place, not replaced: the flat-out callback holds service_s.append.
+        self.service_s.clear()
+        self.response_us.clear()
+        self.send_delay_us.clear()
         self.failed_in_second = 0
 
     def run(self, t0_ns: int, stop) -> None:
@@ -204,7 +223,7 @@ class _ProducerLoop:
         produce, poll, pack, time_ns, clock = client.produce, client.poll, TRACE_STRUCT.pack, time.time_ns, time.perf_counter_ns
         topic, values, keys, run_id, index = self.scenario.topic, self.values, self.keys, self.run_id, self.index
         mask = len(values) - 1
-        on_delivery = self.on_delivery
+        on_delivery = self.flat_out_callback()
         while clock() < t0_ns:
             poll(0.001)
         sequence = 0
@@ -215,8 +234,9 @@ class _ProducerLoop:
                     return sequence
             slot = sequence & mask
             try:
+                # Headers as a one-key dict: cheaper to build per message than [(name, value)].
                 produce(topic, values[slot], keys[slot], on_delivery=on_delivery,
-                        headers=[(TRACE_HEADER, pack(run_id, index, sequence, time_ns()))])
+                        headers={TRACE_HEADER: pack(run_id, index, sequence, time_ns())})
             except BufferError:
                 poll(QUEUE_FULL_POLL_S)
                 continue
@@ -258,7 +278,7 @@ class _ProducerLoop:
                     try:
                         produce(topic, values[slot], keys[slot],
                                 on_delivery=functools.partial(self.on_delivery_scheduled, send_delay_us),
-                                headers=[(TRACE_HEADER, pack(run_id, index, sequence, time_ns()))])
+                                headers={TRACE_HEADER: pack(run_id, index, sequence, time_ns())})
                         break
                     except BufferError:
                         poll(QUEUE_FULL_POLL_S)
@@ -305,13 +325,35 @@ def _producer_main(index: int, scenario: Scenario, bootstrap_servers: str, run_i
 
 
 @dataclass
-class _TrackerState:
+class TrackerState:
+    """What the tracker has seen since its last per-second report (and the audit overall)."""
+
     audit: SequenceAudit = field(default_factory=SequenceAudit)
     consumed_total: int = 0
     consumed_in_second: int = 0
     foreign: int = 0
     end_to_end_us: list[int] = field(default_factory=list)
     last_timestamp_ms: int | None = None
+
+
+def absorb_messages(messages: list[Message], run_id: bytes, state: TrackerState, received_ns: int) -> None:
+    """Account for one batch of consumed messages: end-to-end latency and the audit for this
+    run's messages (all received at received_ns, wall clock), the rest counted as foreign."""
+    end_to_end_us, mark = state.end_to_end_us, state.audit.mark
+    for message in messages:
+        headers = message.headers()
+        # Fast path: the trace is the only header the runner's producers send.
+        if headers and len(headers) == 1 and headers[0][0] == TRACE_HEADER and len(headers[0][1]) == TRACE_VALUE_BYTES:
+            trace = Trace(*TRACE_STRUCT.unpack(headers[0][1]))
+        else:
+            trace = read_trace(headers)
+        if trace is None or trace.run_id != run_id:
+            state.foreign += 1
+            continue
+        end_to_end_us.append((received_ns - trace.send_time_ns) // 1000)
+        mark(trace.producer, trace.sequence)
+        state.consumed_in_second += 1
+    state.last_timestamp_ms = messages[-1].timestamp()[1]
 
 
 def _lag(tracker: OrderTracker, partitions: list[TopicPartition], start_offsets: Mapping[int, int]) -> dict[int, int]:
@@ -330,6 +372,8 @@ def _lag(tracker: OrderTracker, partitions: list[TopicPartition], start_offsets:
 def _tracker_main(scenario: Scenario, bootstrap_servers: str, run_id: bytes, start_offsets: dict[int, int],
                   reports, control, start, t0_ns) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    if scenario.rate == 0:
+        os.nice(FLAT_OUT_TRACKER_NICENESS)
     try:
         _track(scenario, bootstrap_servers, run_id, start_offsets, reports, control, start, t0_ns)
     except Exception as error:  # reported to the coordinator as one line, which ends the run
@@ -341,41 +385,39 @@ def _track(scenario: Scenario, bootstrap_servers: str, run_id: bytes, start_offs
     tracker = OrderTracker(scenario_consumer_config(scenario, bootstrap_servers, run_id.hex()), [scenario.topic],
                            start_offsets)
     partitions = [TopicPartition(scenario.topic, p) for p in sorted(start_offsets)]
-    state = _TrackerState()
+    state = TrackerState()
     fault_delay_s = scenario.fault_consumer_delay_ms / 1000
     clock, time_ns = time.perf_counter_ns, time.time_ns
     reports.put(("ready", "tracker"))
     start.wait()
     second, next_second_ns = 0, t0_ns.value + NS_PER_S
     drain_target: int | None = None
-    drain_deadline_ns = 0
+    drain_deadline_ns = next_control_ns = 0
     try:
         while True:
-            messages = tracker.consume(TRACKER_BATCH, 0) or tracker.consume(1, TRACKER_WAIT_S)
+            try:
+                messages = tracker.consume(TRACKER_BATCH, 0) or tracker.consume(1, TRACKER_WAIT_S)
+            except KafkaException as error:
+                # A broker down or restarting arrives as an error event (transport failure, all
+                # brokers down); the consumer reconnects by itself, so only a fatal error ends it.
+                if _is_fatal(error):
+                    raise
+                messages = []
             if messages:
-                received_ns = time_ns()
-                for message in messages:
-                    trace = read_trace(message.headers())
-                    if trace is None or trace.run_id != run_id:
-                        state.foreign += 1
-                        continue
-                    state.end_to_end_us.append((received_ns - trace.send_time_ns) // 1000)
-                    state.audit.mark(trace.producer, trace.sequence)
-                    state.consumed_in_second += 1
-                state.last_timestamp_ms = messages[-1].timestamp()[1]
+                absorb_messages(messages, run_id, state, time_ns())
                 if fault_delay_s:
                     time.sleep(fault_delay_s)
             now = clock()
-            if now >= next_second_ns:
-                while now >= next_second_ns:
-                    _tracker_report(reports, tracker, partitions, start_offsets, state, second)
-                    second, next_second_ns = second + 1, next_second_ns + NS_PER_S
-                if drain_target is None:
-                    try:
-                        _, drain_target, drain_s = control.get_nowait()
-                        drain_deadline_ns = now + int(drain_s * NS_PER_S)
-                    except queue.Empty:
-                        pass
+            while now >= next_second_ns:
+                _tracker_report(reports, tracker, partitions, start_offsets, state, second)
+                second, next_second_ns = second + 1, next_second_ns + NS_PER_S
+            if drain_target is None and now >= next_control_ns:
+                next_control_ns = now + CONTROL_CHECK_NS
+                try:
+                    _, drain_target, drain_s = control.get_nowait()
+                    drain_deadline_ns = now + int(drain_s * NS_PER_S)
+                except queue.Empty:
+                    pass
             if drain_target is not None:
                 unique = state.consumed_total + state.consumed_in_second - state.audit.duplicated
                 if unique >= drain_target or now >= drain_deadline_ns:
@@ -387,9 +429,16 @@ def _track(scenario: Scenario, bootstrap_servers: str, run_id: bytes, start_offs
         tracker.close()
 
 
-def _tracker_report(reports, tracker: OrderTracker, partitions, start_offsets, state: _TrackerState, second: int) -> None:
-    lag = _lag(tracker, partitions, start_offsets)
-    if sum(lag.values()) == 0:
+def _tracker_report(reports, tracker: OrderTracker, partitions, start_offsets, state: TrackerState, second: int) -> None:
+    try:
+        lag = _lag(tracker, partitions, start_offsets)
+    except KafkaException as error:
+        if _is_fatal(error):
+            raise
+        lag = None  # the broker did not answer this second: no sample rather than a guess
+    if lag is None:
+        lag_time_ms = None
+    elif sum(lag.values()) == 0:
         lag_time_ms = 0.0
     elif state.last_timestamp_ms is not None:
         lag_time_ms = max(0.0, time.time() * 1000 - state.last_timestamp_ms)
@@ -399,6 +448,10 @@ def _tracker_report(reports, tracker: OrderTracker, partitions, start_offsets, s
     state.consumed_total += state.consumed_in_second
     state.consumed_in_second = 0
     state.end_to_end_us = []
+
+
+def _is_fatal(error: KafkaException) -> bool:
+    return bool(error.args) and isinstance(error.args[0], KafkaError) and error.args[0].fatal()
 
 
 def _describe_error(error: Exception) -> str:
@@ -431,7 +484,8 @@ def _raise_interrupted(signum, frame) -> None:
 
 
 class _Run:
-    def __init__(self, scenario: Scenario, broker: BrokerInUse, results_root: Path, out: TextIO):
+    def __init__(self, scenario: Scenario, broker: BrokerInUse, results_root: Path, out: TextIO,
+                 faults: Sequence[Fault] = ()):
         self.scenario = scenario
         self.broker = broker
         self.bootstrap_servers = broker.bootstrap_servers
@@ -446,6 +500,7 @@ class _Run:
         self.interrupted = False
         self.events: list[dict[str, Any]] = []
         self.shown_second = -1
+        self.injector = FaultInjector(broker.embedded, faults) if faults else None
 
     # -- set-up -----------------------------------------------------------------------------
 
@@ -481,10 +536,13 @@ class _Run:
             self.t0_ns = t0_ns.value
             self.started_at = time.time() + START_DELAY_NS / NS_PER_S
             start.set()
+            if self.injector:
+                self.injector.start(self.t0_ns / NS_PER_S)
             self.progress.message(
                 f"run {self.run_id.hex[:8]}: {self.scenario.name} -> {self.scenario.topic} at {self.bootstrap_servers}, "
                 f"{_describe_rate(self.scenario)}, {self.scenario.duration_s:g} s (warm-up {self.scenario.warmup_s:g} s)")
             self._collect(lambda: len(self.outcomes) == self.scenario.producers, stop)
+            self._end_faults()
             if self.failure is None:
                 acked = sum(outcome.acked for outcome in self.outcomes.values())
                 drain_s = INTERRUPT_DRAIN_S if self.interrupted else self.scenario.drain_timeout_s
@@ -493,9 +551,20 @@ class _Run:
                 self._collect(lambda: self.tracker_outcome is not None, stop)
         finally:
             signal.signal(signal.SIGTERM, previous_sigterm)
+            self._end_faults()
             self._stop_children(stop)
             self.progress.end_line()
         return self._write()
+
+    def _end_faults(self) -> None:
+        """End the current fault (the broker is up again before the drain) and keep its events."""
+        if self.injector is None:
+            return
+        self.injector.stop()
+        self.events = sorted(self.events + self.injector.events, key=lambda event: event["t_s"])
+        if self.injector.error is not None and self.failure is None:
+            self.failure = f"fault injection failed: {self.injector.error}"
+        self.injector = None
 
     def _wait_ready(self, expected: int) -> None:
         deadline = time.monotonic() + CHILD_START_TIMEOUT_S
@@ -690,6 +759,7 @@ def run_scenario(
     keep_broker: bool = False,
     out: TextIO | None = None,
     write_report: bool = True,
+    faults: Sequence[Fault] = (),
 ) -> tuple[int, Path, dict[str, Any]]:
     """Run one scenario end to end; returns (exit code, run folder, result dict).
 
@@ -698,8 +768,12 @@ def run_scenario(
     Set-up problems (bad topic, broker unreachable) raise UsageError / RunFailed instead.
     """
     out = out if out is not None else sys.stdout
-    with ensure_broker(bootstrap_servers, broker_mode, keep=keep_broker) as broker:
-        run = _Run(scenario, broker, Path(results_root), out)
+    # The scenario's client settings (SASL, SSL) also reach the broker checks.
+    with ensure_broker(bootstrap_servers, broker_mode, keep=keep_broker,
+                       client_settings=scenario.producer_config) as broker:
+        if faults and broker.embedded is None:
+            raise UsageError(f"faults are injected into the embedded broker; the broker at {bootstrap_servers} is not one")
+        run = _Run(scenario, broker, Path(results_root), out, faults)
         code, folder = run.execute()
     if write_report:
         from bench.report import write_run_report  # matplotlib: only when a report is wanted

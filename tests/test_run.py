@@ -1,0 +1,235 @@
+"""`bench run` against a real broker: counts, histograms, interval logs, coordinated omission,
+the audit on real consumed messages, bad input, interruption."""
+
+from __future__ import annotations
+
+import io
+import multiprocessing
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+from confluent_kafka import Producer
+from hdrh.log import HistogramLogReader
+
+from bench.cli import main as bench_main
+from bench.recorder import lost_sequences
+from bench.results import decode_histogram, load_result, new_latency_histogram
+from bench.runner import TrackerState, absorb_messages, run_scenario
+from bench.scenario import Scenario
+from streamstore.admin import connect_admin, ensure_topic, topic_watermarks
+from streamstore.config import consumer_config, producer_config
+from streamstore.trace import TRACE_HEADER, encode_trace
+from streamstore.tracker import OrderTracker
+
+PROJECT = Path(__file__).resolve().parent.parent
+
+
+def _scenario(topic: str, **fields) -> Scenario:
+    values = {"name": "test-run", "topic": topic, "partitions": 2, "rate": 400, "duration_s": 3, "warmup_s": 0,
+              "drain_timeout_s": 20, "linger_ms": 1}
+    values.update(fields)
+    return Scenario.from_mapping(values)
+
+
+def _run(scenario: Scenario, bootstrap: str, tmp_path: Path):
+    return run_scenario(scenario, bootstrap, tmp_path / "results", "external", out=io.StringIO(), write_report=False)
+
+
+def _hlog_total(path: Path) -> int:
+    reader = HistogramLogReader(str(path), new_latency_histogram())
+    total = 0
+    while (interval := reader.get_next_interval_histogram()) is not None:
+        total += interval.get_total_count()
+    return total
+
+
+def test_fixed_rate_run_counts_histograms_and_interval_logs_agree(kafka_bootstrap, unique_topic, tmp_path):
+    scenario = _scenario(unique_topic)
+    code, folder, result = _run(scenario, kafka_bootstrap, tmp_path)
+    assert code == 0, result["failure"]
+    document = load_result(folder)
+    assert document["status"] == "complete"
+    counts = document["counts"]
+    expected = round(scenario.rate * scenario.duration_s)
+    assert counts["sent"] == counts["acked"] == counts["consumed"] == expected
+    assert counts["failed"] == counts["lost"] == counts["duplicated"] == 0
+    # The broker's own offsets, read independently of the run.
+    assert counts["broker_offset_delta"] == sum(high - low for low, high in topic_watermarks(kafka_bootstrap, unique_topic).values())
+    latency = document["latency_us"]
+    assert latency["service_time"]["count"] == latency["response_time"]["count"] == counts["acked"]
+    assert latency["send_delay"]["count"] == counts["sent"]
+    assert latency["end_to_end"]["count"] == counts["consumed"]
+    for summary in latency.values():
+        assert decode_histogram(summary["histogram"]).get_total_count() == summary["count"]
+        assert summary["p50"] <= summary["p99"] <= summary["p99_9"] <= summary["max"]
+    assert _hlog_total(folder / "delivery.hlog") == latency["service_time"]["count"]
+    assert _hlog_total(folder / "e2e.hlog") == latency["end_to_end"]["count"]
+    series = document["series"]
+    assert sum(series["sent"]) == counts["sent"] and sum(series["consumed"]) == counts["consumed"]
+    assert len(series["t_s"]) == len(series["lag_messages"]) >= scenario.duration_s
+    assert set(series["lag_messages_by_partition"]) == {"0", "1"}
+    assert document["fingerprint"] == scenario.fingerprint()
+    assert document["throughput"]["acked_per_s"] > 0
+
+
+def test_warmup_seconds_are_in_the_series_but_not_the_summary(kafka_bootstrap, unique_topic, tmp_path):
+    code, folder, result = _run(_scenario(unique_topic, duration_s=3, warmup_s=1), kafka_bootstrap, tmp_path)
+    assert code == 0, result["failure"]
+    assert result["latency_us"]["service_time"]["count"] < result["counts"]["acked"]
+    assert _hlog_total(folder / "delivery.hlog") == result["counts"]["acked"]
+
+
+def _pause_child(name: str, after_s: float, pause_s: float, paused: list) -> threading.Thread:
+    """SIGSTOP the run's child process `name` after_s after it appears, SIGCONT pause_s later."""
+
+    def pause() -> None:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            child = next((c for c in multiprocessing.active_children() if c.name == name), None)
+            if child is not None and child.pid:
+                time.sleep(after_s)
+                os.kill(child.pid, signal.SIGSTOP)
+                time.sleep(pause_s)
+                os.kill(child.pid, signal.SIGCONT)
+                paused.append(child.pid)
+                return
+            time.sleep(0.05)
+
+    thread = threading.Thread(target=pause, daemon=True)
+    thread.start()
+    return thread
+
+
+def test_a_stalled_generator_shows_in_response_time_not_service_time(kafka_bootstrap, unique_topic, tmp_path):
+    """Coordinated omission: the producer process is stopped for 1.5 s. Messages it should have
+    sent meanwhile go out late; their response time (from the intended send) shows the stall,
+    their service time (from the actual send) does not."""
+    paused: list[int] = []
+    pauser = _pause_child("bench-producer-0", after_s=3.0, pause_s=1.5, paused=paused)
+    code, _, result = _run(_scenario(unique_topic, rate=500, duration_s=5), kafka_bootstrap, tmp_path)
+    pauser.join(timeout=10)
+    assert paused, "the producer was never paused"
+    assert code == 0, result["failure"]
+    latency = result["latency_us"]
+    assert latency["response_time"]["p99"] >= 1_000_000
+    assert latency["send_delay"]["p99"] >= 1_000_000
+    assert latency["service_time"]["p99_9"] < latency["response_time"]["p99_9"] / 2
+    assert result["counts"]["acked"] == result["counts"]["consumed"] == 2500
+    assert any("generator fell behind" in warning for warning in result["warnings"])
+
+
+def test_a_paused_broker_shows_in_response_time_p99_9(embedded_broker, unique_topic, tmp_path):
+    bootstrap = embedded_broker.bootstrap_servers
+    paused: list[int] = []
+
+    def pause_broker() -> None:
+        time.sleep(4.0)  # children start, then 2 s of steady sending
+        os.kill(embedded_broker.pid, signal.SIGSTOP)
+        time.sleep(1.2)
+        os.kill(embedded_broker.pid, signal.SIGCONT)
+        paused.append(embedded_broker.pid)
+
+    pauser = threading.Thread(target=pause_broker, daemon=True)
+    pauser.start()
+    code, _, result = _run(_scenario(unique_topic, rate=500, duration_s=6), bootstrap, tmp_path)
+    pauser.join(timeout=10)
+    assert paused
+    assert code == 0, result["failure"]
+    assert result["latency_us"]["response_time"]["p99_9"] >= 800_000
+    assert result["counts"]["acked"] == result["counts"]["consumed"] == 3000
+
+
+def test_audit_on_real_consumed_messages_finds_exactly_the_dropped_and_repeated(kafka_bootstrap, unique_topic):
+    """A producer that skips some sequences and repeats others; the tracker's accounting of the
+    consumed messages must name exactly those."""
+    ensure_topic(connect_admin(kafka_bootstrap), unique_topic, partitions=2)
+    run_id = uuid.uuid4().bytes
+    sent, dropped, repeated = 300, {7, 120, 299}, {0, 55, 56, 200}
+    producer = Producer(producer_config(kafka_bootstrap, compression="none"))
+    foreign = 0
+    for sequence in range(sent):
+        copies = 0 if sequence in dropped else 2 if sequence in repeated else 1
+        for _ in range(copies):
+            producer.produce(unique_topic, b"{}", headers={TRACE_HEADER: encode_trace(run_id, 0, sequence, time.time_ns())})
+    producer.produce(unique_topic, b'{"order_id": "x", "user": "u", "item": "i", "quantity": 1}')  # no trace
+    foreign += 1
+    producer.produce(unique_topic, b"{}", headers={TRACE_HEADER: encode_trace(uuid.uuid4().bytes, 0, 1, time.time_ns())})
+    foreign += 1  # another run's message
+    assert producer.flush(30) == 0
+    expected_messages = sent - len(dropped) + len(repeated) + foreign
+    tracker = OrderTracker(consumer_config(kafka_bootstrap, group_id=f"audit-{uuid.uuid4().hex}"), [unique_topic],
+                           start_offsets={0: 0, 1: 0})
+    state = TrackerState()
+    received = 0
+    deadline = time.monotonic() + 30
+    try:
+        while received < expected_messages and time.monotonic() < deadline:
+            messages = tracker.consume(500, 0.5)
+            if messages:
+                received += len(messages)
+                absorb_messages(messages, run_id, state, time.time_ns())
+    finally:
+        tracker.close()
+    assert received == expected_messages
+    assert state.foreign == foreign
+    assert state.audit.duplicated == len(repeated)
+    lost, first = lost_sequences(bytes(state.audit.seen[0]), sent, failed=[])
+    assert (lost, first) == (len(dropped), sorted(dropped))
+    assert len(state.end_to_end_us) == sent - len(dropped) + len(repeated)
+
+
+@pytest.mark.parametrize("arguments, message", [
+    (["--set", "linger=5"], "unknown field 'linger'"),
+    (["--message-size", "3XB"], "message_size: unknown size unit 'XB'"),
+    (["--rate", "-5"], "rate: -5.0 is out of range (allowed >= 0)"),
+    (["--message-size", "1GB"], "message_size: 1,000,000,000 bytes is above the client limit; at most 999,999,920 bytes"),
+    (["--set", "compression=gzip", "--set", "compression_level=12"], "compression_level: 12 is out of range (allowed -1..9)"),
+    (["--set", "rate"], "--set 'rate': expected key=value"),
+    (["--set", "acks=2"], "acks: '2' is not allowed (allowed: all, 0, 1)"),
+])
+def test_bad_scenario_input_is_one_line_and_exit_2(arguments, message, capsys):
+    code = bench_main(["run", str(PROJECT / "scenarios" / "steady-orders.toml"), "--bootstrap-servers", "127.0.0.1:1",
+                       "--broker", "external", *arguments])
+    captured = capsys.readouterr()
+    assert code == 2
+    assert message in captured.err
+    assert captured.err.count("\n") == 1
+    assert "Traceback" not in captured.err
+
+
+def test_missing_scenario_file_is_exit_2(tmp_path, capsys):
+    assert bench_main(["run", str(tmp_path / "nope.toml")]) == 2
+    assert "does not exist" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("stop_signal", [signal.SIGINT, signal.SIGTERM])
+def test_interrupted_run_writes_a_valid_result_marked_interrupted(kafka_bootstrap, unique_topic, tmp_path, stop_signal):
+    results = tmp_path / "results"
+    command = [sys.executable, "-m", "bench", "run", str(PROJECT / "scenarios" / "steady-orders.toml"),
+               "--bootstrap-servers", kafka_bootstrap, "--broker", "external", "--topic", unique_topic,
+               "--rate", "300", "--duration", "60", "--warmup", "0", "--results", str(results), "--no-report"]
+    process = subprocess.Popen(command, cwd=PROJECT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    # Wait for the first progress line: producing has started.
+    first_line = process.stdout.readline()
+    assert first_line.startswith("run "), first_line + process.stderr.read()
+    process.stdout.readline()
+    process.send_signal(stop_signal)
+    stdout, stderr = process.communicate(timeout=60)
+    assert process.returncode == 130, stderr
+    assert "Traceback" not in stderr
+    folders = list(results.iterdir())
+    assert len(folders) == 1
+    document = load_result(folders[0])
+    assert document["status"] == "interrupted"
+    assert document["duration_s"] < 30
+    counts = document["counts"]
+    assert counts["acked"] > 0 and counts["lost"] == 0
+    assert counts["consumed"] == counts["acked"] == counts["broker_offset_delta"]
+    assert "interrupted" in stdout
