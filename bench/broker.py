@@ -15,6 +15,7 @@ from __future__ import annotations
 import base64
 import contextlib
 import fcntl
+import functools
 import os
 import re
 import shutil
@@ -218,14 +219,15 @@ def parse_bootstrap_servers(bootstrap_servers: str) -> list[tuple[str, int]]:
     return addresses
 
 
-def broker_answers(bootstrap_servers: str, timeout_s: float = 5.0) -> bool:
+def broker_answers(bootstrap_servers: str, timeout_s: float = 5.0,
+                   client_settings: Mapping[str, object] | None = None) -> bool:
     """True when a broker at the address answers a metadata request within timeout_s."""
     addresses = parse_bootstrap_servers(bootstrap_servers)
     # A refused TCP connect answers "no" in microseconds; librdkafka would retry until timeout.
     if not any(_accepts_connections(host, port, min(timeout_s, 2.0)) for host, port in addresses):
         return False
     # librdkafka logs every refused connection to stderr; the caller reports the outcome.
-    admin = AdminClient(admin_config(bootstrap_servers, {"log_level": 0}))
+    admin = AdminClient(admin_config(bootstrap_servers, {**(client_settings or {}), "log_level": 0}))
     try:
         admin.list_topics(timeout=timeout_s)
         return True
@@ -234,10 +236,11 @@ def broker_answers(bootstrap_servers: str, timeout_s: float = 5.0) -> bool:
 
 
 def describe_broker_settings(
-    bootstrap_servers: str, names: tuple[str, ...] = REPORTED_BROKER_SETTING_NAMES
+    bootstrap_servers: str, names: tuple[str, ...] = REPORTED_BROKER_SETTING_NAMES,
+    client_settings: Mapping[str, object] | None = None,
 ) -> dict[str, str]:
     """The named settings as the cluster's first broker reports them (for result metadata)."""
-    configs = broker_configs(connect_admin(bootstrap_servers, {"log_level": 0}))
+    configs = broker_configs(connect_admin(bootstrap_servers, {**(client_settings or {}), "log_level": 0}))
     return {name: configs[name] for name in names if name in configs}
 
 
@@ -532,33 +535,36 @@ def ensure_broker(
     state_dir: Path | str | None = None,
     kafka_version: str = DEFAULT_KAFKA_VERSION,
     external_timeout_s: float = 15.0,
+    client_settings: Mapping[str, object] | None = None,
 ) -> Iterator[BrokerInUse]:
     """Makes sure a broker answers at bootstrap_servers for the duration of the block.
 
     auto: use whatever answers; if nothing does and the address is local, start the embedded
     broker. external: a broker must already answer (RunFailed otherwise). embedded: the
     embedded broker, started if needed. A broker started here is stopped at exit unless keep.
+    client_settings (security settings) are used for every request to the broker.
     """
+    answers = functools.partial(broker_answers, bootstrap_servers, client_settings=client_settings)
     if mode not in BROKER_MODES:
         raise UsageError(f"--broker {mode!r}: expected one of {', '.join(BROKER_MODES)}")
     embedded: EmbeddedBroker | None = None
     started_here = False
-    if mode == "external" or (mode == "auto" and broker_answers(bootstrap_servers, timeout_s=5.0)):
-        if mode == "external" and not broker_answers(bootstrap_servers, timeout_s=external_timeout_s):
+    if mode == "external" or (mode == "auto" and answers(timeout_s=5.0)):
+        if mode == "external" and not answers(timeout_s=external_timeout_s):
             raise RunFailed(f"no Kafka broker answers at {bootstrap_servers} (waited {external_timeout_s:.0f} s)")
         with contextlib.suppress(UsageError):
             candidate = _local_embedded_broker(bootstrap_servers, state_dir, kafka_version)
             embedded = candidate if candidate.is_running() else None
     else:
         embedded = _local_embedded_broker(bootstrap_servers, state_dir, kafka_version)
-        if not embedded.is_running() and broker_answers(bootstrap_servers, timeout_s=2.0):
+        if not embedded.is_running() and answers(timeout_s=2.0):
             raise UsageError(
                 f"--broker embedded: a broker that is not the embedded one already answers at {bootstrap_servers}"
             )
         started_here = embedded.start()
     try:
         broker = BrokerInUse(bootstrap_servers, started_here, embedded)
-        broker.settings = describe_broker_settings(bootstrap_servers)
+        broker.settings = describe_broker_settings(bootstrap_servers, client_settings=client_settings)
         yield broker
     finally:
         if started_here and not keep:

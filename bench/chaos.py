@@ -56,8 +56,8 @@ def check_schedule(faults: Sequence[Fault], duration_s: float) -> None:
     """Faults must fit in the run and must not overlap (one broker, one fault at a time)."""
     ordered = sorted(faults, key=lambda fault: fault.at_s)
     for fault in ordered:
-        if fault.at_s >= duration_s:
-            raise UsageError(f"--fault {fault}: starts at or after the end of the {duration_s:g} s run")
+        if fault.at_s + fault.for_s > duration_s:
+            raise UsageError(f"--fault {fault}: does not end within the {duration_s:g} s run")
     for earlier, later in zip(ordered, ordered[1:]):
         if later.at_s < earlier.at_s + earlier.for_s:
             raise UsageError(f"--fault {later}: overlaps --fault {earlier}")
@@ -106,10 +106,10 @@ class FaultInjector:
         self._paused_pid: int | None = None
         self._killed = False
 
-    def start(self, started_at_monotonic: float | None = None) -> "FaultInjector":
+    def start(self, started_at_perf_counter: float | None = None) -> "FaultInjector":
         if self.faults and not self.broker.is_running():
             raise UsageError(f"faults need the embedded broker in {self.broker.state_dir} running; it is not")
-        self._started_at = time.monotonic() if started_at_monotonic is None else started_at_monotonic
+        self._started_at = time.perf_counter() if started_at_perf_counter is None else started_at_perf_counter
         self._thread = threading.Thread(target=self._run, name="fault-injector", daemon=True)
         self._thread.start()
         return self
@@ -126,23 +126,25 @@ class FaultInjector:
             self._thread.join()
 
     def _event(self, kind: str, detail: str) -> None:
-        self.events.append({"t_s": round(time.monotonic() - self._started_at, 3), "kind": kind, "detail": detail})
+        self.events.append({"t_s": round(time.perf_counter() - self._started_at, 3), "kind": kind, "detail": detail})
 
     def _wait_until(self, offset_s: float) -> bool:
         """Sleep until offset_s after start; False when cancelled first."""
-        return not self._cancelled.wait(max(0.0, self._started_at + offset_s - time.monotonic()))
+        return not self._cancelled.wait(max(0.0, self._started_at + offset_s - time.perf_counter()))
 
     def _run(self) -> None:
         try:
             for fault in self.faults:
                 if not self._wait_until(fault.at_s):
                     break
+                # A restart that took long can delay the next fault; it still lasts for_s.
+                began_s = time.perf_counter() - self._started_at
                 if fault.kind == "kill":
                     self._kill()
                 else:
                     self._pause()
                 # The end of a fault always happens, even when cancelled meanwhile.
-                self._wait_until(fault.at_s + fault.for_s)
+                self._wait_until(began_s + fault.for_s)
                 if fault.kind == "kill":
                     self._restart()
                 else:
@@ -168,10 +170,11 @@ class FaultInjector:
     def _restart(self) -> None:
         if not self._killed:
             return
-        began = time.monotonic()
+        began = time.perf_counter()
         self._killed = False
+        self._event("broker-restart", "starting the broker again")
         self.broker.start(timeout_s=RESTART_TIMEOUT_S)
-        self._event("broker-restart", f"broker pid {self.broker.pid} answering after {time.monotonic() - began:.1f} s")
+        self._event("broker-up", f"broker pid {self.broker.pid} answering after {time.perf_counter() - began:.1f} s")
 
     def _pause(self) -> None:
         pid = self.broker.pid

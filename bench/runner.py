@@ -760,6 +760,7 @@ def run_scenario(
     out: TextIO | None = None,
     write_report: bool = True,
     faults: Sequence[Fault] = (),
+    broker_state_dir: str | os.PathLike | None = None,
 ) -> tuple[int, Path, dict[str, Any]]:
     """Run one scenario end to end; returns (exit code, run folder, result dict).
 
@@ -769,10 +770,10 @@ def run_scenario(
     """
     out = out if out is not None else sys.stdout
     # The scenario's client settings (SASL, SSL) also reach the broker checks.
-    with ensure_broker(bootstrap_servers, broker_mode, keep=keep_broker,
+    with ensure_broker(bootstrap_servers, broker_mode, keep=keep_broker, state_dir=broker_state_dir,
                        client_settings=scenario.producer_config) as broker:
         if faults and broker.embedded is None:
-            raise UsageError(f"faults are injected into the embedded broker; the broker at {bootstrap_servers} is not one")
+            raise UsageError(f"faults need the embedded broker, and the broker at {bootstrap_servers} is not one started by `python -m bench broker start` (or give its --state-dir)")
         run = _Run(scenario, broker, Path(results_root), out, faults)
         code, folder = run.execute()
     if write_report:
