@@ -6,12 +6,15 @@ from __future__ import annotations
 import ipaddress
 import os
 import socket
+import time
 from pathlib import Path
 
 import pytest
 
 from bench.broker import EmbeddedBroker
+from bench.results import load_result
 from conftest import BROKER_START_TIMEOUT_S, free_port_pair
+from kafka_truth import STEADY_SCENARIO, assert_counts_match_broker, bench_command
 
 # Planted in the broker's user list and the scenario; no output of the harness may contain it.
 PLANTED_SECRET = "planted-Secret-7f3a9c"
@@ -131,3 +134,55 @@ def _is_kafka_for(proc_entry: Path, bootstrap: str) -> bool:
         return f"SASL_PLAINTEXT://{bootstrap}" in properties.read_text()
     except OSError:
         return False
+
+
+def _sasl_scenario(path: Path, password: str) -> Path:
+    """The steady scenario with SASL settings for producer, tracker and admin, as a user writes it."""
+    settings = {**SASL_CLIENT_SETTINGS, "sasl.password": password}
+    table = "\n".join(f'"{key}" = "{value}"' for key, value in settings.items())
+    text = STEADY_SCENARIO.read_text().replace("[producer_config]\n[consumer_config]\n",
+                                               f"[producer_config]\n{table}\n[consumer_config]\n{table}\n")
+    assert password in text
+    path.write_text(text)
+    return path
+
+
+def test_sasl_settings_reach_every_client_and_the_secret_no_output(sasl_broker, unique_topic, tmp_path):
+    scenario = _sasl_scenario(tmp_path / "sasl-orders.toml", PLANTED_SECRET)
+    results = tmp_path / "results"
+    completed = bench_command(
+        "run", str(scenario), "--bootstrap-servers", sasl_broker, "--broker", "external", "--topic", unique_topic,
+        "--results", str(results), "--rate", "500", "--duration", "4", "--warmup", "1",
+    )
+    assert completed.returncode == 0, completed.stdout + completed.stderr
+    # The broker has no plaintext path to this address: admin (topic, watermarks, broker
+    # settings), producer and tracker all authenticated, or nothing would have been counted.
+    [folder] = [path.parent for path in results.glob("*/result.json")]
+    result = load_result(folder)
+    assert_counts_match_broker(result, sasl_broker, extra=SASL_CLIENT_SETTINGS)
+    assert result["counts"]["consumed"] == 2000
+    assert result["scenario"]["producer_config"]["sasl.password"] == "***"
+    assert result["scenario"]["producer_config"]["sasl.username"] == SASL_USER
+    outputs = {"stdout": completed.stdout, "stderr": completed.stderr}
+    for path in folder.rglob("*"):
+        if path.is_file():
+            outputs[str(path)] = path.read_bytes().decode("latin-1")
+    assert {"result.json", "report.md", "report.html"} <= {Path(name).name for name in outputs}
+    leaks = [name for name, text in outputs.items() if PLANTED_SECRET in text]
+    assert leaks == []
+    report = bench_command("report", str(folder))
+    assert report.returncode == 0, report.stderr
+    assert PLANTED_SECRET not in report.stdout + report.stderr
+
+
+def test_wrong_sasl_password_is_one_line_exit_3_within_15_s(sasl_broker, unique_topic, tmp_path):
+    scenario = _sasl_scenario(tmp_path / "wrong-password.toml", "not-the-password")
+    began = time.monotonic()
+    completed = bench_command(
+        "run", str(scenario), "--bootstrap-servers", sasl_broker, "--broker", "external", "--topic", unique_topic,
+        "--results", str(tmp_path / "results"), "--duration", "4", "--warmup", "1",
+    )
+    assert time.monotonic() - began < 25  # 15 s of waiting for an answer, plus Python start-up
+    assert completed.returncode == 3
+    assert completed.stderr.splitlines() == [f"error: no Kafka broker answers at {sasl_broker} (waited 15 s)"]
+    assert not (tmp_path / "results").exists() or not any((tmp_path / "results").iterdir())
