@@ -141,10 +141,25 @@ def run_folder(results_root: str | os.PathLike, scenario_name: str, started_at: 
             except FileExistsError:
                 attempt += 1
                 candidate = base.with_name(f"{base.name}-{attempt}")
-    except PermissionError:
-        raise UsageError(f"cannot create a run folder in {root}: permission denied") from None
     except OSError as error:
-        raise UsageError(f"cannot create a run folder in {root}: {error.strerror or error}") from None
+        raise _run_folder_error(root, error) from None
+
+
+def check_results_root(results_root: str | os.PathLike) -> None:
+    """Fail before a run, not after it, when no run folder can be created in results_root."""
+    root = Path(results_root)
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=root):
+            pass
+    except OSError as error:
+        raise _run_folder_error(root, error) from None
+
+
+def _run_folder_error(root: Path, error: OSError) -> UsageError:
+    if isinstance(error, PermissionError):
+        return UsageError(f"cannot create a run folder in {root}: permission denied")
+    return UsageError(f"cannot create a run folder in {root}: {error.strerror or error}")
 
 
 def _process_umask() -> int:

@@ -39,7 +39,7 @@ from bench.broker import BrokerInUse, ensure_broker
 from bench.chaos import Fault, FaultInjector
 from bench.progress import Progress, progress_line
 from bench.recorder import RunRecorder, SequenceAudit, lost_sequences
-from bench.results import environment_metadata, run_folder, utc_iso, write_interval_log, write_result
+from bench.results import check_results_root, environment_metadata, run_folder, utc_iso, write_interval_log, write_result
 from bench.scenario import Scenario
 from bench.stats import derive_warnings
 from streamstore.admin import connect_admin, ensure_topic, topic_configs, topic_watermarks
@@ -775,6 +775,7 @@ def run_scenario(
     Set-up problems (bad topic, broker unreachable) raise UsageError / RunFailed instead.
     """
     out = out if out is not None else sys.stdout
+    check_results_root(results_root)
     # The scenario's client settings (SASL, SSL) also reach the broker checks.
     with ensure_broker(bootstrap_servers, broker_mode, keep=keep_broker, state_dir=broker_state_dir,
                        client_settings=scenario.producer_config) as broker:
