@@ -1,0 +1,187 @@
+"""The Locust Kafka user (bench/locust_kafka.py, scenarios/orders.py) against the real broker.
+
+Importing locust monkey-patches the whole process for gevent (threading, sockets, subprocess),
+which would change how every later test in this session runs. So everything that imports
+locust runs in a child process, with a timeout so no test can hang the suite.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+from bench.results import load_result
+
+REPO = Path(__file__).resolve().parent.parent
+LOCUST = str(Path(sys.executable).parent / "locust")
+LOCUSTFILE = str(REPO / "scenarios" / "orders.py")
+# Generous: the 2 cores are shared with other tests and brokers.
+CHILD_TIMEOUT_S = 180
+
+
+def _python(script: str, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-c", textwrap.dedent(script), *args], cwd=REPO, capture_output=True,
+                          text=True, timeout=CHILD_TIMEOUT_S)
+
+
+def _locust(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([LOCUST, "-f", LOCUSTFILE, "--headless", "--only-summary", *args], cwd=REPO,
+                          capture_output=True, text=True, timeout=CHILD_TIMEOUT_S)
+
+
+def _run_folders(results_dir: Path) -> list[Path]:
+    return sorted(results_dir.glob("*-locust-orders*")) if results_dir.exists() else []
+
+
+def test_thresholds_steps_and_histogram_transport_pure():
+    completed = _python("""
+        import json
+        from bench.locust_kafka import (failed_thresholds, histogram_counts, parse_load_steps,
+                                        parse_thresholds, _encode_counts)
+        from bench.recorder import record_counts
+        from bench.results import new_latency_histogram
+        from streamstore.errors import UsageError
+
+        out = {}
+        thresholds = parse_thresholds("p99_delivery_ms<50, p99_9_e2e_us<=900,failed<=0,delivered_per_s>=10")
+        out["parsed"] = [(t.metric, t.compare, t.limit) for t in thresholds]
+        result = {"latency_us": {"service_time": {"p99": 60_000}, "end_to_end": {"p99_9": 800}},
+                  "counts": {"failed": 0}, "warmup_s": 0,
+                  "series": {"t_s": [1, 2, 3], "sent": [20, 20, 0], "acked": [20, 20, 0]}}
+        out["failed"] = failed_thresholds(thresholds, result)
+        out["steps"] = parse_load_steps("2@10, 4@5s,8@20")
+        errors = []
+        for bad in ("p99_delivery<5", "p99_delivery_ms=5", "latency<3"):
+            try:
+                parse_thresholds(bad)
+            except UsageError as error:
+                errors.append(str(error))
+        for bad in ("4", "x@3", "2@0"):
+            try:
+                parse_load_steps(bad)
+            except UsageError as error:
+                errors.append(str(error))
+        out["errors"] = errors
+        # A worker's histogram travels encoded; the master's rebuild must be the same histogram.
+        values = [1, 7, 999, 1001, 123_456, 5_000_000, 123_456]
+        rebuilt = new_latency_histogram()
+        record_counts(rebuilt, histogram_counts(_encode_counts(values)))
+        original = new_latency_histogram()
+        for value in values:
+            original.record_value(value)
+        out["same"] = [(rebuilt.get_value_at_percentile(p), original.get_value_at_percentile(p))
+                       for p in (0, 50, 90, 99, 100)]
+        out["counts"] = [rebuilt.get_total_count(), original.get_total_count()]
+        print(json.dumps(out))
+    """)
+    assert completed.returncode == 0, completed.stderr
+    out = json.loads(completed.stdout.strip().splitlines()[-1])
+    assert out["parsed"] == [["service_time.p99", "<", 50_000.0], ["end_to_end.p99_9", "<=", 900.0],
+                             ["failed", "<=", 0.0], ["delivered_per_s", ">=", 10.0]]
+    # Only the delivery p99 (60 ms) breaks its limit; 20 msg/s over the measured seconds passes.
+    assert out["failed"] == ["p99_delivery_ms<50: measured 60 ms"]
+    assert out["steps"] == [[2, 10.0], [4, 5.0], [8, 20.0]]
+    assert len(out["errors"]) == 6 and all(e.startswith(("--check", "--load-steps")) for e in out["errors"])
+    assert all(rebuilt == original for rebuilt, original in out["same"])
+    assert out["counts"] == [7, 7]
+
+
+def test_local_runner_fires_requests_and_writes_result(kafka_bootstrap, unique_topic, tmp_path):
+    """Programmatic Environment + LocalRunner: every delivery is a request event and an HDR count."""
+    completed = _python("""
+        import json, sys
+        import gevent
+        from locust import events as _unused  # noqa: F401  (locust patches gevent first)
+        from locust.argument_parser import get_empty_argument_parser, setup_parser_arguments
+        from locust.env import Environment
+        from locust.event import Events
+        from bench.locust_kafka import KafkaOrdersUser, add_arguments, register
+
+        class OrdersUser(KafkaOrdersUser):
+            pass
+
+        bootstrap, topic, results_dir = sys.argv[1:4]
+        events = Events()
+        register(events)
+        fired = {"produce": 0, "failed": 0}
+
+        @events.request.add_listener
+        def count(request_type, exception, **_kwargs):
+            fired[request_type] += 1
+            fired["failed"] += exception is not None
+
+        parser = get_empty_argument_parser()
+        setup_parser_arguments(parser)
+        add_arguments(parser)
+        options = parser.parse_args(["--kafka-bootstrap-servers", bootstrap, "--kafka-topic", topic,
+                                     "--results-dir", results_dir, "--headless"])
+        environment = Environment(user_classes=[OrdersUser], events=events, parsed_options=options)
+        runner = environment.create_local_runner()
+        events.init.fire(environment=environment, runner=runner, web_ui=None)
+        runner.start(2, spawn_rate=2)
+        gevent.sleep(4)
+        runner.quit()
+        stats = runner.stats.total
+        print(json.dumps({"fired": fired, "requests": stats.num_requests, "failures": stats.num_failures,
+                          "exit_code": environment.kafka_exit_code}))
+    """, kafka_bootstrap, unique_topic, str(tmp_path))
+    assert completed.returncode == 0, completed.stderr
+    out = json.loads(completed.stdout.strip().splitlines()[-1])
+    assert out["requests"] > 100 and out["failures"] == 0
+    assert out["fired"]["produce"] == out["requests"] and out["fired"]["failed"] == 0
+    assert out["exit_code"] is None
+    folders = _run_folders(tmp_path)
+    assert len(folders) == 1
+    result = load_result(folders[0])
+    assert result["kind"] == "locust" and result["status"] == "complete"
+    assert result["locust"]["hdr_total_count"] == out["requests"] == result["counts"]["acked"]
+    assert result["counts"]["consumed"] == result["counts"]["acked"] and result["counts"]["lost"] == 0
+    assert result["latency_us"]["service_time"]["count"] == out["requests"]  # no warm-up by default
+    assert result["latency_us"]["end_to_end"]["count"] == out["requests"]
+    assert (folders[0] / "delivery.hlog").exists() and (folders[0] / "e2e.hlog").exists()
+    assert (folders[0] / "report.md").exists()
+
+
+def test_headless_two_processes_merge_counts(kafka_bootstrap, unique_topic, tmp_path):
+    completed = _locust("-u", "4", "-r", "4", "-t", "10s", "--processes", "2",
+                        "--kafka-bootstrap-servers", kafka_bootstrap, "--kafka-topic", unique_topic,
+                        "--results-dir", str(tmp_path), "--check", "failed<=0,lost<=0")
+    assert completed.returncode == 0, completed.stderr[-3000:]
+    folders = _run_folders(tmp_path)
+    assert len(folders) == 1, completed.stderr[-3000:]
+    result = load_result(folders[0])
+    locust = result["locust"]
+    workers = locust["workers"]
+    assert len(workers) == 2 and all(worker["hdr_count"] > 0 for worker in workers.values())
+    assert locust["hdr_total_count"] == sum(worker["hdr_count"] for worker in workers.values())
+    assert locust["hdr_total_count"] == locust["request_count"] == result["counts"]["acked"]
+    assert result["counts"]["sent"] == result["counts"]["acked"] == result["counts"]["consumed"]
+    assert result["counts"]["broker_offset_delta"] == result["counts"]["acked"]
+    assert sorted(worker["producer"] for worker in workers.values()) == [0, 1]
+    assert f"HDR total {locust['hdr_total_count']}" in completed.stderr
+
+
+def test_threshold_that_cannot_be_met_exits_1(kafka_bootstrap, unique_topic, tmp_path):
+    completed = _locust("-u", "1", "-t", "4s", "--user-rate", "200", "--kafka-bootstrap-servers", kafka_bootstrap,
+                        "--kafka-topic", unique_topic, "--results-dir", str(tmp_path),
+                        "--check", "p99_delivery_us<1")
+    assert completed.returncode == 1, completed.stderr[-3000:]
+    assert "threshold failed: p99_delivery_us<1: measured" in completed.stderr
+    assert len(_run_folders(tmp_path)) == 1  # the result is still written
+
+
+def test_bad_option_is_one_line_and_exit_2_before_any_user(kafka_bootstrap, unique_topic, tmp_path):
+    for bad, expected in ((["--message-size", "2XB"], "error: message_size: unknown size unit 'XB'"),
+                          (["--check", "p99_latency<3"], "error: --check 'p99_latency<3'"),
+                          (["--compression", "brotli"], "error: compression: 'brotli' is not allowed")):
+        completed = _locust("-u", "2", "-t", "5s", "--processes", "2", "--kafka-bootstrap-servers", kafka_bootstrap,
+                            "--kafka-topic", unique_topic, "--results-dir", str(tmp_path), *bad)
+        assert completed.returncode == 2, completed.stderr[-3000:]
+        error_lines = [line for line in completed.stderr.splitlines() if line.startswith("error:")]
+        assert len(error_lines) == 1 and error_lines[0].startswith(expected), completed.stderr
+        assert "Traceback" not in completed.stderr
+        assert "users spawned" not in completed.stderr.lower()
+    assert _run_folders(tmp_path) == []
