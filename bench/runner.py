@@ -171,19 +171,24 @@ class _ProducerLoop:
 
         return on_delivery
 
-    def on_delivery_scheduled(self, send_delay_us: int, error: KafkaError | None, message: Message) -> None:
+    def on_delivery_scheduled(self, send_delay_us: int, sequence: int, error: KafkaError | None, message: Message) -> None:
         if error is None:
             latency_s = message.latency()
             self.service_s.append(latency_s)
             self.response_us.append(send_delay_us + round(latency_s * 1_000_000))
         else:
-            self._failed(error, message)
+            self._failed(error, message, sequence)
 
-    def _failed(self, error: KafkaError, message: Message) -> None:
+    def _failed(self, error: KafkaError, message: Message, sequence: int | None = None) -> None:
         self.failed_in_second += 1
-        trace = read_trace(message.headers())
-        if trace is not None:
-            self.failed_sequences.append(trace.sequence)
+        if sequence is None:
+            # Flat out the sequence comes from the trace header; but a failed delivery report
+            # may carry no headers (seen for "Message size too large"), so the scheduled path
+            # passes the sequence along instead: a failure must never count as a lost order.
+            trace = read_trace(message.headers())
+            sequence = trace.sequence if trace is not None else None
+        if sequence is not None:
+            self.failed_sequences.append(sequence)
         if self.first_error is None:
             self.first_error = error.str()
 
@@ -278,7 +283,7 @@ class _ProducerLoop:
                     send_delay_us = (actual_ns - intended_ns) // 1000
                     try:
                         produce(topic, values[slot], keys[slot],
-                                on_delivery=functools.partial(self.on_delivery_scheduled, send_delay_us),
+                                on_delivery=functools.partial(self.on_delivery_scheduled, send_delay_us, sequence),
                                 headers={TRACE_HEADER: pack(run_id, index, sequence, time_ns())})
                         break
                     except BufferError:
