@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import signal
 import time
 from pathlib import Path
 
@@ -107,11 +108,14 @@ def run(args: argparse.Namespace) -> int:
                                   on_row=lambda row: (progress.finish(), print(format_row(row), flush=True)))
         started_at = time.time()
         status, failure, interrupted = "complete", None, False
+        # SIGTERM (a cancelled CI job, `kill`) ends the sweep as Ctrl+C does: result kept, marked interrupted.
+        previous_sigterm = signal.signal(signal.SIGTERM, signal.default_int_handler)
         try:
             sweep.run()
         except KeyboardInterrupt:
-            status, failure, interrupted = "interrupted", "interrupted by the user (Ctrl+C)", True
+            status, failure, interrupted = "interrupted", "interrupted by the user (Ctrl+C or SIGTERM)", True
         finally:
+            signal.signal(signal.SIGTERM, previous_sigterm)
             progress.finish()
         failed = [row for row in sweep.rows if row["error"]]
         if failed and not interrupted:
