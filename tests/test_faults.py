@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+import shutil
+import signal
+import subprocess
+import sys
 import time
 
 import pytest
 
-from bench.broker import broker_answers
+from bench.broker import EmbeddedBroker, broker_answers
 from bench.chaos import Fault, FaultInjector, check_schedule, longest_stall_s, parse_fault
 from bench.results import load_result
-from kafka_truth import STEADY_SCENARIO, assert_counts_match_broker, bench_command
+from conftest import free_port_pair
+from kafka_truth import PROJECT_ROOT, STEADY_SCENARIO, assert_counts_match_broker, bench_command
 from streamstore.errors import UsageError
 
 
@@ -118,3 +123,52 @@ def test_60_s_at_2000_per_s_loses_no_acknowledged_order(embedded_broker, unique_
     assert completed.returncode == 0, completed.stdout + completed.stderr
     assert_counts_match_broker(result, embedded_broker.bootstrap_servers, faults=True)
     assert result["counts"]["lost"] == 0
+
+
+# ---------------------------------------------------------------------------------------------
+# Interruptions: SIGTERM (what CI and `kill` send) leaves a valid result marked interrupted.
+# (Ctrl+C during `bench run` is tested in tests/test_run.py.)
+
+
+def _terminate_after(command: list[str], first_output: str, timeout: float = 240) -> tuple[subprocess.Popen, str]:
+    """Start a bench command, SIGTERM it once a stdout line starts with first_output."""
+    process = subprocess.Popen([sys.executable, "-m", "bench", *command], cwd=PROJECT_ROOT,
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    seen = []
+    deadline = time.monotonic() + timeout
+    for line in process.stdout:
+        seen.append(line)
+        if line.startswith(first_output) or time.monotonic() > deadline:
+            break
+    process.send_signal(signal.SIGTERM)
+    stdout, stderr = process.communicate(timeout=120)
+    return process, "".join(seen) + stdout + stderr
+
+
+def test_sigterm_during_a_large_message_sweep_keeps_an_interrupted_result(kafka_bootstrap, tmp_path):
+    process, output = _terminate_after(
+        ["large-message", "--bootstrap-servers", kafka_bootstrap, "--broker", "external", "--quick",
+         "--results", str(tmp_path)], first_output="  ")  # the first finished row of the table
+    assert process.returncode == 130, output
+    assert "Traceback" not in output
+    [folder] = [path.parent for path in tmp_path.glob("*/result.json")]
+    result = load_result(folder)
+    assert result["status"] == "interrupted" and result["large_message"]["rows"], result["failure"]
+
+
+def test_sigterm_stops_the_embedded_broker_the_run_started(tmp_path):
+    port, _ = free_port_pair()
+    state_dir = PROJECT_ROOT / ".state" / f"broker-{port}"
+    try:
+        process, output = _terminate_after(
+            ["run", str(STEADY_SCENARIO), "--bootstrap-servers", f"127.0.0.1:{port}", "--broker", "auto",
+             "--rate", "200", "--duration", "60", "--warmup", "0", "--results", str(tmp_path), "--no-report"],
+            first_output="t=")
+        assert process.returncode == 130, output
+        [folder] = [path.parent for path in tmp_path.glob("*/result.json")]
+        assert load_result(folder)["status"] == "interrupted"
+        assert not EmbeddedBroker(port=port, state_dir=state_dir).is_running()
+        assert not broker_answers(f"127.0.0.1:{port}", timeout_s=2)
+    finally:
+        EmbeddedBroker(port=port, state_dir=state_dir).stop(grace_s=5)
+        shutil.rmtree(state_dir, ignore_errors=True)
