@@ -5,30 +5,53 @@ Recording cost. hdrh's `record_value` is pure Python (about 0.6 µs a call measu
 calibrate` prints it), too much to pay per message on the produce path.
 The producer and tracker processes only append raw latencies to a list; once a second the
 list travels to the coordinating process, which folds it with `collections.Counter` (C) into
-(value, count) pairs and records each distinct value once. librdkafka reports latencies in
-whole microseconds, so a second of 100,000 deliveries spread over 1-20 ms records at most a
-few thousand distinct values.
+(value, count) pairs at the histogram's resolution (`fold_latencies`) and records each
+distinct bucket once.
 """
 
 from __future__ import annotations
 
+import math
 from collections import Counter
 from collections.abc import Iterable, Mapping
 from typing import Any
 
 from hdrh.histogram import HdrHistogram
 
-from bench.results import LATENCY_HIGHEST_US, LATENCY_LOWEST_US, encode_histogram, new_latency_histogram, summarize_histogram
+from bench.results import (
+    LATENCY_HIGHEST_US,
+    LATENCY_LOWEST_US,
+    LATENCY_SIGNIFICANT_FIGURES,
+    encode_histogram,
+    new_latency_histogram,
+    summarize_histogram,
+)
 
 LATENCY_NAMES = ("service_time", "response_time", "send_delay", "end_to_end")
 COUNT_NAMES = ("sent", "acked", "failed", "consumed")
 
 
-def counts_from_seconds(latencies_s: Iterable[float]) -> Counter[int]:
-    """(µs, count) pairs from librdkafka's `Message.latency()` floats (seconds, µs precision)."""
+# Below this many µs the histogram keeps every value; above, a bucket spans 2**k µs
+# (2048 sub-buckets per power of two give 3 significant figures).
+_EXACT_BELOW_US = 2 ** math.ceil(math.log2(2 * 10**LATENCY_SIGNIFICANT_FIGURES))
+_EXACT_BITS = _EXACT_BELOW_US.bit_length() - 1
+
+
+def fold_latencies(values: Iterable[float], to_us: float = 1) -> Counter[int]:
+    """(µs, count) pairs at the histogram's own resolution, ready for `record_counts`.
+
+    Counter (C) folds the raw values first; each distinct value is then rounded down to the
+    lowest value of its histogram bucket, so a second of latencies spread over 1-100 ms
+    records a few thousand pairs instead of ~100,000 (the histogram is identical: the same
+    bucket gets the same count). to_us scales the values: 1e6 for librdkafka's seconds.
+    """
     counts: Counter[int] = Counter()
-    for seconds, count in Counter(latencies_s).items():
-        counts[round(seconds * 1_000_000)] += count
+    for value, count in Counter(values).items():
+        micros = round(value * to_us)
+        if micros >= _EXACT_BELOW_US:
+            shift = micros.bit_length() - _EXACT_BITS
+            micros = (micros >> shift) << shift
+        counts[micros] += count
     return counts
 
 
@@ -108,14 +131,14 @@ class RunRecorder:
     def add_producer_report(self, second: int, sent: int, acked: int, failed: int,
                             service_s: list[float], response_us: list[int], send_delay_us: list[int]) -> None:
         self._count(second, sent=sent, acked=acked, failed=failed)
-        self.latency["service_time"].record(second, counts_from_seconds(service_s))
-        self.latency["response_time"].record(second, Counter(response_us))
-        self.latency["send_delay"].record(second, Counter(send_delay_us))
+        self.latency["service_time"].record(second, fold_latencies(service_s, to_us=1_000_000))
+        self.latency["response_time"].record(second, fold_latencies(response_us))
+        self.latency["send_delay"].record(second, fold_latencies(send_delay_us))
 
     def add_tracker_report(self, second: int, consumed: int, end_to_end_us: list[int],
                            lag_by_partition: Mapping[int, int] | None, lag_time_ms: float | None) -> None:
         self._count(second, consumed=consumed)
-        self.latency["end_to_end"].record(second, Counter(end_to_end_us))
+        self.latency["end_to_end"].record(second, fold_latencies(end_to_end_us))
         if lag_by_partition is not None:
             self.lag_by_partition[second] = dict(lag_by_partition)
             self.lag_messages[second] = sum(lag_by_partition.values())

@@ -4,21 +4,27 @@ from __future__ import annotations
 
 import random
 
-from bench.recorder import LatencyRecorder, RunRecorder, SequenceAudit, counts_from_seconds, lost_sequences, record_counts
+from bench.recorder import LatencyRecorder, RunRecorder, SequenceAudit, fold_latencies, lost_sequences, record_counts
 from bench.results import LATENCY_HIGHEST_US, decode_histogram, new_latency_histogram
 
 
 def test_batched_recording_equals_recording_each_value():
     rng = random.Random(7)
-    latencies_us = [int(rng.lognormvariate(8, 1)) + 1 for _ in range(20_000)]
+    latencies_us = [int(rng.lognormvariate(10, 1)) + 1 for _ in range(20_000)]  # median ~22 ms
     one_by_one = new_latency_histogram()
     for value in latencies_us:
         one_by_one.record_value(value)
     batched = new_latency_histogram()
-    record_counts(batched, counts_from_seconds(value / 1e6 for value in latencies_us))
+    pairs = fold_latencies((value / 1e6 for value in latencies_us), to_us=1_000_000)
+    assert len(pairs) < len(set(latencies_us)) / 2  # quantized to buckets: far fewer records
+    record_counts(batched, pairs)
     assert batched.get_total_count() == one_by_one.get_total_count() == len(latencies_us)
     for percentile in (50, 90, 99, 99.9, 100):
         assert batched.get_value_at_percentile(percentile) == one_by_one.get_value_at_percentile(percentile)
+    assert batched.get_min_value() == one_by_one.get_min_value()
+    assert batched.get_max_value() == one_by_one.get_max_value()
+    assert batched.get_mean_value() == one_by_one.get_mean_value()
+    assert batched.encode() == one_by_one.encode()
 
 
 def test_out_of_range_values_are_clamped_not_dropped_and_overflows_counted():

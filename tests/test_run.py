@@ -52,8 +52,13 @@ def _hlog_total(path: Path) -> int:
 
 def test_fixed_rate_run_counts_histograms_and_interval_logs_agree(kafka_bootstrap, unique_topic, tmp_path):
     scenario = _scenario(unique_topic)
-    code, folder, result = _run(scenario, kafka_bootstrap, tmp_path)
+    console = io.StringIO()
+    code, folder, result = run_scenario(scenario, kafka_bootstrap, tmp_path / "results", "external", out=console,
+                                        write_report=False)
     assert code == 0, result["failure"]
+    # Not a terminal: one plain progress line per second, no carriage returns.
+    progress = [line for line in console.getvalue().splitlines() if line.startswith("t=")]
+    assert len(progress) >= scenario.duration_s and "\r" not in console.getvalue()
     document = load_result(folder)
     assert document["status"] == "complete"
     counts = document["counts"]

@@ -19,7 +19,7 @@ import time
 from confluent_kafka import Producer
 
 from bench.broker import BROKER_MODES, ensure_broker
-from bench.recorder import counts_from_seconds, record_counts
+from bench.recorder import fold_latencies, record_counts
 from bench.results import new_latency_histogram
 from bench.runner import CLOCK_CHECK_EVERY, QUEUE_FULL_POLL_S, payload_pool, run_scenario, scenario_producer_config
 from bench.scenario import Scenario, merge_overrides, parse_set_option
@@ -93,7 +93,7 @@ def recording_cost_us(samples: int = RECORDING_SAMPLES) -> tuple[float, float]:
     per_call = (time.perf_counter() - started) / samples * 1e6
     histogram = new_latency_histogram()
     started = time.perf_counter()
-    record_counts(histogram, counts_from_seconds(latencies_s))
+    record_counts(histogram, fold_latencies(latencies_s, to_us=1_000_000))
     per_message = (time.perf_counter() - started) / samples * 1e6
     return per_call, per_message
 
