@@ -26,7 +26,7 @@ from bench.large_message import (
 )
 from bench.report import write_run_report
 from bench.results import run_folder, write_result
-from bench.scenario import COMPRESSIONS, parse_size
+from bench.scenario import COMPRESSIONS
 from streamstore.admin import connect_admin
 from streamstore.config import CLIENT_MESSAGE_MAX_BYTES, MAX_VALUE_BYTES, RECORD_OVERHEAD_BYTES, default_bootstrap_servers
 from streamstore.errors import EXIT_OK, EXIT_RUN_FAILED, UsageError
