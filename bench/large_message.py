@@ -187,6 +187,26 @@ def batch_bytes_bound(size_bytes: int) -> int:
     return size_bytes + RECORD_OVERHEAD_BYTES + RECORD_BATCH_HEADER_BYTES
 
 
+# librdkafka 2.16 writes the record-set length of a flexible ProduceRequest (v9+, every broker
+# since Kafka 2.8) as a varint padded to 4 bytes: at most 2^28 - 1 bytes of batch per request.
+# Measured by the broker work (README, broker section): 268,400,000 bytes arrive, 268,500,000 never do.
+LIBRDKAFKA_PRODUCE_RECORDS_MAX_BYTES = 2**28 - 1
+
+
+def known_unsendable(size_bytes: int, compression: str, payload: str) -> str | None:
+    """Why a cell cannot be delivered although every setting allows it, or None.
+
+    Only an uncompressed batch is sure to exceed the request limit: none, or random data that
+    librdkafka sends uncompressed; a compressible payload shrinks far below it.
+    """
+    if batch_bytes_bound(size_bytes) <= LIBRDKAFKA_PRODUCE_RECORDS_MAX_BYTES:
+        return None
+    if compression != "none" and payload != "random":
+        return None
+    return (f"not sent: an uncompressed batch above {LIBRDKAFKA_PRODUCE_RECORDS_MAX_BYTES:,} bytes never arrives "
+            "(librdkafka 2.16 encodes the ProduceRequest record-set size in a 4-byte varint)")
+
+
 def needed_bytes(size_bytes: int, limit: Limit) -> int:
     batch = batch_bytes_bound(size_bytes)
     return batch + PRODUCE_REQUEST_OVERHEAD_BYTES if limit.covers == "request" else batch
@@ -340,7 +360,7 @@ def format_row(row: Mapping[str, Any]) -> str:
     """One line per cell for the console."""
     label = f"{size_label(row['size_bytes']):>18}  {row['compression']:<5}"
     if row.get("error"):
-        return f"{label}  FAILED: {row['error']}"
+        return f"{label}  {row['error']}" if row.get("not_sent") else f"{label}  FAILED: {row['error']}"
     ratio = row.get("compression_ratio")
     skipped = " (compression skipped)" if row.get("compression_skipped") else ""
     wire = f"wire {row['wire_bytes']:,} B (x{ratio:g}){skipped}" if ratio else "wire ?"
@@ -594,6 +614,13 @@ class LargeMessageSweep:
         try:
             for compression in self.options.compressions:
                 reps = self.options.reps_for(size)
+                unsendable = known_unsendable(size, compression, self.options.payload)
+                if unsendable:
+                    row = {**cell_row(size, compression, [], [], [], None, None, None, unsendable), "not_sent": True}
+                    self.rows.append(row)
+                    self.progress.cell_done()
+                    self.on_row(row)
+                    continue
                 try:
                     if producer is None or producer.process.poll() is not None:
                         producer, crc32 = self._start_producer(size)
@@ -706,13 +733,18 @@ class LargeMessageSweep:
         self.bare = bare_comparison(harness_row["samples"]["end_to_end_ms"], samples, size, peak)
 
 
+def failed_rows(rows: Sequence[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
+    """Cells that were tried and failed (cells known to be unsendable are not tried)."""
+    return [row for row in rows if row["error"] and not row.get("not_sent")]
+
+
 def sweep_result(options: SweepOptions, sweep: LargeMessageSweep, broker: BrokerInUse,
                  topic_settings: Mapping[str, str] | None, started_at: float, status: str,
                  failure: str | None) -> dict[str, Any]:
     """The result.json document of a sweep (kind "large-message", schema v1)."""
     rows = sweep.rows
     ended_at = time.time()
-    failed = [row for row in rows if row["error"]]
+    failed = failed_rows(rows)
     acked = sum(row["reps"] for row in rows)
     warnings = []
     skipped = sorted({row["size_label"] for row in rows if row["compression_skipped"]})
@@ -721,6 +753,10 @@ def sweep_result(options: SweepOptions, sweep: LargeMessageSweep, broker: Broker
             f"compression skipped by librdkafka (compressed batch not smaller) for: {', '.join(skipped)}; "
             f"payload '{options.payload}' does not compress"
         )
+    not_sent = [f"{row['size_label']} {row['compression']}" for row in rows if row.get("not_sent")]
+    if not_sent:
+        warnings.append(f"not sent (librdkafka cannot deliver an uncompressed batch above "
+                        f"{LIBRDKAFKA_PRODUCE_RECORDS_MAX_BYTES:,} bytes): {', '.join(not_sent)}")
     for finding in memory_findings(rows):
         if not finding["met"]:
             warnings.append(

@@ -15,6 +15,7 @@ from bench.large_message import (
     SweepOptions,
     SweepProgress,
     check_level,
+    failed_rows,
     format_duration,
     format_row,
     parse_size_list,
@@ -117,7 +118,7 @@ def run(args: argparse.Namespace) -> int:
         finally:
             signal.signal(signal.SIGTERM, previous_sigterm)
             progress.finish()
-        failed = [row for row in sweep.rows if row["error"]]
+        failed = failed_rows(sweep.rows)
         if failed and not interrupted:
             status = "failed"
             failure = f"{len(failed)} of {len(sweep.rows)} cells failed; first: {failed[0]['size_label']} " \
