@@ -547,6 +547,11 @@ class _Run:
             self.t0_ns = t0_ns.value
             self.started_at = time.time() + START_DELAY_NS / NS_PER_S
             start.set()
+            phase_start_s = 0.0
+            for phase in self.scenario.phases:  # planned, so plots can mark the steps
+                self.events.append({"t_s": phase_start_s, "kind": "phase",
+                                    "detail": f"{phase.rate:,.0f} msg/s for {phase.duration_s:g} s"})
+                phase_start_s += phase.duration_s
             if self.injector:
                 self.injector.start(self.t0_ns / NS_PER_S)
             self.progress.message(

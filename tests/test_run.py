@@ -238,3 +238,15 @@ def test_interrupted_run_writes_a_valid_result_marked_interrupted(kafka_bootstra
     assert counts["acked"] > 0 and counts["lost"] == 0
     assert counts["consumed"] == counts["acked"] == counts["broker_offset_delta"]
     assert "interrupted" in stdout
+
+
+def test_phased_run_sends_each_phase_at_its_rate(kafka_bootstrap, unique_topic, tmp_path):
+    scenario = Scenario.from_mapping({"name": "test-phases", "topic": unique_topic, "warmup_s": 0, "producers": 2,
+                                      "phases": [{"duration_s": 2, "rate": 200}, {"duration_s": 2, "rate": 800}]})
+    code, _, result = _run(scenario, kafka_bootstrap, tmp_path)
+    assert code == 0, result["failure"]
+    assert result["counts"]["sent"] == result["counts"]["consumed"] == 200 * 2 + 800 * 2
+    sent = result["series"]["sent"]
+    # A message intended just before a second boundary may go out just after it (a late generator).
+    assert abs(sum(sent[:2]) - 400) <= 40 and abs(sum(sent[2:4]) - 1600) <= 40
+    assert [e["detail"] for e in result["events"] if e["kind"] == "phase"] == ["200 msg/s for 2 s", "800 msg/s for 2 s"]
