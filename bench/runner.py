@@ -697,6 +697,9 @@ class _Run:
             warnings.append(f"{foreign} messages on the topic did not come from this run (another producer?)")
         if offset_delta is not None and offset_delta != totals["acked"] and self.scenario.acks != "0":
             warnings.append(f"broker offsets grew by {offset_delta:,} but {totals['acked']:,} deliveries were acked")
+        purged = sum(outcome.undelivered for outcome in self.outcomes.values())
+        if purged:
+            warnings.append(f"{purged:,} messages were not delivered before the flush deadline and were purged (counted as failed)")
         if lost_examples:
             warnings.append(f"lost (producer/sequence), first ones: {', '.join(lost_examples[:10])}")
         failed_deliveries = sum(len(o.failed_sequences) for o in self.outcomes.values())

@@ -250,3 +250,12 @@ def test_phased_run_sends_each_phase_at_its_rate(kafka_bootstrap, unique_topic, 
     # A message intended just before a second boundary may go out just after it (a late generator).
     assert abs(sum(sent[:2]) - 400) <= 40 and abs(sum(sent[2:4]) - 1600) <= 40
     assert [e["detail"] for e in result["events"] if e["kind"] == "phase"] == ["200 msg/s for 2 s", "800 msg/s for 2 s"]
+
+
+def test_injected_consumer_delay_slows_end_to_end_latency(kafka_bootstrap, unique_topic, tmp_path):
+    """The test-only fault hook the regression gate relies on: a real delay, really measured."""
+    code, _, result = _run(_scenario(unique_topic, rate=500, duration_s=3, fault_consumer_delay_ms=25),
+                           kafka_bootstrap, tmp_path)
+    assert code == 0, result["failure"]
+    assert result["latency_us"]["end_to_end"]["p50"] >= 10_000
+    assert result["latency_us"]["service_time"]["p50"] < result["latency_us"]["end_to_end"]["p50"]

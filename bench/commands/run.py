@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import sys
 
 from bench.broker import BROKER_MODES
 from bench.results import format_us
