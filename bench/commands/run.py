@@ -67,6 +67,10 @@ def summary_text(result: dict, folder) -> str:
         if summary["count"]:
             lines.append(f"{name:<14} p50 {format_us(summary['p50']):>9}  p99 {format_us(summary['p99']):>9}  "
                          f"p99.9 {format_us(summary['p99_9']):>9}  max {format_us(summary['max']):>9}  (n={summary['count']:,})")
-    # The warnings include "run <status>: <failure>" for a run that did not complete.
-    lines += [f"warning: {warning}" for warning in result["warnings"]]
+    # A run that did not complete ends with "<status>: <failure>"; the warnings carry the same
+    # text as "run <status>: ...", shown once.
+    ending = f"{result['status']}: {result['failure']}" if result["status"] != "complete" and result["failure"] else None
+    lines += [f"warning: {warning}" for warning in result["warnings"] if not (ending and warning == f"run {ending}")]
+    if ending:
+        lines.append(ending)
     return "\n".join(lines)
