@@ -33,7 +33,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
 
-from confluent_kafka import KafkaError, KafkaException, Message, TopicPartition
+from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
 
 from bench.broker import BrokerInUse, ensure_broker
 from bench.chaos import Fault, FaultInjector
@@ -117,6 +117,21 @@ def scenario_consumer_config(scenario: Scenario, bootstrap_servers: str, run_id:
         **scenario.consumer_config,
     }
     return consumer_config(bootstrap_servers, group_id=f"bench-tracker-{run_id}", extra=extra)
+
+
+def check_client_settings(scenario: Scenario, bootstrap_servers: str) -> None:
+    """librdkafka refuses unknown or invalid settings only when a client is created: create
+    (and drop) one of each, so a typo is one UsageError line before anything connects."""
+    for field_name, make_client in (
+        ("producer_config", lambda: Producer(scenario_producer_config(scenario, bootstrap_servers))),
+        ("consumer_config", lambda: Consumer(scenario_consumer_config(scenario, bootstrap_servers, "settings-check"))),
+    ):
+        try:
+            client = make_client()
+        except KafkaException as error:
+            raise UsageError(f"{field_name}: librdkafka refuses the settings: {_describe_error(error)}") from None
+        if isinstance(client, Consumer):
+            client.close()
 
 
 def payload_pool(scenario: Scenario) -> tuple[list[bytes], list[bytes | None]]:
@@ -465,7 +480,7 @@ def _is_fatal(error: KafkaException) -> bool:
 
 def _describe_error(error: Exception) -> str:
     if isinstance(error, KafkaException) and error.args and isinstance(error.args[0], KafkaError):
-        return error.args[0].str()
+        return error.args[0].str().strip()  # librdkafka's range errors end with a newline
     return f"{type(error).__name__}: {error}"
 
 
@@ -788,6 +803,7 @@ def run_scenario(
     Set-up problems (bad topic, broker unreachable) raise UsageError / RunFailed instead.
     """
     out = out if out is not None else sys.stdout
+    check_client_settings(scenario, bootstrap_servers)
     check_results_root(results_root)
     # The scenario's client settings (SASL, SSL) also reach the broker checks.
     with ensure_broker(bootstrap_servers, broker_mode, keep=keep_broker, state_dir=broker_state_dir,

@@ -198,6 +198,9 @@ def test_audit_on_real_consumed_messages_finds_exactly_the_dropped_and_repeated(
     (["--set", "compression=gzip", "--set", "compression_level=12"], "compression_level: 12 is out of range (allowed -1..9)"),
     (["--set", "rate"], "--set 'rate': expected key=value"),
     (["--set", "acks=2"], "acks: '2' is not allowed (allowed: all, 0, 1)"),
+    (["--set", "producer_config.foo.bar=1"], 'producer_config: librdkafka refuses the settings: No such configuration property: "foo.bar"'),
+    (["--set", "producer_config.queue.buffering.max.messages=-5"], "value -5 is outside allowed range"),
+    (["--set", "consumer_config.fetch.wait.max.ms=abc"], "consumer_config: librdkafka refuses the settings"),
 ])
 def test_bad_scenario_input_is_one_line_and_exit_2(arguments, message, capsys):
     code = bench_main(["run", str(PROJECT / "scenarios" / "steady-orders.toml"), "--bootstrap-servers", "127.0.0.1:1",

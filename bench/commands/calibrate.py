@@ -21,7 +21,14 @@ from confluent_kafka import Producer
 from bench.broker import BROKER_MODES, ensure_broker
 from bench.recorder import fold_latencies, record_counts
 from bench.results import new_latency_histogram
-from bench.runner import CLOCK_CHECK_EVERY, QUEUE_FULL_POLL_S, payload_pool, run_scenario, scenario_producer_config
+from bench.runner import (
+    CLOCK_CHECK_EVERY,
+    QUEUE_FULL_POLL_S,
+    check_client_settings,
+    payload_pool,
+    run_scenario,
+    scenario_producer_config,
+)
 from bench.scenario import Scenario, merge_overrides, parse_set_option
 from streamstore.admin import connect_admin, ensure_topic
 from streamstore.config import default_bootstrap_servers
@@ -110,6 +117,7 @@ def run(args: argparse.Namespace) -> int:
     print(f"calibrate: {scenario.message_size:,}-byte {scenario.payload} messages, acks={scenario.acks}, "
           f"compression {scenario.compression}, {scenario.producers} producer(s), {args.duration:g} s per "
           f"measurement, {args.rounds} round(s), broker {args.bootstrap_servers}", flush=True)
+    check_client_settings(scenario, args.bootstrap_servers)
     bare_rates, bench_rates = [], []
     with ensure_broker(args.bootstrap_servers, args.broker, keep=args.keep_broker) as broker:
         ensure_topic(connect_admin(broker.bootstrap_servers, scenario.producer_config), scenario.topic,
