@@ -33,7 +33,12 @@ from bench.broker import BrokerInUse
 from bench.results import environment_metadata, utc_iso
 from bench.scenario import COMPRESSION_LEVELS, parse_size
 from streamstore.admin import broker_configs, delete_topic, ensure_topic, topic_configs, topic_watermarks
-from streamstore.config import CLIENT_MESSAGE_MAX_BYTES, MAX_VALUE_BYTES, RECORD_OVERHEAD_BYTES
+from streamstore.config import (
+    CLIENT_MESSAGE_MAX_BYTES,
+    MAX_VALUE_BYTES,
+    PRODUCE_RECORD_SET_MAX_BYTES,
+    RECORD_OVERHEAD_BYTES,
+)
 from streamstore.errors import UsageError
 
 # Decimal units (1 KB = 1000 bytes); the last rung is the client maximum.
@@ -187,23 +192,17 @@ def batch_bytes_bound(size_bytes: int) -> int:
     return size_bytes + RECORD_OVERHEAD_BYTES + RECORD_BATCH_HEADER_BYTES
 
 
-# librdkafka 2.16 writes the record-set length of a flexible ProduceRequest (v9+, every broker
-# since Kafka 2.8) as a varint padded to 4 bytes: at most 2^28 - 1 bytes of batch per request.
-# Measured by the broker work (README, broker section): 268,400,000 bytes arrive, 268,500,000 never do.
-LIBRDKAFKA_PRODUCE_RECORDS_MAX_BYTES = 2**28 - 1
-
-
 def known_unsendable(size_bytes: int, compression: str, payload: str) -> str | None:
     """Why a cell cannot be delivered although every setting allows it, or None.
 
     Only an uncompressed batch is sure to exceed the request limit: none, or random data that
     librdkafka sends uncompressed; a compressible payload shrinks far below it.
     """
-    if batch_bytes_bound(size_bytes) <= LIBRDKAFKA_PRODUCE_RECORDS_MAX_BYTES:
+    if batch_bytes_bound(size_bytes) <= PRODUCE_RECORD_SET_MAX_BYTES:
         return None
     if compression != "none" and payload != "random":
         return None
-    return (f"not sent: an uncompressed batch above {LIBRDKAFKA_PRODUCE_RECORDS_MAX_BYTES:,} bytes never arrives "
+    return (f"not sent: an uncompressed batch above {PRODUCE_RECORD_SET_MAX_BYTES:,} bytes never arrives "
             "(librdkafka 2.16 encodes the ProduceRequest record-set size in a 4-byte varint)")
 
 
@@ -756,7 +755,7 @@ def sweep_result(options: SweepOptions, sweep: LargeMessageSweep, broker: Broker
     not_sent = [f"{row['size_label']} {row['compression']}" for row in rows if row.get("not_sent")]
     if not_sent:
         warnings.append(f"not sent (librdkafka cannot deliver an uncompressed batch above "
-                        f"{LIBRDKAFKA_PRODUCE_RECORDS_MAX_BYTES:,} bytes): {', '.join(not_sent)}")
+                        f"{PRODUCE_RECORD_SET_MAX_BYTES:,} bytes): {', '.join(not_sent)}")
     for finding in memory_findings(rows):
         if not finding["met"]:
             warnings.append(
