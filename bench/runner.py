@@ -698,8 +698,12 @@ class _Run:
         lost_examples: list[str] = []
         for index, outcome in sorted(self.outcomes.items()):
             count, first = lost_sequences(seen.get(index), outcome.sent, outcome.failed_sequences)
-            lost += count
-            lost_examples += [f"{index}/{sequence}" for sequence in first]
+            # Failed deliveries whose report carried no trace header are not lost either; their
+            # sequences are unknown, so only the count is corrected (and examples are unsure).
+            failed_untraced = outcome.sent - outcome.acked - len(outcome.failed_sequences)
+            lost += max(0, count - failed_untraced)
+            if not failed_untraced:
+                lost_examples += [f"{index}/{sequence}" for sequence in first]
         try:
             after = topic_watermarks(self.bootstrap_servers, self.scenario.topic, self.scenario.consumer_config)
             offset_delta = sum(high for _, high in after.values()) - sum(self.start_offsets_high.values())
@@ -717,7 +721,7 @@ class _Run:
             warnings.append(f"{purged:,} messages were not delivered before the flush deadline and were purged (counted as failed)")
         if lost_examples:
             warnings.append(f"lost (producer/sequence), first ones: {', '.join(lost_examples[:10])}")
-        failed_deliveries = sum(len(o.failed_sequences) for o in self.outcomes.values())
+        failed_deliveries = sum(o.sent - o.acked for o in self.outcomes.values())
         failed = max(totals["failed"], failed_deliveries)
         status, failure = "complete", self.failure
         if self.interrupted:
