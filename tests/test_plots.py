@@ -19,8 +19,9 @@ def assert_real_png(path: Path, min_width: int = 800) -> None:
     assert data[:8] == PNG_SIGNATURE, f"{path.name} is not a PNG"
     width, height = struct.unpack(">II", data[16:24])  # IHDR: the first chunk
     assert width >= min_width and height >= 400, f"{path.name} is {width}x{height}"
-    # A blank or near-empty figure compresses to a few KB; ours carry curves, text and grids.
-    assert len(data) > 30_000, f"{path.name} is only {len(data)} bytes"
+    # A titled figure with empty axes is about 5.5 KB (palette PNG); ours carry curves, text
+    # and grids on top of that.
+    assert len(data) > 12_000, f"{path.name} is only {len(data)} bytes"
 
 
 def test_run_plots_from_fixture(tmp_path):
