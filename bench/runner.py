@@ -393,8 +393,17 @@ def _lag(tracker: OrderTracker, partitions: list[TopicPartition], start_offsets:
     return lag
 
 
-def _tracker_main(scenario: Scenario, bootstrap_servers: str, run_id: bytes, start_offsets: dict[int, int],
-                  reports, control, start, t0_ns) -> None:
+def tracker_main(scenario: Scenario, bootstrap_servers: str, run_id: bytes, start_offsets: dict[int, int],
+                 reports, control, start, t0_ns) -> None:
+    """The tracker process's target (also the Locust user's tracker, bench/locust_kafka.py).
+
+    Reads from start_offsets (partition -> offset) after `start` is set; `reports.put` gets
+    ("ready", "tracker"), then ("tracker", second, consumed, end_to_end_us, lag, lag_time_ms)
+    for each second since `t0_ns.value` (perf_counter_ns), and at the end ("tracker-done",
+    {producer: seen bitmap}, duplicated, foreign) or ("error", "tracker", text). It ends after
+    `control` gets ("drain", acked, drain_s): once it has acked orders, or after drain_s.
+    At rate 0 it runs at a lower priority (FLAT_OUT_TRACKER_NICENESS).
+    """
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     if scenario.rate == 0:
         os.nice(FLAT_OUT_TRACKER_NICENESS)
@@ -544,7 +553,7 @@ class _Run:
         start, stop = context.Event(), context.Event()
         t0_ns = context.Value("q", 0)
         run_id = self.run_id.bytes
-        children = [context.Process(target=_tracker_main, name="bench-tracker", daemon=True,
+        children = [context.Process(target=tracker_main, name="bench-tracker", daemon=True,
                                     args=(self.scenario, self.bootstrap_servers, run_id, start_offsets,
                                           self.reports, control, start, t0_ns))]
         children += [context.Process(target=_producer_main, name=f"bench-producer-{i}", daemon=True,
