@@ -32,6 +32,8 @@ SCHEMA_VERSION = 1
 SUPPORTED_SCHEMA_VERSIONS = frozenset({1})
 
 RESULT_FILE_NAME = "result.json"
+# Where run folders go unless a command is told otherwise (relative to the working directory).
+DEFAULT_RESULTS_ROOT = Path("results")
 RESULT_KINDS = frozenset({"run", "large-message", "locust"})
 
 # Latency histograms are in microseconds: 1 µs resolution floor, 1 hour ceiling (a stalled

@@ -29,7 +29,7 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError("--fault: give at least one fault, e.g. --fault kill@20+5 (without faults use `bench run`)")
     scenario = run_command.scenario_from_args(args)
     check_schedule(faults, scenario.duration_s)
-    code, folder, result = run_scenario(scenario, args.bootstrap_servers, args.results, args.broker,
+    code, folder, result = run_scenario(scenario, args.bootstrap_servers, args.results_dir, args.broker,
                                         args.keep_broker, write_report=not args.no_report, faults=faults,
                                         broker_state_dir=args.state_dir)
     print(run_command.summary_text(result, folder))

@@ -8,13 +8,12 @@ from pathlib import Path
 
 from bench.compare import differing_fields, delta_rows, require_comparable_kind
 from bench.report import write_compare_report
-from bench.results import format_change, format_value, load_result, result_path
+from bench.results import DEFAULT_RESULTS_ROOT, format_change, format_value, load_result, result_path
 from streamstore.errors import UsageError
 
 NAME = "compare"
 HELP = "compare runs: overlaid percentile and time-series plots plus a table of deltas (md, html, png)"
 
-DEFAULT_RESULTS_ROOT = Path("results")
 # Long folder names make the compare folder unwieldy; each run contributes at most this much.
 _LABEL_IN_FOLDER_NAME = 40
 

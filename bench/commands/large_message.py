@@ -7,7 +7,8 @@ import signal
 import time
 from pathlib import Path
 
-from bench.broker import BROKER_MODES, ensure_broker
+from bench.broker import ensure_broker
+from bench.commands._options import add_broker_arguments, add_results_argument
 from bench.large_message import (
     DEFAULT_COMPRESSIONS,
     QUICK_MAX_SIZE,
@@ -29,14 +30,13 @@ from bench.report import write_run_report
 from bench.results import run_folder, write_result
 from bench.scenario import COMPRESSIONS
 from streamstore.admin import connect_admin
-from streamstore.config import CLIENT_MESSAGE_MAX_BYTES, MAX_VALUE_BYTES, RECORD_OVERHEAD_BYTES, default_bootstrap_servers
+from streamstore.config import CLIENT_MESSAGE_MAX_BYTES, MAX_VALUE_BYTES, RECORD_OVERHEAD_BYTES
 from streamstore.errors import EXIT_OK, EXIT_RUN_FAILED, UsageError
 from streamstore.orders import PAYLOAD_KINDS
 
 NAME = "large-message"
 HELP = "sweep message sizes up to the 1 GB client limit, gzip on and off: latency, throughput, wire size, memory"
 
-DEFAULT_RESULTS_ROOT = Path("results")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -56,14 +56,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                                         "default: a fresh topic per size and codec, deleted right after")
     parser.add_argument("--compare-bare", action="store_true",
                         help="also time a bare confluent-kafka script on the largest size without compression")
-    parser.add_argument("--bootstrap-servers", default=default_bootstrap_servers(),
-                        help="Kafka address (default: $KAFKA_BOOTSTRAP_SERVERS or localhost:9092)")
-    parser.add_argument("--broker", choices=BROKER_MODES, default="auto",
-                        help="auto: use what answers, else start the embedded broker (default); "
-                             "external: must answer; embedded: the embedded broker")
-    parser.add_argument("--keep-broker", action="store_true", help="leave an embedded broker this command started running")
-    parser.add_argument("--results-dir", type=Path, default=DEFAULT_RESULTS_ROOT,
-                        help="folder for run folders (default: %(default)s)")
+    add_broker_arguments(parser)
+    add_results_argument(parser)
 
 
 def options_from_args(args: argparse.Namespace) -> SweepOptions:

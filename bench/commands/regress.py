@@ -20,17 +20,15 @@ from bench.compare import (
     parse_check,
     regress,
 )
-from bench.broker import BROKER_MODES
+from bench.commands._options import add_broker_arguments, add_results_argument
 from bench.report import regress_summary_blocks, to_markdown
-from bench.results import format_change, format_value, load_result, result_path, write_result, write_text_atomic
+from bench.results import DEFAULT_RESULTS_ROOT, format_change, format_value, load_result, result_path, write_result, write_text_atomic
 from bench.scenario import Scenario, parse_set_option
-from streamstore.config import default_bootstrap_servers
 from streamstore.errors import EXIT_OK, EXIT_REGRESSION, RunFailed, UsageError
 
 NAME = "regress"
 HELP = "gate a candidate run against a baseline: exit 1 on a significant regression beyond the thresholds"
 
-DEFAULT_RESULTS_ROOT = Path("results")
 DEFAULT_BASELINES_DIR = DEFAULT_RESULTS_ROOT / "baselines"
 
 
@@ -54,12 +52,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     running = parser.add_argument_group("with --scenario")
     running.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                          help="override a scenario field (repeatable)")
-    running.add_argument("--bootstrap-servers", default=default_bootstrap_servers(),
-                         help="Kafka address (default: $KAFKA_BOOTSTRAP_SERVERS or localhost:9092)")
-    running.add_argument("--broker", choices=BROKER_MODES, default="auto",
-                         help="auto: use what answers, else start the embedded broker (default)")
-    running.add_argument("--results", type=Path, default=DEFAULT_RESULTS_ROOT,
-                         help="folder for the candidate's run folder (default: results)")
+    add_broker_arguments(running, keep=False)
+    add_results_argument(running)
 
 
 def _run_candidate(args: argparse.Namespace) -> tuple[int, str]:
@@ -67,7 +61,7 @@ def _run_candidate(args: argparse.Namespace) -> tuple[int, str]:
     from bench.runner import run_scenario  # only this path needs Kafka clients
 
     scenario = Scenario.from_toml(args.scenario, dict(parse_set_option(text) for text in args.overrides))
-    code, folder, _ = run_scenario(scenario, args.bootstrap_servers, args.results, args.broker)
+    code, folder, _ = run_scenario(scenario, args.bootstrap_servers, args.results_dir, args.broker)
     print(f"candidate run: {folder} ({'complete' if code == EXIT_OK else f'exit code {code}'})")
     return code, str(folder)
 

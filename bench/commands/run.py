@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import argparse
 
-from bench.broker import BROKER_MODES
+from bench.commands._options import add_broker_arguments, add_results_argument
 from bench.results import format_us
-from bench.runner import DEFAULT_RESULTS_ROOT, run_scenario
+from bench.runner import run_scenario
 from bench.scenario import Scenario, parse_set_option
-from streamstore.config import default_bootstrap_servers
 
 NAME = "run"
 HELP = "run a scenario at its target rate and measure delivery, response and end-to-end latency, lag, counts"
@@ -29,13 +28,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--compression", help="none, gzip, snappy, lz4 or zstd")
     parser.add_argument("--producers", type=int, help="producer processes")
     parser.add_argument("--topic", help="topic to use (created if missing)")
-    parser.add_argument("--bootstrap-servers", default=default_bootstrap_servers(),
-                        help="Kafka address (default: $KAFKA_BOOTSTRAP_SERVERS or localhost:9092)")
-    parser.add_argument("--broker", choices=BROKER_MODES, default="auto",
-                        help="auto: use what answers, else start the embedded broker (default); "
-                             "external: must answer; embedded: the embedded broker")
-    parser.add_argument("--keep-broker", action="store_true", help="leave an embedded broker this command started running")
-    parser.add_argument("--results", default=str(DEFAULT_RESULTS_ROOT), help="folder for run folders (default: results)")
+    add_broker_arguments(parser)
+    add_results_argument(parser)
     parser.add_argument("--no-report", action="store_true", help="skip plots and report.md/html")
 
 
@@ -50,7 +44,7 @@ def scenario_from_args(args: argparse.Namespace) -> Scenario:
 
 def run(args: argparse.Namespace) -> int:
     scenario = scenario_from_args(args)
-    code, folder, result = run_scenario(scenario, args.bootstrap_servers, args.results, args.broker,
+    code, folder, result = run_scenario(scenario, args.bootstrap_servers, args.results_dir, args.broker,
                                         args.keep_broker, write_report=not args.no_report)
     print(summary_text(result, folder))
     return code
