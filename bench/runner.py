@@ -7,14 +7,25 @@ Processes (spawned: librdkafka threads and fork do not mix):
               (actual - intended) and response time (intended -> ack = send delay + service
               time). At rate 0 it sends flat out and records service time only.
   tracker     reads the topic from the offsets it had before the run: end-to-end latency from
-              the trace header, lag per partition and time lag each second, and the sequence
-              audit (lost / duplicated).
+              the trace header, lag per partition and time lag each second, and what the audit
+              (lost / duplicated) needs.
   coordinator receives one report per second from each, folds them into HDR histograms
               (bench/recorder.py), prints progress, and after the producers finish lets the
               tracker drain until it has everything acked or the drain timeout passes.
 
 The producers only append raw numbers to lists on the hot path; histograms are built here.
 Public entry point: `run_scenario`.
+
+Trace header and audit. At a fixed rate every message carries the `ss-trace` header (run id,
+producer, sequence, send time): end-to-end latency for every message, and the sequence audit
+(lost = sent sequences neither consumed nor failed, duplicated = sequences consumed twice).
+Flat out (rate 0) the header would cost about a quarter of the producer's CPU, so only every
+TRACE_SAMPLE_EVERY-th message carries it (end-to-end latency is sampled, and says so in the
+result), and the audit uses offsets instead: each delivery report's (partition, offset) is
+shipped as ranges, the tracker notes every offset it consumes, and lost = acked offsets never
+consumed, duplicated = consumed offsets no delivery report claimed (a retry's first copy) plus
+offsets consumed twice. Both audits are exact. With acks=0 the broker returns no offsets, so a
+flat-out run with acks=0 keeps the header on every message and the sequence audit.
 """
 
 from __future__ import annotations
@@ -28,6 +39,7 @@ import signal
 import sys
 import time
 import uuid
+from collections import defaultdict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -38,7 +50,7 @@ from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Produ
 from bench.broker import BrokerInUse, ensure_broker
 from bench.chaos import Fault, FaultInjector
 from bench.progress import Progress, progress_line
-from bench.recorder import RunRecorder, SequenceAudit, lost_sequences
+from bench.recorder import OffsetRanges, RunRecorder, SequenceAudit, audit_offsets, lost_sequences, offset_ranges
 from bench.results import check_results_root, environment_metadata, run_folder, utc_iso, write_interval_log, write_result
 from bench.scenario import Scenario
 from bench.stats import derive_warnings
@@ -59,6 +71,10 @@ PAYLOAD_POOL_SIZE = 256
 PAYLOAD_POOL_MAX_BYTES = 64 * 1000**2
 # Flat out, look at the clock every this many messages (a clock read per message is ~2 %).
 CLOCK_CHECK_EVERY = 64
+# Flat out, only every this many messages carries the trace header (see the module docstring).
+# Power of two so the test is `sequence & mask`; 1/64 of a flat-out second is still thousands
+# of end-to-end samples.
+TRACE_SAMPLE_EVERY = 64
 # When librdkafka's queue is full, serve delivery reports this long before retrying.
 QUEUE_FULL_POLL_S = 0.05
 # A fixed-rate producer ahead of schedule waits in poll() (serving deliveries) when the next
@@ -145,6 +161,15 @@ def payload_pool(scenario: Scenario) -> tuple[list[bytes], list[bytes | None]]:
     return values, keys
 
 
+def audits_offsets(scenario: Scenario) -> bool:
+    """Whether a run audits by offsets (flat out, sampled trace) or by sequences (every message traced)."""
+    return scenario.rate == 0 and scenario.acks != "0"
+
+
+def trace_sample_every(scenario: Scenario) -> int:
+    return TRACE_SAMPLE_EVERY if audits_offsets(scenario) else 1
+
+
 # ---------------------------------------------------------------------------------------------
 # Producer process
 
@@ -163,6 +188,8 @@ class _ProducerLoop:
         self.response_us: list[int] = []
         self.send_delay_us: list[int] = []
         self.failed_sequences: list[int] = []
+        # Offset audit: offsets acked this second, per partition.
+        self.acked_offsets: defaultdict[int, list[int]] = defaultdict(list)
         self.failed_in_second = 0
         self.first_error: str | None = None
         self.acked_total = 0
@@ -177,14 +204,24 @@ class _ProducerLoop:
         per delivery); _report empties the lists in place so the closure stays valid."""
         record_service = self.service_s.append
         failed = self._failed
+        if not audits_offsets(self.scenario):
+            def on_delivery(error: KafkaError | None, message: Message) -> None:
+                if error is None:
+                    record_service(message.latency())
+                else:
+                    failed(error, message)
 
-        def on_delivery(error: KafkaError | None, message: Message) -> None:
+            return on_delivery
+        acked_offsets = self.acked_offsets
+
+        def on_delivery_with_offset(error: KafkaError | None, message: Message) -> None:
             if error is None:
                 record_service(message.latency())
+                acked_offsets[message.partition()].append(message.offset())
             else:
                 failed(error, message)
 
-        return on_delivery
+        return on_delivery_with_offset
 
     def on_delivery_scheduled(self, send_delay_us: int, sequence: int, error: KafkaError | None, message: Message) -> None:
         if error is None:
@@ -218,10 +255,13 @@ class _ProducerLoop:
     def _report(self, sent: int) -> None:
         acked = len(self.service_s)
         self.acked_total += acked
+        acked_ranges = {partition: offset_ranges(offsets) for partition, offsets in self.acked_offsets.items()}
         self.reports.put(("producer", self.index, self.second, sent - self.sent_at_last_report, acked,
-                          self.failed_in_second, self.service_s[:], self.response_us[:], self.send_delay_us[:]))
+                          self.failed_in_second, self.service_s[:], self.response_us[:], self.send_delay_us[:],
+                          acked_ranges))
         self.sent_at_last_report = sent
-        # Emptied in place, not replaced: the flat-out callback holds service_s.append.
+        # Emptied in place, not replaced: the flat-out callback holds service_s.append and acked_offsets.
+        self.acked_offsets.clear()
         self.service_s.clear()
         self.response_us.clear()
         self.send_delay_us.clear()
@@ -244,6 +284,7 @@ class _ProducerLoop:
         produce, poll, pack, time_ns, clock = client.produce, client.poll, TRACE_STRUCT.pack, time.time_ns, time.perf_counter_ns
         topic, values, keys, run_id, index = self.scenario.topic, self.values, self.keys, self.run_id, self.index
         mask = len(values) - 1
+        untraced_mask = trace_sample_every(self.scenario) - 1
         on_delivery = self.flat_out_callback()
         while clock() < t0_ns:
             poll(0.001)
@@ -257,7 +298,7 @@ class _ProducerLoop:
             try:
                 # Headers as a one-key dict: cheaper to build per message than [(name, value)].
                 produce(topic, values[slot], keys[slot], on_delivery=on_delivery,
-                        headers={TRACE_HEADER: pack(run_id, index, sequence, time_ns())})
+                        headers=None if sequence & untraced_mask else {TRACE_HEADER: pack(run_id, index, sequence, time_ns())})
             except BufferError:
                 poll(QUEUE_FULL_POLL_S)
                 continue
@@ -352,7 +393,11 @@ def _producer_main(index: int, scenario: Scenario, bootstrap_servers: str, run_i
 class TrackerState:
     """What the tracker has seen since its last per-second report (and the audit overall)."""
 
+    # Offset audit (flat out): untraced messages are this run's too; every offset is noted.
+    audits_offsets: bool = False
     audit: SequenceAudit = field(default_factory=SequenceAudit)
+    consumed_offsets: defaultdict[int, OffsetRanges] = field(default_factory=lambda: defaultdict(OffsetRanges))
+    offsets_consumed_twice: int = 0
     consumed_total: int = 0
     consumed_in_second: int = 0
     foreign: int = 0
@@ -362,20 +407,28 @@ class TrackerState:
 
 def absorb_messages(messages: list[Message], run_id: bytes, state: TrackerState, received_ns: int) -> None:
     """Account for one batch of consumed messages: end-to-end latency and the audit for this
-    run's messages (all received at received_ns, wall clock), the rest counted as foreign."""
+    run's messages (all received at received_ns, wall clock), the rest counted as foreign
+    (another run's trace; or, in the sequence audit, no trace)."""
     end_to_end_us, mark = state.end_to_end_us, state.audit.mark
+    by_offset, consumed_offsets = state.audits_offsets, state.consumed_offsets
     for message in messages:
         headers = message.headers()
+        if not headers:
+            trace = None
         # Fast path: the trace is the only header the runner's producers send.
-        if headers and len(headers) == 1 and headers[0][0] == TRACE_HEADER and len(headers[0][1]) == TRACE_VALUE_BYTES:
+        elif len(headers) == 1 and headers[0][0] == TRACE_HEADER and len(headers[0][1]) == TRACE_VALUE_BYTES:
             trace = Trace(*TRACE_STRUCT.unpack(headers[0][1]))
         else:
             trace = read_trace(headers)
-        if trace is None or trace.run_id != run_id:
+        if trace is not None and trace.run_id == run_id:
+            end_to_end_us.append((received_ns - trace.send_time_ns) // 1000)
+            if not by_offset:
+                mark(trace.producer, trace.sequence)
+        elif trace is not None or not by_offset:
             state.foreign += 1
             continue
-        end_to_end_us.append((received_ns - trace.send_time_ns) // 1000)
-        mark(trace.producer, trace.sequence)
+        if by_offset and consumed_offsets[message.partition()].add(message.offset()):
+            state.offsets_consumed_twice += 1
         state.consumed_in_second += 1
     state.last_timestamp_ms = messages[-1].timestamp()[1]
 
@@ -394,7 +447,7 @@ def _lag(tracker: OrderTracker, partitions: list[TopicPartition], start_offsets:
 
 
 def tracker_main(scenario: Scenario, bootstrap_servers: str, run_id: bytes, start_offsets: dict[int, int],
-                 reports, control, start, t0_ns) -> None:
+                 reports, control, start, t0_ns, offset_audit: bool = False) -> None:
     """The tracker process's target (also the Locust user's tracker, bench/locust_kafka.py).
 
     Reads from start_offsets (partition -> offset) after `start` is set; `reports.put` gets
@@ -403,22 +456,26 @@ def tracker_main(scenario: Scenario, bootstrap_servers: str, run_id: bytes, star
     {producer: seen bitmap}, duplicated, foreign) or ("error", "tracker", text). It ends after
     `control` gets ("drain", acked, drain_s): once it has acked orders, or after drain_s.
     At rate 0 it runs at a lower priority (FLAT_OUT_TRACKER_NICENESS).
+    With offset_audit (see the module docstring) untraced messages count as this run's,
+    "drain" carries {partition: offset after the last acked one} instead of the acked count,
+    and ("tracker-offsets", {partition: consumed [start, end) ranges}, offsets consumed twice)
+    comes just before "tracker-done".
     """
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     if scenario.rate == 0:
         os.nice(FLAT_OUT_TRACKER_NICENESS)
     try:
-        _track(scenario, bootstrap_servers, run_id, start_offsets, reports, control, start, t0_ns)
+        _track(scenario, bootstrap_servers, run_id, start_offsets, reports, control, start, t0_ns, offset_audit)
     except Exception as error:  # reported to the coordinator as one line, which ends the run
         reports.put(("error", "tracker", _describe_error(error)))
 
 
 def _track(scenario: Scenario, bootstrap_servers: str, run_id: bytes, start_offsets: dict[int, int],
-           reports, control, start, t0_ns) -> None:
+           reports, control, start, t0_ns, offset_audit: bool) -> None:
     tracker = OrderTracker(scenario_consumer_config(scenario, bootstrap_servers, run_id.hex()), [scenario.topic],
                            start_offsets)
     partitions = [TopicPartition(scenario.topic, p) for p in sorted(start_offsets)]
-    state = TrackerState()
+    state = TrackerState(audits_offsets=offset_audit)
     fault_delay_s = scenario.fault_consumer_delay_ms / 1000
     clock, time_ns = time.perf_counter_ns, time.time_ns
     reports.put(("ready", "tracker"))
@@ -451,15 +508,24 @@ def _track(scenario: Scenario, bootstrap_servers: str, run_id: bytes, start_offs
                     drain_deadline_ns = now + int(drain_s * NS_PER_S)
                 except queue.Empty:
                     pass
-            if drain_target is not None:
-                unique = state.consumed_total + state.consumed_in_second - state.audit.duplicated
-                if unique >= drain_target or now >= drain_deadline_ns:
-                    break
+            if drain_target is not None and (_drained(state, drain_target) or now >= drain_deadline_ns):
+                break
         _tracker_report(reports, tracker, partitions, start_offsets, state, second)
+        if offset_audit:
+            reports.put(("tracker-offsets", {p: offsets.ranges() for p, offsets in state.consumed_offsets.items()},
+                         state.offsets_consumed_twice))
         reports.put(("tracker-done", {p: bytes(bits) for p, bits in state.audit.seen.items()},
                      state.audit.duplicated, state.foreign))
     finally:
         tracker.close()
+
+
+def _drained(state: TrackerState, target: int | Mapping[int, int]) -> bool:
+    """Has the tracker consumed everything acked? target: the acked count (sequence audit) or
+    the offset after the last acked one per partition (offset audit)."""
+    if state.audits_offsets:
+        return all(state.consumed_offsets[p].ends[-1:] >= [end] for p, end in target.items())
+    return state.consumed_total + state.consumed_in_second - state.audit.duplicated >= target
 
 
 def _tracker_report(reports, tracker: OrderTracker, partitions, start_offsets, state: TrackerState, second: int) -> None:
@@ -527,7 +593,12 @@ class _Run:
         self.run_id = uuid.uuid4()
         self.recorder = RunRecorder(scenario.warmup_s)
         self.outcomes: dict[int, _ProducerOutcome] = {}
-        self.tracker_outcome: tuple[dict[int, bytes], int, int] | None = None
+        self.tracker_outcome: tuple | None = None
+        # Offset audit: every acked offset per partition, from the producers' reports.
+        self.acked_offsets: defaultdict[int, OffsetRanges] = defaultdict(OffsetRanges)
+        # ... and every consumed offset per partition, from the tracker's last report.
+        self.consumed_offsets: dict[int, list[tuple[int, int]]] = {}
+        self.offsets_consumed_twice = 0
         self.reported_through: dict[str, int] = {}
         self.failure: str | None = None
         self.interrupted = False
@@ -555,7 +626,7 @@ class _Run:
         run_id = self.run_id.bytes
         children = [context.Process(target=tracker_main, name="bench-tracker", daemon=True,
                                     args=(self.scenario, self.bootstrap_servers, run_id, start_offsets,
-                                          self.reports, control, start, t0_ns))]
+                                          self.reports, control, start, t0_ns, audits_offsets(self.scenario)))]
         children += [context.Process(target=_producer_main, name=f"bench-producer-{i}", daemon=True,
                                      args=(i, self.scenario, self.bootstrap_servers, run_id, self.reports, start, t0_ns, stop))
                      for i in range(self.scenario.producers)]
@@ -587,7 +658,11 @@ class _Run:
                 acked = sum(outcome.acked for outcome in self.outcomes.values())
                 drain_s = INTERRUPT_DRAIN_S if self.interrupted else self.scenario.drain_timeout_s
                 self._event("drain", f"waiting up to {drain_s:g} s for the tracker to consume {acked:,} acked orders")
-                control.put(("drain", acked, drain_s))
+                if audits_offsets(self.scenario):
+                    drain_target = {p: offsets.ends[-1] for p, offsets in self.acked_offsets.items() if offsets.ends}
+                else:
+                    drain_target = acked
+                control.put(("drain", drain_target, drain_s))
                 self._collect(lambda: self.tracker_outcome is not None, stop)
         finally:
             signal.signal(signal.SIGTERM, previous_sigterm)
@@ -646,8 +721,11 @@ class _Run:
     def _handle(self, message: tuple) -> None:
         kind = message[0]
         if kind == "producer":
-            _, index, second, sent, acked, failed, service_s, response_us, send_delay_us = message
+            _, index, second, sent, acked, failed, service_s, response_us, send_delay_us, acked_ranges = message
             self.recorder.add_producer_report(second, sent, acked, failed, service_s, response_us, send_delay_us)
+            for partition, ranges in acked_ranges.items():
+                for start, end in ranges:
+                    self.acked_offsets[partition].add_range(start, end)
             self.reported_through[f"producer {index}"] = second
         elif kind == "tracker":
             _, second, consumed, end_to_end_us, lag, lag_time_ms = message
@@ -656,6 +734,8 @@ class _Run:
         elif kind == "producer-done":
             self.outcomes[message[1]] = _ProducerOutcome(*message[2:])
             self.reported_through.pop(f"producer {message[1]}", None)
+        elif kind == "tracker-offsets":
+            self.consumed_offsets, self.offsets_consumed_twice = message[1:]
         elif kind == "tracker-done":
             self.tracker_outcome = message[1:]
             self.reported_through.pop("tracker", None)
@@ -705,7 +785,12 @@ class _Run:
         seen, duplicated, foreign = self.tracker_outcome or ({}, 0, 0)
         lost = 0
         lost_examples: list[str] = []
-        for index, outcome in sorted(self.outcomes.items()):
+        if audits_offsets(self.scenario):
+            acked_offsets = {p: offsets.ranges() for p, offsets in self.acked_offsets.items()}
+            lost, unclaimed, first = audit_offsets(acked_offsets, self.consumed_offsets)
+            duplicated = unclaimed + self.offsets_consumed_twice
+            lost_examples = [f"partition {p} offset {offset}" for p, offset in first]
+        for index, outcome in sorted(self.outcomes.items()) if not audits_offsets(self.scenario) else ():
             count, first = lost_sequences(seen.get(index), outcome.sent, outcome.failed_sequences)
             # Failed deliveries whose report carried no trace header are not lost either; their
             # sequences are unknown, so only the count is corrected (and examples are unsure).
@@ -729,7 +814,8 @@ class _Run:
         if purged:
             warnings.append(f"{purged:,} messages were not delivered before the flush deadline and were purged (counted as failed)")
         if lost_examples:
-            warnings.append(f"lost (producer/sequence), first ones: {', '.join(lost_examples[:10])}")
+            unit = "" if audits_offsets(self.scenario) else " (producer/sequence)"
+            warnings.append(f"lost{unit}, first ones: {', '.join(lost_examples[:10])}")
         failed_deliveries = sum(o.sent - o.acked for o in self.outcomes.values())
         failed = max(totals["failed"], failed_deliveries)
         status, failure = "complete", self.failure
@@ -744,6 +830,8 @@ class _Run:
         producing_s = max((o.producing_s for o in self.outcomes.values()), default=0.0)
         elapsed_s = max((o.elapsed_s for o in self.outcomes.values()), default=0.0)
         latency = {name: self.recorder.latency[name].summary() for name in ("service_time", "end_to_end")}
+        # 1: every message's end-to-end latency; 64: only every 64th message carried the trace.
+        latency["end_to_end"]["sample_every"] = trace_sample_every(self.scenario)
         if self.scenario.rate:
             latency["response_time"] = self.recorder.latency["response_time"].summary()
             latency["send_delay"] = self.recorder.latency["send_delay"].summary()
@@ -762,6 +850,8 @@ class _Run:
             "warmup_s": self.scenario.warmup_s,
             "status": status,
             "failure": failure,
+            # How lost/duplicated were counted (see the module docstring).
+            "audit": "offsets" if audits_offsets(self.scenario) else "sequences",
             "counts": {"sent": totals["sent"], "acked": totals["acked"], "failed": failed,
                        "consumed": totals["consumed"], "lost": lost, "duplicated": duplicated,
                        # The tracker does not parse values (random/text payloads are not orders).
