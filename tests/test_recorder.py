@@ -1,10 +1,20 @@
-"""Recording logic without a broker: batch recording, clamping, interval sealing, the audit."""
+"""Recording logic without a broker: batch recording, clamping, interval sealing, the audits."""
 
 from __future__ import annotations
 
 import random
 
-from bench.recorder import LatencyRecorder, RunRecorder, SequenceAudit, fold_latencies, lost_sequences, record_counts
+from bench.recorder import (
+    LatencyRecorder,
+    OffsetRanges,
+    RunRecorder,
+    SequenceAudit,
+    audit_offsets,
+    fold_latencies,
+    lost_sequences,
+    offset_ranges,
+    record_counts,
+)
 from bench.results import LATENCY_HIGHEST_US, decode_histogram, new_latency_histogram
 
 
@@ -91,3 +101,37 @@ def test_audit_keeps_producers_apart():
     assert audit.mark(1, 0)
     assert lost_sequences(bytes(audit.seen[0]), 2, []) == (1, [1])
     assert lost_sequences(None, 3, [1]) == (2, [0, 2])
+
+
+def test_offset_ranges_merge_out_of_order_and_count_offsets_seen_before():
+    offsets = OffsetRanges()
+    assert [offsets.add(o) for o in (5, 6, 7, 10, 3, 4, 8, 6, 9, 12)] == [False] * 7 + [True, False, False]
+    assert offsets.ranges() == [(3, 11), (12, 13)]
+    assert offsets.add_range(0, 20) == 9  # 3..10 and 12 were there
+    assert offsets.ranges() == [(0, 20)]
+    assert offsets.add_range(25, 30) == 0 and offsets.add_range(20, 25) == 0
+    assert offsets.ranges() == [(0, 30)]
+
+
+def test_offset_ranges_of_a_list_equal_the_distinct_sorted_offsets():
+    assert offset_ranges([]) == []
+    assert offset_ranges(list(range(100, 5000))) == [(100, 5000)]
+    assert offset_ranges([7, 1, 2, 3, 9, 8, 3, 20]) == [(1, 4), (7, 10), (20, 21)]
+    rng = random.Random(5)
+    values = rng.sample(range(10_000), 4000)
+    expanded = [o for start, end in offset_ranges(values) for o in range(start, end)]
+    assert expanded == sorted(values)
+
+
+def test_offset_audit_counts_exactly_the_lost_and_unclaimed():
+    # Partition 0: acked 0..999 except 500 (its delivery failed); the tracker missed 10 and
+    # 700..702, and consumed 500 (written though reported failed) and 1000 (a retry's first copy).
+    acked = {0: [(0, 500), (501, 1000)], 1: [(0, 50)], 2: [(7, 9)]}
+    consumed = {0: [(0, 10), (11, 700), (703, 1001)], 1: [(0, 50)], 3: [(0, 2)]}
+    lost, unclaimed, first = audit_offsets(acked, consumed)
+    assert lost == 1 + 3 + 2                   # 10, 700..702, and partition 2 never consumed
+    assert unclaimed == 1 + 1 + 2              # 500, 1000, and partition 3 never acked
+    assert first == [(0, 10), (0, 700), (0, 701), (0, 702), (2, 7), (2, 8)]
+    assert audit_offsets(acked, consumed, limit=2)[2] == [(0, 10), (0, 700)]
+    assert audit_offsets(acked, acked) == (0, 0, [])
+    assert audit_offsets({}, {}) == (0, 0, [])
