@@ -22,28 +22,28 @@ from __future__ import annotations
 import dataclasses
 import functools
 import logging
+import multiprocessing
+import multiprocessing.connection
 import operator
 import re
 import socket
 import sys
 import time
 import uuid
-from collections import Counter, deque
+from collections import Counter
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import gevent
-from confluent_kafka import KafkaError, KafkaException, Message, TopicPartition
+from confluent_kafka import KafkaError, KafkaException, Message
 from locust import LoadTestShape, User, task
 from locust.runners import STATE_RUNNING, STATE_SPAWNING, LocalRunner, MasterRunner, WorkerRunner
 
 from bench.broker import describe_broker_settings
-from bench.recorder import RunRecorder, SequenceAudit, lost_sequences, record_counts
+from bench.recorder import RunRecorder, fold_latencies, lost_sequences, record_counts
 from bench.report import write_run_report
-# _lag: the runner's lag sampler (cached watermarks), shared so both commands sample lag alike.
-from bench.runner import _lag as tracker_lag
-from bench.runner import payload_pool, scenario_consumer_config, scenario_producer_config
+from bench.runner import CHILD_START_TIMEOUT_S, NS_PER_S, payload_pool, scenario_producer_config, tracker_main
 from bench.results import (
     decode_histogram,
     encode_histogram,
@@ -58,10 +58,9 @@ from bench.scenario import Scenario, merge_overrides, parse_set_option
 from bench.stats import derive_warnings, series_samples
 from streamstore.admin import connect_admin, ensure_topic, topic_configs, topic_watermarks
 from streamstore.config import default_bootstrap_servers
-from streamstore.errors import EXIT_REGRESSION, EXIT_RUN_FAILED, StreamStoreError, UsageError
+from streamstore.errors import EXIT_REGRESSION, EXIT_RUN_FAILED, RunFailed, StreamStoreError, UsageError
 from streamstore.producer import OrderProducer
-from streamstore.trace import TRACE_HEADER, encode_trace, read_trace
-from streamstore.tracker import OrderTracker
+from streamstore.trace import TRACE_HEADER, TRACE_STRUCT, read_trace
 
 logger = logging.getLogger(__name__)
 
@@ -80,9 +79,10 @@ IDLE_POLL_WAIT_S = 0.0005
 # How long the master waits for each worker's last report after the workers stopped (Locust
 # workers report every 3 s).
 FINAL_REPORT_TIMEOUT_S = 10.0
-# The tracker's consume() wait: short, so the per-second lag sample and stop requests are timely.
-TRACKER_CONSUME_TIMEOUT_S = 0.1
-TRACKER_BATCH = 1000
+# How often the gevent side reads the tracker process's reports while it waits for one.
+TRACKER_PUMP_INTERVAL_S = 0.05
+# After its drain time the tracker still sends its final report and exits; this long at most.
+TRACKER_EXIT_GRACE_S = 5.0
 # Seconds between the master's live status lines.
 STATUS_INTERVAL_S = 5.0
 
@@ -293,9 +293,13 @@ def histogram_counts(encoded: str) -> dict[int, int]:
     return {item.value_iterated_to: item.count_at_value_iterated_to for item in histogram.get_recorded_iterator()}
 
 
-def _encode_counts(latencies_us: list[int]) -> str:
+def encode_latencies(values: list, to_us: float = 1) -> str | None:
+    """One report's raw latencies (µs, or librdkafka's seconds with to_us=1e6) as an encoded
+    histogram; folded first, so a value shared by many messages is recorded once."""
+    if not values:
+        return None
     histogram = new_latency_histogram()
-    record_counts(histogram, Counter(latencies_us))
+    record_counts(histogram, fold_latencies(values, to_us))
     return encode_histogram(histogram)
 
 
@@ -303,21 +307,13 @@ def _encode_counts(latencies_us: list[int]) -> str:
 # Worker side: one producer per process
 
 
-class GeventOrderProducer(OrderProducer):
-    """OrderProducer whose full-queue wait yields to gevent instead of blocking in poll()."""
-
-    def produce(self, value, key=None, headers=None, on_delivery=None) -> None:
-        while True:
-            try:
-                self.client.produce(self.topic, value, key, on_delivery=on_delivery, headers=headers)
-                return
-            except BufferError:
-                # The poll greenlet frees the queue; a blocking poll here would stall every user.
-                gevent.sleep(QUEUE_FULL_WAIT_S)
-
-
 class WorkerProducer:
-    """The producer of one Locust process and what it measured since the last report."""
+    """The producer of one Locust process and what it measured since the last report.
+
+    Per delivery only what Locust needs (its request event) and one list append run; the
+    histograms are built from the raw values when a report is taken (every 3 s). The current
+    second's values live in plain lists that the poll greenlet moves away when the second ends.
+    """
 
     def __init__(self, environment, scenario: Scenario, run_id: bytes, started_at: float, producer_index: int):
         self.environment = environment
@@ -325,97 +321,166 @@ class WorkerProducer:
         self.run_id = run_id
         self.started_at = started_at
         self.producer_index = producer_index
-        self.producer = GeventOrderProducer(scenario_producer_config(scenario, options_bootstrap(environment)),
-                                            scenario.topic)
-        self.fire_request = environment.events.request.fire
+        self.producer = OrderProducer(scenario_producer_config(scenario, options_bootstrap(environment)),
+                                      scenario.topic)
+        self.client = self.producer.client
         self.sequence = 0
         self.final = False
         # The same payloads as `bench run` sends, so the two measure the same thing.
         self._values, self._keys = payload_pool(scenario)
-        # Per-second raw data since the last report: second -> [sent, acked, failed, service µs,
-        # response µs, send delay µs]; folded into histograms when a report is taken.
+        # The current second: counts and raw latencies (service in seconds as librdkafka gives
+        # them, response and send delay in µs); emptied in place, the delivery callback holds them.
+        self._second = int(time.time() - started_at)
+        self._sent = self._failed = self._failed_untraced = 0
+        self._service_s: list[float] = []
+        self._response_us: list[int] = []
+        self._send_delay_us: list[int] = []
+        # Earlier seconds not reported yet: second -> [sent, acked, failed, service s, response µs, send delay µs].
         self._seconds: dict[int, list] = {}
         self._failed_sequences: list[int] = []
         self.totals = Counter()
+        self._on_delivery = self._flat_out_callback()
         self._poller = gevent.spawn(self._poll_forever)
 
-    def _bucket(self, second: int) -> list:
-        bucket = self._seconds.get(second)
-        if bucket is None:
-            bucket = self._seconds[second] = [0, 0, 0, [], [], []]
-        return bucket
+    def _flat_out_callback(self):
+        """The delivery callback of flat-out sends, shared by every message: a closure over
+        bound methods, so a delivery costs one append and Locust's request event."""
+        record_service = self._service_s.append
+        fire_request = self.environment.events.request.fire
+        failed = self._on_failed
+        topic = self.scenario.topic
 
-    def send(self, intended_ns: int | None = None) -> None:
-        """Produce one order; intended_ns (perf_counter_ns) is its scheduled time at a fixed rate."""
-        sequence = self.sequence
-        self.sequence += 1
-        slot = sequence % len(self._values)
-        key, value = self._keys[slot], self._values[slot]
-        headers = [(TRACE_HEADER, encode_trace(self.run_id, self.producer_index, sequence, time.time_ns()))]
-        bucket = self._bucket(int(time.time() - self.started_at))
-        if intended_ns is None:
-            callback = functools.partial(self._on_delivery, sequence, None)
-        else:
+        def on_delivery(error: KafkaError | None, message: Message) -> None:
+            latency_s = message.latency()
+            if error is None:
+                record_service(latency_s)
+                fire_request(request_type="produce", name=topic, response_time=latency_s * 1000.0,
+                             response_length=len(message), exception=None, context={})
+            else:
+                failed(error, message, latency_s, None)
+
+        return on_delivery
+
+    def send_flat_out(self, count: int) -> None:
+        """Produce `count` orders back to back (one Locust task run)."""
+        produce, pack, time_ns = self.client.produce, TRACE_STRUCT.pack, time.time_ns
+        topic, values, keys, run_id, index = self.scenario.topic, self._values, self._keys, self.run_id, self.producer_index
+        mask, on_delivery = len(values) - 1, self._on_delivery
+        # Users of this process share the sequence; nothing else runs until this yields.
+        sequence, remaining = self.sequence, count
+        while remaining:
+            slot = sequence & mask
+            try:
+                produce(topic, values[slot], keys[slot], on_delivery=on_delivery,
+                        headers={TRACE_HEADER: pack(run_id, index, sequence, time_ns())})
+            except BufferError:
+                self._sent += sequence - self.sequence
+                self.sequence = sequence
+                # The poll greenlet frees the queue; a blocking poll here would stall every user.
+                gevent.sleep(QUEUE_FULL_WAIT_S)
+                sequence = self.sequence
+                continue
+            sequence += 1
+            remaining -= 1
+        self._sent += sequence - self.sequence
+        self.sequence = sequence
+
+    def send(self, intended_ns: int) -> None:
+        """Produce one order scheduled for intended_ns (perf_counter_ns), at a fixed rate."""
+        while True:
+            sequence = self.sequence
+            slot = sequence & (len(self._values) - 1)
             send_delay_us = max(0, (time.perf_counter_ns() - intended_ns) // 1000)
-            bucket[5].append(send_delay_us)
-            callback = functools.partial(self._on_delivery, sequence, send_delay_us)
-        self.producer.produce(value, key, headers, callback)
-        bucket[0] += 1
+            try:
+                self.client.produce(self.scenario.topic, self._values[slot], self._keys[slot],
+                                    on_delivery=functools.partial(self._on_scheduled_delivery, sequence, send_delay_us),
+                                    headers={TRACE_HEADER: TRACE_STRUCT.pack(self.run_id, self.producer_index,
+                                                                             sequence, time.time_ns())})
+                break
+            except BufferError:
+                gevent.sleep(QUEUE_FULL_WAIT_S)
+        self.sequence = sequence + 1
+        self._send_delay_us.append(send_delay_us)
+        self._sent += 1
 
-    def _on_delivery(self, sequence: int, send_delay_us: int | None, error: KafkaError | None, message: Message) -> None:
-        # latency(): produce() to this callback, which the poll greenlet serves within ~1 ms.
+    def _on_scheduled_delivery(self, sequence: int, send_delay_us: int, error: KafkaError | None,
+                               message: Message) -> None:
         latency_s = message.latency()
-        bucket = self._bucket(int(time.time() - self.started_at))
-        if error is None:
-            latency_us = round(latency_s * 1_000_000)
-            bucket[1] += 1
-            bucket[3].append(latency_us)
-            if send_delay_us is not None:
-                bucket[4].append(latency_us + send_delay_us)
-            exception = None
+        if error is not None:
+            self._on_failed(error, message, latency_s, sequence)
+            return
+        self._service_s.append(latency_s)
+        self._response_us.append(round(latency_s * 1_000_000) + send_delay_us)
+        self.environment.events.request.fire(request_type="produce", name=self.scenario.topic,
+                                             response_time=latency_s * 1000.0, response_length=len(message),
+                                             exception=None, context={})
+
+    def _on_failed(self, error: KafkaError, message: Message, latency_s: float, sequence: int | None) -> None:
+        self._failed += 1
+        if sequence is None:
+            trace = read_trace(message.headers())
+            sequence = trace.sequence if trace is not None else None
+        if sequence is None:
+            # Some failed reports carry no headers ("Message size too large"): its sequence is
+            # unknown, so the loss audit is corrected by the count.
+            self._failed_untraced += 1
         else:
-            bucket[2] += 1
             self._failed_sequences.append(sequence)
-            exception = KafkaException(error)
-        self.fire_request(request_type="produce", name=self.scenario.topic, response_time=latency_s * 1000.0,
-                          response_length=len(message), exception=exception, context={})
+        self.environment.events.request.fire(request_type="produce", name=self.scenario.topic,
+                                             response_time=latency_s * 1000.0, response_length=len(message),
+                                             exception=KafkaException(error), context={})
+
+    def _close_second(self, force: bool = False) -> None:
+        """Move the current second's data to _seconds once the clock is past it."""
+        second = int(time.time() - self.started_at)
+        if second <= self._second and not force:
+            return
+        self._seconds[self._second] = [self._sent, len(self._service_s), self._failed, self._service_s[:],
+                                       self._response_us[:], self._send_delay_us[:]]
+        self._sent = self._failed = 0
+        self._service_s.clear()
+        self._response_us.clear()
+        self._send_delay_us.clear()
+        self._second = max(second, self._second + 1)
 
     def _poll_forever(self) -> None:
-        poll = self.producer.poll
+        poll = self.client.poll
         while True:
             served = poll(0)
+            self._close_second()
             gevent.sleep(0 if served else IDLE_POLL_WAIT_S)
 
     def stop(self, timeout_s: float) -> int:
         """Wait (cooperatively) for outstanding deliveries; returns how many never came."""
         deadline = time.monotonic() + timeout_s
-        while len(self.producer.client) and time.monotonic() < deadline:
+        while len(self.client) and time.monotonic() < deadline:
             gevent.sleep(0.01)
         self._poller.kill()
         undelivered = self.producer.flush(0)
+        self._close_second(force=True)
         self.final = True
         return undelivered
 
     def take_report(self) -> dict[str, Any]:
         """The seconds that are over (all of them once stopped), encoded; they leave this process."""
-        current = int(time.time() - self.started_at)
+        if not self.final:
+            self._close_second()
         seconds = {}
         for second in sorted(self._seconds):
-            if second >= current and not self.final:
-                continue
-            sent, acked, failed, service_us, response_us, send_delay_us = self._seconds.pop(second)
+            sent, acked, failed, service_s, response_us, send_delay_us = self._seconds.pop(second)
             self.totals.update(sent=sent, acked=acked, failed=failed)
             seconds[str(second)] = {
                 "sent": sent, "acked": acked, "failed": failed,
-                "service_time": _encode_counts(service_us) if service_us else None,
-                "response_time": _encode_counts(response_us) if response_us else None,
-                "send_delay": _encode_counts(send_delay_us) if send_delay_us else None,
+                "service_time": encode_latencies(service_s, 1_000_000),
+                "response_time": encode_latencies(response_us),
+                "send_delay": encode_latencies(send_delay_us),
             }
         failed_sequences, self._failed_sequences = self._failed_sequences, []
         return {
             "run_id": self.run_id.hex(), "producer": self.producer_index, "seconds": seconds,
-            "through": None if self.final else current - 1, "final": self.final,
+            "through": None if self.final else self._second - 1, "final": self.final,
             "sent_total": self.sequence, "failed_sequences": failed_sequences,
+            "failed_untraced": self._failed_untraced,
         }
 
 
@@ -427,83 +492,93 @@ def options_bootstrap(environment) -> str:
 # Master side: the tracker thread and the merge of worker reports
 
 
-class TrackerThread:
-    """End-to-end latency, lag and the sequence audit, run in a native thread.
+class TrackerProcess:
+    """The runner's tracker process (bench.runner.tracker_main) for one Locust test.
 
-    The thread owns the consumer and its state; the gevent side only reads `reports` (a deque:
-    append/popleft are atomic across threads) and sets plain attributes, because gevent's
-    patched locks must not be shared with a native thread.
+    Its own process, not a thread of this gevent process: a native thread here competes for
+    the GIL with every user, so receive times were taken late (at 2,000 msg/s an end-to-end p50
+    of ~56 ms against a 3.6 ms delivery p50). The gevent side never waits on it: `pump()` reads
+    only what has arrived.
     """
 
     def __init__(self, bootstrap: str, scenario: Scenario, run_id: bytes, started_at: float,
                  start_offsets: Mapping[int, int]):
-        self.bootstrap = bootstrap
-        self.scenario = scenario
-        self.run_id = run_id
-        self.started_at = started_at
-        self.start_offsets = dict(start_offsets)
-        self.reports: deque = deque()
-        self.audit = SequenceAudit()
-        self.consumed = 0
+        context = multiprocessing.get_context("spawn")  # librdkafka threads and fork do not mix
+        # The child imports locust (spawn re-runs the `locust` script as its main module), so
+        # it is gevent-patched too: a Queue's put would wait for a feeder greenlet that never
+        # runs while the child blocks in consume(). SimpleQueue.put writes synchronously.
+        self.reports = context.SimpleQueue()
+        # Only this side puts on it (its feeder greenlet runs); the child reads it with get_nowait.
+        self.control = context.Queue()
+        start = context.Event()
+        # The tracker numbers seconds from t0 (perf_counter_ns); the producers from started_at.
+        t0_ns = context.Value("q", time.perf_counter_ns() - int((time.time() - started_at) * NS_PER_S))
+        self.process = context.Process(target=tracker_main, name="locust-kafka-tracker", daemon=True,
+                                       args=(scenario, bootstrap, run_id, dict(start_offsets), self.reports,
+                                             self.control, start, t0_ns))
+        self.process.start()
+        self.seen: dict[int, bytes] = {}
+        self.duplicated = 0
         self.foreign = 0
-        self.drain_target: int | None = None
-        self.drain_deadline = 0.0
+        self.done = False
         self.error: str | None = None
+        self.reported_through = -1
+        self._wait(lambda message: message[0] == "ready", CHILD_START_TIMEOUT_S, "start")
+        start.set()
 
-    def run(self) -> None:
-        try:
-            self._track()
-        except KafkaException as error:
-            # Kept for the result; raised out of the thread, gevent would print a traceback.
-            self.error = str(error.args[0].str() if error.args and hasattr(error.args[0], "str") else error)
+    def pump(self, recorder: RunRecorder) -> None:
+        """Record every report that has arrived (never waits for one)."""
+        while not self.reports.empty():
+            self._handle(self.reports.get(), recorder)
+        if not self.done and self.error is None and self._exited():
+            self.error = "the tracker process died"
 
-    def _track(self) -> None:
-        config = scenario_consumer_config(self.scenario, self.bootstrap, self.run_id.hex())
-        tracker = OrderTracker(config, [self.scenario.topic], self.start_offsets)
-        partitions = [TopicPartition(self.scenario.topic, p) for p in sorted(self.start_offsets)]
-        second = int(time.time() - self.started_at)
-        consumed_in_second, end_to_end_us, last_timestamp_ms = 0, [], None
-        try:
-            while not self._done():
-                messages = tracker.consume(TRACKER_BATCH, TRACKER_CONSUME_TIMEOUT_S)
-                now_ns = time.time_ns()
-                for message in messages:
-                    trace = read_trace(message.headers())
-                    if trace is None or trace.run_id != self.run_id:
-                        self.foreign += 1
-                        continue
-                    if not self.audit.mark(trace.producer, trace.sequence):
-                        self.consumed += 1
-                    consumed_in_second += 1
-                    end_to_end_us.append(max(0, (now_ns - trace.send_time_ns) // 1000))
-                    last_timestamp_ms = message.timestamp()[1]
-                now_second = int(time.time() - self.started_at)
-                if now_second > second:
-                    lag = self._lag(tracker, partitions)
-                    lag_time_ms = None
-                    if lag is not None:
-                        behind = sum(lag.values()) > 0
-                        lag_time_ms = max(0.0, time.time() * 1000 - last_timestamp_ms) if behind and last_timestamp_ms else 0.0
-                    self.reports.append((second, consumed_in_second, end_to_end_us, lag, lag_time_ms))
-                    second, consumed_in_second, end_to_end_us = now_second, 0, []
-            self.reports.append((second, consumed_in_second, end_to_end_us, self._lag(tracker, partitions), None))
-        finally:
-            tracker.close()
+    def _exited(self) -> bool:
+        # Its sentinel, not Process.exitcode: gevent reaps children itself, so exitcode can stay None.
+        return bool(multiprocessing.connection.wait([self.process.sentinel], 0))
 
-    def _done(self) -> bool:
-        if self.drain_target is None:
-            return False
-        return self.consumed >= self.drain_target or time.monotonic() >= self.drain_deadline
+    def _handle(self, message: tuple, recorder: RunRecorder | None) -> None:
+        kind = message[0]
+        if kind == "tracker" and recorder is not None:
+            _, second, consumed, end_to_end_us, lag, lag_time_ms = message
+            recorder.add_tracker_report(max(0, second), consumed, end_to_end_us, lag, lag_time_ms)
+            self.reported_through = max(self.reported_through, second)
+        elif kind == "tracker-done":
+            self.seen, self.duplicated, self.foreign = message[1:]
+            self.done = True
+        elif kind == "error":
+            self.error = message[2]
 
-    def _lag(self, tracker: OrderTracker, partitions: list[TopicPartition]) -> dict[int, int] | None:
-        try:
-            return tracker_lag(tracker, partitions, self.start_offsets)
-        except KafkaException:
-            return None  # a second without a lag sample, not the end of the run
+    def _wait(self, arrived, timeout_s: float, what: str) -> None:
+        deadline = time.monotonic() + timeout_s
+        while True:
+            while not self.reports.empty():
+                message = self.reports.get()
+                if message[0] == "error":
+                    raise RunFailed(f"tracker could not {what}: {message[2]}")
+                self._handle(message, None)
+                if arrived(message):
+                    return
+            if self._exited():
+                raise RunFailed("the tracker process died")
+            if time.monotonic() >= deadline:
+                raise RunFailed(f"the tracker did not {what} within {timeout_s:g} s")
+            gevent.sleep(TRACKER_PUMP_INTERVAL_S)
 
-    def request_stop(self, acked: int, timeout_s: float) -> None:
-        self.drain_deadline = time.monotonic() + timeout_s
-        self.drain_target = acked
+    def finish(self, recorder: RunRecorder, acked: int, drain_s: float) -> None:
+        """Let it consume until it has every acked order or drain_s passed, then end it."""
+        self.control.put(("drain", acked, drain_s))
+        deadline = time.monotonic() + drain_s + TRACKER_EXIT_GRACE_S
+        while not self.done and self.error is None and time.monotonic() < deadline:
+            self.pump(recorder)
+            gevent.sleep(TRACKER_PUMP_INTERVAL_S)
+        if not self.done and self.error is None:
+            self.error = f"no final report from the tracker within {drain_s + TRACKER_EXIT_GRACE_S:g} s"
+        while not self._exited() and time.monotonic() < deadline:
+            gevent.sleep(TRACKER_PUMP_INTERVAL_S)
+        if not self._exited():
+            self.process.terminate()
+        self.control.close()
 
 
 class LocustRun:
@@ -520,11 +595,9 @@ class LocustRun:
         self.all_delivery = new_latency_histogram()
         self.workers: dict[str, dict[str, Any]] = {}
         self.peak_users = 0
-        self.tracker: TrackerThread | None = None
-        self.tracker_job = None
+        self.tracker: TrackerProcess | None = None
         self.start_watermarks: dict[int, tuple[int, int]] = {}
         self.failure: str | None = None
-        self.tracker_through = -1
         self._greenlets: list = []
 
     # -- start ---------------------------------------------------------------------------------
@@ -535,9 +608,11 @@ class LocustRun:
         self.start_watermarks = in_native_thread(topic_watermarks, bootstrap, self.scenario.topic,
                                                  self.scenario.consumer_config)
         if not self.environment.parsed_options.no_tracker:
-            self.tracker = TrackerThread(bootstrap, self.scenario, self.run_id, self.started_at,
-                                         {p: high for p, (_, high) in self.start_watermarks.items()})
-            self.tracker_job = gevent.get_hub().threadpool.spawn(self.tracker.run)
+            # Its scenario's rate tells tracker_main whether this is a flat-out test (then it
+            # yields the CPU to the producers and catches up in the drain, as in `bench run`).
+            self.tracker = TrackerProcess(bootstrap, dataclasses.replace(self.scenario, rate=self.rate_per_user),
+                                          self.run_id, self.started_at,
+                                          {p: high for p, (_, high) in self.start_watermarks.items()})
         self._greenlets.append(gevent.spawn(self._status_forever))
         if isinstance(self.environment.runner, LocalRunner):
             self._greenlets.append(gevent.spawn(self._pull_local_reports_forever))
@@ -557,6 +632,7 @@ class LocustRun:
             return  # a report of an earlier test that arrived late
         worker = self.workers.setdefault(worker_id, {"producer": report["producer"], "acked": 0, "failed": 0,
                                                      "sent": 0, "hdr_count": 0, "failed_sequences": [],
+                                                     "failed_untraced": 0,
                                                      "through": -1, "final": False})
         for second_text, data in report["seconds"].items():
             second = max(0, int(second_text))
@@ -572,6 +648,7 @@ class LocustRun:
                 self.all_delivery.add(histogram)
         worker["sent"] = report["sent_total"]
         worker["failed_sequences"].extend(report["failed_sequences"])
+        worker["failed_untraced"] = report["failed_untraced"]
         worker["final"] = report["final"]
         if report["through"] is not None:
             worker["through"] = report["through"]
@@ -579,10 +656,8 @@ class LocustRun:
         self._close_finished_seconds()
 
     def _drain_tracker_reports(self) -> None:
-        while self.tracker and self.tracker.reports:
-            second, consumed, end_to_end_us, lag, lag_time_ms = self.tracker.reports.popleft()
-            self.recorder.add_tracker_report(max(0, second), consumed, end_to_end_us, lag, lag_time_ms)
-            self.tracker_through = max(self.tracker_through, second)
+        if self.tracker is not None:
+            self.tracker.pump(self.recorder)
 
     def _close_finished_seconds(self) -> None:
         """Seal the seconds every reporter is past (an open second holds a ~400 KB histogram)."""
@@ -592,7 +667,7 @@ class LocustRun:
             return  # a worker that has not reported yet may still hold any second
         reported_through = [w["through"] for w in self.workers.values() if not w["final"]]
         if self.tracker is not None:
-            reported_through.append(self.tracker_through)
+            reported_through.append(self.tracker.reported_through)
         if reported_through:
             self.recorder.close_through(min(reported_through))
 
@@ -642,12 +717,10 @@ class LocustRun:
             if missing:
                 self.failure = f"no final report from worker(s) {', '.join(missing)} within {FINAL_REPORT_TIMEOUT_S:g} s"
         totals = self.recorder.totals()
-        if self.tracker_job is not None:
-            self.tracker.request_stop(totals["acked"], self.scenario.drain_timeout_s)
-            self.tracker_job.get()
-            if self.tracker.error:
+        if self.tracker is not None:
+            self.tracker.finish(self.recorder, totals["acked"], self.scenario.drain_timeout_s)
+            if self.tracker.error and self.failure is None:
                 self.failure = f"tracker failed: {self.tracker.error}"
-            self._drain_tracker_reports()
         self.recorder.close_through(self.recorder.seconds())
         result = self._result(ended_at, status if self.failure is None else "failed")
         bootstrap = options_bootstrap(self.environment)
@@ -668,10 +741,11 @@ class LocustRun:
         totals = self.recorder.totals()
         lost = duplicated = 0
         if self.tracker is not None:
-            duplicated = self.tracker.audit.duplicated
+            duplicated = self.tracker.duplicated
             for worker in self.workers.values():
-                seen = self.tracker.audit.seen.get(worker["producer"])
-                lost += lost_sequences(bytes(seen) if seen else None, worker["sent"], worker["failed_sequences"])[0]
+                count, _ = lost_sequences(self.tracker.seen.get(worker["producer"]), worker["sent"],
+                                          worker["failed_sequences"])
+                lost += max(0, count - worker["failed_untraced"])
         duration_s = round(max(ended_at - self.started_at, self.scenario.warmup_s + 0.1), 3)
         scenario = dataclasses.replace(self.scenario, duration_s=duration_s,
                                        rate=self.rate_per_user * self.peak_users)
@@ -781,8 +855,7 @@ class KafkaOrdersUser(User):
     @task
     def produce_orders(self) -> None:
         if not self.rate:
-            for _ in range(FLAT_OUT_BATCH):
-                self.kafka.send()
+            self.kafka.send_flat_out(FLAT_OUT_BATCH)
             gevent.sleep(0)  # let the poll greenlet and the other users run
             return
         # Fixed rate: send what is due by now, each with its intended time, so a user that fell
