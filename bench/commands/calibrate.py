@@ -11,10 +11,12 @@ hdrh `record_value` costs and what the batched recording costs per message.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import io
 import random
 import statistics
 import time
+import uuid
 
 from confluent_kafka import Producer
 
@@ -30,7 +32,7 @@ from bench.runner import (
     scenario_producer_config,
 )
 from bench.scenario import Scenario, merge_overrides, parse_set_option
-from streamstore.admin import connect_admin, ensure_topic
+from streamstore.admin import connect_admin, delete_topic, ensure_topic
 from streamstore.config import default_bootstrap_servers
 from streamstore.errors import EXIT_OK, EXIT_REGRESSION, RunFailed, UsageError
 
@@ -105,6 +107,26 @@ def recording_cost_us(samples: int = RECORDING_SAMPLES) -> tuple[float, float]:
     return per_call, per_message
 
 
+def _measure(which: str, scenario: Scenario, bootstrap_servers: str, args: argparse.Namespace, round_number: int) -> float:
+    """Acked msg/s of one bare loop or one `bench run`, printed as one line."""
+    if which == "bare":
+        acked, elapsed = bare_loop_throughput(scenario, bootstrap_servers, args.duration)
+        print(f"round {round_number}  bare loop  {acked / elapsed:>10,.0f} msg/s  ({acked:,} acked in {elapsed:.2f} s)", flush=True)
+        return acked / elapsed
+    code, folder, result = run_scenario(scenario, bootstrap_servers, args.results, "external",
+                                        out=io.StringIO(), write_report=False)
+    if code != EXIT_OK:
+        raise RunFailed(f"bench run failed ({result['failure']}); see {folder}")
+    rate = result["throughput"]["acked_per_s"]
+    end_to_end = result["latency_us"]["end_to_end"]
+    print(f"round {round_number}  bench run  {rate:>10,.0f} msg/s  ({result['counts']['acked']:,} acked "
+          f"in {result['throughput']['elapsed_s']:.2f} s, consumed {result['counts']['consumed']:,}, "
+          f"{result['audit']} audit: lost {result['counts']['lost']:,}, duplicated {result['counts']['duplicated']:,}; "
+          f"service p99 {result['latency_us']['service_time']['p99'] / 1000:.1f} ms, end-to-end sampled "
+          f"1/{end_to_end['sample_every']}; {folder})", flush=True)
+    return rate
+
+
 def run(args: argparse.Namespace) -> int:
     if args.duration <= 0:
         raise UsageError(f"--duration must be positive, got {args.duration:g}")
@@ -120,25 +142,19 @@ def run(args: argparse.Namespace) -> int:
     check_client_settings(scenario, args.bootstrap_servers)
     bare_rates, bench_rates = [], []
     with ensure_broker(args.bootstrap_servers, args.broker, keep=args.keep_broker) as broker:
-        ensure_topic(connect_admin(broker.bootstrap_servers, scenario.producer_config), scenario.topic,
-                     scenario.partitions, scenario.replication_factor)
+        admin = connect_admin(broker.bootstrap_servers, scenario.producer_config)
         for round_number in range(1, args.rounds + 1):
             order = ("bare", "bench") if round_number % 2 else ("bench", "bare")
             for which in order:
-                if which == "bare":
-                    acked, elapsed = bare_loop_throughput(scenario, broker.bootstrap_servers, args.duration)
-                    bare_rates.append(acked / elapsed)
-                    print(f"round {round_number}  bare loop  {acked / elapsed:>10,.0f} msg/s  ({acked:,} acked in {elapsed:.2f} s)", flush=True)
-                else:
-                    code, folder, result = run_scenario(scenario, broker.bootstrap_servers, args.results, "external",
-                                                        out=io.StringIO(), write_report=False)
-                    if code != EXIT_OK:
-                        raise RunFailed(f"bench run failed ({result['failure']}); see {folder}")
-                    rate = result["throughput"]["acked_per_s"]
-                    bench_rates.append(rate)
-                    print(f"round {round_number}  bench run  {rate:>10,.0f} msg/s  ({result['counts']['acked']:,} acked "
-                          f"in {result['throughput']['elapsed_s']:.2f} s, consumed {result['counts']['consumed']:,}, "
-                          f"service p99 {result['latency_us']['service_time']['p99'] / 1000:.1f} ms; {folder})", flush=True)
+                # A fresh topic per measurement, deleted after it: flat out, each one writes
+                # gigabytes the broker would otherwise keep for its 7-day retention.
+                measured = dataclasses.replace(scenario, topic=f"{scenario.topic}-{uuid.uuid4().hex[:8]}")
+                ensure_topic(admin, measured.topic, measured.partitions, measured.replication_factor)
+                try:
+                    rate = _measure(which, measured, broker.bootstrap_servers, args, round_number)
+                finally:
+                    delete_topic(admin, measured.topic)
+                (bare_rates if which == "bare" else bench_rates).append(rate)
     bare, bench = statistics.fmean(bare_rates), statistics.fmean(bench_rates)
     ratio = bench / bare
     per_call, per_message = recording_cost_us()
