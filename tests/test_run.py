@@ -19,7 +19,7 @@ from confluent_kafka import Producer
 from hdrh.log import HistogramLogReader
 
 from bench.cli import main as bench_main
-from bench.recorder import lost_sequences
+from bench.recorder import audit_offsets, lost_sequences, offset_ranges
 from bench.results import decode_histogram, load_result, new_latency_histogram
 from bench.runner import TrackerState, absorb_messages, run_scenario
 from bench.scenario import Scenario
@@ -71,6 +71,8 @@ def test_fixed_rate_run_counts_histograms_and_interval_logs_agree(kafka_bootstra
     assert latency["service_time"]["count"] == latency["response_time"]["count"] == counts["acked"]
     assert latency["send_delay"]["count"] == counts["sent"]
     assert latency["end_to_end"]["count"] == counts["consumed"]
+    # At a fixed rate every message carries the trace: every sequence is audited.
+    assert document["audit"] == "sequences" and latency["end_to_end"]["sample_every"] == 1
     for summary in latency.values():
         assert decode_histogram(summary["histogram"]).get_total_count() == summary["count"]
         assert summary["p50"] <= summary["p99"] <= summary["p99_9"] <= summary["max"]
@@ -188,6 +190,68 @@ def test_audit_on_real_consumed_messages_finds_exactly_the_dropped_and_repeated(
     lost, first = lost_sequences(bytes(state.audit.seen[0]), sent, failed=[])
     assert (lost, first) == (len(dropped), sorted(dropped))
     assert len(state.end_to_end_us) == sent - len(dropped) + len(repeated)
+
+
+def test_offset_audit_on_real_consumed_messages_finds_exactly_the_lost_and_unclaimed(kafka_bootstrap, unique_topic):
+    """The flat-out audit: acked offsets come from real delivery reports, consumed ones from the
+    tracker's accounting of a real consumer. Some acked messages are withheld from the tracker
+    (lost), some sends lose their delivery report (a retry's first copy: unclaimed), some
+    messages reach the tracker twice, one belongs to another run."""
+    ensure_topic(connect_admin(kafka_bootstrap), unique_topic, partitions=2)
+    run_id = uuid.uuid4().bytes
+    producer = Producer(producer_config(kafka_bootstrap, compression="none"))
+    acked: dict[int, list[int]] = {0: [], 1: []}
+    reports_lost = {3, 77, 150}
+    for sequence in range(300):
+        # Every 64th carries the trace, as flat out; the rest are bare values.
+        headers = {TRACE_HEADER: encode_trace(run_id, 0, sequence, time.time_ns())} if sequence % 64 == 0 else None
+
+        def on_delivery(error, message, sequence=sequence):
+            assert error is None
+            if sequence not in reports_lost:
+                acked[message.partition()].append(message.offset())
+
+        producer.produce(unique_topic, b"{}", key=str(sequence).encode(), headers=headers, on_delivery=on_delivery)
+    producer.produce(unique_topic, b"{}", headers={TRACE_HEADER: encode_trace(uuid.uuid4().bytes, 0, 1, time.time_ns())})
+    assert producer.flush(30) == 0
+    tracker = OrderTracker(consumer_config(kafka_bootstrap, group_id=f"audit-{uuid.uuid4().hex}"), [unique_topic],
+                           start_offsets={0: 0, 1: 0})
+    consumed = []
+    deadline = time.monotonic() + 30
+    try:
+        while len(consumed) < 301 and time.monotonic() < deadline:
+            consumed += tracker.consume(500, 0.5) or []
+    finally:
+        tracker.close()
+    assert len(consumed) == 301
+    withheld = [m for m in consumed if int(m.key() or b"-1") in {10, 200}]
+    repeated = [m for m in consumed if int(m.key() or b"-1") in {5, 6, 250}]
+    state = TrackerState(audits_offsets=True)
+    withheld_ids = {id(m) for m in withheld}
+    absorb_messages([m for m in consumed if id(m) not in withheld_ids], run_id, state, time.time_ns())
+    absorb_messages(repeated, run_id, state, time.time_ns())
+    assert state.foreign == 1
+    assert state.offsets_consumed_twice == len(repeated)
+    assert len(state.end_to_end_us) == len(range(0, 300, 64))
+    lost, unclaimed, first = audit_offsets({p: offset_ranges(o) for p, o in acked.items()},
+                                           {p: r.ranges() for p, r in state.consumed_offsets.items()})
+    assert lost == len(withheld)
+    assert sorted(first) == sorted((m.partition(), m.offset()) for m in withheld)
+    assert unclaimed == len(reports_lost)
+
+
+def test_flat_out_run_samples_the_trace_and_audits_by_offsets(kafka_bootstrap, unique_topic, tmp_path):
+    code, folder, result = _run(_scenario(unique_topic, rate=0, duration_s=2, producers=1), kafka_bootstrap, tmp_path)
+    assert code == 0, result["failure"]
+    document = load_result(folder)
+    assert document["audit"] == "offsets"
+    counts = document["counts"]
+    assert counts["sent"] == counts["acked"] == counts["consumed"] == counts["broker_offset_delta"] > 1000
+    assert counts["lost"] == counts["duplicated"] == 0
+    end_to_end = document["latency_us"]["end_to_end"]
+    # Sequences 0, 64, 128, ... carry the trace.
+    assert end_to_end["sample_every"] == 64 and end_to_end["count"] == (counts["sent"] + 63) // 64
+    assert document["latency_us"]["service_time"]["count"] == counts["acked"]
 
 
 @pytest.mark.parametrize("arguments, message", [
