@@ -30,7 +30,7 @@ import socket
 import sys
 import time
 import uuid
-from collections import Counter
+from collections import Counter, defaultdict
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -41,9 +41,17 @@ from locust import LoadTestShape, User, task
 from locust.runners import STATE_RUNNING, STATE_SPAWNING, LocalRunner, MasterRunner, WorkerRunner
 
 from bench.broker import describe_broker_settings
-from bench.recorder import RunRecorder, fold_latencies, lost_sequences, record_counts
+from bench.recorder import OffsetRanges, RunRecorder, audit_offsets, fold_latencies, lost_sequences, offset_ranges, record_counts
 from bench.report import write_run_report
-from bench.runner import CHILD_START_TIMEOUT_S, NS_PER_S, payload_pool, scenario_producer_config, tracker_main
+from bench.runner import (
+    CHILD_START_TIMEOUT_S,
+    NS_PER_S,
+    audits_offsets,
+    payload_pool,
+    scenario_producer_config,
+    trace_sample_every,
+    tracker_main,
+)
 from bench.results import (
     decode_histogram,
     encode_histogram,
@@ -338,6 +346,11 @@ class WorkerProducer:
         # Earlier seconds not reported yet: second -> [sent, acked, failed, service s, response µs, send delay µs].
         self._seconds: dict[int, list] = {}
         self._failed_sequences: list[int] = []
+        # Flat out, as in `bench run`: the trace header on every n-th message only, and the
+        # loss audit by the acked offsets (per partition, this second) instead of sequences.
+        self._untraced_mask = trace_sample_every(scenario) - 1
+        self._acked_offsets: defaultdict[int, list[int]] = defaultdict(list)
+        self._acked_ranges: dict[int, OffsetRanges] = defaultdict(OffsetRanges)
         self.totals = Counter()
         self._on_delivery = self._flat_out_callback()
         self._poller = gevent.spawn(self._poll_forever)
@@ -349,30 +362,43 @@ class WorkerProducer:
         fire_request = self.environment.events.request.fire
         failed = self._on_failed
         topic = self.scenario.topic
+        if not audits_offsets(self.scenario):
+            def on_delivery(error: KafkaError | None, message: Message) -> None:
+                latency_s = message.latency()
+                if error is None:
+                    record_service(latency_s)
+                    fire_request(request_type="produce", name=topic, response_time=latency_s * 1000.0,
+                                 response_length=len(message), exception=None, context={})
+                else:
+                    failed(error, message, latency_s, None)
 
-        def on_delivery(error: KafkaError | None, message: Message) -> None:
+            return on_delivery
+        acked_offsets = self._acked_offsets
+
+        def on_delivery_with_offset(error: KafkaError | None, message: Message) -> None:
             latency_s = message.latency()
             if error is None:
                 record_service(latency_s)
+                acked_offsets[message.partition()].append(message.offset())
                 fire_request(request_type="produce", name=topic, response_time=latency_s * 1000.0,
                              response_length=len(message), exception=None, context={})
             else:
                 failed(error, message, latency_s, None)
 
-        return on_delivery
+        return on_delivery_with_offset
 
     def send_flat_out(self, count: int) -> None:
         """Produce `count` orders back to back (one Locust task run)."""
         produce, pack, time_ns = self.client.produce, TRACE_STRUCT.pack, time.time_ns
         topic, values, keys, run_id, index = self.scenario.topic, self._values, self._keys, self.run_id, self.producer_index
-        mask, on_delivery = len(values) - 1, self._on_delivery
+        mask, untraced_mask, on_delivery = len(values) - 1, self._untraced_mask, self._on_delivery
         # Users of this process share the sequence; nothing else runs until this yields.
         sequence, remaining = self.sequence, count
         while remaining:
             slot = sequence & mask
             try:
                 produce(topic, values[slot], keys[slot], on_delivery=on_delivery,
-                        headers={TRACE_HEADER: pack(run_id, index, sequence, time_ns())})
+                        headers=None if sequence & untraced_mask else {TRACE_HEADER: pack(run_id, index, sequence, time_ns())})
             except BufferError:
                 self._sent += sequence - self.sequence
                 self.sequence = sequence
@@ -437,6 +463,10 @@ class WorkerProducer:
             return
         self._seconds[self._second] = [self._sent, len(self._service_s), self._failed, self._service_s[:],
                                        self._response_us[:], self._send_delay_us[:]]
+        for partition, offsets in self._acked_offsets.items():
+            for start, end in offset_ranges(offsets):
+                self._acked_ranges[partition].add_range(start, end)
+        self._acked_offsets.clear()  # in place: the delivery callback holds it
         self._sent = self._failed = 0
         self._service_s.clear()
         self._response_us.clear()
@@ -476,11 +506,14 @@ class WorkerProducer:
                 "send_delay": encode_latencies(send_delay_us),
             }
         failed_sequences, self._failed_sequences = self._failed_sequences, []
+        # String keys and [start, end] lists: what Locust's message encoding carries unchanged.
+        acked_offsets = {str(p): [list(r) for r in ranges.ranges()] for p, ranges in self._acked_ranges.items()}
+        self._acked_ranges.clear()
         return {
             "run_id": self.run_id.hex(), "producer": self.producer_index, "seconds": seconds,
             "through": None if self.final else self._second - 1, "final": self.final,
             "sent_total": self.sequence, "failed_sequences": failed_sequences,
-            "failed_untraced": self._failed_untraced,
+            "failed_untraced": self._failed_untraced, "acked_offsets": acked_offsets,
         }
 
 
@@ -503,6 +536,7 @@ class TrackerProcess:
 
     def __init__(self, bootstrap: str, scenario: Scenario, run_id: bytes, started_at: float,
                  start_offsets: Mapping[int, int]):
+        """scenario: as tracked_scenario gives it (rate 0 = flat out: lower priority, offset audit)."""
         context = multiprocessing.get_context("spawn")  # librdkafka threads and fork do not mix
         # The child imports locust (spawn re-runs the `locust` script as its main module), so
         # it is gevent-patched too: a Queue's put would wait for a feeder greenlet that never
@@ -515,9 +549,11 @@ class TrackerProcess:
         t0_ns = context.Value("q", time.perf_counter_ns() - int((time.time() - started_at) * NS_PER_S))
         self.process = context.Process(target=tracker_main, name="locust-kafka-tracker", daemon=True,
                                        args=(scenario, bootstrap, run_id, dict(start_offsets), self.reports,
-                                             self.control, start, t0_ns))
+                                             self.control, start, t0_ns, audits_offsets(scenario)))
         self.process.start()
         self.seen: dict[int, bytes] = {}
+        self.consumed_offsets: dict[int, list[tuple[int, int]]] = {}
+        self.offsets_consumed_twice = 0
         self.duplicated = 0
         self.foreign = 0
         self.done = False
@@ -543,6 +579,8 @@ class TrackerProcess:
             _, second, consumed, end_to_end_us, lag, lag_time_ms = message
             recorder.add_tracker_report(max(0, second), consumed, end_to_end_us, lag, lag_time_ms)
             self.reported_through = max(self.reported_through, second)
+        elif kind == "tracker-offsets":
+            self.consumed_offsets, self.offsets_consumed_twice = message[1:]
         elif kind == "tracker-done":
             self.seen, self.duplicated, self.foreign = message[1:]
             self.done = True
@@ -565,9 +603,11 @@ class TrackerProcess:
                 raise RunFailed(f"the tracker did not {what} within {timeout_s:g} s")
             gevent.sleep(TRACKER_PUMP_INTERVAL_S)
 
-    def finish(self, recorder: RunRecorder, acked: int, drain_s: float) -> None:
-        """Let it consume until it has every acked order or drain_s passed, then end it."""
-        self.control.put(("drain", acked, drain_s))
+    def finish(self, recorder: RunRecorder, drain_target: int | Mapping[int, int], drain_s: float) -> None:
+        """Let it consume until it has every acked order or drain_s passed, then end it.
+        drain_target: the acked count, or with the offset audit the offset after the last acked
+        one per partition."""
+        self.control.put(("drain", drain_target, drain_s))
         deadline = time.monotonic() + drain_s + TRACKER_EXIT_GRACE_S
         while not self.done and self.error is None and time.monotonic() < deadline:
             self.pump(recorder)
@@ -596,6 +636,8 @@ class LocustRun:
         self.workers: dict[str, dict[str, Any]] = {}
         self.peak_users = 0
         self.tracker: TrackerProcess | None = None
+        # Offset audit (flat out): every acked offset per partition, from the worker reports.
+        self.acked_offsets: defaultdict[int, OffsetRanges] = defaultdict(OffsetRanges)
         self.start_watermarks: dict[int, tuple[int, int]] = {}
         self.failure: str | None = None
         self._greenlets: list = []
@@ -610,7 +652,7 @@ class LocustRun:
         if not self.environment.parsed_options.no_tracker:
             # Its scenario's rate tells tracker_main whether this is a flat-out test (then it
             # yields the CPU to the producers and catches up in the drain, as in `bench run`).
-            self.tracker = TrackerProcess(bootstrap, dataclasses.replace(self.scenario, rate=self.rate_per_user),
+            self.tracker = TrackerProcess(bootstrap, tracked_scenario(self.scenario, self.rate_per_user),
                                           self.run_id, self.started_at,
                                           {p: high for p, (_, high) in self.start_watermarks.items()})
         self._greenlets.append(gevent.spawn(self._status_forever))
@@ -649,6 +691,9 @@ class LocustRun:
         worker["sent"] = report["sent_total"]
         worker["failed_sequences"].extend(report["failed_sequences"])
         worker["failed_untraced"] = report["failed_untraced"]
+        for partition, ranges in report["acked_offsets"].items():
+            for start, end in ranges:
+                self.acked_offsets[int(partition)].add_range(start, end)
         worker["final"] = report["final"]
         if report["through"] is not None:
             worker["through"] = report["through"]
@@ -718,7 +763,10 @@ class LocustRun:
                 self.failure = f"no final report from worker(s) {', '.join(missing)} within {FINAL_REPORT_TIMEOUT_S:g} s"
         totals = self.recorder.totals()
         if self.tracker is not None:
-            self.tracker.finish(self.recorder, totals["acked"], self.scenario.drain_timeout_s)
+            drain_target = totals["acked"]
+            if audits_offsets(tracked_scenario(self.scenario, self.rate_per_user)):
+                drain_target = {p: offsets.ends[-1] for p, offsets in self.acked_offsets.items() if offsets.ends}
+            self.tracker.finish(self.recorder, drain_target, self.scenario.drain_timeout_s)
             if self.tracker.error and self.failure is None:
                 self.failure = f"tracker failed: {self.tracker.error}"
         self.recorder.close_through(self.recorder.seconds())
@@ -740,7 +788,11 @@ class LocustRun:
     def _result(self, ended_at: float, status: str) -> dict[str, Any]:
         totals = self.recorder.totals()
         lost = duplicated = 0
-        if self.tracker is not None:
+        if self.tracker is not None and audits_offsets(tracked_scenario(self.scenario, self.rate_per_user)):
+            lost, unclaimed, _ = audit_offsets({p: offsets.ranges() for p, offsets in self.acked_offsets.items()},
+                                               self.tracker.consumed_offsets)
+            duplicated = unclaimed + self.tracker.offsets_consumed_twice
+        elif self.tracker is not None:
             duplicated = self.tracker.duplicated
             for worker in self.workers.values():
                 count, _ = lost_sequences(self.tracker.seen.get(worker["producer"]), worker["sent"],
@@ -755,6 +807,7 @@ class LocustRun:
             latency["send_delay"] = self.recorder.latency["send_delay"].summary()
         if self.tracker is not None:
             latency["end_to_end"] = self.recorder.latency["end_to_end"].summary()
+            latency["end_to_end"]["sample_every"] = trace_sample_every(tracked_scenario(self.scenario, self.rate_per_user))
         stats = self.environment.runner.stats.total
         hosts = {worker_id.rsplit("_", 1)[0] for worker_id in self.workers}
         result = {
@@ -889,6 +942,12 @@ class OrderLoadShape(LoadTestShape):
         return options.num_users or 1, spawn_rate
 
 
+def tracked_scenario(scenario: Scenario, rate_per_user: float) -> Scenario:
+    """The scenario as the runner's producer and tracker rules see it: rate 0 exactly when the
+    users send flat out (the sampled trace header and offset audit, a lower-priority tracker)."""
+    return dataclasses.replace(scenario, rate=rate_per_user)
+
+
 def validate_options(options) -> tuple[Scenario, float, list[Threshold]]:
     """Everything a bad option can break, checked before a user is spawned."""
     scenario = scenario_from_options(options)
@@ -953,7 +1012,8 @@ def register(events) -> None:
             scenario = scenario_from_options(options)
             index = max(0, getattr(environment.runner, "worker_index", 0))
             environment.kafka_user_rate = options.kafka_user_rate_resolved
-            environment.kafka_producer = WorkerProducer(environment, scenario, bytes.fromhex(options.kafka_run_id),
+            environment.kafka_producer = WorkerProducer(environment, tracked_scenario(scenario, environment.kafka_user_rate),
+                                                        bytes.fromhex(options.kafka_run_id),
                                                         options.kafka_started_at, index)
 
     @events.spawning_complete.add_listener
