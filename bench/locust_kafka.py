@@ -7,12 +7,15 @@ Locust runs every user of a process on one gevent loop, so any confluent-kafka c
   after the master's options arrived), never at import;
 - tasks only call produce(); a full local queue (BufferError) yields with gevent.sleep while
   the one background greenlet serves delivery reports with poll(0);
-- every delivery fires Locust's `request` event, and its latency goes into the worker's
-  per-second HdrHistograms (µs), shipped encoded with `report_to_master` and added up on the
-  master in `worker_report` (Locust's own percentiles keep about two significant digits);
-- the master (or the local runner) runs one tracker per test in a native thread for end-to-end
-  latency, consumer lag and the lost/duplicate audit, and at test end writes the same result
-  folder as `bench run` (kind "locust"), then checks the `--check` thresholds.
+- every delivery fires Locust's `request` event, and its raw latency is appended to a list;
+  each report (every 3 s) folds the lists into per-second HdrHistograms (µs), shipped encoded
+  with `report_to_master` and added up on the master in `worker_report` (Locust's own
+  percentiles keep about two significant digits);
+- the master (or the local runner) starts `bench run`'s tracker process once per test for
+  end-to-end latency, consumer lag and the lost/duplicate audit, and at test end writes the same
+  result folder as `bench run` (kind "locust"), then checks the `--check` thresholds;
+- flat out, as in `bench run`, only every 64th message carries the trace header and the loss
+  audit compares acked with consumed offsets; at a fixed rate every message is traced.
 
 `scenarios/orders.py` is the locustfile; `register(events)` wires these hooks to an Events.
 """
@@ -117,36 +120,40 @@ def add_arguments(parser) -> None:
     """Locust custom arguments (so LOCUST_<NAME> env vars and locust.conf work too)."""
     # On the parser itself, not a group: only Locust's add_argument knows is_secret, and only
     # parser arguments appear in the web UI.
-    parser.add_argument("--kafka-bootstrap-servers", default=default_bootstrap_servers(),
-                        help="Kafka bootstrap servers (default: $KAFKA_BOOTSTRAP_SERVERS, else localhost:9092)")
-    parser.add_argument("--scenario", default="",
-                        help="scenario TOML to start from (the files of `bench run`); the options below override it")
-    parser.add_argument("--kafka-topic", default=None, help="topic to produce to (default: bench-orders)")
-    parser.add_argument("--kafka-partitions", type=int, default=None, help="partitions when the topic is created")
-    parser.add_argument("--message-size", default=None, help="message value size: 200, 1KB, 1MB ... (default 200)")
-    parser.add_argument("--payload", default=None, help="order | text | random (default order)")
-    parser.add_argument("--compression", default=None, help="none | gzip | snappy | lz4 | zstd (default none)")
-    parser.add_argument("--compression-level", type=int, default=None, help="codec level, -1 = codec default")
-    parser.add_argument("--acks", default=None, help="all | 1 | 0 (default all)")
-    parser.add_argument("--linger-ms", type=float, default=None, help="librdkafka linger.ms (default 5)")
-    parser.add_argument("--warmup", type=float, default=None,
-                        help="seconds at the start left out of the summary percentiles (default 0)")
-    parser.add_argument("--user-rate", type=float, default=None,
-                        help="messages/s per user; 0 = as fast as possible (default: the scenario's rate "
-                        "divided by --users, else 0)")
-    parser.add_argument("--load-steps", default="",
-                        help="user-count steps USERS@SECONDS,... (e.g. 2@10,4@10,8@20); -r sets the ramp between them")
-    parser.add_argument("--kafka-config", default="",
-                        help="extra librdkafka producer settings KEY=VALUE,KEY=VALUE (e.g. security.protocol=SASL_SSL)")
-    parser.add_argument("--sasl-username", default="", help="sasl.username for the producer and tracker")
-    parser.add_argument("--sasl-password", default="", is_secret=True,
-                        help="sasl.password (shown masked in the web UI, never written to results)")
-    parser.add_argument("--check", default="",
-                        help="thresholds, comma-separated, e.g. 'p99_delivery_ms<50,p99_e2e_ms<200': "
-                        "exit code 1 when one fails")
-    parser.add_argument("--no-tracker", action="store_true", default=False,
-                        help="skip the tracker (no end-to-end latency, lag or loss audit)")
-    parser.add_argument("--results-dir", default=DEFAULT_RESULTS_DIR, help="where run folders go (default results)")
+    def add(flag: str, **kwargs) -> None:
+        # Locust reads LOCUST_<NAME> only for arguments that name their environment variable.
+        parser.add_argument(flag, env_var="LOCUST_" + flag[2:].upper().replace("-", "_"), **kwargs)
+
+    add("--kafka-bootstrap-servers", default=default_bootstrap_servers(),
+        help="Kafka bootstrap servers (default: $KAFKA_BOOTSTRAP_SERVERS, else localhost:9092)")
+    add("--scenario", default="",
+        help="scenario TOML to start from (the files of `bench run`); the options below override it")
+    add("--kafka-topic", default=None, help="topic to produce to (default: bench-orders)")
+    add("--kafka-partitions", type=int, default=None, help="partitions when the topic is created")
+    add("--message-size", default=None, help="message value size: 200, 1KB, 1MB ... (default 200)")
+    add("--payload", default=None, help="order | text | random (default order)")
+    add("--compression", default=None, help="none | gzip | snappy | lz4 | zstd (default none)")
+    add("--compression-level", type=int, default=None, help="codec level, -1 = codec default")
+    add("--acks", default=None, help="all | 1 | 0 (default all)")
+    add("--linger-ms", type=float, default=None, help="librdkafka linger.ms (default 5)")
+    add("--warmup", type=float, default=None,
+        help="seconds at the start left out of the summary percentiles (default 0)")
+    add("--user-rate", type=float, default=None,
+        help="messages/s per user; 0 = as fast as possible (default: the scenario's rate "
+        "divided by --users, else 0)")
+    add("--load-steps", default="",
+        help="user-count steps USERS@SECONDS,... (e.g. 2@10,4@10,8@20); -r sets the ramp between them")
+    add("--kafka-config", default="",
+        help="extra librdkafka producer settings KEY=VALUE,KEY=VALUE (e.g. security.protocol=SASL_SSL)")
+    add("--sasl-username", default="", help="sasl.username for the producer and tracker")
+    add("--sasl-password", default="", is_secret=True,
+        help="sasl.password (shown masked in the web UI, never written to results)")
+    add("--check", default="",
+        help="thresholds, comma-separated, e.g. 'p99_delivery_ms<50,p99_e2e_ms<200': "
+        "exit code 1 when one fails")
+    add("--no-tracker", action="store_true", default=False,
+        help="skip the tracker (no end-to-end latency, lag or loss audit)")
+    add("--results-dir", default=DEFAULT_RESULTS_DIR, help="where run folders go (default results)")
 
 
 def _parse_key_values(text: str, option: str) -> dict[str, Any]:

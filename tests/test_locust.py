@@ -73,6 +73,16 @@ def test_thresholds_steps_and_histogram_transport_pure():
         in_seconds = new_latency_histogram()
         record_counts(in_seconds, histogram_counts(encode_latencies([v / 1e6 for v in values], 1_000_000)))
         out["seconds_same"] = in_seconds.encode() == rebuilt.encode()
+        # Every Kafka option also comes from LOCUST_<NAME>, as Locust's own options do.
+        import os
+        from locust.argument_parser import get_empty_argument_parser, setup_parser_arguments
+        from bench.locust_kafka import add_arguments
+        os.environ.update(LOCUST_KAFKA_TOPIC="from-env", LOCUST_NO_TRACKER="true")
+        parser = get_empty_argument_parser()
+        setup_parser_arguments(parser)
+        add_arguments(parser)
+        parsed = parser.parse_args([])
+        out["from_env"] = [parsed.kafka_topic, parsed.no_tracker]
         out["empty"] = encode_latencies([])
         original = new_latency_histogram()
         for value in values:
@@ -93,6 +103,7 @@ def test_thresholds_steps_and_histogram_transport_pure():
     assert all(rebuilt == original for rebuilt, original in out["same"])
     assert out["counts"] == [7, 7]
     assert out["seconds_same"] and out["empty"] is None
+    assert out["from_env"] == ["from-env", True]
 
 
 def test_local_runner_fires_requests_and_writes_result(kafka_bootstrap, unique_topic, tmp_path):
