@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+from typing import TypeVar
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
 from confluent_kafka.admin import AdminClient, ConfigResource, NewTopic
 
 from streamstore.config import CLIENT_MESSAGE_MAX_BYTES, admin_config, consumer_config
 from streamstore.errors import RunFailed, UsageError
+
+T = TypeVar("T")
 
 # How long to wait for the broker to answer one admin request before calling it unreachable.
 ADMIN_TIMEOUT_S = 10.0
@@ -82,9 +85,9 @@ def delete_topic(admin: AdminClient, topic: str, timeout_s: float = ADMIN_TIMEOU
 
 
 def _describe(admin: AdminClient, resource: ConfigResource, timeout_s: float) -> dict[str, str]:
-    future = admin.describe_configs([resource])[resource]
     try:
-        entries = future.result(timeout=timeout_s)
+        entries = _retry_until_ready(
+            lambda: admin.describe_configs([resource])[resource].result(timeout=timeout_s), timeout_s)
     except KafkaException as error:
         raise RunFailed(f"could not read {resource}: {_reason(error)}") from None
     return {name: entry.value for name, entry in entries.items()}
@@ -122,20 +125,26 @@ def topic_watermarks(
         consumer.close()
 
 
-# A topic created a moment ago has leaders in the metadata before the broker serves them.
-_LEADER_NOT_READY = frozenset({KafkaError.NOT_LEADER_FOR_PARTITION, KafkaError.LEADER_NOT_AVAILABLE,
-                               KafkaError.UNKNOWN_TOPIC_OR_PART})
+# A topic created a moment ago is in the metadata before every broker request serves it
+# (leaders, configs).
+_TOPIC_NOT_READY = frozenset({KafkaError.NOT_LEADER_FOR_PARTITION, KafkaError.LEADER_NOT_AVAILABLE,
+                              KafkaError.UNKNOWN_TOPIC_OR_PART})
 
 
-def _watermarks(consumer: Consumer, partition: TopicPartition, timeout_s: float) -> tuple[int, int]:
+def _retry_until_ready(call: Callable[[], T], timeout_s: float) -> T:
     deadline = time.monotonic() + timeout_s
     while True:
         try:
-            return consumer.get_watermark_offsets(partition, timeout=timeout_s)
+            return call()
         except KafkaException as error:
-            if error.args[0].code() not in _LEADER_NOT_READY or time.monotonic() > deadline:
+            code = error.args[0].code() if error.args and hasattr(error.args[0], "code") else None
+            if code not in _TOPIC_NOT_READY or time.monotonic() > deadline:
                 raise
             time.sleep(0.1)
+
+
+def _watermarks(consumer: Consumer, partition: TopicPartition, timeout_s: float) -> tuple[int, int]:
+    return _retry_until_ready(lambda: consumer.get_watermark_offsets(partition, timeout=timeout_s), timeout_s)
 
 
 def message_count(watermarks: Mapping[int, tuple[int, int]]) -> int:

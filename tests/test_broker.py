@@ -23,7 +23,7 @@ from bench.broker import (
 from streamstore.admin import connect_admin, ensure_topic
 from streamstore.config import consumer_config, producer_config
 from streamstore.errors import RunFailed
-from tests.conftest import free_port_pair
+from conftest import free_port_pair
 
 
 def bench_broker(*args: str, env: dict[str, str] | None = None, timeout: float = 240) -> subprocess.CompletedProcess:

@@ -14,6 +14,7 @@ import textwrap
 from pathlib import Path
 
 from bench.results import load_result
+from conftest import free_port_pair
 
 REPO = Path(__file__).resolve().parent.parent
 LOCUST = str(Path(sys.executable).parent / "locust")
@@ -28,7 +29,11 @@ def _python(script: str, *args: str) -> subprocess.CompletedProcess:
 
 
 def _locust(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([LOCUST, "-f", LOCUSTFILE, "--headless", "--only-summary", *args], cwd=REPO,
+    # With --processes the master listens on 5557 unless told otherwise: a free port keeps two
+    # Locust runs on this machine (tests, a user's own) from colliding.
+    master_port = str(free_port_pair()[0])
+    return subprocess.run([LOCUST, "-f", LOCUSTFILE, "--headless", "--only-summary", "--master-bind-port", master_port,
+                           "--master-port", master_port, *args], cwd=REPO,
                           capture_output=True, text=True, timeout=CHILD_TIMEOUT_S)
 
 
