@@ -56,6 +56,7 @@ from bench.runner import (
     tracker_main,
 )
 from bench.results import (
+    DEFAULT_RESULTS_ROOT,
     decode_histogram,
     encode_histogram,
     environment_metadata,
@@ -78,7 +79,6 @@ logger = logging.getLogger(__name__)
 RESULT_NAME_PREFIX = "locust-"
 # The worker name of the local runner's own producer in the merged counts.
 LOCAL_WORKER = "local"
-DEFAULT_RESULTS_DIR = "results"
 
 # A flat-out user produces this many messages per task run before yielding: enough to make
 # Locust's per-task overhead negligible, few enough that the poll greenlet runs every ~millisecond.
@@ -153,7 +153,7 @@ def add_arguments(parser) -> None:
         "exit code 1 when one fails")
     add("--no-tracker", action="store_true", default=False,
         help="skip the tracker (no end-to-end latency, lag or loss audit)")
-    add("--results-dir", default=DEFAULT_RESULTS_DIR, help="where run folders go (default results)")
+    add("--results-dir", default=str(DEFAULT_RESULTS_ROOT), help="where run folders go (default results)")
 
 
 def _parse_key_values(text: str, option: str) -> dict[str, Any]:

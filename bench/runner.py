@@ -51,7 +51,7 @@ from bench.broker import BrokerInUse, ensure_broker
 from bench.chaos import Fault, FaultInjector
 from bench.progress import Progress, progress_line
 from bench.recorder import OffsetRanges, RunRecorder, SequenceAudit, audit_offsets, lost_sequences, offset_ranges
-from bench.results import check_results_root, environment_metadata, run_folder, utc_iso, write_interval_log, write_result
+from bench.results import DEFAULT_RESULTS_ROOT, check_results_root, environment_metadata, run_folder, utc_iso, write_interval_log, write_result
 from bench.scenario import Scenario
 from bench.stats import derive_warnings
 from streamstore.admin import connect_admin, ensure_topic, topic_configs, topic_watermarks
@@ -61,8 +61,6 @@ from streamstore.orders import Order, make_payload
 from streamstore.producer import OrderProducer
 from streamstore.trace import TRACE_HEADER, TRACE_STRUCT, TRACE_VALUE_BYTES, Trace, read_trace
 from streamstore.tracker import OrderTracker
-
-DEFAULT_RESULTS_ROOT = Path("results")
 
 # A producer cycles through a pool of pre-built payloads: building an order (uuid, JSON) per
 # message would cost more than sending it. Power of two so the slot is `sequence & mask`.
@@ -767,6 +765,8 @@ class _Run:
     def _stop_children(self, stop) -> None:
         stop.set()
         for child in self.children:
+            if child.pid is None:  # start() failed or was never reached
+                continue
             child.join(timeout=INTERRUPT_DRAIN_S + 5)
             if child.is_alive():
                 child.terminate()

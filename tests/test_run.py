@@ -326,3 +326,26 @@ def test_injected_consumer_delay_slows_end_to_end_latency(kafka_bootstrap, uniqu
     assert code == 0, result["failure"]
     assert result["latency_us"]["end_to_end"]["p50"] >= 10_000
     assert result["latency_us"]["service_time"]["p50"] < result["latency_us"]["end_to_end"]["p50"]
+
+
+def test_calibrate_measures_both_loops_and_gates_on_min_ratio(kafka_bootstrap, tmp_path):
+    topic = f"calibrate-{uuid.uuid4().hex[:8]}"
+    completed = subprocess.run(
+        [sys.executable, "-m", "bench", "calibrate", "--bootstrap-servers", kafka_bootstrap, "--broker", "external",
+         "--duration", "1", "--rounds", "1", "--set", f"topic={topic}", "--results-dir", str(tmp_path),
+         "--min-ratio", "1000"],
+        cwd=PROJECT, capture_output=True, text=True, timeout=300)
+    assert completed.returncode == 1, completed.stdout + completed.stderr  # no harness is 1000x the bare loop
+    lines = completed.stdout.splitlines()
+    rates = {}
+    for label in ("bare loop", "bench run"):
+        summary = next(line for line in lines if line.startswith(label) and "mean of 1" in line)
+        rates[label] = float(summary.split()[2].replace(",", ""))
+        assert rates[label] > 0
+    ratio_line = next(line for line in lines if line.startswith("ratio"))
+    assert abs(float(ratio_line.split()[1]) - rates["bench run"] / rates["bare loop"]) < 0.002
+    assert "offsets audit: lost 0, duplicated 0" in completed.stdout
+    assert lines[-1] == "below --min-ratio 1000"
+    # Each measurement's topic is deleted after it: a flat-out second writes hundreds of MB.
+    remaining = connect_admin(kafka_bootstrap).list_topics(timeout=10).topics
+    assert not [name for name in remaining if name.startswith(topic)]

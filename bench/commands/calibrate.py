@@ -20,7 +20,8 @@ import uuid
 
 from confluent_kafka import Producer
 
-from bench.broker import BROKER_MODES, ensure_broker
+from bench.broker import ensure_broker
+from bench.commands._options import add_broker_arguments, add_results_argument
 from bench.recorder import fold_latencies, record_counts
 from bench.results import new_latency_histogram
 from bench.runner import (
@@ -33,7 +34,6 @@ from bench.runner import (
 )
 from bench.scenario import Scenario, merge_overrides, parse_set_option
 from streamstore.admin import connect_admin, delete_topic, ensure_topic
-from streamstore.config import default_bootstrap_servers
 from streamstore.errors import EXIT_OK, EXIT_REGRESSION, RunFailed, UsageError
 
 NAME = "calibrate"
@@ -54,11 +54,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="change the calibration scenario, e.g. --set message_size=1KB (rate stays 0)")
     parser.add_argument("--min-ratio", type=float, default=None,
                         help="exit 1 when bench/bare is below this (e.g. 0.90); default: only print")
-    parser.add_argument("--bootstrap-servers", default=default_bootstrap_servers(),
-                        help="Kafka address (default: $KAFKA_BOOTSTRAP_SERVERS or localhost:9092)")
-    parser.add_argument("--broker", choices=BROKER_MODES, default="auto", help="as for bench run (default auto)")
-    parser.add_argument("--keep-broker", action="store_true", help="leave an embedded broker this command started running")
-    parser.add_argument("--results", default="results", help="folder for the bench runs' result folders (default: results)")
+    add_broker_arguments(parser)
+    add_results_argument(parser)
 
 
 def bare_loop_throughput(scenario: Scenario, bootstrap_servers: str, duration_s: float) -> tuple[int, float]:
@@ -113,7 +110,7 @@ def _measure(which: str, scenario: Scenario, bootstrap_servers: str, args: argpa
         acked, elapsed = bare_loop_throughput(scenario, bootstrap_servers, args.duration)
         print(f"round {round_number}  bare loop  {acked / elapsed:>10,.0f} msg/s  ({acked:,} acked in {elapsed:.2f} s)", flush=True)
         return acked / elapsed
-    code, folder, result = run_scenario(scenario, bootstrap_servers, args.results, "external",
+    code, folder, result = run_scenario(scenario, bootstrap_servers, args.results_dir, "external",
                                         out=io.StringIO(), write_report=False)
     if code != EXIT_OK:
         raise RunFailed(f"bench run failed ({result['failure']}); see {folder}")
