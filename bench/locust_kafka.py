@@ -805,6 +805,11 @@ class LocustRun:
                 count, _ = lost_sequences(self.tracker.seen.get(worker["producer"]), worker["sent"],
                                           worker["failed_sequences"])
                 lost += max(0, count - worker["failed_untraced"])
+        failure = self.failure
+        if status == "complete" and lost:
+            # As in `bench run`: acked but never consumed is a failed run, whatever the thresholds.
+            status = "failed"
+            failure = f"{lost:,} acked orders lost (not consumed within the {self.scenario.drain_timeout_s:g} s drain timeout)"
         duration_s = round(max(ended_at - self.started_at, self.scenario.warmup_s + 0.1), 3)
         scenario = dataclasses.replace(self.scenario, duration_s=duration_s,
                                        rate=self.rate_per_user * self.peak_users)
@@ -829,7 +834,7 @@ class LocustRun:
             "duration_s": duration_s,
             "warmup_s": self.scenario.warmup_s,
             "status": status,
-            "failure": self.failure,
+            "failure": failure,
             "counts": {"sent": totals["sent"], "acked": totals["acked"], "failed": totals["failed"],
                        "consumed": totals["consumed"] if self.tracker else 0, "lost": lost,
                        "duplicated": duplicated, "malformed": 0, "broker_offset_delta": None},
