@@ -28,7 +28,7 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from confluent_kafka import KafkaException
+from confluent_kafka import KafkaError, KafkaException
 from confluent_kafka.admin import AdminClient
 
 from streamstore.admin import broker_configs, connect_admin
@@ -225,20 +225,51 @@ def parse_bootstrap_servers(bootstrap_servers: str) -> list[tuple[str, int]]:
     return addresses
 
 
-def broker_answers(bootstrap_servers: str, timeout_s: float = 5.0,
-                   client_settings: Mapping[str, object] | None = None) -> bool:
-    """True when a broker at the address answers a metadata request within timeout_s."""
+# Errors that mean the broker answered but refused these credentials or this TLS handshake:
+# waiting longer will not help, and "no broker answers" would send the user the wrong way.
+_CREDENTIAL_ERRORS = frozenset({KafkaError._AUTHENTICATION, KafkaError.SASL_AUTHENTICATION_FAILED, KafkaError._SSL})
+
+
+@dataclass(frozen=True)
+class BrokerProblem:
+    """Why no broker answered: refused is True when one answered but rejected the client."""
+    reason: str
+    refused: bool = False
+
+
+def broker_problem(bootstrap_servers: str, timeout_s: float = 5.0,
+                   client_settings: Mapping[str, object] | None = None) -> BrokerProblem | None:
+    """None when a broker at the address answers a metadata request within timeout_s, else why not."""
     addresses = parse_bootstrap_servers(bootstrap_servers)
     # A refused TCP connect answers "no" in microseconds; librdkafka would retry until timeout.
     if not any(_accepts_connections(host, port, min(timeout_s, 2.0)) for host, port in addresses):
-        return False
+        return BrokerProblem("nothing accepts connections there")
+    refusals: list[str] = []
+
+    def note_refusal(error: KafkaError) -> None:
+        if error.code() in _CREDENTIAL_ERRORS:
+            refusals.append(error.str())
+
     # librdkafka logs every refused connection to stderr; the caller reports the outcome.
-    admin = AdminClient(admin_config(bootstrap_servers, {**(client_settings or {}), "log_level": 0}))
-    try:
-        admin.list_topics(timeout=timeout_s)
-        return True
-    except KafkaException:
-        return False
+    admin = AdminClient(admin_config(bootstrap_servers, {**(client_settings or {}), "log_level": 0,
+                                                         "error_cb": note_refusal}))
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            admin.list_topics(timeout=max(0.1, min(1.0, deadline - time.monotonic())))
+            return None
+        except KafkaException:
+            admin.poll(0)  # serves error_cb
+            if refusals:
+                return BrokerProblem(refusals[0], refused=True)
+            if time.monotonic() >= deadline:
+                return BrokerProblem("no answer to a metadata request")
+
+
+def broker_answers(bootstrap_servers: str, timeout_s: float = 5.0,
+                   client_settings: Mapping[str, object] | None = None) -> bool:
+    """True when a broker at the address answers a metadata request within timeout_s."""
+    return broker_problem(bootstrap_servers, timeout_s, client_settings) is None
 
 
 def describe_broker_settings(
@@ -554,8 +585,13 @@ def ensure_broker(
         raise UsageError(f"--broker {mode!r}: expected one of {', '.join(BROKER_MODES)}")
     embedded: EmbeddedBroker | None = None
     started_here = False
-    if mode == "external" or (mode == "auto" and answers(timeout_s=5.0)):
-        if mode == "external" and not answers(timeout_s=external_timeout_s):
+    problem = None
+    if mode != "embedded":
+        problem = broker_problem(bootstrap_servers, external_timeout_s if mode == "external" else 5.0, client_settings)
+        if problem is not None and problem.refused:
+            raise RunFailed(f"Kafka broker at {bootstrap_servers} refused the client: {problem.reason}")
+    if mode == "external" or (mode == "auto" and problem is None):
+        if problem is not None:
             raise RunFailed(f"no Kafka broker answers at {bootstrap_servers} (waited {external_timeout_s:.0f} s)")
         with contextlib.suppress(UsageError):
             candidate = _local_embedded_broker(bootstrap_servers, state_dir, kafka_version)
