@@ -172,7 +172,8 @@ def plot_latency_percentiles(runs: Sequence[Run], path: Path) -> Path | None:
 
 def plot_latency_over_time(runs: Sequence[Run], path: Path) -> Path | None:
     """p50 / p99 / max per second for each latency kind that has a series."""
-    kinds = [k for k in LATENCY_KINDS if any(_series(r, f"{k}_p99_us")[1] for _, r in runs)]
+    # A flat-out run has a response-time series of nulls only (nothing was scheduled).
+    kinds = [k for k in LATENCY_KINDS if any(v is not None for _, r in runs for v in _series(r, f"{k}_p99_us")[1])]
     if not kinds:
         return None
     fig, axes = plt.subplots(len(kinds), 1, figsize=(FIGURE_SIZE[0], 2.6 + 2.4 * len(kinds)), sharex=True, squeeze=False)

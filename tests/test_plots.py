@@ -65,3 +65,18 @@ def test_percentile_curve_reaches_the_tail():
     # The last point is the 1 - 1/count percentile: the slowest messages but one.
     assert summary["p99_9"] / 1000 <= ys_ms[-1] <= summary["max"] / 1000
     assert ys_ms[0] == pytest.approx(summary["min"] / 1000, rel=1e-3)
+
+
+def test_flat_out_run_with_null_response_time_series_plots(tmp_path):
+    # At rate 0 nothing is scheduled: response time exists only as a series of nulls, which a
+    # log axis cannot show (it once raised "Data cannot be log-scaled").
+    result = load_result(FIXTURES / "with-fault")
+    series = result["series"]
+    for statistic in ("p50", "p99", "max"):
+        series[f"response_time_{statistic}_us"] = [None] * len(series["t_s"])
+    result["latency_us"].pop("response_time", None)
+    written = plots.write_run_plots(result, tmp_path)
+    assert [p.name for p in written] == ["latency_percentiles.png", "latency_over_time.png",
+                                         "throughput.png", "consumer_lag.png"]
+    for path in written:
+        assert_real_png(path)
