@@ -566,6 +566,7 @@ class TrackerProcess:
         self.done = False
         self.error: str | None = None
         self.reported_through = -1
+        self.last_progress = time.monotonic()
         self._wait(lambda message: message[0] == "ready", CHILD_START_TIMEOUT_S, "start")
         start.set()
 
@@ -586,6 +587,8 @@ class TrackerProcess:
             _, second, consumed, end_to_end_us, lag, lag_time_ms = message
             recorder.add_tracker_report(max(0, second), consumed, end_to_end_us, lag, lag_time_ms)
             self.reported_through = max(self.reported_through, second)
+            if consumed:
+                self.last_progress = time.monotonic()
         elif kind == "tracker-offsets":
             self.consumed_offsets, self.offsets_consumed_twice = message[1:]
         elif kind == "tracker-done":
@@ -611,16 +614,19 @@ class TrackerProcess:
             gevent.sleep(TRACKER_PUMP_INTERVAL_S)
 
     def finish(self, recorder: RunRecorder, drain_target: int | Mapping[int, int], drain_s: float) -> None:
-        """Let it consume until it has every acked order or drain_s passed, then end it.
-        drain_target: the acked count, or with the offset audit the offset after the last acked
-        one per partition."""
-        self.control.put(("drain", drain_target, drain_s))
-        deadline = time.monotonic() + drain_s + TRACKER_EXIT_GRACE_S
-        while not self.done and self.error is None and time.monotonic() < deadline:
+        """Let it consume until it has every acked order or drain_s passed without progress,
+        then end it. drain_target: the acked count, or with the offset audit the offset after
+        the last acked one per partition."""
+        self.control.put(("drain", drain_target, drain_s, True))
+        self.last_progress = time.monotonic()
+        # The tracker gives up after drain_s without consuming; its final report follows.
+        while (not self.done and self.error is None
+               and time.monotonic() < self.last_progress + drain_s + TRACKER_EXIT_GRACE_S):
             self.pump(recorder)
             gevent.sleep(TRACKER_PUMP_INTERVAL_S)
         if not self.done and self.error is None:
-            self.error = f"no final report from the tracker within {drain_s + TRACKER_EXIT_GRACE_S:g} s"
+            self.error = f"no final report from the tracker within {drain_s + TRACKER_EXIT_GRACE_S:g} s of its last progress"
+        deadline = time.monotonic() + TRACKER_EXIT_GRACE_S
         while not self._exited() and time.monotonic() < deadline:
             gevent.sleep(TRACKER_PUMP_INTERVAL_S)
         if not self._exited():
@@ -809,7 +815,7 @@ class LocustRun:
         if status == "complete" and lost:
             # As in `bench run`: acked but never consumed is a failed run, whatever the thresholds.
             status = "failed"
-            failure = f"{lost:,} acked orders lost (not consumed within the {self.scenario.drain_timeout_s:g} s drain timeout)"
+            failure = f"{lost:,} acked orders lost (the tracker consumed none of them for {self.scenario.drain_timeout_s:g} s)"
         duration_s = round(max(ended_at - self.started_at, self.scenario.warmup_s + 0.1), 3)
         scenario = dataclasses.replace(self.scenario, duration_s=duration_s,
                                        rate=self.rate_per_user * self.peak_users)

@@ -452,7 +452,8 @@ def tracker_main(scenario: Scenario, bootstrap_servers: str, run_id: bytes, star
     ("ready", "tracker"), then ("tracker", second, consumed, end_to_end_us, lag, lag_time_ms)
     for each second since `t0_ns.value` (perf_counter_ns), and at the end ("tracker-done",
     {producer: seen bitmap}, duplicated, foreign) or ("error", "tracker", text). It ends after
-    `control` gets ("drain", acked, drain_s): once it has acked orders, or after drain_s.
+    `control` gets ("drain", acked, drain_s, idle): once it has acked orders, or after drain_s
+    (with idle: drain_s without consuming any of this run's messages, so a long backlog drains).
     At rate 0 it runs at a lower priority (FLAT_OUT_TRACKER_NICENESS).
     With offset_audit (see the module docstring) untraced messages count as this run's,
     "drain" carries {partition: offset after the last acked one} instead of the acked count,
@@ -480,7 +481,7 @@ def _track(scenario: Scenario, bootstrap_servers: str, run_id: bytes, start_offs
     start.wait()
     second, next_second_ns = 0, t0_ns.value + NS_PER_S
     drain_target: int | None = None
-    drain_deadline_ns = next_control_ns = 0
+    drain_deadline_ns = next_control_ns = drain_idle_ns = 0
     try:
         while True:
             try:
@@ -492,7 +493,10 @@ def _track(scenario: Scenario, bootstrap_servers: str, run_id: bytes, start_offs
                     raise
                 messages = []
             if messages:
+                consumed_before = state.consumed_in_second
                 absorb_messages(messages, run_id, state, time_ns())
+                if drain_idle_ns and state.consumed_in_second > consumed_before:
+                    drain_deadline_ns = clock() + drain_idle_ns
                 if fault_delay_s:
                     time.sleep(fault_delay_s)
             now = clock()
@@ -502,8 +506,9 @@ def _track(scenario: Scenario, bootstrap_servers: str, run_id: bytes, start_offs
             if drain_target is None and now >= next_control_ns:
                 next_control_ns = now + CONTROL_CHECK_NS
                 try:
-                    _, drain_target, drain_s = control.get_nowait()
+                    _, drain_target, drain_s, idle = control.get_nowait()
                     drain_deadline_ns = now + int(drain_s * NS_PER_S)
+                    drain_idle_ns = int(drain_s * NS_PER_S) if idle else 0
                 except queue.Empty:
                     pass
             if drain_target is not None and (_drained(state, drain_target) or now >= drain_deadline_ns):
@@ -572,8 +577,8 @@ class _ProducerOutcome:
     undelivered: int
 
 
-class _Interrupted(Exception):
-    """SIGTERM, turned into the same path as Ctrl+C."""
+class _Interrupted(KeyboardInterrupt):
+    """SIGTERM, turned into the same path as Ctrl+C (before producing began: exit 130, no result)."""
 
 
 def _raise_interrupted(signum, frame) -> None:
@@ -654,13 +659,18 @@ class _Run:
             self._end_faults()
             if self.failure is None:
                 acked = sum(outcome.acked for outcome in self.outcomes.values())
-                drain_s = INTERRUPT_DRAIN_S if self.interrupted else self.scenario.drain_timeout_s
-                self._event("drain", f"waiting up to {drain_s:g} s for the tracker to consume {acked:,} acked orders")
+                if self.interrupted:
+                    drain_s, idle = INTERRUPT_DRAIN_S, False
+                    self._event("drain", f"waiting up to {drain_s:g} s for the tracker to consume {acked:,} acked orders")
+                else:
+                    drain_s, idle = self.scenario.drain_timeout_s, True
+                    self._event("drain", f"waiting for the tracker to consume {acked:,} acked orders "
+                                         f"(it gives up after {drain_s:g} s without progress)")
                 if audits_offsets(self.scenario):
                     drain_target = {p: offsets.ends[-1] for p, offsets in self.acked_offsets.items() if offsets.ends}
                 else:
                     drain_target = acked
-                control.put(("drain", drain_target, drain_s))
+                control.put(("drain", drain_target, drain_s, idle))
                 self._collect(lambda: self.tracker_outcome is not None, stop)
         finally:
             signal.signal(signal.SIGTERM, previous_sigterm)

@@ -124,6 +124,7 @@ class Scenario:
     keys: str = "none"
     producer_config: Mapping[str, Any] = dataclasses.field(default_factory=dict)
     consumer_config: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+    # After producing, the tracker gives up after this long without consuming any of the run's messages.
     drain_timeout_s: float = 10.0
     # Test-only fault injection: the tracker sleeps this long after each consumed batch.
     fault_consumer_delay_ms: float = 0.0

@@ -349,3 +349,19 @@ def test_calibrate_measures_both_loops_and_gates_on_min_ratio(kafka_bootstrap, t
     # Each measurement's topic is deleted after it: a flat-out second writes hundreds of MB.
     remaining = connect_admin(kafka_bootstrap).list_topics(timeout=10).topics
     assert not [name for name in remaining if name.startswith(topic)]
+
+
+def test_drain_outlasts_its_timeout_while_the_tracker_keeps_consuming(kafka_bootstrap, unique_topic, tmp_path):
+    # A slow tracker (one record batch per fetch, ~50 msg/s) is far behind when the producers
+    # stop; drain_timeout_s counts only time without progress, so it drains to the end.
+    slow_consumer = {"queued.min.messages": 1, "fetch.message.max.bytes": 1, "fetch.queue.backoff.ms": 20}
+    scenario = _scenario(unique_topic, rate=200, duration_s=2, drain_timeout_s=1, consumer_config=slow_consumer)
+    code, _, result = _run(scenario, kafka_bootstrap, tmp_path)
+    assert code == 0, result["failure"]
+    counts = result["counts"]
+    assert counts["consumed"] == counts["acked"] == counts["broker_offset_delta"] == 400 and counts["lost"] == 0
+    drain = next(event for event in result["events"] if event["kind"] == "drain")
+    series = result["series"]
+    # t_s is the end of each second: these seconds began more than drain_timeout_s into the drain.
+    consumed_late = sum(consumed for t_s, consumed in zip(series["t_s"], series["consumed"]) if t_s - 1 >= drain["t_s"] + 1)
+    assert consumed_late > 0, series["consumed"]
