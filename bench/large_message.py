@@ -267,6 +267,7 @@ def cell_row(
     producer_peak_rss_bytes: int | None,
     consumer_peak_rss_bytes: int | None,
     error: str | None,
+    broker_messages: int | None = None,
 ) -> dict[str, Any]:
     """One size x compression as result.json stores it (latencies in ms, p50 and max over reps)."""
 
@@ -288,6 +289,8 @@ def cell_row(
         "throughput_mb_s": round(size_bytes / 1e6 / (end_to_end["p50"] / 1000), 3) if end_to_end else None,
         "wire_bytes": wire,
         "broker_stored_bytes": broker_stored_bytes,
+        # How far the cell's topic offsets grew (read from the broker): one message per rep.
+        "broker_messages": broker_messages,
         # Four significant figures: 0.9999 (batch overhead) must not round to 1.
         "compression_ratio": float(f"{size_bytes / wire:.4g}") if wire else None,
         # librdkafka sends the batch uncompressed when compressing does not make it smaller.
@@ -691,13 +694,15 @@ class LargeMessageSweep:
         consumer.send(cmd="peak")
         producer_peak = producer.receive(WORKER_GRACE_S)["peak_rss_bytes"]
         consumer_peak = consumer.receive(WORKER_GRACE_S)["peak_rss_bytes"]
+        broker_messages = topic_watermarks(self.bootstrap_servers, topic)[0][1] - offset
         stored = None
         if self.options.topic is None:
             log_bytes = _stored_bytes(self.broker_settings.get("log.dirs"), topic)
             stored = log_bytes // reps if log_bytes is not None else None
             self._topics_to_delete.remove(topic)
             delete_topic(self.admin, topic)
-        return cell_row(size, compression, produce_ms, end_to_end_ms, wire, stored, producer_peak, consumer_peak, None)
+        return cell_row(size, compression, produce_ms, end_to_end_ms, wire, stored, producer_peak, consumer_peak, None,
+                        broker_messages)
 
     def _compare_bare(self, size: int, harness_row: Mapping[str, Any]) -> None:
         """The bare script right after the harness's cell, same size and payload, same reps."""
@@ -744,8 +749,14 @@ def sweep_result(options: SweepOptions, sweep: LargeMessageSweep, broker: Broker
     rows = sweep.rows
     ended_at = time.time()
     failed = failed_rows(rows)
+    # A rep counts once its message came back from the consumer with the producer's size and
+    # crc32, so every acked message of a completed cell was consumed.
     acked = sum(row["reps"] for row in rows)
+    measured = [row.get("broker_messages") for row in rows if row["reps"]]
+    broker_offset_delta = sum(measured) if None not in measured else None
     warnings = []
+    if broker_offset_delta is not None and broker_offset_delta != acked:
+        warnings.append(f"broker offsets grew by {broker_offset_delta:,} but {acked:,} messages were acked")
     skipped = sorted({row["size_label"] for row in rows if row["compression_skipped"]})
     if skipped:
         warnings.append(
@@ -780,7 +791,7 @@ def sweep_result(options: SweepOptions, sweep: LargeMessageSweep, broker: Broker
         "duration_s": round(ended_at - started_at, 3), "warmup_s": 0,
         "status": status, "failure": failure,
         "counts": {"sent": acked + len(failed), "acked": acked, "failed": len(failed), "consumed": acked,
-                   "lost": 0, "duplicated": 0, "malformed": 0, "broker_offset_delta": acked},
+                   "lost": 0, "duplicated": 0, "malformed": 0, "broker_offset_delta": broker_offset_delta},
         "latency_us": {}, "series": {}, "events": [], "warnings": warnings,
         "large_message": {
             "rows": rows,

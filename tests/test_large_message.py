@@ -181,6 +181,12 @@ def test_quick_sweep_end_to_end(kafka_bootstrap, tmp_path, capsys):
         assert row["end_to_end_ms"]["p50"] > 0 and row["produce_latency_ms"]["p50"] > 0
         assert row["producer_peak_rss_bytes"] > 100_000_000 and row["consumer_peak_rss_bytes"] > 100_000_000
     assert cells[(100_000_000, "none")]["wire_bytes"] > 100_000_000
+    # Count truth: each cell's topic offsets (read from the broker before it was deleted) grew
+    # by exactly its reps, and the totals agree.
+    assert all(row["broker_messages"] == row["reps"] > 0 for row in cells.values())
+    counts = result["counts"]
+    assert counts["broker_offset_delta"] == counts["acked"] == counts["consumed"] == sum(r["reps"] for r in cells.values())
+    assert counts["failed"] == counts["lost"] == 0
     # The padded order compresses: the broker stored a small fraction of it.
     gzip_row = cells[(100_000_000, "gzip")]
     assert gzip_row["compression_ratio"] > 50 and not gzip_row["compression_skipped"]

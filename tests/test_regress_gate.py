@@ -12,6 +12,7 @@ import pytest
 
 from bench.cli import main
 from bench.results import load_result
+from kafka_truth import assert_counts_match_broker
 
 # The CI thresholds: p50s are steady on a shared 2-core machine, p99 moves several-fold
 # between identical runs there, so the tail only catches a catastrophe.
@@ -23,26 +24,31 @@ CI_SCENARIO = Path(__file__).parent.parent / "scenarios" / "ci-gate.toml"
 
 
 def _gate(kafka_bootstrap, topic, tmp_path, *extra):
+    """Run the gate on a fresh topic; the candidate's counts must match what the broker holds."""
+    runs_before = set((tmp_path / "results").glob("*-ci-gate"))
     args = ["regress", "--scenario", str(CI_SCENARIO), "--set", "duration_s=15", "--set", "warmup_s=3",
             "--set", f"topic={topic}", "--bootstrap-servers", kafka_bootstrap, "--broker", "external",
             "--results", str(tmp_path / "results"), "--baselines-dir", str(tmp_path / "baselines")]
     for check in CI_CHECKS:
         args += ["--check", check]
-    return main([*args, *extra])
+    code = main([*args, *extra])
+    [candidate] = set((tmp_path / "results").glob("*-ci-gate")) - runs_before
+    assert_counts_match_broker(load_result(candidate), kafka_bootstrap)
+    return code
 
 
 @pytest.mark.slow
 def test_gate_passes_identical_rerun_and_catches_a_2x_slower_consumer(kafka_bootstrap, unique_topic, tmp_path, capsys):
-    assert _gate(kafka_bootstrap, unique_topic, tmp_path, "--update-baseline") == 0
+    assert _gate(kafka_bootstrap, f"{unique_topic}-1", tmp_path, "--update-baseline") == 0
     baseline = load_result(tmp_path / "baselines" / "ci-gate.json")
     assert baseline["status"] == "complete" and baseline["counts"]["lost"] == 0
     capsys.readouterr()
 
-    assert _gate(kafka_bootstrap, unique_topic, tmp_path) == 0
+    assert _gate(kafka_bootstrap, f"{unique_topic}-2", tmp_path) == 0
     assert capsys.readouterr().out.strip().splitlines()[-1] == f"regress: ok, {len(CI_CHECKS)} checks passed"
 
     summary = tmp_path / "summary.md"
-    code = _gate(kafka_bootstrap, unique_topic, tmp_path, "--set", f"fault_consumer_delay_ms={CONSUMER_DELAY_MS}",
+    code = _gate(kafka_bootstrap, f"{unique_topic}-3", tmp_path, "--set", f"fault_consumer_delay_ms={CONSUMER_DELAY_MS}",
                  "--summary", str(summary))
     printed = capsys.readouterr().out
     assert code == 1, printed
