@@ -712,7 +712,7 @@ class _Run:
                     continue
                 self._handle(message)
                 self._show_progress()
-            except (KeyboardInterrupt, _Interrupted):
+            except KeyboardInterrupt:  # Ctrl+C, or SIGTERM as _Interrupted
                 if not self.interrupted:
                     self.interrupted = True
                     stop.set()
