@@ -23,6 +23,7 @@ from bench.recorder import audit_offsets, lost_sequences, offset_ranges
 from bench.results import decode_histogram, load_result, new_latency_histogram
 from bench.runner import TrackerState, absorb_messages, run_scenario
 from bench.scenario import Scenario
+from kafka_truth import bench_command
 from streamstore.admin import connect_admin, ensure_topic, topic_watermarks
 from streamstore.config import consumer_config, producer_config
 from streamstore.trace import TRACE_HEADER, encode_trace
@@ -330,11 +331,9 @@ def test_injected_consumer_delay_slows_end_to_end_latency(kafka_bootstrap, uniqu
 
 def test_calibrate_measures_both_loops_and_gates_on_min_ratio(kafka_bootstrap, tmp_path):
     topic = f"calibrate-{uuid.uuid4().hex[:8]}"
-    completed = subprocess.run(
-        [sys.executable, "-m", "bench", "calibrate", "--bootstrap-servers", kafka_bootstrap, "--broker", "external",
-         "--duration", "1", "--rounds", "1", "--set", f"topic={topic}", "--results-dir", str(tmp_path),
-         "--min-ratio", "1000"],
-        cwd=PROJECT, capture_output=True, text=True, timeout=300)
+    completed = bench_command("calibrate", "--bootstrap-servers", kafka_bootstrap, "--broker", "external",
+                              "--duration", "1", "--rounds", "1", "--set", f"topic={topic}",
+                              "--results-dir", str(tmp_path), "--min-ratio", "1000")
     assert completed.returncode == 1, completed.stdout + completed.stderr  # no harness is 1000x the bare loop
     lines = completed.stdout.splitlines()
     rates = {}
