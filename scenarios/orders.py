@@ -7,7 +7,7 @@ LOCUST_<OPTION>, locust.conf). Users produce orders flat out, or at --user-rate 
 
 from locust import events
 
-from bench.locust_kafka import KafkaOrdersUser, OrderLoadShape, register
+from bench.locust.user import KafkaOrdersUser, OrderLoadShape, register
 
 register(events)
 

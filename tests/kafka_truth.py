@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from bench.results import load_result
+from bench.output.results import load_result
 from streamstore.admin import message_count, topic_watermarks
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from confluent_kafka import Consumer, Producer
 
-from bench.broker import (
+from bench.broker.embedded import (
     DEFAULT_KAFKA_VERSION,
     LARGE_MESSAGE_BROKER_SETTINGS,
     broker_answers,

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from bench.broker import (
+from bench.broker.embedded import (
     BROKER_HEAP_OPTS,
     LARGE_MESSAGE_BROKER_SETTINGS,
     SINGLE_NODE_BROKER_SETTINGS,

@@ -10,9 +10,9 @@ import time
 
 import pytest
 
-from bench.broker import EmbeddedBroker, broker_answers
-from bench.chaos import Fault, FaultInjector, check_schedule, longest_stall_s, parse_fault
-from bench.results import load_result
+from bench.broker.embedded import EmbeddedBroker, broker_answers
+from bench.broker.faults import Fault, FaultInjector, check_schedule, longest_stall_s, parse_fault
+from bench.output.results import load_result
 from conftest import free_port_pair
 from kafka_truth import PROJECT_ROOT, STEADY_SCENARIO, assert_counts_match_broker, bench_command
 from streamstore.errors import UsageError

@@ -17,8 +17,8 @@ from __future__ import annotations
 
 import pytest
 
-from bench.broker import EmbeddedBroker
-from bench.latency_proxy import LatencyProxy
+from bench.broker.embedded import EmbeddedBroker
+from latency_proxy import LatencyProxy
 from conftest import BROKER_START_TIMEOUT_S, free_port_pair
 from kafka_truth import assert_counts_match_broker, bench_run
 

@@ -13,7 +13,7 @@ import sys
 import textwrap
 from pathlib import Path
 
-from bench.results import load_result
+from bench.output.results import load_result
 from conftest import free_port_pair
 
 REPO = Path(__file__).resolve().parent.parent
@@ -44,10 +44,10 @@ def _run_folders(results_dir: Path) -> list[Path]:
 def test_thresholds_steps_and_histogram_transport_pure():
     completed = _python("""
         import json
-        from bench.locust_kafka import (failed_thresholds, histogram_counts, parse_load_steps,
+        from bench.locust.user import (failed_thresholds, histogram_counts, parse_load_steps,
                                         parse_thresholds, encode_latencies)
-        from bench.recorder import record_counts
-        from bench.results import new_latency_histogram
+        from bench.core.recorder import record_counts
+        from bench.output.results import new_latency_histogram
         from streamstore.errors import UsageError
 
         out = {}
@@ -81,7 +81,7 @@ def test_thresholds_steps_and_histogram_transport_pure():
         # Every Kafka option also comes from LOCUST_<NAME>, as Locust's own options do.
         import os
         from locust.argument_parser import get_empty_argument_parser, setup_parser_arguments
-        from bench.locust_kafka import add_arguments
+        from bench.locust.user import add_arguments
         os.environ.update(LOCUST_KAFKA_TOPIC="from-env", LOCUST_NO_TRACKER="true")
         parser = get_empty_argument_parser()
         setup_parser_arguments(parser)
@@ -120,7 +120,7 @@ def test_local_runner_fires_requests_and_writes_result(kafka_bootstrap, unique_t
         from locust.argument_parser import get_empty_argument_parser, setup_parser_arguments
         from locust.env import Environment
         from locust.event import Events
-        from bench.locust_kafka import KafkaOrdersUser, add_arguments, register
+        from bench.locust.user import KafkaOrdersUser, add_arguments, register
 
         class OrdersUser(KafkaOrdersUser):
             pass

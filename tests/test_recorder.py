@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import random
 
-from bench.recorder import (
+from bench.core.recorder import (
     LatencyRecorder,
     OffsetRanges,
     RunRecorder,
@@ -15,7 +15,7 @@ from bench.recorder import (
     offset_ranges,
     record_counts,
 )
-from bench.results import LATENCY_HIGHEST_US, decode_histogram, new_latency_histogram
+from bench.output.results import LATENCY_HIGHEST_US, decode_histogram, new_latency_histogram
 
 
 def test_batched_recording_equals_recording_each_value():

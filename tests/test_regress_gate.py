@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from bench.cli import main
-from bench.results import load_result
+from bench.output.results import load_result
 from kafka_truth import assert_counts_match_broker
 
 # The CI thresholds: p50s are steady on a shared 2-core machine, p99 moves several-fold

@@ -11,7 +11,7 @@ import sys
 import pytest
 from hdrh.log import HistogramLogReader
 
-from bench import results
+from bench.output import results
 from streamstore.errors import UsageError
 
 

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from bench.scenario import Phase, Scenario, max_message_size, merge_overrides, parse_set_option, parse_size
+from bench.core.scenario import Phase, Scenario, max_message_size, merge_overrides, parse_set_option, parse_size
 from streamstore.config import MAX_VALUE_BYTES
 from streamstore.errors import UsageError
 

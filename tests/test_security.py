@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from bench.broker import EmbeddedBroker
-from bench.results import load_result
+from bench.broker.embedded import EmbeddedBroker
+from bench.output.results import load_result
 from conftest import BROKER_START_TIMEOUT_S, free_port_pair
 from kafka_truth import STEADY_SCENARIO, assert_counts_match_broker, bench_command
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from bench.broker import BROKER_MODES
-from bench.results import DEFAULT_RESULTS_ROOT
+from bench.broker.embedded import BROKER_MODES
+from bench.output.results import DEFAULT_RESULTS_ROOT
 from streamstore.cli import add_bootstrap_argument
 
 

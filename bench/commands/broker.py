@@ -6,7 +6,7 @@ import argparse
 import time
 from pathlib import Path
 
-from bench.broker import DEFAULT_KAFKA_VERSION, DEFAULT_PORT, EmbeddedBroker, broker_answers, provision_jars
+from bench.broker.embedded import DEFAULT_KAFKA_VERSION, DEFAULT_PORT, EmbeddedBroker, broker_answers, provision_jars
 
 NAME = "broker"
 HELP = "start, stop, inspect or provision the embedded Apache Kafka broker (KRaft, 127.0.0.1)"

@@ -20,11 +20,11 @@ import uuid
 
 from confluent_kafka import Producer
 
-from bench.broker import ensure_broker
+from bench.broker.embedded import ensure_broker
 from bench.commands._options import add_broker_arguments, add_results_argument
-from bench.recorder import fold_latencies, record_counts
-from bench.results import new_latency_histogram
-from bench.runner import (
+from bench.core.recorder import fold_latencies, record_counts
+from bench.output.results import new_latency_histogram
+from bench.core.runner import (
     CLOCK_CHECK_EVERY,
     QUEUE_FULL_POLL_S,
     check_client_settings,
@@ -32,7 +32,7 @@ from bench.runner import (
     run_scenario,
     scenario_producer_config,
 )
-from bench.scenario import Scenario, merge_overrides, parse_set_option
+from bench.core.scenario import Scenario, merge_overrides, parse_set_option
 from streamstore.admin import connect_admin, delete_topic, ensure_topic
 from streamstore.errors import EXIT_OK, EXIT_REGRESSION, RunFailed, UsageError
 

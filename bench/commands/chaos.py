@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import argparse
 
-from bench.chaos import check_schedule, fault_summary, parse_fault
+from bench.broker.faults import check_schedule, fault_summary, parse_fault
 from bench.commands import run as run_command
-from bench.runner import run_scenario
+from bench.core.runner import run_scenario
 from streamstore.errors import UsageError
 
 NAME = "chaos"

@@ -10,7 +10,7 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from bench.compare import (
+from bench.analysis.compare import (
     DEFAULT_ALPHA,
     DEFAULT_CHECKS,
     INCONCLUSIVE,
@@ -21,9 +21,9 @@ from bench.compare import (
     regress,
 )
 from bench.commands._options import add_broker_arguments, add_results_argument
-from bench.report import regress_summary_blocks, to_markdown
-from bench.results import DEFAULT_RESULTS_ROOT, format_change, format_value, load_result, result_path, write_result, write_text_atomic
-from bench.scenario import Scenario, parse_set_option
+from bench.output.report import regress_summary_blocks, to_markdown
+from bench.output.results import DEFAULT_RESULTS_ROOT, format_change, format_value, load_result, result_path, write_result, write_text_atomic
+from bench.core.scenario import Scenario, parse_set_option
 from streamstore.errors import EXIT_OK, EXIT_REGRESSION, RunFailed, UsageError
 
 NAME = "regress"
@@ -58,7 +58,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def _run_candidate(args: argparse.Namespace) -> tuple[int, str]:
     """Run --scenario now; returns the run's exit code and its folder."""
-    from bench.runner import run_scenario  # only this path needs Kafka clients
+    from bench.core.runner import run_scenario  # only this path needs Kafka clients
 
     scenario = Scenario.from_toml(args.scenario, dict(parse_set_option(text) for text in args.overrides))
     code, folder, _ = run_scenario(scenario, args.bootstrap_servers, args.results_dir, args.broker)

@@ -5,8 +5,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from bench.report import write_run_report
-from bench.results import RESULT_FILE_NAME
+from bench.output.report import write_run_report
+from bench.output.results import RESULT_FILE_NAME
 from streamstore.errors import UsageError
 
 NAME = "report"

@@ -21,7 +21,7 @@ import matplotlib.pyplot as plt  # noqa: E402  (the backend must be chosen first
 from PIL import Image  # noqa: E402  (Pillow comes with matplotlib)
 from matplotlib.ticker import FixedLocator, FuncFormatter, NullLocator  # noqa: E402
 
-from bench.results import (  # noqa: E402
+from bench.output.results import (  # noqa: E402
     decode_histogram,
     describe_environment,
     describe_scenario,

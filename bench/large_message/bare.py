@@ -6,7 +6,7 @@ clock starts, so its fetch is already waiting at the broker; the clock runs from
 until poll() hands the message to Python. The payload is the harness's (same kind and size).
 One JSON line per repetition on stdout, then one with the process's peak RSS.
 
-    python -m bench.bare_roundtrip --bootstrap-servers 127.0.0.1:9092 --topic T --size 999999964 --reps 1
+    python -m bench.large_message.bare --bootstrap-servers 127.0.0.1:9092 --topic T --size 999999964 --reps 1
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from streamstore.orders import PAYLOAD_KINDS, make_payload
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m bench.bare_roundtrip")
+    parser = argparse.ArgumentParser(prog="python -m bench.large_message.bare")
     parser.add_argument("--bootstrap-servers", required=True)
     parser.add_argument("--topic", required=True, help="an existing, empty topic with one partition")
     parser.add_argument("--size", type=int, required=True)

@@ -1,7 +1,8 @@
 """The embedded Apache Kafka broker: the real broker run from its Maven Central jars with the JDK.
 
 One node in KRaft combined mode (broker and controller in one JVM), bound to 127.0.0.1, data,
-logs and pid file in a state dir (default `<project>/.state/broker-<port>`). The jars are
+logs and pid file in a state dir (default `.state/broker-<port>` in the working directory, so
+the installed package never holds data). The jars are
 resolved once per Kafka version with Maven into a cache outside git
 (`$XDG_CACHE_HOME/streamstore-bench/kafka-<version>/libs`, default `~/.cache`).
 
@@ -37,7 +38,9 @@ from streamstore.errors import RunFailed, UsageError
 
 DEFAULT_KAFKA_VERSION = "3.8.1"
 DEFAULT_PORT = 9092
-PROJECT_ROOT = Path(__file__).resolve().parent.parent
+# Broker state lives under the working directory (the checkout, for `make` users), never
+# inside the installed package.
+STATE_ROOT = Path(".state")
 KAFKA_RESOURCES = Path(__file__).resolve().parent / "kafka"
 DOCKER_ALTERNATIVE = "with Docker instead: docker compose up -d"
 
@@ -300,7 +303,7 @@ class EmbeddedBroker:
         self.controller_port = controller_port if controller_port is not None else port + 1
         if self.controller_port == self.port:
             raise UsageError(f"--controller-port must differ from --port ({port})")
-        self.state_dir = Path(state_dir) if state_dir else PROJECT_ROOT / ".state" / f"broker-{port}"
+        self.state_dir = Path(state_dir) if state_dir else (STATE_ROOT / f"broker-{port}").resolve()
         self.kafka_version = check_kafka_version(kafka_version)
         # Test set-ups (an advertised proxy address, a SASL listener) on top of the defaults.
         self.extra_properties = dict(extra_properties or {})

@@ -15,9 +15,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from bench import plots
-from bench.compare import DeltaRow, Verdict
-from bench.results import (
+from bench.output import plots
+from bench.analysis.compare import DeltaRow, Verdict
+from bench.output.results import (
     LATENCY_LABELS,
     SUMMARY_PERCENTILES,
     describe_environment,
@@ -29,7 +29,7 @@ from bench.results import (
     load_result,
     write_text_atomic,
 )
-from bench.stats import derive_warnings, measured_indices, series_samples
+from bench.analysis.stats import derive_warnings, measured_indices, series_samples
 from streamstore.errors import UsageError
 
 

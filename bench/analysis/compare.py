@@ -16,9 +16,9 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from bench.results import LATENCY_LABELS, format_value
-from bench.scenario import Scenario
-from bench.stats import mann_whitney_u, relative_change, series_samples
+from bench.output.results import LATENCY_LABELS, format_value
+from bench.core.scenario import Scenario
+from bench.analysis.stats import mann_whitney_u, relative_change, series_samples
 from streamstore.errors import UsageError
 
 COMPARABLE_KINDS = frozenset({"run", "locust"})

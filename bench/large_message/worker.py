@@ -9,8 +9,8 @@ Both processes stamp times with `time.monotonic_ns()`: on Linux that is CLOCK_MO
 clock for the whole machine, so the consumer's receive time minus the producer's send time is
 an end-to-end time without putting a header (which would lower the 1 GB limit) in the message.
 
-    python -m bench.large_message_worker producer --bootstrap-servers H:P --size N --payload order
-    python -m bench.large_message_worker consumer --bootstrap-servers H:P
+    python -m bench.large_message.worker producer --bootstrap-servers H:P --size N --payload order
+    python -m bench.large_message.worker consumer --bootstrap-servers H:P
 """
 
 from __future__ import annotations
@@ -213,7 +213,7 @@ def run_consumer(bootstrap_servers: str, group_id: str) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m bench.large_message_worker")
+    parser = argparse.ArgumentParser(prog="python -m bench.large_message.worker")
     parser.add_argument("role", choices=("producer", "consumer"))
     parser.add_argument("--bootstrap-servers", required=True)
     parser.add_argument("--size", type=int, help="producer: message size in bytes")

@@ -329,7 +329,7 @@ def _cpu_model() -> str | None:
 
 def harness_commit() -> str | None:
     """The git commit of this checkout (with "-dirty" when it has changes), or None."""
-    repo = Path(__file__).resolve().parent.parent
+    repo = Path(__file__).resolve().parents[2]
     try:
         commit = subprocess.run(
             ["git", "-C", str(repo), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5, check=True

@@ -29,7 +29,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from bench.results import redact_secrets
+from bench.output.results import redact_secrets
 from streamstore.config import CLIENT_MESSAGE_MAX_BYTES, MAX_VALUE_BYTES
 from streamstore.errors import UsageError
 from streamstore.orders import PAYLOAD_KINDS

@@ -19,7 +19,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from bench.broker import EmbeddedBroker
+from bench.broker.embedded import EmbeddedBroker
 from streamstore.errors import StreamStoreError, UsageError
 
 FAULT_KINDS = ("kill", "pause")

@@ -19,7 +19,7 @@ from typing import Any
 
 from hdrh.histogram import HdrHistogram
 
-from bench.results import (
+from bench.output.results import (
     LATENCY_HIGHEST_US,
     LATENCY_LOWEST_US,
     LATENCY_SIGNIFICANT_FIGURES,

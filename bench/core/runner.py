@@ -47,13 +47,13 @@ from typing import Any, TextIO
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
 
-from bench.broker import BrokerInUse, ensure_broker
-from bench.chaos import Fault, FaultInjector
-from bench.progress import Progress, progress_line
-from bench.recorder import OffsetRanges, RunRecorder, SequenceAudit, audit_offsets, lost_sequences, offset_ranges
-from bench.results import DEFAULT_RESULTS_ROOT, check_results_root, environment_metadata, run_folder, utc_iso, write_interval_log, write_result
-from bench.scenario import Scenario
-from bench.stats import derive_warnings
+from bench.broker.embedded import BrokerInUse, ensure_broker
+from bench.broker.faults import Fault, FaultInjector
+from bench.output.progress import Progress, progress_line
+from bench.core.recorder import OffsetRanges, RunRecorder, SequenceAudit, audit_offsets, lost_sequences, offset_ranges
+from bench.output.results import DEFAULT_RESULTS_ROOT, check_results_root, environment_metadata, run_folder, utc_iso, write_interval_log, write_result
+from bench.core.scenario import Scenario
+from bench.analysis.stats import derive_warnings
 from streamstore.admin import connect_admin, ensure_topic, topic_configs, topic_watermarks
 from streamstore.config import consumer_config, producer_config
 from streamstore.errors import EXIT_INTERRUPTED, EXIT_OK, EXIT_RUN_FAILED, RunFailed, UsageError
@@ -926,7 +926,7 @@ def run_scenario(
         run = _Run(scenario, broker, Path(results_root), out, faults)
         code, folder = run.execute()
     if write_report:
-        from bench.report import write_run_report  # matplotlib: only when a report is wanted
+        from bench.output.report import write_run_report  # matplotlib: only when a report is wanted
 
         write_run_report(folder, run.result)
     return code, folder, run.result

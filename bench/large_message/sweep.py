@@ -29,9 +29,9 @@ from typing import Any, TextIO
 
 from confluent_kafka.admin import AdminClient
 
-from bench.broker import BrokerInUse
-from bench.results import environment_metadata, utc_iso
-from bench.scenario import COMPRESSION_LEVELS, parse_size
+from bench.broker.embedded import BrokerInUse
+from bench.output.results import environment_metadata, utc_iso
+from bench.core.scenario import COMPRESSION_LEVELS, parse_size
 from streamstore.admin import broker_configs, delete_topic, ensure_topic, topic_configs, topic_watermarks
 from streamstore.config import (
     CLIENT_MESSAGE_MAX_BYTES,
@@ -445,14 +445,14 @@ class CellFailed(Exception):
 
 
 class _Worker:
-    """A worker process (`bench.large_message_worker`) spoken to in JSON lines."""
+    """A worker process (`bench.large_message.worker`) spoken to in JSON lines."""
 
     def __init__(self, role: str, arguments: Sequence[str], progress: SweepProgress) -> None:
         self.role = role
         self.progress = progress
         self._stderr = tempfile.TemporaryFile(mode="w+")
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "bench.large_message_worker", role, *arguments],
+            [sys.executable, "-m", "bench.large_message.worker", role, *arguments],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self._stderr, text=False,
         )
         self._buffer = b""
@@ -715,7 +715,7 @@ class LargeMessageSweep:
         timeout_s = delivery_timeout_s(size)
         try:
             completed = subprocess.run(
-                [sys.executable, "-m", "bench.bare_roundtrip", "--bootstrap-servers", self.bootstrap_servers,
+                [sys.executable, "-m", "bench.large_message.bare", "--bootstrap-servers", self.bootstrap_servers,
                  "--topic", topic, "--size", str(size), "--payload", self.options.payload, "--reps", str(reps),
                  "--timeout", str(timeout_s)],
                 capture_output=True, text=True, timeout=reps * 2 * timeout_s + WORKER_GRACE_S,

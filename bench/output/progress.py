@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import TextIO
 
-from bench.results import format_us
+from bench.output.results import format_us
 
 
 def progress_line(t_s: int, sent: int, acked: int, consumed: int, service_p99_us: int | None,

@@ -1,0 +1,1 @@
+"""Pure statistics and comparison: summaries, deltas, regression verdicts (no I/O)."""

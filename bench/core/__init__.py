@@ -1,0 +1,1 @@
+"""The measurement core: scenario in, measured result out (send loops, tracker, audit, recorder, result)."""

@@ -1,0 +1,1 @@
+"""The large-message sweep: planning, the worker processes and the bare comparison script."""

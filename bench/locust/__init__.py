@@ -1,0 +1,1 @@
+"""The Locust Kafka user (scenarios/orders.py is its locustfile)."""

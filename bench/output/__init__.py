@@ -1,0 +1,1 @@
+"""Everything written or shown: result files, .hlog, plots, reports, progress lines."""
