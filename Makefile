@@ -5,7 +5,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: bench test setup broker-start broker-stop clean
+.PHONY: bench test lint setup broker-start broker-stop clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -24,6 +24,10 @@ bench: $(STAMP)
 test: $(STAMP)
 	@[ -n "$$KAFKA_BOOTSTRAP_SERVERS" ] || $(PY) -m bench broker provision
 	$(PY) -m pytest
+
+# Style and correctness checks (ruff, configured in pyproject.toml).
+lint: $(STAMP)
+	$(VENV)/bin/ruff check .
 
 broker-start: $(STAMP)
 	$(PY) -m bench broker start

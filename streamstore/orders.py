@@ -32,7 +32,7 @@ class Order:
     quantity: int
 
     @classmethod
-    def new(cls, user: str = DEFAULT_USER, item: str = DEFAULT_ITEM, quantity: int = DEFAULT_QUANTITY) -> "Order":
+    def new(cls, user: str = DEFAULT_USER, item: str = DEFAULT_ITEM, quantity: int = DEFAULT_QUANTITY) -> Order:
         return cls(order_id=str(uuid.uuid4()), user=user, item=item, quantity=quantity)
 
     def to_dict(self) -> dict:

@@ -36,7 +36,7 @@ class LatencyProxy:
     def address(self) -> str:
         return f"127.0.0.1:{self.listen_port}"
 
-    def start(self) -> "LatencyProxy":
+    def start(self) -> LatencyProxy:
         """Listen on 127.0.0.1 (listen_port, or a free port when 0) and return at once."""
         ready = threading.Event()
         failure: list[BaseException] = []
@@ -78,7 +78,7 @@ class LatencyProxy:
             asyncio.run_coroutine_threadsafe(shut_down(), self._loop)
         self._thread.join(timeout=10)
 
-    def __enter__(self) -> "LatencyProxy":
+    def __enter__(self) -> LatencyProxy:
         return self.start()
 
     def __exit__(self, *exc_info) -> None:

@@ -12,9 +12,9 @@ from pathlib import Path
 
 import pytest
 from confluent_kafka.admin import NewTopic
-
 from conftest import free_port_pair
 from kafka_truth import STEADY_SCENARIO, assert_counts_match_broker, bench_command
+
 from streamstore.admin import connect_admin
 
 NOWHERE = "127.0.0.1:1"  # nothing listens on port 1: these must fail before any broker is needed

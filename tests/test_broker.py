@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 from confluent_kafka import Consumer, Producer
+from conftest import free_port_pair
 
 from bench.broker.embedded import (
     DEFAULT_KAFKA_VERSION,
@@ -23,7 +24,6 @@ from bench.broker.embedded import (
 from streamstore.admin import connect_admin, ensure_topic
 from streamstore.config import consumer_config, producer_config
 from streamstore.errors import RunFailed
-from conftest import free_port_pair
 
 
 def bench_broker(*args: str, env: dict[str, str] | None = None, timeout: float = 240) -> subprocess.CompletedProcess:
@@ -127,7 +127,8 @@ def test_port_in_use_is_a_usage_error(broker_flags):
         occupant.listen()
         started = bench_broker("start", *broker_flags)
     assert started.returncode == 2
-    assert started.stderr == f"error: port {port} on 127.0.0.1 is in use by another process (another broker? choose --port/--controller-port)\n"
+    assert started.stderr == (f"error: port {port} on 127.0.0.1 is in use by another process "
+                              "(another broker? choose --port/--controller-port)\n")
 
 
 def test_broker_dying_at_startup_reports_its_log_tail(broker_flags):

@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 
 from bench.analysis import compare
-from bench.output.results import load_result
 from bench.analysis.stats import derive_warnings, mann_whitney_u, measured_indices, series_samples
+from bench.output.results import load_result
 from streamstore.errors import UsageError
 
 FIXTURES = Path(__file__).parent / "fixtures"

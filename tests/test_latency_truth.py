@@ -16,11 +16,11 @@ proxy's own forwarding cost, so the difference is the injected delay alone.
 from __future__ import annotations
 
 import pytest
-
-from bench.broker.embedded import EmbeddedBroker
-from latency_proxy import LatencyProxy
 from conftest import BROKER_START_TIMEOUT_S, free_port_pair
 from kafka_truth import assert_counts_match_broker, bench_run
+from latency_proxy import LatencyProxy
+
+from bench.broker.embedded import EmbeddedBroker
 
 INJECTED_DELAY_US = 20_000
 DELIVERY_TOLERANCE = 0.10

@@ -13,8 +13,9 @@ import sys
 import textwrap
 from pathlib import Path
 
-from bench.output.results import load_result
 from conftest import free_port_pair
+
+from bench.output.results import load_result
 
 REPO = Path(__file__).resolve().parent.parent
 LOCUST = str(Path(sys.executable).parent / "locust")

@@ -9,10 +9,10 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from kafka_truth import assert_counts_match_broker
 
 from bench.cli import main
 from bench.output.results import load_result
-from kafka_truth import assert_counts_match_broker
 
 # The CI thresholds: p50s are steady on a shared 2-core machine, p99 moves several-fold
 # between identical runs there, so the tail only catches a catastrophe.

@@ -10,11 +10,11 @@ import time
 from pathlib import Path
 
 import pytest
+from conftest import BROKER_START_TIMEOUT_S, free_port_pair
+from kafka_truth import STEADY_SCENARIO, assert_counts_match_broker, bench_command
 
 from bench.broker.embedded import EmbeddedBroker
 from bench.output.results import load_result
-from conftest import BROKER_START_TIMEOUT_S, free_port_pair
-from kafka_truth import STEADY_SCENARIO, assert_counts_match_broker, bench_command
 
 # Planted in the broker's user list and the scenario; no output of the harness may contain it.
 PLANTED_SECRET = "planted-Secret-7f3a9c"

@@ -45,8 +45,8 @@ def test_orders_round_trip_with_seed_output(kafka_bootstrap, unique_topic, compr
                              confirmation)
         assert match, confirmation
         order_ids.append(match.group(1))
-        assert value == ('Message value: {"order_id":"%s","user":"Ada Lovelace","item":"sushi","quantity":2}'
-                         % match.group(1))
+        order_id = match.group(1)
+        assert value == f'Message value: {{"order_id":"{order_id}","user":"Ada Lovelace","item":"sushi","quantity":2}}'
     assert message_count(topic_watermarks(kafka_bootstrap, unique_topic)) == 3
 
     tracked = track(kafka_bootstrap, unique_topic, "--max-messages", "3")

@@ -16,9 +16,9 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from bench.output.results import LATENCY_LABELS, format_value
-from bench.core.scenario import Scenario
 from bench.analysis.stats import mann_whitney_u, relative_change, series_samples
+from bench.core.scenario import Scenario
+from bench.output.results import LATENCY_LABELS, format_value
 from streamstore.errors import UsageError
 
 COMPARABLE_KINDS = frozenset({"run", "locust"})

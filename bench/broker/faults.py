@@ -106,7 +106,7 @@ class FaultInjector:
         self._paused_pid: int | None = None
         self._killed = False
 
-    def start(self, started_at_perf_counter: float | None = None) -> "FaultInjector":
+    def start(self, started_at_perf_counter: float | None = None) -> FaultInjector:
         if self.faults and not self.broker.is_running():
             raise UsageError(f"faults need the embedded broker in {self.broker.state_dir} running; it is not")
         self._started_at = time.perf_counter() if started_at_perf_counter is None else started_at_perf_counter

@@ -23,7 +23,6 @@ from confluent_kafka import Producer
 from bench.broker.embedded import ensure_broker
 from bench.commands._options import add_broker_arguments, add_results_argument
 from bench.core.recorder import fold_latencies, record_counts
-from bench.output.results import new_latency_histogram
 from bench.core.runner import (
     CLOCK_CHECK_EVERY,
     QUEUE_FULL_POLL_S,
@@ -33,6 +32,7 @@ from bench.core.runner import (
     scenario_producer_config,
 )
 from bench.core.scenario import Scenario, merge_overrides, parse_set_option
+from bench.output.results import new_latency_histogram
 from streamstore.admin import connect_admin, delete_topic, ensure_topic
 from streamstore.errors import EXIT_OK, EXIT_REGRESSION, RunFailed, UsageError
 

@@ -6,7 +6,7 @@ import argparse
 import re
 from pathlib import Path
 
-from bench.analysis.compare import differing_fields, delta_rows, require_comparable_kind
+from bench.analysis.compare import delta_rows, differing_fields, require_comparable_kind
 from bench.output.report import write_compare_report
 from bench.output.results import DEFAULT_RESULTS_ROOT, format_change, format_value, load_result, result_path
 from streamstore.errors import UsageError

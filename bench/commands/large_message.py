@@ -9,6 +9,7 @@ from pathlib import Path
 
 from bench.broker.embedded import ensure_broker
 from bench.commands._options import add_broker_arguments, add_results_argument
+from bench.core.scenario import COMPRESSIONS
 from bench.large_message.sweep import (
     DEFAULT_COMPRESSIONS,
     QUICK_MAX_SIZE,
@@ -28,7 +29,6 @@ from bench.large_message.sweep import (
 )
 from bench.output.report import write_run_report
 from bench.output.results import run_folder, write_result
-from bench.core.scenario import COMPRESSIONS
 from streamstore.admin import connect_admin
 from streamstore.config import CLIENT_MESSAGE_MAX_BYTES, MAX_VALUE_BYTES, RECORD_OVERHEAD_BYTES
 from streamstore.errors import EXIT_OK, EXIT_RUN_FAILED, UsageError

@@ -21,9 +21,17 @@ from bench.analysis.compare import (
     regress,
 )
 from bench.commands._options import add_broker_arguments, add_results_argument
-from bench.output.report import regress_summary_blocks, to_markdown
-from bench.output.results import DEFAULT_RESULTS_ROOT, format_change, format_value, load_result, result_path, write_result, write_text_atomic
 from bench.core.scenario import Scenario, parse_set_option
+from bench.output.report import regress_summary_blocks, to_markdown
+from bench.output.results import (
+    DEFAULT_RESULTS_ROOT,
+    format_change,
+    format_value,
+    load_result,
+    result_path,
+    write_result,
+    write_text_atomic,
+)
 from streamstore.errors import EXIT_OK, EXIT_REGRESSION, RunFailed, UsageError
 
 NAME = "regress"

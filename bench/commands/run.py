@@ -5,9 +5,9 @@ from __future__ import annotations
 import argparse
 
 from bench.commands._options import add_broker_arguments, add_results_argument
-from bench.output.results import format_us
 from bench.core.runner import run_scenario
 from bench.core.scenario import Scenario, parse_set_option
+from bench.output.results import format_us
 
 NAME = "run"
 HELP = "run a scenario at its target rate and measure delivery, response and end-to-end latency, lag, counts"

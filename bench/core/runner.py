@@ -47,13 +47,21 @@ from typing import Any, TextIO
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
 
+from bench.analysis.stats import derive_warnings
 from bench.broker.embedded import BrokerInUse, ensure_broker
 from bench.broker.faults import Fault, FaultInjector
-from bench.output.progress import Progress, progress_line
 from bench.core.recorder import OffsetRanges, RunRecorder, SequenceAudit, audit_offsets, lost_sequences, offset_ranges
-from bench.output.results import DEFAULT_RESULTS_ROOT, check_results_root, environment_metadata, run_folder, utc_iso, write_interval_log, write_result
 from bench.core.scenario import Scenario
-from bench.analysis.stats import derive_warnings
+from bench.output.progress import Progress, progress_line
+from bench.output.results import (
+    DEFAULT_RESULTS_ROOT,
+    check_results_root,
+    environment_metadata,
+    run_folder,
+    utc_iso,
+    write_interval_log,
+    write_result,
+)
 from streamstore.admin import connect_admin, ensure_topic, topic_configs, topic_watermarks
 from streamstore.config import consumer_config, producer_config
 from streamstore.errors import EXIT_INTERRUPTED, EXIT_OK, EXIT_RUN_FAILED, RunFailed, UsageError
@@ -836,7 +844,8 @@ class _Run:
         elif failed or lost:
             status = "failed"
             first_error = next((o.first_error for o in self.outcomes.values() if o.first_error), None)
-            failure = f"{failed:,} deliveries failed, {lost:,} acked orders lost" + (f" (first error: {first_error})" if first_error else "")
+            failure = f"{failed:,} deliveries failed, {lost:,} acked orders lost"
+            failure += f" (first error: {first_error})" if first_error else ""
         producing_s = max((o.producing_s for o in self.outcomes.values()), default=0.0)
         elapsed_s = max((o.elapsed_s for o in self.outcomes.values()), default=0.0)
         latency = {name: self.recorder.latency[name].summary() for name in ("service_time", "end_to_end")}
@@ -922,7 +931,8 @@ def run_scenario(
     with ensure_broker(bootstrap_servers, broker_mode, keep=keep_broker, state_dir=broker_state_dir,
                        client_settings=scenario.producer_config) as broker:
         if faults and broker.embedded is None:
-            raise UsageError(f"faults need the embedded broker, and the broker at {bootstrap_servers} is not one started by `python -m bench broker start` (or give its --state-dir)")
+            raise UsageError(f"faults need the embedded broker, and the broker at {bootstrap_servers} is not one started "
+                             "by `python -m bench broker start` (or give its --state-dir)")
         run = _Run(scenario, broker, Path(results_root), out, faults)
         code, folder = run.execute()
     if write_report:

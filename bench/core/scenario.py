@@ -144,7 +144,8 @@ class Scenario:
             raise UsageError(f"compression_level: {self.compression} has no levels (allowed -1 = default)")
         _check_int("compression_level", self.compression_level, -1, high)
         if self.compression_level != -1 and self.compression_level < low:
-            raise UsageError(f"compression_level: {self.compression_level} is out of range for {self.compression} (allowed -1 or {low}..{high})")
+            raise UsageError(f"compression_level: {self.compression_level} is out of range for {self.compression} "
+                             f"(allowed -1 or {low}..{high})")
         _check_int("message_size", self.message_size, 1, None)
         limit = max_message_size(self.keys)
         if self.message_size > limit:
@@ -171,7 +172,8 @@ class Scenario:
         if self.idempotence and self.acks != "all":
             raise UsageError(f"idempotence: needs acks = \"all\" (librdkafka refuses acks={self.acks} with idempotence)")
         self._check_phases()
-        object.__setattr__(self, "producer_config", _check_client_config("producer_config", self.producer_config, _FIELD_OWNED_PRODUCER_KEYS))
+        producer_config = _check_client_config("producer_config", self.producer_config, _FIELD_OWNED_PRODUCER_KEYS)
+        object.__setattr__(self, "producer_config", producer_config)
         object.__setattr__(self, "consumer_config", _check_client_config("consumer_config", self.consumer_config, {}))
 
     def _check_phases(self) -> None:
@@ -189,7 +191,7 @@ class Scenario:
     # -- construction -------------------------------------------------------------------------
 
     @classmethod
-    def from_mapping(cls, values: Mapping[str, Any], source: str = "scenario") -> "Scenario":
+    def from_mapping(cls, values: Mapping[str, Any], source: str = "scenario") -> Scenario:
         """A scenario from plain values (TOML table, Locust options, a result file's scenario).
 
         Sizes may be text ("1KB"); nested client-config tables are flattened to dotted keys.
@@ -218,7 +220,7 @@ class Scenario:
         return cls(**fields)
 
     @classmethod
-    def from_toml(cls, path: str | Path, overrides: Mapping[str, Any] | None = None) -> "Scenario":
+    def from_toml(cls, path: str | Path, overrides: Mapping[str, Any] | None = None) -> Scenario:
         """Read a scenario file, apply overrides (from `--set` or flags), validate."""
         path = Path(path)
         try:

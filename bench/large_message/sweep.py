@@ -30,8 +30,8 @@ from typing import Any, TextIO
 from confluent_kafka.admin import AdminClient
 
 from bench.broker.embedded import BrokerInUse
-from bench.output.results import environment_metadata, utc_iso
 from bench.core.scenario import COMPRESSION_LEVELS, parse_size
+from bench.output.results import environment_metadata, utc_iso
 from streamstore.admin import broker_configs, delete_topic, ensure_topic, topic_configs, topic_watermarks
 from streamstore.config import (
     CLIENT_MESSAGE_MAX_BYTES,

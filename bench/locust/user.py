@@ -43,9 +43,9 @@ from confluent_kafka import KafkaError, KafkaException, Message
 from locust import LoadTestShape, User, task
 from locust.runners import STATE_RUNNING, STATE_SPAWNING, LocalRunner, MasterRunner, WorkerRunner
 
+from bench.analysis.stats import derive_warnings, series_samples
 from bench.broker.embedded import describe_broker_settings
 from bench.core.recorder import OffsetRanges, RunRecorder, audit_offsets, fold_latencies, lost_sequences, offset_ranges, record_counts
-from bench.output.report import write_run_report
 from bench.core.runner import (
     CHILD_START_TIMEOUT_S,
     NS_PER_S,
@@ -55,6 +55,8 @@ from bench.core.runner import (
     trace_sample_every,
     tracker_main,
 )
+from bench.core.scenario import Scenario, merge_overrides, parse_set_option
+from bench.output.report import write_run_report
 from bench.output.results import (
     DEFAULT_RESULTS_ROOT,
     decode_histogram,
@@ -66,8 +68,6 @@ from bench.output.results import (
     write_interval_log,
     write_result,
 )
-from bench.core.scenario import Scenario, merge_overrides, parse_set_option
-from bench.analysis.stats import derive_warnings, series_samples
 from streamstore.admin import connect_admin, ensure_topic, topic_configs, topic_watermarks
 from streamstore.config import default_bootstrap_servers
 from streamstore.errors import EXIT_REGRESSION, EXIT_RUN_FAILED, RunFailed, StreamStoreError, UsageError

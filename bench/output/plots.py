@@ -18,8 +18,8 @@ import matplotlib
 matplotlib.use("Agg")
 
 import matplotlib.pyplot as plt  # noqa: E402  (the backend must be chosen first)
-from PIL import Image  # noqa: E402  (Pillow comes with matplotlib)
 from matplotlib.ticker import FixedLocator, FuncFormatter, NullLocator  # noqa: E402
+from PIL import Image  # noqa: E402  (Pillow comes with matplotlib)
 
 from bench.output.results import (  # noqa: E402
     decode_histogram,

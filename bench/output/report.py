@@ -15,8 +15,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from bench.output import plots
 from bench.analysis.compare import DeltaRow, Verdict
+from bench.analysis.stats import derive_warnings, measured_indices, series_samples
+from bench.output import plots
 from bench.output.results import (
     LATENCY_LABELS,
     SUMMARY_PERCENTILES,
@@ -29,7 +30,6 @@ from bench.output.results import (
     load_result,
     write_text_atomic,
 )
-from bench.analysis.stats import derive_warnings, measured_indices, series_samples
 from streamstore.errors import UsageError
 
 

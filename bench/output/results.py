@@ -119,8 +119,8 @@ def _utc(started_at: dt.datetime | float) -> dt.datetime:
     if isinstance(started_at, dt.datetime):
         if started_at.tzinfo is None:
             raise ValueError("started_at must be timezone-aware")
-        return started_at.astimezone(dt.timezone.utc)
-    return dt.datetime.fromtimestamp(started_at, tz=dt.timezone.utc)
+        return started_at.astimezone(dt.UTC)
+    return dt.datetime.fromtimestamp(started_at, tz=dt.UTC)
 
 
 def run_folder(results_root: str | os.PathLike, scenario_name: str, started_at: dt.datetime | float) -> Path:
@@ -272,7 +272,7 @@ def write_interval_log(
     which readers handle (timestamps say where each interval is).
     Written atomically. hdrh's own `output_start_time` crashes, so the header is written here.
     """
-    started = dt.datetime.fromtimestamp(start_time_s, tz=dt.timezone.utc)
+    started = dt.datetime.fromtimestamp(start_time_s, tz=dt.UTC)
     lines = [
         "#[Histogram log format version 1.3]",
         f"#[StartTime: {start_time_s:.3f} (seconds since epoch), {started.isoformat(sep=' ')}]",
