@@ -1,4 +1,4 @@
-"""The Locust Kafka user (bench/locust_kafka.py, scenarios/orders.py) against the real broker.
+"""The Locust Kafka user (bench/locust/, scenarios/orders.py) against the real broker.
 
 Importing locust monkey-patches the whole process for gevent (threading, sockets, subprocess),
 which would change how every later test in this session runs. So everything that imports
@@ -45,8 +45,9 @@ def _run_folders(results_dir: Path) -> list[Path]:
 def test_thresholds_steps_and_histogram_transport_pure():
     completed = _python("""
         import json
-        from bench.locust.user import (failed_thresholds, histogram_counts, parse_load_steps,
-                                        parse_thresholds, encode_latencies)
+        from bench.analysis.thresholds import failed_thresholds, parse_thresholds
+        from bench.locust.options import parse_load_steps
+        from bench.locust.worker import histogram_counts, encode_latencies
         from bench.core.recorder import record_counts
         from bench.output.results import new_latency_histogram
         from streamstore.errors import UsageError
@@ -82,7 +83,7 @@ def test_thresholds_steps_and_histogram_transport_pure():
         # Every Kafka option also comes from LOCUST_<NAME>, as Locust's own options do.
         import os
         from locust.argument_parser import get_empty_argument_parser, setup_parser_arguments
-        from bench.locust.user import add_arguments
+        from bench.locust.options import add_arguments
         os.environ.update(LOCUST_KAFKA_TOPIC="from-env", LOCUST_NO_TRACKER="true")
         parser = get_empty_argument_parser()
         setup_parser_arguments(parser)
@@ -121,7 +122,8 @@ def test_local_runner_fires_requests_and_writes_result(kafka_bootstrap, unique_t
         from locust.argument_parser import get_empty_argument_parser, setup_parser_arguments
         from locust.env import Environment
         from locust.event import Events
-        from bench.locust.user import KafkaOrdersUser, add_arguments, register
+        from bench.locust.options import add_arguments
+        from bench.locust.user import KafkaOrdersUser, register
 
         class OrdersUser(KafkaOrdersUser):
             pass

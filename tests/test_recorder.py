@@ -4,17 +4,8 @@ from __future__ import annotations
 
 import random
 
-from bench.core.recorder import (
-    LatencyRecorder,
-    OffsetRanges,
-    RunRecorder,
-    SequenceAudit,
-    audit_offsets,
-    fold_latencies,
-    lost_sequences,
-    offset_ranges,
-    record_counts,
-)
+from bench.core.audit import OffsetRanges, SequenceAudit, audit_offsets, lost_sequences, offset_ranges
+from bench.core.recorder import LatencyRecorder, RunRecorder, fold_latencies, record_counts
 from bench.output.results import LATENCY_HIGHEST_US, decode_histogram, new_latency_histogram
 
 

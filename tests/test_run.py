@@ -20,9 +20,10 @@ from hdrh.log import HistogramLogReader
 from kafka_truth import bench_command
 
 from bench.cli import main as bench_main
-from bench.core.recorder import audit_offsets, lost_sequences, offset_ranges
-from bench.core.runner import TrackerState, absorb_messages, run_scenario
+from bench.core.audit import audit_offsets, lost_sequences, offset_ranges
+from bench.core.runner import run_scenario
 from bench.core.scenario import Scenario
+from bench.core.tracker import TrackerState, absorb_messages
 from bench.output.results import decode_histogram, load_result, new_latency_histogram
 from streamstore.admin import connect_admin, ensure_topic, topic_watermarks
 from streamstore.config import consumer_config, producer_config

@@ -22,15 +22,10 @@ from confluent_kafka import Producer
 
 from bench.broker.embedded import ensure_broker
 from bench.commands._options import add_broker_arguments, add_results_argument
+from bench.core.clients import check_client_settings, scenario_producer_config
+from bench.core.producer import CLOCK_CHECK_EVERY, QUEUE_FULL_POLL_S, payload_pool
 from bench.core.recorder import fold_latencies, record_counts
-from bench.core.runner import (
-    CLOCK_CHECK_EVERY,
-    QUEUE_FULL_POLL_S,
-    check_client_settings,
-    payload_pool,
-    run_scenario,
-    scenario_producer_config,
-)
+from bench.core.runner import run_scenario
 from bench.core.scenario import Scenario, merge_overrides, parse_set_option
 from bench.output.results import new_latency_histogram
 from streamstore.admin import connect_admin, delete_topic, ensure_topic

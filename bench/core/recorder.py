@@ -12,7 +12,6 @@ distinct bucket once.
 from __future__ import annotations
 
 import math
-from bisect import bisect_left, bisect_right
 from collections import Counter
 from collections.abc import Iterable, Mapping
 from typing import Any
@@ -161,6 +160,15 @@ class RunRecorder:
     def seconds(self) -> int:
         return self.last_second + 1
 
+    def p99_so_far(self, name: str, second: int) -> int | None:
+        """The live p99 of a latency: over every measured second so far; while still in
+        warm-up (nothing measured yet) the p99 of the given second alone."""
+        recorder = self.latency[name]
+        if recorder.cumulative.get_total_count():
+            return recorder.cumulative.get_value_at_percentile(99.0)
+        stats = recorder.interval_stats.get(second)
+        return stats[1] if stats else None
+
     def series(self) -> dict[str, Any]:
         """Per-second series as docs/result-format.md lists them (t_s = end of the second)."""
         seconds = range(self.seconds())
@@ -186,140 +194,3 @@ class RunRecorder:
         }
         series["lag_time_ms"] = [self.lag_time_ms.get(second) for second in seconds]
         return series
-
-
-class SequenceAudit:
-    """Which sequences of which producer the tracker has seen: one bit each.
-
-    A bitmap keeps a 10-minute run at 20,000 msg/s (12 million sequences) in 1.5 MB and
-    travels between processes as bytes.
-    """
-
-    def __init__(self) -> None:
-        self.seen: dict[int, bytearray] = {}
-        self.duplicated = 0
-
-    def mark(self, producer: int, sequence: int) -> bool:
-        """Note one consumed sequence; True when it had been seen before (a duplicate)."""
-        bits = self.seen.get(producer)
-        if bits is None:
-            bits = self.seen[producer] = bytearray()
-        index, mask = sequence >> 3, 1 << (sequence & 7)
-        if index >= len(bits):
-            bits.extend(bytes(max(index + 1 - len(bits), len(bits))))
-        if bits[index] & mask:
-            self.duplicated += 1
-            return True
-        bits[index] |= mask
-        return False
-
-
-def lost_sequences(seen: bytes | None, sent: int, failed: Iterable[int], limit: int = 10) -> tuple[int, list[int]]:
-    """How many of sequences 0..sent-1 were acked (not failed) but never seen, and the first few.
-
-    Pure: `seen` is a SequenceAudit bitmap (bit i = sequence i), `failed` the sequences
-    whose delivery failed (those are not lost: the producer knows they did not arrive).
-    """
-    failed_bits = bytearray((sent + 7) // 8)
-    for sequence in failed:
-        if sequence < sent:
-            failed_bits[sequence >> 3] |= 1 << (sequence & 7)
-    accounted = int.from_bytes(seen or b"", "little") | int.from_bytes(failed_bits, "little")
-    missing = ((1 << sent) - 1) & ~accounted
-    first: list[int] = []
-    remaining = missing
-    while remaining and len(first) < limit:
-        lowest = remaining & -remaining
-        first.append(lowest.bit_length() - 1)
-        remaining ^= lowest
-    return missing.bit_count(), first
-
-
-# -- the offset audit -------------------------------------------------------------------------
-# Offsets are half-open ranges [start, end) per partition: a flat-out producer's deliveries and
-# the tracker's reads are nearly contiguous, so a run of millions of messages is a few ranges.
-
-
-class OffsetRanges:
-    """The distinct offsets of one partition as sorted, disjoint, non-adjacent ranges."""
-
-    def __init__(self) -> None:
-        self.starts: list[int] = []
-        self.ends: list[int] = []
-
-    def add(self, offset: int) -> bool:
-        """Note one offset; True when it was already there."""
-        ends = self.ends
-        if ends and offset == ends[-1]:  # the common case: the next offset in order
-            ends[-1] += 1
-            return False
-        return self.add_range(offset, offset + 1) > 0
-
-    def add_range(self, start: int, end: int) -> int:
-        """Note offsets start..end-1; returns how many of them were already there."""
-        starts, ends = self.starts, self.ends
-        if not ends or start > ends[-1]:
-            starts.append(start)
-            ends.append(end)
-            return 0
-        first = bisect_left(ends, start)    # first range ending at or after start (touching it)
-        stop = bisect_right(starts, end)    # ranges starting at or before end touch it too
-        overlap = sum(max(0, min(end, ends[i]) - max(start, starts[i])) for i in range(first, stop))
-        if first < stop:
-            start, end = min(start, starts[first]), max(end, ends[stop - 1])
-        starts[first:stop] = [start]
-        ends[first:stop] = [end]
-        return overlap
-
-    def ranges(self) -> list[tuple[int, int]]:
-        return list(zip(self.starts, self.ends))
-
-
-def offset_ranges(offsets: list[int]) -> list[tuple[int, int]]:
-    """The distinct offsets of a list as [start, end) ranges (what a producer ships each second)."""
-    if not offsets:
-        return []
-    first, count = offsets[0], len(offsets)
-    # Deliveries of one partition arrive in offset order: one comparison in C, no sort.
-    if offsets[-1] - first + 1 == count and offsets == list(range(first, first + count)):
-        return [(first, first + count)]
-    merged = OffsetRanges()
-    for offset in sorted(offsets):
-        merged.add(offset)
-    return merged.ranges()
-
-
-def _range_difference(ranges: list[tuple[int, int]], minus: list[tuple[int, int]]) -> list[tuple[int, int]]:
-    """Parts of sorted disjoint `ranges` not covered by sorted disjoint `minus`."""
-    left: list[tuple[int, int]] = []
-    index = 0
-    for start, end in ranges:
-        while index < len(minus) and minus[index][1] <= start:
-            index += 1
-        cursor, scan = start, index
-        while scan < len(minus) and minus[scan][0] < end:
-            if minus[scan][0] > cursor:
-                left.append((cursor, minus[scan][0]))
-            cursor = max(cursor, minus[scan][1])
-            scan += 1
-        if cursor < end:
-            left.append((cursor, end))
-    return left
-
-
-def audit_offsets(acked: Mapping[int, list[tuple[int, int]]], consumed: Mapping[int, list[tuple[int, int]]],
-                  limit: int = 10) -> tuple[int, int, list[tuple[int, int]]]:
-    """(lost, unclaimed, first lost (partition, offset) pairs) from offset ranges per partition.
-
-    Pure. lost: acked offsets never consumed. unclaimed: consumed offsets no delivery report
-    claimed — the first copy of a retried send (its ack was lost, the retry got another offset),
-    or a message another producer wrote to the topic during the run.
-    """
-    lost, unclaimed, first = 0, 0, []
-    for partition in sorted(set(acked) | set(consumed)):
-        acked_ranges, consumed_ranges = acked.get(partition, []), consumed.get(partition, [])
-        for start, end in _range_difference(acked_ranges, consumed_ranges):
-            lost += end - start
-            first += [(partition, offset) for offset in range(start, min(end, start + limit - len(first)))]
-        unclaimed += sum(end - start for start, end in _range_difference(consumed_ranges, acked_ranges))
-    return lost, unclaimed, first

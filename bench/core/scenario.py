@@ -106,7 +106,7 @@ class Phase:
 class Scenario:
     name: str = "adhoc"
     topic: str = "bench-orders"
-    partitions: int = 1
+    partitions: int = 3
     replication_factor: int = 1
     message_size: int = 200
     payload: str = "order"

@@ -1,0 +1,85 @@
+"""The coordinator's side of the measurement: it folds the children's reports into HDR
+histograms and per-second series, keeps what the audit needs, and knows when a second is
+closed (every reporter has reported past it). `bench run` feeds it the protocol messages of
+its own children; the Locust master feeds it the tracker's messages and the workers' reports.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Iterable, Mapping
+
+from bench.core.audit import (
+    OFFSETS,
+    AuditOutcome,
+    OffsetRanges,
+    ProducerAccount,
+    TrackerAccount,
+    evaluate_audit,
+)
+from bench.core.protocol import TRACKER, ChildFailed, ProducerDone, ProducerSecond, TrackerDone, TrackerSecond, producer_name
+from bench.core.recorder import RunRecorder
+
+
+class RunMeasurements:
+    def __init__(self, warmup_s: float, reporters: Iterable[str] = ()):
+        self.recorder = RunRecorder(warmup_s)
+        # Offset audit: every acked offset per partition, from the producers' reports.
+        self.acked_offsets: defaultdict[int, OffsetRanges] = defaultdict(OffsetRanges)
+        self.producers: dict[int, ProducerDone] = {}
+        self.tracker_done: TrackerDone | None = None
+        self.failure: str | None = None
+        # reporter -> the last second it reported; a second closes when all are past it.
+        self.reported_through: dict[str, int] = {name: -1 for name in reporters}
+
+    def handle(self, message) -> None:
+        """One protocol message from a producer or the tracker."""
+        if isinstance(message, ProducerSecond):
+            self.recorder.add_producer_report(message.second, message.sent, message.acked, message.failed,
+                                              message.service_s, message.response_us, message.send_delay_us)
+            self.add_acked_ranges(message.acked_ranges)
+            self.reported_through[producer_name(message.producer)] = message.second
+        elif isinstance(message, TrackerSecond):
+            self.recorder.add_tracker_report(max(0, message.second), message.consumed, message.end_to_end_us,
+                                             message.lag, message.lag_time_ms)
+            if TRACKER in self.reported_through:
+                self.reported_through[TRACKER] = max(self.reported_through[TRACKER], message.second)
+        elif isinstance(message, ProducerDone):
+            self.producers[message.producer] = message
+            self.reported_through.pop(producer_name(message.producer), None)
+        elif isinstance(message, TrackerDone):
+            self.tracker_done = message
+            self.reported_through.pop(TRACKER, None)
+        elif isinstance(message, ChildFailed):
+            self.failure = self.failure or f"{message.who} failed: {message.error}"
+        self.close_finished_seconds()
+
+    def add_acked_ranges(self, ranges: Mapping[int, Iterable[tuple[int, int]]]) -> None:
+        for partition, pairs in ranges.items():
+            for start, end in pairs:
+                self.acked_offsets[int(partition)].add_range(start, end)
+
+    def close_finished_seconds(self) -> None:
+        """Seal the seconds every reporter is past (an open second holds a ~400 KB histogram)."""
+        if self.reported_through:
+            self.recorder.close_through(min(self.reported_through.values()))
+
+    def closed_through(self) -> int:
+        return min(self.reported_through.values()) if self.reported_through else self.recorder.last_second
+
+    def drain_target(self, method: str) -> int | dict[int, int]:
+        """What the tracker must have consumed: the offset after the last acked one per partition
+        (offset audit) or the acked count (sequence audit)."""
+        if method == OFFSETS:
+            return {p: offsets.ends[-1] for p, offsets in self.acked_offsets.items() if offsets.ends}
+        return self.recorder.totals()["acked"]
+
+    def audit(self, method: str, producers: Iterable[ProducerAccount] | None = None) -> AuditOutcome:
+        """Lost and duplicated (None when no tracker reported its account)."""
+        if producers is None:
+            producers = [ProducerAccount(p.producer, p.sent, p.acked, p.failed_sequences) for p in self.producers.values()]
+        done = self.tracker_done
+        tracker = None if done is None else TrackerAccount(done.seen, done.duplicated, done.foreign,
+                                                           done.consumed_offsets, done.offsets_consumed_twice)
+        acked = {p: offsets.ranges() for p, offsets in self.acked_offsets.items()}
+        return evaluate_audit(method, producers, tracker, acked)

@@ -1,0 +1,157 @@
+"""What the producer and tracker processes tell their coordinator, and how it listens.
+
+Every message is a frozen dataclass (pickled through a multiprocessing queue): one place says
+what a report holds, and both coordinators (`bench run` in bench/core/runner.py, the Locust
+master in bench/locust/master.py) read the same fields. Children put:
+
+  Ready(who)                        once connected, before waiting for the start signal
+  ProducerSecond / TrackerSecond    one per second of the run, in order
+  ProducerDone / TrackerDone        once, last
+  ChildFailed(who, error)           instead of the rest, when the child cannot go on
+
+and the tracker reads one `Drain` from its control queue when producing has ended.
+"""
+
+from __future__ import annotations
+
+import multiprocessing.connection
+import queue
+import time
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from streamstore.errors import RunFailed
+
+TRACKER = "tracker"
+
+
+def producer_name(index: int) -> str:
+    return f"producer {index}"
+
+
+@dataclass(frozen=True)
+class Ready:
+    who: str
+
+
+@dataclass(frozen=True)
+class ChildFailed:
+    who: str
+    error: str
+
+
+@dataclass(frozen=True)
+class ProducerSecond:
+    """One producer's second: counts, raw latencies (service time in librdkafka's seconds,
+    the others in µs) and, for the offset audit, the acked offsets as [start, end) ranges."""
+
+    producer: int
+    second: int
+    sent: int
+    acked: int
+    failed: int
+    service_s: list[float]
+    response_us: list[int]
+    send_delay_us: list[int]
+    acked_ranges: Mapping[int, list[tuple[int, int]]] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class ProducerDone:
+    producer: int
+    sent: int
+    acked: int
+    failed_sequences: list[int]
+    producing_s: float
+    elapsed_s: float
+    first_error: str | None
+    # Still queued at the flush deadline and purged (their callbacks counted them as failed).
+    undelivered: int
+
+
+@dataclass(frozen=True)
+class TrackerSecond:
+    second: int
+    consumed: int
+    end_to_end_us: list[int]
+    # Messages behind the high watermark per partition; None when the broker did not answer.
+    lag: Mapping[int, int] | None
+    lag_time_ms: float | None
+
+
+@dataclass(frozen=True)
+class TrackerDone:
+    """The audit's raw material (see bench/core/audit.py): sequence bitmaps per producer, or
+    the consumed offset ranges per partition."""
+
+    seen: Mapping[int, bytes]
+    duplicated: int
+    foreign: int
+    consumed_offsets: Mapping[int, list[tuple[int, int]]]
+    offsets_consumed_twice: int
+
+
+@dataclass(frozen=True)
+class Drain:
+    """Producing has ended: consume until `target` (the acked count, or with the offset audit
+    the offset after the last acked one per partition) or `drain_s` passed (with idle: that
+    long without consuming any of this run's messages, so a long backlog still drains)."""
+
+    target: int | Mapping[int, int]
+    drain_s: float
+    idle: bool
+
+
+class Inbox:
+    """The coordinator's end of the children's report queue.
+
+    `sleep` None: a blocking process (bench run) waits in the queue's own get. Given (the
+    Locust master: gevent.sleep), the queue is polled so other greenlets run while it waits.
+    """
+
+    def __init__(self, reports, sleep: Callable[[float], Any] | None = None, poll_interval_s: float = 0.05):
+        self.reports = reports
+        self.sleep = sleep
+        self.poll_interval_s = poll_interval_s
+
+    def get(self, timeout_s: float) -> Any | None:
+        """The next report, or None when none arrived within timeout_s."""
+        if self.sleep is None:
+            try:
+                return self.reports.get(timeout=timeout_s)
+            except queue.Empty:
+                return None
+        deadline = time.monotonic() + timeout_s
+        while self.reports.empty():
+            if time.monotonic() >= deadline:
+                return None
+            self.sleep(min(self.poll_interval_s, max(0.0, deadline - time.monotonic())))
+        return self.reports.get()
+
+    def arrived(self) -> Iterable[Any]:
+        """Every report already waiting (never waits)."""
+        while True:
+            message = self.get(0) if self.sleep is None else (None if self.reports.empty() else self.reports.get())
+            if message is None:
+                return
+            yield message
+
+    def wait_ready(self, names: Iterable[str], timeout_s: float, sentinels: Iterable[int] = (),
+                   on_other: Callable[[Any], None] | None = None) -> None:
+        """Until every child in `names` said Ready; RunFailed when one fails, dies or is late."""
+        waiting = set(names)
+        sentinels = list(sentinels)
+        deadline = time.monotonic() + timeout_s
+        while waiting:
+            message = self.get(min(0.5, max(0.0, deadline - time.monotonic())))
+            if isinstance(message, ChildFailed):
+                raise RunFailed(f"{message.who} could not start: {message.error}")
+            if isinstance(message, Ready):
+                waiting.discard(message.who)
+            elif message is not None and on_other is not None:
+                on_other(message)
+            if message is None and sentinels and multiprocessing.connection.wait(sentinels, 0):
+                raise RunFailed(f"{', '.join(sorted(waiting))}: the process died while starting")
+            if waiting and time.monotonic() >= deadline:
+                raise RunFailed(f"{', '.join(sorted(waiting))} not ready within {timeout_s:.0f} s")

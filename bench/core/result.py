@@ -1,0 +1,157 @@
+"""One typed result for every engine, one builder and one run-folder writer.
+
+`bench run` / `bench chaos`, the Locust master and the large-message sweep all describe what
+they measured as a `RunResult`; `write_run_folder` writes result.json (atomically) and the
+`.hlog` interval logs. The dict form is the file format (docs/result-format.md).
+
+Measured or null: a count that was not measured is None, and `Counts.not_measured` says why;
+the reasons become warnings in the file, so a reader never mistakes "not measured" for 0.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from bench.analysis.stats import derive_warnings
+from bench.core.audit import AuditOutcome, Verdict
+from bench.core.recorder import RunRecorder
+from bench.core.scenario import Scenario
+from bench.output.results import environment_metadata, run_folder, utc_iso, write_interval_log, write_result
+
+COUNT_FIELDS = ("sent", "acked", "failed", "consumed", "lost", "duplicated", "malformed", "broker_offset_delta")
+# Interval-log file per latency metric (the cumulative histograms live in result.json).
+HLOG_FILES = {"service_time": "delivery.hlog", "end_to_end": "e2e.hlog"}
+# The tracker reads trace headers and offsets, not values (random and text payloads are not
+# orders), so it cannot say whether a value was malformed.
+MALFORMED_NOT_CHECKED = "the tracker does not parse message values"
+
+
+@dataclass(frozen=True)
+class Counts:
+    sent: int | None
+    acked: int | None
+    failed: int | None
+    consumed: int | None
+    lost: int | None
+    duplicated: int | None
+    malformed: int | None
+    broker_offset_delta: int | None
+    # count name -> why it is None
+    not_measured: Mapping[str, str] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        for name in COUNT_FIELDS:
+            if getattr(self, name) is None and name not in self.not_measured:
+                raise ValueError(f"count {name} is None without a reason")
+
+    def to_dict(self) -> dict[str, int | None]:
+        return {name: getattr(self, name) for name in COUNT_FIELDS}
+
+    def warnings(self) -> list[str]:
+        return [f"{name} not measured: {reason}" for name, reason in self.not_measured.items()]
+
+
+def run_counts(totals: Mapping[str, int], *, failed: int, audit: AuditOutcome, tracker_ran: bool,
+               broker_offset_delta: int | None, offset_delta_reason: str = "the broker's offsets could not be read",
+               malformed: int | None = None, malformed_reason: str = MALFORMED_NOT_CHECKED) -> Counts:
+    """The counts of a producer + tracker run, with a reason for each one not measured."""
+    not_measured: dict[str, str] = {}
+    if not tracker_ran:
+        not_measured["consumed"] = "no tracker ran"
+    if audit.not_audited:
+        not_measured["lost"] = not_measured["duplicated"] = audit.not_audited
+    if malformed is None:
+        not_measured["malformed"] = malformed_reason
+    if broker_offset_delta is None:
+        not_measured["broker_offset_delta"] = offset_delta_reason
+    return Counts(sent=totals["sent"], acked=totals["acked"], failed=failed,
+                  consumed=totals["consumed"] if tracker_ran else None, lost=audit.lost,
+                  duplicated=audit.duplicated, malformed=malformed, broker_offset_delta=broker_offset_delta,
+                  not_measured=not_measured)
+
+
+@dataclass(frozen=True)
+class RunResult:
+    kind: str                       # run | locust | large-message
+    run_id: str
+    scenario: Mapping[str, Any]     # the scenario as run (Scenario.to_dict())
+    fingerprint: str
+    broker: Mapping[str, Any]
+    started_at: float               # wall clock, seconds since the epoch
+    ended_at: float
+    duration_s: float
+    warmup_s: float
+    verdict: Verdict
+    counts: Counts
+    audit: str | None               # sequences | offsets | None (not audited)
+    latency_us: Mapping[str, Any]
+    series: Mapping[str, Any]
+    throughput: Mapping[str, Any] | None = None
+    events: Sequence[Mapping[str, Any]] = ()
+    warnings: Sequence[str] = ()
+    same_host: bool = True
+    # Engine-specific sections: "large_message", "locust".
+    sections: Mapping[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        result: dict[str, Any] = {
+            "kind": self.kind,
+            "run_id": self.run_id,
+            "scenario": dict(self.scenario),
+            "fingerprint": self.fingerprint,
+            "environment": {**environment_metadata(), "producer_and_tracker_same_host": self.same_host},
+            "broker": dict(self.broker),
+            "started_at": utc_iso(self.started_at),
+            "ended_at": utc_iso(self.ended_at),
+            "duration_s": round(self.duration_s, 3),
+            "warmup_s": self.warmup_s,
+            "status": self.verdict.status,
+            "failure": self.verdict.failure,
+            "audit": self.audit,
+            "counts": self.counts.to_dict(),
+            "throughput": dict(self.throughput) if self.throughput is not None else None,
+            "latency_us": dict(self.latency_us),
+            "series": dict(self.series),
+            "events": sorted(self.events, key=lambda event: event["t_s"]),
+            "warnings": [*self.warnings, *self.counts.warnings()],
+            "large_message": None,
+            **self.sections,
+        }
+        result["warnings"] = derive_warnings(result)
+        return result
+
+
+def latency_summaries(recorder: RunRecorder, scenario: Scenario, *, tracked: bool, sample_every: int) -> dict[str, Any]:
+    """Summary percentiles of each latency the run measured (response time and send delay only
+    with a schedule, end-to-end only with a tracker)."""
+    latency = {"service_time": recorder.latency["service_time"].summary()}
+    if scenario.rate:
+        latency["response_time"] = recorder.latency["response_time"].summary()
+        latency["send_delay"] = recorder.latency["send_delay"].summary()
+    if tracked:
+        latency["end_to_end"] = recorder.latency["end_to_end"].summary()
+        # 1: every message's end-to-end latency; n: only every n-th message carried the trace.
+        latency["end_to_end"]["sample_every"] = sample_every
+    return latency
+
+
+def clamped_warnings(recorder: RunRecorder) -> list[str]:
+    return [f"{recorder.latency[name].clamped:,} {name} latencies above 1 h were clamped to 1 h"
+            for name in recorder.latency if recorder.latency[name].clamped]
+
+
+def write_run_folder(results_root: str | os.PathLike, result: RunResult, recorder: RunRecorder | None = None) -> tuple[Path, dict]:
+    """A new run folder with result.json and, from the recorder, one .hlog per measured latency."""
+    document = result.to_dict()
+    folder = run_folder(results_root, result.scenario["name"], result.started_at)
+    if recorder is not None:
+        seconds = recorder.seconds()
+        for name, file_name in HLOG_FILES.items():
+            if name in document["latency_us"]:
+                write_interval_log(folder / file_name, recorder.latency[name].interval_list(seconds), result.started_at)
+    write_result(folder, document)
+    return folder, document

@@ -1,0 +1,199 @@
+"""The tracker process: reads the run's topic from where it stood before the run, and reports
+end-to-end latency (from the trace header), consumer lag each second and what the audit needs.
+
+One module for `bench run` and the Locust master; it talks to its coordinator only through
+the typed messages of bench/core/protocol.py.
+"""
+
+from __future__ import annotations
+
+import os
+import queue
+import signal
+import time
+from collections import defaultdict
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+from confluent_kafka import KafkaException, Message, TopicPartition
+
+from bench.core.audit import OffsetRanges, SequenceAudit, audits_offsets
+from bench.core.clients import describe_error, is_fatal, scenario_consumer_config
+from bench.core.protocol import TRACKER, ChildFailed, Drain, Ready, TrackerDone, TrackerSecond
+from bench.core.scenario import Scenario
+from streamstore.trace import TRACE_HEADER, TRACE_STRUCT, TRACE_VALUE_BYTES, Trace, read_trace
+from streamstore.tracker import OrderTracker
+
+NS_PER_S = 1_000_000_000
+# Flat out (rate 0) the figure is the producer's throughput, and on a small machine a tracker
+# consuming at full speed takes CPU from the producer and the broker it measures. There it
+# runs at a lower priority and catches up in the drain (end-to-end latency flat out is the
+# backlog anyway). At a fixed rate it keeps normal priority so end-to-end latency is true.
+FLAT_OUT_TRACKER_NICENESS = 10
+# The tracker blocks at most this long waiting for a message (bounds lag sampling jitter).
+TRACKER_WAIT_S = 0.05
+TRACKER_BATCH = 5000
+# How often the tracker looks for the coordinator's Drain (a queue read is not free).
+CONTROL_CHECK_NS = 100_000_000
+
+
+
+@dataclass
+class TrackerState:
+    """What the tracker has seen since its last per-second report (and the audit overall)."""
+
+    # Offset audit (flat out): untraced messages are this run's too; every offset is noted.
+    audits_offsets: bool = False
+    audit: SequenceAudit = field(default_factory=SequenceAudit)
+    consumed_offsets: defaultdict[int, OffsetRanges] = field(default_factory=lambda: defaultdict(OffsetRanges))
+    offsets_consumed_twice: int = 0
+    consumed_total: int = 0
+    consumed_in_second: int = 0
+    foreign: int = 0
+    end_to_end_us: list[int] = field(default_factory=list)
+    last_timestamp_ms: int | None = None
+
+
+def absorb_messages(messages: list[Message], run_id: bytes, state: TrackerState, received_ns: int) -> None:
+    """Account for one batch of consumed messages: end-to-end latency and the audit for this
+    run's messages (all received at received_ns, wall clock), the rest counted as foreign
+    (another run's trace; or, in the sequence audit, no trace)."""
+    end_to_end_us, mark = state.end_to_end_us, state.audit.mark
+    by_offset, consumed_offsets = state.audits_offsets, state.consumed_offsets
+    for message in messages:
+        headers = message.headers()
+        if not headers:
+            trace = None
+        # Fast path: the trace is the only header the runner's producers send.
+        elif len(headers) == 1 and headers[0][0] == TRACE_HEADER and len(headers[0][1]) == TRACE_VALUE_BYTES:
+            trace = Trace(*TRACE_STRUCT.unpack(headers[0][1]))
+        else:
+            trace = read_trace(headers)
+        if trace is not None and trace.run_id == run_id:
+            end_to_end_us.append((received_ns - trace.send_time_ns) // 1000)
+            if not by_offset:
+                mark(trace.producer, trace.sequence)
+        elif trace is not None or not by_offset:
+            state.foreign += 1
+            continue
+        if by_offset and consumed_offsets[message.partition()].add(message.offset()):
+            state.offsets_consumed_twice += 1
+        state.consumed_in_second += 1
+    state.last_timestamp_ms = messages[-1].timestamp()[1]
+
+
+def _lag(tracker: OrderTracker, partitions: list[TopicPartition], start_offsets: Mapping[int, int]) -> dict[int, int]:
+    """High watermark minus position per partition, from the consumer's cached fetch state
+    (no broker round trip, so sampling does not stall consuming)."""
+    lag = {}
+    for position in tracker.client.position(partitions):
+        _, high = tracker.client.get_watermark_offsets(position, cached=True)
+        if high < 0:
+            _, high = tracker.client.get_watermark_offsets(position, timeout=1.0)
+        offset = position.offset if position.offset >= 0 else start_offsets[position.partition]
+        lag[position.partition] = max(0, high - offset)
+    return lag
+
+
+def tracker_main(scenario: Scenario, bootstrap_servers: str, run_id: bytes, start_offsets: dict[int, int],
+                 reports, control, start, t0_ns) -> None:
+    """The tracker process's target, for `bench run` and the Locust master alike.
+
+    Reads from start_offsets (partition -> offset) after `start` is set and speaks the
+    messages of bench/core/protocol.py: Ready, a TrackerSecond for each second since
+    `t0_ns.value` (perf_counter_ns), then TrackerDone (or ChildFailed). It ends after `control`
+    gives it a Drain and it has consumed the target or waited long enough.
+    `scenario.rate` 0 (flat out): it runs at a lower priority (FLAT_OUT_TRACKER_NICENESS) and,
+    with the offset audit, untraced messages count as this run's.
+    """
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    if scenario.rate == 0:
+        os.nice(FLAT_OUT_TRACKER_NICENESS)
+    try:
+        _track(scenario, bootstrap_servers, run_id, start_offsets, reports, control, start, t0_ns)
+    except Exception as error:  # reported to the coordinator as one line, which ends the run
+        reports.put(ChildFailed(TRACKER, describe_error(error)))
+
+
+def _track(scenario: Scenario, bootstrap_servers: str, run_id: bytes, start_offsets: dict[int, int],
+           reports, control, start, t0_ns) -> None:
+    offset_audit = audits_offsets(scenario)
+    tracker = OrderTracker(scenario_consumer_config(scenario, bootstrap_servers, run_id.hex()), [scenario.topic],
+                           start_offsets)
+    partitions = [TopicPartition(scenario.topic, p) for p in sorted(start_offsets)]
+    state = TrackerState(audits_offsets=offset_audit)
+    fault_delay_s = scenario.fault_consumer_delay_ms / 1000
+    clock, time_ns = time.perf_counter_ns, time.time_ns
+    reports.put(Ready(TRACKER))
+    start.wait()
+    second, next_second_ns = 0, t0_ns.value + NS_PER_S
+    drain_target: int | None = None
+    drain_deadline_ns = next_control_ns = drain_idle_ns = 0
+    try:
+        while True:
+            try:
+                messages = tracker.consume(TRACKER_BATCH, 0) or tracker.consume(1, TRACKER_WAIT_S)
+            except KafkaException as error:
+                # A broker down or restarting arrives as an error event (transport failure, all
+                # brokers down); the consumer reconnects by itself, so only a fatal error ends it.
+                if is_fatal(error):
+                    raise
+                messages = []
+            if messages:
+                consumed_before = state.consumed_in_second
+                absorb_messages(messages, run_id, state, time_ns())
+                if drain_idle_ns and state.consumed_in_second > consumed_before:
+                    drain_deadline_ns = clock() + drain_idle_ns
+                if fault_delay_s:
+                    time.sleep(fault_delay_s)
+            now = clock()
+            while now >= next_second_ns:
+                _tracker_report(reports, tracker, partitions, start_offsets, state, second)
+                second, next_second_ns = second + 1, next_second_ns + NS_PER_S
+            if drain_target is None and now >= next_control_ns:
+                next_control_ns = now + CONTROL_CHECK_NS
+                try:
+                    drain: Drain = control.get_nowait()
+                    drain_target = drain.target
+                    drain_deadline_ns = now + int(drain.drain_s * NS_PER_S)
+                    drain_idle_ns = int(drain.drain_s * NS_PER_S) if drain.idle else 0
+                except queue.Empty:
+                    pass
+            if drain_target is not None and (_drained(state, drain_target) or now >= drain_deadline_ns):
+                break
+        _tracker_report(reports, tracker, partitions, start_offsets, state, second)
+        reports.put(TrackerDone(
+            seen={p: bytes(bits) for p, bits in state.audit.seen.items()}, duplicated=state.audit.duplicated,
+            foreign=state.foreign, consumed_offsets={p: offsets.ranges() for p, offsets in state.consumed_offsets.items()},
+            offsets_consumed_twice=state.offsets_consumed_twice))
+    finally:
+        tracker.close()
+
+
+def _drained(state: TrackerState, target: int | Mapping[int, int]) -> bool:
+    """Has the tracker consumed everything acked? target: the acked count (sequence audit) or
+    the offset after the last acked one per partition (offset audit)."""
+    if state.audits_offsets:
+        return all(state.consumed_offsets[p].ends[-1:] >= [end] for p, end in target.items())
+    return state.consumed_total + state.consumed_in_second - state.audit.duplicated >= target
+
+
+def _tracker_report(reports, tracker: OrderTracker, partitions, start_offsets, state: TrackerState, second: int) -> None:
+    try:
+        lag = _lag(tracker, partitions, start_offsets)
+    except KafkaException as error:
+        if is_fatal(error):
+            raise
+        lag = None  # the broker did not answer this second: no sample rather than a guess
+    if lag is None:
+        lag_time_ms = None
+    elif sum(lag.values()) == 0:
+        lag_time_ms = 0.0
+    elif state.last_timestamp_ms is not None:
+        lag_time_ms = max(0.0, time.time() * 1000 - state.last_timestamp_ms)
+    else:
+        lag_time_ms = None
+    reports.put(TrackerSecond(second, state.consumed_in_second, state.end_to_end_us, lag, lag_time_ms))
+    state.consumed_total += state.consumed_in_second
+    state.consumed_in_second = 0
+    state.end_to_end_us = []

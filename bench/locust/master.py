@@ -1,0 +1,350 @@
+"""The master side of the Locust user (or the local runner's): the tracker process, the merge
+of the workers' reports, and the result folder at test end — through the same measurement
+core as `bench run` (bench/core: protocol, merge, audit, result)."""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import multiprocessing
+import multiprocessing.connection
+import socket
+import time
+import uuid
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import gevent
+from locust.runners import STATE_RUNNING, STATE_SPAWNING, LocalRunner, MasterRunner
+
+from bench.analysis.thresholds import Threshold
+from bench.broker.embedded import describe_broker_settings
+from bench.core.audit import ProducerAccount, audit_method, run_verdict, trace_sample_every
+from bench.core.clients import high_watermarks, scenario_admin, scenario_watermarks
+from bench.core.merge import RunMeasurements
+from bench.core.producer import CHILD_START_TIMEOUT_S
+from bench.core.protocol import TRACKER, Drain, Inbox
+from bench.core.result import RunResult, clamped_warnings, latency_summaries, run_counts, write_run_folder
+from bench.core.runner import REPORTED_TOPIC_SETTINGS
+from bench.core.scenario import Scenario
+from bench.core.tracker import tracker_main
+from bench.locust.options import tracked_scenario
+from bench.locust.worker import histogram_counts, options_bootstrap
+from bench.output.report import write_run_report
+from bench.output.results import decode_histogram, new_latency_histogram
+from streamstore.admin import ensure_topic, topic_configs
+from streamstore.errors import StreamStoreError
+
+logger = logging.getLogger("bench.locust")
+
+NS_PER_S = 1_000_000_000
+# The worker name of the local runner's own producer in the merged counts.
+LOCAL_WORKER = "local"
+
+
+# How long the master waits for each worker's last report after the workers stopped (Locust
+# workers report every 3 s).
+FINAL_REPORT_TIMEOUT_S = 10.0
+
+
+# How often the gevent side reads the tracker process's reports while it waits for one.
+TRACKER_PUMP_INTERVAL_S = 0.05
+
+
+# After its drain time the tracker still sends its final report and exits; this long at most.
+TRACKER_EXIT_GRACE_S = 5.0
+
+
+# Seconds between the master's live status lines.
+STATUS_INTERVAL_S = 5.0
+
+
+class TrackerProcess:
+    """The measurement core's tracker process (bench/core/tracker.py) for one Locust test.
+
+    Its own process, not a thread of this gevent process: a native thread here competes for
+    the GIL with every user, so receive times were taken late (at 2,000 msg/s an end-to-end p50
+    of ~56 ms against a 3.6 ms delivery p50). The gevent side never waits on it: `pump()` reads
+    only what has arrived.
+    """
+
+    def __init__(self, bootstrap: str, scenario: Scenario, run_id: bytes, started_at: float,
+                 start_offsets: Mapping[int, int], measured: RunMeasurements):
+        """scenario: as tracked_scenario gives it (rate 0 = flat out: lower priority, offset audit)."""
+        context = multiprocessing.get_context("spawn")  # librdkafka threads and fork do not mix
+        # The child imports locust (spawn re-runs the `locust` script as its main module), so
+        # it is gevent-patched too: a Queue's put would wait for a feeder greenlet that never
+        # runs while the child blocks in consume(). SimpleQueue.put writes synchronously.
+        self.inbox = Inbox(context.SimpleQueue(), sleep=gevent.sleep, poll_interval_s=TRACKER_PUMP_INTERVAL_S)
+        # Only this side puts on it (its feeder greenlet runs); the child reads it with get_nowait.
+        self.control = context.Queue()
+        self.measured = measured
+        start = context.Event()
+        # The tracker numbers seconds from t0 (perf_counter_ns); the producers from started_at.
+        t0_ns = context.Value("q", time.perf_counter_ns() - int((time.time() - started_at) * NS_PER_S))
+        self.process = context.Process(target=tracker_main, name="locust-kafka-tracker", daemon=True,
+                                       args=(scenario, bootstrap, run_id, dict(start_offsets), self.inbox.reports,
+                                             self.control, start, t0_ns))
+        self.process.start()
+        self.error: str | None = None
+        self.last_progress = time.monotonic()
+        self.inbox.wait_ready([TRACKER], CHILD_START_TIMEOUT_S, [self.process.sentinel])
+        start.set()
+
+    def pump(self) -> None:
+        """Record every report that has arrived (never waits for one)."""
+        for message in self.inbox.arrived():
+            self.measured.handle(message)
+            if getattr(message, "consumed", 0):
+                self.last_progress = time.monotonic()
+        if self.measured.failure and self.error is None:
+            self.error = self.measured.failure
+        if self.measured.tracker_done is None and self.error is None and self._exited():
+            self.error = "the tracker process died"
+
+    def _exited(self) -> bool:
+        # Its sentinel, not Process.exitcode: gevent reaps children itself, so exitcode can stay None.
+        return bool(multiprocessing.connection.wait([self.process.sentinel], 0))
+
+    def finish(self, drain: Drain) -> None:
+        """Let it consume until it has the drain target or drain_s passed without progress, then end it."""
+        self.control.put(drain)
+        self.last_progress = time.monotonic()
+        # The tracker gives up after drain_s without consuming; its final report follows.
+        while (self.measured.tracker_done is None and self.error is None
+               and time.monotonic() < self.last_progress + drain.drain_s + TRACKER_EXIT_GRACE_S):
+            self.pump()
+            gevent.sleep(TRACKER_PUMP_INTERVAL_S)
+        if self.measured.tracker_done is None and self.error is None:
+            self.error = f"no final report from the tracker within {drain.drain_s + TRACKER_EXIT_GRACE_S:g} s of its last progress"
+        deadline = time.monotonic() + TRACKER_EXIT_GRACE_S
+        while not self._exited() and time.monotonic() < deadline:
+            gevent.sleep(TRACKER_PUMP_INTERVAL_S)
+        if not self._exited():
+            self.process.terminate()
+        self.control.close()
+
+
+class LocustRun:
+    """One test as the master (or local runner) sees it: merged measurements and the result."""
+
+    def __init__(self, environment, scenario: Scenario, rate_per_user: float, thresholds: list[Threshold]):
+        self.environment = environment
+        self.scenario = scenario
+        self.rate_per_user = rate_per_user
+        self.thresholds = thresholds
+        self.tracked = tracked_scenario(scenario, rate_per_user)
+        self.method = audit_method(self.tracked)
+        self.run_id = uuid.uuid4().bytes
+        self.started_at = time.time()
+        self.measured = RunMeasurements(scenario.warmup_s)
+        self.recorder = self.measured.recorder
+        self.all_delivery = new_latency_histogram()
+        self.workers: dict[str, dict[str, Any]] = {}
+        self.peak_users = 0
+        self.tracker: TrackerProcess | None = None
+        self.start_watermarks: dict[int, tuple[int, int]] = {}
+        self.failure: str | None = None
+        self._greenlets: list = []
+
+    def start(self) -> None:
+        bootstrap = options_bootstrap(self.environment)
+        in_native_thread(_prepare_topic, bootstrap, self.scenario)
+        self.start_watermarks = in_native_thread(scenario_watermarks, self.scenario, bootstrap)
+        if not self.environment.parsed_options.no_tracker:
+            # Its scenario's rate tells tracker_main whether this is a flat-out test (then it
+            # yields the CPU to the producers and catches up in the drain, as in `bench run`).
+            self.tracker = TrackerProcess(bootstrap, self.tracked, self.run_id, self.started_at,
+                                          high_watermarks(self.start_watermarks), self.measured)
+        self._greenlets.append(gevent.spawn(self._status_forever))
+        if isinstance(self.environment.runner, LocalRunner):
+            self._greenlets.append(gevent.spawn(self._pull_local_reports_forever))
+
+    def _pull_local_reports_forever(self) -> None:
+        """The local runner's producer reports once a second, as a worker would to a master."""
+        while True:
+            gevent.sleep(1.0)
+            producer = self.environment.kafka_producer
+            if producer is not None:
+                self.add_worker_report(LOCAL_WORKER, producer.take_report())
+
+    def add_worker_report(self, worker_id: str, report: Mapping[str, Any]) -> None:
+        if report.get("run_id") != self.run_id.hex():
+            return  # a report of an earlier test that arrived late
+        worker = self.workers.setdefault(worker_id, {"producer": report["producer"], "acked": 0, "failed": 0,
+                                                     "sent": 0, "hdr_count": 0, "failed_sequences": [],
+                                                     "through": -1, "final": False})
+        for second_text, data in report["seconds"].items():
+            second = max(0, int(second_text))
+            self.recorder.add_producer_report(second, data["sent"], data["acked"], data["failed"], [], [], [])
+            worker["acked"] += data["acked"]
+            worker["failed"] += data["failed"]
+            for name in ("service_time", "response_time", "send_delay"):
+                if data[name]:
+                    self.recorder.latency[name].record(second, histogram_counts(data[name]))
+            if data["service_time"]:
+                histogram = decode_histogram(data["service_time"])
+                worker["hdr_count"] += histogram.get_total_count()
+                self.all_delivery.add(histogram)
+        worker["sent"] = report["sent_total"]
+        worker["failed_sequences"].extend(report["failed_sequences"])
+        self.measured.add_acked_ranges(report["acked_offsets"])
+        worker["final"] = report["final"]
+        if report["through"] is not None:
+            worker["through"] = report["through"]
+        self._pump_tracker()
+        self._close_finished_seconds()
+
+    def _pump_tracker(self) -> None:
+        if self.tracker is not None:
+            self.tracker.pump()
+
+    def _close_finished_seconds(self) -> None:
+        """Seal the seconds every reporter is past (an open second holds a ~400 KB histogram)."""
+        runner = self.environment.runner
+        expected = {client.id for client in runner.clients.all} if isinstance(runner, MasterRunner) else {LOCAL_WORKER}
+        if not expected <= self.workers.keys():
+            return  # a worker that has not reported yet may still hold any second
+        reported_through = [w["through"] for w in self.workers.values() if not w["final"]]
+        if self.tracker is not None and self.measured.tracker_done is None:
+            reported_through.append(self.measured.reported_through.get(TRACKER, -1))
+        if reported_through:
+            self.recorder.close_through(min(reported_through))
+
+    def _status_forever(self) -> None:
+        while True:
+            gevent.sleep(STATUS_INTERVAL_S)
+            self._pump_tracker()
+            logger.info("kafka: %s", self.status_line())
+
+    def status_line(self) -> str:
+        totals = self.recorder.totals()
+        elapsed = max(1e-9, time.time() - self.started_at)
+        p99 = self.all_delivery.get_value_at_percentile(99.0) if self.all_delivery.get_total_count() else None
+        e2e = self.recorder.latency["end_to_end"]
+        lag = self.recorder.lag_messages.get(max(self.recorder.lag_messages)) if self.recorder.lag_messages else None
+        e2e_p99 = None
+        if e2e.interval_stats:
+            e2e_p99 = e2e.interval_stats[max(e2e.interval_stats)][1]
+        parts = [
+            f"acked {totals['acked']} ({totals['acked'] / elapsed:.0f}/s)",
+            f"failed {totals['failed']}",
+            f"delivery p99 {_ms(p99)}",
+            f"consumed {totals['consumed']}",
+            f"e2e p99 (last closed second) {_ms(e2e_p99)}",
+            f"lag {lag if lag is not None else '-'} msgs",
+        ]
+        return ", ".join(parts)
+
+    def finish(self) -> tuple[Path, dict[str, Any]]:
+        """Wait for the last reports and the tracker, then write the result folder."""
+        ended_at = time.time()
+        gevent.killall(self._greenlets)
+        self._wait_for_final_reports()
+        if self.tracker is not None:
+            self.tracker.finish(Drain(self.measured.drain_target(self.method), self.scenario.drain_timeout_s, True))
+            if self.tracker.error and self.failure is None:
+                self.failure = f"tracker failed: {self.tracker.error}"
+        self.recorder.close_through(self.recorder.seconds())
+        bootstrap = options_bootstrap(self.environment)
+        broker = in_native_thread(_broker_metadata, bootstrap, self.scenario, self.start_watermarks)
+        folder, document = write_run_folder(self.environment.parsed_options.results_dir,
+                                            self._result(ended_at, broker), self.recorder)
+        write_run_report(folder, document)
+        return folder, document
+
+    def _wait_for_final_reports(self) -> None:
+        runner = self.environment.runner
+        if not isinstance(runner, MasterRunner):
+            return
+        # A headless master quits without telling its workers to stop first (they would stop on
+        # "quit", after the master stopped listening); ask them now, so their last
+        # deliveries are flushed and reported before the result is written.
+        for client in runner.clients.all:
+            if client.state in (STATE_RUNNING, STATE_SPAWNING):
+                runner.send_message("stop", client_id=client.id)
+        deadline = time.monotonic() + FINAL_REPORT_TIMEOUT_S
+        while not all(w["final"] for w in self.workers.values()) and time.monotonic() < deadline:
+            gevent.sleep(0.1)
+        missing = [worker_id for worker_id, w in self.workers.items() if not w["final"]]
+        if missing:
+            self.failure = f"no final report from worker(s) {', '.join(missing)} within {FINAL_REPORT_TIMEOUT_S:g} s"
+
+    def _result(self, ended_at: float, broker: dict[str, Any]) -> RunResult:
+        totals = self.recorder.totals()
+        offset_delta = broker.pop("offset_delta")
+        accounts = [ProducerAccount(w["producer"], w["sent"], w["acked"], w["failed_sequences"]) for w in self.workers.values()]
+        audit = self.measured.audit(self.method, accounts)
+        verdict = run_verdict(interrupted=False, failure=self.failure, failed=totals["failed"], lost=audit.lost)
+        duration_s = max(ended_at - self.started_at, self.scenario.warmup_s + 0.1)
+        scenario = dataclasses.replace(self.scenario, duration_s=round(duration_s, 3),
+                                       rate=self.rate_per_user * self.peak_users)
+        stats = self.environment.runner.stats.total
+        hosts = {worker_id.rsplit("_", 1)[0] for worker_id in self.workers}
+        warnings = clamped_warnings(self.recorder)
+        if audit.lost_examples:
+            warnings.append(f"lost, first ones: {', '.join(audit.lost_examples)}")
+        return RunResult(
+            kind="locust", run_id=self.run_id.hex(), scenario=scenario.to_dict(), fingerprint=scenario.fingerprint(),
+            broker=broker, started_at=self.started_at, ended_at=ended_at, duration_s=duration_s,
+            warmup_s=self.scenario.warmup_s, verdict=verdict, audit=audit.method,
+            counts=run_counts(totals, failed=totals["failed"], audit=audit, tracker_ran=self.tracker is not None,
+                              broker_offset_delta=offset_delta),
+            throughput={"producing_s": round(duration_s, 3), "elapsed_s": round(duration_s, 3),
+                        "acked_per_s": round(totals["acked"] / duration_s, 1)},
+            latency_us=latency_summaries(self.recorder, self.tracked, tracked=self.tracker is not None,
+                                         sample_every=trace_sample_every(self.tracked)),
+            series=self.recorder.series(), warnings=warnings,
+            same_host=hosts <= {socket.gethostname(), LOCAL_WORKER},
+            sections={"locust": {
+                "users": self.peak_users,
+                "user_rate": self.rate_per_user,
+                "request_count": stats.num_requests,
+                "failure_count": stats.num_failures,
+                "hdr_total_count": self.all_delivery.get_total_count(),
+                "workers": {worker_id: {k: w[k] for k in ("producer", "sent", "acked", "failed", "hdr_count")}
+                            for worker_id, w in self.workers.items()},
+                "tracker": self.tracker is not None,
+            }})
+
+
+def _ms(value_us: float | None) -> str:
+    return "-" if value_us is None else f"{value_us / 1000:.2f} ms"
+
+
+def in_native_thread(function, *args):
+    """Run a blocking Kafka call in gevent's native threadpool while the other greenlets go on.
+
+    A StreamStoreError is carried back and raised here: one escaping the thread would make
+    gevent print its traceback.
+    """
+    def guarded():
+        try:
+            return function(*args), None
+        except StreamStoreError as error:
+            return None, error
+
+    value, error = gevent.get_hub().threadpool.apply(guarded)
+    if error is not None:
+        raise error
+    return value
+
+
+def _prepare_topic(bootstrap: str, scenario: Scenario) -> None:
+    ensure_topic(scenario_admin(scenario, bootstrap), scenario.topic, scenario.partitions, scenario.replication_factor)
+
+
+def _broker_metadata(bootstrap: str, scenario: Scenario, start_watermarks: Mapping[int, tuple[int, int]]) -> dict[str, Any]:
+    """The broker section of the result and the topic's offset growth, read with the scenario's
+    client settings (a SASL/SSL cluster answers nothing without them)."""
+    try:
+        settings = describe_broker_settings(bootstrap, client_settings=scenario.producer_config)
+        topic_settings = topic_configs(scenario_admin(scenario, bootstrap), scenario.topic)
+        end = scenario_watermarks(scenario, bootstrap)
+        offset_delta = sum(high - start_watermarks.get(p, (0, 0))[1] for p, (_, high) in end.items())
+    except StreamStoreError:
+        settings, topic_settings, offset_delta = {}, {}, None
+    return {"bootstrap_servers": bootstrap, "version": None, "embedded": None, "settings": settings,
+            "topic_settings": {k: topic_settings[k] for k in REPORTED_TOPIC_SETTINGS if k in topic_settings},
+            "offset_delta": offset_delta}
