@@ -1,4 +1,4 @@
-"""Locust load with StreamStore orders: `locust -f scenarios/orders.py` (see README, section Locust).
+"""Locust load with StreamStore orders: `locust -f scenarios/orders.py` (see docs/locust.md).
 
 Every option is a Locust custom argument (`locust -f scenarios/orders.py --help`, env
 LOCUST_<OPTION>, locust.conf). Users produce orders flat out, or at --user-rate msg/s each;

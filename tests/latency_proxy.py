@@ -5,7 +5,7 @@ connection (bootstrap and the broker connections learned from metadata) goes thr
 Requests pass straight through; each chunk of bytes the broker sends back is held until
 `delay_s` after it arrived, then forwarded in order. A produce request's acknowledgement thus
 arrives exactly `delay_s` later than it would have, which is what the latency-truth test
-checks the harness reports (see README, "Latency truth").
+checks the harness reports (see docs/measurement.md, "Latency truth").
 
 The proxy runs an asyncio loop in a daemon thread of the calling process; `delay_s` may be
 changed between runs and applies to bytes that arrive after the change.
