@@ -66,7 +66,8 @@ _TOPIC_NAME = re.compile(r"^[A-Za-z0-9._-]{1,249}$")
 # of a 30 s and a 60 s run at the same rate compare), how long to wait for stragglers, and
 # the fault-injection hook (a regression test injects a delay and expects the gate to see the
 # "same" scenario get slower). Secret values never enter the fingerprint either.
-_NOT_FINGERPRINTED = frozenset({"name", "topic", "duration_s", "warmup_s", "drain_timeout_s", "fault_consumer_delay_ms"})
+_NOT_FINGERPRINTED = frozenset({"name", "topic", "duration_s", "warmup_s", "drain_timeout_s", "fault_consumer_delay_ms",
+                                "fault_tracker_stall_s"})
 
 
 def parse_size(value: Any, field: str) -> int:
@@ -128,6 +129,9 @@ class Scenario:
     drain_timeout_s: float = 10.0
     # Test-only fault injection: the tracker sleeps this long after each consumed batch.
     fault_consumer_delay_ms: float = 0.0
+    # Test-only fault injection: the tracker consumes nothing for this long after the start (so a
+    # test can make the broker drop acked messages before they are read).
+    fault_tracker_stall_s: float = 0.0
 
     def __post_init__(self) -> None:
         _check_name("name", self.name)
@@ -161,8 +165,10 @@ class Scenario:
         _check_number("drain_timeout_s", self.drain_timeout_s, 0, None)
         _check_number("linger_ms", self.linger_ms, 0, 900_000)
         _check_number("fault_consumer_delay_ms", self.fault_consumer_delay_ms, 0, 60_000)
+        _check_number("fault_tracker_stall_s", self.fault_tracker_stall_s, 0, 3600)
         # Whole numbers from TOML are fine; store floats so equal scenarios compare and hash equal.
-        for field in ("rate", "duration_s", "warmup_s", "drain_timeout_s", "linger_ms", "fault_consumer_delay_ms"):
+        for field in ("rate", "duration_s", "warmup_s", "drain_timeout_s", "linger_ms", "fault_consumer_delay_ms",
+                  "fault_tracker_stall_s"):
             object.__setattr__(self, field, float(getattr(self, field)))
         if self.warmup_s >= self.duration_s:
             raise UsageError(f"warmup_s: {self.warmup_s:g} must be shorter than duration_s ({self.duration_s:g})")

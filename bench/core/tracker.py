@@ -127,12 +127,23 @@ def _track(scenario: Scenario, bootstrap_servers: str, run_id: bytes, start_offs
     reports.put(Ready(TRACKER))
     start.wait()
     second, next_second_ns = 0, t0_ns.value + NS_PER_S
+    stalled_until_ns = t0_ns.value + int(scenario.fault_tracker_stall_s * NS_PER_S) if scenario.fault_tracker_stall_s else 0
     drain_target: int | None = None
     drain_deadline_ns = next_control_ns = drain_idle_ns = 0
     try:
         while True:
             try:
-                messages = tracker.consume(TRACKER_BATCH, 0) or tracker.consume(1, TRACKER_WAIT_S)
+                if stalled_until_ns and clock() < stalled_until_ns:
+                    time.sleep(TRACKER_WAIT_S)
+                    messages = []
+                elif stalled_until_ns:
+                    # Assigned again from the start offsets: what librdkafka prefetched during
+                    # the stall is discarded, so the broker's log as it is now is what is read.
+                    stalled_until_ns = 0
+                    tracker.client.assign([TopicPartition(scenario.topic, p, offset) for p, offset in start_offsets.items()])
+                    messages = []
+                else:
+                    messages = tracker.consume(TRACKER_BATCH, 0) or tracker.consume(1, TRACKER_WAIT_S)
             except KafkaException as error:
                 # A broker down or restarting arrives as an error event (transport failure, all
                 # brokers down); the consumer reconnects by itself, so only a fatal error ends it.

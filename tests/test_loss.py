@@ -1,0 +1,77 @@
+"""The audit sees real loss: the broker drops acknowledged orders before the tracker reads them.
+
+The tracker is stalled at the start (the test-only `fault_tracker_stall_s`); meanwhile the test
+deletes the partition's first records (AdminClient.delete_records) once the broker holds them.
+The tracker then starts at the new log start, so exactly the deleted orders were acked and never
+consumed: `lost` must equal that number, the run is failed and exits 3, and every count agrees
+with the broker's own offsets.
+"""
+
+from __future__ import annotations
+
+import io
+import threading
+import time
+
+import pytest
+from confluent_kafka import TopicPartition
+
+from bench.core.runner import run_scenario
+from bench.core.scenario import Scenario
+from streamstore.admin import connect_admin, topic_watermarks
+from streamstore.errors import EXIT_RUN_FAILED
+
+# The tracker stalls this long: far longer than producing plus the deletion take.
+STALL_S = 8.0
+
+
+class RecordDropper(threading.Thread):
+    """Deletes partition 0's records below `drop_below` once the broker holds `wait_for` of them."""
+
+    def __init__(self, bootstrap: str, topic: str, wait_for: int, drop_below: int):
+        super().__init__(daemon=True)
+        self.bootstrap, self.topic, self.wait_for, self.drop_below = bootstrap, topic, wait_for, drop_below
+        self.dropped_at: float | None = None
+        self.error: BaseException | None = None
+
+    def run(self) -> None:
+        try:
+            deadline = time.monotonic() + STALL_S
+            while topic_watermarks(self.bootstrap, self.topic).get(0, (0, 0))[1] < self.wait_for:
+                if time.monotonic() > deadline:
+                    raise TimeoutError(f"the broker never held {self.wait_for} records")
+                time.sleep(0.05)
+            admin = connect_admin(self.bootstrap)
+            [future] = admin.delete_records([TopicPartition(self.topic, 0, self.drop_below)]).values()
+            future.result(timeout=30)
+            self.dropped_at = time.monotonic()
+        except BaseException as error:  # reported by the test
+            self.error = error
+
+
+@pytest.mark.parametrize("rate, wait_for, drop_below, audit", [
+    (400, 800, 300, "sequences"),  # every order traced: lost = sequences never consumed
+    (0, 20_000, 7_000, "offsets"),  # flat out: lost = acked offsets never consumed
+])
+def test_acked_orders_dropped_by_the_broker_are_lost_exactly(kafka_bootstrap, unique_topic, tmp_path,
+                                                             rate, wait_for, drop_below, audit):
+    scenario = Scenario.from_mapping({
+        "name": "loss", "topic": unique_topic, "partitions": 1, "rate": rate, "duration_s": 2.5, "warmup_s": 0,
+        "drain_timeout_s": 30, "fault_tracker_stall_s": STALL_S})
+    dropper = RecordDropper(kafka_bootstrap, unique_topic, wait_for, drop_below)
+    dropper.start()
+    started = time.monotonic()
+    code, _, result = run_scenario(scenario, kafka_bootstrap, tmp_path, "external", out=io.StringIO(),
+                                   write_report=False)
+    dropper.join(timeout=5)
+    assert dropper.error is None, dropper.error
+    assert dropper.dropped_at is not None and dropper.dropped_at - started < STALL_S, "dropped after the stall"
+    counts = result["counts"]
+    low, high = topic_watermarks(kafka_bootstrap, unique_topic)[0]
+    assert result["audit"] == audit
+    assert low == drop_below
+    assert counts["lost"] == drop_below, result["warnings"]
+    assert counts["acked"] == counts["sent"] == counts["broker_offset_delta"] == high
+    assert counts["consumed"] == high - low and counts["duplicated"] == 0
+    assert result["status"] == "failed" and code == EXIT_RUN_FAILED
+    assert f"{drop_below:,} acked orders lost" in result["failure"]
