@@ -7,18 +7,18 @@ import time
 import pytest
 
 from bench.cli import main
-from bench.large_message.sweep import (
+from bench.large_message.plan import (
     DEFAULT_SIZES,
     Limit,
     batch_bytes_bound,
-    cell_row,
-    estimate_remaining_s,
+    known_unsendable,
     largest_passing_size,
-    memory_findings,
     parse_size_list,
     plan_sizes,
     preflight_problem,
 )
+from bench.large_message.progress import estimate_remaining_s
+from bench.large_message.result import cell_row, memory_findings
 from bench.output.results import load_result
 from streamstore.admin import connect_admin, ensure_topic, topic_watermarks
 from streamstore.config import MAX_VALUE_BYTES
@@ -214,7 +214,6 @@ def test_the_client_max_message_round_trips(kafka_bootstrap, tmp_path):
 
 
 def test_uncompressed_batches_above_the_librdkafka_request_limit_are_not_sent():
-    from bench.large_message.sweep import known_unsendable
     assert known_unsendable(268_000_000, "none", "order") is None
     assert "4-byte varint" in known_unsendable(MAX_VALUE_BYTES, "none", "order")
     assert known_unsendable(MAX_VALUE_BYTES, "gzip", "order") is None

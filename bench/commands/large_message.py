@@ -10,23 +10,19 @@ from pathlib import Path
 from bench.broker.embedded import ensure_broker
 from bench.commands._options import add_broker_arguments, add_results_argument
 from bench.core.scenario import COMPRESSIONS
-from bench.large_message.sweep import (
+from bench.large_message.plan import (
     DEFAULT_COMPRESSIONS,
     QUICK_MAX_SIZE,
-    LargeMessageSweep,
     SweepOptions,
-    SweepProgress,
     check_level,
-    failed_rows,
-    format_duration,
-    format_row,
     parse_size_list,
     plan_sizes,
-    preflight,
     preflight_problem,
     size_label,
-    sweep_result,
 )
+from bench.large_message.progress import SweepProgress, format_duration
+from bench.large_message.result import failed_rows, format_row, sweep_result
+from bench.large_message.sweep import LargeMessageSweep, preflight
 from bench.output.report import write_run_report
 from bench.output.results import run_folder, write_result
 from streamstore.admin import connect_admin
@@ -117,7 +113,8 @@ def run(args: argparse.Namespace) -> int:
             status = "failed"
             failure = f"{len(failed)} of {len(sweep.rows)} cells failed; first: {failed[0]['size_label']} " \
                       f"{failed[0]['compression']}: {failed[0]['error']}"
-        result = sweep_result(options, sweep, broker, topic_settings, started_at, status, failure)
+        result = sweep_result(options, sweep.run_id, sweep.rows, sweep.bare, broker, topic_settings, started_at,
+                              status, failure)
     folder = run_folder(args.results_dir, "large-message", started_at)
     write_result(folder, result)
     write_run_report(folder, result)
