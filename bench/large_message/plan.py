@@ -12,6 +12,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from bench.core.scenario import COMPRESSION_LEVELS, parse_size
+from bench.output.results import redact_secrets
 from streamstore.config import (
     CLIENT_MESSAGE_MAX_BYTES,
     MAX_VALUE_BYTES,
@@ -208,7 +209,28 @@ def limits_from_configs(broker: Mapping[str, str], topic: Mapping[str, str] | No
 
 
 # ---------------------------------------------------------------------------------------------
-# The options of a sweep
+# Client settings and the options of a sweep
+
+# What the sweep sets itself on its producer, consumer and admin clients: --client-config may not
+# change them (they are what the sweep measures with, or what makes a 1 GB message pass).
+SWEEP_OWNED_CLIENT_KEYS = frozenset({
+    "bootstrap.servers", "metadata.broker.list", "group.id", "logger",
+    "message.max.bytes", "compression.type", "compression.codec", "compression.level",
+    "message.timeout.ms", "delivery.timeout.ms", "socket.timeout.ms", "linger.ms", "queue.buffering.max.ms",
+    "queue.buffering.max.kbytes", "delivery.report.only.error", "statistics.interval.ms",
+    "enable.auto.commit", "auto.offset.reset", "fetch.max.bytes", "receive.message.max.bytes",
+})
+
+
+def check_client_settings(settings: Mapping[str, Any], source: str = "--client-config") -> dict[str, Any]:
+    """The settings as librdkafka takes them; UsageError for a key the sweep sets or a value
+    that is not a string, number or boolean."""
+    for key, value in settings.items():
+        if key in SWEEP_OWNED_CLIENT_KEYS:
+            raise UsageError(f"{source}: {key!r} is set by the sweep itself and cannot be changed")
+        if isinstance(value, (dict, list, tuple)) or value is None:
+            raise UsageError(f"{source}: {key!r} must be a string, number or boolean, not {value!r}")
+    return dict(settings)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -221,6 +243,8 @@ class SweepOptions:
     quick: bool = False
     topic: str | None = None  # None: a fresh topic per size x compression, deleted after
     compare_bare: bool = False
+    # librdkafka settings for every client of the sweep (security: SASL, SSL), see --client-config.
+    client_settings: Mapping[str, Any] = dataclasses.field(default_factory=dict)
 
     def reps_for(self, size_bytes: int) -> int:
         return self.reps if self.reps is not None else adaptive_reps(size_bytes, self.quick)
@@ -234,9 +258,13 @@ class SweepOptions:
             "compression_level": self.level, "payload": self.payload,
             "reps": {str(size): self.reps_for(size) for size in self.sizes}, "quick": self.quick,
             "topic": self.topic, "compare_bare": self.compare_bare,
+            "client_config": redact_secrets(dict(self.client_settings)),
         }
 
     def fingerprint(self) -> str:
-        """16 hex chars over what makes two sweeps comparable (not the topic or --compare-bare)."""
+        """16 hex chars over what makes two sweeps comparable (not the topic or --compare-bare;
+        client settings when there are any, secret values redacted first)."""
         fields = {k: v for k, v in self.to_dict().items() if k not in ("topic", "compare_bare")}
+        if not fields["client_config"]:
+            del fields["client_config"]  # fingerprints of sweeps without settings stay as they were
         return hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()[:16]

@@ -39,8 +39,14 @@ def cell_row(
     consumer_peak_rss_bytes: int | None,
     error: str | None,
     broker_messages: int | None = None,
+    counts: Mapping[str, int | None] | None = None,
+    counts_note: str | None = None,
 ) -> dict[str, Any]:
-    """One size x compression as result.json stores it (latencies in ms, p50 and max over reps)."""
+    """One size x compression as result.json stores it (latencies in ms, p50 and max over reps).
+
+    counts: the cell's message counts (`cell_counts`), None for a cell that was not sent;
+    counts_note: why a count is null.
+    """
 
     def p50_max(values: Sequence[float]) -> dict[str, float] | None:
         if not values:
@@ -60,8 +66,10 @@ def cell_row(
         "throughput_mb_s": round(size_bytes / 1e6 / (end_to_end["p50"] / 1000), 3) if end_to_end else None,
         "wire_bytes": wire,
         "broker_stored_bytes": broker_stored_bytes,
-        # How far the cell's topic offsets grew (read from the broker): one message per rep.
+        # How far the cell's topic offsets grew (read from the broker): one per acked message.
         "broker_messages": broker_messages,
+        "counts": dict(counts) if counts is not None else None,
+        "counts_note": counts_note,
         # Four significant figures: 0.9999 (batch overhead) must not round to 1.
         "compression_ratio": float(f"{size_bytes / wire:.4g}") if wire else None,
         # librdkafka sends the batch uncompressed when compressing does not make it smaller.
@@ -113,6 +121,86 @@ def bare_comparison(harness_end_to_end_ms: Sequence[float], bare_end_to_end_ms: 
     }
 
 
+# ---------------------------------------------------------------------------------------------
+# Counts: measured per cell, summed over cells
+
+COUNT_KEYS = ("sent", "acked", "failed", "consumed", "lost", "duplicated", "malformed")
+# Consumer replies that end a cell after the consumer's own full wait: a message missing then is
+# lost. "error" (or no reply at all) ends it early, and loss cannot be told from not-yet-received.
+CONSUMER_FINISHED = ("complete", "end_offset", "timeout")
+
+
+def cell_counts(sent: int, acked: int, consumer: Mapping[str, int], consumer_end: str | None,
+                unfinished_reason: str | None = None) -> tuple[dict[str, int | None], str | None]:
+    """(counts, note) of one cell from what was measured.
+
+    sent: produce attempts; acked: of those, acknowledged by the broker; consumer: the consumer's
+    running tallies (received, distinct offsets, malformed, duplicated); consumer_end: the
+    reason of its "done" reply (None when it sent none). lost = acked - distinct messages
+    received, known when every acked message was received or the consumer waited its full
+    timeout; else null, with the note saying why (unfinished_reason: what cut the cell short).
+    """
+    distinct = consumer["distinct"]
+    lost: int | None = max(0, acked - distinct)
+    note = None
+    if distinct < acked and consumer_end not in CONSUMER_FINISHED:
+        lost = None
+        note = (f"lost not measured: {acked - distinct} acked message(s) not received yet when the consumer stopped "
+                f"({unfinished_reason or consumer_end or 'no reply'})")
+    counts = {"sent": sent, "acked": acked, "failed": sent - acked, "consumed": consumer["received"], "lost": lost,
+              "duplicated": consumer["duplicated"], "malformed": consumer["malformed"]}
+    return counts, note
+
+
+def cell_name(row: Mapping[str, Any]) -> str:
+    return f"{row['size_label']} {row['compression']}"
+
+
+def tried_rows(rows: Sequence[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
+    """Cells that were tried: those known to be unsendable (not sent) contribute no counts."""
+    return [row for row in rows if not row.get("not_sent")]
+
+
+def total_counts(rows: Sequence[Mapping[str, Any]]) -> tuple[dict[str, int | None], list[str]]:
+    """(the sweep's counts, warnings): each the sum over tried cells, null when a cell's is
+    (the warning names the cell and why); broker_offset_delta sums the cells' broker_messages."""
+    tried = tried_rows(rows)
+    totals: dict[str, int | None] = {}
+    warnings = []
+    for key in COUNT_KEYS:
+        values = [row["counts"][key] for row in tried]
+        totals[key] = sum(values) if None not in values else None
+    for row in tried:
+        if row.get("counts_note"):
+            warnings.append(f"{cell_name(row)}: {row['counts_note']}")
+    # A cell that sent nothing (its processes did not start) has no topic to read.
+    unread = [cell_name(row) for row in tried if row["broker_messages"] is None and row["counts"]["sent"]]
+    delta = sum(row["broker_messages"] or 0 for row in tried)
+    totals["broker_offset_delta"] = None if unread else delta
+    if unread:
+        warnings.append(f"broker_offset_delta is null: the broker's offsets were not read for {', '.join(unread)}")
+    for row in tried:
+        acked = row["counts"]["acked"]
+        if row["broker_messages"] is not None and row["broker_messages"] != acked:
+            warnings.append(f"{cell_name(row)}: the broker's offsets grew by {row['broker_messages']:,} "
+                            f"but {acked:,} message(s) were acked")
+    return totals, warnings
+
+
+def sweep_status(rows: Sequence[Mapping[str, Any]]) -> tuple[str, str | None]:
+    """("complete" | "failed", failure): failed when a cell lost acked messages or failed."""
+    problems = []
+    losing = [row for row in tried_rows(rows) if row["counts"]["lost"]]
+    if losing:
+        lost = sum(row["counts"]["lost"] for row in losing)
+        problems.append(f"{lost:,} acked message(s) lost in {len(losing)} cell(s); first: {cell_name(losing[0])}: "
+                        f"{losing[0]['counts']['lost']:,} of {losing[0]['counts']['acked']:,}")
+    failed = [row for row in failed_rows(rows) if not row["counts"]["lost"]]
+    if failed:
+        problems.append(f"{len(failed)} of {len(rows)} cells failed; first: {cell_name(failed[0])}: {failed[0]['error']}")
+    return ("failed", "; ".join(problems)) if problems else ("complete", None)
+
+
 def format_row(row: Mapping[str, Any]) -> str:
     """One line per cell for the console."""
     label = f"{size_label(row['size_bytes']):>18}  {row['compression']:<5}"
@@ -123,9 +211,14 @@ def format_row(row: Mapping[str, Any]) -> str:
     wire = f"wire {row['wire_bytes']:,} B (x{ratio:g}){skipped}" if ratio else "wire ?"
     peaks = [row.get("producer_peak_rss_bytes"), row.get("consumer_peak_rss_bytes")]
     memory = "/".join("?" if p is None else f"{p / 1e6:,.0f}" for p in peaks)
+
+    def figure(value: float | None, width: int) -> str:
+        return f"{'-':>{width}}" if value is None else f"{value:>{width},.1f}"
+
+    produce, end_to_end = row["produce_latency_ms"], row["end_to_end_ms"]
     return (
-        f"{label}  x{row['reps']}  produce p50 {row['produce_latency_ms']['p50']:>10,.1f} ms  "
-        f"end-to-end p50 {row['end_to_end_ms']['p50']:>10,.1f} ms  {row['throughput_mb_s']:>8,.1f} MB/s  "
+        f"{label}  x{row['reps']}  produce p50 {figure(produce and produce['p50'], 10)} ms  "
+        f"end-to-end p50 {figure(end_to_end and end_to_end['p50'], 10)} ms  {figure(row['throughput_mb_s'], 8)} MB/s  "
         f"peak RSS prod/cons {memory} MB  {wire}"
     )
 
@@ -137,25 +230,18 @@ def failed_rows(rows: Sequence[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
 
 def sweep_result(options: SweepOptions, run_id: str, rows: Sequence[Mapping[str, Any]], bare: Mapping[str, Any] | None,
                  broker: BrokerInUse, topic_settings: Mapping[str, str] | None, started_at: float, status: str,
-                 failure: str | None) -> dict[str, Any]:
+                 failure: str | None, extra_warnings: Sequence[str] = ()) -> dict[str, Any]:
     """The result.json document of a sweep (kind "large-message", schema v1)."""
     ended_at = time.time()
-    failed = failed_rows(rows)
-    # A rep counts once its message came back from the consumer with the producer's size and
-    # crc32, so every acked message of a completed cell was consumed.
-    acked = sum(row["reps"] for row in rows)
-    measured = [row.get("broker_messages") for row in rows if row["reps"]]
-    broker_offset_delta = sum(measured) if None not in measured else None
-    warnings = []
-    if broker_offset_delta is not None and broker_offset_delta != acked:
-        warnings.append(f"broker offsets grew by {broker_offset_delta:,} but {acked:,} messages were acked")
+    counts, warnings = total_counts(rows)
+    warnings += list(extra_warnings)
     skipped = sorted({row["size_label"] for row in rows if row["compression_skipped"]})
     if skipped:
         warnings.append(
             f"compression skipped by librdkafka (compressed batch not smaller) for: {', '.join(skipped)}; "
             f"payload '{options.payload}' does not compress"
         )
-    not_sent = [f"{row['size_label']} {row['compression']}" for row in rows if row.get("not_sent")]
+    not_sent = [cell_name(row) for row in rows if row.get("not_sent")]
     if not_sent:
         warnings.append(f"not sent (librdkafka cannot deliver an uncompressed batch above "
                         f"{PRODUCE_RECORD_SET_MAX_BYTES:,} bytes): {', '.join(not_sent)}")
@@ -182,11 +268,12 @@ def sweep_result(options: SweepOptions, run_id: str, rows: Sequence[Mapping[str,
         "started_at": utc_iso(started_at), "ended_at": utc_iso(ended_at),
         "duration_s": round(ended_at - started_at, 3), "warmup_s": 0,
         "status": status, "failure": failure,
-        "counts": {"sent": acked + len(failed), "acked": acked, "failed": len(failed), "consumed": acked,
-                   "lost": 0, "duplicated": 0, "malformed": 0, "broker_offset_delta": broker_offset_delta},
+        # Sums over the tried cells (each cell's own counts are in its row); see docs/result-format.md.
+        "counts": counts,
         "latency_us": {}, "series": {}, "events": [], "warnings": warnings,
         "large_message": {
             "rows": list(rows),
+            "not_sent": not_sent,
             "client_max_value_bytes": MAX_VALUE_BYTES,
             "wire_bytes_source": WIRE_BYTES_SOURCE,
             "memory": memory_findings(rows),

@@ -24,22 +24,28 @@ from typing import Any
 
 from confluent_kafka.admin import AdminClient
 
+from bench.large_message.cell import AfterAcks, CellRun
 from bench.large_message.plan import (
     SLOWEST_RATE_BYTES_PER_S,
     Limit,
     SweepOptions,
-    consume_timeout_s,
     delivery_timeout_s,
     known_unsendable,
-    level_for,
     limits_from_configs,
     preflight_problem,
 )
 from bench.large_message.process import WORKER_GRACE_S, WORKER_START_TIMEOUT_S, CellFailed, WorkerProcess
 from bench.large_message.progress import SweepProgress
-from bench.large_message.result import bare_comparison, cell_row
-from streamstore.admin import broker_configs, delete_topic, ensure_topic, topic_configs, topic_watermarks
-from streamstore.errors import UsageError
+from bench.large_message.result import bare_comparison, cell_counts, cell_row
+from streamstore.admin import (
+    broker_configs,
+    delete_records,
+    delete_topic,
+    ensure_topic,
+    topic_configs,
+    topic_watermarks,
+)
+from streamstore.errors import RunFailed, UsageError
 
 
 def read_limits(admin: AdminClient, topic: str | None) -> tuple[list[Limit], dict[str, str], dict[str, str] | None]:
@@ -60,6 +66,14 @@ def preflight(options: SweepOptions, admin: AdminClient) -> tuple[dict[str, str]
     return broker, topic
 
 
+def drop_acked(admin: AdminClient, count: int) -> AfterAcks:
+    """Test hook (`after_acks`): the broker drops the first `count` acked messages of every cell
+    (AdminClient.delete_records) before its consumer reads anything, so they are lost."""
+    def drop(topic: str, start: int, end: int) -> None:
+        delete_records(admin, topic, 0, min(start + count, end))
+    return drop
+
+
 def _stored_bytes(log_dirs: str | None, topic: str) -> int | None:
     """Bytes of the partition's log segments when the broker's log dir is on this host."""
     for log_dir in (log_dirs or "").split(","):
@@ -69,49 +83,84 @@ def _stored_bytes(log_dirs: str | None, topic: str) -> int | None:
     return None
 
 
+class SweepTopics:
+    """The sweep's topics: a fresh one per cell (deleted after it), or the user's --topic (kept)."""
+
+    def __init__(self, admin: AdminClient, bootstrap_servers: str, client_settings: Mapping[str, Any],
+                 broker_settings: Mapping[str, str], fixed_topic: str | None, run_id: str) -> None:
+        self.admin, self.bootstrap_servers, self.client_settings = admin, bootstrap_servers, client_settings
+        self.broker_settings, self.fixed_topic, self.run_id = broker_settings, fixed_topic, run_id
+        self._to_delete: list[str] = []
+
+    def new(self, purpose: str) -> tuple[str, int]:
+        """(topic, offset where this cell's messages start)."""
+        # The broker's own limit, so the sweep measures the broker as configured.
+        max_message_bytes = int(self.broker_settings["message.max.bytes"])
+        if self.fixed_topic is not None:
+            if ensure_topic(self.admin, self.fixed_topic, max_message_bytes=max_message_bytes):
+                self._to_delete.append(self.fixed_topic)
+            return self.fixed_topic, self.high_watermark(self.fixed_topic)
+        topic = f"bench-large-message-{self.run_id[:8]}-{purpose}"
+        ensure_topic(self.admin, topic, max_message_bytes=max_message_bytes)
+        self._to_delete.append(topic)
+        return topic, 0
+
+    def high_watermark(self, topic: str) -> int:
+        return topic_watermarks(self.bootstrap_servers, topic, self.client_settings)[0][1]
+
+    def messages_since(self, topic: str, offset: int) -> int | None:
+        """How far the topic's offsets grew since `offset` (None when the broker does not answer)."""
+        try:
+            return self.high_watermark(topic) - offset
+        except RunFailed:
+            return None
+
+    def release(self, topic: str, messages: int) -> int | None:
+        """Delete a fresh topic now (its stored bytes per message first, when the log is on this host)."""
+        if self.fixed_topic is not None:
+            return None
+        log_bytes = _stored_bytes(self.broker_settings.get("log.dirs"), topic)
+        self._to_delete.remove(topic)
+        delete_topic(self.admin, topic)
+        return log_bytes // messages if log_bytes is not None and messages else None
+
+    def delete_all(self) -> None:
+        while self._to_delete:
+            delete_topic(self.admin, self._to_delete.pop())
+
+
 class LargeMessageSweep:
-    """Runs the cells of a sweep against one broker and collects their rows."""
+    """Runs the cells of a sweep against one broker and collects their rows.
+
+    after_acks: a test hook (see `cell.py`), e.g. `drop_acked`; None in real sweeps.
+    """
 
     def __init__(self, options: SweepOptions, bootstrap_servers: str, admin: AdminClient,
                  broker_settings: Mapping[str, str], progress: SweepProgress,
-                 on_row: Callable[[dict[str, Any]], None] = lambda row: None) -> None:
+                 on_row: Callable[[dict[str, Any]], None] = lambda row: None,
+                 after_acks: AfterAcks | None = None) -> None:
         self.options = options
         self.bootstrap_servers = bootstrap_servers
-        self.admin = admin
-        self.broker_settings = broker_settings
         self.progress = progress
         self.on_row = on_row
+        self.after_acks = after_acks
         self.rows: list[dict[str, Any]] = []
         self.bare: dict[str, Any] | None = None
         self.run_id = uuid.uuid4().hex
-        self._topics_to_delete: list[str] = []
+        self.topics = SweepTopics(admin, bootstrap_servers, options.client_settings, broker_settings, options.topic,
+                                  self.run_id)
 
     def run(self) -> None:
         try:
             for size in self.options.sizes:
                 self._run_size(size)
         finally:
-            self._delete_topics()
+            self.topics.delete_all()
 
-    def _new_topic(self, purpose: str) -> tuple[str, int]:
-        """(topic, offset where this cell's messages start)."""
-        if self.options.topic is not None:
-            created = ensure_topic(self.admin, self.options.topic,
-                                   max_message_bytes=int(self.broker_settings["message.max.bytes"]))
-            if created:
-                self._topics_to_delete.append(self.options.topic)
-            high = topic_watermarks(self.bootstrap_servers, self.options.topic)[0][1]
-            return self.options.topic, high
-        topic = f"bench-large-message-{self.run_id[:8]}-{purpose}"
-        # The broker's own limit, so the sweep measures the broker as configured.
-        ensure_topic(self.admin, topic, max_message_bytes=int(self.broker_settings["message.max.bytes"]))
-        self._topics_to_delete.append(topic)
-        return topic, 0
-
-    def _delete_topics(self) -> None:
-        while self._topics_to_delete:
-            topic = self._topics_to_delete.pop()
-            delete_topic(self.admin, topic)
+    def _add(self, row: dict[str, Any]) -> None:
+        self.rows.append(row)
+        self.progress.cell_done()
+        self.on_row(row)
 
     def _run_size(self, size: int) -> None:
         producer = consumer = None
@@ -120,26 +169,29 @@ class LargeMessageSweep:
                 reps = self.options.reps_for(size)
                 unsendable = known_unsendable(size, compression, self.options.payload)
                 if unsendable:
-                    row = {**cell_row(size, compression, [], [], [], None, None, None, unsendable), "not_sent": True}
-                    self.rows.append(row)
-                    self.progress.cell_done()
-                    self.on_row(row)
+                    self._add({**cell_row(size, compression, [], [], [], None, None, None, unsendable), "not_sent": True})
                     continue
                 try:
                     if producer is None or producer.process.poll() is not None:
-                        producer, crc32 = self._start_producer(size)
+                        producer, payload = self._start_producer(size)
                     if consumer is None or consumer.process.poll() is not None:
-                        consumer = self._start_consumer()
-                    row = self._run_cell(size, compression, reps, producer, consumer, crc32)
+                        consumer = self._start_worker("consumer", ["--group", f"bench-large-message-{self.run_id[:8]}"])
                 except CellFailed as failure:
-                    row = cell_row(size, compression, [], [], [], None, None, None, str(failure))
+                    # Nothing was sent: every count is a measured zero.
+                    counts, _ = cell_counts(0, 0, {"received": 0, "distinct": 0, "malformed": 0, "duplicated": 0}, None)
+                    row = cell_row(size, compression, [], [], [], None, None, None, str(failure), None, counts=counts)
+                    broken = True
+                else:
+                    cell = CellRun(size, compression, reps, self.options.level, payload, producer, consumer, self.topics,
+                                   self.progress, self.after_acks)
+                    row, broken = cell.run(), cell.broken
+                if broken:
+                    # The workers may be mid-message: start fresh ones for the next cell.
                     for worker in (producer, consumer):
                         if worker is not None:
                             worker.kill()
                     producer = consumer = None
-                self.rows.append(row)
-                self.progress.cell_done()
-                self.on_row(row)
+                self._add(row)
                 if self.options.compare_bare and compression == "none" and size == max(self.options.sizes):
                     self._compare_bare(size, row)
         finally:
@@ -147,71 +199,23 @@ class LargeMessageSweep:
                 if worker is not None:
                     worker.close()
 
-    def _start_producer(self, size: int) -> tuple[WorkerProcess, int]:
-        producer = WorkerProcess("producer", ["--bootstrap-servers", self.bootstrap_servers, "--size", str(size),
-                                        "--payload", self.options.payload], self.progress.draw)
+    def _start_worker(self, role: str, arguments: list[str]) -> WorkerProcess:
+        worker = WorkerProcess(role, ["--bootstrap-servers", self.bootstrap_servers, *arguments], self.progress.draw)
+        # Settings (secrets among them) go through the pipe, not the command line.
+        worker.send(client_settings=dict(self.options.client_settings))
+        return worker
+
+    def _start_producer(self, size: int) -> tuple[WorkerProcess, dict[str, int]]:
+        producer = self._start_worker("producer", ["--size", str(size), "--payload", self.options.payload])
         ready = producer.receive(WORKER_START_TIMEOUT_S + size / SLOWEST_RATE_BYTES_PER_S)
-        return producer, ready["crc32"]
-
-    def _start_consumer(self) -> WorkerProcess:
-        return WorkerProcess("consumer", ["--bootstrap-servers", self.bootstrap_servers,
-                                    "--group", f"bench-large-message-{self.run_id[:8]}"], self.progress.draw)
-
-    def _run_cell(self, size: int, compression: str, reps: int, producer: WorkerProcess, consumer: WorkerProcess,
-                  crc32: int) -> dict[str, Any]:
-        topic, offset = self._new_topic(f"{size}-{compression}")
-        deliver_s = delivery_timeout_s(size)
-        consume_s = consume_timeout_s(size)
-        consumer.send(cmd="consume", topic=topic, offset=offset, count=reps, timeout_s=consume_s)
-        if consumer.receive(WORKER_START_TIMEOUT_S)["event"] != "ready":
-            raise CellFailed("consumer did not get ready")
-        produce_ms, end_to_end_ms, wire = [], [], []
-        error = None
-        for rep in range(1, reps + 1):
-            self.progress.start(size, compression, rep, reps)
-            producer.send(cmd="produce", topic=topic, compression=compression,
-                          level=level_for(compression, self.options.level),
-                          timeout_s=deliver_s)
-            produced = producer.receive(deliver_s + WORKER_GRACE_S)
-            if produced["error"]:
-                error = f"produce: {produced['error']}"
-                break
-            consumed = consumer.receive(consume_s + WORKER_GRACE_S)
-            if consumed["error"]:
-                error = f"consume: {consumed['error']}"
-                break
-            if consumed["size_bytes"] != size or consumed["crc32"] != crc32:
-                error = (f"consume: message at offset {consumed['offset']} differs from what was sent "
-                         f"({consumed['size_bytes']:,} bytes, crc32 {consumed['crc32']:#x} vs {crc32:#x})")
-                break
-            produce_ms.append((produced["acked_ns"] - produced["sent_ns"]) / 1e6)
-            end_to_end_ms.append((consumed["received_ns"] - produced["sent_ns"]) / 1e6)
-            if produced["wire_bytes"] is not None and produced["batches"] == 1:
-                wire.append(produced["wire_bytes"])
-            self.progress.rep_done(size, compression, end_to_end_ms[-1] / 1000)
-        if error is not None:
-            # The workers may be mid-message: start fresh ones for the next cell.
-            raise CellFailed(error)
-        producer.send(cmd="peak")
-        consumer.send(cmd="peak")
-        producer_peak = producer.receive(WORKER_GRACE_S)["peak_rss_bytes"]
-        consumer_peak = consumer.receive(WORKER_GRACE_S)["peak_rss_bytes"]
-        broker_messages = topic_watermarks(self.bootstrap_servers, topic)[0][1] - offset
-        stored = None
-        if self.options.topic is None:
-            log_bytes = _stored_bytes(self.broker_settings.get("log.dirs"), topic)
-            stored = log_bytes // reps if log_bytes is not None else None
-            self._topics_to_delete.remove(topic)
-            delete_topic(self.admin, topic)
-        return cell_row(size, compression, produce_ms, end_to_end_ms, wire, stored, producer_peak, consumer_peak, None,
-                        broker_messages)
+        return producer, {"size_bytes": ready["size_bytes"], "crc32": ready["crc32"]}
 
     def _compare_bare(self, size: int, harness_row: Mapping[str, Any]) -> None:
         """The bare script right after the harness's cell, same size and payload, same reps."""
         if harness_row.get("error"):
             self.bare = {"size_bytes": size, "error": "harness cell failed; nothing to compare"}
             return
-        topic, _ = self._new_topic(f"{size}-bare")
+        topic, _ = self.topics.new(f"{size}-bare")
         reps = harness_row["reps"]
         self.progress.start(size, "bare", 1, reps)
         timeout_s = delivery_timeout_s(size)
@@ -219,16 +223,15 @@ class LargeMessageSweep:
             completed = subprocess.run(
                 [sys.executable, "-m", "bench.large_message.bare", "--bootstrap-servers", self.bootstrap_servers,
                  "--topic", topic, "--size", str(size), "--payload", self.options.payload, "--reps", str(reps),
-                 "--timeout", str(timeout_s)],
+                 "--timeout", str(timeout_s), "--settings-on-stdin"],
+                input=json.dumps({"client_settings": dict(self.options.client_settings)}) + "\n",
                 capture_output=True, text=True, timeout=reps * 2 * timeout_s + WORKER_GRACE_S,
             )
             lines = [json.loads(line) for line in completed.stdout.splitlines() if line.startswith("{")]
         except subprocess.TimeoutExpired:
             lines = [{"error": f"bare script gave no answer within {reps * 2 * timeout_s:.0f} s"}]
         finally:
-            if self.options.topic is None:
-                self._topics_to_delete.remove(topic)
-                delete_topic(self.admin, topic)
+            self.topics.release(topic, 0)
         errors = [line["error"] for line in lines if "error" in line]
         samples = [line["end_to_end_ms"] for line in lines if "end_to_end_ms" in line]
         if errors or not samples:
