@@ -3,25 +3,29 @@
 from __future__ import annotations
 
 import time
+import zlib
 
 import pytest
+from kafka_truth import assert_sweep_counts_match_broker
 
 from bench.cli import main
-from bench.large_message.sweep import (
+from bench.commands.large_message import DROP_ACKED_ENV
+from bench.large_message.plan import (
     DEFAULT_SIZES,
     Limit,
     batch_bytes_bound,
-    cell_row,
-    estimate_remaining_s,
+    known_unsendable,
     largest_passing_size,
-    memory_findings,
     parse_size_list,
     plan_sizes,
     preflight_problem,
 )
+from bench.large_message.progress import estimate_remaining_s
+from bench.large_message.result import cell_counts, cell_row, memory_findings, sweep_status, total_counts
+from bench.large_message.worker import ReceivedTally
 from bench.output.results import load_result
 from streamstore.admin import connect_admin, ensure_topic, topic_watermarks
-from streamstore.config import MAX_VALUE_BYTES
+from streamstore.config import CLIENT_MESSAGE_MAX_BYTES, MAX_VALUE_BYTES
 from streamstore.errors import UsageError
 
 LARGE_MESSAGE_PLOTS = ("large_message_latency.png", "large_message_throughput_memory.png", "large_message_compression.png")
@@ -108,6 +112,69 @@ def test_memory_target_is_judged_on_the_largest_size_only():
     assert memory_findings(rows[:1]) == []
 
 
+def test_consumer_tally_checks_size_crc32_and_offsets():
+    tally = ReceivedTally(size_bytes=5, crc32=zlib.crc32(b"hello"))
+    assert tally.add(10, b"hello") == {"offset": 10, "size_bytes": 5, "crc32": zlib.crc32(b"hello"), "intact": True,
+                                       "duplicate": False}
+    assert tally.add(11, b"hellO")["intact"] is False  # same size, other bytes: the crc32 tells
+    assert tally.add(12, b"hell")["intact"] is False
+    assert tally.add(10, b"hello")["duplicate"] is True
+    assert tally.counts() == {"received": 4, "distinct": 3, "malformed": 2, "duplicated": 1}
+    # Done at `count` distinct offsets, or once the offset before end_offset was read.
+    assert tally.finished(count=3, end_offset=None) == "complete"
+    assert tally.finished(count=5, end_offset=None) is None
+    assert tally.finished(count=5, end_offset=13) == "end_offset"
+    assert tally.finished(count=5, end_offset=14) is None
+
+
+NOTHING_RECEIVED = {"received": 0, "distinct": 0, "malformed": 0, "duplicated": 0}
+
+
+def test_cell_counts_come_from_what_was_measured():
+    received = {"received": 4, "distinct": 3, "malformed": 0, "duplicated": 1}
+    counts, note = cell_counts(sent=3, acked=3, consumer=received, consumer_end="complete")
+    assert counts == {"sent": 3, "acked": 3, "failed": 0, "consumed": 4, "lost": 0, "duplicated": 1, "malformed": 0}
+    assert note is None
+    # The consumer waited its whole timeout for the third: lost.
+    counts, note = cell_counts(3, 3, {**received, "received": 2, "distinct": 2, "duplicated": 0}, "timeout")
+    assert counts["lost"] == 1 and counts["consumed"] == 2 and note is None
+    # A produce failed mid-cell: counts so far; every acked message had been received.
+    counts, _ = cell_counts(2, 1, {**NOTHING_RECEIVED, "received": 1, "distinct": 1}, None, "produce: timed out")
+    assert (counts["sent"], counts["acked"], counts["failed"], counts["lost"]) == (2, 1, 1, 0)
+    # The consumer died before the acked message came: loss cannot be told from not-yet-received.
+    counts, note = cell_counts(1, 1, NOTHING_RECEIVED, None, "consumer process exited with code -9")
+    assert counts["lost"] is None and counts["consumed"] == 0
+    assert "lost not measured" in note and "exited with code -9" in note
+
+
+def _tried_row(size: int, counts: dict, broker_messages: int | None, error: str | None = None, note=None) -> dict:
+    return cell_row(size, "none", [1.0], [2.0], [size], None, None, None, error, broker_messages, counts=counts,
+                    counts_note=note)
+
+
+def test_sweep_counts_sum_the_cells_and_not_sent_cells_add_nothing():
+    complete = {"sent": 3, "acked": 3, "failed": 0, "consumed": 3, "lost": 0, "duplicated": 0, "malformed": 0}
+    losing = {**complete, "consumed": 1, "lost": 2}
+    not_sent = {**cell_row(MAX_VALUE_BYTES, "none", [], [], [], None, None, None, "not sent: ..."), "not_sent": True}
+    rows = [_tried_row(1_000, complete, 3), _tried_row(10_000, losing, 3, "lost 2 of 3 acked message(s): ..."), not_sent]
+    totals, warnings = total_counts(rows)
+    assert totals == {"sent": 6, "acked": 6, "failed": 0, "consumed": 4, "lost": 2, "duplicated": 0, "malformed": 0,
+                      "broker_offset_delta": 6}
+    assert warnings == []
+    status, failure = sweep_status(rows)
+    assert status == "failed" and failure.startswith("2 acked message(s) lost in 1 cell(s); first: 10 KB none: 2 of 3")
+    assert sweep_status(rows[:1] + rows[2:]) == ("complete", None)
+    # A null count makes the total null, and a warning says which cell and why; a broker that
+    # holds other than what was acked is named too.
+    unknown = {**complete, "consumed": 0, "lost": None}
+    rows = [_tried_row(1_000, complete, 4), _tried_row(10_000, unknown, None, "consume: died", "lost not measured: x")]
+    totals, warnings = total_counts(rows)
+    assert totals["lost"] is None and totals["broker_offset_delta"] is None and totals["acked"] == 6
+    assert "10 KB none: lost not measured: x" in warnings
+    assert "1 KB none: the broker's offsets grew by 4 but 3 message(s) were acked" in warnings
+    assert sweep_status(rows)[0] == "failed"
+
+
 def test_eta_uses_measured_rates():
     cells = [(100_000_000, "gzip", 2)]
     assert estimate_remaining_s(cells, {"gzip": 10_000_000}) > estimate_remaining_s(cells, {"gzip": 100_000_000})
@@ -123,14 +190,23 @@ def test_eta_uses_measured_rates():
     (["--level", "12"], "gzip accepts -1 or 0..9"),
     (["--compression", "brotli"], "choose among none, gzip"),
     (["--reps", "0"], "--reps must be at least 1"),
+    (["--client-config", "{dir}/owned.toml"], "'compression.type' is set by the sweep itself"),
+    (["--client-config", "{dir}/typo.toml"], "librdkafka refuses the settings: No such configuration property"),
+    (["--client-config", "{dir}/missing.toml"], "--client-config"),
 ])
 def test_bad_input_is_one_line_and_exit_2(flags, message, capsys, tmp_path):
+    settings = tmp_path / "settings"
+    settings.mkdir()
+    (settings / "owned.toml").write_text('"compression.type" = "zstd"\n')
+    (settings / "typo.toml").write_text('[security]\nprotocl = "SASL_SSL"\n')
+    results = tmp_path / "results"
+    results.mkdir()
     # Nothing listens on port 1: these must fail before contacting a broker.
-    code = run_sweep("127.0.0.1:1", tmp_path, *flags)
+    code = run_sweep("127.0.0.1:1", results, *(flag.format(dir=settings) for flag in flags))
     error = capsys.readouterr().err
     assert code == 2
     assert message in error and error.count("\n") == 1
-    assert not any(tmp_path.iterdir())
+    assert not any(results.iterdir())
 
 
 # ---------------------------------------------------------------------------------------------
@@ -154,14 +230,42 @@ def test_preflight_against_a_topic_with_a_small_limit_fails_before_sending(kafka
     assert not any(tmp_path.iterdir())
 
 
-def test_random_payload_makes_librdkafka_skip_gzip_and_the_result_says_so(kafka_bootstrap, tmp_path):
+def test_random_payload_makes_librdkafka_skip_gzip_and_the_result_says_so(kafka_bootstrap, unique_topic, tmp_path):
+    # An existing --topic is kept: the counts are checked against its offsets afterwards.
+    ensure_topic(connect_admin(kafka_bootstrap), unique_topic, max_message_bytes=CLIENT_MESSAGE_MAX_BYTES)
     assert run_sweep(kafka_bootstrap, tmp_path, "--sizes", "100KB", "--compression", "gzip",
-                     "--payload", "random", "--reps", "1") == 0
+                     "--payload", "random", "--reps", "2", "--topic", unique_topic) == 0
     result = load_result(only_run_folder(tmp_path))
     row = rows_by_cell(result)[(100_000, "gzip")]
     assert row["error"] is None and row["compression_skipped"] is True
     assert row["wire_bytes"] > 100_000
     assert any("compression skipped" in warning for warning in result["warnings"])
+    assert row["counts"]["consumed"] == row["reps"] == 2
+    assert_sweep_counts_match_broker(result, kafka_bootstrap)
+
+
+def test_acked_messages_the_broker_drops_are_lost_and_fail_the_sweep(kafka_bootstrap, unique_topic, tmp_path,
+                                                                     monkeypatch, capsys):
+    """The test hook deletes the first 2 of 3 acked messages on the broker (delete_records)
+    before the consumer reads anything: the audit must count exactly those 2 as lost."""
+    ensure_topic(connect_admin(kafka_bootstrap), unique_topic, max_message_bytes=CLIENT_MESSAGE_MAX_BYTES)
+    monkeypatch.setenv(DROP_ACKED_ENV, "2")
+    code = run_sweep(kafka_bootstrap, tmp_path, "--sizes", "1KB", "--compression", "none", "--reps", "3",
+                     "--topic", unique_topic)
+    out = capsys.readouterr().out
+    assert code == 3, out
+    result = load_result(only_run_folder(tmp_path))
+    row = rows_by_cell(result)[(1_000, "none")]
+    assert row["counts"] == {"sent": 3, "acked": 3, "failed": 0, "consumed": 1, "lost": 2, "duplicated": 0,
+                             "malformed": 0}
+    assert row["broker_messages"] == 3 and row["error"].startswith("lost 2 of 3 acked message(s)")
+    assert result["status"] == "failed" and result["failure"].startswith("2 acked message(s) lost in 1 cell(s)")
+    assert {key: result["counts"][key] for key in row["counts"]} == row["counts"]
+    assert result["counts"]["broker_offset_delta"] == 3
+    assert any(DROP_ACKED_ENV in warning for warning in result["warnings"])
+    assert "FAILED: lost 2 of 3 acked message(s)" in out
+    # The broker's own offsets: 3 written (all acked), the first 2 gone, 1 held (the one consumed).
+    assert topic_watermarks(kafka_bootstrap, unique_topic) == {0: (2, 3)}
 
 
 def test_quick_sweep_end_to_end(kafka_bootstrap, tmp_path, capsys):
@@ -182,11 +286,10 @@ def test_quick_sweep_end_to_end(kafka_bootstrap, tmp_path, capsys):
         assert row["producer_peak_rss_bytes"] > 100_000_000 and row["consumer_peak_rss_bytes"] > 100_000_000
     assert cells[(100_000_000, "none")]["wire_bytes"] > 100_000_000
     # Count truth: each cell's topic offsets (read from the broker before it was deleted) grew
-    # by exactly its reps, and the totals agree.
-    assert all(row["broker_messages"] == row["reps"] > 0 for row in cells.values())
-    counts = result["counts"]
-    assert counts["broker_offset_delta"] == counts["acked"] == counts["consumed"] == sum(r["reps"] for r in cells.values())
-    assert counts["failed"] == counts["lost"] == 0
+    # by exactly its reps, each acked message was consumed once and intact, and the totals agree.
+    assert all(row["broker_messages"] == row["reps"] == row["counts"]["consumed"] > 0 for row in cells.values())
+    assert_sweep_counts_match_broker(result, kafka_bootstrap)
+    assert result["counts"]["malformed"] == 0 and result["large_message"]["not_sent"] == []
     # The padded order compresses: the broker stored a small fraction of it.
     gzip_row = cells[(100_000_000, "gzip")]
     assert gzip_row["compression_ratio"] > 50 and not gzip_row["compression_skipped"]
@@ -211,10 +314,12 @@ def test_the_client_max_message_round_trips(kafka_bootstrap, tmp_path):
     assert row["error"] is None and row["reps"] == 1, row["error"]
     assert rows_by_cell(result)[(MAX_VALUE_BYTES, "none")]["not_sent"] is True
     assert any("not sent" in warning for warning in result["warnings"])
+    assert result["large_message"]["not_sent"] == ["1 GB (client max) none"]
+    assert_sweep_counts_match_broker(result, kafka_bootstrap)
+    assert result["counts"]["consumed"] == result["counts"]["acked"] == 1
 
 
 def test_uncompressed_batches_above_the_librdkafka_request_limit_are_not_sent():
-    from bench.large_message.sweep import known_unsendable
     assert known_unsendable(268_000_000, "none", "order") is None
     assert "4-byte varint" in known_unsendable(MAX_VALUE_BYTES, "none", "order")
     assert known_unsendable(MAX_VALUE_BYTES, "gzip", "order") is None

@@ -11,10 +11,11 @@ from pathlib import Path
 
 import pytest
 from conftest import BROKER_START_TIMEOUT_S, free_port_pair
-from kafka_truth import STEADY_SCENARIO, assert_counts_match_broker, bench_command
+from kafka_truth import STEADY_SCENARIO, assert_counts_match_broker, assert_sweep_counts_match_broker, bench_command
 
 from bench.broker.embedded import EmbeddedBroker
 from bench.output.results import load_result
+from streamstore.admin import connect_admin
 
 # Planted in the broker's user list and the scenario; no output of the harness may contain it.
 PLANTED_SECRET = "planted-Secret-7f3a9c"
@@ -173,6 +174,33 @@ def test_sasl_settings_reach_every_client_and_the_secret_no_output(sasl_broker, 
     report = bench_command("report", str(folder))
     assert report.returncode == 0, report.stderr
     assert PLANTED_SECRET not in report.stdout + report.stderr
+
+
+def test_sasl_settings_reach_every_client_of_the_large_message_sweep(sasl_broker, tmp_path):
+    """--client-config reaches the broker checks, the admin calls (pre-flight, topic, offsets),
+    the producer and consumer processes and the bare script: the SASL address has no
+    plaintext path, so any client without the settings fails the sweep."""
+    settings = tmp_path / "client.toml"
+    settings.write_text("".join(f'"{key}" = "{value}"\n' for key, value in SASL_CLIENT_SETTINGS.items()))
+    results = tmp_path / "results"
+    completed = bench_command(
+        "large-message", "--bootstrap-servers", sasl_broker, "--broker", "external", "--sizes", "1KB",
+        "--compression", "none", "--reps", "2", "--compare-bare", "--client-config", str(settings),
+        "--results-dir", str(results),
+    )
+    assert completed.returncode == 0, completed.stdout + completed.stderr
+    [folder] = [path.parent for path in results.glob("*/result.json")]
+    result = load_result(folder)
+    # Its topic's offsets, read by the sweep's own admin client before it deleted the topic.
+    assert_sweep_counts_match_broker(result, sasl_broker, extra=SASL_CLIENT_SETTINGS)
+    assert result["counts"]["consumed"] == result["counts"]["broker_offset_delta"] == 2
+    assert result["large_message"]["bare_comparison"]["ratio"] > 0
+    topics = connect_admin(sasl_broker, SASL_CLIENT_SETTINGS).list_topics(timeout=10).topics
+    assert not [topic for topic in topics if topic.startswith(f"bench-large-message-{result['run_id'][:8]}")]
+    assert result["scenario"]["client_config"]["sasl.password"] == "***"
+    outputs = [completed.stdout, completed.stderr] + [path.read_bytes().decode("latin-1")
+                                                      for path in folder.rglob("*") if path.is_file()]
+    assert not [text for text in outputs if PLANTED_SECRET in text]
 
 
 def test_wrong_sasl_password_is_one_line_naming_the_refusal_exit_3(sasl_broker, unique_topic, tmp_path):

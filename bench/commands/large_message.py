@@ -3,40 +3,52 @@
 from __future__ import annotations
 
 import argparse
+import os
 import signal
 import time
+import tomllib
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
+
+from confluent_kafka import Consumer, KafkaException, Producer
 
 from bench.broker.embedded import ensure_broker
 from bench.commands._options import add_broker_arguments, add_results_argument
 from bench.core.scenario import COMPRESSIONS
-from bench.large_message.sweep import (
+from bench.large_message.plan import (
     DEFAULT_COMPRESSIONS,
     QUICK_MAX_SIZE,
-    LargeMessageSweep,
     SweepOptions,
-    SweepProgress,
+    check_client_settings,
     check_level,
-    failed_rows,
-    format_duration,
-    format_row,
     parse_size_list,
     plan_sizes,
-    preflight,
     preflight_problem,
     size_label,
-    sweep_result,
 )
+from bench.large_message.progress import SweepProgress, format_duration
+from bench.large_message.result import format_row, sweep_result, sweep_status
+from bench.large_message.sweep import LargeMessageSweep, drop_acked, preflight
 from bench.output.report import write_run_report
 from bench.output.results import run_folder, write_result
 from streamstore.admin import connect_admin
-from streamstore.config import CLIENT_MESSAGE_MAX_BYTES, MAX_VALUE_BYTES, RECORD_OVERHEAD_BYTES
+from streamstore.config import (
+    CLIENT_MESSAGE_MAX_BYTES,
+    MAX_VALUE_BYTES,
+    RECORD_OVERHEAD_BYTES,
+    consumer_config,
+    producer_config,
+)
 from streamstore.errors import EXIT_OK, EXIT_RUN_FAILED, UsageError
 from streamstore.orders import PAYLOAD_KINDS
 
 NAME = "large-message"
 HELP = "sweep message sizes up to the 1 GB client limit, gzip on and off: latency, throughput, wire size, memory"
 
+# Test hook, not for users: the broker drops the first N acked messages of every cell before its
+# consumer reads them (the consumer then starts after the cell's acks; see bench/large_message/cell.py).
+DROP_ACKED_ENV = "BENCH_LARGE_MESSAGE_TEST_DROP_ACKED"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -56,6 +68,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                                         "default: a fresh topic per size and codec, deleted right after")
     parser.add_argument("--compare-bare", action="store_true",
                         help="also time a bare confluent-kafka script on the largest size without compression")
+    parser.add_argument("--client-config", type=Path, metavar="FILE",
+                        help="TOML file of librdkafka settings for every client of the sweep (producer, consumer, "
+                             'admin), e.g. "security.protocol" = "SASL_SSL"')
     add_broker_arguments(parser)
     add_results_argument(parser)
 
@@ -76,12 +91,51 @@ def options_from_args(args: argparse.Namespace) -> SweepOptions:
         raise UsageError("--compare-bare times the largest size without compression: add none to --compression")
     if args.topic is not None and args.compare_bare:
         raise UsageError("--compare-bare needs fresh topics: drop --topic")
+    settings = read_client_config(args.client_config) if args.client_config else {}
     return SweepOptions(tuple(sizes), compressions, args.level, args.payload, args.reps, args.quick, args.topic,
-                        args.compare_bare)
+                        args.compare_bare, settings)
+
+
+def _flatten(table: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    """TOML reads `sasl.mechanism = "PLAIN"` as nested tables; librdkafka wants dotted keys."""
+    flat: dict[str, Any] = {}
+    for key, value in table.items():
+        if isinstance(value, Mapping):
+            flat.update(_flatten(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
+
+
+def read_client_config(path: Path) -> dict[str, Any]:
+    """--client-config: the settings, checked by librdkafka itself (a client of each kind is
+    created and dropped), so a typo is one line before anything connects."""
+    try:
+        settings = check_client_settings(_flatten(tomllib.loads(path.read_text())))
+    except (OSError, tomllib.TOMLDecodeError) as error:
+        raise UsageError(f"--client-config {path}: {error}") from None
+    try:
+        Producer(producer_config("127.0.0.1:1", "none", settings))
+        Consumer(consumer_config("127.0.0.1:1", "bench-settings-check", settings)).close()
+    except KafkaException as error:
+        reason = error.args[0].str() if error.args and hasattr(error.args[0], "str") else str(error)
+        raise UsageError(f"--client-config {path}: librdkafka refuses the settings: {reason}") from None
+    return settings
+
+
+def drop_acked_count() -> int:
+    """The test hook's N (0: off)."""
+    text = os.environ.get(DROP_ACKED_ENV, "").strip()
+    if not text:
+        return 0
+    if not text.isdigit() or int(text) < 1:
+        raise UsageError(f"{DROP_ACKED_ENV}={text!r}: expected a whole number of messages >= 1")
+    return int(text)
 
 
 def run(args: argparse.Namespace) -> int:
     options = options_from_args(args)
+    drop = drop_acked_count()
     # The client limit needs no broker: say so before starting or contacting one.
     problem = preflight_problem(options.sizes, [])
     if problem:
@@ -91,8 +145,10 @@ def run(args: argparse.Namespace) -> int:
     if MAX_VALUE_BYTES in options.sizes:
         print(f"1 GB (client max) = {MAX_VALUE_BYTES:,} bytes: librdkafka's message.max.bytes cap of "
               f"{CLIENT_MESSAGE_MAX_BYTES:,} minus {RECORD_OVERHEAD_BYTES} bytes of record overhead (no key, no headers)")
-    with ensure_broker(args.bootstrap_servers, args.broker, args.keep_broker) as broker:
-        admin = connect_admin(broker.bootstrap_servers)
+    # The client settings (SASL, SSL) reach every client: broker checks, admin, producer, consumer.
+    with ensure_broker(args.bootstrap_servers, args.broker, args.keep_broker,
+                       client_settings=options.client_settings) as broker:
+        admin = connect_admin(broker.bootstrap_servers, options.client_settings)
         broker_settings, topic_settings = preflight(options, admin)
         origin = ("embedded, started for this sweep" if broker.started_here
                   else "embedded" if broker.embedded else "external")
@@ -100,7 +156,8 @@ def run(args: argparse.Namespace) -> int:
               "pre-flight passed: every size fits the client, broker and topic limits")
         progress = SweepProgress(options.cells())
         sweep = LargeMessageSweep(options, broker.bootstrap_servers, admin, broker_settings, progress,
-                                  on_row=lambda row: (progress.finish(), print(format_row(row), flush=True)))
+                                  on_row=lambda row: (progress.finish(), print(format_row(row), flush=True)),
+                                  after_acks=drop_acked(admin, drop) if drop else None)
         started_at = time.time()
         status, failure, interrupted = "complete", None, False
         # SIGTERM (a cancelled CI job, `kill`) ends the sweep as Ctrl+C does: result kept, marked interrupted.
@@ -112,19 +169,19 @@ def run(args: argparse.Namespace) -> int:
         finally:
             signal.signal(signal.SIGTERM, previous_sigterm)
             progress.finish()
-        failed = failed_rows(sweep.rows)
-        if failed and not interrupted:
-            status = "failed"
-            failure = f"{len(failed)} of {len(sweep.rows)} cells failed; first: {failed[0]['size_label']} " \
-                      f"{failed[0]['compression']}: {failed[0]['error']}"
-        result = sweep_result(options, sweep, broker, topic_settings, started_at, status, failure)
+        if not interrupted:
+            status, failure = sweep_status(sweep.rows)
+        hook = [f"test hook {DROP_ACKED_ENV}={drop}: the broker dropped the first {drop} acked message(s) of every "
+                "cell; consumers started after the acks, so end-to-end times were not measured"] if drop else []
+        result = sweep_result(options, sweep.run_id, sweep.rows, sweep.bare, broker, topic_settings, started_at,
+                              status, failure, hook)
     folder = run_folder(args.results_dir, "large-message", started_at)
     write_result(folder, result)
     write_run_report(folder, result)
     print(summary_text(result, folder))
     if interrupted:
         raise KeyboardInterrupt
-    return EXIT_RUN_FAILED if failed else EXIT_OK
+    return EXIT_RUN_FAILED if result["status"] == "failed" else EXIT_OK
 
 
 def summary_text(result: dict, folder: Path) -> str:

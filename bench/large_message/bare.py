@@ -4,7 +4,9 @@ script that sends one payload and reads it back, with nothing of the harness in 
 One process, one producer, one consumer. The consumer is assigned and polling before the
 clock starts, so its fetch is already waiting at the broker; the clock runs from produce()
 until poll() hands the message to Python. The payload is the harness's (same kind and size).
-One JSON line per repetition on stdout, then one with the process's peak RSS.
+One JSON line per repetition on stdout, then one with the process's peak RSS. With
+--settings-on-stdin the first line on stdin is `{"client_settings": {...}}` (security settings,
+kept off the command line) for both clients.
 
     python -m bench.large_message.bare --bootstrap-servers 127.0.0.1:9092 --topic T --size 999999964 --reps 1
 """
@@ -30,10 +32,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--payload", choices=PAYLOAD_KINDS, default="order")
     parser.add_argument("--reps", type=int, default=1)
     parser.add_argument("--timeout", type=float, default=600.0, help="seconds per repetition")
+    parser.add_argument("--settings-on-stdin", action="store_true",
+                        help='read {"client_settings": {...}} (librdkafka settings) from the first line on stdin')
     args = parser.parse_args(argv)
+    settings = json.loads(sys.stdin.readline())["client_settings"] if args.settings_on_stdin else {}
 
     payload = make_payload(args.payload, args.size)
     producer = Producer({
+        **settings,
         "bootstrap.servers": args.bootstrap_servers,
         # librdkafka's maximum, the only way to send a message near 1 GB.
         "message.max.bytes": 1_000_000_000,
@@ -44,6 +50,7 @@ def main(argv: list[str] | None = None) -> int:
         "socket.timeout.ms": 300_000,
     })
     consumer = Consumer({
+        **settings,
         "bootstrap.servers": args.bootstrap_servers,
         "group.id": "bench-bare-roundtrip",
         # Accept a 1 GB message (raises the fetch limits with it).

@@ -9,6 +9,14 @@ Both processes stamp times with `time.monotonic_ns()`: on Linux that is CLOCK_MO
 clock for the whole machine, so the consumer's receive time minus the producer's send time is
 an end-to-end time without putting a header (which would lower the 1 GB limit) in the message.
 
+The first line on stdin holds the client settings for every client of the worker
+(`{"client_settings": {...}}`: security settings stay off the command line).
+
+The consumer counts what it receives in a cell: every message is checked against the size
+and crc32 of the producer's payload (the parent passes them on from the producer's "ready"),
+and its offset against the offsets already seen (a message seen twice is a duplicate). Each
+reply carries the running tallies, so a cell cut short still has the counts measured so far.
+
     python -m bench.large_message.worker producer --bootstrap-servers H:P --size N --payload order
     python -m bench.large_message.worker consumer --bootstrap-servers H:P
 """
@@ -20,7 +28,7 @@ import json
 import sys
 import time
 import zlib
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 
 from confluent_kafka import KafkaException
@@ -67,6 +75,11 @@ def _commands() -> Iterator[dict]:
             yield json.loads(line)
 
 
+def _client_settings() -> dict:
+    """The first line on stdin: the librdkafka settings every client of this worker uses."""
+    return json.loads(sys.stdin.readline())["client_settings"]
+
+
 def _error_text(error: Exception) -> str:
     if isinstance(error, KafkaException) and error.args and hasattr(error.args[0], "str"):
         return error.args[0].str()
@@ -74,9 +87,11 @@ def _error_text(error: Exception) -> str:
 
 
 def sweep_producer_config(bootstrap_servers: str, compression: str, level: int, delivery_timeout_s: float,
-                          on_statistics, on_delivery_error) -> dict:
-    """The order producer's settings, tuned for one huge message at a time."""
+                          on_statistics, on_delivery_error, client_settings: Mapping[str, object] | None = None) -> dict:
+    """The order producer's settings, tuned for one huge message at a time (the user's client
+    settings first: the command refuses any of the keys set here)."""
     return producer_config(bootstrap_servers, compression, {
+        **(client_settings or {}),
         # -1 is the codec's own default (zlib's 6 for gzip).
         "compression.level": level,
         # Sized by the parent to the message and codec: gzip of 1 GB takes minutes here.
@@ -98,8 +113,9 @@ def sweep_producer_config(bootstrap_servers: str, compression: str, level: int, 
     })
 
 
-def sweep_consumer_config(bootstrap_servers: str, group_id: str) -> dict:
+def sweep_consumer_config(bootstrap_servers: str, group_id: str, client_settings: Mapping[str, object] | None = None) -> dict:
     return consumer_config(bootstrap_servers, group_id, {
+        **(client_settings or {}),
         # The consumer is assigned its partition and offset; there is nothing to commit.
         "enable.auto.commit": False,
         # A 1 GB fetch response takes a while to arrive and decompress.
@@ -128,11 +144,48 @@ class _Statistics:
         self.last_report_us = statistics["ts"]
 
 
+class ReceivedTally:
+    """What the consumer received in one cell, checked against what the producer sent."""
+
+    def __init__(self, size_bytes: int, crc32: int) -> None:
+        self.size_bytes, self.crc32 = size_bytes, crc32
+        self.offsets: set[int] = set()
+        self.received = self.malformed = self.duplicated = 0
+
+    def add(self, offset: int, value: bytes) -> dict:
+        """Count one message; its verdict (intact: the producer's size and crc32; duplicate: an
+        offset already received in this cell)."""
+        size_bytes, crc32 = len(value), zlib.crc32(value)
+        self.received += 1
+        duplicate = offset in self.offsets
+        self.offsets.add(offset)
+        self.duplicated += duplicate
+        intact = size_bytes == self.size_bytes and crc32 == self.crc32
+        self.malformed += not intact
+        return {"offset": offset, "size_bytes": size_bytes, "crc32": crc32, "intact": intact, "duplicate": duplicate}
+
+    def counts(self) -> dict:
+        return {"received": self.received, "distinct": len(self.offsets), "malformed": self.malformed,
+                "duplicated": self.duplicated}
+
+    def finished(self, count: int, end_offset: int | None) -> str | None:
+        """Why the cell needs no more messages: `count` distinct ones, or the last offset before
+        `end_offset` (what the broker held when asked), past which nothing of the cell can come."""
+        if len(self.offsets) >= count:
+            return "complete"
+        if end_offset is not None and self.offsets and max(self.offsets) >= end_offset - 1:
+            return "end_offset"
+        return None
+
+
 def run_producer(bootstrap_servers: str, size_bytes: int, payload_kind: str) -> None:
+    client_settings = _client_settings()
     build_started = time.monotonic()
     payload = make_payload(payload_kind, size_bytes)
-    # zlib.crc32 runs at memory speed; the consumer compares it to prove the bytes round-tripped.
-    _reply(event="ready", crc32=zlib.crc32(payload), build_s=round(time.monotonic() - build_started, 3))
+    # zlib.crc32 runs at memory speed over the bytes themselves (no copy); the consumer compares
+    # size and crc32 of every message with these.
+    _reply(event="ready", crc32=zlib.crc32(payload), size_bytes=len(payload),
+           build_s=round(time.monotonic() - build_started, 3))
     statistics = _Statistics()
     delivery_errors: list[str] = []
     producer: OrderProducer | None = None
@@ -148,7 +201,7 @@ def run_producer(bootstrap_servers: str, size_bytes: int, payload_kind: str) -> 
         if key != producer_key:
             config = sweep_producer_config(
                 bootstrap_servers, command["compression"], command["level"], command["timeout_s"],
-                statistics, lambda error, message: delivery_errors.append(error.str()),
+                statistics, lambda error, message: delivery_errors.append(error.str()), client_settings,
             )
             producer, producer_key = OrderProducer(config, command["topic"]), key
             # Metadata and connection now, so the first repetition does not pay for them.
@@ -178,38 +231,56 @@ def run_producer(bootstrap_servers: str, size_bytes: int, payload_kind: str) -> 
 
 
 def run_consumer(bootstrap_servers: str, group_id: str) -> None:
+    client_settings = _client_settings()
     tracker: OrderTracker | None = None
     for command in _commands():
         if command["cmd"] == "peak":
             _reply(event="peak", peak_rss_bytes=peak_rss_bytes())
             reset_peak_rss()
             continue
-        # cmd "consume": read `count` messages of `topic` partition 0 from `offset`.
+        # cmd "consume": read the cell's messages of `topic` partition 0 from `offset`.
         if tracker is not None:
             tracker.close()
-        tracker = OrderTracker(sweep_consumer_config(bootstrap_servers, group_id), [command["topic"]],
+        tracker = OrderTracker(sweep_consumer_config(bootstrap_servers, group_id, client_settings), [command["topic"]],
                                start_offsets={0: command["offset"]})
-        try:
-            tracker.consume(1, CONSUMER_WARMUP_S)
-            _reply(event="ready")
-            for _ in range(command["count"]):
-                deadline = time.monotonic() + command["timeout_s"]
-                messages = []
-                while not messages and time.monotonic() < deadline:
-                    messages = tracker.consume(1, CONSUMER_POLL_S)
-                if not messages:
-                    _reply(event="consumed", error=f"no message within {command['timeout_s']:.0f} s")
-                    break
-                received_ns = time.monotonic_ns()
-                value = messages[0].value() or b""
-                offset = messages[0].offset()
-                # Keep nothing: the message goes as soon as its size and checksum are known.
-                del messages
-                _reply(event="consumed", error=None, received_ns=received_ns, offset=offset,
-                       size_bytes=len(value), crc32=zlib.crc32(value))
-                del value
-        except KafkaException as error:
-            _reply(event="consumed", error=_error_text(error))
+        consume_cell(tracker, command)
+
+
+def consume_cell(tracker: OrderTracker, command: dict) -> None:
+    """Reply "ready" once the fetch waits at the broker, "consumed" for each message, and "done"
+    when the cell needs no more (`count` distinct messages, or the one before `end_offset`), when
+    `timeout_s` passed without a message, or on an error."""
+    tally = ReceivedTally(command["size_bytes"], command["crc32"])
+    count, end_offset, timeout_s = command["count"], command.get("end_offset"), command["timeout_s"]
+
+    def take(message, received_ns: int) -> None:
+        verdict = tally.add(message.offset(), message.value() or b"")
+        _reply(event="consumed", received_ns=received_ns, **verdict, **tally.counts())
+
+    try:
+        # Messages already there (a consumer started after its cell's acks) count like any other.
+        early = [(message, time.monotonic_ns()) for message in tracker.consume(1, CONSUMER_WARMUP_S)]
+        _reply(event="ready")
+        for message, received_ns in early:
+            take(message, received_ns)
+        del early
+        reason = tally.finished(count, end_offset)
+        while reason is None:
+            deadline = time.monotonic() + timeout_s
+            messages = []
+            while not messages and time.monotonic() < deadline:
+                messages = tracker.consume(1, CONSUMER_POLL_S)
+            if not messages:
+                reason = "timeout"
+                break
+            # Keep nothing: the message goes as soon as its size and checksum are known.
+            take(messages[0], time.monotonic_ns())
+            del messages
+            reason = tally.finished(count, end_offset)
+    except KafkaException as error:
+        _reply(event="done", reason="error", error=_error_text(error), **tally.counts())
+        return
+    _reply(event="done", reason=reason, error=None, **tally.counts())
 
 
 def main(argv: list[str] | None = None) -> int:
