@@ -7,7 +7,6 @@ import os
 import signal
 import time
 import tomllib
-from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +14,7 @@ from confluent_kafka import Consumer, KafkaException, Producer
 
 from bench.broker.embedded import ensure_broker
 from bench.commands._options import add_broker_arguments, add_results_argument
-from bench.core.scenario import COMPRESSIONS
+from bench.core.scenario import COMPRESSIONS, flatten_settings
 from bench.large_message.plan import (
     DEFAULT_COMPRESSIONS,
     QUICK_MAX_SIZE,
@@ -96,22 +95,11 @@ def options_from_args(args: argparse.Namespace) -> SweepOptions:
                         args.compare_bare, settings)
 
 
-def _flatten(table: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
-    """TOML reads `sasl.mechanism = "PLAIN"` as nested tables; librdkafka wants dotted keys."""
-    flat: dict[str, Any] = {}
-    for key, value in table.items():
-        if isinstance(value, Mapping):
-            flat.update(_flatten(value, f"{prefix}{key}."))
-        else:
-            flat[f"{prefix}{key}"] = value
-    return flat
-
-
 def read_client_config(path: Path) -> dict[str, Any]:
     """--client-config: the settings, checked by librdkafka itself (a client of each kind is
     created and dropped), so a typo is one line before anything connects."""
     try:
-        settings = check_client_settings(_flatten(tomllib.loads(path.read_text())))
+        settings = check_client_settings(flatten_settings(tomllib.loads(path.read_text())))
     except (OSError, tomllib.TOMLDecodeError) as error:
         raise UsageError(f"--client-config {path}: {error}") from None
     try:

@@ -218,7 +218,7 @@ class Scenario:
             if config_field in fields:
                 if not isinstance(fields[config_field], Mapping):
                     raise UsageError(f"{config_field}: expected a table of librdkafka settings")
-                fields[config_field] = _flatten(fields[config_field])
+                fields[config_field] = flatten_settings(fields[config_field])
         if fields.get("phases") in ([], ()):
             del fields["phases"]
         if "phases" in fields:
@@ -294,7 +294,7 @@ def merge_overrides(values: Mapping[str, Any], overrides: Mapping[str, Any]) -> 
     for key, value in overrides.items():
         config, dot, setting = key.partition(".")
         if dot and config in ("producer_config", "consumer_config"):
-            merged[config] = {**_flatten(merged.get(config, {})), setting: value}
+            merged[config] = {**flatten_settings(merged.get(config, {})), setting: value}
         elif key == "phases":
             raise UsageError("phases: cannot be set from the command line; edit the scenario file")
         else:
@@ -334,12 +334,12 @@ def _phases_fields(fields: Mapping[str, Any]) -> dict[str, Any]:
     return {"phases": tuple(phases), **derived}
 
 
-def _flatten(table: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+def flatten_settings(table: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
     """TOML reads `sasl.mechanism = "PLAIN"` as nested tables; librdkafka wants dotted keys."""
     flat: dict[str, Any] = {}
     for key, value in table.items():
         if isinstance(value, Mapping):
-            flat.update(_flatten(value, f"{prefix}{key}."))
+            flat.update(flatten_settings(value, f"{prefix}{key}."))
         else:
             flat[f"{prefix}{key}"] = value
     return flat
