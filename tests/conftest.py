@@ -13,7 +13,8 @@ import uuid
 
 import pytest
 
-from bench.broker.embedded import EmbeddedBroker, broker_answers
+from bench.broker.embedded import EmbeddedBroker
+from bench.broker.probe import broker_answers
 
 # Generous: other engineers' brokers and tests share the 2 cores.
 BROKER_START_TIMEOUT_S = 180.0

@@ -14,13 +14,9 @@ import pytest
 from confluent_kafka import Consumer, Producer
 from conftest import free_port_pair
 
-from bench.broker.embedded import (
-    DEFAULT_KAFKA_VERSION,
-    LARGE_MESSAGE_BROKER_SETTINGS,
-    broker_answers,
-    describe_broker_settings,
-    ensure_broker,
-)
+from bench.broker.embedded import DEFAULT_KAFKA_VERSION, LARGE_MESSAGE_BROKER_SETTINGS
+from bench.broker.ensure import describe_broker_settings, ensure_broker
+from bench.broker.probe import broker_answers
 from streamstore.admin import connect_admin, ensure_topic
 from streamstore.config import consumer_config, producer_config
 from streamstore.errors import RunFailed

@@ -9,12 +9,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from bench.broker.embedded import (
-    BROKER_HEAP_OPTS,
-    LARGE_MESSAGE_BROKER_SETTINGS,
-    SINGLE_NODE_BROKER_SETTINGS,
-    EmbeddedBroker,
-)
+from bench.broker.embedded import BROKER_HEAP_OPTS, LARGE_MESSAGE_BROKER_SETTINGS, SINGLE_NODE_BROKER_SETTINGS, EmbeddedBroker
 
 COMPOSE_FILE = Path(__file__).resolve().parent.parent / "docker-compose.yaml"
 # cp-kafka's launcher handles these itself; every other KAFKA_* variable becomes a broker setting.

@@ -12,8 +12,9 @@ import pytest
 from conftest import free_port_pair
 from kafka_truth import PROJECT_ROOT, STEADY_SCENARIO, assert_counts_match_broker, bench_command
 
-from bench.broker.embedded import EmbeddedBroker, broker_answers
+from bench.broker.embedded import EmbeddedBroker
 from bench.broker.faults import Fault, FaultInjector, check_schedule, longest_stall_s, parse_fault
+from bench.broker.probe import broker_answers
 from bench.output.results import load_result
 from streamstore.errors import UsageError
 

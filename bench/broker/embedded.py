@@ -16,7 +16,6 @@ from __future__ import annotations
 import base64
 import contextlib
 import fcntl
-import functools
 import os
 import re
 import shutil
@@ -26,14 +25,10 @@ import subprocess
 import time
 import uuid
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass, field
 from pathlib import Path
 
-from confluent_kafka import KafkaError, KafkaException
-from confluent_kafka.admin import AdminClient
-
-from streamstore.admin import broker_configs, connect_admin
-from streamstore.config import CLIENT_MESSAGE_MAX_BYTES, admin_config
+from bench.broker.probe import broker_answers
+from streamstore.config import CLIENT_MESSAGE_MAX_BYTES
 from streamstore.errors import RunFailed, UsageError
 
 DEFAULT_KAFKA_VERSION = "3.8.1"
@@ -205,83 +200,6 @@ def _port_is_free(port: int) -> bool:
         except OSError:
             return False
         return True
-
-
-def _accepts_connections(host: str, port: int, timeout_s: float) -> bool:
-    try:
-        with socket.create_connection((host, port), timeout=timeout_s):
-            return True
-    except OSError:
-        return False
-
-
-def parse_bootstrap_servers(bootstrap_servers: str) -> list[tuple[str, int]]:
-    addresses = []
-    for server in bootstrap_servers.split(","):
-        server = server.strip()
-        if "://" in server:
-            server = server.split("://", 1)[1]
-        host, separator, port_text = server.rpartition(":")
-        if not separator or not host or not port_text.isdigit():
-            raise UsageError(f"--bootstrap-servers {bootstrap_servers!r}: expected host:port[,host:port...]")
-        addresses.append((host.strip("[]"), int(port_text)))
-    return addresses
-
-
-# Errors that mean the broker answered but refused these credentials or this TLS handshake:
-# waiting longer will not help, and "no broker answers" would send the user the wrong way.
-_CREDENTIAL_ERRORS = frozenset({KafkaError._AUTHENTICATION, KafkaError.SASL_AUTHENTICATION_FAILED, KafkaError._SSL})
-
-
-@dataclass(frozen=True)
-class BrokerProblem:
-    """Why no broker answered: refused is True when one answered but rejected the client."""
-    reason: str
-    refused: bool = False
-
-
-def broker_problem(bootstrap_servers: str, timeout_s: float = 5.0,
-                   client_settings: Mapping[str, object] | None = None) -> BrokerProblem | None:
-    """None when a broker at the address answers a metadata request within timeout_s, else why not."""
-    addresses = parse_bootstrap_servers(bootstrap_servers)
-    # A refused TCP connect answers "no" in microseconds; librdkafka would retry until timeout.
-    if not any(_accepts_connections(host, port, min(timeout_s, 2.0)) for host, port in addresses):
-        return BrokerProblem("nothing accepts connections there")
-    refusals: list[str] = []
-
-    def note_refusal(error: KafkaError) -> None:
-        if error.code() in _CREDENTIAL_ERRORS:
-            refusals.append(error.str())
-
-    # librdkafka logs every refused connection to stderr; the caller reports the outcome.
-    admin = AdminClient(admin_config(bootstrap_servers, {**(client_settings or {}), "log_level": 0,
-                                                         "error_cb": note_refusal}))
-    deadline = time.monotonic() + timeout_s
-    while True:
-        try:
-            admin.list_topics(timeout=max(0.1, min(1.0, deadline - time.monotonic())))
-            return None
-        except KafkaException:
-            admin.poll(0)  # serves error_cb
-            if refusals:
-                return BrokerProblem(refusals[0], refused=True)
-            if time.monotonic() >= deadline:
-                return BrokerProblem("no answer to a metadata request")
-
-
-def broker_answers(bootstrap_servers: str, timeout_s: float = 5.0,
-                   client_settings: Mapping[str, object] | None = None) -> bool:
-    """True when a broker at the address answers a metadata request within timeout_s."""
-    return broker_problem(bootstrap_servers, timeout_s, client_settings) is None
-
-
-def describe_broker_settings(
-    bootstrap_servers: str, names: tuple[str, ...] = REPORTED_BROKER_SETTING_NAMES,
-    client_settings: Mapping[str, object] | None = None,
-) -> dict[str, str]:
-    """The named settings as the cluster's first broker reports them (for result metadata)."""
-    configs = broker_configs(connect_admin(bootstrap_servers, {**(client_settings or {}), "log_level": 0}))
-    return {name: configs[name] for name in names if name in configs}
 
 
 class EmbeddedBroker:
@@ -533,83 +451,3 @@ class EmbeddedBroker:
                 time.sleep(0.05)
         self._pid_path.unlink(missing_ok=True)
         return True
-
-
-BROKER_MODES = ("auto", "external", "embedded")
-
-
-@dataclass
-class BrokerInUse:
-    """The broker a command runs against, and what its result metadata says about it."""
-
-    bootstrap_servers: str
-    # True when this command started the embedded broker (and so stops it at the end).
-    started_here: bool
-    # The embedded broker when it is the one in use (started here or before), else None.
-    embedded: EmbeddedBroker | None = None
-    settings: dict[str, str] = field(default_factory=dict)
-
-    @property
-    def version(self) -> str | None:
-        """The Kafka version when known (embedded broker); external brokers do not report it."""
-        return self.embedded.version if self.embedded else None
-
-
-def _local_embedded_broker(bootstrap_servers: str, state_dir: Path | str | None, kafka_version: str) -> EmbeddedBroker:
-    addresses = parse_bootstrap_servers(bootstrap_servers)
-    host, port = addresses[0]
-    if len(addresses) != 1 or host not in ("localhost", "127.0.0.1"):
-        raise UsageError(
-            f"no embedded broker can run at {bootstrap_servers}: it listens on localhost/127.0.0.1 only "
-            "(use --broker external for a remote broker)"
-        )
-    return EmbeddedBroker(port=port, state_dir=state_dir, kafka_version=kafka_version)
-
-
-@contextlib.contextmanager
-def ensure_broker(
-    bootstrap_servers: str,
-    mode: str = "auto",
-    keep: bool = False,
-    state_dir: Path | str | None = None,
-    kafka_version: str = DEFAULT_KAFKA_VERSION,
-    external_timeout_s: float = 15.0,
-    client_settings: Mapping[str, object] | None = None,
-) -> Iterator[BrokerInUse]:
-    """Makes sure a broker answers at bootstrap_servers for the duration of the block.
-
-    auto: use whatever answers; if nothing does and the address is local, start the embedded
-    broker. external: a broker must already answer (RunFailed otherwise). embedded: the
-    embedded broker, started if needed. A broker started here is stopped at exit unless keep.
-    client_settings (security settings) are used for every request to the broker.
-    """
-    answers = functools.partial(broker_answers, bootstrap_servers, client_settings=client_settings)
-    if mode not in BROKER_MODES:
-        raise UsageError(f"--broker {mode!r}: expected one of {', '.join(BROKER_MODES)}")
-    embedded: EmbeddedBroker | None = None
-    started_here = False
-    problem = None
-    if mode != "embedded":
-        problem = broker_problem(bootstrap_servers, external_timeout_s if mode == "external" else 5.0, client_settings)
-        if problem is not None and problem.refused:
-            raise RunFailed(f"Kafka broker at {bootstrap_servers} refused the client: {problem.reason}")
-    if mode == "external" or (mode == "auto" and problem is None):
-        if problem is not None:
-            raise RunFailed(f"no Kafka broker answers at {bootstrap_servers} (waited {external_timeout_s:.0f} s)")
-        with contextlib.suppress(UsageError):
-            candidate = _local_embedded_broker(bootstrap_servers, state_dir, kafka_version)
-            embedded = candidate if candidate.is_running() else None
-    else:
-        embedded = _local_embedded_broker(bootstrap_servers, state_dir, kafka_version)
-        if not embedded.is_running() and answers(timeout_s=2.0):
-            raise UsageError(
-                f"--broker embedded: a broker that is not the embedded one already answers at {bootstrap_servers}"
-            )
-        started_here = embedded.start()
-    try:
-        broker = BrokerInUse(bootstrap_servers, started_here, embedded)
-        broker.settings = describe_broker_settings(bootstrap_servers, client_settings=client_settings)
-        yield broker
-    finally:
-        if started_here and not keep:
-            embedded.stop()

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from bench.broker.embedded import BROKER_MODES
+from bench.broker.ensure import BROKER_MODES
 from bench.output.results import DEFAULT_RESULTS_ROOT
 from streamstore.cli import add_bootstrap_argument
 

@@ -6,7 +6,8 @@ import argparse
 import time
 from pathlib import Path
 
-from bench.broker.embedded import DEFAULT_KAFKA_VERSION, DEFAULT_PORT, EmbeddedBroker, broker_answers, provision_jars
+from bench.broker.embedded import DEFAULT_KAFKA_VERSION, DEFAULT_PORT, EmbeddedBroker, provision_jars
+from bench.broker.probe import broker_answers
 
 NAME = "broker"
 HELP = "start, stop, inspect or provision the embedded Apache Kafka broker (KRaft, 127.0.0.1)"

@@ -20,7 +20,7 @@ import uuid
 
 from confluent_kafka import Producer
 
-from bench.broker.embedded import ensure_broker
+from bench.broker.ensure import ensure_broker
 from bench.commands._options import add_broker_arguments, add_results_argument
 from bench.core.clients import check_client_settings, scenario_producer_config
 from bench.core.producer import CLOCK_CHECK_EVERY, QUEUE_FULL_POLL_S, payload_pool

@@ -12,7 +12,7 @@ from typing import Any
 
 from confluent_kafka import Consumer, KafkaException, Producer
 
-from bench.broker.embedded import ensure_broker
+from bench.broker.ensure import ensure_broker
 from bench.commands._options import add_broker_arguments, add_results_argument
 from bench.core.scenario import COMPRESSIONS, flatten_settings
 from bench.large_message.plan import (

@@ -24,7 +24,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, TextIO
 
-from bench.broker.embedded import BrokerInUse, ensure_broker
+from bench.broker.ensure import BrokerInUse, ensure_broker
 from bench.broker.faults import Fault, FaultInjector
 from bench.core.audit import audit_method, run_verdict, trace_sample_every
 from bench.core.clients import check_client_settings, high_watermarks, scenario_admin, scenario_watermarks

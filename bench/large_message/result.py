@@ -8,7 +8,7 @@ import time
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from bench.broker.embedded import BrokerInUse
+from bench.broker.ensure import BrokerInUse
 from bench.large_message.plan import SweepOptions, size_label
 from bench.output.results import environment_metadata, utc_iso
 from streamstore.config import MAX_VALUE_BYTES, PRODUCE_RECORD_SET_MAX_BYTES

@@ -19,7 +19,7 @@ import gevent
 from locust.runners import STATE_RUNNING, STATE_SPAWNING, LocalRunner, MasterRunner
 
 from bench.analysis.thresholds import Threshold
-from bench.broker.embedded import describe_broker_settings
+from bench.broker.ensure import describe_broker_settings
 from bench.core.audit import ProducerAccount, audit_method, run_verdict, trace_sample_every
 from bench.core.clients import high_watermarks, scenario_admin, scenario_watermarks
 from bench.core.merge import RunMeasurements

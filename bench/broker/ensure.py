@@ -1,0 +1,103 @@
+"""Which broker a command runs against: what answers at --bootstrap-servers, or the embedded
+broker started for the command (and stopped after it unless kept)."""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from bench.broker.embedded import DEFAULT_KAFKA_VERSION, REPORTED_BROKER_SETTING_NAMES, EmbeddedBroker
+from bench.broker.probe import broker_answers, broker_problem, parse_bootstrap_servers
+from streamstore.admin import broker_configs, connect_admin
+from streamstore.errors import RunFailed, UsageError
+
+BROKER_MODES = ("auto", "external", "embedded")
+
+
+@dataclass
+class BrokerInUse:
+    """The broker a command runs against, and what its result metadata says about it."""
+
+    bootstrap_servers: str
+    # True when this command started the embedded broker (and so stops it at the end).
+    started_here: bool
+    # The embedded broker when it is the one in use (started here or before), else None.
+    embedded: EmbeddedBroker | None = None
+    settings: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def version(self) -> str | None:
+        """The Kafka version when known (embedded broker); external brokers do not report it."""
+        return self.embedded.version if self.embedded else None
+
+
+def _local_embedded_broker(bootstrap_servers: str, state_dir: Path | str | None, kafka_version: str) -> EmbeddedBroker:
+    addresses = parse_bootstrap_servers(bootstrap_servers)
+    host, port = addresses[0]
+    if len(addresses) != 1 or host not in ("localhost", "127.0.0.1"):
+        raise UsageError(
+            f"no embedded broker can run at {bootstrap_servers}: it listens on localhost/127.0.0.1 only "
+            "(use --broker external for a remote broker)"
+        )
+    return EmbeddedBroker(port=port, state_dir=state_dir, kafka_version=kafka_version)
+
+
+@contextlib.contextmanager
+def ensure_broker(
+    bootstrap_servers: str,
+    mode: str = "auto",
+    keep: bool = False,
+    state_dir: Path | str | None = None,
+    kafka_version: str = DEFAULT_KAFKA_VERSION,
+    external_timeout_s: float = 15.0,
+    client_settings: Mapping[str, object] | None = None,
+) -> Iterator[BrokerInUse]:
+    """Makes sure a broker answers at bootstrap_servers for the duration of the block.
+
+    auto: use whatever answers; if nothing does and the address is local, start the embedded
+    broker. external: a broker must already answer (RunFailed otherwise). embedded: the
+    embedded broker, started if needed. A broker started here is stopped at exit unless keep.
+    client_settings (security settings) are used for every request to the broker.
+    """
+    answers = functools.partial(broker_answers, bootstrap_servers, client_settings=client_settings)
+    if mode not in BROKER_MODES:
+        raise UsageError(f"--broker {mode!r}: expected one of {', '.join(BROKER_MODES)}")
+    embedded: EmbeddedBroker | None = None
+    started_here = False
+    problem = None
+    if mode != "embedded":
+        problem = broker_problem(bootstrap_servers, external_timeout_s if mode == "external" else 5.0, client_settings)
+        if problem is not None and problem.refused:
+            raise RunFailed(f"Kafka broker at {bootstrap_servers} refused the client: {problem.reason}")
+    if mode == "external" or (mode == "auto" and problem is None):
+        if problem is not None:
+            raise RunFailed(f"no Kafka broker answers at {bootstrap_servers} (waited {external_timeout_s:.0f} s)")
+        with contextlib.suppress(UsageError):
+            candidate = _local_embedded_broker(bootstrap_servers, state_dir, kafka_version)
+            embedded = candidate if candidate.is_running() else None
+    else:
+        embedded = _local_embedded_broker(bootstrap_servers, state_dir, kafka_version)
+        if not embedded.is_running() and answers(timeout_s=2.0):
+            raise UsageError(
+                f"--broker embedded: a broker that is not the embedded one already answers at {bootstrap_servers}"
+            )
+        started_here = embedded.start()
+    try:
+        broker = BrokerInUse(bootstrap_servers, started_here, embedded)
+        broker.settings = describe_broker_settings(bootstrap_servers, client_settings=client_settings)
+        yield broker
+    finally:
+        if started_here and not keep:
+            embedded.stop()
+
+
+def describe_broker_settings(
+    bootstrap_servers: str, names: tuple[str, ...] = REPORTED_BROKER_SETTING_NAMES,
+    client_settings: Mapping[str, object] | None = None,
+) -> dict[str, str]:
+    """The named settings as the cluster's first broker reports them (for result metadata)."""
+    configs = broker_configs(connect_admin(bootstrap_servers, {**(client_settings or {}), "log_level": 0}))
+    return {name: configs[name] for name in names if name in configs}
