@@ -23,7 +23,8 @@ from confluent_kafka import Producer
 from bench.broker.ensure import ensure_broker
 from bench.commands._options import add_broker_arguments, add_results_argument
 from bench.core.clients import check_client_settings, scenario_producer_config
-from bench.core.producer import CLOCK_CHECK_EVERY, QUEUE_FULL_POLL_S, payload_pool
+from bench.core.delivery import payload_pool
+from bench.core.producer import CLOCK_CHECK_EVERY, QUEUE_FULL_POLL_S
 from bench.core.recorder import fold_latencies, record_counts
 from bench.core.runner import run_scenario
 from bench.core.scenario import Scenario, merge_overrides, parse_set_option

@@ -10,16 +10,16 @@ from collections import Counter, defaultdict
 from typing import Any
 
 import gevent
-from confluent_kafka import KafkaError, KafkaException, Message
+from confluent_kafka import KafkaException
 
-from bench.core.audit import OffsetRanges, audits_offsets, offset_ranges, trace_sample_every
+from bench.core.audit import OffsetRanges
 from bench.core.clients import scenario_producer_config
-from bench.core.producer import payload_pool
+from bench.core.delivery import DeliveryAccount, Sender, payload_pool
+from bench.core.protocol import ProducerSecond
 from bench.core.recorder import fold_latencies, record_counts
 from bench.core.scenario import Scenario
 from bench.output.results import decode_histogram, encode_histogram, new_latency_histogram
 from streamstore.producer import OrderProducer
-from streamstore.trace import TRACE_HEADER, TRACE_STRUCT, read_trace
 
 # A flat-out user produces this many messages per task run before yielding: enough to make
 # Locust's per-task overhead negligible, few enough that the poll greenlet runs every ~millisecond.
@@ -58,9 +58,9 @@ def options_bootstrap(environment) -> str:
 class WorkerProducer:
     """The producer of one Locust process and what it measured since the last report.
 
-    Per delivery only what Locust needs (its request event) and one list append run; the
-    histograms are built from the raw values when a report is taken (every 3 s). The current
-    second's values live in plain lists that the poll greenlet moves away when the second ends.
+    Sending and delivery accounting are the shared send path (bench/core/delivery.py), with
+    Locust's request event as the per-delivery observer; histograms are built from the raw
+    values when a report is taken (every 3 s). The poll greenlet closes each second.
     """
 
     def __init__(self, environment, scenario: Scenario, run_id: bytes, started_at: float, producer_index: int):
@@ -72,145 +72,37 @@ class WorkerProducer:
         self.producer = OrderProducer(scenario_producer_config(scenario, options_bootstrap(environment)),
                                       scenario.topic)
         self.client = self.producer.client
-        self.sequence = 0
         self.final = False
-        # The same payloads as `bench run` sends, so the two measure the same thing.
-        self._values, self._keys = payload_pool(scenario)
-        # The current second: counts and raw latencies (service in seconds as librdkafka gives
-        # them, response and send delay in µs); emptied in place, the delivery callback holds them.
+        self.account = DeliveryAccount(scenario, producer_index, self._fire_request)
+        # The same payloads as `bench run` sends, so the two measure the same thing. A full
+        # queue is freed by the poll greenlet: a blocking poll here would stall every user.
+        self.sender = Sender(self.client, scenario, run_id, self.account, *payload_pool(scenario),
+                             functools.partial(gevent.sleep, QUEUE_FULL_WAIT_S))
+        self.send_flat_out = self.sender.send_flat_out
+        self.send = self.sender.send_scheduled
         self._second = int(time.time() - started_at)
-        self._sent = self._failed = self._failed_untraced = 0
-        self._service_s: list[float] = []
-        self._response_us: list[int] = []
-        self._send_delay_us: list[int] = []
-        # Earlier seconds not reported yet: second -> [sent, acked, failed, service s, response µs, send delay µs].
-        self._seconds: dict[int, list] = {}
-        self._failed_sequences: list[int] = []
-        # Flat out, as in `bench run`: the trace header on every n-th message only, and the
-        # loss audit by the acked offsets (per partition, this second) instead of sequences.
-        self._untraced_mask = trace_sample_every(scenario) - 1
-        self._acked_offsets: defaultdict[int, list[int]] = defaultdict(list)
+        # Seconds that are over and not reported yet.
+        self._seconds: dict[int, ProducerSecond] = {}
         self._acked_ranges: dict[int, OffsetRanges] = defaultdict(OffsetRanges)
+        self._failed_sequences_reported = 0
         self.totals = Counter()
-        self._on_delivery = self._flat_out_callback()
+        self._request = environment.events.request.fire
         self._poller = gevent.spawn(self._poll_forever)
 
-    def _flat_out_callback(self):
-        """The delivery callback of flat-out sends, shared by every message: a closure over
-        bound methods, so a delivery costs one append and Locust's request event."""
-        record_service = self._service_s.append
-        fire_request = self.environment.events.request.fire
-        failed = self._on_failed
-        topic = self.scenario.topic
-        if not audits_offsets(self.scenario):
-            def on_delivery(error: KafkaError | None, message: Message) -> None:
-                latency_s = message.latency()
-                if error is None:
-                    record_service(latency_s)
-                    fire_request(request_type="produce", name=topic, response_time=latency_s * 1000.0,
-                                 response_length=len(message), exception=None, context={})
-                else:
-                    failed(error, message, latency_s, None)
-
-            return on_delivery
-        acked_offsets = self._acked_offsets
-
-        def on_delivery_with_offset(error: KafkaError | None, message: Message) -> None:
-            latency_s = message.latency()
-            if error is None:
-                record_service(latency_s)
-                acked_offsets[message.partition()].append(message.offset())
-                fire_request(request_type="produce", name=topic, response_time=latency_s * 1000.0,
-                             response_length=len(message), exception=None, context={})
-            else:
-                failed(error, message, latency_s, None)
-
-        return on_delivery_with_offset
-
-    def send_flat_out(self, count: int) -> None:
-        """Produce `count` orders back to back (one Locust task run)."""
-        produce, pack, time_ns = self.client.produce, TRACE_STRUCT.pack, time.time_ns
-        topic, values, keys, run_id, index = self.scenario.topic, self._values, self._keys, self.run_id, self.producer_index
-        mask, untraced_mask, on_delivery = len(values) - 1, self._untraced_mask, self._on_delivery
-        # Users of this process share the sequence; nothing else runs until this yields.
-        sequence, remaining = self.sequence, count
-        while remaining:
-            slot = sequence & mask
-            try:
-                produce(topic, values[slot], keys[slot], on_delivery=on_delivery,
-                        headers=None if sequence & untraced_mask else {TRACE_HEADER: pack(run_id, index, sequence, time_ns())})
-            except BufferError:
-                self._sent += sequence - self.sequence
-                self.sequence = sequence
-                # The poll greenlet frees the queue; a blocking poll here would stall every user.
-                gevent.sleep(QUEUE_FULL_WAIT_S)
-                sequence = self.sequence
-                continue
-            sequence += 1
-            remaining -= 1
-        self._sent += sequence - self.sequence
-        self.sequence = sequence
-
-    def send(self, intended_ns: int) -> None:
-        """Produce one order scheduled for intended_ns (perf_counter_ns), at a fixed rate."""
-        while True:
-            sequence = self.sequence
-            slot = sequence & (len(self._values) - 1)
-            send_delay_us = max(0, (time.perf_counter_ns() - intended_ns) // 1000)
-            try:
-                self.client.produce(self.scenario.topic, self._values[slot], self._keys[slot],
-                                    on_delivery=functools.partial(self._on_scheduled_delivery, sequence, send_delay_us),
-                                    headers={TRACE_HEADER: TRACE_STRUCT.pack(self.run_id, self.producer_index,
-                                                                             sequence, time.time_ns())})
-                break
-            except BufferError:
-                gevent.sleep(QUEUE_FULL_WAIT_S)
-        self.sequence = sequence + 1
-        self._send_delay_us.append(send_delay_us)
-        self._sent += 1
-
-    def _on_scheduled_delivery(self, sequence: int, send_delay_us: int, error: KafkaError | None,
-                               message: Message) -> None:
-        latency_s = message.latency()
-        if error is not None:
-            self._on_failed(error, message, latency_s, sequence)
-            return
-        self._service_s.append(latency_s)
-        self._response_us.append(round(latency_s * 1_000_000) + send_delay_us)
-        self.environment.events.request.fire(request_type="produce", name=self.scenario.topic,
-                                             response_time=latency_s * 1000.0, response_length=len(message),
-                                             exception=None, context={})
-
-    def _on_failed(self, error: KafkaError, message: Message, latency_s: float, sequence: int | None) -> None:
-        self._failed += 1
-        if sequence is None:
-            trace = read_trace(message.headers())
-            sequence = trace.sequence if trace is not None else None
-        if sequence is None:
-            # Some failed reports carry no headers ("Message size too large"): its sequence is
-            # unknown, so the loss audit is corrected by the count.
-            self._failed_untraced += 1
-        else:
-            self._failed_sequences.append(sequence)
-        self.environment.events.request.fire(request_type="produce", name=self.scenario.topic,
-                                             response_time=latency_s * 1000.0, response_length=len(message),
-                                             exception=KafkaException(error), context={})
+    def _fire_request(self, latency_s: float, length: int, error) -> None:
+        self._request(request_type="produce", name=self.scenario.topic, response_time=latency_s * 1000.0,
+                      response_length=length, exception=None if error is None else KafkaException(error), context={})
 
     def _close_second(self, force: bool = False) -> None:
         """Move the current second's data to _seconds once the clock is past it."""
         second = int(time.time() - self.started_at)
         if second <= self._second and not force:
             return
-        self._seconds[self._second] = [self._sent, len(self._service_s), self._failed, self._service_s[:],
-                                       self._response_us[:], self._send_delay_us[:]]
-        for partition, offsets in self._acked_offsets.items():
-            for start, end in offset_ranges(offsets):
+        report = self.account.take_second(self._second)
+        self._seconds[self._second] = report
+        for partition, ranges in report.acked_ranges.items():
+            for start, end in ranges:
                 self._acked_ranges[partition].add_range(start, end)
-        self._acked_offsets.clear()  # in place: the delivery callback holds it
-        self._sent = self._failed = 0
-        self._service_s.clear()
-        self._response_us.clear()
-        self._send_delay_us.clear()
         self._second = max(second, self._second + 1)
 
     def _poll_forever(self) -> None:
@@ -237,21 +129,23 @@ class WorkerProducer:
             self._close_second()
         seconds = {}
         for second in sorted(self._seconds):
-            sent, acked, failed, service_s, response_us, send_delay_us = self._seconds.pop(second)
-            self.totals.update(sent=sent, acked=acked, failed=failed)
+            report = self._seconds.pop(second)
+            self.totals.update(sent=report.sent, acked=report.acked, failed=report.failed)
             seconds[str(second)] = {
-                "sent": sent, "acked": acked, "failed": failed,
-                "service_time": encode_latencies(service_s, 1_000_000),
-                "response_time": encode_latencies(response_us),
-                "send_delay": encode_latencies(send_delay_us),
+                "sent": report.sent, "acked": report.acked, "failed": report.failed,
+                "service_time": encode_latencies(report.service_s, 1_000_000),
+                "response_time": encode_latencies(report.response_us),
+                "send_delay": encode_latencies(report.send_delay_us),
             }
-        failed_sequences, self._failed_sequences = self._failed_sequences, []
+        all_failed = self.account.failed_sequences
+        failed_sequences = all_failed[self._failed_sequences_reported:]
+        self._failed_sequences_reported = len(all_failed)
         # String keys and [start, end] lists: what Locust's message encoding carries unchanged.
         acked_offsets = {str(p): [list(r) for r in ranges.ranges()] for p, ranges in self._acked_ranges.items()}
         self._acked_ranges.clear()
         return {
             "run_id": self.run_id.hex(), "producer": self.producer_index, "seconds": seconds,
             "through": None if self.final else self._second - 1, "final": self.final,
-            "sent_total": self.sequence, "failed_sequences": failed_sequences,
-            "failed_untraced": self._failed_untraced, "acked_offsets": acked_offsets,
+            "sent_total": self.sender.sequence, "failed_sequences": failed_sequences,
+            "acked_offsets": acked_offsets,
         }

@@ -1,0 +1,222 @@
+"""The one send path: `Sender` produces orders (flat out in bursts, or one at its intended time)
+and `DeliveryAccount` keeps what their delivery reports said, one second at a time.
+
+Both engines use them: the producer process of `bench run` (bench/core/producer.py) and the
+producer of a Locust process (bench/locust/worker.py). What differs between them is passed in:
+how to wait when librdkafka's queue is full (a blocking `poll` in a process, a gevent yield in
+Locust) and an optional `observe` hook per delivery (Locust's request event).
+
+At a fixed rate message j is intended at a given time; its delivery records service time
+(send -> ack, librdkafka's `Message.latency()`), send delay (actual - intended) and response
+time (intended -> ack = send delay + service time). Flat out only service time is recorded.
+The hot path only appends raw numbers to lists; histograms are built later, off the hot path.
+"""
+
+from __future__ import annotations
+
+import functools
+import time
+from collections import defaultdict
+from collections.abc import Callable
+
+from confluent_kafka import KafkaError, Message
+
+from bench.core.audit import audits_offsets, offset_ranges, trace_sample_every
+from bench.core.protocol import ProducerSecond
+from bench.core.scenario import Scenario
+from streamstore.orders import Order, make_payload
+from streamstore.trace import TRACE_HEADER, TRACE_STRUCT, read_trace
+
+# A producer cycles through a pool of pre-built payloads: building an order (uuid, JSON) per
+# message would cost more than sending it. Power of two so the slot is `sequence & mask`.
+PAYLOAD_POOL_SIZE = 256
+# ... but never more than this much memory for the pool (large messages get fewer slots).
+PAYLOAD_POOL_MAX_BYTES = 64 * 1000**2
+
+# Called once per delivery with (latency in s, message length, error or None).
+Observer = Callable[[float, int, KafkaError | None], None]
+
+
+def payload_pool(scenario: Scenario) -> tuple[list[bytes], list[bytes | None]]:
+    """Values and keys a producer cycles through (a power-of-two count)."""
+    slots = PAYLOAD_POOL_SIZE
+    while slots > 1 and slots * scenario.message_size > PAYLOAD_POOL_MAX_BYTES:
+        slots //= 2
+    orders = [Order.new() for _ in range(slots)]
+    values = [make_payload(scenario.payload, scenario.message_size, order) for order in orders]
+    keys = [order.order_id.encode() if scenario.keys == "order_id" else None for order in orders]
+    return values, keys
+
+
+class DeliveryAccount:
+    """Counts and raw latencies of one producer's deliveries since the last `take_second`.
+
+    The lists are emptied in place, never replaced: the delivery callbacks hold their bound
+    `append`s, which saves an attribute lookup per delivery.
+    """
+
+    def __init__(self, scenario: Scenario, producer_index: int, observe: Observer | None = None):
+        self.scenario = scenario
+        self.producer_index = producer_index
+        self.observe = observe
+        self.sent = 0
+        self.service_s: list[float] = []
+        self.response_us: list[int] = []
+        self.send_delay_us: list[int] = []
+        # Offset audit: offsets acked since the last take, per partition.
+        self.acked_offsets: defaultdict[int, list[int]] = defaultdict(list)
+        self.failed = 0
+        # Over the whole run.
+        self.acked_total = 0
+        self.failed_sequences: list[int] = []
+        self.first_error: str | None = None
+
+    def flat_out_callback(self) -> Callable[[KafkaError | None, Message], None]:
+        """The delivery callback shared by every flat-out message: a closure over bound methods,
+        in the variant this scenario needs, so a delivery costs one or two appends."""
+        record_service = self.service_s.append
+        failed = self.on_failed
+        observe = self.observe
+        acked_offsets = self.acked_offsets if audits_offsets(self.scenario) else None
+        if observe is None and acked_offsets is None:
+            def on_delivery(error: KafkaError | None, message: Message) -> None:
+                if error is None:
+                    record_service(message.latency())
+                else:
+                    failed(error, message)
+
+            return on_delivery
+        if observe is None:
+            def on_delivery_with_offset(error: KafkaError | None, message: Message) -> None:
+                if error is None:
+                    record_service(message.latency())
+                    acked_offsets[message.partition()].append(message.offset())
+                else:
+                    failed(error, message)
+
+            return on_delivery_with_offset
+
+        def on_delivery_observed(error: KafkaError | None, message: Message) -> None:
+            latency_s = message.latency()
+            if error is None:
+                record_service(latency_s)
+                if acked_offsets is not None:
+                    acked_offsets[message.partition()].append(message.offset())
+                observe(latency_s, len(message), None)
+            else:
+                failed(error, message)
+
+        return on_delivery_observed
+
+    def scheduled_callback(self, sequence: int, send_delay_us: int) -> Callable[[KafkaError | None, Message], None]:
+        return functools.partial(self._on_scheduled_delivery, sequence, send_delay_us)
+
+    def _on_scheduled_delivery(self, sequence: int, send_delay_us: int, error: KafkaError | None, message: Message) -> None:
+        if error is not None:
+            self.on_failed(error, message, sequence)
+            return
+        latency_s = message.latency()
+        self.service_s.append(latency_s)
+        self.response_us.append(send_delay_us + round(latency_s * 1_000_000))
+        if self.observe is not None:
+            self.observe(latency_s, len(message), None)
+
+    def on_failed(self, error: KafkaError, message: Message, sequence: int | None = None) -> None:
+        self.failed += 1
+        if sequence is None:
+            # Flat out the sequence comes from the trace header; a failed delivery report may
+            # carry no headers (seen for "Message size too large"), so the scheduled path passes
+            # the sequence along. A failure whose sequence stays unknown is still counted: the
+            # audit subtracts sent - acked - known failures from what looks lost.
+            trace = read_trace(message.headers())
+            sequence = trace.sequence if trace is not None else None
+        if sequence is not None:
+            self.failed_sequences.append(sequence)
+        if self.first_error is None:
+            self.first_error = error.str()
+        if self.observe is not None:
+            self.observe(message.latency() or 0.0, len(message), error)
+
+    def take_second(self, second: int) -> ProducerSecond:
+        """What was sent and delivered since the last take, as one second's report."""
+        acked = len(self.service_s)
+        self.acked_total += acked
+        report = ProducerSecond(
+            self.producer_index, second, self.sent, acked, self.failed, self.service_s[:], self.response_us[:],
+            self.send_delay_us[:], {partition: offset_ranges(offsets) for partition, offsets in self.acked_offsets.items()},
+        )
+        self.sent = self.failed = 0
+        self.service_s.clear()
+        self.response_us.clear()
+        self.send_delay_us.clear()
+        self.acked_offsets.clear()
+        return report
+
+
+class Sender:
+    """Produces this producer's orders, numbered by one sequence, with the trace header.
+
+    `wait_queue_full()` runs when librdkafka's local queue is full; every send is followed by a
+    non-blocking `poll(0)`, so delivery reports are served (and timed) as soon as they are in.
+    """
+
+    def __init__(self, client, scenario: Scenario, run_id: bytes, account: DeliveryAccount,
+                 values: list[bytes], keys: list[bytes | None], wait_queue_full: Callable[[], object]):
+        self.client = client
+        self.scenario = scenario
+        self.run_id = run_id
+        self.account = account
+        self.values, self.keys = values, keys
+        self.wait_queue_full = wait_queue_full
+        self.sequence = 0
+        self._flat_out_callback = account.flat_out_callback()
+
+    def send_flat_out(self, count: int) -> None:
+        """Produce `count` orders back to back. Flat out the trace header rides on every n-th
+        message only (the result says n); the offset audit covers every message."""
+        # Local names for the C methods: a Python frame or attribute lookup per message is a
+        # measurable share of a ~5 µs send.
+        produce, poll, pack, time_ns = self.client.produce, self.client.poll, TRACE_STRUCT.pack, time.time_ns
+        topic, values, keys, run_id = self.scenario.topic, self.values, self.keys, self.run_id
+        index, on_delivery = self.account.producer_index, self._flat_out_callback
+        mask, untraced_mask = len(values) - 1, trace_sample_every(self.scenario) - 1
+        sequence = first = self.sequence
+        remaining = count
+        while remaining:
+            slot = sequence & mask
+            try:
+                # Headers as a one-key dict: cheaper to build per message than [(name, value)].
+                produce(topic, values[slot], keys[slot], on_delivery=on_delivery,
+                        headers=None if sequence & untraced_mask else {TRACE_HEADER: pack(run_id, index, sequence, time_ns())})
+            except BufferError:
+                self.account.sent += sequence - first
+                self.sequence = sequence
+                self.wait_queue_full()
+                # In Locust other users of this producer may have sent meanwhile.
+                sequence = first = self.sequence
+                continue
+            sequence += 1
+            remaining -= 1
+            poll(0)
+        self.account.sent += sequence - first
+        self.sequence = sequence
+
+    def send_scheduled(self, intended_ns: int) -> None:
+        """Produce the next order, intended at `intended_ns` (perf_counter_ns), traced."""
+        while True:
+            # Re-read after a wait: in Locust other users of this producer may have sent meanwhile.
+            sequence = self.sequence
+            slot = sequence & (len(self.values) - 1)
+            send_delay_us = max(0, (time.perf_counter_ns() - intended_ns) // 1000)
+            try:
+                self.client.produce(self.scenario.topic, self.values[slot], self.keys[slot],
+                                    on_delivery=self.account.scheduled_callback(sequence, send_delay_us),
+                                    headers={TRACE_HEADER: TRACE_STRUCT.pack(self.run_id, self.account.producer_index,
+                                                                             sequence, time.time_ns())})
+                break
+            except BufferError:
+                self.wait_queue_full()
+        self.account.send_delay_us.append(send_delay_us)
+        self.account.sent += 1
+        self.sequence = sequence + 1
+        self.client.poll(0)
