@@ -15,12 +15,12 @@ from confluent_kafka import Consumer, KafkaException, Producer
 from bench.broker.ensure import ensure_broker
 from bench.commands._options import add_broker_arguments, add_results_argument
 from bench.core.result import write_run_folder
-from bench.core.scenario import COMPRESSIONS, flatten_settings
+from bench.core.scenario import COMPRESSIONS, check_client_config, flatten_settings
 from bench.large_message.plan import (
     DEFAULT_COMPRESSIONS,
     QUICK_MAX_SIZE,
+    SWEEP_OWNED_CLIENT_KEYS,
     SweepOptions,
-    check_client_settings,
     check_level,
     parse_size_list,
     plan_sizes,
@@ -99,7 +99,8 @@ def read_client_config(path: Path) -> dict[str, Any]:
     """--client-config: the settings, checked by librdkafka itself (a client of each kind is
     created and dropped), so a typo is one line before anything connects."""
     try:
-        settings = check_client_settings(flatten_settings(tomllib.loads(path.read_text())))
+        settings = check_client_config("--client-config", flatten_settings(tomllib.loads(path.read_text())),
+                                       SWEEP_OWNED_CLIENT_KEYS)
     except (OSError, tomllib.TOMLDecodeError) as error:
         raise UsageError(f"--client-config {path}: {error}") from None
     try:
