@@ -10,6 +10,7 @@ from kafka_truth import assert_sweep_counts_match_broker
 
 from bench.cli import main
 from bench.commands.large_message import DROP_ACKED_ENV
+from bench.core.audit import Verdict
 from bench.large_message.plan import (
     DEFAULT_SIZES,
     Limit,
@@ -21,7 +22,15 @@ from bench.large_message.plan import (
     preflight_problem,
 )
 from bench.large_message.progress import estimate_remaining_s
-from bench.large_message.result import cell_counts, cell_row, memory_findings, sweep_status, total_counts
+from bench.large_message.result import (
+    NOTHING_RECEIVED,
+    cell_counts,
+    cell_row,
+    memory_findings,
+    not_sent_row,
+    sweep_counts,
+    sweep_verdict,
+)
 from bench.large_message.worker import ReceivedTally
 from bench.output.results import load_result
 from streamstore.admin import connect_admin, ensure_topic, topic_watermarks
@@ -127,52 +136,74 @@ def test_consumer_tally_checks_size_crc32_and_offsets():
     assert tally.finished(count=5, end_offset=14) is None
 
 
-NOTHING_RECEIVED = {"received": 0, "distinct": 0, "malformed": 0, "duplicated": 0}
-
-
 def test_cell_counts_come_from_what_was_measured():
     received = {"received": 4, "distinct": 3, "malformed": 0, "duplicated": 1}
-    counts, note = cell_counts(sent=3, acked=3, consumer=received, consumer_end="complete")
-    assert counts == {"sent": 3, "acked": 3, "failed": 0, "consumed": 4, "lost": 0, "duplicated": 1, "malformed": 0}
-    assert note is None
+    counts = cell_counts(sent=3, acked=3, consumer=received, consumer_end="complete", broker_offset_delta=3)
+    assert counts.to_dict() == {"sent": 3, "acked": 3, "failed": 0, "consumed": 4, "lost": 0, "duplicated": 1,
+                                "malformed": 0, "broker_offset_delta": 3}
+    assert counts.warnings() == []
     # The consumer waited its whole timeout for the third: lost.
-    counts, note = cell_counts(3, 3, {**received, "received": 2, "distinct": 2, "duplicated": 0}, "timeout")
-    assert counts["lost"] == 1 and counts["consumed"] == 2 and note is None
+    counts = cell_counts(3, 3, {**received, "received": 2, "distinct": 2, "duplicated": 0}, "timeout", 3)
+    assert counts.lost == 1 and counts.consumed == 2 and counts.warnings() == []
     # A produce failed mid-cell: counts so far; every acked message had been received.
-    counts, _ = cell_counts(2, 1, {**NOTHING_RECEIVED, "received": 1, "distinct": 1}, None, "produce: timed out")
-    assert (counts["sent"], counts["acked"], counts["failed"], counts["lost"]) == (2, 1, 1, 0)
-    # The consumer died before the acked message came: loss cannot be told from not-yet-received.
-    counts, note = cell_counts(1, 1, NOTHING_RECEIVED, None, "consumer process exited with code -9")
-    assert counts["lost"] is None and counts["consumed"] == 0
-    assert "lost not measured" in note and "exited with code -9" in note
+    counts = cell_counts(2, 1, {**NOTHING_RECEIVED, "received": 1, "distinct": 1}, None, 1, "produce: timed out")
+    assert (counts.sent, counts.acked, counts.failed, counts.lost) == (2, 1, 1, 0)
+    # The consumer died before the acked message came: loss cannot be told from not-yet-received,
+    # and a broker that did not answer leaves its offsets unread; each null says why.
+    counts = cell_counts(1, 1, NOTHING_RECEIVED, None, None, "consumer process exited with code -9")
+    assert counts.lost is None and counts.consumed == 0 and counts.broker_offset_delta is None
+    assert counts.warnings()[0].startswith("lost not measured: 1 acked message(s) not received yet")
+    assert "exited with code -9" in counts.warnings()[0]
+    assert counts.warnings()[1] == "broker_offset_delta not measured: the broker's offsets could not be read"
 
 
-def _tried_row(size: int, counts: dict, broker_messages: int | None, error: str | None = None, note=None) -> dict:
-    return cell_row(size, "none", [1.0], [2.0], [size], None, None, None, error, broker_messages, counts=counts,
-                    counts_note=note)
+COMPLETE = {"sent": 3, "acked": 3, "failed": 0, "consumed": 3, "lost": 0, "duplicated": 0, "malformed": 0,
+            "broker_offset_delta": 3}
+
+
+def _tried_row(size: int, counts: dict, error: str | None = None, not_measured=None) -> dict:
+    return {**cell_row(size, "none", [1.0], [2.0], [size], None, None, None, error),
+            "counts": counts, "counts_not_measured": not_measured or {}}
 
 
 def test_sweep_counts_sum_the_cells_and_not_sent_cells_add_nothing():
-    complete = {"sent": 3, "acked": 3, "failed": 0, "consumed": 3, "lost": 0, "duplicated": 0, "malformed": 0}
-    losing = {**complete, "consumed": 1, "lost": 2}
-    not_sent = {**cell_row(MAX_VALUE_BYTES, "none", [], [], [], None, None, None, "not sent: ..."), "not_sent": True}
-    rows = [_tried_row(1_000, complete, 3), _tried_row(10_000, losing, 3, "lost 2 of 3 acked message(s): ..."), not_sent]
-    totals, warnings = total_counts(rows)
-    assert totals == {"sent": 6, "acked": 6, "failed": 0, "consumed": 4, "lost": 2, "duplicated": 0, "malformed": 0,
-                      "broker_offset_delta": 6}
-    assert warnings == []
-    status, failure = sweep_status(rows)
-    assert status == "failed" and failure.startswith("2 acked message(s) lost in 1 cell(s); first: 10 KB none: 2 of 3")
-    assert sweep_status(rows[:1] + rows[2:]) == ("complete", None)
-    # A null count makes the total null, and a warning says which cell and why; a broker that
-    # holds other than what was acked is named too.
-    unknown = {**complete, "consumed": 0, "lost": None}
-    rows = [_tried_row(1_000, complete, 4), _tried_row(10_000, unknown, None, "consume: died", "lost not measured: x")]
-    totals, warnings = total_counts(rows)
-    assert totals["lost"] is None and totals["broker_offset_delta"] is None and totals["acked"] == 6
-    assert "10 KB none: lost not measured: x" in warnings
-    assert "1 KB none: the broker's offsets grew by 4 but 3 message(s) were acked" in warnings
-    assert sweep_status(rows)[0] == "failed"
+    losing = {**COMPLETE, "consumed": 1, "lost": 2}
+    not_sent = not_sent_row(MAX_VALUE_BYTES, "none", "not sent: ...")
+    rows = [_tried_row(1_000, COMPLETE), _tried_row(10_000, losing, "lost 2 of 3 acked message(s): gone"), not_sent]
+    totals = sweep_counts(rows)
+    assert totals.to_dict() == {"sent": 6, "acked": 6, "failed": 0, "consumed": 4, "lost": 2, "duplicated": 0,
+                                "malformed": 0, "broker_offset_delta": 6}
+    assert totals.warnings() == []
+    # Not measured in one cell: not measured in the sum, and the reason names the cell.
+    unknown = {**COMPLETE, "consumed": 0, "lost": None, "broker_offset_delta": None}
+    rows = [_tried_row(1_000, COMPLETE), _tried_row(10_000, unknown, "consume: died",
+                                                    {"lost": "x", "broker_offset_delta": "y"})]
+    totals = sweep_counts(rows)
+    assert totals.lost is None and totals.broker_offset_delta is None and totals.acked == 6
+    assert totals.warnings() == ["lost not measured: 10 KB none: x", "broker_offset_delta not measured: 10 KB none: y"]
+
+
+def test_the_sweep_verdict_is_the_cores_rule():
+    lost_row = _tried_row(10_000, {**COMPLETE, "consumed": 1, "lost": 2}, "lost 2 of 3 acked message(s): gone")
+    failed_delivery = _tried_row(100_000, {**COMPLETE, "acked": 2, "failed": 1, "consumed": 2}, "produce: timed out")
+    differs = _tried_row(1_000_000, COMPLETE, "consume: message at offset 1 differs from what was sent")
+    not_sent = not_sent_row(MAX_VALUE_BYTES, "none", "not sent: ...")
+
+    def verdict(rows, interrupted=False):
+        return sweep_verdict(rows, sweep_counts(rows), interrupted)
+
+    assert verdict([_tried_row(1_000, COMPLETE), not_sent]) == Verdict("complete", None, 0)
+    # Lost and failed deliveries are in the counts; the first such cell's error says where.
+    lost = verdict([_tried_row(1_000, COMPLETE), lost_row, failed_delivery])
+    assert (lost.status, lost.exit_code) == ("failed", 3)
+    assert lost.failure == ("1 deliveries failed, 2 acked orders lost "
+                            "(first error: 10 KB none: lost 2 of 3 acked message(s): gone)")
+    # A cell that failed otherwise fails the sweep by itself, and names the cell.
+    other = verdict([lost_row, differs, not_sent])
+    assert other.status == "failed" and other.failure.startswith("1 of 3 cells failed; first: 1 MB none: consume:")
+    # Interrupted wins (exit 130), whatever the cells did.
+    interrupted = verdict([lost_row], interrupted=True)
+    assert (interrupted.status, interrupted.exit_code) == ("interrupted", 130)
 
 
 def test_eta_uses_measured_rates():
@@ -256,12 +287,13 @@ def test_acked_messages_the_broker_drops_are_lost_and_fail_the_sweep(kafka_boots
     assert code == 3, out
     result = load_result(only_run_folder(tmp_path))
     row = rows_by_cell(result)[(1_000, "none")]
+    # The broker's offsets grew by 3: all were written.
     assert row["counts"] == {"sent": 3, "acked": 3, "failed": 0, "consumed": 1, "lost": 2, "duplicated": 0,
-                             "malformed": 0}
-    assert row["broker_messages"] == 3 and row["error"].startswith("lost 2 of 3 acked message(s)")
-    assert result["status"] == "failed" and result["failure"].startswith("2 acked message(s) lost in 1 cell(s)")
-    assert {key: result["counts"][key] for key in row["counts"]} == row["counts"]
-    assert result["counts"]["broker_offset_delta"] == 3
+                             "malformed": 0, "broker_offset_delta": 3}
+    assert row["error"].startswith("lost 2 of 3 acked message(s)")
+    assert result["status"] == "failed"
+    assert result["failure"].startswith("0 deliveries failed, 2 acked orders lost (first error: 1 KB none: lost 2 of 3")
+    assert result["counts"] == row["counts"]
     assert any(DROP_ACKED_ENV in warning for warning in result["warnings"])
     assert "FAILED: lost 2 of 3 acked message(s)" in out
     # The broker's own offsets: 3 written (all acked), the first 2 gone, 1 held (the one consumed).
@@ -287,7 +319,8 @@ def test_quick_sweep_end_to_end(kafka_bootstrap, tmp_path, capsys):
     assert cells[(100_000_000, "none")]["wire_bytes"] > 100_000_000
     # Count truth: each cell's topic offsets (read from the broker before it was deleted) grew
     # by exactly its reps, each acked message was consumed once and intact, and the totals agree.
-    assert all(row["broker_messages"] == row["reps"] == row["counts"]["consumed"] > 0 for row in cells.values())
+    assert all(row["counts"]["broker_offset_delta"] == row["reps"] == row["counts"]["consumed"] > 0
+               for row in cells.values())
     assert_sweep_counts_match_broker(result, kafka_bootstrap)
     assert result["counts"]["malformed"] == 0 and result["large_message"]["not_sent"] == []
     # The padded order compresses: the broker stored a small fraction of it.

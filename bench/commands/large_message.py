@@ -14,12 +14,13 @@ from confluent_kafka import Consumer, KafkaException, Producer
 
 from bench.broker.ensure import ensure_broker
 from bench.commands._options import add_broker_arguments, add_results_argument
-from bench.core.scenario import COMPRESSIONS, flatten_settings
+from bench.core.result import write_run_folder
+from bench.core.scenario import COMPRESSIONS, check_client_config, flatten_settings
 from bench.large_message.plan import (
     DEFAULT_COMPRESSIONS,
     QUICK_MAX_SIZE,
+    SWEEP_OWNED_CLIENT_KEYS,
     SweepOptions,
-    check_client_settings,
     check_level,
     parse_size_list,
     plan_sizes,
@@ -27,10 +28,9 @@ from bench.large_message.plan import (
     size_label,
 )
 from bench.large_message.progress import SweepProgress, format_duration
-from bench.large_message.result import format_row, sweep_result, sweep_status
+from bench.large_message.result import format_row, sweep_result
 from bench.large_message.sweep import LargeMessageSweep, drop_acked, preflight
 from bench.output.report import write_run_report
-from bench.output.results import run_folder, write_result
 from streamstore.admin import connect_admin
 from streamstore.config import (
     CLIENT_MESSAGE_MAX_BYTES,
@@ -39,7 +39,7 @@ from streamstore.config import (
     consumer_config,
     producer_config,
 )
-from streamstore.errors import EXIT_OK, EXIT_RUN_FAILED, UsageError
+from streamstore.errors import UsageError
 from streamstore.orders import PAYLOAD_KINDS
 
 NAME = "large-message"
@@ -99,7 +99,8 @@ def read_client_config(path: Path) -> dict[str, Any]:
     """--client-config: the settings, checked by librdkafka itself (a client of each kind is
     created and dropped), so a typo is one line before anything connects."""
     try:
-        settings = check_client_settings(flatten_settings(tomllib.loads(path.read_text())))
+        settings = check_client_config("--client-config", flatten_settings(tomllib.loads(path.read_text())),
+                                       SWEEP_OWNED_CLIENT_KEYS)
     except (OSError, tomllib.TOMLDecodeError) as error:
         raise UsageError(f"--client-config {path}: {error}") from None
     try:
@@ -147,29 +148,24 @@ def run(args: argparse.Namespace) -> int:
                                   on_row=lambda row: (progress.finish(), print(format_row(row), flush=True)),
                                   after_acks=drop_acked(admin, drop) if drop else None)
         started_at = time.time()
-        status, failure, interrupted = "complete", None, False
+        interrupted = False
         # SIGTERM (a cancelled CI job, `kill`) ends the sweep as Ctrl+C does: result kept, marked interrupted.
         previous_sigterm = signal.signal(signal.SIGTERM, signal.default_int_handler)
         try:
             sweep.run()
         except KeyboardInterrupt:
-            status, failure, interrupted = "interrupted", "interrupted by the user (Ctrl+C or SIGTERM)", True
+            interrupted = True
         finally:
             signal.signal(signal.SIGTERM, previous_sigterm)
             progress.finish()
-        if not interrupted:
-            status, failure = sweep_status(sweep.rows)
         hook = [f"test hook {DROP_ACKED_ENV}={drop}: the broker dropped the first {drop} acked message(s) of every "
                 "cell; consumers started after the acks, so end-to-end times were not measured"] if drop else []
         result = sweep_result(options, sweep.run_id, sweep.rows, sweep.bare, broker, topic_settings, started_at,
-                              status, failure, hook)
-    folder = run_folder(args.results_dir, "large-message", started_at)
-    write_result(folder, result)
-    write_run_report(folder, result)
-    print(summary_text(result, folder))
-    if interrupted:
-        raise KeyboardInterrupt
-    return EXIT_RUN_FAILED if result["status"] == "failed" else EXIT_OK
+                              interrupted, hook)
+    folder, document = write_run_folder(args.results_dir, result)
+    write_run_report(folder, document)
+    print(summary_text(document, folder))
+    return result.verdict.exit_code
 
 
 def summary_text(result: dict, folder: Path) -> str:

@@ -12,7 +12,8 @@ With acks=0 the broker returns no offsets, so a flat-out run with acks=0 uses se
 
 `evaluate_audit` turns what the producers and the tracker reported into the lost/duplicated
 counts, and `run_verdict` turns the counts into status, failure text and exit code: every
-engine (bench run, chaos, calibrate, the Locust user) calls these two, nothing else decides.
+engine (bench run, chaos, calibrate, the Locust user) calls these two, and the large-message
+sweep, whose consumers count per cell, calls `run_verdict`; nothing else decides.
 """
 
 from __future__ import annotations

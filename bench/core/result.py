@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.analysis.stats import derive_warnings
+from bench.broker.ensure import BrokerInUse
 from bench.core.audit import AuditOutcome, Verdict
 from bench.core.recorder import RunRecorder
 from bench.core.scenario import Scenario
@@ -28,6 +29,7 @@ HLOG_FILES = {"service_time": "delivery.hlog", "end_to_end": "e2e.hlog"}
 # The tracker reads trace headers and offsets, not values (random and text payloads are not
 # orders), so it cannot say whether a value was malformed.
 MALFORMED_NOT_CHECKED = "the tracker does not parse message values"
+OFFSETS_NOT_READ = "the broker's offsets could not be read"
 
 
 @dataclass(frozen=True)
@@ -55,8 +57,24 @@ class Counts:
         return [f"{name} not measured: {reason}" for name, reason in self.not_measured.items()]
 
 
+def sum_counts(parts: Mapping[str, Counts]) -> Counts:
+    """The counts of separately measured parts (the cells of a sweep) added up, part name ->
+    counts. A count one part did not measure is not measured in the sum either: its reason names
+    each such part, so the total never passes a partial sum off as the whole."""
+    totals: dict[str, int | None] = {}
+    not_measured: dict[str, str] = {}
+    for name in COUNT_FIELDS:
+        reasons = [f"{part}: {counts.not_measured[name]}" for part, counts in parts.items()
+                   if getattr(counts, name) is None]
+        if reasons:
+            totals[name], not_measured[name] = None, "; ".join(reasons)
+        else:
+            totals[name] = sum(getattr(counts, name) for counts in parts.values())
+    return Counts(**totals, not_measured=not_measured)
+
+
 def run_counts(totals: Mapping[str, int], *, failed: int, audit: AuditOutcome, tracker_ran: bool,
-               broker_offset_delta: int | None, offset_delta_reason: str = "the broker's offsets could not be read",
+               broker_offset_delta: int | None, offset_delta_reason: str = OFFSETS_NOT_READ,
                malformed: int | None = None, malformed_reason: str = MALFORMED_NOT_CHECKED) -> Counts:
     """The counts of a producer + tracker run, with a reason for each one not measured."""
     not_measured: dict[str, str] = {}
@@ -72,6 +90,14 @@ def run_counts(totals: Mapping[str, int], *, failed: int, audit: AuditOutcome, t
                   consumed=totals["consumed"] if tracker_ran else None, lost=audit.lost,
                   duplicated=audit.duplicated, malformed=malformed, broker_offset_delta=broker_offset_delta,
                   not_measured=not_measured)
+
+
+def broker_section(broker: BrokerInUse, topic_settings: Mapping[str, str] | None) -> dict[str, Any]:
+    """The result's `broker`: where it answered, whether it was the embedded one, the broker and
+    topic settings that shape the figures."""
+    return {"bootstrap_servers": broker.bootstrap_servers, "version": broker.version,
+            "embedded": broker.embedded is not None, "settings": dict(broker.settings),
+            "topic_settings": dict(topic_settings) if topic_settings else {}}
 
 
 @dataclass(frozen=True)

@@ -31,7 +31,14 @@ from bench.core.clients import check_client_settings, high_watermarks, scenario_
 from bench.core.merge import RunMeasurements
 from bench.core.producer import CHILD_START_TIMEOUT_S, INTERRUPT_DRAIN_S, producer_main
 from bench.core.protocol import TRACKER, Drain, Inbox, producer_name
-from bench.core.result import RunResult, clamped_warnings, latency_summaries, run_counts, write_run_folder
+from bench.core.result import (
+    RunResult,
+    broker_section,
+    clamped_warnings,
+    latency_summaries,
+    run_counts,
+    write_run_folder,
+)
 from bench.core.scenario import Scenario
 from bench.core.tracker import tracker_main
 from bench.output.progress import Progress, progress_line
@@ -236,9 +243,7 @@ class _Run:
         elapsed_s = max((o.elapsed_s for o in outcomes), default=0.0)
         result = RunResult(
             kind="run", run_id=self.run_id.hex, scenario=self.scenario.to_dict(), fingerprint=self.scenario.fingerprint(),
-            broker={"bootstrap_servers": self.bootstrap_servers, "version": self.broker.version,
-                    "embedded": self.broker.embedded is not None, "settings": self.broker.settings,
-                    "topic_settings": self.topic_settings},
+            broker=broker_section(self.broker, self.topic_settings),
             started_at=self.started_at, ended_at=ended_at, duration_s=producing_s, warmup_s=self.scenario.warmup_s,
             verdict=verdict, audit=audit.method,
             counts=run_counts(totals, failed=failed, audit=audit, tracker_ran=True, broker_offset_delta=offset_delta),

@@ -48,14 +48,14 @@ BATCH_SIZE_RANGE = (1, 2_147_483_647)
 
 # Producer/consumer settings that a scenario field owns: setting them through the extra
 # config dicts would silently disagree with the field that the result file reports.
-_FIELD_OWNED_PRODUCER_KEYS = {
+_FIELD_OWNED_PRODUCER_KEYS = {key: f"the scenario field {field!r}; set that instead" for key, field in {
     "acks": "acks", "request.required.acks": "acks",
     "compression.type": "compression", "compression.codec": "compression",
     "compression.level": "compression_level",
     "linger.ms": "linger_ms", "queue.buffering.max.ms": "linger_ms",
     "batch.size": "batch_size",
     "enable.idempotence": "idempotence",
-}
+}.items()}
 
 _SIZE_UNITS = {"": 1, "b": 1, "kb": 1000, "mb": 1000**2, "gb": 1000**3, "kib": 1024, "mib": 1024**2, "gib": 1024**3}
 _SIZE_TEXT = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([a-zA-Z]*)\s*$")
@@ -178,9 +178,9 @@ class Scenario:
         if self.idempotence and self.acks != "all":
             raise UsageError(f"idempotence: needs acks = \"all\" (librdkafka refuses acks={self.acks} with idempotence)")
         self._check_phases()
-        producer_config = _check_client_config("producer_config", self.producer_config, _FIELD_OWNED_PRODUCER_KEYS)
+        producer_config = check_client_config("producer_config", self.producer_config, _FIELD_OWNED_PRODUCER_KEYS)
         object.__setattr__(self, "producer_config", producer_config)
-        object.__setattr__(self, "consumer_config", _check_client_config("consumer_config", self.consumer_config, {}))
+        object.__setattr__(self, "consumer_config", check_client_config("consumer_config", self.consumer_config, {}))
 
     def _check_phases(self) -> None:
         if not isinstance(self.phases, tuple) or not all(isinstance(p, Phase) for p in self.phases):
@@ -345,14 +345,17 @@ def flatten_settings(table: Mapping[str, Any], prefix: str = "") -> dict[str, An
     return flat
 
 
-def _check_client_config(field: str, config: Any, owned: Mapping[str, str]) -> dict[str, Any]:
+def check_client_config(source: str, config: Any, owned: Mapping[str, str]) -> dict[str, Any]:
+    """Extra librdkafka settings as a user gave them (a scenario's producer_config, the sweep's
+    --client-config): a table of strings, numbers and booleans, none of them a key the harness
+    sets itself. owned: key -> what sets it, the end of the refusal "'key' is set by ..."."""
     if not isinstance(config, Mapping):
-        raise UsageError(f"{field}: expected a table of librdkafka settings")
+        raise UsageError(f"{source}: expected a table of librdkafka settings")
     for key, value in config.items():
         if key in owned:
-            raise UsageError(f"{field}: {key!r} is set by the scenario field {owned[key]!r}; set that instead")
+            raise UsageError(f"{source}: {key!r} is set by {owned[key]}")
         if isinstance(value, (dict, list, tuple)) or value is None:
-            raise UsageError(f"{field}: {key!r} must be a string, number or boolean, not {value!r}")
+            raise UsageError(f"{source}: {key!r} must be a string, number or boolean, not {value!r}")
     return dict(config)
 
 

@@ -15,7 +15,7 @@ from typing import Any, Protocol
 from bench.large_message.plan import consume_timeout_s, delivery_timeout_s, level_for
 from bench.large_message.process import WORKER_GRACE_S, WORKER_START_TIMEOUT_S, CellFailed, WorkerProcess
 from bench.large_message.progress import SweepProgress
-from bench.large_message.result import cell_counts, cell_row
+from bench.large_message.result import NOTHING_RECEIVED, cell_counts, cell_row
 
 # A test hook called with (topic, first offset of the cell, high watermark after its acks).
 AfterAcks = Callable[[str, int, int], None]
@@ -52,7 +52,7 @@ class CellRun:
         self.end_to_end_ms: list[float] = []
         self.wire: list[int] = []
         self.sent = self.acked = 0
-        self.tally = {"received": 0, "distinct": 0, "malformed": 0, "duplicated": 0}
+        self.tally = dict(NOTHING_RECEIVED)
         self.consumer_end: str | None = None
         self.error: str | None = None
         self.broken = False
@@ -64,14 +64,14 @@ class CellRun:
         except CellFailed as failure:
             self.error, self.broken = str(failure), True
         peaks = self._peaks() if not self.broken else (None, None)
-        broker_messages = self.topics.messages_since(topic, start)
+        broker_offset_delta = self.topics.messages_since(topic, start)
         # A broken cell's topic stays until the end of the sweep: its workers are still to be killed.
         stored = None if self.broken else self.topics.release(topic, self.acked)
-        counts, note = cell_counts(self.sent, self.acked, self.tally, self.consumer_end, self.error)
-        if counts["lost"] and self.error is None:
-            self.error = f"lost {counts['lost']:,} of {self.acked:,} acked message(s): {self._loss_cause()}"
+        counts = cell_counts(self.sent, self.acked, self.tally, self.consumer_end, broker_offset_delta, self.error)
+        if counts.lost and self.error is None:
+            self.error = f"lost {counts.lost:,} of {self.acked:,} acked message(s): {self._loss_cause()}"
         return cell_row(self.size, self.compression, self.produce_ms, self.end_to_end_ms, self.wire, stored, *peaks,
-                        self.error, broker_messages, counts=counts, counts_note=note)
+                        self.error, counts)
 
     def _exchange(self, topic: str, start: int) -> None:
         if self.after_acks is None:

@@ -1,5 +1,11 @@
-"""The large-message sweep's rows, findings and result document (pure, except that
-`sweep_result` reads the clock and the environment metadata)."""
+"""The large-message sweep's cells, findings and result (pure, except that `sweep_result` reads
+the clock).
+
+A cell is one size x compression: its row holds its figures and its measured counts (the core's
+`Counts`, with a reason for each one not measured). The sweep is an adapter to the core's result:
+its counts are the sum over the tried cells, its status the core's `run_verdict`, and its rows and
+findings the result's `large_message` section.
+"""
 
 from __future__ import annotations
 
@@ -9,12 +15,13 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from bench.broker.ensure import BrokerInUse
+from bench.core.audit import OFFSETS, Verdict, run_verdict
+from bench.core.result import OFFSETS_NOT_READ, Counts, RunResult, broker_section, sum_counts
 from bench.large_message.plan import SweepOptions, size_label
-from bench.output.results import environment_metadata, utc_iso
 from streamstore.config import MAX_VALUE_BYTES, PRODUCE_RECORD_SET_MAX_BYTES
 
-# Targets of issue 4: peak RSS per client for the largest message, and the harness's overhead
-# against a bare confluent-kafka script.
+# Targets for the largest message: peak RSS per client, and the harness's overhead against a
+# bare confluent-kafka script.
 PEAK_RSS_TARGET_RATIO = 2.2
 # Below this the interpreter and client libraries (~30 MB per process) dominate peak RSS, so a
 # ratio to the payload says nothing about how the payload is handled.
@@ -38,14 +45,11 @@ def cell_row(
     producer_peak_rss_bytes: int | None,
     consumer_peak_rss_bytes: int | None,
     error: str | None,
-    broker_messages: int | None = None,
-    counts: Mapping[str, int | None] | None = None,
-    counts_note: str | None = None,
+    counts: Counts | None = None,
 ) -> dict[str, Any]:
     """One size x compression as result.json stores it (latencies in ms, p50 and max over reps).
 
-    counts: the cell's message counts (`cell_counts`), None for a cell that was not sent;
-    counts_note: why a count is null.
+    counts: the cell's measured counts (`cell_counts`), None for a cell that was not sent.
     """
 
     def p50_max(values: Sequence[float]) -> dict[str, float] | None:
@@ -66,10 +70,10 @@ def cell_row(
         "throughput_mb_s": round(size_bytes / 1e6 / (end_to_end["p50"] / 1000), 3) if end_to_end else None,
         "wire_bytes": wire,
         "broker_stored_bytes": broker_stored_bytes,
-        # How far the cell's topic offsets grew (read from the broker): one per acked message.
-        "broker_messages": broker_messages,
-        "counts": dict(counts) if counts is not None else None,
-        "counts_note": counts_note,
+        # broker_offset_delta: how far the cell's topic offsets grew (read from the broker).
+        "counts": counts.to_dict() if counts is not None else None,
+        # Count name -> why the cell did not measure it (the sweep's warnings name the cell).
+        "counts_not_measured": dict(counts.not_measured) if counts is not None else {},
         # Four significant figures: 0.9999 (batch overhead) must not round to 1.
         "compression_ratio": float(f"{size_bytes / wire:.4g}") if wire else None,
         # librdkafka sends the batch uncompressed when compressing does not make it smaller.
@@ -80,6 +84,11 @@ def cell_row(
                     "end_to_end_ms": [round(v, 3) for v in end_to_end_ms]},
         "error": error,
     }
+
+
+def not_sent_row(size_bytes: int, compression: str, reason: str) -> dict[str, Any]:
+    """A cell known to be unsendable: listed with the reason, never tried, so it has no counts."""
+    return {**cell_row(size_bytes, compression, [], [], [], None, None, None, reason), "not_sent": True}
 
 
 def memory_findings(rows: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
@@ -124,32 +133,35 @@ def bare_comparison(harness_end_to_end_ms: Sequence[float], bare_end_to_end_ms: 
 # ---------------------------------------------------------------------------------------------
 # Counts: measured per cell, summed over cells
 
-COUNT_KEYS = ("sent", "acked", "failed", "consumed", "lost", "duplicated", "malformed")
 # Consumer replies that end a cell after the consumer's own full wait: a message missing then is
 # lost. "error" (or no reply at all) ends it early, and loss cannot be told from not-yet-received.
 CONSUMER_FINISHED = ("complete", "end_offset", "timeout")
+NOTHING_RECEIVED = {"received": 0, "distinct": 0, "malformed": 0, "duplicated": 0}
 
 
 def cell_counts(sent: int, acked: int, consumer: Mapping[str, int], consumer_end: str | None,
-                unfinished_reason: str | None = None) -> tuple[dict[str, int | None], str | None]:
-    """(counts, note) of one cell from what was measured.
+                broker_offset_delta: int | None, unfinished_reason: str | None = None) -> Counts:
+    """The counts of one cell from what was measured.
 
     sent: produce attempts; acked: of those, acknowledged by the broker; consumer: the consumer's
     running tallies (received, distinct offsets, malformed, duplicated); consumer_end: the
-    reason of its "done" reply (None when it sent none). lost = acked - distinct messages
+    reason of its "done" reply (None when it sent none); broker_offset_delta: how far the cell's
+    topic offsets grew (None when the broker did not answer). lost = acked - distinct messages
     received, known when every acked message was received or the consumer waited its full
-    timeout; else null, with the note saying why (unfinished_reason: what cut the cell short).
+    timeout; else not measured, with the reason (unfinished_reason: what cut the cell short).
     """
     distinct = consumer["distinct"]
     lost: int | None = max(0, acked - distinct)
-    note = None
+    not_measured = {}
     if distinct < acked and consumer_end not in CONSUMER_FINISHED:
         lost = None
-        note = (f"lost not measured: {acked - distinct} acked message(s) not received yet when the consumer stopped "
-                f"({unfinished_reason or consumer_end or 'no reply'})")
-    counts = {"sent": sent, "acked": acked, "failed": sent - acked, "consumed": consumer["received"], "lost": lost,
-              "duplicated": consumer["duplicated"], "malformed": consumer["malformed"]}
-    return counts, note
+        not_measured["lost"] = (f"{acked - distinct} acked message(s) not received yet when the consumer stopped "
+                                f"({unfinished_reason or consumer_end or 'no reply'})")
+    if broker_offset_delta is None:
+        not_measured["broker_offset_delta"] = OFFSETS_NOT_READ
+    return Counts(sent=sent, acked=acked, failed=sent - acked, consumed=consumer["received"], lost=lost,
+                  duplicated=consumer["duplicated"], malformed=consumer["malformed"],
+                  broker_offset_delta=broker_offset_delta, not_measured=not_measured)
 
 
 def cell_name(row: Mapping[str, Any]) -> str:
@@ -161,44 +173,32 @@ def tried_rows(rows: Sequence[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
     return [row for row in rows if not row.get("not_sent")]
 
 
-def total_counts(rows: Sequence[Mapping[str, Any]]) -> tuple[dict[str, int | None], list[str]]:
-    """(the sweep's counts, warnings): each the sum over tried cells, null when a cell's is
-    (the warning names the cell and why); broker_offset_delta sums the cells' broker_messages."""
-    tried = tried_rows(rows)
-    totals: dict[str, int | None] = {}
-    warnings = []
-    for key in COUNT_KEYS:
-        values = [row["counts"][key] for row in tried]
-        totals[key] = sum(values) if None not in values else None
-    for row in tried:
-        if row.get("counts_note"):
-            warnings.append(f"{cell_name(row)}: {row['counts_note']}")
-    # A cell that sent nothing (its processes did not start) has no topic to read.
-    unread = [cell_name(row) for row in tried if row["broker_messages"] is None and row["counts"]["sent"]]
-    delta = sum(row["broker_messages"] or 0 for row in tried)
-    totals["broker_offset_delta"] = None if unread else delta
-    if unread:
-        warnings.append(f"broker_offset_delta is null: the broker's offsets were not read for {', '.join(unread)}")
-    for row in tried:
-        acked = row["counts"]["acked"]
-        if row["broker_messages"] is not None and row["broker_messages"] != acked:
-            warnings.append(f"{cell_name(row)}: the broker's offsets grew by {row['broker_messages']:,} "
-                            f"but {acked:,} message(s) were acked")
-    return totals, warnings
+def failed_rows(rows: Sequence[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
+    """Cells that were tried and failed (cells known to be unsendable are not tried)."""
+    return [row for row in rows if row["error"] and not row.get("not_sent")]
 
 
-def sweep_status(rows: Sequence[Mapping[str, Any]]) -> tuple[str, str | None]:
-    """("complete" | "failed", failure): failed when a cell lost acked messages or failed."""
-    problems = []
-    losing = [row for row in tried_rows(rows) if row["counts"]["lost"]]
-    if losing:
-        lost = sum(row["counts"]["lost"] for row in losing)
-        problems.append(f"{lost:,} acked message(s) lost in {len(losing)} cell(s); first: {cell_name(losing[0])}: "
-                        f"{losing[0]['counts']['lost']:,} of {losing[0]['counts']['acked']:,}")
-    failed = [row for row in failed_rows(rows) if not row["counts"]["lost"]]
-    if failed:
-        problems.append(f"{len(failed)} of {len(rows)} cells failed; first: {cell_name(failed[0])}: {failed[0]['error']}")
-    return ("failed", "; ".join(problems)) if problems else ("complete", None)
+def row_counts(row: Mapping[str, Any]) -> Counts:
+    return Counts(**row["counts"], not_measured=row["counts_not_measured"])
+
+
+def sweep_counts(rows: Sequence[Mapping[str, Any]]) -> Counts:
+    """The sweep's counts: each the sum over the tried cells, not measured when a cell's is."""
+    return sum_counts({cell_name(row): row_counts(row) for row in tried_rows(rows)})
+
+
+def sweep_verdict(rows: Sequence[Mapping[str, Any]], counts: Counts, interrupted: bool) -> Verdict:
+    """Status, failure and exit code by the core's one rule. A cell that failed deliveries or lost
+    acked messages shows in the counts (its error is the first error); one that failed otherwise
+    (a consume error, a message that differs, a worker that would not start) fails the sweep."""
+    failed = failed_rows(rows)
+    in_counts = [row for row in failed if row["counts"]["failed"] or row["counts"]["lost"]]
+    other = [row for row in failed if row not in in_counts]
+    failure = (f"{len(other)} of {len(rows)} cells failed; first: {cell_name(other[0])}: {other[0]['error']}"
+               if other else None)
+    first_error = f"{cell_name(in_counts[0])}: {in_counts[0]['error']}" if in_counts else None
+    return run_verdict(interrupted=interrupted, failure=failure, failed=counts.failed or 0, lost=counts.lost,
+                       first_error=first_error)
 
 
 def format_row(row: Mapping[str, Any]) -> str:
@@ -223,60 +223,51 @@ def format_row(row: Mapping[str, Any]) -> str:
     )
 
 
-def failed_rows(rows: Sequence[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
-    """Cells that were tried and failed (cells known to be unsendable are not tried)."""
-    return [row for row in rows if row["error"] and not row.get("not_sent")]
-
-
-def sweep_result(options: SweepOptions, run_id: str, rows: Sequence[Mapping[str, Any]], bare: Mapping[str, Any] | None,
-                 broker: BrokerInUse, topic_settings: Mapping[str, str] | None, started_at: float, status: str,
-                 failure: str | None, extra_warnings: Sequence[str] = ()) -> dict[str, Any]:
-    """The result.json document of a sweep (kind "large-message", schema v1)."""
-    ended_at = time.time()
-    counts, warnings = total_counts(rows)
-    warnings += list(extra_warnings)
+def sweep_warnings(payload: str, rows: Sequence[Mapping[str, Any]], bare: Mapping[str, Any] | None) -> list[str]:
+    """What a reader of the sweep must know beyond its counts (their own warnings come with them)."""
+    warnings = []
+    for row in tried_rows(rows):
+        acked, grew = row["counts"]["acked"], row["counts"]["broker_offset_delta"]
+        if grew is not None and grew != acked:
+            warnings.append(f"{cell_name(row)}: the broker's offsets grew by {grew:,} but {acked:,} message(s) were acked")
     skipped = sorted({row["size_label"] for row in rows if row["compression_skipped"]})
     if skipped:
-        warnings.append(
-            f"compression skipped by librdkafka (compressed batch not smaller) for: {', '.join(skipped)}; "
-            f"payload '{options.payload}' does not compress"
-        )
+        warnings.append(f"compression skipped by librdkafka (compressed batch not smaller) for: {', '.join(skipped)}; "
+                        f"payload '{payload}' does not compress")
     not_sent = [cell_name(row) for row in rows if row.get("not_sent")]
     if not_sent:
         warnings.append(f"not sent (librdkafka cannot deliver an uncompressed batch above "
                         f"{PRODUCE_RECORD_SET_MAX_BYTES:,} bytes): {', '.join(not_sent)}")
     for finding in memory_findings(rows):
         if not finding["met"]:
-            warnings.append(
-                f"{finding['client']} peak RSS {finding['ratio_to_payload']:g}x the payload for "
-                f"{size_label(finding['size_bytes'])} {finding['compression']} (target <= {PEAK_RSS_TARGET_RATIO}x)"
-            )
+            warnings.append(f"{finding['client']} peak RSS {finding['ratio_to_payload']:g}x the payload for "
+                            f"{size_label(finding['size_bytes'])} {finding['compression']} "
+                            f"(target <= {PEAK_RSS_TARGET_RATIO}x)")
     if bare and bare.get("ratio") and not bare["met"]:
         warnings.append(f"harness end-to-end {bare['ratio']:g}x the bare script's (target <= "
                         f"{BARE_END_TO_END_TARGET_RATIO}x)")
-    environment = environment_metadata()
-    environment["producer_and_tracker_same_host"] = True
-    return {
-        "kind": "large-message",
-        "run_id": run_id,
-        "scenario": options.to_dict(),
-        "fingerprint": options.fingerprint(),
-        "environment": environment,
-        "broker": {"bootstrap_servers": broker.bootstrap_servers, "version": broker.version,
-                   "embedded": broker.embedded is not None, "settings": dict(broker.settings),
-                   "topic_settings": dict(topic_settings) if topic_settings else {}},
-        "started_at": utc_iso(started_at), "ended_at": utc_iso(ended_at),
-        "duration_s": round(ended_at - started_at, 3), "warmup_s": 0,
-        "status": status, "failure": failure,
-        # Sums over the tried cells (each cell's own counts are in its row); see docs/result-format.md.
-        "counts": counts,
-        "latency_us": {}, "series": {}, "events": [], "warnings": warnings,
-        "large_message": {
+    return warnings
+
+
+def sweep_result(options: SweepOptions, run_id: str, rows: Sequence[Mapping[str, Any]], bare: Mapping[str, Any] | None,
+                 broker: BrokerInUse, topic_settings: Mapping[str, str] | None, started_at: float, interrupted: bool,
+                 extra_warnings: Sequence[str] = ()) -> RunResult:
+    """The sweep as the core's result (kind "large-message"): no latency histograms or series,
+    the figures are per cell in the `large_message` section."""
+    ended_at = time.time()
+    counts = sweep_counts(rows)
+    return RunResult(
+        kind="large-message", run_id=run_id, scenario=options.to_dict(), fingerprint=options.fingerprint(),
+        broker=broker_section(broker, topic_settings), started_at=started_at, ended_at=ended_at,
+        duration_s=ended_at - started_at, warmup_s=0, verdict=sweep_verdict(rows, counts, interrupted), counts=counts,
+        # Per cell: lost = acked - distinct offsets its consumer received.
+        audit=OFFSETS, latency_us={}, series={},
+        warnings=[*sweep_warnings(options.payload, rows, bare), *extra_warnings],
+        sections={"large_message": {
             "rows": list(rows),
-            "not_sent": not_sent,
+            "not_sent": [cell_name(row) for row in rows if row.get("not_sent")],
             "client_max_value_bytes": MAX_VALUE_BYTES,
             "wire_bytes_source": WIRE_BYTES_SOURCE,
             "memory": memory_findings(rows),
             "bare_comparison": bare,
-        },
-    }
+        }})

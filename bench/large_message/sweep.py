@@ -36,7 +36,7 @@ from bench.large_message.plan import (
 )
 from bench.large_message.process import WORKER_GRACE_S, WORKER_START_TIMEOUT_S, CellFailed, WorkerProcess
 from bench.large_message.progress import SweepProgress
-from bench.large_message.result import bare_comparison, cell_counts, cell_row
+from bench.large_message.result import NOTHING_RECEIVED, bare_comparison, cell_counts, cell_row, not_sent_row
 from streamstore.admin import (
     broker_configs,
     delete_records,
@@ -169,7 +169,7 @@ class LargeMessageSweep:
                 reps = self.options.reps_for(size)
                 unsendable = known_unsendable(size, compression, self.options.payload)
                 if unsendable:
-                    self._add({**cell_row(size, compression, [], [], [], None, None, None, unsendable), "not_sent": True})
+                    self._add(not_sent_row(size, compression, unsendable))
                     continue
                 try:
                     if producer is None or producer.process.poll() is not None:
@@ -177,9 +177,9 @@ class LargeMessageSweep:
                     if consumer is None or consumer.process.poll() is not None:
                         consumer = self._start_worker("consumer", ["--group", f"bench-large-message-{self.run_id[:8]}"])
                 except CellFailed as failure:
-                    # Nothing was sent: every count is a measured zero.
-                    counts, _ = cell_counts(0, 0, {"received": 0, "distinct": 0, "malformed": 0, "duplicated": 0}, None)
-                    row = cell_row(size, compression, [], [], [], None, None, None, str(failure), None, counts=counts)
+                    # Nothing was sent and no topic created: every count is a measured zero.
+                    counts = cell_counts(0, 0, NOTHING_RECEIVED, None, broker_offset_delta=0)
+                    row = cell_row(size, compression, [], [], [], None, None, None, str(failure), counts)
                     broken = True
                 else:
                     cell = CellRun(size, compression, reps, self.options.level, payload, producer, consumer, self.topics,
