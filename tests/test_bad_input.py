@@ -136,7 +136,7 @@ def test_a_topic_whose_limit_cannot_carry_the_size_fails_the_run_honestly(kafka_
     ('{"schema_version": 1, "kind": "run", "scen', "is corrupt: not valid JSON"),
     ('{"hello": "world"}', "is not a StreamStore Bench result file (no schema_version)"),
     ("[1, 2, 3]", "is not a StreamStore Bench result file (no schema_version)"),
-    ('{"schema_version": 99, "kind": "run"}', "has schema_version 99; this harness reads version 1"),
+    ('{"schema_version": 99, "kind": "run"}', "has schema_version 99; this harness reads version 1, 2"),
     ('{"schema_version": 1, "kind": "benchmark"}', "has unknown result kind 'benchmark'"),
 ])
 @pytest.mark.parametrize("command", ["compare", "regress", "report"])

@@ -11,6 +11,7 @@ import pytest
 
 from bench.analysis import compare
 from bench.analysis.stats import derive_warnings, mann_whitney_u, measured_indices, series_samples
+from bench.analysis.thresholds import parse_check
 from bench.output.results import load_result
 from streamstore.errors import UsageError
 
@@ -22,7 +23,7 @@ def fixture(name: str) -> dict:
 
 
 def outcomes(baseline: str, candidate: str, checks=compare.DEFAULT_CHECKS) -> dict[str, str]:
-    verdicts = compare.regress(fixture(baseline), fixture(candidate), [compare.parse_check(c) for c in checks])
+    verdicts = compare.regress(fixture(baseline), fixture(candidate), [parse_check(c) for c in checks])
     return {v.check.metric.name: v.outcome for v in verdicts}
 
 
@@ -67,27 +68,6 @@ def test_measured_window_excludes_warmup_last_sending_second_and_drain():
 
 # --- checks --------------------------------------------------------------------------------------
 
-def test_parse_check_forms():
-    check = compare.parse_check("service_time_p99:+25%")
-    assert (check.metric.name, check.threshold, check.floor) == ("service_time_p99", 0.25, compare.LATENCY_FLOOR_US)
-    assert compare.parse_check("service_time_p99:25%:2ms").floor == 2_000
-    assert compare.parse_check("end_to_end_max:+100%:500us").floor == 500
-    assert compare.parse_check("throughput:-10%").threshold == pytest.approx(0.10)
-    assert compare.parse_check("lag_max:+50%:1000").floor == 1000
-
-
-@pytest.mark.parametrize("text, message", [
-    ("service_time_p99", "expected METRIC:\\+PERCENT%"),
-    ("latency:+10%", "unknown metric 'latency'"),
-    ("throughput:+10%", "throughput gets worse when it goes down; write throughput:-10%"),
-    ("service_time_p99:-10%", "gets worse when it goes up"),
-    ("throughput:-10%:5ms", "floor must be a number in msg/s"),
-])
-def test_parse_check_refuses_bad_text(text, message):
-    with pytest.raises(UsageError, match=message):
-        compare.parse_check(text)
-
-
 # --- golden verdicts on fixture files ------------------------------------------------------------
 
 GOLDEN = {
@@ -114,7 +94,7 @@ def test_same_run_is_no_regression():
 
 
 def test_beyond_threshold_but_not_significant_says_so():
-    verdicts = compare.regress(fixture("baseline"), fixture("one-spike"), [compare.parse_check("service_time_p99:+50%")])
+    verdicts = compare.regress(fixture("baseline"), fixture("one-spike"), [parse_check("service_time_p99:+50%")])
     (verdict,) = verdicts
     assert verdict.change > 3, "the cumulative p99 moved by more than 300 %"
     assert verdict.p_value > 0.05
@@ -123,7 +103,7 @@ def test_beyond_threshold_but_not_significant_says_so():
 
 
 def test_regression_reason_shows_values_change_and_p_value():
-    (verdict,) = compare.regress(fixture("baseline"), fixture("latency-2x"), [compare.parse_check("service_time_p50:+50%")])
+    (verdict,) = compare.regress(fixture("baseline"), fixture("latency-2x"), [parse_check("service_time_p50:+50%")])
     assert verdict.is_regression
     assert verdict.p_value < 1e-6
     assert verdict.reason.startswith("REGRESSION: 2.01 ms -> 3.99 ms (+98.9%)")
@@ -131,29 +111,30 @@ def test_regression_reason_shows_values_change_and_p_value():
 
 
 def test_every_violation_is_listed():
-    checks = [compare.parse_check(c) for c in ("throughput:-20%", "service_time_p50:+50%", "end_to_end_p99:+50%")]
+    checks = [parse_check(c) for c in ("throughput:-20%", "service_time_p50:+50%", "end_to_end_p99:+50%")]
     verdicts = compare.regress(fixture("baseline"), fixture("slow-and-starved"), checks)
     assert [v.check.metric.name for v in verdicts if v.is_regression] == ["throughput", "service_time_p50", "end_to_end_p99"]
 
 
 def test_change_below_absolute_floor_is_not_a_regression():
     # 2x the latency, significant, but the absolute change (~2 ms) is under a 5 ms floor.
-    (verdict,) = compare.regress(fixture("baseline"), fixture("latency-2x"), [compare.parse_check("service_time_p50:+50%:5ms")])
+    (verdict,) = compare.regress(fixture("baseline"), fixture("latency-2x"), [parse_check("service_time_p50:+50%:5ms")])
     assert verdict.outcome == compare.BELOW_FLOOR
     assert "under the 5 ms floor" in verdict.reason
 
 
 def test_improvement_is_reported_as_such():
-    (verdict,) = compare.regress(fixture("latency-2x"), fixture("baseline"), [compare.parse_check("service_time_p50:+20%")])
+    (verdict,) = compare.regress(fixture("latency-2x"), fixture("baseline"), [parse_check("service_time_p50:+20%")])
     assert verdict.outcome == compare.IMPROVED
 
 
 def test_too_few_samples_is_inconclusive():
     short = fixture("rerun")
     short["series"] = {key: values[:10] for key, values in short["series"].items()}  # 4 measured seconds
-    (verdict,) = compare.regress(fixture("baseline"), short, [compare.parse_check("service_time_p99:+50%")])
+    (verdict,) = compare.regress(fixture("baseline"), short, [parse_check("service_time_p99:+50%")])
     assert verdict.outcome == compare.INCONCLUSIVE
-    assert "run longer" in verdict.reason
+    # The fixture warms up for 5 s: 8 measured seconds need 5 + 9 s.
+    assert "run for at least 14 s (warm-up + 9 s)" in verdict.reason
 
 
 def test_missing_metric_is_reported_when_asked_and_dropped_from_defaults():
@@ -162,7 +143,7 @@ def test_missing_metric_is_reported_when_asked_and_dropped_from_defaults():
     for result in (no_response, baseline):
         del result["latency_us"]["response_time"]
         del result["series"]["response_time_p99_us"]
-    check = [compare.parse_check("response_time_p99:+50%")]
+    check = [parse_check("response_time_p99:+50%")]
     assert compare.regress(baseline, no_response, check)[0].outcome == compare.MISSING
     assert compare.regress(baseline, no_response, check, explicit=False) == []
 
@@ -171,7 +152,7 @@ def test_missing_metric_is_reported_when_asked_and_dropped_from_defaults():
 
 def test_not_comparable_lists_the_differing_fingerprint_fields():
     with pytest.raises(UsageError, match=r"not comparable: scenarios differ in message_size: 200 vs 1000$"):
-        compare.regress(fixture("baseline"), fixture("other-size"), [compare.parse_check("throughput:-10%")])
+        compare.regress(fixture("baseline"), fixture("other-size"), [parse_check("throughput:-10%")])
 
 
 def test_fields_outside_the_fingerprint_do_not_make_runs_incomparable():
@@ -211,3 +192,18 @@ def test_derived_warnings():
     failed = {**fixture("baseline"), "status": "failed", "failure": "broker unreachable",
               "counts": {"lost": 3, "duplicated": 0}}
     assert derive_warnings(failed) == ["run failed: broker unreachable", "3 orders acked but never consumed"]
+
+
+def test_another_machine_kind_or_broker_is_not_comparable_unless_allowed():
+    baseline, candidate = fixture("baseline"), fixture("rerun")
+    # The host name and the harness commit may differ: CI machines of one kind, commits under test.
+    candidate["environment"] = {**candidate["environment"], "host": "elsewhere", "harness_commit": "other"}
+    assert compare.differing_environment(baseline, candidate) == []
+    candidate["environment"]["cpu_model"] = "Other CPU"
+    candidate["broker"] = {**(candidate.get("broker") or {}), "version": "9.9.9"}
+    reasons = compare.differing_environment(baseline, candidate)
+    assert any(r.startswith("environment cpu_model:") for r in reasons) and any(r.startswith("broker version:") for r in reasons)
+    with pytest.raises(UsageError, match="not comparable: measured in different environments"):
+        compare.regress(baseline, candidate, [parse_check("throughput:-20%")])
+    (verdict,) = compare.regress(baseline, candidate, [parse_check("throughput:-20%")], any_environment=True)
+    assert verdict.outcome == "ok"

@@ -103,7 +103,7 @@ def test_preflight_names_every_blocking_setting_and_what_it_needs():
 def test_row_reports_skipped_compression_and_ratio():
     row = cell_row(1_000_000, "gzip", [10.0, 30.0, 20.0], [15.0, 40.0, 25.0], [1_000_070], 1_000_070,
                    50_000_000, 40_000_000, None)
-    assert row["produce_latency_ms"] == {"p50": 20.0, "max": 30.0}
+    assert row["service_time_ms"] == {"p50": 20.0, "max": 30.0}
     assert row["throughput_mb_s"] == 40.0  # 1 MB in a 25 ms end-to-end p50
     assert row["compression_skipped"] is True and row["compression_ratio"] < 1
     compressed = cell_row(1_000_000, "gzip", [1.0], [2.0], [1_200], None, None, None, None)
@@ -314,7 +314,7 @@ def test_quick_sweep_end_to_end(kafka_bootstrap, tmp_path, capsys):
         row = cells[(100_000_000, compression)]
         # error None means the consumer got the message with the producer's size and crc32.
         assert row["error"] is None and row["reps"] >= 1
-        assert row["end_to_end_ms"]["p50"] > 0 and row["produce_latency_ms"]["p50"] > 0
+        assert row["end_to_end_ms"]["p50"] > 0 and row["service_time_ms"]["p50"] > 0
         assert row["producer_peak_rss_bytes"] > 100_000_000 and row["consumer_peak_rss_bytes"] > 100_000_000
     assert cells[(100_000_000, "none")]["wire_bytes"] > 100_000_000
     # Count truth: each cell's topic offsets (read from the broker before it was deleted) grew

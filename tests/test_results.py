@@ -7,6 +7,7 @@ import json
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 from hdrh.log import HistogramLogReader
@@ -162,7 +163,7 @@ def test_load_result_missing(tmp_path):
 def test_interval_log_read_back_by_hdrh_reader(tmp_path):
     start = 1_700_000_000.25
     seconds = [_histogram([100, 200]), None, _histogram([1_000, 2_000, 3_000]).encode().decode()]
-    path = results.write_interval_log(tmp_path / "delivery.hlog", seconds, start)
+    path = results.write_interval_log(tmp_path / "service_time.hlog", seconds, start)
     reader = HistogramLogReader(str(path), results.new_latency_histogram())
     first = reader.get_next_interval_histogram()
     third = reader.get_next_interval_histogram()
@@ -186,3 +187,16 @@ def test_environment_metadata_fields():
                           cwd=os.path.dirname(results.__file__)).stdout.strip()
     assert environment["harness_commit"] is None or environment["harness_commit"].startswith(head)
     json.dumps(environment)
+
+
+def test_version_1_files_are_read_in_version_2_names():
+    """The committed large-message fixture was written as version 1 (produce_latency_ms, the row's
+    broker_messages, counts_note); readers see today's names and the same values."""
+    path = Path(__file__).parent / "fixtures" / "large-message" / "result.json"
+    assert json.loads(path.read_text())["schema_version"] == 1
+    original_rows = json.loads(path.read_text())["large_message"]["rows"]
+    document = results.load_result(path)
+    assert document["schema_version"] == results.SCHEMA_VERSION == 2
+    for original, row in zip(original_rows, document["large_message"]["rows"], strict=True):
+        assert "produce_latency_ms" not in row and row["service_time_ms"] == original["produce_latency_ms"]
+        assert "counts_note" not in row and isinstance(row["counts_not_measured"], dict)

@@ -78,8 +78,8 @@ def test_fixed_rate_run_counts_histograms_and_interval_logs_agree(kafka_bootstra
     for summary in latency.values():
         assert decode_histogram(summary["histogram"]).get_total_count() == summary["count"]
         assert summary["p50"] <= summary["p99"] <= summary["p99_9"] <= summary["max"]
-    assert _hlog_total(folder / "delivery.hlog") == latency["service_time"]["count"]
-    assert _hlog_total(folder / "e2e.hlog") == latency["end_to_end"]["count"]
+    assert _hlog_total(folder / "service_time.hlog") == latency["service_time"]["count"]
+    assert _hlog_total(folder / "end_to_end.hlog") == latency["end_to_end"]["count"]
     series = document["series"]
     assert sum(series["sent"]) == counts["sent"] and sum(series["consumed"]) == counts["consumed"]
     assert len(series["t_s"]) == len(series["lag_messages"]) >= scenario.duration_s
@@ -92,7 +92,7 @@ def test_warmup_seconds_are_in_the_series_but_not_the_summary(kafka_bootstrap, u
     code, folder, result = _run(_scenario(unique_topic, duration_s=3, warmup_s=1), kafka_bootstrap, tmp_path)
     assert code == 0, result["failure"]
     assert result["latency_us"]["service_time"]["count"] < result["counts"]["acked"]
-    assert _hlog_total(folder / "delivery.hlog") == result["counts"]["acked"]
+    assert _hlog_total(folder / "service_time.hlog") == result["counts"]["acked"]
 
 
 def _pause_child(name: str, after_s: float, pause_s: float, paused: list) -> threading.Thread:

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from bench.analysis.stats import mann_whitney_u, relative_change, series_samples
+from bench.analysis.thresholds import METRICS, Check
 from bench.core.scenario import Scenario
 from bench.output.results import LATENCY_LABELS, format_value
 from streamstore.errors import UsageError
@@ -28,114 +29,6 @@ MIN_SAMPLES = 8
 
 # Latencies compared (send delay is the generator's lateness, a warning, not a service level).
 LATENCY_KINDS = {kind: LATENCY_LABELS[kind][0] for kind in ("service_time", "response_time", "end_to_end")}
-LATENCY_FLOOR_US = 1_000
-
-
-@dataclass(frozen=True)
-class Metric:
-    name: str
-    label: str
-    unit: str
-    worse_when: str  # "higher" or "lower"
-    series_key: str  # the per-second series the significance test uses
-    floor: float  # smallest absolute change (in `unit`) that can be a regression
-    summary: Callable[[Mapping[str, Any]], float | None]
-
-
-def _latency_summary(kind: str, statistic: str) -> Callable[[Mapping[str, Any]], float | None]:
-    def read(result: Mapping[str, Any]) -> float | None:
-        return ((result.get("latency_us") or {}).get(kind) or {}).get(statistic)
-
-    return read
-
-
-def _mean_of_series(key: str) -> Callable[[Mapping[str, Any]], float | None]:
-    def read(result: Mapping[str, Any]) -> float | None:
-        samples = series_samples(result, key)
-        return sum(samples) / len(samples) if samples else None
-
-    return read
-
-
-def _max_of_series(key: str) -> Callable[[Mapping[str, Any]], float | None]:
-    def read(result: Mapping[str, Any]) -> float | None:
-        samples = series_samples(result, key)
-        return max(samples) if samples else None
-
-    return read
-
-
-def _build_metrics() -> dict[str, Metric]:
-    metrics = [
-        Metric("throughput", "throughput (acked)", "msg/s", "lower", "acked", 0.0, _mean_of_series("acked")),
-        Metric("consumed_throughput", "throughput (consumed)", "msg/s", "lower", "consumed", 0.0,
-               _mean_of_series("consumed")),
-        Metric("lag_max", "consumer lag max", "messages", "higher", "lag_messages", 100.0,
-               _max_of_series("lag_messages")),
-        Metric("lag_time_max", "consumer time lag max", "ms", "higher", "lag_time_ms", 100.0,
-               _max_of_series("lag_time_ms")),
-    ]
-    # Latency metrics that have a per-second series (docs/result-format.md "series").
-    for kind, statistic, series_statistic in (
-        ("service_time", "p50", "p50"), ("service_time", "p99", "p99"), ("service_time", "max", "max"),
-        ("response_time", "p99", "p99"),
-        ("end_to_end", "p50", "p50"), ("end_to_end", "p99", "p99"), ("end_to_end", "max", "max"),
-    ):
-        metrics.append(Metric(
-            f"{kind}_{statistic}", f"{LATENCY_KINDS[kind]} {statistic}", "µs", "higher",
-            f"{kind}_{series_statistic}_us", LATENCY_FLOOR_US, _latency_summary(kind, statistic),
-        ))
-    return {metric.name: metric for metric in metrics}
-
-
-METRICS = _build_metrics()
-
-
-# ---------------------------------------------------------------------------------------------
-# Checks: METRIC:+10%[:FLOOR]
-
-
-@dataclass(frozen=True)
-class Check:
-    metric: Metric
-    threshold: float  # fraction, always positive: how much worse is tolerated
-    floor: float
-
-    def describe(self) -> str:
-        sign = "+" if self.metric.worse_when == "higher" else "-"
-        return f"{self.metric.name}:{sign}{self.threshold:.0%}"
-
-
-_CHECK = re.compile(r"^(?P<metric>[a-z_0-9]+):(?P<sign>[+-]?)(?P<percent>\d+(?:\.\d+)?)%(?::(?P<floor>[^:]+))?$")
-_FLOOR = re.compile(r"^(?P<number>\d+(?:\.\d+)?)\s*(?P<unit>us|µs|ms|s)?$")
-_LATENCY_UNIT_US = {None: 1, "us": 1, "µs": 1, "ms": 1_000, "s": 1_000_000}
-
-
-def parse_check(text: str) -> Check:
-    """`service_time_p99:+25%`, `throughput:-10%`, optionally `:FLOOR` (`2ms`, `500us`, `50`)."""
-    match = _CHECK.match(text.strip())
-    if not match:
-        raise UsageError(f"bad --check {text!r}: expected METRIC:+PERCENT% (e.g. service_time_p99:+25%)")
-    name = match["metric"]
-    if name not in METRICS:
-        raise UsageError(f"bad --check {text!r}: unknown metric {name!r} (known: {', '.join(sorted(METRICS))})")
-    metric = METRICS[name]
-    bad_sign = "+" if metric.worse_when == "higher" else "-"
-    if match["sign"] and match["sign"] != bad_sign:
-        word = "up" if metric.worse_when == "higher" else "down"
-        raise UsageError(
-            f"bad --check {text!r}: {name} gets worse when it goes {word}; write {name}:{bad_sign}{match['percent']}%"
-        )
-    floor = metric.floor
-    if match["floor"]:
-        floor_match = _FLOOR.match(match["floor"].strip())
-        if not floor_match or (floor_match["unit"] and metric.unit != "µs"):
-            raise UsageError(f"bad --check {text!r}: floor must be a number in {metric.unit}"
-                             + (" or with us/ms/s" if metric.unit == "µs" else ""))
-        floor = float(floor_match["number"]) * (_LATENCY_UNIT_US[floor_match["unit"]] if metric.unit == "µs" else 1)
-    return Check(metric, float(match["percent"]) / 100, floor)
-
-
 # Wide enough for a noisy shared 2-core machine (tail latency there moves by tens of percent
 # between identical runs), tight enough that a 2x latency or a halved throughput fails.
 DEFAULT_CHECKS = ("throughput:-20%", "service_time_p50:+50%", "service_time_p99:+50%",
@@ -164,6 +57,40 @@ def _changes_fingerprint(scenario: Mapping[str, Any], key: str, other_value: Any
         return Scenario.from_mapping(changed).fingerprint() != before
     except (UsageError, TypeError, ValueError):
         return True
+
+
+# What makes two measurements' environments comparable: the machine kind, the client library and
+# the broker. Not the host name (CI machines of one kind have many) and not the harness commit
+# (a regression gate compares commits on purpose).
+ENVIRONMENT_KEYS = ("cpu_model", "cpu_count", "confluent_kafka", "librdkafka")
+BROKER_KEYS = ("version", "embedded")
+
+
+def differing_environment(first: Mapping[str, Any], second: Mapping[str, Any]) -> list[str]:
+    """Why two results were measured in environments too different to compare (empty if not).
+
+    A fact one of the two did not record (None, or an older result without it) is not a difference.
+    """
+    reasons = []
+    for section, keys in (("environment", ENVIRONMENT_KEYS), ("broker", BROKER_KEYS)):
+        a, b = first.get(section) or {}, second.get(section) or {}
+        for key in keys:
+            if a.get(key) is not None and b.get(key) is not None and a[key] != b[key]:
+                reasons.append(f"{section} {key}: {a[key]!r} vs {b[key]!r}")
+    settings_a, settings_b = (first.get("broker") or {}).get("settings") or {}, (second.get("broker") or {}).get("settings") or {}
+    for key in sorted(set(settings_a) & set(settings_b)):
+        if settings_a[key] != settings_b[key]:
+            reasons.append(f"broker setting {key}: {settings_a[key]!r} vs {settings_b[key]!r}")
+    return reasons
+
+
+def environment_slug(result: Mapping[str, Any]) -> str:
+    """A file-name-safe name of the environment a result was measured in (its machine kind and
+    broker), e.g. `intel-r-xeon-r-processor-2cpu-kafka-3.8.1`: baselines of one scenario for
+    several environments sit side by side as `<scenario>.<slug>.json`."""
+    environment, broker = result.get("environment") or {}, result.get("broker") or {}
+    cpu = re.sub(r"[^a-z0-9]+", "-", str(environment.get("cpu_model") or "unknown-cpu").lower()).strip("-")
+    return f"{cpu}-{environment.get('cpu_count') or 'n'}cpu-kafka-{broker.get('version') or 'unknown'}"
 
 
 def differing_fields(first: Mapping[str, Any], second: Mapping[str, Any]) -> list[str]:
@@ -202,6 +129,10 @@ def _max_lag(result: Mapping[str, Any], key: str) -> float | None:
     seconds = (result.get("series") or {}).get("t_s") or []
     after_warmup = [v for t, v in zip(seconds, values) if t > warmup_s and v is not None]
     return max(after_warmup) if after_warmup else None
+
+
+def _latency_summary(kind: str, statistic: str) -> Callable[[Mapping[str, Any]], float | None]:
+    return METRICS[f"{kind}_{statistic}"].summary
 
 
 def delta_rows(results: Sequence[Mapping[str, Any]]) -> list[DeltaRow]:
@@ -273,8 +204,12 @@ def verdict(check: Check, baseline: Mapping[str, Any], candidate: Mapping[str, A
         side = "baseline" if base_value is None else "candidate"
         return make(MISSING, f"no {metric.label} in the {side}")
     if min(counts) < MIN_SAMPLES:
+        # The measured seconds are those after warm-up, without the last (partial) sending second.
+        shorter = baseline if counts[0] < counts[1] else candidate
+        needed_s = (shorter.get("warmup_s") or 0) + MIN_SAMPLES + 1
         return make(INCONCLUSIVE, f"only {min(counts)} per-second samples of {metric.series_key} "
-                                  f"(need {MIN_SAMPLES} per run): run longer")
+                                  f"(need {MIN_SAMPLES} per run): run for at least {needed_s:g} s "
+                                  f"(warm-up + {MIN_SAMPLES + 1} s)")
 
     worse_sign = 1 if metric.worse_when == "higher" else -1
     change = relative_change(base_value, cand_value)
@@ -306,8 +241,10 @@ def regress(
     checks: Sequence[Check],
     alpha: float = DEFAULT_ALPHA,
     explicit: bool = True,
+    any_environment: bool = False,
 ) -> list[Verdict]:
-    """One verdict per check. Raises UsageError when the runs are not comparable.
+    """One verdict per check. Raises UsageError when the runs are not comparable: other
+    scenarios, or (unless `any_environment`) another machine kind, client library or broker.
 
     With `explicit` False (the default check set), checks of metrics neither run has
     (e.g. response time at rate 0) are dropped instead of reported missing.
@@ -317,6 +254,10 @@ def regress(
     differences = differing_fields(baseline, candidate)
     if differences:
         raise UsageError("not comparable: scenarios differ in " + "; ".join(differences))
+    environment = differing_environment(baseline, candidate)
+    if environment and not any_environment:
+        raise UsageError("not comparable: measured in different environments (" + "; ".join(environment)
+                         + "); take a baseline here with --update-baseline, or judge anyway with --any-environment")
     verdicts = [verdict(check, baseline, candidate, alpha) for check in checks]
     if not explicit:
         verdicts = [v for v in verdicts if not (v.outcome == MISSING and v.baseline is None and v.candidate is None)]

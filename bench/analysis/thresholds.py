@@ -1,89 +1,234 @@
-"""Absolute thresholds on a result (`locust --check`): pure, no Locust import, so any
-command can check a result file against them."""
+"""The one threshold syntax, shared by `locust --check` and `bench regress --check`: pure, no
+Locust import, no I/O and no printing.
+
+Two forms over one set of metric names (`METRICS`):
+
+  METRIC<LIMIT     an absolute limit on one result: `service_time_p99<50ms`, `lost<=0`,
+                   `throughput>=1000` (operators < <= > >=; latencies need a unit us/ms/s)
+  METRIC:+N%       a relative check of a candidate against a baseline (bench regress only):
+                   `service_time_p99:+25%`, `throughput:-10%`, optionally `:FLOOR` (`:2ms`)
+
+Latency metrics are `<kind>_<statistic>`: kind service_time, response_time, send_delay or
+end_to_end (the `latency_us` keys of result.json), statistic p50 p90 p99 p99_9 p99_99 max mean.
+The spellings of earlier versions (`p99_delivery_ms<50`, `delivered_per_s>=1000`) still parse;
+the parsed object then carries the new spelling for the caller to print as a deprecation line.
+"""
 
 from __future__ import annotations
 
 import operator
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from bench.analysis.stats import series_samples
+from bench.output.results import LATENCY_LABELS, SUMMARY_PERCENTILES
 from streamstore.errors import UsageError
+
+LATENCY_STATISTICS = (*SUMMARY_PERCENTILES, "max", "mean")
+# Smallest latency change that can be a regression: sub-millisecond noise never fails a build.
+LATENCY_FLOOR_US = 1_000
 
 
 @dataclass(frozen=True)
-class Threshold:
+class Metric:
+    name: str
+    label: str
+    unit: str  # "µs" for latencies
+    worse_when: str  # "higher" or "lower"
+    summary: Callable[[Mapping[str, Any]], float | None]
+    series_key: str | None = None  # the per-second series a significance test uses (relative checks need one)
+    floor: float = 0.0  # smallest absolute change (in `unit`) that can be a regression
+
+
+def _latency_summary(kind: str, statistic: str) -> Callable[[Mapping[str, Any]], float | None]:
+    def read(result: Mapping[str, Any]) -> float | None:
+        return ((result.get("latency_us") or {}).get(kind) or {}).get(statistic)
+
+    return read
+
+
+def _mean_of_series(key: str) -> Callable[[Mapping[str, Any]], float | None]:
+    def read(result: Mapping[str, Any]) -> float | None:
+        samples = series_samples(result, key)
+        return sum(samples) / len(samples) if samples else None
+
+    return read
+
+
+def _max_of_series(key: str) -> Callable[[Mapping[str, Any]], float | None]:
+    def read(result: Mapping[str, Any]) -> float | None:
+        samples = series_samples(result, key)
+        return max(samples) if samples else None
+
+    return read
+
+
+def _count(name: str) -> Callable[[Mapping[str, Any]], float | None]:
+    def read(result: Mapping[str, Any]) -> float | None:
+        return (result.get("counts") or {}).get(name)
+
+    return read
+
+
+# Latency statistics that also have a per-second series (docs/result-format.md "series").
+_SERIES_STATISTICS = {("service_time", "p50"), ("service_time", "p99"), ("service_time", "max"), ("response_time", "p99"),
+                      ("end_to_end", "p50"), ("end_to_end", "p99"), ("end_to_end", "max")}
+
+
+def _build_metrics() -> dict[str, Metric]:
+    metrics = [
+        Metric("throughput", "throughput (acked)", "msg/s", "lower", _mean_of_series("acked"), "acked"),
+        Metric("consumed_throughput", "throughput (consumed)", "msg/s", "lower", _mean_of_series("consumed"), "consumed"),
+        Metric("lag_max", "consumer lag max", "messages", "higher", _max_of_series("lag_messages"), "lag_messages", 100.0),
+        Metric("lag_time_max", "consumer time lag max", "ms", "higher", _max_of_series("lag_time_ms"), "lag_time_ms", 100.0),
+    ]
+    metrics += [Metric(name, name, "messages", "higher", _count(name)) for name in ("failed", "lost", "duplicated")]
+    for kind, (label, _span) in LATENCY_LABELS.items():
+        for statistic in LATENCY_STATISTICS:
+            series = f"{kind}_{statistic}_us" if (kind, statistic) in _SERIES_STATISTICS else None
+            metrics.append(Metric(f"{kind}_{statistic}", f"{label} {statistic.replace('_', '.')}", "µs", "higher",
+                                  _latency_summary(kind, statistic), series, LATENCY_FLOOR_US))
+    return {metric.name: metric for metric in metrics}
+
+
+METRICS = _build_metrics()
+# The metrics a relative check can take: those with a per-second series.
+RELATIVE_METRICS = tuple(name for name, metric in METRICS.items() if metric.series_key)
+
+
+@dataclass(frozen=True)
+class Limit:
+    """An absolute limit: the result's value must satisfy `value <compare> limit`."""
+
     text: str
-    metric: str  # latency "service_time.p99" etc., or a count/throughput name
+    metric: Metric
     compare: str  # "<", "<=", ">", ">="
     limit: float  # in the metric's stored unit (µs for latencies)
+    new_spelling: str | None = None  # set when `text` used an old spelling
+
+    def describe(self) -> str:
+        return self.new_spelling or self.text
+
+
+@dataclass(frozen=True)
+class Check:
+    """A relative check: how much worse than the baseline a candidate may be."""
+
+    metric: Metric
+    threshold: float  # fraction, always positive
+    floor: float
+
+    def describe(self) -> str:
+        sign = "+" if self.metric.worse_when == "higher" else "-"
+        return f"{self.metric.name}:{sign}{self.threshold:.0%}"
 
 
 _COMPARISONS = {"<": operator.lt, "<=": operator.le, ">": operator.gt, ">=": operator.ge}
+_UNITS_US = {"us": 1, "µs": 1, "ms": 1_000, "s": 1_000_000}
+_LIMIT = re.compile(r"^(?P<metric>[a-z0-9_]+?)\s*(?P<compare><=|>=|<|>)\s*(?P<number>\d+(?:\.\d+)?)\s*(?P<unit>us|µs|ms|s)?$")
+_CHECK = re.compile(r"^(?P<metric>[a-z_0-9]+):(?P<sign>[+-]?)(?P<percent>\d+(?:\.\d+)?)%(?::(?P<floor>[^:]+))?$")
+_FLOOR = re.compile(r"^(?P<number>\d+(?:\.\d+)?)\s*(?P<unit>us|µs|ms|s)?$")
+# Old `locust --check` spellings: STAT_KIND_UNIT with the short kind names, and delivered_per_s.
+_OLD_KINDS = {"delivery": "service_time", "e2e": "end_to_end", "response": "response_time"}
+_OLD_LATENCY = re.compile(rf"^(?P<stat>{'|'.join(LATENCY_STATISTICS)})_(?P<kind>{'|'.join(_OLD_KINDS)})_(?P<unit>us|ms|s)$")
+_OLD_NAMES = {"delivered_per_s": "throughput"}
+EXAMPLES = "e.g. service_time_p99<50ms, lost<=0, throughput>=1000, or against a baseline service_time_p99:+25%"
 
 
-_LATENCY_STATS = ("p50", "p90", "p99", "p99_9", "p99_99", "max", "mean")
+def _unknown(text: str, name: str) -> UsageError:
+    return UsageError(f"--check {text!r}: unknown metric {name!r} (latencies are KIND_STAT with KIND in "
+                      f"{'/'.join(LATENCY_LABELS)} and STAT in {'/'.join(LATENCY_STATISTICS)}; others: "
+                      f"{', '.join(name for name, m in METRICS.items() if m.unit != 'µs')})")
 
 
-_LATENCY_METRICS = {"delivery": "service_time", "e2e": "end_to_end", "response": "response_time"}
+def _parse_limit(text: str, match: re.Match) -> Limit:
+    name, number, unit, new_spelling = match["metric"], float(match["number"]), match["unit"], None
+    old = _OLD_LATENCY.match(name)
+    if old and unit is None:
+        name, unit = f"{_OLD_KINDS[old['kind']]}_{old['stat']}", old["unit"]
+        new_spelling = f"{name}{match['compare']}{match['number']}{unit}"
+    elif name in _OLD_NAMES:
+        name = _OLD_NAMES[name]
+        new_spelling = f"{name}{match['compare']}{match['number']}{unit or ''}"
+    if name not in METRICS:
+        raise _unknown(text, name)
+    metric = METRICS[name]
+    if metric.unit == "µs":
+        if unit is None:
+            raise UsageError(f"--check {text!r}: a latency limit needs a unit: us, ms or s (e.g. {name}<50ms)")
+        number *= _UNITS_US[unit]
+    elif unit is not None:
+        raise UsageError(f"--check {text!r}: {name} is in {metric.unit}; write the number without a unit")
+    return Limit(text, metric, match["compare"], number, new_spelling)
 
 
-_LATENCY_UNITS_US = {"us": 1, "ms": 1_000, "s": 1_000_000}
+def _parse_relative(text: str, match: re.Match) -> Check:
+    name = match["metric"]
+    if name not in METRICS:
+        raise _unknown(text, name)
+    metric = METRICS[name]
+    if metric.series_key is None:
+        raise UsageError(f"--check {text!r}: {name} has no per-second series to compare "
+                         f"(relative checks take {', '.join(RELATIVE_METRICS)}); give it an absolute limit instead")
+    bad_sign = "+" if metric.worse_when == "higher" else "-"
+    if match["sign"] and match["sign"] != bad_sign:
+        word = "up" if metric.worse_when == "higher" else "down"
+        raise UsageError(f"--check {text!r}: {name} gets worse when it goes {word}; write {name}:{bad_sign}{match['percent']}%")
+    floor = metric.floor
+    if match["floor"]:
+        floor_match = _FLOOR.match(match["floor"].strip())
+        if not floor_match or (floor_match["unit"] and metric.unit != "µs"):
+            raise UsageError(f"--check {text!r}: floor must be a number in {metric.unit}"
+                             + (" or with us/ms/s" if metric.unit == "µs" else ""))
+        floor = float(floor_match["number"]) * (_UNITS_US[floor_match["unit"] or "us"] if metric.unit == "µs" else 1)
+    return Check(metric, float(match["percent"]) / 100, floor)
 
 
-_OTHER_METRICS = ("delivered_per_s", "failed", "lost", "duplicated")
+def parse_check(text: str) -> Limit | Check:
+    """One `--check` item in either form (see the module docstring)."""
+    item = text.strip()
+    relative = _CHECK.match(item)
+    if relative:
+        return _parse_relative(item, relative)
+    limit = _LIMIT.match(item)
+    if limit:
+        return _parse_limit(item, limit)
+    raise UsageError(f"--check {item!r}: expected METRIC<LIMIT or METRIC:+PERCENT% ({EXAMPLES})")
 
 
-_THRESHOLD = re.compile(r"^(?P<metric>[a-z0-9_]+?)\s*(?P<compare><=|>=|<|>)\s*(?P<limit>\d+(?:\.\d+)?)$")
+def parse_checks(texts: Sequence[str] | str | None) -> list[Limit | Check]:
+    """Every item of one or more `--check` values; each value may hold a comma-separated list."""
+    if isinstance(texts, str):
+        texts = [texts]
+    return [parse_check(item) for text in texts or () for item in text.split(",") if item.strip()]
 
 
-_LATENCY_NAME = re.compile(rf"^(?P<stat>{'|'.join(_LATENCY_STATS)})_(?P<kind>{'|'.join(_LATENCY_METRICS)})_(?P<unit>us|ms|s)$")
+def deprecation_lines(checks: Sequence[Limit | Check]) -> list[str]:
+    return [f"--check {c.text!r} is an old spelling; write {c.new_spelling!r}"
+            for c in checks if isinstance(c, Limit) and c.new_spelling]
 
 
-def parse_thresholds(text: str) -> list[Threshold]:
-    """`p99_delivery_ms<50,p99_9_e2e_ms<200,failed<=0,delivered_per_s>=1000`."""
-    thresholds = []
-    for item in filter(None, (part.strip() for part in (text or "").split(","))):
-        match = _THRESHOLD.match(item)
-        if not match:
-            raise UsageError(f"--check {item!r}: expected METRIC<LIMIT (e.g. p99_delivery_ms<50)")
-        latency = _LATENCY_NAME.match(match["metric"])
-        limit = float(match["limit"])
-        if latency:
-            metric = f"{_LATENCY_METRICS[latency['kind']]}.{latency['stat']}"
-            limit *= _LATENCY_UNITS_US[latency["unit"]]
-        elif match["metric"] in _OTHER_METRICS:
-            metric = match["metric"]
-        else:
-            raise UsageError(
-                f"--check {item!r}: unknown metric {match['metric']!r} (STAT_KIND_UNIT with STAT in "
-                f"{'/'.join(_LATENCY_STATS)}, KIND in {'/'.join(_LATENCY_METRICS)}, UNIT us/ms/s; "
-                f"or {', '.join(_OTHER_METRICS)})"
-            )
-        thresholds.append(Threshold(item, metric, match["compare"], limit))
-    return thresholds
+@dataclass(frozen=True)
+class LimitOutcome:
+    limit: Limit
+    value: float | None
+    met: bool
+
+    def describe(self) -> str:
+        if self.value is None:
+            return f"{self.limit.describe()}: no value measured"
+        unit = self.limit.metric.unit
+        shown = f"{self.value / 1000:g} ms" if unit == "µs" else f"{self.value:g} {unit}"
+        return f"{self.limit.describe()}: measured {shown}"
 
 
-def threshold_value(threshold: Threshold, result: Mapping[str, Any]) -> float | None:
-    if "." in threshold.metric:
-        kind, stat = threshold.metric.split(".")
-        return ((result.get("latency_us") or {}).get(kind) or {}).get(stat)
-    if threshold.metric == "delivered_per_s":
-        samples = series_samples(result, "acked")
-        return sum(samples) / len(samples) if samples else None
-    return (result.get("counts") or {}).get(threshold.metric)
-
-
-def failed_thresholds(thresholds: Sequence[Threshold], result: Mapping[str, Any]) -> list[str]:
-    """One line per threshold the result does not meet (a missing value does not meet it)."""
-    failures = []
-    for threshold in thresholds:
-        value = threshold_value(threshold, result)
-        if value is None:
-            failures.append(f"{threshold.text}: no value measured")
-        elif not _COMPARISONS[threshold.compare](value, threshold.limit):
-            shown = f"{value / 1000:g} ms" if "." in threshold.metric else f"{value:g}"
-            failures.append(f"{threshold.text}: measured {shown}")
-    return failures
+def evaluate_limits(limits: Sequence[Limit], result: Mapping[str, Any]) -> list[LimitOutcome]:
+    """One outcome per limit (a value that was not measured does not meet its limit)."""
+    outcomes = []
+    for limit in limits:
+        value = limit.metric.summary(result)
+        met = value is not None and _COMPARISONS[limit.compare](value, limit.limit)
+        outcomes.append(LimitOutcome(limit, value, met))
+    return outcomes

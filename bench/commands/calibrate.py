@@ -115,7 +115,7 @@ def _measure(which: str, scenario: Scenario, bootstrap_servers: str, args: argpa
     print(f"round {round_number}  bench run  {rate:>10,.0f} msg/s  ({result['counts']['acked']:,} acked "
           f"in {result['throughput']['elapsed_s']:.2f} s, consumed {result['counts']['consumed']:,}, "
           f"{result['audit']} audit: lost {result['counts']['lost']:,}, duplicated {result['counts']['duplicated']:,}; "
-          f"service p99 {result['latency_us']['service_time']['p99'] / 1000:.1f} ms, end-to-end sampled "
+          f"service time p99 {result['latency_us']['service_time']['p99'] / 1000:.1f} ms, end-to-end sampled "
           f"1/{end_to_end['sample_every']}; {folder})", flush=True)
     return rate
 

@@ -14,12 +14,13 @@ from bench.analysis.compare import (
     DEFAULT_ALPHA,
     DEFAULT_CHECKS,
     INCONCLUSIVE,
-    METRICS,
     MISSING,
     OK,
-    parse_check,
+    differing_environment,
+    environment_slug,
     regress,
 )
+from bench.analysis.thresholds import RELATIVE_METRICS, Check, Limit, deprecation_lines, evaluate_limits, parse_checks
 from bench.commands._options import add_broker_arguments, add_results_argument
 from bench.core.scenario import Scenario, parse_set_option
 from bench.output.report import regress_summary_blocks, to_markdown
@@ -47,9 +48,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     source = parser.add_mutually_exclusive_group(required=True)
     source.add_argument("--candidate", metavar="RUN", help="the run folder (or result .json) to judge")
     source.add_argument("--scenario", metavar="FILE", help="run this scenario now (like bench run) and judge that run")
-    parser.add_argument("--check", action="append", metavar="METRIC:+N%[:FLOOR]",
-                        help=f"a gate, repeatable (default: {' '.join(DEFAULT_CHECKS)}); "
-                             f"metrics: {', '.join(METRICS)}".replace("%", "%%"))
+    parser.add_argument("--check", action="append", metavar="CHECK",
+                        help=f"a gate, repeatable or comma-separated: METRIC:+N%%[:FLOOR] against the baseline "
+                             f"(metrics: {', '.join(RELATIVE_METRICS)}) or an absolute limit on the candidate, "
+                             f"e.g. service_time_p99<50ms or lost<=0 (the syntax of locust --check; docs/reports.md). "
+                             f"Default: {' '.join(DEFAULT_CHECKS)}".replace("%%", "%").replace("%", "%%"))
+    parser.add_argument("--any-environment", action="store_true",
+                        help="judge a candidate measured on another machine kind, client library or broker than "
+                             "the baseline (refused by default: such runs are not comparable)")
     parser.add_argument("--alpha", type=float, default=DEFAULT_ALPHA,
                         help="significance level of the Mann-Whitney U test (default %(default)s)")
     parser.add_argument("--summary", type=Path, metavar="FILE", help="also write the verdict as markdown (CI job summary)")
@@ -75,19 +81,31 @@ def _run_candidate(args: argparse.Namespace) -> tuple[int, str]:
 
 
 def _baseline_path(args: argparse.Namespace, candidate: dict[str, Any]) -> Path:
-    """Where the baseline is (or will be written): a path as given, else <baselines-dir>/<name>.json."""
-    if args.baseline is None:
-        return args.baselines_dir / f"{candidate['scenario']['name']}.json"
-    given = Path(args.baseline)
-    if given.exists() or given.suffix == ".json" or "/" in args.baseline:
-        return given
-    return args.baselines_dir / f"{args.baseline}.json"
+    """Where the baseline is (or will be written). A path is taken as given. A name (default: the
+    candidate's scenario name) means the baseline in --baselines-dir measured in the candidate's
+    environment: `<name>.json` or `<name>.<environment>.json`; when none matches, the path a
+    baseline for this environment would be stored at."""
+    if args.baseline is not None:
+        given = Path(args.baseline)
+        if given.exists() or given.suffix == ".json" or "/" in args.baseline:
+            return given
+    name = args.baseline or candidate["scenario"]["name"]
+    default = args.baselines_dir / f"{name}.json"
+    stored = [path for path in [default, *sorted(args.baselines_dir.glob(f"{name}.*.json"))] if path.is_file()]
+    for path in stored:
+        if not differing_environment(load_result(path), candidate):
+            return path
+    return args.baselines_dir / f"{name}.{environment_slug(candidate)}.json" if stored else default
 
 
 def run(args: argparse.Namespace) -> int:
     if not 0 < args.alpha < 1:
         raise UsageError(f"--alpha must be between 0 and 1, not {args.alpha}")
-    checks = [parse_check(text) for text in (args.check or DEFAULT_CHECKS)]
+    parsed = parse_checks(args.check or DEFAULT_CHECKS)
+    for line in deprecation_lines(parsed):
+        print(f"warning: {line}")
+    checks = [check for check in parsed if isinstance(check, Check)]
+    limits = [check for check in parsed if isinstance(check, Limit)]
     if args.overrides and not args.scenario:
         raise UsageError("--set needs --scenario (a finished run cannot be changed)")
     if args.scenario:
@@ -102,25 +120,35 @@ def run(args: argparse.Namespace) -> int:
 
     if not result_path(baseline_path).exists():
         if not args.update_baseline:
-            raise UsageError(f"no baseline at {baseline_path} (create it from a good run with --update-baseline)")
+            raise UsageError(f"no baseline at {baseline_path} for this environment ({environment_slug(candidate)}); "
+                             "create it from a good run here with --update-baseline")
         _store_baseline(baseline_path, candidate)
         print(f"no baseline yet: stored {args.candidate} as baseline {baseline_path}")
         return EXIT_OK
 
     baseline = load_result(baseline_path)
-    verdicts = regress(baseline, candidate, checks, alpha=args.alpha, explicit=args.check is not None)
+    environment = differing_environment(baseline, candidate)
+    if environment and args.any_environment:
+        print("warning: judging across environments (--any-environment): " + "; ".join(environment))
+    verdicts = regress(baseline, candidate, checks, alpha=args.alpha, explicit=args.check is not None,
+                       any_environment=args.any_environment)
     regressions = [v for v in verdicts if v.is_regression]
     undecided = [v for v in verdicts if v.outcome in (INCONCLUSIVE, MISSING)]
-    if regressions:
-        outcome = f"REGRESSION in {len(regressions)} of {len(verdicts)} checks"
+    limit_outcomes = evaluate_limits(limits, candidate)
+    broken = [o for o in limit_outcomes if not o.met]
+    if regressions or broken:
+        outcome = f"REGRESSION in {len(regressions)} of {len(verdicts)} checks" + (
+            f", {len(broken)} of {len(limit_outcomes)} limits not met" if limits else "")
     elif undecided:
         outcome = f"cannot decide {len(undecided)} of {len(verdicts)} checks"
     else:
-        outcome = f"ok, {len(verdicts)} checks passed"
+        outcome = f"ok, {len(verdicts)} checks passed" + (f", {len(limit_outcomes)} limits met" if limits else "")
 
     print(f"baseline:  {baseline_path}  ({baseline.get('started_at')})")
     print(f"candidate: {args.candidate}  ({candidate.get('started_at')})")
-    width = max(len(v.check.describe()) for v in verdicts)
+    for limit_outcome in limit_outcomes:
+        print(f"limit {limit_outcome.describe()}  {'met' if limit_outcome.met else 'NOT MET'}")
+    width = max((len(v.check.describe()) for v in verdicts), default=5)
     print(f"{'check':<{width}}  {'baseline':>12}  {'candidate':>12}  {'change':>8}  {'p':>8}  verdict")
     for v in verdicts:
         unit = v.check.metric.unit
@@ -135,10 +163,15 @@ def run(args: argparse.Namespace) -> int:
         write_text_atomic(args.summary, to_markdown(blocks))
     print(f"regress: {outcome}")
 
-    if regressions:
+    if regressions or broken:
+        if args.update_baseline:
+            print(f"baseline {baseline_path} not updated: the gate failed")
         return EXIT_REGRESSION
     if undecided:
-        raise UsageError("regress cannot decide: " + "; ".join(f"{v.check.metric.name}: {v.reason}" for v in undecided))
+        if args.update_baseline:
+            print(f"baseline {baseline_path} not updated: the gate could not decide")
+        # The reasons are printed above, one per check.
+        raise UsageError(f"regress cannot decide {len(undecided)} of {len(verdicts)} checks (reasons above)")
     if args.update_baseline:
         _store_baseline(baseline_path, candidate)
         print(f"baseline {baseline_path} updated from {args.candidate}")

@@ -25,7 +25,7 @@ from bench.output.results import environment_metadata, run_folder, utc_iso, writ
 
 COUNT_FIELDS = ("sent", "acked", "failed", "consumed", "lost", "duplicated", "malformed", "broker_offset_delta")
 # Interval-log file per latency metric (the cumulative histograms live in result.json).
-HLOG_FILES = {"service_time": "delivery.hlog", "end_to_end": "e2e.hlog"}
+HLOG_FILES = {"service_time": "service_time.hlog", "end_to_end": "end_to_end.hlog"}
 # The tracker reads trace headers and offsets, not values (random and text payloads are not
 # orders), so it cannot say whether a value was malformed.
 MALFORMED_NOT_CHECKED = "the tracker does not parse message values"

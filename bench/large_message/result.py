@@ -64,7 +64,7 @@ def cell_row(
         "size_label": size_label(size_bytes),
         "compression": compression,
         "reps": len(end_to_end_ms),
-        "produce_latency_ms": p50_max(produce_ms),
+        "service_time_ms": p50_max(produce_ms),
         "end_to_end_ms": end_to_end,
         # Uncompressed payload through the whole pipeline (produce call -> consumed), at p50.
         "throughput_mb_s": round(size_bytes / 1e6 / (end_to_end["p50"] / 1000), 3) if end_to_end else None,
@@ -80,7 +80,7 @@ def cell_row(
         "compression_skipped": compression != "none" and wire is not None and wire >= size_bytes,
         "producer_peak_rss_bytes": producer_peak_rss_bytes,
         "consumer_peak_rss_bytes": consumer_peak_rss_bytes,
-        "samples": {"produce_latency_ms": [round(v, 3) for v in produce_ms],
+        "samples": {"service_time_ms": [round(v, 3) for v in produce_ms],
                     "end_to_end_ms": [round(v, 3) for v in end_to_end_ms]},
         "error": error,
     }
@@ -215,9 +215,9 @@ def format_row(row: Mapping[str, Any]) -> str:
     def figure(value: float | None, width: int) -> str:
         return f"{'-':>{width}}" if value is None else f"{value:>{width},.1f}"
 
-    produce, end_to_end = row["produce_latency_ms"], row["end_to_end_ms"]
+    produce, end_to_end = row["service_time_ms"], row["end_to_end_ms"]
     return (
-        f"{label}  x{row['reps']}  produce p50 {figure(produce and produce['p50'], 10)} ms  "
+        f"{label}  x{row['reps']}  service time p50 {figure(produce and produce['p50'], 10)} ms  "
         f"end-to-end p50 {figure(end_to_end and end_to_end['p50'], 10)} ms  {figure(row['throughput_mb_s'], 8)} MB/s  "
         f"peak RSS prod/cons {memory} MB  {wire}"
     )

@@ -18,7 +18,7 @@ from typing import Any
 import gevent
 from locust.runners import STATE_RUNNING, STATE_SPAWNING, LocalRunner, MasterRunner
 
-from bench.analysis.thresholds import Threshold
+from bench.analysis.thresholds import Limit
 from bench.broker.ensure import describe_broker_settings
 from bench.core.audit import ProducerAccount, audit_method, run_verdict, trace_sample_every
 from bench.core.clients import high_watermarks, scenario_admin, scenario_watermarks
@@ -129,11 +129,11 @@ class TrackerProcess:
 class LocustRun:
     """One test as the master (or local runner) sees it: merged measurements and the result."""
 
-    def __init__(self, environment, scenario: Scenario, rate_per_user: float, thresholds: list[Threshold]):
+    def __init__(self, environment, scenario: Scenario, rate_per_user: float, limits: list[Limit]):
         self.environment = environment
         self.scenario = scenario
         self.rate_per_user = rate_per_user
-        self.thresholds = thresholds
+        self.limits = limits
         self.tracked = tracked_scenario(scenario, rate_per_user)
         self.method = audit_method(self.tracked)
         self.run_id = uuid.uuid4().bytes
@@ -230,9 +230,9 @@ class LocustRun:
         parts = [
             f"acked {totals['acked']} ({totals['acked'] / elapsed:.0f}/s)",
             f"failed {totals['failed']}",
-            f"delivery p99 {_ms(p99)}",
+            f"service time p99 {_ms(p99)}",
             f"consumed {totals['consumed']}",
-            f"e2e p99 (last closed second) {_ms(e2e_p99)}",
+            f"end-to-end p99 (last closed second) {_ms(e2e_p99)}",
             f"lag {lag if lag is not None else '-'} msgs",
         ]
         return ", ".join(parts)

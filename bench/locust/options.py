@@ -7,7 +7,7 @@ import dataclasses
 import re
 from typing import Any
 
-from bench.analysis.thresholds import Threshold, parse_thresholds
+from bench.analysis.thresholds import Limit, parse_checks
 from bench.core.scenario import Scenario, merge_overrides, parse_set_option
 from bench.output.results import DEFAULT_RESULTS_ROOT
 from streamstore.config import default_bootstrap_servers
@@ -64,8 +64,8 @@ def add_arguments(parser) -> None:
     add("--sasl-password", default="", is_secret=True,
         help="sasl.password (shown masked in the web UI, never written to results)")
     add("--check", default="",
-        help="thresholds, comma-separated, e.g. 'p99_delivery_ms<50,p99_e2e_ms<200': "
-        "exit code 1 when one fails")
+        help="absolute limits, comma-separated, e.g. 'service_time_p99<50ms,end_to_end_p99<200ms,lost<=0': "
+        "exit code 1 when one is not met (the syntax of bench regress --check; docs/reports.md)")
     add("--no-tracker", action="store_true", default=False,
         help="skip the tracker (no end-to-end latency, lag or loss audit)")
     add("--results-dir", default=str(DEFAULT_RESULTS_ROOT), help="where run folders go (default results)")
@@ -150,13 +150,19 @@ def tracked_scenario(scenario: Scenario, rate_per_user: float) -> Scenario:
     return dataclasses.replace(scenario, rate=rate_per_user)
 
 
-def validate_options(options) -> tuple[Scenario, float, list[Threshold]]:
+def validate_options(options) -> tuple[Scenario, float, list[Limit]]:
     """Everything a bad option can break, checked before a user is spawned."""
     scenario = scenario_from_options(options)
     rate = user_rate(options, scenario)
-    thresholds = parse_thresholds(options.check)
+    limits = parse_checks(options.check)
+    relative = [check.describe() for check in limits if not isinstance(check, Limit)]
+    if relative:
+        raise UsageError(f"--check {relative[0]!r} compares with a baseline: run bench regress on the result folder; "
+                         "locust --check takes absolute limits such as service_time_p99<50ms")
     parse_load_steps(options.load_steps)
-    if options.no_tracker and any(t.metric.startswith("end_to_end") or t.metric in ("lost", "duplicated")
-                                  for t in thresholds):
-        raise UsageError("--check on e2e latency, lost or duplicated needs the tracker; drop --no-tracker")
-    return scenario, rate, thresholds
+    tracker_metrics = [limit.describe() for limit in limits
+                       if limit.metric.name.startswith("end_to_end") or limit.metric.name in ("lost", "duplicated")]
+    if options.no_tracker and tracker_metrics:
+        raise UsageError(f"--check {tracker_metrics[0]!r} needs the tracker (end-to-end latency, lost and duplicated "
+                         "are measured by it); drop --no-tracker")
+    return scenario, rate, limits

@@ -30,7 +30,7 @@ import gevent
 from locust import LoadTestShape, User, task
 from locust.runners import MasterRunner, WorkerRunner
 
-from bench.analysis.thresholds import failed_thresholds
+from bench.analysis.thresholds import deprecation_lines, evaluate_limits
 from bench.locust.master import LOCAL_WORKER, LocustRun, _ms, _prepare_topic, in_native_thread, logger
 from bench.locust.options import add_arguments, parse_load_steps, scenario_from_options, tracked_scenario, validate_options
 from bench.locust.worker import FLAT_OUT_BATCH, WorkerProducer, options_bootstrap
@@ -120,8 +120,10 @@ def register(events) -> None:
         options = environment.parsed_options
         if not isinstance(environment.runner, WorkerRunner):
             try:
-                scenario, rate, thresholds = validate_options(options)
-                run = LocustRun(environment, scenario, rate, thresholds)
+                scenario, rate, limits = validate_options(options)
+                for line in deprecation_lines(limits):
+                    logger.warning("warning: %s", line)
+                run = LocustRun(environment, scenario, rate, limits)
                 run.start()
             except StreamStoreError as error:
                 logger.error("error: %s", error)
@@ -186,9 +188,12 @@ def register(events) -> None:
             environment.kafka_run = None
         logger.info("kafka: result written to %s", folder)
         logger.info("kafka: %s", summary_line(result))
-        failures = failed_thresholds(run.thresholds, result)
+        outcomes = evaluate_limits(run.limits, result)
+        failures = [outcome for outcome in outcomes if not outcome.met]
         for failure in failures:
-            logger.error("threshold failed: %s", failure)
+            logger.error("check not met: %s", failure.describe())
+        if outcomes and not failures:
+            logger.info("kafka: %d checks met: %s", len(outcomes), "; ".join(o.describe() for o in outcomes))
         if result["status"] == "failed":
             logger.error("error: %s", result["failure"])
             _raise_exit_code(environment, EXIT_RUN_FAILED)
@@ -213,11 +218,11 @@ def summary_line(result: Mapping[str, Any]) -> str:
     if locust["tracker"]:
         parts.append(f"consumed {counts['consumed']}, lost {counts['lost']}, duplicated {counts['duplicated']}")
     service = latency["service_time"]
-    parts.append(f"delivery p50 {_ms(service['p50'])} p99 {_ms(service['p99'])} p99.9 {_ms(service['p99_9'])} "
+    parts.append(f"service time p50 {_ms(service['p50'])} p99 {_ms(service['p99'])} p99.9 {_ms(service['p99_9'])} "
                  f"max {_ms(service['max'])}")
     if "end_to_end" in latency:
         e2e = latency["end_to_end"]
-        parts.append(f"e2e p50 {_ms(e2e['p50'])} p99 {_ms(e2e['p99'])}")
+        parts.append(f"end-to-end p50 {_ms(e2e['p50'])} p99 {_ms(e2e['p99'])}")
     workers = ", ".join(f"{w['hdr_count']}" for w in locust["workers"].values())
     parts.append(f"HDR total {locust['hdr_total_count']} = workers [{workers}]; Locust requests "
                  f"{locust['request_count']} ({locust['failure_count']} failed)")

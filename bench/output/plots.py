@@ -294,8 +294,8 @@ def plot_large_message(result: Mapping[str, Any], folder: Path) -> list[Path]:
     for index, (compression, group) in enumerate(groups.items()):
         colour = RUN_COLOURS[index % len(RUN_COLOURS)]
         sizes = [r["size_bytes"] for r in group]
-        ax.plot(sizes, [_milliseconds(r.get("produce_latency_ms")) for r in group], "o-", color=colour,
-                label=f"{compression}: produce -> ack (p50)")
+        ax.plot(sizes, [_milliseconds(r.get("service_time_ms")) for r in group], "o-", color=colour,
+                label=f"{compression}: service time, send -> ack (p50)")
         end_to_end = [_milliseconds(r.get("end_to_end_ms")) for r in group]
         if any(v is not None for v in end_to_end):
             ax.plot(sizes, _nan(end_to_end), "s--", color=colour, label=f"{compression}: end-to-end")

@@ -12,7 +12,7 @@ def progress_line(t_s: int, sent: int, acked: int, consumed: int, service_p99_us
                   response_p99_us: int | None, end_to_end_p99_us: int | None, lag_messages: int | None) -> str:
     """One second of a run as text: rates of that second, p99 so far, lag at its end."""
     parts = [f"t={t_s:>4}s  sent {sent:>7,}/s  acked {acked:>7,}/s  consumed {consumed:>7,}/s",
-             f"p99 so far: service {format_us(service_p99_us)}"]
+             f"p99 so far: service time {format_us(service_p99_us)}"]
     if response_p99_us is not None:
         parts[-1] += f", response {format_us(response_p99_us)}"
     parts[-1] += f", end-to-end {format_us(end_to_end_p99_us)}"

@@ -169,13 +169,13 @@ def _large_message_table(result: Mapping[str, Any]) -> Block | None:
 
     body = [(
         f"{row['size_bytes']:,}", str(row.get("compression")), str(row.get("reps", "-")),
-        milliseconds(row.get("produce_latency_ms"), "p50"), milliseconds(row.get("produce_latency_ms"), "max"),
+        milliseconds(row.get("service_time_ms"), "p50"), milliseconds(row.get("service_time_ms"), "max"),
         milliseconds(row.get("end_to_end_ms"), "p50"), number(row.get("throughput_mb_s")),
         number(row.get("compression_ratio"), unit="x") + (" (skipped)" if row.get("compression_skipped") else ""),
         number(row.get("producer_peak_rss_bytes"), 1e6), number(row.get("consumer_peak_rss_bytes"), 1e6),
         row.get("error") or "",
     ) for row in rows]
-    return table(("size (bytes)", "compression", "reps", "produce p50", "produce max", "end-to-end",
+    return table(("size (bytes)", "compression", "reps", "service time p50", "service time max", "end-to-end",
                   "MB/s", "ratio", "producer RSS MB", "consumer RSS MB", "error"), body)
 
 

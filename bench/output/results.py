@@ -28,8 +28,13 @@ from streamstore.errors import UsageError
 # changed here; load_result refuses versions it does not list.
 #   1  first version: scenario, fingerprint, environment, broker, counts, latency_us summaries
 #      with encoded cumulative histograms, per-second series, events, warnings, large_message.
-SCHEMA_VERSION = 1
-SUPPORTED_SCHEMA_VERSIONS = frozenset({1})
+#   2  one name per metric: large-message rows say service_time_ms (was produce_latency_ms, also
+#      under samples) and carry their counts as the core writes them (counts.broker_offset_delta,
+#      was the row's broker_messages; counts_not_measured, was counts_note); the run folder's interval logs
+#      are service_time.hlog and end_to_end.hlog (were delivery.hlog and e2e.hlog).
+#      load_result reads version 1 files by renaming those fields in memory.
+SCHEMA_VERSION = 2
+SUPPORTED_SCHEMA_VERSIONS = frozenset({1, 2})
 
 RESULT_FILE_NAME = "result.json"
 # Where run folders go unless a command is told otherwise (relative to the working directory).
@@ -248,6 +253,27 @@ def load_result(path_or_folder: str | os.PathLike) -> dict[str, Any]:
     kind = document.get("kind")
     if kind not in RESULT_KINDS:
         raise UsageError(f"{path} has unknown result kind {kind!r} (expected one of {', '.join(sorted(RESULT_KINDS))})")
+    return upgrade_v1(document) if version == 1 else document
+
+
+def _renamed(mapping: Any, old: str, new: str) -> None:
+    if isinstance(mapping, dict) and old in mapping and new not in mapping:
+        mapping[new] = mapping.pop(old)
+
+
+def upgrade_v1(document: dict[str, Any]) -> dict[str, Any]:
+    """A version 1 result in version 2's names (see SCHEMA_VERSION); the values are unchanged."""
+    for row in (document.get("large_message") or {}).get("rows") or []:
+        _renamed(row, "produce_latency_ms", "service_time_ms")
+        _renamed(row.get("samples"), "produce_latency_ms", "service_time_ms")
+        if isinstance(row.get("counts"), dict) and "broker_messages" in row:
+            row["counts"]["broker_offset_delta"] = row.pop("broker_messages")
+        if "counts_note" in row:
+            # Version 1 kept one free-text note for all null counts of the row.
+            note = row.pop("counts_note")
+            row["counts_not_measured"] = {"counts": note} if note else {}
+        row.setdefault("counts_not_measured", {})
+    document["schema_version"] = SCHEMA_VERSION
     return document
 
 
