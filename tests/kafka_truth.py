@@ -10,13 +10,17 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import threading
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from confluent_kafka import TopicPartition
+
 from bench.output.results import load_result
-from streamstore.admin import message_count, topic_watermarks
+from streamstore.admin import connect_admin, message_count, topic_watermarks
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 STEADY_SCENARIO = PROJECT_ROOT / "scenarios" / "steady-orders.toml"
@@ -55,35 +59,38 @@ def broker_message_count(bootstrap_servers: str, topic: str, extra: Mapping[str,
     return message_count(topic_watermarks(bootstrap_servers, topic, extra))
 
 
-def count_problems(counts: Mapping[str, int], held: int, faults: bool = False) -> list[str]:
+def count_problems(counts: Mapping[str, int], held: int, faults: bool = False, dropped: int = 0) -> list[str]:
     """What is wrong between a result's counts and the broker's message count (empty when true).
 
     Without faults every sent order is acknowledged once and consumed once. With faults
     (broker killed or paused) a delivery can time out after the broker wrote it, and a retry
     can write it twice, so the broker may hold more than was acknowledged; but never fewer
     distinct orders than were acknowledged, and the tracker must still read all it holds.
+    `dropped`: acknowledged records the test deleted on the broker before the tracker read
+    them; they are exactly the lost ones, and the offsets still grew by them.
     """
     problems = []
     sent, acked, failed = counts["sent"], counts["acked"], counts["failed"]
     consumed, duplicated = counts["consumed"], counts["duplicated"]
     if acked + failed != sent:
         problems.append(f"acked {acked} + failed {failed} != sent {sent}: some deliveries have no outcome")
-    if counts["lost"] != 0:
-        problems.append(f"lost {counts['lost']}: acknowledged orders the tracker never saw")
+    if counts["lost"] != dropped:
+        problems.append(f"lost {counts['lost']} != {dropped} acknowledged orders the broker dropped")
     if consumed != held:
         problems.append(f"consumed {consumed} != {held} messages the broker holds")
-    if "broker_offset_delta" in counts and counts["broker_offset_delta"] != held:
-        problems.append(f"broker_offset_delta {counts['broker_offset_delta']} != {held} messages the broker holds")
+    written = held + dropped
+    if "broker_offset_delta" in counts and counts["broker_offset_delta"] != written:
+        problems.append(f"broker_offset_delta {counts['broker_offset_delta']} != {written} messages the broker wrote")
     distinct = consumed - duplicated
-    if distinct < acked:
-        problems.append(f"{distinct} distinct orders consumed < {acked} acknowledged")
+    if distinct + dropped < acked:
+        problems.append(f"{distinct} distinct orders consumed + {dropped} dropped < {acked} acknowledged")
     if distinct > sent:
         problems.append(f"{distinct} distinct orders consumed > {sent} sent")
     if not faults:
         if failed or duplicated:
             problems.append(f"failed {failed}, duplicated {duplicated} without any fault")
-        if held != acked:
-            problems.append(f"the broker holds {held} messages, {acked} were acknowledged")
+        if written != acked:
+            problems.append(f"the broker wrote {written} messages, {acked} were acknowledged")
     return problems
 
 
@@ -92,12 +99,42 @@ def assert_counts_match_broker(
     bootstrap_servers: str,
     faults: bool = False,
     extra: Mapping[str, object] | None = None,
+    dropped: int = 0,
 ) -> None:
-    """Fail with every disagreement between `result["counts"]` and the broker's offsets."""
+    """Fail with every disagreement between `result["counts"]` and the broker's offsets
+    (`dropped`: acked records the test itself deleted on the broker, see RecordDropper)."""
     counts = result["counts"]
     held = broker_message_count(bootstrap_servers, result["scenario"]["topic"], extra)
-    problems = count_problems(counts, held, faults)
+    problems = count_problems(counts, held, faults, dropped)
     assert not problems, "count truth violated:\n  " + "\n  ".join(problems) + f"\ncounts: {dict(counts)}"
+
+
+class RecordDropper(threading.Thread):
+    """Deletes partition 0's records below `drop_below` once the broker holds `wait_for` of them
+    (AdminClient.delete_records), to make the broker lose acked orders a stalled tracker has
+    not read yet. `within_s`: how long it waits for them before it gives up."""
+
+    def __init__(self, bootstrap: str, topic: str, wait_for: int, drop_below: int, within_s: float):
+        super().__init__(daemon=True)
+        self.bootstrap, self.topic, self.wait_for, self.drop_below = bootstrap, topic, wait_for, drop_below
+        self.within_s = within_s
+        self.dropped_at: float | None = None  # time.time(), comparable with a result's started_at
+        self.error: BaseException | None = None
+
+    def run(self) -> None:
+        try:
+            deadline = time.monotonic() + self.within_s
+            # The topic may not exist yet (the run creates it): no partition reads as empty.
+            while topic_watermarks(self.bootstrap, self.topic).get(0, (0, 0))[1] < self.wait_for:
+                if time.monotonic() > deadline:
+                    raise TimeoutError(f"the broker never held {self.wait_for} records")
+                time.sleep(0.05)
+            admin = connect_admin(self.bootstrap)
+            [future] = admin.delete_records([TopicPartition(self.topic, 0, self.drop_below)]).values()
+            future.result(timeout=30)
+            self.dropped_at = time.time()
+        except BaseException as error:  # reported by the test
+            self.error = error
 
 
 def assert_sweep_counts_match_broker(result: Mapping[str, Any], bootstrap_servers: str,

@@ -10,43 +10,18 @@ with the broker's own offsets.
 from __future__ import annotations
 
 import io
-import threading
 import time
 
 import pytest
-from confluent_kafka import TopicPartition
+from kafka_truth import RecordDropper, assert_counts_match_broker
 
 from bench.core.runner import run_scenario
 from bench.core.scenario import Scenario
-from streamstore.admin import connect_admin, topic_watermarks
+from streamstore.admin import topic_watermarks
 from streamstore.errors import EXIT_RUN_FAILED
 
 # The tracker stalls this long: far longer than producing plus the deletion take.
 STALL_S = 8.0
-
-
-class RecordDropper(threading.Thread):
-    """Deletes partition 0's records below `drop_below` once the broker holds `wait_for` of them."""
-
-    def __init__(self, bootstrap: str, topic: str, wait_for: int, drop_below: int):
-        super().__init__(daemon=True)
-        self.bootstrap, self.topic, self.wait_for, self.drop_below = bootstrap, topic, wait_for, drop_below
-        self.dropped_at: float | None = None
-        self.error: BaseException | None = None
-
-    def run(self) -> None:
-        try:
-            deadline = time.monotonic() + STALL_S
-            while topic_watermarks(self.bootstrap, self.topic).get(0, (0, 0))[1] < self.wait_for:
-                if time.monotonic() > deadline:
-                    raise TimeoutError(f"the broker never held {self.wait_for} records")
-                time.sleep(0.05)
-            admin = connect_admin(self.bootstrap)
-            [future] = admin.delete_records([TopicPartition(self.topic, 0, self.drop_below)]).values()
-            future.result(timeout=30)
-            self.dropped_at = time.monotonic()
-        except BaseException as error:  # reported by the test
-            self.error = error
 
 
 @pytest.mark.parametrize("rate, wait_for, drop_below, audit", [
@@ -58,9 +33,9 @@ def test_acked_orders_dropped_by_the_broker_are_lost_exactly(kafka_bootstrap, un
     scenario = Scenario.from_mapping({
         "name": "loss", "topic": unique_topic, "partitions": 1, "rate": rate, "duration_s": 2.5, "warmup_s": 0,
         "drain_timeout_s": 30, "fault_tracker_stall_s": STALL_S})
-    dropper = RecordDropper(kafka_bootstrap, unique_topic, wait_for, drop_below)
+    dropper = RecordDropper(kafka_bootstrap, unique_topic, wait_for, drop_below, within_s=STALL_S)
     dropper.start()
-    started = time.monotonic()
+    started = time.time()
     code, _, result = run_scenario(scenario, kafka_bootstrap, tmp_path, "external", out=io.StringIO(),
                                    write_report=False)
     dropper.join(timeout=5)
@@ -73,5 +48,6 @@ def test_acked_orders_dropped_by_the_broker_are_lost_exactly(kafka_bootstrap, un
     assert counts["lost"] == drop_below, result["warnings"]
     assert counts["acked"] == counts["sent"] == counts["broker_offset_delta"] == high
     assert counts["consumed"] == high - low and counts["duplicated"] == 0
+    assert_counts_match_broker(result, kafka_bootstrap, dropped=drop_below)
     assert result["status"] == "failed" and code == EXIT_RUN_FAILED
     assert f"{drop_below:,} acked orders lost" in result["failure"]

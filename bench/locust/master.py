@@ -32,7 +32,7 @@ from bench.core.tracker import tracker_main
 from bench.locust.options import tracked_scenario
 from bench.locust.worker import histogram_counts, options_bootstrap
 from bench.output.report import write_run_report
-from bench.output.results import decode_histogram, new_latency_histogram
+from bench.output.results import decode_histogram, encode_histogram, new_latency_histogram
 from streamstore.admin import ensure_topic, topic_configs
 from streamstore.errors import StreamStoreError
 
@@ -172,9 +172,11 @@ class LocustRun:
     def add_worker_report(self, worker_id: str, report: Mapping[str, Any]) -> None:
         if report.get("run_id") != self.run_id.hex():
             return  # a report of an earlier test that arrived late
-        worker = self.workers.setdefault(worker_id, {"producer": report["producer"], "acked": 0, "failed": 0,
-                                                     "sent": 0, "hdr_count": 0, "failed_sequences": [],
-                                                     "through": -1, "final": False})
+        worker = self.workers.get(worker_id)
+        if worker is None:  # not setdefault: it would build a histogram for every report
+            worker = self.workers[worker_id] = {"producer": report["producer"], "acked": 0, "failed": 0, "sent": 0,
+                                                "hdr_count": 0, "service_time": new_latency_histogram(),
+                                                "failed_sequences": [], "through": -1, "final": False}
         for second_text, data in report["seconds"].items():
             second = max(0, int(second_text))
             self.recorder.add_producer_report(second, data["sent"], data["acked"], data["failed"], [], [], [])
@@ -186,6 +188,7 @@ class LocustRun:
             if data["service_time"]:
                 histogram = decode_histogram(data["service_time"])
                 worker["hdr_count"] += histogram.get_total_count()
+                worker["service_time"].add(histogram)
                 self.all_delivery.add(histogram)
         worker["sent"] = report["sent_total"]
         worker["failed_sequences"].extend(report["failed_sequences"])
@@ -303,10 +306,17 @@ class LocustRun:
                 "request_count": stats.num_requests,
                 "failure_count": stats.num_failures,
                 "hdr_total_count": self.all_delivery.get_total_count(),
-                "workers": {worker_id: {k: w[k] for k in ("producer", "sent", "acked", "failed", "hdr_count")}
+                # Each worker's own delivery histogram (whole run, warm-up included, as hdr_count):
+                # one slow worker shows, and the merged summary can be checked against the union.
+                "workers": {worker_id: {**{k: w[k] for k in ("producer", "sent", "acked", "failed", "hdr_count")},
+                                        "service_time_histogram": _encoded_or_none(w["service_time"])}
                             for worker_id, w in self.workers.items()},
                 "tracker": self.tracker is not None,
             }})
+
+
+def _encoded_or_none(histogram) -> str | None:
+    return encode_histogram(histogram) if histogram.get_total_count() else None
 
 
 def _ms(value_us: float | None) -> str:
