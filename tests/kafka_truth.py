@@ -109,6 +109,16 @@ def assert_counts_match_broker(
     assert not problems, "count truth violated:\n  " + "\n  ".join(problems) + f"\ncounts: {dict(counts)}"
 
 
+def wait_for_records(bootstrap: str, topic: str, count: int, within_s: float) -> None:
+    """Return once the broker holds `count` records in the topic (all partitions): the event
+    "the run is producing", instead of a fixed sleep. The topic may not exist yet."""
+    deadline = time.monotonic() + within_s
+    while sum(high for _low, high in topic_watermarks(bootstrap, topic).values()) < count:
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"the broker never held {count} records in {topic} within {within_s:g} s")
+        time.sleep(0.05)
+
+
 class RecordDropper(threading.Thread):
     """Deletes partition 0's records below `drop_below` once the broker holds `wait_for` of them
     (AdminClient.delete_records), to make the broker lose acked orders a stalled tracker has
@@ -123,12 +133,7 @@ class RecordDropper(threading.Thread):
 
     def run(self) -> None:
         try:
-            deadline = time.monotonic() + self.within_s
-            # The topic may not exist yet (the run creates it): no partition reads as empty.
-            while topic_watermarks(self.bootstrap, self.topic).get(0, (0, 0))[1] < self.wait_for:
-                if time.monotonic() > deadline:
-                    raise TimeoutError(f"the broker never held {self.wait_for} records")
-                time.sleep(0.05)
+            wait_for_records(self.bootstrap, self.topic, self.wait_for, self.within_s)
             admin = connect_admin(self.bootstrap)
             [future] = admin.delete_records([TopicPartition(self.topic, 0, self.drop_below)]).values()
             future.result(timeout=30)

@@ -52,9 +52,16 @@ def test_longest_stall(acked, stall):
     assert longest_stall_s(acked) == stall
 
 
+def _wait_for_event(injector: FaultInjector, kind: str, within_s: float = 30) -> None:
+    deadline = time.monotonic() + within_s
+    while not any(event["kind"] == kind for event in injector.events):
+        assert time.monotonic() < deadline, f"no {kind} event within {within_s} s"
+        time.sleep(0.02)
+
+
 def test_pause_freezes_the_broker_and_resumes_it(embedded_broker):
     injector = FaultInjector(embedded_broker, [parse_fault("pause@0.2+3")]).start()
-    time.sleep(1.0)
+    _wait_for_event(injector, "broker-pause")
     assert not broker_answers(embedded_broker.bootstrap_servers, timeout_s=1.0)
     injector.join()
     assert broker_answers(embedded_broker.bootstrap_servers, timeout_s=10.0)
@@ -65,7 +72,7 @@ def test_pause_freezes_the_broker_and_resumes_it(embedded_broker):
 
 def test_stop_during_a_pause_resumes_the_broker_at_once(embedded_broker):
     injector = FaultInjector(embedded_broker, [parse_fault("pause@0+600")]).start()
-    time.sleep(0.5)
+    _wait_for_event(injector, "broker-pause")
     began = time.monotonic()
     injector.stop()
     assert time.monotonic() - began < 2

@@ -106,7 +106,7 @@ def test_load_steps_options_and_histogram_transport_pure():
 def test_local_runner_fires_requests_and_writes_result(kafka_bootstrap, unique_topic, tmp_path):
     """Programmatic Environment + LocalRunner: every delivery is a request event and an HDR count."""
     completed = _python("""
-        import json, sys
+        import json, sys, time
         import gevent
         from locust import events as _unused  # noqa: F401  (locust patches gevent first)
         from locust.argument_parser import get_empty_argument_parser, setup_parser_arguments
@@ -137,7 +137,10 @@ def test_local_runner_fires_requests_and_writes_result(kafka_bootstrap, unique_t
         runner = environment.create_local_runner()
         events.init.fire(environment=environment, runner=runner, web_ui=None)
         runner.start(2, spawn_rate=2)
-        gevent.sleep(4)
+        # Until the users have produced a good number of orders (an event, not a fixed time).
+        deadline = time.monotonic() + 60
+        while runner.stats.total.num_requests < 2_000 and time.monotonic() < deadline:
+            gevent.sleep(0.05)
         runner.quit()
         stats = runner.stats.total
         print(json.dumps({"fired": fired, "requests": stats.num_requests, "failures": stats.num_failures,

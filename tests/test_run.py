@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 from confluent_kafka import Producer
 from hdrh.log import HistogramLogReader
-from kafka_truth import bench_command
+from kafka_truth import bench_command, wait_for_records
 
 from bench.cli import main as bench_main
 from bench.core.audit import audit_offsets, lost_sequences, offset_ranges
@@ -95,21 +95,17 @@ def test_warmup_seconds_are_in_the_series_but_not_the_summary(kafka_bootstrap, u
     assert _hlog_total(folder / "service_time.hlog") == result["counts"]["acked"]
 
 
-def _pause_child(name: str, after_s: float, pause_s: float, paused: list) -> threading.Thread:
-    """SIGSTOP the run's child process `name` after_s after it appears, SIGCONT pause_s later."""
+def _pause_child(name: str, bootstrap: str, topic: str, records: int, pause_s: float, paused: list) -> threading.Thread:
+    """SIGSTOP the run's child process `name` once the broker holds `records` of the run's
+    records (it is sending steadily then), SIGCONT pause_s later."""
 
     def pause() -> None:
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            child = next((c for c in multiprocessing.active_children() if c.name == name), None)
-            if child is not None and child.pid:
-                time.sleep(after_s)
-                os.kill(child.pid, signal.SIGSTOP)
-                time.sleep(pause_s)
-                os.kill(child.pid, signal.SIGCONT)
-                paused.append(child.pid)
-                return
-            time.sleep(0.05)
+        wait_for_records(bootstrap, topic, records, within_s=60)
+        child = next(c for c in multiprocessing.active_children() if c.name == name)
+        os.kill(child.pid, signal.SIGSTOP)
+        time.sleep(pause_s)  # the length of the stall under test
+        os.kill(child.pid, signal.SIGCONT)
+        paused.append(child.pid)
 
     thread = threading.Thread(target=pause, daemon=True)
     thread.start()
@@ -121,7 +117,8 @@ def test_a_stalled_generator_shows_in_response_time_not_service_time(kafka_boots
     sent meanwhile go out late; their response time (from the intended send) shows the stall,
     their service time (from the actual send) does not."""
     paused: list[int] = []
-    pauser = _pause_child("bench-producer-0", after_s=3.0, pause_s=1.5, paused=paused)
+    # 1,000 records: 2 s of steady sending at 500/s.
+    pauser = _pause_child("bench-producer-0", kafka_bootstrap, unique_topic, records=1_000, pause_s=1.5, paused=paused)
     code, _, result = _run(_scenario(unique_topic, rate=500, duration_s=5), kafka_bootstrap, tmp_path)
     pauser.join(timeout=10)
     assert paused, "the producer was never paused"
@@ -139,9 +136,9 @@ def test_a_paused_broker_shows_in_response_time_p99_9(embedded_broker, unique_to
     paused: list[int] = []
 
     def pause_broker() -> None:
-        time.sleep(4.0)  # children start, then 2 s of steady sending
+        wait_for_records(bootstrap, unique_topic, 1_000, within_s=60)  # 2 s of steady sending at 500/s
         os.kill(embedded_broker.pid, signal.SIGSTOP)
-        time.sleep(1.2)
+        time.sleep(1.2)  # the length of the stall under test
         os.kill(embedded_broker.pid, signal.SIGCONT)
         paused.append(embedded_broker.pid)
 
