@@ -8,11 +8,14 @@ locust runs in a child process, with a timeout so no test can hang the suite.
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import textwrap
+import time
 from pathlib import Path
 
+import pytest
 from conftest import free_port_pair
 
 from bench.output.results import load_result
@@ -220,3 +223,52 @@ def test_bad_option_is_one_line_and_exit_2_before_any_user(kafka_bootstrap, uniq
         assert "Traceback" not in completed.stderr
         assert "users spawned" not in completed.stderr.lower()
     assert _run_folders(tmp_path) == []
+
+
+def _processes_with(marker: str) -> list[int]:
+    """Pids of the live processes whose command line contains marker (zombies are gone already)."""
+    pids = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            state = (entry / "stat").read_text().rsplit(")", 1)[1].split()[0]
+            if state != "Z" and marker.encode() in (entry / "cmdline").read_bytes():
+                pids.append(int(entry.name))
+        except (FileNotFoundError, ProcessLookupError, IndexError):
+            continue
+    return pids
+
+
+@pytest.mark.parametrize("case", ["bad-option", "unreachable-broker"])
+def test_failed_start_with_processes_leaves_no_worker_behind(kafka_bootstrap, unique_topic, tmp_path, case):
+    """The master exits on a bad option (2) or an unreachable broker (3) before any user starts;
+    its forked workers must go with it, not linger under init holding the output open."""
+    # Promptly: Locust's start-up on a busy machine, plus 10 s waiting for a broker to answer.
+    bootstrap, expected_code, extra, within_s = kafka_bootstrap, 2, ["--message-size", "2XB"], 20
+    if case == "unreachable-broker":
+        bootstrap, expected_code, extra, within_s = f"127.0.0.1:{free_port_pair()[0]}", 3, [], 30
+    master_port = str(free_port_pair()[0])
+    # Output to files, not pipes: a leftover worker holding a pipe would block the read instead
+    # of failing the check below. The results dir is unique to this test: it marks its processes.
+    marker = str(tmp_path / "results")
+    with open(tmp_path / "out", "w") as out, open(tmp_path / "err", "w") as err:
+        began = time.monotonic()
+        master = subprocess.Popen([LOCUST, "-f", LOCUSTFILE, "--headless", "-u", "4", "-t", "5s", "--processes", "2",
+                                   "--master-bind-port", master_port, "--master-port", master_port,
+                                   "--kafka-bootstrap-servers", bootstrap, "--kafka-topic", unique_topic,
+                                   "--results-dir", marker, *extra], cwd=REPO, stdout=out, stderr=err)
+        try:
+            code = master.wait(timeout=CHILD_TIMEOUT_S)
+        finally:
+            master.kill()
+        took_s = time.monotonic() - began
+    stderr = (tmp_path / "err").read_text()
+    assert code == expected_code, stderr
+    assert took_s < within_s, f"took {took_s:.1f} s"
+    deadline = time.monotonic() + 3.0
+    while (left := _processes_with(marker)) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    for pid in left:  # do not leave them to the next test either
+        os.kill(pid, 9)
+    assert left == [], f"Locust processes still running 3 s after the master exited: {left}\n{stderr}"

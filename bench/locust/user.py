@@ -33,7 +33,7 @@ from locust.runners import MasterRunner, WorkerRunner
 from bench.analysis.thresholds import failed_thresholds
 from bench.locust.master import LOCAL_WORKER, LocustRun, _ms, _prepare_topic, in_native_thread, logger
 from bench.locust.options import add_arguments, parse_load_steps, scenario_from_options, tracked_scenario, validate_options
-from bench.locust.worker import FLAT_OUT_BATCH, WorkerProducer, options_bootstrap
+from bench.locust.worker import FLAT_OUT_BATCH, WorkerProducer, die_with_master, options_bootstrap
 from streamstore.errors import EXIT_REGRESSION, EXIT_RUN_FAILED, StreamStoreError
 
 
@@ -101,6 +101,7 @@ def register(events) -> None:
         environment.kafka_producer = None
         environment.kafka_exit_code = None
         if isinstance(environment.runner, WorkerRunner):
+            die_with_master()
             return  # the master checks the options and sends them with the spawn message
         try:
             scenario, _, _ = validate_options(environment.parsed_options)
