@@ -137,6 +137,8 @@ def test_run_survives_a_paused_broker(embedded_broker, unique_topic, tmp_path):
     assert fault_summary(result)["longest_stall_s"] >= 3
     assert result["latency_us"]["service_time"]["max"] >= 3_000_000
     assert "faults: lost acknowledged orders 0," in completed.stdout
+    # The start line echoes the schedule, so the output alone says what was done to the broker.
+    assert "(warm-up 2 s), faults pause@4+4\n" in completed.stdout
 
 
 def test_run_survives_a_killed_and_restarted_broker(embedded_broker, unique_topic, tmp_path):
@@ -203,6 +205,10 @@ def test_sigterm_stops_the_embedded_broker_the_run_started(tmp_path):
              "--rate", "200", "--duration", "60", "--warmup", "0", "--results", str(tmp_path), "--no-report"],
             first_output="t=")
         assert process.returncode == 130, output
+        # bench run says that it starts a broker, which one, and that it stopped it again.
+        assert f"starting the embedded Kafka broker at 127.0.0.1:{port} (nothing answers there" in output
+        assert f"broker 127.0.0.1:{port} (embedded, started for this run, Kafka " in output
+        assert f"stopped the embedded Kafka broker at 127.0.0.1:{port}, which this command started" in output
         [folder] = [path.parent for path in tmp_path.glob("*/result.json")]
         assert load_result(folder)["status"] == "interrupted"
         assert not EmbeddedBroker(port=port, state_dir=state_dir).is_running()

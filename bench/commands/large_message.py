@@ -135,13 +135,10 @@ def run(args: argparse.Namespace) -> int:
               f"{CLIENT_MESSAGE_MAX_BYTES:,} minus {RECORD_OVERHEAD_BYTES} bytes of record overhead (no key, no headers)")
     # The client settings (SASL, SSL) reach every client: broker checks, admin, producer, consumer.
     with ensure_broker(args.bootstrap_servers, args.broker, args.keep_broker,
-                       client_settings=options.client_settings) as broker:
+                       client_settings=options.client_settings, announce=_say) as broker:
         admin = connect_admin(broker.bootstrap_servers, options.client_settings)
         broker_settings, topic_settings = preflight(options, admin)
-        origin = ("embedded, started for this sweep" if broker.started_here
-                  else "embedded" if broker.embedded else "external")
-        print(f"broker {broker.bootstrap_servers} ({origin}{', Kafka ' + broker.version if broker.version else ''}); "
-              "pre-flight passed: every size fits the client, broker and topic limits")
+        print(f"broker {broker.describe('sweep')}; pre-flight passed: every size fits the client, broker and topic limits")
         progress = SweepProgress(options.cells())
         sweep = LargeMessageSweep(options, broker.bootstrap_servers, admin, broker_settings, progress,
                                   on_row=lambda row: (progress.finish(), print(format_row(row), flush=True)),
@@ -170,6 +167,10 @@ def run(args: argparse.Namespace) -> int:
     if interrupted:
         raise KeyboardInterrupt
     return EXIT_RUN_FAILED if result["status"] == "failed" else EXIT_OK
+
+
+def _say(line: str) -> None:
+    print(line, flush=True)
 
 
 def summary_text(result: dict, folder: Path) -> str:

@@ -80,6 +80,7 @@ class _Run:
         self.events: list[dict[str, Any]] = []
         self.shown_second = -1
         self.t0_ns: int | None = None
+        self.faults = tuple(faults)
         self.injector = FaultInjector(broker.embedded, faults) if faults else None
 
     def execute(self) -> tuple[int, Path, dict[str, Any]]:
@@ -128,7 +129,8 @@ class _Run:
             self.injector.start(self.t0_ns / NS_PER_S)
         self.progress.message(
             f"run {self.run_id.hex[:8]}: {self.scenario.name} -> {self.scenario.topic} at {self.bootstrap_servers}, "
-            f"{_describe_rate(self.scenario)}, {self.scenario.duration_s:g} s (warm-up {self.scenario.warmup_s:g} s)")
+            f"{_describe_rate(self.scenario)}, {self.scenario.duration_s:g} s (warm-up {self.scenario.warmup_s:g} s)"
+            + (f", faults {' '.join(str(f) for f in sorted(self.faults, key=lambda f: f.at_s))}" if self.faults else ""))
         self._collect(lambda: len(self.measured.producers) == self.scenario.producers, stop)
 
     def _drain(self, control, stop) -> None:
@@ -279,8 +281,14 @@ def run_scenario(
     check_client_settings(scenario, bootstrap_servers)
     check_results_root(results_root)
     # The scenario's client settings (SASL, SSL) also reach the broker checks.
+    def say(line: str) -> None:
+        out.write(line + "\n")
+        out.flush()
+
     with ensure_broker(bootstrap_servers, broker_mode, keep=keep_broker, state_dir=broker_state_dir,
-                       client_settings=scenario.producer_config) as broker:
+                       client_settings=scenario.producer_config, announce=say) as broker:
+        if broker.started_here:
+            say(f"broker {broker.describe('run')}")
         if faults and broker.embedded is None:
             raise UsageError(f"faults need the embedded broker, and the broker at {bootstrap_servers} is not one started "
                              "by `python -m bench broker start` (or give its --state-dir)")
