@@ -34,7 +34,7 @@ from bench.core.protocol import TRACKER, Drain, Inbox, producer_name
 from bench.core.result import RunResult, clamped_warnings, latency_summaries, run_counts, write_run_folder
 from bench.core.scenario import Scenario
 from bench.core.tracker import tracker_main
-from bench.output.progress import Progress, progress_line
+from bench.output.progress import Progress, p99_scope, progress_line
 from bench.output.results import DEFAULT_RESULTS_ROOT, check_results_root
 from streamstore.admin import ensure_topic, topic_configs
 from streamstore.errors import RunFailed, UsageError
@@ -190,7 +190,8 @@ class _Run:
             through + 1, counts["sent"][through], counts["acked"][through], counts["consumed"][through],
             recorder.p99_so_far("service_time", through),
             recorder.p99_so_far("response_time", through) if self.scenario.rate else None,
-            recorder.p99_so_far("end_to_end", through), recorder.lag_messages.get(through)))
+            recorder.p99_so_far("end_to_end", through), recorder.lag_messages.get(through),
+            p99_scope(through, self.scenario.warmup_s)))
 
     def _stop_children(self, stop) -> None:
         stop.set()
