@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 import textwrap
@@ -151,16 +152,27 @@ def test_local_runner_fires_requests_and_writes_result(kafka_bootstrap, unique_t
         events.init.fire(environment=environment, runner=runner, web_ui=None)
         runner.start(2, spawn_rate=2)
         gevent.sleep(4)
+        status = environment.kafka_run.status_line()
         runner.quit()
         stats = runner.stats.total
         print(json.dumps({"fired": fired, "requests": stats.num_requests, "failures": stats.num_failures,
-                          "exit_code": environment.kafka_exit_code}))
+                          "exit_code": environment.kafka_exit_code, "status": status}))
     """, kafka_bootstrap, unique_topic, str(tmp_path))
     assert completed.returncode == 0, completed.stderr
     out = json.loads(completed.stdout.strip().splitlines()[-1])
     assert out["requests"] > 100 and out["failures"] == 0
     assert out["fired"]["produce"] == out["requests"] and out["fired"]["failed"] == 0
     assert out["exit_code"] is None
+    # The live line counts acked and consumed through the same second, the newest one every
+    # reporter has sent: consumed no longer runs ahead of acks that are still on their way.
+    status = re.match(r"^counts through t=(\d+)s \(the newest second all workers and the tracker have reported\): "
+                      r"acked ([\d,]+) \([\d,]+/s\), failed 0, consumed ([\d,]+), lag [\d,-]+", out["status"])
+    assert status, out["status"]
+    through, acked, consumed = (int(status[group].replace(",", "")) for group in (1, 2, 3))
+    # The tracker may read an order before the producer's ack callback ran (the ack then counts
+    # a second later), so consumed can lead by what is in flight: far below a second's acks,
+    # the lead the counts of different seconds had.
+    assert 1 <= through <= 4 and 0 < acked and consumed <= acked + acked // through // 10, out["status"]
     folders = _run_folders(tmp_path)
     assert len(folders) == 1
     result = load_result(folders[0])
@@ -200,6 +212,63 @@ def test_headless_two_processes_merge_counts(kafka_bootstrap, unique_topic, tmp_
     latency = result["latency_us"]
     assert latency["end_to_end"]["count"] == result["counts"]["acked"] and latency["end_to_end"]["sample_every"] == 1
     assert latency["end_to_end"]["p50"] < 3 * latency["service_time"]["p50"] + 5_000
+
+
+def test_console_after_the_test_stops_has_no_stale_tables_or_false_worker_warnings(kafka_bootstrap, unique_topic,
+                                                                                 tmp_path):
+    """--stop-timeout keeps each stopped worker unknown to Locust's master for 4 s while it
+    still reports; the master's own finish (last reports, drain, result) outlasts Locust's 2 s
+    table interval. Neither may print anything but the final summary and the Kafka lines."""
+    master_port = str(free_port_pair()[0])
+    completed = subprocess.run([LOCUST, "-f", LOCUSTFILE, "--headless", "--master-bind-port", master_port,
+                                "--master-port", master_port, "-u", "2", "-r", "2", "-t", "6s", "--processes", "2",
+                                "--stop-timeout", "4", "--user-rate", "200", "--kafka-bootstrap-servers",
+                                kafka_bootstrap, "--kafka-topic", unique_topic, "--results-dir", str(tmp_path),
+                                "--check", "p99_delivery_ms<5000,failed<=0"],
+                               cwd=REPO, capture_output=True, text=True, timeout=CHILD_TIMEOUT_S)
+    assert completed.returncode == 0, completed.stderr[-3000:]
+    lines = completed.stderr.splitlines()
+    stopped = next(i for i, line in enumerate(lines) if "Shape test stopping" in line)
+    tables = [line for line in lines[stopped:] if line.startswith("Type ") and "# fails" in line]
+    assert len(tables) == 1, completed.stderr  # the final summary only
+    assert "Discarded report from unrecognized worker" not in completed.stderr
+    # A passing --check says so, in one line.
+    assert [line.split("bench.locust: ")[1] for line in lines if "check passed" in line] == [
+        "kafka: check passed: p99_delivery_ms<5000, failed<=0"]
+
+
+def test_console_filters_hold_only_the_misleading_lines():
+    completed = _python("""
+        import json, logging
+        from bench.locust.console import DISCARDED_REPORT, MasterConsole
+
+        seen = []
+        class Keep(logging.Handler):
+            def emit(self, record):
+                seen.append(record.getMessage())
+        logging.getLogger().addHandler(Keep())
+        logging.getLogger().setLevel(logging.INFO)
+        console = MasterConsole()
+        tables, runners = logging.getLogger("locust.stats_logger"), logging.getLogger("locust.runners")
+        tables.info("table during the test")
+        console.test_stopped()
+        tables.info("table after the stop")
+        console.test_started()
+        tables.info("table of the next test")
+        console.test_stopped()
+        tables.info("table after that stop")
+        console.quitting()
+        tables.info("final summary")
+        console.worker_reported("known-worker")
+        runners.info(DISCARDED_REPORT, "known-worker")
+        runners.info(DISCARDED_REPORT, "stranger")
+        runners.info("known-worker (index 0) reported as ready. 2 workers connected.")
+        print(json.dumps(seen))
+    """)
+    assert completed.returncode == 0, completed.stderr
+    assert json.loads(completed.stdout.strip().splitlines()[-1]) == [
+        "table during the test", "table of the next test", "final summary",
+        "Discarded report from unrecognized worker stranger", "known-worker (index 0) reported as ready. 2 workers connected."]
 
 
 def test_threshold_that_cannot_be_met_exits_1(kafka_bootstrap, unique_topic, tmp_path):
