@@ -6,15 +6,11 @@ import argparse
 import os
 import signal
 import time
-import tomllib
 from pathlib import Path
-from typing import Any
-
-from confluent_kafka import Consumer, KafkaException, Producer
 
 from bench.broker.ensure import ensure_broker
-from bench.commands._options import add_broker_arguments, add_results_argument
-from bench.core.scenario import COMPRESSIONS, flatten_settings
+from bench.commands._options import add_broker_arguments, add_results_argument, read_client_config
+from bench.core.scenario import COMPRESSIONS
 from bench.large_message.plan import (
     DEFAULT_COMPRESSIONS,
     QUICK_MAX_SIZE,
@@ -36,8 +32,6 @@ from streamstore.config import (
     CLIENT_MESSAGE_MAX_BYTES,
     MAX_VALUE_BYTES,
     RECORD_OVERHEAD_BYTES,
-    consumer_config,
-    producer_config,
 )
 from streamstore.errors import EXIT_OK, EXIT_RUN_FAILED, UsageError
 from streamstore.orders import PAYLOAD_KINDS
@@ -90,25 +84,10 @@ def options_from_args(args: argparse.Namespace) -> SweepOptions:
         raise UsageError("--compare-bare times the largest size without compression: add none to --compression")
     if args.topic is not None and args.compare_bare:
         raise UsageError("--compare-bare needs fresh topics: drop --topic")
-    settings = read_client_config(args.client_config) if args.client_config else {}
+    # The sweep owns some settings (compression, sizes): refused here, before anything connects.
+    settings = read_client_config(args.client_config, check_client_settings) if args.client_config else {}
     return SweepOptions(tuple(sizes), compressions, args.level, args.payload, args.reps, args.quick, args.topic,
                         args.compare_bare, settings)
-
-
-def read_client_config(path: Path) -> dict[str, Any]:
-    """--client-config: the settings, checked by librdkafka itself (a client of each kind is
-    created and dropped), so a typo is one line before anything connects."""
-    try:
-        settings = check_client_settings(flatten_settings(tomllib.loads(path.read_text())))
-    except (OSError, tomllib.TOMLDecodeError) as error:
-        raise UsageError(f"--client-config {path}: {error}") from None
-    try:
-        Producer(producer_config("127.0.0.1:1", "none", settings))
-        Consumer(consumer_config("127.0.0.1:1", "bench-settings-check", settings)).close()
-    except KafkaException as error:
-        reason = error.args[0].str() if error.args and hasattr(error.args[0], "str") else str(error)
-        raise UsageError(f"--client-config {path}: librdkafka refuses the settings: {reason}") from None
-    return settings
 
 
 def drop_acked_count() -> int:
