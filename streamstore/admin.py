@@ -56,7 +56,8 @@ def ensure_topic(
         if len(existing.partitions) != partitions:
             raise UsageError(
                 f"topic '{topic}' exists with {len(existing.partitions)} partitions, "
-                f"not the {partitions} asked for; delete it or choose another topic"
+                f"not the {partitions} asked for; delete it (python -m bench topic delete {topic}) "
+                "or choose another topic"
             )
         return False
     new_topic = NewTopic(

@@ -125,6 +125,17 @@ def test_port_in_use_is_a_usage_error(broker_flags):
     assert started.returncode == 2
     assert started.stderr == (f"error: port {port} on 127.0.0.1 is in use by another process "
                               "(another broker? choose --port/--controller-port)\n")
+    # Nothing left behind: no lock file, and no state dir that the refused start made.
+    state_dir = Path(broker_flags[-1])
+    assert not state_dir.exists()
+    # A state dir that was there before (an earlier broker's data) stays; its lock file goes.
+    state_dir.mkdir()
+    (state_dir / "server.properties").write_text("# an earlier broker's\n")
+    with socket.socket() as occupant:
+        occupant.bind(("127.0.0.1", port))
+        occupant.listen()
+        assert bench_broker("start", *broker_flags).returncode == 2
+    assert sorted(path.name for path in state_dir.iterdir()) == ["server.properties"]
 
 
 def test_broker_dying_at_startup_reports_its_log_tail(broker_flags):
@@ -181,20 +192,36 @@ def test_ensure_broker_uses_an_answering_broker_as_it_is(kafka_bootstrap):
 def test_ensure_broker_external_fails_clearly_when_nothing_answers():
     port, _ = free_port_pair()
     began = time.monotonic()
-    with pytest.raises(RunFailed, match=rf"^no Kafka broker answers at 127\.0\.0\.1:{port} \(waited 15 s\)$"):
+    # A refused connection answers at once: the message says why, and claims no wait.
+    with pytest.raises(RunFailed, match=rf"^no Kafka broker answers at 127\.0\.0\.1:{port}: nothing accepts "
+                                        r"connections there$"):
         with ensure_broker(f"127.0.0.1:{port}", mode="external"):
             pass
-    assert time.monotonic() - began < 20
+    assert time.monotonic() - began < 5
+    # Something that accepts connections but never speaks Kafka: the whole timeout, as waited.
+    with socket.socket() as silent:
+        silent.bind(("127.0.0.1", port))
+        silent.listen()
+        with pytest.raises(RunFailed, match=rf"^no Kafka broker answers at 127\.0\.0\.1:{port}: no answer to a "
+                                            r"metadata request \(waited 2 s\)$"):
+            with ensure_broker(f"127.0.0.1:{port}", mode="external", external_timeout_s=2):
+                pass
 
 
 def test_ensure_broker_auto_starts_and_stops_the_embedded_broker(tmp_path):
     port, _ = free_port_pair()
     bootstrap = f"127.0.0.1:{port}"
-    with ensure_broker(bootstrap, mode="auto", state_dir=tmp_path / "broker") as broker:
+    said = []
+    with ensure_broker(bootstrap, mode="auto", state_dir=tmp_path / "broker", announce=said.append) as broker:
         assert broker.started_here is True
         assert broker.version == DEFAULT_KAFKA_VERSION
         assert broker_answers(bootstrap, timeout_s=5)
+        assert broker.describe("run") == f"{bootstrap} (embedded, started for this run, Kafka {DEFAULT_KAFKA_VERSION})"
     assert not broker_answers(bootstrap, timeout_s=2)
+    # The user is told about a broker that comes and goes with the command.
+    assert said == [f"starting the embedded Kafka broker at {bootstrap} (nothing answers there; state in {tmp_path / 'broker'})",
+                    f"stopped the embedded Kafka broker at {bootstrap}, which this command started "
+                    "(--keep-broker leaves it running)"]
 
 
 def test_older_kafka_on_newer_data_is_a_usage_error(broker_flags):

@@ -13,7 +13,16 @@ from conftest import free_port_pair
 from kafka_truth import PROJECT_ROOT, STEADY_SCENARIO, assert_counts_match_broker, bench_command
 
 from bench.broker.embedded import EmbeddedBroker
-from bench.broker.faults import Fault, FaultInjector, check_schedule, longest_stall_s, parse_fault
+from bench.broker.faults import (
+    KILL_RECOVERY_S,
+    Fault,
+    FaultInjector,
+    check_schedule,
+    fault_summary,
+    longest_stall_s,
+    parse_fault,
+    schedule_warnings,
+)
 from bench.broker.probe import broker_answers
 from bench.output.results import load_result
 from streamstore.errors import UsageError
@@ -42,14 +51,42 @@ def test_schedule_must_fit_the_run_and_not_overlap():
         check_schedule([parse_fault("kill@19+2")], duration_s=20)
 
 
-@pytest.mark.parametrize("acked, stall", [
-    ([0, 0, 5, 5, 0, 0, 0, 5, 0], 3),   # leading zeros are ramp-up, trailing ones the end
-    ([None, 3, None, 3], 1),
-    ([0, 0], 0),
-    ([4, 4, 4], 0),
+@pytest.mark.parametrize("acked, sent, failed, stall", [
+    # Acks stop for 3 s while sends go on; after the last ack nothing waits: not a stall.
+    ([0, 0, 5, 5, 0, 0, 0, 15, 0], [5, 5, 5, 5, 5, 5, 0, 0, 0], None, 3),
+    ([None, 3, None, 3], [3, 3, 3, 0], None, 1),
+    ([0, 0], [5, 5], None, 0),           # no ack at all: ramp-up (the run's failure says the rest)
+    ([4, 4, 4], [4, 4, 4], None, 0),
+    # A rate phase of 0: no ack because nothing was sent and nothing waits.
+    ([4, 0, 0, 4], [4, 0, 0, 4], [0, 0, 0, 0], 0),
 ])
-def test_longest_stall(acked, stall):
-    assert longest_stall_s(acked) == stall
+def test_longest_stall(acked, sent, failed, stall):
+    assert longest_stall_s(acked, sent, failed) == stall
+
+
+def test_a_stall_that_lasts_to_the_end_of_the_run_counts():
+    """kill@5+3 in a 10 s run at 2,000/s: the broker is not back before the producers' flush
+    ends 10 s after the run, so acks never resume and the last second purges what waited."""
+    sent = [2000] * 10 + [0] * 10
+    acked = [2000] * 5 + [1000] + [0] * 14
+    failed = [0] * 19 + [sum(sent) - sum(acked)]
+    assert longest_stall_s(acked, sent, failed) == 14   # seconds 6..19: from the kill to the end
+    # The tracker's drain seconds after the purge have nothing waiting: they add nothing.
+    assert longest_stall_s(acked + [0, 0], sent + [0, 0], failed + [0, 0]) == 14
+    assert fault_summary({"counts": {"lost": 0, "failed": failed[-1], "duplicated": 0},
+                          "series": {"sent": sent, "acked": acked, "failed": failed}})["longest_stall_s"] == 14
+
+
+def test_a_kill_that_leaves_too_little_run_time_is_warned_about():
+    warnings = schedule_warnings([parse_fault("kill@5+3")], 10)
+    assert warnings == [
+        f"--fault kill@5+3: the broker restarts 8 s into the 10 s run, 2 s before it ends, and a killed broker took "
+        f"up to {KILL_RECOVERY_S:g} s to answer again: acks may not resume before the run ends, and deliveries still "
+        f"queued when the producers' flush ends are purged (failed, exit 3); --duration {8 + KILL_RECOVERY_S:g} or "
+        "more lets the run see the broker back"]
+    # Enough time after the restart, or a pause (the broker process never went away): nothing to say.
+    assert schedule_warnings([parse_fault("kill@20+5")], 25 + KILL_RECOVERY_S) == []
+    assert schedule_warnings([parse_fault("pause@5+3")], 10) == []
 
 
 def _wait_for_event(injector: FaultInjector, kind: str, within_s: float = 30) -> None:
@@ -104,9 +141,11 @@ def test_run_survives_a_paused_broker(embedded_broker, unique_topic, tmp_path):
     times = fault_times(result)
     assert 4 <= times["broker-pause"] < 5 and 8 <= times["broker-resume"] < 9.5, times
     # Acks stop while the broker is frozen; the run reports the stall and every order arrives.
-    assert longest_stall_s(result["series"]["acked"]) >= 3
+    assert fault_summary(result)["longest_stall_s"] >= 3
     assert result["latency_us"]["service_time"]["max"] >= 3_000_000
     assert "faults: lost acknowledged orders 0," in completed.stdout
+    # The start line echoes the schedule, so the output alone says what was done to the broker.
+    assert "(warm-up 2 s), faults pause@4+4\n" in completed.stdout
 
 
 def test_run_survives_a_killed_and_restarted_broker(embedded_broker, unique_topic, tmp_path):
@@ -173,6 +212,10 @@ def test_sigterm_stops_the_embedded_broker_the_run_started(tmp_path):
              "--rate", "200", "--duration", "60", "--warmup", "0", "--results", str(tmp_path), "--no-report"],
             first_output="t=")
         assert process.returncode == 130, output
+        # bench run says that it starts a broker, which one, and that it stopped it again.
+        assert f"starting the embedded Kafka broker at 127.0.0.1:{port} (nothing answers there" in output
+        assert f"broker 127.0.0.1:{port} (embedded, started for this run, Kafka " in output
+        assert f"stopped the embedded Kafka broker at 127.0.0.1:{port}, which this command started" in output
         [folder] = [path.parent for path in tmp_path.glob("*/result.json")]
         assert load_result(folder)["status"] == "interrupted"
         assert not EmbeddedBroker(port=port, state_dir=state_dir).is_running()

@@ -9,9 +9,12 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import os
+import re
 import subprocess
 import sys
 import textwrap
+import time
 from pathlib import Path
 
 import pytest
@@ -137,20 +140,35 @@ def test_local_runner_fires_requests_and_writes_result(kafka_bootstrap, unique_t
         runner = environment.create_local_runner()
         events.init.fire(environment=environment, runner=runner, web_ui=None)
         runner.start(2, spawn_rate=2)
-        # Until the users have produced a good number of orders (an event, not a fixed time).
+        # Until the users have produced a good number of orders and every reporter has reported
+        # a whole second (events, not a fixed time).
         deadline = time.monotonic() + 60
-        while runner.stats.total.num_requests < 2_000 and time.monotonic() < deadline:
+        while time.monotonic() < deadline:
+            run = environment.kafka_run  # set once the test has started
+            status = run.status_line() if run is not None else ""
+            if runner.stats.total.num_requests >= 2_000 and status.startswith("counts through"):
+                break
             gevent.sleep(0.05)
         runner.quit()
         stats = runner.stats.total
         print(json.dumps({"fired": fired, "requests": stats.num_requests, "failures": stats.num_failures,
-                          "exit_code": environment.kafka_exit_code}))
+                          "exit_code": environment.kafka_exit_code, "status": status}))
     """, kafka_bootstrap, unique_topic, str(tmp_path))
     assert completed.returncode == 0, completed.stderr
     out = json.loads(completed.stdout.strip().splitlines()[-1])
     assert out["requests"] > 100 and out["failures"] == 0
     assert out["fired"]["produce"] == out["requests"] and out["fired"]["failed"] == 0
     assert out["exit_code"] is None
+    # The live line counts acked and consumed through the same second, the newest one every
+    # reporter has sent: consumed no longer runs ahead of acks that are still on their way.
+    status = re.match(r"^counts through t=(\d+)s \(the newest second all workers and the tracker have reported\): "
+                      r"acked ([\d,]+) \([\d,]+/s\), failed 0, consumed ([\d,]+), lag [\d,-]+", out["status"])
+    assert status, out["status"]
+    through, acked, consumed = (int(status[group].replace(",", "")) for group in (1, 2, 3))
+    # The tracker may read an order before the producer's ack callback ran (the ack then counts
+    # a second later), so consumed can lead by what is in flight: far below a second's acks,
+    # the lead the counts of different seconds had.
+    assert 1 <= through <= 4 and 0 < acked and consumed <= acked + acked // through // 10, out["status"]
     folders = _run_folders(tmp_path)
     assert len(folders) == 1
     result = load_result(folders[0])
@@ -190,6 +208,64 @@ def test_headless_two_processes_merge_counts(kafka_bootstrap, unique_topic, tmp_
     latency = result["latency_us"]
     assert latency["end_to_end"]["count"] == result["counts"]["acked"] and latency["end_to_end"]["sample_every"] == 1
     assert latency["end_to_end"]["p50"] < 3 * latency["service_time"]["p50"] + 5_000
+
+
+def test_console_after_the_test_stops_has_no_stale_tables_or_false_worker_warnings(kafka_bootstrap, unique_topic,
+                                                                                 tmp_path):
+    """--stop-timeout keeps each stopped worker unknown to Locust's master for 4 s while it
+    still reports; the master's own finish (last reports, drain, result) outlasts Locust's 2 s
+    table interval. Neither may print anything but the final summary and the Kafka lines."""
+    master_port = str(free_port_pair()[0])
+    completed = subprocess.run([LOCUST, "-f", LOCUSTFILE, "--headless", "--master-bind-port", master_port,
+                                "--master-port", master_port, "-u", "2", "-r", "2", "-t", "6s", "--processes", "2",
+                                "--stop-timeout", "4", "--user-rate", "200", "--kafka-bootstrap-servers",
+                                kafka_bootstrap, "--kafka-topic", unique_topic, "--results-dir", str(tmp_path),
+                                "--check", "service_time_p99<5s,failed<=0"],
+                               cwd=REPO, capture_output=True, text=True, timeout=CHILD_TIMEOUT_S)
+    assert completed.returncode == 0, completed.stderr[-3000:]
+    lines = completed.stderr.splitlines()
+    stopped = next(i for i, line in enumerate(lines) if "Shape test stopping" in line)
+    tables = [line for line in lines[stopped:] if line.startswith("Type ") and "# fails" in line]
+    assert len(tables) == 1, completed.stderr  # the final summary only
+    assert "Discarded report from unrecognized worker" not in completed.stderr
+    # A passing --check says so, in one line.
+    passed = [line.split("bench.locust: ")[1] for line in lines if "check passed" in line]
+    assert len(passed) == 1 and re.fullmatch(r"kafka: check passed: service_time_p99<5s: measured [\d.]+ ms; "
+                                             r"failed<=0: measured 0 messages", passed[0]), passed
+
+
+def test_console_filters_hold_only_the_misleading_lines():
+    completed = _python("""
+        import json, logging
+        from bench.locust.console import DISCARDED_REPORT, MasterConsole
+
+        seen = []
+        class Keep(logging.Handler):
+            def emit(self, record):
+                seen.append(record.getMessage())
+        logging.getLogger().addHandler(Keep())
+        logging.getLogger().setLevel(logging.INFO)
+        console = MasterConsole()
+        tables, runners = logging.getLogger("locust.stats_logger"), logging.getLogger("locust.runners")
+        tables.info("table during the test")
+        console.test_stopped()
+        tables.info("table after the stop")
+        console.test_started()
+        tables.info("table of the next test")
+        console.test_stopped()
+        tables.info("table after that stop")
+        console.quitting()
+        tables.info("final summary")
+        console.worker_reported("known-worker")
+        runners.info(DISCARDED_REPORT, "known-worker")
+        runners.info(DISCARDED_REPORT, "stranger")
+        runners.info("known-worker (index 0) reported as ready. 2 workers connected.")
+        print(json.dumps(seen))
+    """)
+    assert completed.returncode == 0, completed.stderr
+    assert json.loads(completed.stdout.strip().splitlines()[-1]) == [
+        "table during the test", "table of the next test", "final summary",
+        "Discarded report from unrecognized worker stranger", "known-worker (index 0) reported as ready. 2 workers connected."]
 
 
 def test_threshold_that_cannot_be_met_exits_1(kafka_bootstrap, unique_topic, tmp_path):
@@ -282,3 +358,52 @@ def test_acked_orders_the_broker_drops_are_lost_exactly_in_a_locust_run(kafka_bo
     assert_counts_match_broker(result, kafka_bootstrap, dropped=drop_below)
     assert result["status"] == "failed" and f"{drop_below:,} acked orders lost" in result["failure"]
     assert f"error: 0 deliveries failed, {drop_below:,} acked orders lost" in completed.stderr
+
+
+def _processes_with(marker: str) -> list[int]:
+    """Pids of the live processes whose command line contains marker (zombies are gone already)."""
+    pids = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            state = (entry / "stat").read_text().rsplit(")", 1)[1].split()[0]
+            if state != "Z" and marker.encode() in (entry / "cmdline").read_bytes():
+                pids.append(int(entry.name))
+        except (FileNotFoundError, ProcessLookupError, IndexError):
+            continue
+    return pids
+
+
+@pytest.mark.parametrize("case", ["bad-option", "unreachable-broker"])
+def test_failed_start_with_processes_leaves_no_worker_behind(kafka_bootstrap, unique_topic, tmp_path, case):
+    """The master exits on a bad option (2) or an unreachable broker (3) before any user starts;
+    its forked workers must go with it, not linger under init holding the output open."""
+    # Promptly: Locust's start-up on a busy machine, plus 10 s waiting for a broker to answer.
+    bootstrap, expected_code, extra, within_s = kafka_bootstrap, 2, ["--message-size", "2XB"], 20
+    if case == "unreachable-broker":
+        bootstrap, expected_code, extra, within_s = f"127.0.0.1:{free_port_pair()[0]}", 3, [], 30
+    master_port = str(free_port_pair()[0])
+    # Output to files, not pipes: a leftover worker holding a pipe would block the read instead
+    # of failing the check below. The results dir is unique to this test: it marks its processes.
+    marker = str(tmp_path / "results")
+    with open(tmp_path / "out", "w") as out, open(tmp_path / "err", "w") as err:
+        began = time.monotonic()
+        master = subprocess.Popen([LOCUST, "-f", LOCUSTFILE, "--headless", "-u", "4", "-t", "5s", "--processes", "2",
+                                   "--master-bind-port", master_port, "--master-port", master_port,
+                                   "--kafka-bootstrap-servers", bootstrap, "--kafka-topic", unique_topic,
+                                   "--results-dir", marker, *extra], cwd=REPO, stdout=out, stderr=err)
+        try:
+            code = master.wait(timeout=CHILD_TIMEOUT_S)
+        finally:
+            master.kill()
+        took_s = time.monotonic() - began
+    stderr = (tmp_path / "err").read_text()
+    assert code == expected_code, stderr
+    assert took_s < within_s, f"took {took_s:.1f} s"
+    deadline = time.monotonic() + 3.0
+    while (left := _processes_with(marker)) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    for pid in left:  # do not leave them to the next test either
+        os.kill(pid, 9)
+    assert left == [], f"Locust processes still running 3 s after the master exited: {left}\n{stderr}"

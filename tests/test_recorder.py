@@ -6,6 +6,7 @@ import random
 
 from bench.core.audit import OffsetRanges, SequenceAudit, audit_offsets, lost_sequences, offset_ranges
 from bench.core.recorder import LatencyRecorder, RunRecorder, fold_latencies, record_counts
+from bench.output.progress import p99_scope, progress_line
 from bench.output.results import LATENCY_HIGHEST_US, decode_histogram, new_latency_histogram
 
 
@@ -48,6 +49,24 @@ def test_seconds_from_several_reporters_merge_and_warmup_is_excluded():
     assert decode_histogram(recorder.intervals[1]).get_total_count() == 5
     assert recorder.interval_stats[1][2] == 300
     assert recorder.interval_list(3)[2] is None
+
+
+def test_the_live_p99_line_says_when_it_switches_from_the_warm_up_second_to_the_run():
+    """Warm-up 2 s: seconds 0 and 1 show their own p99 (slow first sends); from second 2 on the
+    p99 covers every measured second. The drop at the switch is labelled, not silent."""
+    recorder = RunRecorder(warmup_s=2.0)
+    lines = []
+    for second, service_s in enumerate(([0.050] * 100, [0.040] * 100, [0.004] * 100, [0.005] * 100)):
+        recorder.add_producer_report(second, sent=100, acked=100, failed=0, service_s=service_s, response_us=[],
+                                     send_delay_us=[])
+        recorder.close_through(second)
+        lines.append(progress_line(second + 1, 100, 100, 100, recorder.p99_so_far("service_time", second), None, None,
+                                   None, p99_scope(second, 2.0)))
+    scopes = [line.split("|")[1].split(":")[0].strip() for line in lines]
+    assert scopes == ["p99 this second (warm-up)", "p99 this second (warm-up)", "p99 since warm-up", "p99 since warm-up"]
+    assert "service time 50 ms" in lines[0] and "service time 40 ms" in lines[1]
+    assert "service time 4 ms" in lines[2] and "service time 5 ms" in lines[3]
+    assert p99_scope(0, 0) == "so far"  # no warm-up, nothing switches
 
 
 def test_series_has_one_entry_per_second_with_nulls_for_empty_seconds():

@@ -362,3 +362,26 @@ def test_drain_outlasts_its_timeout_while_the_tracker_keeps_consuming(kafka_boot
     # t_s is the end of each second: these seconds began more than drain_timeout_s into the drain.
     consumed_late = sum(consumed for t_s, consumed in zip(series["t_s"], series["consumed"]) if t_s - 1 >= drain["t_s"] + 1)
     assert consumed_late > 0, series["consumed"]
+
+
+def test_the_summary_states_each_count_once():
+    """A failed run's counts appear on the counts line and in its last line, with separators;
+    the result's own count warnings would only repeat them ("warning: 10002 deliveries failed")."""
+    from bench.analysis.stats import derive_warnings
+    from bench.commands.run import summary_text
+
+    failure = "10,002 deliveries failed, 0 acked orders lost (first error: Local: Purged in queue)"
+    result = {"status": "failed", "failure": failure, "warmup_s": 0,
+              "counts": {"sent": 20_000, "acked": 9_998, "failed": 10_002, "consumed": 9_998, "lost": 0,
+                         "duplicated": 0},
+              "throughput": {"acked_per_s": 500.0, "elapsed_s": 20.0}, "latency_us": {},
+              "series": {"t_s": [1, 2], "sent": [10_000, 10_000], "acked": [9_998, 0]},
+              "warnings": ["10,002 messages were not delivered before the flush deadline and were purged "
+                           "(counted as failed)"]}
+    result["warnings"] = derive_warnings(result)
+    assert "10002 deliveries failed" in result["warnings"]  # what the file keeps
+    lines = summary_text(result, "results/x").splitlines()
+    assert lines[1] == "counts: sent 20,000, acked 9,998, failed 10,002, consumed 9,998, lost 0, duplicated 0"
+    assert [line for line in lines if line.startswith("warning:")] == [
+        "warning: 10,002 messages were not delivered before the flush deadline and were purged (counted as failed)"]
+    assert lines[-1] == f"failed: {failure}"

@@ -156,7 +156,7 @@ def derive_warnings(result: Mapping[str, Any]) -> list[str]:
     for key, meaning in (("failed", "deliveries failed"), ("lost", "orders acked but never consumed"),
                          ("duplicated", "orders consumed more than once")):
         if counts.get(key):
-            add(f"{counts[key]} {meaning}")
+            add(f"{counts[key]:,} {meaning}")
 
     if (result.get("environment") or {}).get("producer_and_tracker_same_host") is False:
         add("producer and tracker ran on different hosts: end-to-end latency includes clock offset")

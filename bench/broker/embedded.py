@@ -133,14 +133,31 @@ def jar_cache_dir(kafka_version: str) -> Path:
 
 
 @contextlib.contextmanager
-def _file_lock(lock_path: Path) -> Iterator[None]:
-    lock_path.parent.mkdir(parents=True, exist_ok=True)
-    with open(lock_path, "w") as lock_file:
+def _file_lock(lock_path: Path, remove: bool = False) -> Iterator[None]:
+    """An exclusive flock on lock_path; remove=True deletes the file on release, so it exists
+    only while someone holds or waits for the lock (nothing is left behind by a failed start).
+
+    Removing a lock file is safe only if a waiter that was queued on the removed file notices:
+    after taking the lock it checks that the path still names the file it locked, and takes
+    the lock again on the new file otherwise.
+    """
+    while True:
+        lock_path.parent.mkdir(parents=True, exist_ok=True)
+        lock_file = open(lock_path, "a")
         fcntl.flock(lock_file, fcntl.LOCK_EX)
         try:
-            yield
-        finally:
-            fcntl.flock(lock_file, fcntl.LOCK_UN)
+            if os.stat(lock_path).st_ino == os.fstat(lock_file.fileno()).st_ino:
+                break
+        except FileNotFoundError:
+            pass
+        lock_file.close()
+    try:
+        yield
+    finally:
+        if remove:
+            lock_path.unlink(missing_ok=True)
+        fcntl.flock(lock_file, fcntl.LOCK_UN)
+        lock_file.close()
 
 
 def provision_jars(kafka_version: str = DEFAULT_KAFKA_VERSION) -> tuple[Path, bool]:
@@ -388,34 +405,45 @@ class EmbeddedBroker:
             raise _missing_tool(
                 "java", "the embedded Kafka broker needs a JDK 17", "e.g. apt-get install openjdk-17-jdk-headless"
             )
-        self.state_dir.mkdir(parents=True, exist_ok=True)
-        with _file_lock(self.state_dir / "start.lock"):
-            if self.is_running():
-                return False
-            for port in (self.port, self.controller_port):
-                if not _port_is_free(port):
-                    raise UsageError(
-                        f"port {port} on 127.0.0.1 is in use by another process "
-                        "(another broker? choose --port/--controller-port)"
-                    )
-            self._check_storage_version()
-            libs, _ = provision_jars(self.kafka_version)
-            self._write_server_properties()
-            self._format_storage(java, libs)
-            self.log_path.parent.mkdir(parents=True, exist_ok=True)
-            with open(self.console_log_path, "ab") as console:
-                self._process = subprocess.Popen(
-                    self._java_command(java, libs, "kafka.Kafka", str(self._properties_path)),
-                    stdin=subprocess.DEVNULL,
-                    stdout=console,
-                    stderr=subprocess.STDOUT,
-                    cwd=self.state_dir,
-                    start_new_session=True,
+        new_state_dir = not self.state_dir.exists()
+        try:
+            with _file_lock(self.state_dir / "start.lock", remove=True):
+                return self._start_locked(java, timeout_s)
+        except UsageError:
+            if new_state_dir:
+                # Made for this start only: a start refused before it wrote anything (busy port,
+                # no Maven) leaves no empty state dir behind (rmdir removes it only while empty).
+                with contextlib.suppress(OSError):
+                    self.state_dir.rmdir()
+            raise
+
+    def _start_locked(self, java: str, timeout_s: float) -> bool:
+        if self.is_running():
+            return False
+        for port in (self.port, self.controller_port):
+            if not _port_is_free(port):
+                raise UsageError(
+                    f"port {port} on 127.0.0.1 is in use by another process "
+                    "(another broker? choose --port/--controller-port)"
                 )
-            self._pid_path.write_text(f"{self._process.pid}\n")
-            self._version_path.write_text(f"{self.kafka_version}\n")
-            self._wait_until_answering(timeout_s)
-            return True
+        self._check_storage_version()
+        libs, _ = provision_jars(self.kafka_version)
+        self._write_server_properties()
+        self._format_storage(java, libs)
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        with open(self.console_log_path, "ab") as console:
+            self._process = subprocess.Popen(
+                self._java_command(java, libs, "kafka.Kafka", str(self._properties_path)),
+                stdin=subprocess.DEVNULL,
+                stdout=console,
+                stderr=subprocess.STDOUT,
+                cwd=self.state_dir,
+                start_new_session=True,
+            )
+        self._pid_path.write_text(f"{self._process.pid}\n")
+        self._version_path.write_text(f"{self.kafka_version}\n")
+        self._wait_until_answering(timeout_s)
+        return True
 
     def _wait_until_answering(self, timeout_s: float) -> None:
         deadline = time.monotonic() + timeout_s

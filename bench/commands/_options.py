@@ -3,11 +3,19 @@
 from __future__ import annotations
 
 import argparse
+import tomllib
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
+
+from confluent_kafka import Consumer, KafkaException, Producer
 
 from bench.broker.ensure import BROKER_MODES
+from bench.core.scenario import flatten_settings
 from bench.output.results import DEFAULT_RESULTS_ROOT
 from streamstore.cli import add_bootstrap_argument
+from streamstore.config import consumer_config, producer_config
+from streamstore.errors import UsageError
 
 
 def add_broker_arguments(parser: argparse.ArgumentParser | argparse._ArgumentGroup, keep: bool = True) -> None:
@@ -24,3 +32,20 @@ def add_results_argument(parser: argparse.ArgumentParser | argparse._ArgumentGro
     # --results is the older spelling, kept so existing scripts go on working.
     parser.add_argument("--results-dir", "--results", dest="results_dir", type=Path, default=DEFAULT_RESULTS_ROOT,
                         help="folder for run folders (default: results)")
+
+
+def read_client_config(path: Path, check: Callable[[dict[str, Any]], dict[str, Any]] = dict) -> dict[str, Any]:
+    """--client-config FILE: TOML librdkafka settings (tables flatten to dotted keys), refused
+    by `check` (a command's own rules) or by librdkafka itself (a client of each kind is created
+    and dropped), so a typo is one line before anything connects."""
+    try:
+        settings = check(flatten_settings(tomllib.loads(path.read_text())))
+    except (OSError, tomllib.TOMLDecodeError) as error:
+        raise UsageError(f"--client-config {path}: {error}") from None
+    try:
+        Producer(producer_config("127.0.0.1:1", "none", settings))
+        Consumer(consumer_config("127.0.0.1:1", "bench-settings-check", settings)).close()
+    except KafkaException as error:
+        reason = error.args[0].str() if error.args and hasattr(error.args[0], "str") else str(error)
+        raise UsageError(f"--client-config {path}: librdkafka refuses the settings: {reason}") from None
+    return settings

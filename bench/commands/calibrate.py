@@ -134,7 +134,8 @@ def run(args: argparse.Namespace) -> int:
           f"measurement, {args.rounds} round(s), broker {args.bootstrap_servers}", flush=True)
     check_client_settings(scenario, args.bootstrap_servers)
     bare_rates, bench_rates = [], []
-    with ensure_broker(args.bootstrap_servers, args.broker, keep=args.keep_broker) as broker:
+    with ensure_broker(args.bootstrap_servers, args.broker, keep=args.keep_broker,
+                       announce=lambda line: print(line, flush=True)) as broker:
         admin = connect_admin(broker.bootstrap_servers, scenario.producer_config)
         for round_number in range(1, args.rounds + 1):
             order = ("bare", "bench") if round_number % 2 else ("bench", "bare")

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import argparse
 
-from bench.broker.faults import check_schedule, fault_summary, parse_fault
+from bench.broker.faults import check_schedule, fault_summary, parse_fault, schedule_warnings
 from bench.commands import run as run_command
 from bench.core.runner import run_scenario
 from streamstore.errors import UsageError
@@ -29,6 +29,8 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError("--fault: give at least one fault, e.g. --fault kill@20+5 (without faults use `bench run`)")
     scenario = run_command.scenario_from_args(args)
     check_schedule(faults, scenario.duration_s)
+    for warning in schedule_warnings(faults, scenario.duration_s):
+        print(f"warning: {warning}", flush=True)
     code, folder, result = run_scenario(scenario, args.bootstrap_servers, args.results_dir, args.broker,
                                         args.keep_broker, write_report=not args.no_report, faults=faults,
                                         broker_state_dir=args.state_dir)

@@ -6,16 +6,12 @@ import argparse
 import os
 import signal
 import time
-import tomllib
 from pathlib import Path
-from typing import Any
-
-from confluent_kafka import Consumer, KafkaException, Producer
 
 from bench.broker.ensure import ensure_broker
-from bench.commands._options import add_broker_arguments, add_results_argument
+from bench.commands._options import add_broker_arguments, add_results_argument, read_client_config
 from bench.core.result import write_run_folder
-from bench.core.scenario import COMPRESSIONS, check_client_config, flatten_settings
+from bench.core.scenario import COMPRESSIONS, check_client_config
 from bench.large_message.plan import (
     DEFAULT_COMPRESSIONS,
     QUICK_MAX_SIZE,
@@ -36,8 +32,6 @@ from streamstore.config import (
     CLIENT_MESSAGE_MAX_BYTES,
     MAX_VALUE_BYTES,
     RECORD_OVERHEAD_BYTES,
-    consumer_config,
-    producer_config,
 )
 from streamstore.errors import UsageError
 from streamstore.orders import PAYLOAD_KINDS
@@ -90,26 +84,15 @@ def options_from_args(args: argparse.Namespace) -> SweepOptions:
         raise UsageError("--compare-bare times the largest size without compression: add none to --compression")
     if args.topic is not None and args.compare_bare:
         raise UsageError("--compare-bare needs fresh topics: drop --topic")
-    settings = read_client_config(args.client_config) if args.client_config else {}
+    # The sweep owns some settings (compression, sizes): refused here, before anything connects.
+    settings = read_client_config(args.client_config, _check_sweep_settings) if args.client_config else {}
     return SweepOptions(tuple(sizes), compressions, args.level, args.payload, args.reps, args.quick, args.topic,
                         args.compare_bare, settings)
 
 
-def read_client_config(path: Path) -> dict[str, Any]:
-    """--client-config: the settings, checked by librdkafka itself (a client of each kind is
-    created and dropped), so a typo is one line before anything connects."""
-    try:
-        settings = check_client_config("--client-config", flatten_settings(tomllib.loads(path.read_text())),
-                                       SWEEP_OWNED_CLIENT_KEYS)
-    except (OSError, tomllib.TOMLDecodeError) as error:
-        raise UsageError(f"--client-config {path}: {error}") from None
-    try:
-        Producer(producer_config("127.0.0.1:1", "none", settings))
-        Consumer(consumer_config("127.0.0.1:1", "bench-settings-check", settings)).close()
-    except KafkaException as error:
-        reason = error.args[0].str() if error.args and hasattr(error.args[0], "str") else str(error)
-        raise UsageError(f"--client-config {path}: librdkafka refuses the settings: {reason}") from None
-    return settings
+def _check_sweep_settings(config: dict) -> dict:
+    """--client-config may not set what the sweep sets itself (each cell's compression, limits)."""
+    return check_client_config("--client-config", config, SWEEP_OWNED_CLIENT_KEYS)
 
 
 def drop_acked_count() -> int:
@@ -136,13 +119,10 @@ def run(args: argparse.Namespace) -> int:
               f"{CLIENT_MESSAGE_MAX_BYTES:,} minus {RECORD_OVERHEAD_BYTES} bytes of record overhead (no key, no headers)")
     # The client settings (SASL, SSL) reach every client: broker checks, admin, producer, consumer.
     with ensure_broker(args.bootstrap_servers, args.broker, args.keep_broker,
-                       client_settings=options.client_settings) as broker:
+                       client_settings=options.client_settings, announce=_say) as broker:
         admin = connect_admin(broker.bootstrap_servers, options.client_settings)
         broker_settings, topic_settings = preflight(options, admin)
-        origin = ("embedded, started for this sweep" if broker.started_here
-                  else "embedded" if broker.embedded else "external")
-        print(f"broker {broker.bootstrap_servers} ({origin}{', Kafka ' + broker.version if broker.version else ''}); "
-              "pre-flight passed: every size fits the client, broker and topic limits")
+        print(f"broker {broker.describe('sweep')}; pre-flight passed: every size fits the client, broker and topic limits")
         progress = SweepProgress(options.cells())
         sweep = LargeMessageSweep(options, broker.bootstrap_servers, admin, broker_settings, progress,
                                   on_row=lambda row: (progress.finish(), print(format_row(row), flush=True)),
@@ -166,6 +146,10 @@ def run(args: argparse.Namespace) -> int:
     write_run_report(folder, document)
     print(summary_text(document, folder))
     return result.verdict.exit_code
+
+
+def _say(line: str) -> None:
+    print(line, flush=True)
 
 
 def summary_text(result: dict, folder: Path) -> str:

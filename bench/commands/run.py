@@ -50,6 +50,11 @@ def run(args: argparse.Namespace) -> int:
     return code
 
 
+# The count warnings every result carries (bench.analysis.stats.derive_warnings) for counts a
+# failed run's summary already states.
+_COUNT_WARNINGS = (("failed", "deliveries failed"), ("lost", "orders acked but never consumed"))
+
+
 def summary_text(result: dict, folder) -> str:
     counts = result["counts"]
     lines = [f"{result['status']}: {folder}",
@@ -64,7 +69,12 @@ def summary_text(result: dict, folder) -> str:
     # A run that did not complete ends with "<status>: <failure>"; the warnings carry the same
     # text as "run <status>: ...", shown once.
     ending = f"{result['status']}: {result['failure']}" if result["status"] != "complete" and result["failure"] else None
-    lines += [f"warning: {warning}" for warning in result["warnings"] if not (ending and warning == f"run {ending}")]
+    # The counts line states every count and a failed run's last line the failed and lost ones,
+    # with thousands separators; the result's count warnings ("9994 deliveries failed") only
+    # repeat them here.
+    restated = {f"{counts[key]} {meaning}" for key, meaning in _COUNT_WARNINGS if counts.get(key)}
+    restated |= {f"run {ending}"} if ending else set()
+    lines += [f"warning: {warning}" for warning in result["warnings"] if warning not in restated]
     if ending:
         lines.append(ending)
     return "\n".join(lines)

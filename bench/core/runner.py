@@ -41,7 +41,7 @@ from bench.core.result import (
 )
 from bench.core.scenario import Scenario
 from bench.core.tracker import tracker_main
-from bench.output.progress import Progress, progress_line
+from bench.output.progress import Progress, p99_scope, progress_line
 from bench.output.results import DEFAULT_RESULTS_ROOT, check_results_root
 from streamstore.admin import ensure_topic, topic_configs
 from streamstore.errors import RunFailed, UsageError
@@ -87,6 +87,7 @@ class _Run:
         self.events: list[dict[str, Any]] = []
         self.shown_second = -1
         self.t0_ns: int | None = None
+        self.faults = tuple(faults)
         self.injector = FaultInjector(broker.embedded, faults) if faults else None
 
     def execute(self) -> tuple[int, Path, dict[str, Any]]:
@@ -135,7 +136,8 @@ class _Run:
             self.injector.start(self.t0_ns / NS_PER_S)
         self.progress.message(
             f"run {self.run_id.hex[:8]}: {self.scenario.name} -> {self.scenario.topic} at {self.bootstrap_servers}, "
-            f"{_describe_rate(self.scenario)}, {self.scenario.duration_s:g} s (warm-up {self.scenario.warmup_s:g} s)")
+            f"{_describe_rate(self.scenario)}, {self.scenario.duration_s:g} s (warm-up {self.scenario.warmup_s:g} s)"
+            + (f", faults {' '.join(str(f) for f in sorted(self.faults, key=lambda f: f.at_s))}" if self.faults else ""))
         self._collect(lambda: len(self.measured.producers) == self.scenario.producers, stop)
 
     def _drain(self, control, stop) -> None:
@@ -195,7 +197,8 @@ class _Run:
             through + 1, counts["sent"][through], counts["acked"][through], counts["consumed"][through],
             recorder.p99_so_far("service_time", through),
             recorder.p99_so_far("response_time", through) if self.scenario.rate else None,
-            recorder.p99_so_far("end_to_end", through), recorder.lag_messages.get(through)))
+            recorder.p99_so_far("end_to_end", through), recorder.lag_messages.get(through),
+            p99_scope(through, self.scenario.warmup_s)))
 
     def _stop_children(self, stop) -> None:
         stop.set()
@@ -284,8 +287,14 @@ def run_scenario(
     check_client_settings(scenario, bootstrap_servers)
     check_results_root(results_root)
     # The scenario's client settings (SASL, SSL) also reach the broker checks.
+    def say(line: str) -> None:
+        out.write(line + "\n")
+        out.flush()
+
     with ensure_broker(bootstrap_servers, broker_mode, keep=keep_broker, state_dir=broker_state_dir,
-                       client_settings=scenario.producer_config) as broker:
+                       client_settings=scenario.producer_config, announce=say) as broker:
+        if broker.started_here:
+            say(f"broker {broker.describe('run')}")
         if faults and broker.embedded is None:
             raise UsageError(f"faults need the embedded broker, and the broker at {bootstrap_servers} is not one started "
                              "by `python -m bench broker start` (or give its --state-dir)")

@@ -24,7 +24,7 @@ from bench.core.audit import ProducerAccount, audit_method, run_verdict, trace_s
 from bench.core.clients import high_watermarks, scenario_admin, scenario_watermarks
 from bench.core.merge import RunMeasurements
 from bench.core.producer import CHILD_START_TIMEOUT_S
-from bench.core.protocol import TRACKER, Drain, Inbox
+from bench.core.protocol import TRACKER, Drain, Inbox, TrackerSecond
 from bench.core.result import RunResult, clamped_warnings, latency_summaries, run_counts, write_run_folder
 from bench.core.runner import REPORTED_TOPIC_SETTINGS
 from bench.core.scenario import Scenario
@@ -89,6 +89,9 @@ class TrackerProcess:
         self.process.start()
         self.error: str | None = None
         self.last_progress = time.monotonic()
+        # The last second the tracker has reported. Kept here, not in `measured`: that one
+        # would close seconds on the tracker's word alone, before the workers reported them.
+        self.reported_through = -1
         self.inbox.wait_ready([TRACKER], CHILD_START_TIMEOUT_S, [self.process.sentinel])
         start.set()
 
@@ -96,6 +99,8 @@ class TrackerProcess:
         """Record every report that has arrived (never waits for one)."""
         for message in self.inbox.arrived():
             self.measured.handle(message)
+            if isinstance(message, TrackerSecond):
+                self.reported_through = max(self.reported_through, message.second)
             if getattr(message, "consumed", 0):
                 self.last_progress = time.monotonic()
         if self.measured.failure and self.error is None:
@@ -205,15 +210,20 @@ class LocustRun:
 
     def _close_finished_seconds(self) -> None:
         """Seal the seconds every reporter is past (an open second holds a ~400 KB histogram)."""
+        through = self._reported_through()
+        if through is not None:
+            self.recorder.close_through(through)
+
+    def _reported_through(self) -> int | None:
+        """The last second that every worker and the tracker have reported (None: all are done)."""
         runner = self.environment.runner
         expected = {client.id for client in runner.clients.all} if isinstance(runner, MasterRunner) else {LOCAL_WORKER}
         if not expected <= self.workers.keys():
-            return  # a worker that has not reported yet may still hold any second
+            return -1  # a worker that has not reported yet may still hold any second
         reported_through = [w["through"] for w in self.workers.values() if not w["final"]]
         if self.tracker is not None and self.measured.tracker_done is None:
-            reported_through.append(self.measured.reported_through.get(TRACKER, -1))
-        if reported_through:
-            self.recorder.close_through(min(reported_through))
+            reported_through.append(self.tracker.reported_through)
+        return min(reported_through) if reported_through else None
 
     def _status_forever(self) -> None:
         while True:
@@ -222,21 +232,29 @@ class LocustRun:
             logger.info("kafka: %s", self.status_line())
 
     def status_line(self) -> str:
-        totals = self.recorder.totals()
-        elapsed = max(1e-9, time.time() - self.started_at)
+        """Counts through the last second that every reporter has reported. Workers report with
+        Locust's stats, every 3 s (WORKER_REPORT_INTERVAL), and the tracker every second, so the
+        newest counts compared a tracker that had consumed up to now with acks up to 4 s old:
+        consumed ran ahead of acked, by 240,000 orders flat out."""
+        through = self._reported_through()
+        if through is None:
+            through = self.recorder.last_second
+        if through < 0:
+            return "waiting for the first report of every worker and the tracker"
+        counts = self.recorder.counts_by_second
+        acked, failed, consumed = (sum(counts[name][second] for second in range(through + 1))
+                                   for name in ("acked", "failed", "consumed"))
         p99 = self.all_delivery.get_value_at_percentile(99.0) if self.all_delivery.get_total_count() else None
-        e2e = self.recorder.latency["end_to_end"]
-        lag = self.recorder.lag_messages.get(max(self.recorder.lag_messages)) if self.recorder.lag_messages else None
-        e2e_p99 = None
-        if e2e.interval_stats:
-            e2e_p99 = e2e.interval_stats[max(e2e.interval_stats)][1]
+        e2e = self.recorder.latency["end_to_end"].interval_stats.get(through)
+        lag = self.recorder.lag_messages.get(through)
         parts = [
-            f"acked {totals['acked']} ({totals['acked'] / elapsed:.0f}/s)",
-            f"failed {totals['failed']}",
-            f"service time p99 {_ms(p99)}",
-            f"consumed {totals['consumed']}",
-            f"end-to-end p99 (last closed second) {_ms(e2e_p99)}",
-            f"lag {lag if lag is not None else '-'} msgs",
+            f"counts through t={through + 1}s (the newest second all workers and the tracker have reported): "
+            f"acked {acked:,} ({acked / (through + 1):,.0f}/s)",
+            f"failed {failed:,}",
+            f"consumed {consumed:,}" if self.tracker is not None else "no tracker",
+            f"lag {lag:,} msgs" if lag is not None else "lag -",
+            f"end-to-end p99 in that second {_ms(e2e[1] if e2e else None)}",
+            f"service time p99 so far {_ms(p99)}",
         ]
         return ", ".join(parts)
 

@@ -31,9 +31,10 @@ from locust import LoadTestShape, User, task
 from locust.runners import MasterRunner, WorkerRunner
 
 from bench.analysis.thresholds import deprecation_lines, evaluate_limits
+from bench.locust.console import MasterConsole
 from bench.locust.master import LOCAL_WORKER, LocustRun, _ms, _prepare_topic, in_native_thread, logger
 from bench.locust.options import add_arguments, parse_load_steps, scenario_from_options, tracked_scenario, validate_options
-from bench.locust.worker import FLAT_OUT_BATCH, WorkerProducer, options_bootstrap
+from bench.locust.worker import FLAT_OUT_BATCH, WorkerProducer, die_with_master, options_bootstrap
 from streamstore.errors import EXIT_REGRESSION, EXIT_RUN_FAILED, StreamStoreError
 
 
@@ -88,7 +89,7 @@ class OrderLoadShape(LoadTestShape):
 def register(events) -> None:
     """Wire the Kafka user's hooks to a Locust Events object (the locustfile's `locust.events`)."""
     # report_to_master and worker_report do not pass the environment; init tells us which it is.
-    state: dict[str, Any] = {"environment": None}
+    state: dict[str, Any] = {"environment": None, "console": None}
 
     @events.init_command_line_parser.add_listener
     def on_parser(parser, **_kwargs):
@@ -101,7 +102,10 @@ def register(events) -> None:
         environment.kafka_producer = None
         environment.kafka_exit_code = None
         if isinstance(environment.runner, WorkerRunner):
+            die_with_master()
             return  # the master checks the options and sends them with the spawn message
+        if state["console"] is None:
+            state["console"] = MasterConsole()
         try:
             scenario, _, _ = validate_options(environment.parsed_options)
             in_native_thread(_prepare_topic, options_bootstrap(environment), scenario)
@@ -119,6 +123,7 @@ def register(events) -> None:
     def on_test_start(environment, **_kwargs):
         options = environment.parsed_options
         if not isinstance(environment.runner, WorkerRunner):
+            _console(state, "test_started")
             try:
                 scenario, rate, limits = validate_options(options)
                 for line in deprecation_lines(limits):
@@ -161,11 +166,15 @@ def register(events) -> None:
     @events.worker_report.add_listener
     def on_worker_report(client_id, data, **_kwargs):
         run = state["environment"].kafka_run
+        if "kafka" in data:
+            _console(state, "worker_reported", client_id)
         if run is not None and "kafka" in data:
             run.add_worker_report(client_id, data["kafka"])
 
     @events.test_stop.add_listener
     def on_test_stop(environment, **_kwargs):
+        if not isinstance(environment.runner, WorkerRunner):
+            _console(state, "test_stopped")
         producer = environment.kafka_producer
         if producer is not None and not producer.final:
             undelivered = producer.stop(producer.scenario.drain_timeout_s)
@@ -192,8 +201,9 @@ def register(events) -> None:
         failures = [outcome for outcome in outcomes if not outcome.met]
         for failure in failures:
             logger.error("check not met: %s", failure.describe())
-        if outcomes and not failures:
-            logger.info("kafka: %d checks met: %s", len(outcomes), "; ".join(o.describe() for o in outcomes))
+        if outcomes and not failures and result["status"] != "failed":
+            # Silence would leave "were the checks evaluated at all?" open.
+            logger.info("kafka: check passed: %s", "; ".join(o.describe() for o in outcomes))
         if result["status"] == "failed":
             logger.error("error: %s", result["failure"])
             _raise_exit_code(environment, EXIT_RUN_FAILED)
@@ -202,8 +212,15 @@ def register(events) -> None:
 
     @events.quitting.add_listener
     def on_quitting(environment, **_kwargs):
+        _console(state, "quitting")
         if environment.kafka_exit_code is not None:
             environment.process_exit_code = environment.kafka_exit_code
+
+
+def _console(state: Mapping[str, Any], method: str, *args) -> None:
+    """Tell the master's console filters (bench/locust/console.py) what happened, if installed."""
+    if state["console"] is not None:
+        getattr(state["console"], method)(*args)
 
 
 def _raise_exit_code(environment, code: int) -> None:

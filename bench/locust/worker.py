@@ -4,7 +4,10 @@ encoded per-second HdrHistograms (Locust's own percentiles keep about two digits
 
 from __future__ import annotations
 
+import ctypes
 import functools
+import os
+import signal
 import time
 from collections import Counter, defaultdict
 from typing import Any
@@ -32,6 +35,46 @@ QUEUE_FULL_WAIT_S = 0.001
 
 
 IDLE_POLL_WAIT_S = 0.0005
+
+
+# The process that imported the locustfile. Locust loads it before `--processes` forks the
+# workers, so in a forked worker this is the pid of its parent (the master).
+_LOCUSTFILE_PID = os.getpid()
+_PR_SET_PDEATHSIG = 1  # linux/prctl.h
+
+
+# Without prctl (not Linux), how often a forked worker checks that its master still exists.
+PARENT_CHECK_INTERVAL_S = 0.5
+
+
+def die_with_master() -> None:
+    """End this worker when the process that forked it ends, however that process ends.
+
+    Locust's master reaps its `--processes` workers at exit only if they have already exited:
+    it never signals one that still runs. A master that stops before the test (a bad option,
+    an unreachable broker) so left its workers running under init, holding the terminal's
+    pipe open and printing "Didn't get heartbeat from master" a minute later. The kernel's
+    parent-death signal covers every way the master can end, SIGKILL included. SIGKILL here
+    too: with the master gone, nothing can collect what a worker would say or send on exit.
+    A worker started on its own (`--worker`, not forked) keeps Locust's behaviour.
+    """
+    if os.getpid() == _LOCUSTFILE_PID:
+        return
+    try:
+        prctl = ctypes.CDLL(None, use_errno=True).prctl
+    except (AttributeError, OSError):
+        gevent.spawn(_exit_when_orphaned)
+        return
+    prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+    # The master may have ended between the fork and now, before the signal was armed.
+    if os.getppid() != _LOCUSTFILE_PID:
+        os._exit(0)
+
+
+def _exit_when_orphaned() -> None:
+    while os.getppid() == _LOCUSTFILE_PID:
+        gevent.sleep(PARENT_CHECK_INTERVAL_S)
+    os._exit(0)
 
 
 def histogram_counts(encoded: str) -> dict[int, int]:

@@ -8,11 +8,22 @@ from typing import TextIO
 from bench.output.results import format_us
 
 
+def p99_scope(second: int, warmup_s: float) -> str:
+    """What the live p99 of a second covers, said in its line: the summary leaves the warm-up
+    out, so while the run is in it the p99 is that second's alone, and from the first measured
+    second on it covers every measured second. Unlabelled, the switch reads as a sudden drop
+    (the warm-up's slow first sends leave the p99)."""
+    if not warmup_s:
+        return "so far"
+    return "since warm-up" if second + 1 > warmup_s else "this second (warm-up)"
+
+
 def progress_line(t_s: int, sent: int, acked: int, consumed: int, service_p99_us: int | None,
-                  response_p99_us: int | None, end_to_end_p99_us: int | None, lag_messages: int | None) -> str:
-    """One second of a run as text: rates of that second, p99 so far, lag at its end."""
+                  response_p99_us: int | None, end_to_end_p99_us: int | None, lag_messages: int | None,
+                  scope: str = "so far") -> str:
+    """One second of a run as text: rates of that second, the p99 over `scope` (p99_scope), lag at its end."""
     parts = [f"t={t_s:>4}s  sent {sent:>7,}/s  acked {acked:>7,}/s  consumed {consumed:>7,}/s",
-             f"p99 so far: service time {format_us(service_p99_us)}"]
+             f"p99 {scope}: service time {format_us(service_p99_us)}"]
     if response_p99_us is not None:
         parts[-1] += f", response {format_us(response_p99_us)}"
     parts[-1] += f", end-to-end {format_us(end_to_end_p99_us)}"
