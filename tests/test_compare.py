@@ -22,7 +22,12 @@ def fixture(name: str) -> dict:
     return load_result(FIXTURES / name)
 
 
-def outcomes(baseline: str, candidate: str, checks=compare.DEFAULT_CHECKS) -> dict[str, str]:
+# The verdict logic on fixed thresholds (the defaults are chosen from measured noise and may move).
+GOLDEN_CHECKS = ("throughput:-20%", "service_time_p50:+50%", "service_time_p99:+50%",
+                 "response_time_p99:+50%", "end_to_end_p50:+50%", "end_to_end_p99:+50%")
+
+
+def outcomes(baseline: str, candidate: str, checks=GOLDEN_CHECKS) -> dict[str, str]:
     verdicts = compare.regress(fixture(baseline), fixture(candidate), [parse_check(c) for c in checks])
     return {v.check.metric.name: v.outcome for v in verdicts}
 
@@ -207,3 +212,10 @@ def test_another_machine_kind_or_broker_is_not_comparable_unless_allowed():
         compare.regress(baseline, candidate, [parse_check("throughput:-20%")])
     (verdict,) = compare.regress(baseline, candidate, [parse_check("throughput:-20%")], any_environment=True)
     assert verdict.outcome == "ok"
+
+
+def test_the_default_checks_fail_a_2x_latency_and_pass_a_rerun():
+    assert set(outcomes("baseline", "rerun", compare.DEFAULT_CHECKS).values()) == {"ok"}
+    regressions = {m for m, o in outcomes("baseline", "latency-2x", compare.DEFAULT_CHECKS).items() if o == "regression"}
+    assert {"service_time_p50", "end_to_end_p50"} <= regressions
+

@@ -29,10 +29,13 @@ MIN_SAMPLES = 8
 
 # Latencies compared (send delay is the generator's lateness, a warning, not a service level).
 LATENCY_KINDS = {kind: LATENCY_LABELS[kind][0] for kind in ("service_time", "response_time", "end_to_end")}
-# Wide enough for a noisy shared 2-core machine (tail latency there moves by tens of percent
-# between identical runs), tight enough that a 2x latency or a halved throughput fails.
-DEFAULT_CHECKS = ("throughput:-20%", "service_time_p50:+50%", "service_time_p99:+50%",
-                  "response_time_p99:+50%", "end_to_end_p50:+50%", "end_to_end_p99:+50%")
+# Chosen from the measured spread of identical reruns (docs/reports.md, "How the default checks
+# were chosen"): 10 reruns of scenarios/ci-gate.toml on a quiet 2-core machine moved no p50 or p99
+# in the bad direction against their baseline (changes -17 % .. 0 %), while on a busy machine the
+# same code has shown p99 at 2.1x its baseline. So p50s get +50 % (a 2x latency, +100 %, fails)
+# and tails +200 % (above the 2x that load alone causes); throughput -20 % (reruns: 0 %).
+DEFAULT_CHECKS = ("throughput:-20%", "service_time_p50:+50%", "end_to_end_p50:+50%",
+                  "service_time_p99:+200%", "response_time_p99:+200%", "end_to_end_p99:+200%")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -60,10 +63,22 @@ def _changes_fingerprint(scenario: Mapping[str, Any], key: str, other_value: Any
 
 
 # What makes two measurements' environments comparable: the machine kind, the client library and
-# the broker. Not the host name (CI machines of one kind have many) and not the harness commit
+# the broker (version, settings, on this host or across a network; not whether this harness
+# started it). Not the host name (CI machines of one kind have many) and not the harness commit
 # (a regression gate compares commits on purpose).
 ENVIRONMENT_KEYS = ("cpu_model", "cpu_count", "confluent_kafka", "librdkafka")
-BROKER_KEYS = ("version", "embedded")
+BROKER_KEYS = ("version",)
+_LOCAL_HOSTS = ("localhost", "127.", "[::1]", "::1")
+
+
+def broker_placement(result: Mapping[str, Any]) -> str | None:
+    """"local" when every bootstrap server is on this host, else "remote" (a network between
+    client and broker changes every latency); None when not recorded."""
+    servers = (result.get("broker") or {}).get("bootstrap_servers")
+    if not servers:
+        return None
+    hosts = [server.strip().rsplit(":", 1)[0] for server in str(servers).split(",") if server.strip()]
+    return "local" if all(host.startswith(_LOCAL_HOSTS) for host in hosts) else "remote"
 
 
 def differing_environment(first: Mapping[str, Any], second: Mapping[str, Any]) -> list[str]:
@@ -77,6 +92,9 @@ def differing_environment(first: Mapping[str, Any], second: Mapping[str, Any]) -
         for key in keys:
             if a.get(key) is not None and b.get(key) is not None and a[key] != b[key]:
                 reasons.append(f"{section} {key}: {a[key]!r} vs {b[key]!r}")
+    placement_a, placement_b = broker_placement(first), broker_placement(second)
+    if placement_a and placement_b and placement_a != placement_b:
+        reasons.append(f"broker placement: {placement_a} vs {placement_b}")
     settings_a, settings_b = (first.get("broker") or {}).get("settings") or {}, (second.get("broker") or {}).get("settings") or {}
     for key in sorted(set(settings_a) & set(settings_b)):
         if settings_a[key] != settings_b[key]:

@@ -52,7 +52,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help=f"a gate, repeatable or comma-separated: METRIC:+N%%[:FLOOR] against the baseline "
                              f"(metrics: {', '.join(RELATIVE_METRICS)}) or an absolute limit on the candidate, "
                              f"e.g. service_time_p99<50ms or lost<=0 (the syntax of locust --check; docs/reports.md). "
-                             f"Default: {' '.join(DEFAULT_CHECKS)}".replace("%%", "%").replace("%", "%%"))
+                             f"Default, chosen from the measured noise of identical reruns (docs/reports.md): "
+                             f"{' '.join(DEFAULT_CHECKS)}".replace("%%", "%").replace("%", "%%"))
     parser.add_argument("--any-environment", action="store_true",
                         help="judge a candidate measured on another machine kind, client library or broker than "
                              "the baseline (refused by default: such runs are not comparable)")

@@ -25,7 +25,7 @@ def progress_line(t_s: int, sent: int, acked: int, consumed: int, service_p99_us
     parts = [f"t={t_s:>4}s  sent {sent:>7,}/s  acked {acked:>7,}/s  consumed {consumed:>7,}/s",
              f"p99 {scope}: service time {format_us(service_p99_us)}"]
     if response_p99_us is not None:
-        parts[-1] += f", response {format_us(response_p99_us)}"
+        parts[-1] += f", response time {format_us(response_p99_us)}"
     parts[-1] += f", end-to-end {format_us(end_to_end_p99_us)}"
     parts.append(f"lag {lag_messages:,}" if lag_messages is not None else "lag -")
     return "  |  ".join(parts)
