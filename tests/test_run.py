@@ -366,7 +366,7 @@ def test_drain_outlasts_its_timeout_while_the_tracker_keeps_consuming(kafka_boot
 
 def test_the_summary_states_each_count_once():
     """A failed run's counts appear on the counts line and in its last line, with separators;
-    the result's own count warnings would only repeat them ("warning: 10002 deliveries failed")."""
+    the result's own count warnings would only repeat them ("warning: 10,002 deliveries failed")."""
     from bench.analysis.stats import derive_warnings
     from bench.commands.run import summary_text
 
@@ -379,7 +379,7 @@ def test_the_summary_states_each_count_once():
               "warnings": ["10,002 messages were not delivered before the flush deadline and were purged "
                            "(counted as failed)"]}
     result["warnings"] = derive_warnings(result)
-    assert "10002 deliveries failed" in result["warnings"]  # what the file keeps
+    assert "10,002 deliveries failed" in result["warnings"]  # what the file keeps
     lines = summary_text(result, "results/x").splitlines()
     assert lines[1] == "counts: sent 20,000, acked 9,998, failed 10,002, consumed 9,998, lost 0, duplicated 0"
     assert [line for line in lines if line.startswith("warning:")] == [

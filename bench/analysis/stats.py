@@ -126,6 +126,15 @@ def mann_whitney_u(x: Sequence[float], y: Sequence[float], alternative: str = "t
 # Warnings a reader must see next to the figures
 
 
+COUNT_MEANINGS = {"failed": "deliveries failed", "lost": "orders acked but never consumed",
+                  "duplicated": "orders consumed more than once"}
+
+
+def count_warnings(counts: Mapping[str, Any], keys: Sequence[str] = tuple(COUNT_MEANINGS)) -> list[str]:
+    """The warning each non-zero failure count gives, e.g. "10,002 deliveries failed"."""
+    return [f"{counts[key]:,} {COUNT_MEANINGS[key]}" for key in keys if counts.get(key)]
+
+
 def derive_warnings(result: Mapping[str, Any]) -> list[str]:
     """Warnings from the result's own figures, after those the producer of the result stored."""
     warnings = list(result.get("warnings") or [])
@@ -152,11 +161,8 @@ def derive_warnings(result: Mapping[str, Any]) -> list[str]:
             f"(coefficient of variation {throughput_cv:.0%})"
         )
 
-    counts = result.get("counts") or {}
-    for key, meaning in (("failed", "deliveries failed"), ("lost", "orders acked but never consumed"),
-                         ("duplicated", "orders consumed more than once")):
-        if counts.get(key):
-            add(f"{counts[key]:,} {meaning}")
+    for text in count_warnings(result.get("counts") or {}):
+        add(text)
 
     if (result.get("environment") or {}).get("producer_and_tracker_same_host") is False:
         add("producer and tracker ran on different hosts: end-to-end latency includes clock offset")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 
+from bench.analysis.stats import count_warnings
 from bench.commands._options import add_broker_arguments, add_results_argument
 from bench.core.runner import run_scenario
 from bench.core.scenario import Scenario, parse_set_option
@@ -50,11 +51,6 @@ def run(args: argparse.Namespace) -> int:
     return code
 
 
-# The count warnings every result carries (bench.analysis.stats.derive_warnings) for counts a
-# failed run's summary already states.
-_COUNT_WARNINGS = (("failed", "deliveries failed"), ("lost", "orders acked but never consumed"))
-
-
 def summary_text(result: dict, folder) -> str:
     counts = result["counts"]
     lines = [f"{result['status']}: {folder}",
@@ -70,9 +66,9 @@ def summary_text(result: dict, folder) -> str:
     # text as "run <status>: ...", shown once.
     ending = f"{result['status']}: {result['failure']}" if result["status"] != "complete" and result["failure"] else None
     # The counts line states every count and a failed run's last line the failed and lost ones,
-    # with thousands separators; the result's count warnings ("9994 deliveries failed") only
+    # with thousands separators; the result's count warnings ("9,994 deliveries failed") only
     # repeat them here.
-    restated = {f"{counts[key]} {meaning}" for key, meaning in _COUNT_WARNINGS if counts.get(key)}
+    restated = set(count_warnings(counts, ("failed", "lost")))
     restated |= {f"run {ending}"} if ending else set()
     lines += [f"warning: {warning}" for warning in result["warnings"] if warning not in restated]
     if ending:
