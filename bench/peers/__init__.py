@@ -1,0 +1,1 @@
+"""Peers measured beside the harness: Kafka's own Java tools (ProducerPerformance, EndToEndLatency)."""

@@ -1,0 +1,137 @@
+"""The bare confluent-kafka loops the harness's speed is judged against: the plainest correct
+producers, with nothing of the harness (no trace header, no histograms, no tracker).
+
+Three of them, because confluent-kafka offers three speeds of sending:
+
+- `produce()` with a per-message delivery callback (confluent-kafka's examples/producer.py);
+- `produce_batch()` with a per-message delivery callback (one Python call per batch);
+- `produce_batch()` without callbacks (no Python work per delivery at all).
+
+Each sends one value flat out for a duration, then flushes; throughput = acked messages over
+first send -> last ack. Acked counts come from the callbacks where there are callbacks, and are
+checked against the topic's offsets on the broker; without callbacks the broker's offsets are the count.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from collections.abc import Callable
+
+from confluent_kafka import KafkaError, Producer
+
+from bench.core.clients import scenario_producer_config, scenario_watermarks
+from bench.core.producer import CLOCK_CHECK_EVERY, QUEUE_FULL_POLL_S
+from bench.core.scenario import Scenario
+from streamstore.errors import RunFailed
+
+# The clock check interval and the wait for room in a full queue are bench run producer's own
+# (CLOCK_CHECK_EVERY, QUEUE_FULL_POLL_S), so the loops differ from it only in what they measure.
+# Messages per produce_batch() call: large enough that the per-call cost vanishes, small enough
+# that a full queue refuses only part of a batch.
+BATCH_MESSAGES = 1024
+FLUSH_TIMEOUT_S = 120.0
+
+
+@dataclasses.dataclass(frozen=True)
+class LoopResult:
+    acked: int
+    elapsed_s: float
+
+    @property
+    def rate(self) -> float:
+        return self.acked / self.elapsed_s
+
+
+class _Outcome:
+    def __init__(self) -> None:
+        self.acked = self.failed = 0
+        self.first_error: str | None = None
+
+    def on_delivery(self, error: KafkaError | None, _message) -> None:
+        if error is None:
+            self.acked += 1
+        else:
+            self.failed += 1
+            self.first_error = self.first_error or error.str()
+
+
+def _loop_produce_callback(producer: Producer, topic: str, value: bytes, end: float, outcome: _Outcome) -> None:
+    callback = outcome.on_delivery
+    sent = 0
+    while sent % CLOCK_CHECK_EVERY or time.perf_counter() < end:
+        try:
+            producer.produce(topic, value, callback=callback)
+        except BufferError:
+            producer.poll(QUEUE_FULL_POLL_S)
+            continue
+        sent += 1
+        producer.poll(0)
+
+
+def _send_batch(producer: Producer, topic: str, batch: list[dict], callback) -> None:
+    """One batch, the part a full queue refused sent again after a poll."""
+    pending = batch
+    while pending:
+        try:
+            queued = (producer.produce_batch(topic, pending, on_delivery=callback) if callback
+                      else producer.produce_batch(topic, pending))
+        except BufferError:
+            queued = 0
+        if queued == len(pending):
+            return
+        refused = []
+        for message in pending:
+            error = message.pop("_error", None)
+            if error is not None:
+                if error.code() != KafkaError._QUEUE_FULL:
+                    raise RunFailed(f"produce_batch refused a message: {error.str()}")
+                refused.append(message)
+        pending = refused if queued or refused else pending
+        producer.poll(QUEUE_FULL_POLL_S)
+
+
+def _loop_batch(callback: bool) -> Callable[[Producer, str, bytes, float, _Outcome], None]:
+    def loop(producer: Producer, topic: str, value: bytes, end: float, outcome: _Outcome) -> None:
+        batch = [{"value": value} for _ in range(BATCH_MESSAGES)]
+        on_delivery = outcome.on_delivery if callback else None
+        while time.perf_counter() < end:
+            _send_batch(producer, topic, batch, on_delivery)
+            producer.poll(0)
+
+    return loop
+
+
+@dataclasses.dataclass(frozen=True)
+class BareLoop:
+    name: str
+    callbacks: bool
+    loop: Callable[[Producer, str, bytes, float, _Outcome], None]
+
+
+BARE_LOOPS = (
+    BareLoop("produce()+callback", True, _loop_produce_callback),
+    BareLoop("produce_batch()+callback", True, _loop_batch(callback=True)),
+    BareLoop("produce_batch() no callback", False, _loop_batch(callback=False)),
+)
+
+
+def run_bare_loop(loop: BareLoop, scenario: Scenario, bootstrap_servers: str, value: bytes,
+                  duration_s: float) -> LoopResult:
+    """One bare loop on the scenario's (fresh, single-partition or not) topic."""
+    producer = Producer(scenario_producer_config(scenario, bootstrap_servers))
+    producer.list_topics(scenario.topic, timeout=30)
+    before = sum(high for _, high in scenario_watermarks(scenario, bootstrap_servers).values())
+    outcome = _Outcome()
+    started = time.perf_counter()
+    loop.loop(producer, scenario.topic, value, started + duration_s, outcome)
+    left = producer.flush(FLUSH_TIMEOUT_S)
+    elapsed = time.perf_counter() - started
+    stored = sum(high for _, high in scenario_watermarks(scenario, bootstrap_servers).values()) - before
+    if left:
+        raise RunFailed(f"bare loop {loop.name}: {left:,} messages still unacknowledged after {FLUSH_TIMEOUT_S:g} s")
+    if outcome.failed:
+        raise RunFailed(f"bare loop {loop.name}: {outcome.failed:,} deliveries failed ({outcome.first_error})")
+    if loop.callbacks and outcome.acked != stored:
+        raise RunFailed(f"bare loop {loop.name}: {outcome.acked:,} acked but the broker's offsets grew by {stored:,}")
+    return LoopResult(stored, elapsed)
