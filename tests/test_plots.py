@@ -80,3 +80,25 @@ def test_flat_out_run_with_null_response_time_series_plots(tmp_path):
                                          "throughput.png", "consumer_lag.png"]
     for path in written:
         assert_real_png(path)
+
+
+def test_large_message_plots_carry_the_java_peer_even_where_the_harness_did_not_send(tmp_path):
+    """Java figures are drawn for every cell the Java tool measured, the not-sent ones included,
+    and the report table gets their column."""
+    from bench.output.report import _large_message_table
+
+    result = load_result(FIXTURES / "large-message")
+    rows = result["large_message"]["rows"]
+    for row in rows:
+        row["java"] = {"end_to_end_ms": 10.0 + row["size_bytes"] / 1e6, "throughput_mb_s": 50.0, "error": None}
+    rows.append({**rows[-1], "size_bytes": 300_000_000, "compression": "none", "not_sent": True, "error": "not sent",
+                 "service_time_ms": None, "end_to_end_ms": None,
+                 "java": {"end_to_end_ms": 44_000.0, "throughput_mb_s": 6.8, "error": None}})
+    assert (300_000_000, 44_000.0, 6.8) in plots._java_by_compression(rows)["none"]
+    written = plots.write_run_plots(result, tmp_path)
+    assert [p.name for p in written][:2] == ["large_message_latency.png", "large_message_throughput_memory.png"]
+    for path in written:
+        assert_real_png(path)
+    table = _large_message_table(result)
+    assert table.header[-1] == "Java EndToEndLatency end-to-end (mean)"
+    assert all(row[-1] != "-" for row in table.rows), "every cell has its Java figure"

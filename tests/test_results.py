@@ -189,14 +189,29 @@ def test_environment_metadata_fields():
     json.dumps(environment)
 
 
-def test_version_1_files_are_read_in_version_2_names():
+def test_version_1_files_are_read_in_the_current_names():
     """The committed large-message fixture was written as version 1 (produce_latency_ms, the row's
     broker_messages, counts_note); readers see today's names and the same values."""
     path = Path(__file__).parent / "fixtures" / "large-message" / "result.json"
     assert json.loads(path.read_text())["schema_version"] == 1
     original_rows = json.loads(path.read_text())["large_message"]["rows"]
     document = results.load_result(path)
-    assert document["schema_version"] == results.SCHEMA_VERSION == 2
+    assert document["schema_version"] == results.SCHEMA_VERSION == 3
+    assert document["large_message"]["peer"] is None
     for original, row in zip(original_rows, document["large_message"]["rows"], strict=True):
+        assert row["java"] is None
         assert "produce_latency_ms" not in row and row["service_time_ms"] == original["produce_latency_ms"]
         assert "counts_note" not in row and isinstance(row["counts_not_measured"], dict)
+
+
+def test_version_2_large_message_files_read_with_no_peer(tmp_path):
+    """Version 3 added the Java peer's fields; a version 2 sweep had no peer, so they read as null."""
+    row = {"size_bytes": 1000, "compression": "none", "service_time_ms": {"p50": 1.0, "max": 1.0},
+           "counts_not_measured": {}}
+    path = tmp_path / "result.json"
+    path.write_text(json.dumps({"schema_version": 2, "kind": "large-message", "scenario": {"name": "large-message"},
+                                "large_message": {"rows": [row]}}))
+    document = results.load_result(path)
+    assert document["schema_version"] == 3 and document["scenario"]["peer"] is None
+    assert document["large_message"]["peer"] is None and document["large_message"]["rows"][0]["java"] is None
+    assert document["large_message"]["rows"][0]["service_time_ms"] == {"p50": 1.0, "max": 1.0}

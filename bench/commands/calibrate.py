@@ -22,7 +22,7 @@ import uuid
 
 from bench.broker.ensure import ensure_broker
 from bench.commands._options import add_broker_arguments, add_results_argument
-from bench.core.clients import check_client_settings
+from bench.core.clients import check_client_settings, scenario_watermarks
 from bench.core.delivery import payload_pool
 from bench.core.recorder import fold_latencies, record_counts
 from bench.core.runner import run_scenario
@@ -110,6 +110,10 @@ def _java(peer: JavaPeer, scenario: Scenario, args: argparse.Namespace, round_nu
     records = max(1, round(args.duration * (fastest or JAVA_GUESS_MSG_PER_S)))
     figures = peer.producer_performance(scenario, scenario.topic, records, payload_pool(scenario)[0],
                                         TOOL_START_ALLOWANCE_S + 10 * args.duration)
+    # The tool counts its acks; the topic is fresh, so its offsets must have grown by as many.
+    stored = sum(high for _, high in scenario_watermarks(scenario, peer.bootstrap_servers).values())
+    if stored != figures.records:
+        raise RunFailed(f"{JAVA}: it reported {figures.records:,} acked but the broker's offsets grew by {stored:,}")
     print(f"round {round_number}  {JAVA:<34} {figures.records_per_s:>10,.0f} msg/s  ({figures.records:,} acked in "
           f"{figures.records / figures.records_per_s:.2f} s; its latency avg {figures.avg_latency_ms:,.1f} ms, "
           f"p99 {figures.p99_ms:,} ms)", flush=True)

@@ -24,9 +24,10 @@ from bench.large_message.plan import (
     size_label,
 )
 from bench.large_message.progress import SweepProgress, format_duration
-from bench.large_message.result import format_row, sweep_result
+from bench.large_message.result import format_java_row, format_row, sweep_result
 from bench.large_message.sweep import LargeMessageSweep, drop_acked, preflight
 from bench.output.report import write_run_report
+from bench.peers.java import JavaPeer
 from streamstore.admin import connect_admin
 from streamstore.config import (
     CLIENT_MESSAGE_MAX_BYTES,
@@ -61,6 +62,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                                         "default: a fresh topic per size and codec, deleted right after")
     parser.add_argument("--compare-bare", action="store_true",
                         help="also time a bare confluent-kafka script on the largest size without compression")
+    parser.add_argument("--peer", choices=("java",), default=None,
+                        help="also run Kafka's own EndToEndLatency (Java client, the broker's Kafka version) at each "
+                             "size and codec, including the uncompressed cells librdkafka cannot send")
     parser.add_argument("--client-config", type=Path, metavar="FILE",
                         help="TOML file of librdkafka settings for every client of the sweep (producer, consumer, "
                              'admin), e.g. "security.protocol" = "SASL_SSL"')
@@ -86,8 +90,11 @@ def options_from_args(args: argparse.Namespace) -> SweepOptions:
         raise UsageError("--compare-bare needs fresh topics: drop --topic")
     # The sweep owns some settings (compression, sizes): refused here, before anything connects.
     settings = read_client_config(args.client_config, _check_sweep_settings) if args.client_config else {}
+    if args.peer == "java" and settings:
+        raise UsageError("--peer java: --client-config holds librdkafka settings, which Kafka's Java tools do not "
+                         "take; run the Java peer against a broker that needs none")
     return SweepOptions(tuple(sizes), compressions, args.level, args.payload, args.reps, args.quick, args.topic,
-                        args.compare_bare, settings)
+                        args.compare_bare, peer=args.peer, client_settings=settings)
 
 
 def _check_sweep_settings(config: dict) -> dict:
@@ -123,10 +130,15 @@ def run(args: argparse.Namespace) -> int:
         admin = connect_admin(broker.bootstrap_servers, options.client_settings)
         broker_settings, topic_settings = preflight(options, admin)
         print(f"broker {broker.describe('sweep')}; pre-flight passed: every size fits the client, broker and topic limits")
+        java = JavaPeer(broker.bootstrap_servers, broker.version) if options.peer == "java" else None
+        if java is not None:
+            print(f"peer: {java.describe()}: EndToEndLatency after each size's cells, same size, codec and acks; "
+                  "its payload is one repeated letter")
         progress = SweepProgress(options.cells())
         sweep = LargeMessageSweep(options, broker.bootstrap_servers, admin, broker_settings, progress,
                                   on_row=lambda row: (progress.finish(), print(format_row(row), flush=True)),
-                                  after_acks=drop_acked(admin, drop) if drop else None)
+                                  after_acks=drop_acked(admin, drop) if drop else None, java=java,
+                                  on_java=lambda row: (progress.finish(), print(format_java_row(row), flush=True)))
         started_at = time.time()
         interrupted = False
         # SIGTERM (a cancelled CI job, `kill`) ends the sweep as Ctrl+C does: result kept, marked interrupted.
@@ -141,7 +153,7 @@ def run(args: argparse.Namespace) -> int:
         hook = [f"test hook {DROP_ACKED_ENV}={drop}: the broker dropped the first {drop} acked message(s) of every "
                 "cell; consumers started after the acks, so end-to-end times were not measured"] if drop else []
         result = sweep_result(options, sweep.run_id, sweep.rows, sweep.bare, broker, topic_settings, started_at,
-                              interrupted, hook)
+                              interrupted, hook, peer_version=java.kafka_version if java else None)
     folder, document = write_run_folder(args.results_dir, result)
     write_run_report(folder, document)
     print(summary_text(document, folder))

@@ -95,6 +95,17 @@ def adaptive_reps(size_bytes: int, quick: bool) -> int:
     return 1
 
 
+# Up to this size EndToEndLatency's first message (in a cold JVM, which also fetches metadata and opens
+# connections) would weigh on the figure: the Java peer sends one more message and leaves it out.
+JAVA_WARMUP_MAX_SIZE = 100_000_000
+
+
+def java_messages(size_bytes: int, reps: int) -> tuple[int, bool]:
+    """(messages EndToEndLatency sends for a cell, whether the first is a warm-up left out)."""
+    warmup = size_bytes <= JAVA_WARMUP_MAX_SIZE
+    return reps + (1 if warmup else 0), warmup
+
+
 def delivery_timeout_s(size_bytes: int) -> float:
     return DELIVERY_BASE_TIMEOUT_S + size_bytes / SLOWEST_RATE_BYTES_PER_S
 
@@ -157,8 +168,11 @@ def known_unsendable(size_bytes: int, compression: str, payload: str) -> str | N
         return None
     if compression != "none" and payload != "random":
         return None
-    return (f"not sent: an uncompressed batch above {PRODUCE_RECORD_SET_MAX_BYTES:,} bytes never arrives "
-            "(librdkafka 2.16 encodes the ProduceRequest record-set size in a 4-byte varint)")
+    return (f"not sent: librdkafka (2.5 and later, this one included) cannot deliver a batch above "
+            f"{PRODUCE_RECORD_SET_MAX_BYTES:,} bytes after compression: it writes the ProduceRequest's record-set "
+            "length as a varint into 4 reserved bytes, and a length that needs a 5th byte is left out instead of "
+            "failing, so the broker reads no records (NullPointerException) and the client times out. A "
+            "librdkafka bug, not a Kafka limit: Kafka's Java client sends it (--peer java)")
 
 
 def needed_bytes(size_bytes: int, limit: Limit) -> int:
@@ -232,6 +246,8 @@ class SweepOptions:
     quick: bool = False
     topic: str | None = None  # None: a fresh topic per size x compression, deleted after
     compare_bare: bool = False
+    # "java": Kafka's EndToEndLatency beside each cell (bench/peers/java.py); None: the harness alone.
+    peer: str | None = None
     # librdkafka settings for every client of the sweep (security: SASL, SSL), see --client-config.
     client_settings: Mapping[str, Any] = dataclasses.field(default_factory=dict)
 
@@ -246,14 +262,15 @@ class SweepOptions:
             "name": "large-message", "sizes": list(self.sizes), "compressions": list(self.compressions),
             "compression_level": self.level, "payload": self.payload,
             "reps": {str(size): self.reps_for(size) for size in self.sizes}, "quick": self.quick,
-            "topic": self.topic, "compare_bare": self.compare_bare,
+            "topic": self.topic, "compare_bare": self.compare_bare, "peer": self.peer,
             "client_config": redact_secrets(dict(self.client_settings)),
         }
 
     def fingerprint(self) -> str:
-        """16 hex chars over what makes two sweeps comparable (not the topic or --compare-bare;
-        client settings when there are any, secret values redacted first)."""
-        fields = {k: v for k, v in self.to_dict().items() if k not in ("topic", "compare_bare")}
+        """16 hex chars over what makes two sweeps comparable (not the topic, --compare-bare or
+        --peer, which add measurements beside the harness's; client settings when there are any,
+        secret values redacted first)."""
+        fields = {k: v for k, v in self.to_dict().items() if k not in ("topic", "compare_bare", "peer")}
         if not fields["client_config"]:
             del fields["client_config"]  # fingerprints of sweeps without settings stay as they were
         return hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()[:16]

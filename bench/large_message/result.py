@@ -18,6 +18,7 @@ from bench.broker.ensure import BrokerInUse
 from bench.core.audit import OFFSETS, Verdict, run_verdict
 from bench.core.result import OFFSETS_NOT_READ, Counts, RunResult, broker_section, sum_counts
 from bench.large_message.plan import SweepOptions, size_label
+from bench.peers.java_tools import END_TO_END_LATENCY, EndToEndFigures
 from streamstore.config import MAX_VALUE_BYTES, PRODUCE_RECORD_SET_MAX_BYTES
 
 # Targets for the largest message: peak RSS per client, and the harness's overhead against a
@@ -82,6 +83,35 @@ def cell_row(
         "consumer_peak_rss_bytes": consumer_peak_rss_bytes,
         "samples": {"service_time_ms": [round(v, 3) for v in produce_ms],
                     "end_to_end_ms": [round(v, 3) for v in end_to_end_ms]},
+        "error": error,
+        # Kafka's EndToEndLatency at the same size and codec (`java_cell`), null without --peer java.
+        "java": None,
+    }
+
+
+# What EndToEndLatency sends: a value of one repeated letter (its own choice), so a codec shrinks it to
+# almost nothing; without compression its size on the wire is the harness's.
+JAVA_PAYLOAD = "one repeated letter (EndToEndLatency's own payload; compresses to almost nothing)"
+
+
+def java_cell(size_bytes: int, figures: EndToEndFigures | None, warmup: bool, error: str | None,
+              broker_offset_delta: int | None) -> dict[str, Any]:
+    """Kafka's EndToEndLatency beside a cell: end_to_end_ms is the mean over its messages (one at a
+    time: send, wait for the ack, poll it back), leaving out a warm-up first message when one was
+    sent; null with the tool's reason when it failed. broker_offset_delta: how far its topic's
+    offsets grew (the tool checks each message it reads back against the one it sent)."""
+    end_to_end = None
+    if figures is not None:
+        end_to_end = figures.mean_after_first_ms if warmup and figures.mean_after_first_ms is not None else figures.mean_ms
+    return {
+        "tool": END_TO_END_LATENCY,
+        "messages": figures.messages if figures else None,
+        "warmup_message_left_out": warmup if figures else None,
+        "end_to_end_ms": end_to_end,
+        "throughput_mb_s": round(size_bytes / 1e6 / (end_to_end / 1000), 3) if end_to_end else None,
+        # As the tool prints them: its first message, and its percentiles in whole ms over all messages.
+        "tool_output": figures.to_dict() if figures else None,
+        "broker_offset_delta": broker_offset_delta,
         "error": error,
     }
 
@@ -205,7 +235,8 @@ def format_row(row: Mapping[str, Any]) -> str:
     """One line per cell for the console."""
     label = f"{size_label(row['size_bytes']):>18}  {row['compression']:<5}"
     if row.get("error"):
-        return f"{label}  {row['error']}" if row.get("not_sent") else f"{label}  FAILED: {row['error']}"
+        shown = row["error"] if row.get("not_sent") else f"FAILED: {row['error']}"
+        return f"{label}  {shown}"
     ratio = row.get("compression_ratio")
     skipped = " (compression skipped)" if row.get("compression_skipped") else ""
     wire = f"wire {row['wire_bytes']:,} B (x{ratio:g}){skipped}" if ratio else "wire ?"
@@ -223,6 +254,17 @@ def format_row(row: Mapping[str, Any]) -> str:
     )
 
 
+def format_java_row(row: Mapping[str, Any]) -> str:
+    """The Java peer's line for a cell, printed under the harness's."""
+    label = f"{size_label(row['size_bytes']):>18}  {row['compression']:<5}"
+    java = row["java"]
+    if java["error"]:
+        return f"{label}  Java EndToEndLatency: not measured: {java['error']}"
+    counted = java["messages"] - (1 if java["warmup_message_left_out"] else 0)
+    return (f"{label}  Java EndToEndLatency  end-to-end mean {java['end_to_end_ms']:>10,.1f} ms (of {counted})  "
+            f"{java['throughput_mb_s']:>8,.1f} MB/s")
+
+
 def sweep_warnings(payload: str, rows: Sequence[Mapping[str, Any]], bare: Mapping[str, Any] | None) -> list[str]:
     """What a reader of the sweep must know beyond its counts (their own warnings come with them)."""
     warnings = []
@@ -238,6 +280,9 @@ def sweep_warnings(payload: str, rows: Sequence[Mapping[str, Any]], bare: Mappin
     if not_sent:
         warnings.append(f"not sent (librdkafka cannot deliver an uncompressed batch above "
                         f"{PRODUCE_RECORD_SET_MAX_BYTES:,} bytes): {', '.join(not_sent)}")
+    java_failed = [f"{cell_name(row)}: {row['java']['error']}" for row in rows if (row.get("java") or {}).get("error")]
+    if java_failed:
+        warnings.append(f"Java EndToEndLatency not measured for {len(java_failed)} cell(s); first: {java_failed[0]}")
     for finding in memory_findings(rows):
         if not finding["met"]:
             warnings.append(f"{finding['client']} peak RSS {finding['ratio_to_payload']:g}x the payload for "
@@ -251,7 +296,7 @@ def sweep_warnings(payload: str, rows: Sequence[Mapping[str, Any]], bare: Mappin
 
 def sweep_result(options: SweepOptions, run_id: str, rows: Sequence[Mapping[str, Any]], bare: Mapping[str, Any] | None,
                  broker: BrokerInUse, topic_settings: Mapping[str, str] | None, started_at: float, interrupted: bool,
-                 extra_warnings: Sequence[str] = ()) -> RunResult:
+                 extra_warnings: Sequence[str] = (), peer_version: str | None = None) -> RunResult:
     """The sweep as the core's result (kind "large-message"): no latency histograms or series,
     the figures are per cell in the `large_message` section."""
     ended_at = time.time()
@@ -270,4 +315,7 @@ def sweep_result(options: SweepOptions, run_id: str, rows: Sequence[Mapping[str,
             "wire_bytes_source": WIRE_BYTES_SOURCE,
             "memory": memory_findings(rows),
             "bare_comparison": bare,
+            # The peer measured beside each cell (row["java"]), or null without --peer.
+            "peer": {"name": "java", "tool": END_TO_END_LATENCY, "kafka_version": peer_version,
+                     "payload": JAVA_PAYLOAD} if options.peer == "java" else None,
         }})

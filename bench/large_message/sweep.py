@@ -30,13 +30,23 @@ from bench.large_message.plan import (
     Limit,
     SweepOptions,
     delivery_timeout_s,
+    java_messages,
     known_unsendable,
+    level_for,
     limits_from_configs,
     preflight_problem,
 )
 from bench.large_message.process import WORKER_GRACE_S, WORKER_START_TIMEOUT_S, CellFailed, WorkerProcess
 from bench.large_message.progress import SweepProgress
-from bench.large_message.result import NOTHING_RECEIVED, bare_comparison, cell_counts, cell_row, not_sent_row
+from bench.large_message.result import (
+    NOTHING_RECEIVED,
+    bare_comparison,
+    cell_counts,
+    cell_row,
+    java_cell,
+    not_sent_row,
+)
+from bench.peers.java import JavaPeer
 from streamstore.admin import (
     broker_configs,
     delete_records,
@@ -133,13 +143,18 @@ class LargeMessageSweep:
     """Runs the cells of a sweep against one broker and collects their rows.
 
     after_acks: a test hook (see `cell.py`), e.g. `drop_acked`; None in real sweeps.
+    java: Kafka's Java tools, run beside each cell once the size's worker processes have ended
+    (so their memory is free); `on_java` is called with the row then.
     """
 
     def __init__(self, options: SweepOptions, bootstrap_servers: str, admin: AdminClient,
                  broker_settings: Mapping[str, str], progress: SweepProgress,
                  on_row: Callable[[dict[str, Any]], None] = lambda row: None,
-                 after_acks: AfterAcks | None = None) -> None:
+                 after_acks: AfterAcks | None = None, java: JavaPeer | None = None,
+                 on_java: Callable[[dict[str, Any]], None] = lambda row: None) -> None:
         self.options = options
+        self.java, self.on_java = java, on_java
+        self.broker_settings = broker_settings
         self.bootstrap_servers = bootstrap_servers
         self.progress = progress
         self.on_row = on_row
@@ -153,7 +168,12 @@ class LargeMessageSweep:
     def run(self) -> None:
         try:
             for size in self.options.sizes:
+                first_row = len(self.rows)
                 self._run_size(size)
+                if self.java is not None:
+                    for row in self.rows[first_row:]:
+                        row["java"] = self._java_cell(row["size_bytes"], row["compression"])
+                        self.on_java(row)
         finally:
             self.topics.delete_all()
 
@@ -198,6 +218,23 @@ class LargeMessageSweep:
             for worker in (producer, consumer):
                 if worker is not None:
                     worker.close()
+
+    def _java_cell(self, size: int, compression: str) -> dict[str, Any]:
+        """EndToEndLatency at the cell's size and codec on a fresh topic (acks=all, as the sweep's
+        producer); a failure is the row's Java error, not the sweep's."""
+        messages, warmup = java_messages(size, self.options.reps_for(size))
+        topic, start = self.topics.new(f"{size}-{compression}-java")
+        self.progress.start(size, f"{compression} Java", 1, 1)
+        figures, error = None, None
+        try:
+            figures = self.java.end_to_end_latency(
+                topic, size, compression, level_for(compression, self.options.level), "all", messages,
+                int(self.broker_settings["message.max.bytes"]), delivery_timeout_s(size))
+        except RunFailed as failure:
+            error = str(failure)
+        grew = self.topics.messages_since(topic, start)
+        self.topics.release(topic, 0)
+        return java_cell(size, figures, warmup, error, grew)
 
     def _start_worker(self, role: str, arguments: list[str]) -> WorkerProcess:
         worker = WorkerProcess(role, ["--bootstrap-servers", self.bootstrap_servers, *arguments], self.progress.draw)

@@ -282,23 +282,41 @@ def _size_axis(ax) -> None:
     ax.grid(True, which="major", alpha=0.35)
 
 
+def _java_by_compression(rows: Sequence[Mapping[str, Any]]) -> dict[str, list[tuple[int, float, float | None]]]:
+    """(size, Java end-to-end ms, Java MB/s) per codec, for every cell the Java peer measured
+    (the uncompressed cells librdkafka cannot send included)."""
+    groups: dict[str, list[tuple[int, float, float | None]]] = {}
+    for row in sorted(rows, key=lambda r: r["size_bytes"]):
+        java = row.get("java") or {}
+        if isinstance(java.get("end_to_end_ms"), (int, float)):
+            groups.setdefault(str(row.get("compression")), []).append(
+                (row["size_bytes"], java["end_to_end_ms"], java.get("throughput_mb_s")))
+    return groups
+
+
 def plot_large_message(result: Mapping[str, Any], folder: Path) -> list[Path]:
     rows = ((result.get("large_message") or {}).get("rows")) or []
     groups = _by_compression(rows)
-    if not groups:
+    java_groups = _java_by_compression(rows)
+    if not groups and not java_groups:
         return []
+    colours = {compression: RUN_COLOURS[index % len(RUN_COLOURS)]
+               for index, compression in enumerate(dict.fromkeys([*groups, *java_groups]))}
     runs = [("sweep", result)]
     written = []
 
     fig, ax = plt.subplots(figsize=FIGURE_SIZE)
-    for index, (compression, group) in enumerate(groups.items()):
-        colour = RUN_COLOURS[index % len(RUN_COLOURS)]
+    for compression, group in groups.items():
+        colour = colours[compression]
         sizes = [r["size_bytes"] for r in group]
         ax.plot(sizes, [_milliseconds(r.get("service_time_ms")) for r in group], "o-", color=colour,
                 label=f"{compression}: service time, send -> ack (p50)")
         end_to_end = [_milliseconds(r.get("end_to_end_ms")) for r in group]
         if any(v is not None for v in end_to_end):
             ax.plot(sizes, _nan(end_to_end), "s--", color=colour, label=f"{compression}: end-to-end")
+    for compression, points in java_groups.items():
+        ax.plot([p[0] for p in points], [p[1] for p in points], "^:", color=colours[compression],
+                label=f"{compression}: Java EndToEndLatency end-to-end (mean)")
     _size_axis(ax)
     _ms_axis(ax)
     ax.legend(fontsize=8)
@@ -307,8 +325,11 @@ def plot_large_message(result: Mapping[str, Any], folder: Path) -> list[Path]:
     written.append(_save(fig, folder / "large_message_latency.png"))
 
     fig, (throughput_ax, memory_ax) = plt.subplots(1, 2, figsize=(FIGURE_SIZE[0] + 2, FIGURE_SIZE[1]))
-    for index, (compression, group) in enumerate(groups.items()):
-        colour = RUN_COLOURS[index % len(RUN_COLOURS)]
+    for compression, points in java_groups.items():
+        throughput_ax.plot([p[0] for p in points], _nan([p[2] for p in points]), "^:", color=colours[compression],
+                           label=f"{compression}: Java")
+    for compression, group in groups.items():
+        colour = colours[compression]
         sizes = [r["size_bytes"] for r in group]
         throughput_ax.plot(sizes, _nan([r.get("throughput_mb_s") for r in group]), "o-", color=colour, label=compression)
         for key, style, who in (("producer_peak_rss_bytes", "o-", "producer"), ("consumer_peak_rss_bytes", "s--", "consumer")):
@@ -317,7 +338,8 @@ def plot_large_message(result: Mapping[str, Any], folder: Path) -> list[Path]:
                 memory_ax.plot(sizes, [math.nan if v is None else v / 1e6 for v in rss], style, color=colour,
                                label=f"{compression}: {who}")
     # Reference lines: one copy of the payload, and the 2.2x target for the largest message.
-    all_sizes = sorted({r["size_bytes"] for group in groups.values() for r in group})
+    all_sizes = sorted({r["size_bytes"] for group in groups.values() for r in group}
+                       | {p[0] for points in java_groups.values() for p in points})
     memory_ax.plot(all_sizes, [s / 1e6 for s in all_sizes], ":", color="black", linewidth=1.2, label="payload size")
     memory_ax.plot(all_sizes, [2.2 * s / 1e6 for s in all_sizes], ":", color="#999", linewidth=1.2,
                    label="2.2 x payload")

@@ -167,16 +167,27 @@ def _large_message_table(result: Mapping[str, Any]) -> Block | None:
     def number(value: Any, scale: float = 1, unit: str = "") -> str:
         return "-" if value is None else f"{value / scale:,.1f}{unit}"
 
+    peer = any(row.get("java") for row in rows)
+
+    def java(row: Mapping[str, Any]) -> tuple[str, ...]:
+        if not peer:
+            return ()
+        figures = row.get("java") or {}
+        if figures.get("error"):
+            return (f"not measured: {figures['error']}",)
+        return (milliseconds(figures.get("end_to_end_ms"), "mean"),)
+
     body = [(
         f"{row['size_bytes']:,}", str(row.get("compression")), str(row.get("reps", "-")),
         milliseconds(row.get("service_time_ms"), "p50"), milliseconds(row.get("service_time_ms"), "max"),
         milliseconds(row.get("end_to_end_ms"), "p50"), number(row.get("throughput_mb_s")),
         number(row.get("compression_ratio"), unit="x") + (" (skipped)" if row.get("compression_skipped") else ""),
         number(row.get("producer_peak_rss_bytes"), 1e6), number(row.get("consumer_peak_rss_bytes"), 1e6),
-        row.get("error") or "",
+        row.get("error") or "", *java(row),
     ) for row in rows]
     return table(("size (bytes)", "compression", "reps", "service time p50", "service time max", "end-to-end",
-                  "MB/s", "ratio", "producer RSS MB", "consumer RSS MB", "error"), body)
+                  "MB/s", "ratio", "producer RSS MB", "consumer RSS MB", "error",
+                  *(("Java EndToEndLatency end-to-end (mean)",) if peer else ())), body)
 
 
 def _flat_items(mapping: Mapping[str, Any], prefix: str = "") -> list[tuple[str, str]]:

@@ -33,8 +33,11 @@ from streamstore.errors import UsageError
 #      was the row's broker_messages; counts_not_measured, was counts_note); the run folder's interval logs
 #      are service_time.hlog and end_to_end.hlog (were delivery.hlog and e2e.hlog).
 #      load_result reads version 1 files by renaming those fields in memory.
-SCHEMA_VERSION = 2
-SUPPORTED_SCHEMA_VERSIONS = frozenset({1, 2})
+#   3  large-message: each row carries `java` (Kafka's EndToEndLatency at the same size and codec,
+#      or null without --peer java), the section `peer` (which tool, null without --peer) and the
+#      scenario `peer`. load_result reads versions 1 and 2 with those as null.
+SCHEMA_VERSION = 3
+SUPPORTED_SCHEMA_VERSIONS = frozenset({1, 2, 3})
 
 RESULT_FILE_NAME = "result.json"
 # Where run folders go unless a command is told otherwise (relative to the working directory).
@@ -253,7 +256,9 @@ def load_result(path_or_folder: str | os.PathLike) -> dict[str, Any]:
     kind = document.get("kind")
     if kind not in RESULT_KINDS:
         raise UsageError(f"{path} has unknown result kind {kind!r} (expected one of {', '.join(sorted(RESULT_KINDS))})")
-    return upgrade_v1(document) if version == 1 else document
+    if version == 1:
+        document = upgrade_v1(document)
+    return upgrade_v2(document) if document["schema_version"] == 2 else document
 
 
 def _renamed(mapping: Any, old: str, new: str) -> None:
@@ -262,7 +267,8 @@ def _renamed(mapping: Any, old: str, new: str) -> None:
 
 
 def upgrade_v1(document: dict[str, Any]) -> dict[str, Any]:
-    """A version 1 result in version 2's names (see SCHEMA_VERSION); the values are unchanged."""
+    """A version 1 result in version 2's names (see SCHEMA_VERSION); the values are unchanged.
+    load_result then takes it on to the current version."""
     for row in (document.get("large_message") or {}).get("rows") or []:
         _renamed(row, "produce_latency_ms", "service_time_ms")
         _renamed(row.get("samples"), "produce_latency_ms", "service_time_ms")
@@ -273,6 +279,19 @@ def upgrade_v1(document: dict[str, Any]) -> dict[str, Any]:
             note = row.pop("counts_note")
             row["counts_not_measured"] = {"counts": note} if note else {}
         row.setdefault("counts_not_measured", {})
+    document["schema_version"] = 2
+    return document
+
+
+def upgrade_v2(document: dict[str, Any]) -> dict[str, Any]:
+    """A version 2 result in version 3's shape: no peer was measured, so its fields are null."""
+    large = document.get("large_message")
+    if isinstance(large, dict):
+        large.setdefault("peer", None)
+        for row in large.get("rows") or []:
+            row.setdefault("java", None)
+        if isinstance(document.get("scenario"), dict):
+            document["scenario"].setdefault("peer", None)
     document["schema_version"] = SCHEMA_VERSION
     return document
 
