@@ -20,9 +20,11 @@ CLIENT_MESSAGE_MAX_BYTES = 1_000_000_000
 # record adds 36 bytes to its value, so the largest value that passes is 1e9 - 36.
 RECORD_OVERHEAD_BYTES = 36
 MAX_VALUE_BYTES = CLIENT_MESSAGE_MAX_BYTES - RECORD_OVERHEAD_BYTES  # 999,999,964
-# librdkafka 2.16 writes the record-set length of a flexible ProduceRequest (v9+, every broker
-# since Kafka 2.8) as a varint padded to 4 bytes: at most 2^28 - 1 bytes of (possibly
-# compressed) batch per request. Measured here: 268,400,000 bytes arrive, 268,500,000 never do.
+# A librdkafka bug (2.5 and later, 2.16 included), not a protocol limit: the record-set length of
+# a flexible ProduceRequest (v9+, every broker since Kafka 2.8) goes as a varint into 4 reserved
+# bytes; one that needs a 5th byte is dropped instead of failing, the broker reads null records
+# and the client times out. So at most 2^28 - 1 bytes of (possibly compressed) batch per request.
+# Measured here: 268,400,000 bytes arrive, 268,500,000 never do. docs/broker.md has the detail.
 PRODUCE_RECORD_SET_MAX_BYTES = 2**28 - 1
 
 COMPRESSION_TYPES = ("none", "gzip", "snappy", "lz4", "zstd")
