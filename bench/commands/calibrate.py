@@ -44,8 +44,9 @@ CALIBRATION_SCENARIO = {"name": "calibrate", "topic": "bench-calibrate", "messag
 RECORDING_SAMPLES = 200_000
 BENCH_RUN = "bench run"
 JAVA = "Java ProducerPerformance"
-# ProducerPerformance sends a count, not for a duration: duration x the fastest rate measured so
-# far, or this before anything was measured (the harness goes first in round 1, so rarely).
+# ProducerPerformance sends a count, not for a duration: duration x its own last rate, or in
+# round 1 the median rate of the loops measured before it (the harness goes first in round 1),
+# or this when nothing was measured yet. Its line shows how long it really took.
 JAVA_GUESS_MSG_PER_S = 500_000
 
 
@@ -106,8 +107,15 @@ def _bench_run(scenario: Scenario, bootstrap_servers: str, args: argparse.Namesp
     return rate
 
 
-def _java(peer: JavaPeer, scenario: Scenario, args: argparse.Namespace, round_number: int, fastest: float | None) -> float:
-    records = max(1, round(args.duration * (fastest or JAVA_GUESS_MSG_PER_S)))
+def _java_rate_guess(rates: dict[str, list[float]]) -> float:
+    if rates.get(JAVA):
+        return rates[JAVA][-1]
+    measured = [rate for name, values in rates.items() for rate in values]
+    return statistics.median(measured) if measured else JAVA_GUESS_MSG_PER_S
+
+
+def _java(peer: JavaPeer, scenario: Scenario, args: argparse.Namespace, round_number: int, guess: float) -> float:
+    records = max(1, round(args.duration * guess))
     figures = peer.producer_performance(scenario, scenario.topic, records, payload_pool(scenario)[0],
                                         TOOL_START_ALLOWANCE_S + 10 * args.duration)
     # The tool counts its acks; the topic is fresh, so its offsets must have grown by as many.
@@ -162,8 +170,7 @@ def run(args: argparse.Namespace) -> int:
                     elif name == BENCH_RUN:
                         rate = _bench_run(measured, broker.bootstrap_servers, args, round_number)
                     else:
-                        fastest = max((max(r) for n, r in rates.items() if r and n != JAVA), default=None)
-                        rate = _java(peer, measured, args, round_number, fastest)
+                        rate = _java(peer, measured, args, round_number, _java_rate_guess(rates))
                 finally:
                     delete_topic(admin, measured.topic)
                 rates[name].append(rate)
