@@ -224,12 +224,14 @@ def test_eta_uses_measured_rates():
     (["--client-config", "{dir}/owned.toml"], "'compression.type' is set by the sweep itself"),
     (["--client-config", "{dir}/typo.toml"], "librdkafka refuses the settings: No such configuration property"),
     (["--client-config", "{dir}/missing.toml"], "--client-config"),
+    (["--client-config", "{dir}/client-id.toml", "--peer", "java"], "--peer java: --client-config holds librdkafka settings"),
 ])
 def test_bad_input_is_one_line_and_exit_2(flags, message, capsys, tmp_path):
     settings = tmp_path / "settings"
     settings.mkdir()
     (settings / "owned.toml").write_text('"compression.type" = "zstd"\n')
     (settings / "typo.toml").write_text('[security]\nprotocl = "SASL_SSL"\n')
+    (settings / "client-id.toml").write_text('"client.id" = "mine"\n')
     results = tmp_path / "results"
     results.mkdir()
     # Nothing listens on port 1: these must fail before contacting a broker.
