@@ -4,6 +4,7 @@ broker, with every count checked against the broker's offsets."""
 
 from __future__ import annotations
 
+import os
 import re
 
 import pytest
@@ -144,7 +145,13 @@ def test_uncompressed_cells_librdkafka_cannot_send_still_get_a_java_figure(kafka
     assert "Java EndToEndLatency  end-to-end mean" in out and "not sent: librdkafka" in out
 
 
+# The real 300 MB cell took 45-150 s of Java on a shared 2-core machine: too long for the CI budget,
+# where the 1 MB check above covers the same path. Set this to run it.
+REAL_CELL_ENV = "BENCH_TEST_JAVA_300MB"
+
+
 @pytest.mark.slow
+@pytest.mark.skipif(not os.environ.get(REAL_CELL_ENV), reason=f"set {REAL_CELL_ENV}=1 (about 1-3 minutes, 3 GB RSS)")
 def test_a_300_mb_uncompressed_message_java_sends_and_the_harness_does_not(kafka_bootstrap, tmp_path):
     """The real cell above librdkafka's limit: the harness refuses it, Kafka's Java client sends it
     (or, on a machine too slow for the tool's fixed 60 s poll, the tool's own reason is kept)."""
