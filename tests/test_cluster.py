@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from confluent_kafka import Producer
 from conftest import free_ports
-from kafka_truth import bench_command, broker_message_count
+from kafka_truth import PROJECT_ROOT, assert_counts_match_broker, bench_command, bench_run, broker_message_count
 from test_broker import process_alive
 
 from bench.broker.probe import broker_answers
@@ -20,6 +20,7 @@ from streamstore.config import producer_config
 from streamstore.errors import UsageError
 
 START_TIMEOUT_S = 300
+REPLICATED_SCENARIO = PROJECT_ROOT / "scenarios" / "replicated-orders.toml"
 
 
 def free_port_block(count: int) -> int:
@@ -43,21 +44,21 @@ def _free(port: int) -> bool:
         return True
 
 
-def in_sync_replicas(bootstrap: str, topic: str) -> dict[int, list[int]]:
-    """{partition: in-sync replica ids}; empty while the answering node does not know the topic yet."""
+def listed_partitions(bootstrap: str, topic: str) -> dict:
+    """{partition id: PartitionMetadata}; empty while the answering node does not know the topic yet."""
     metadata = connect_admin(bootstrap).list_topics(timeout=10)
-    if topic not in metadata.topics:
-        return {}
-    return {p.id: sorted(p.isrs) for p in metadata.topics[topic].partitions.values()}
+    return dict(metadata.topics[topic].partitions) if topic in metadata.topics else {}
 
 
-def wait_for_isr(bootstrap: str, topic: str, expected: list[int], within_s: float) -> dict[int, list[int]]:
+def wait_for_isr(bootstrap: str, topic: str, expected: list[int], within_s: float) -> dict:
+    """The topic's partitions once every one has exactly `expected` in sync."""
     deadline = time.monotonic() + within_s
     while True:
-        isrs = in_sync_replicas(bootstrap, topic)
-        if isrs and all(isr == expected for isr in isrs.values()):
-            return isrs
+        partitions = listed_partitions(bootstrap, topic)
+        if partitions and all(sorted(p.isrs) == expected for p in partitions.values()):
+            return partitions
         if time.monotonic() > deadline:
+            isrs = {p.id: sorted(p.isrs) for p in partitions.values()}
             raise AssertionError(f"in-sync replicas {isrs}, expected {expected} everywhere within {within_s:g} s")
         time.sleep(0.5)
 
@@ -107,10 +108,9 @@ def test_cli_starts_lists_shows_logs_of_and_stops_a_3_node_cluster(tmp_path: Pat
 def test_a_topic_with_replication_3_has_three_in_sync_replicas(kafka_cluster, unique_topic):
     bootstrap = kafka_cluster.bootstrap_servers
     assert ensure_topic(connect_admin(bootstrap), unique_topic, partitions=3, replication_factor=3)
-    metadata = connect_admin(bootstrap).list_topics(timeout=10)
-    for partition in metadata.topics[unique_topic].partitions.values():
-        assert sorted(partition.replicas) == [1, 2, 3]
-    wait_for_isr(bootstrap, unique_topic, [1, 2, 3], within_s=60)
+    partitions = wait_for_isr(bootstrap, unique_topic, [1, 2, 3], within_s=60)
+    assert sorted(partitions) == [0, 1, 2]
+    assert all(sorted(partition.replicas) == [1, 2, 3] for partition in partitions.values())
 
 
 def test_killing_one_node_leaves_the_cluster_serving_acks_all(kafka_cluster, unique_topic):
@@ -177,3 +177,36 @@ def test_pause_and_resume_a_node(kafka_cluster):
 def test_an_unknown_node_is_a_usage_error(kafka_cluster, node_id):
     with pytest.raises(UsageError, match=f"--node {node_id}: the cluster has nodes 1..3"):
         kafka_cluster.node(node_id)
+
+
+def test_a_replicated_scenario_runs_on_the_cluster_with_its_topic_settings(kafka_cluster, unique_topic, tmp_path):
+    run = bench_run(kafka_cluster.bootstrap_servers, unique_topic, tmp_path, "--duration", "8", "--warmup", "2",
+                    "--rate", "500", scenario=REPLICATED_SCENARIO)
+    assert run.completed.returncode == 0, run.completed.stdout + run.completed.stderr
+    assert run.result["scenario"]["min_insync_replicas"] == 2
+    assert run.result["scenario"]["unclean_leader_election"] is False
+    topic_settings = run.result["broker"]["topic_settings"]
+    assert topic_settings["min.insync.replicas"] == "2"
+    assert topic_settings["unclean.leader.election.enable"] == "false"
+    assert_counts_match_broker(run.result, kafka_cluster.bootstrap_servers)
+    partitions = wait_for_isr(kafka_cluster.bootstrap_servers, unique_topic, [1, 2, 3], within_s=60)
+    assert len(partitions) == 3 and all(sorted(p.replicas) == [1, 2, 3] for p in partitions.values())
+
+
+def test_an_existing_topic_with_other_replication_settings_is_refused(kafka_cluster, unique_topic):
+    admin = connect_admin(kafka_cluster.bootstrap_servers)
+    ensure_topic(admin, unique_topic, partitions=1, replication_factor=3, config={"min.insync.replicas": "1"})
+    with pytest.raises(UsageError, match=f"topic '{unique_topic}' exists with min.insync.replicas=1, not the 2 asked"):
+        ensure_topic(admin, unique_topic, partitions=1, replication_factor=3, config={"min.insync.replicas": "2"})
+    assert not ensure_topic(admin, unique_topic, partitions=1, replication_factor=3, config={"min.insync.replicas": "1"})
+
+
+def test_replication_above_the_brokers_running_is_one_clear_line(kafka_bootstrap, unique_topic, tmp_path):
+    run = bench_run(kafka_bootstrap, unique_topic, tmp_path, scenario=REPLICATED_SCENARIO)
+    assert run.completed.returncode == 2
+    assert run.completed.stderr.strip() == (
+        "error: replication factor 3 needs 3 brokers, but the cluster has 1 running "
+        "(start one with: python -m bench broker start --nodes 3)"
+    )
+    assert run.folder is None
+    assert unique_topic not in connect_admin(kafka_bootstrap).list_topics(timeout=10).topics
