@@ -14,6 +14,7 @@ from conftest import free_ports
 from kafka_truth import PROJECT_ROOT, assert_counts_match_broker, bench_command, bench_run, broker_message_count
 from test_broker import process_alive
 
+from bench.broker.cluster import EmbeddedCluster
 from bench.broker.probe import broker_answers
 from streamstore.admin import connect_admin, ensure_topic
 from streamstore.config import producer_config
@@ -210,3 +211,32 @@ def test_replication_above_the_brokers_running_is_one_clear_line(kafka_bootstrap
     )
     assert run.folder is None
     assert unique_topic not in connect_admin(kafka_bootstrap).list_topics(timeout=10).topics
+
+
+def test_a_node_advertises_the_client_port_it_is_given_and_keeps_replication_apart(tmp_path):
+    """Pure: the properties a proxied cluster starts with (nothing is started or written)."""
+    cluster = EmbeddedCluster(state_dir=tmp_path / "c", nodes=3, port=40000, advertised_ports=[41000, 41001, 41002])
+    node = cluster.node(2)
+    properties = node.server_properties()
+    assert properties["listeners"] == "CLIENT://127.0.0.1:40001,BROKER://127.0.0.1:40004,CONTROLLER://127.0.0.1:40007"
+    assert properties["advertised.listeners"] == "CLIENT://127.0.0.1:41001,BROKER://127.0.0.1:40004"
+    assert properties["inter.broker.listener.name"] == "BROKER"
+    assert properties["controller.quorum.voters"] == "1@127.0.0.1:40006,2@127.0.0.1:40007,3@127.0.0.1:40008"
+    assert properties["node.id"] == "2"
+    assert properties["offsets.topic.replication.factor"] == "3"
+    assert node.bootstrap_servers == "127.0.0.1:41001"
+    assert cluster.bootstrap_servers == "127.0.0.1:41000,127.0.0.1:41001,127.0.0.1:41002"
+    assert not (tmp_path / "c").exists()
+
+
+@pytest.mark.parametrize("flags, message", [
+    (["--nodes", "0"], "error: --nodes 0: expected 1 or more"),
+    (["--nodes", "3", "--advertised-ports", "1,2"], "error: --advertised-ports: expected 3 ports (one per node), got 2"),
+    (["--nodes", "3", "--heap", "lots"], "error: --heap 'lots': expected a JVM size like 512m, 1g or 4g"),
+    (["--advertised-ports", "1"], "error: --advertised-ports: only for a cluster (--nodes 2 or more)"),
+])
+def test_bad_cluster_flags_are_one_line(tmp_path, flags, message):
+    completed = bench_command("broker", "start", "--port", "40000", "--state-dir", str(tmp_path / "c"), *flags)
+    assert completed.returncode == 2
+    assert completed.stderr.strip() == message
+    assert not (tmp_path / "c").exists()
