@@ -240,3 +240,16 @@ def test_bad_cluster_flags_are_one_line(tmp_path, flags, message):
     assert completed.returncode == 2
     assert completed.stderr.strip() == message
     assert not (tmp_path / "c").exists()
+
+
+def test_a_silent_local_cluster_address_names_the_cluster_start_command(tmp_path):
+    ports = free_ports(3)
+    bootstrap = ",".join(f"127.0.0.1:{port}" for port in ports)
+    completed = bench_command("run", str(REPLICATED_SCENARIO), "--bootstrap-servers", bootstrap,
+                              "--results-dir", str(tmp_path / "results"), "--duration", "3", "--warmup", "1")
+    assert completed.returncode == 2
+    assert completed.stderr.strip() == (
+        f"error: nothing answers at {bootstrap}, and a command starts no embedded cluster: "
+        f"start one with python -m bench broker start --nodes 3 --port {ports[0]}"
+    )
+    assert not list((tmp_path / "results").glob("*/result.json"))
