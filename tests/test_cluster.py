@@ -253,3 +253,16 @@ def test_a_silent_local_cluster_address_names_the_cluster_start_command(tmp_path
         f"start one with python -m bench broker start --nodes 3 --port {ports[0]}"
     )
     assert not list((tmp_path / "results").glob("*/result.json"))
+
+
+def test_a_restart_keeps_the_recorded_layout_and_heap_unless_told(tmp_path):
+    """Pure: cluster.json decides the cluster id and heap of a later start on the same state dir."""
+    first = EmbeddedCluster(state_dir=tmp_path, nodes=3, port=40000, heap="4g")
+    (tmp_path / "cluster.json").write_text(first.layout.to_json())
+    again = EmbeddedCluster(state_dir=tmp_path, nodes=3, port=40000)
+    assert again.layout == first.layout
+    assert "-Xmx4g" in again.node(1).config.heap_opts
+    assert EmbeddedCluster(state_dir=tmp_path, nodes=3, port=40000, heap="2g").layout.heap == "2g"
+    with pytest.raises(UsageError, match="holds another cluster"):
+        EmbeddedCluster(state_dir=tmp_path, nodes=2, port=40000)
+    assert EmbeddedCluster.open(tmp_path).layout == first.layout

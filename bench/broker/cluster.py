@@ -143,19 +143,23 @@ class EmbeddedCluster:
         controller_port: int | None = None,
         advertised_ports: Sequence[int] | None = None,
         kafka_version: str = DEFAULT_KAFKA_VERSION,
-        heap: str = CLUSTER_NODE_HEAP,
+        heap: str | None = None,
         layout: ClusterLayout | None = None,
         extra_properties: Mapping[str, str] | None = None,
     ) -> None:
-        """A new layout from nodes/port/..., or `layout` as given (explicit ports, e.g. free ones)."""
+        """A new layout from nodes/port/..., or `layout` as given (explicit ports, e.g. free ones).
+        heap: per node, e.g. "4g" (default: the recorded one on a restart, else CLUSTER_NODE_HEAP)."""
         self.state_dir = Path(state_dir) if state_dir else (STATE_ROOT / f"cluster-{port}").resolve()
-        heap_opts(heap)  # refuse a bad size before anything starts
+        if heap is not None:
+            heap_opts(heap)  # refuse a bad size before anything starts
         if layout is None:
             recorded = self._recorded_layout()
             layout = ClusterLayout.consecutive(
                 nodes, port, controller_port, advertised_ports,
                 cluster_id=recorded.cluster_id if recorded else new_cluster_id(),
-                kafka_version=check_kafka_version(kafka_version), heap=heap,
+                kafka_version=check_kafka_version(kafka_version),
+                # A restart keeps the heap the cluster was started with unless told otherwise.
+                heap=heap or (recorded.heap if recorded else CLUSTER_NODE_HEAP),
             )
             if recorded is not None and recorded.nodes != layout.nodes:
                 raise UsageError(
