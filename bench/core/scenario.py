@@ -109,6 +109,9 @@ class Scenario:
     topic: str = "bench-orders"
     partitions: int = 3
     replication_factor: int = 1
+    # Topic settings; None leaves the broker's default (not set on the topic, not checked).
+    min_insync_replicas: int | None = None
+    unclean_leader_election: bool | None = None
     message_size: int = 200
     payload: str = "order"
     compression: str = "none"
@@ -139,6 +142,7 @@ class Scenario:
             raise UsageError(f"topic: {self.topic!r} is not a Kafka topic name (1-249 of A-Z a-z 0-9 . _ -)")
         _check_int("partitions", self.partitions, 1, 10_000)
         _check_int("replication_factor", self.replication_factor, 1, 32)
+        self._check_replication()
         _check_choice("payload", self.payload, PAYLOAD_KINDS)
         _check_choice("compression", self.compression, COMPRESSIONS)
         _check_choice("acks", self.acks, ACKS)
@@ -181,6 +185,26 @@ class Scenario:
         producer_config = check_client_config("producer_config", self.producer_config, _FIELD_OWNED_PRODUCER_KEYS)
         object.__setattr__(self, "producer_config", producer_config)
         object.__setattr__(self, "consumer_config", check_client_config("consumer_config", self.consumer_config, {}))
+
+    def _check_replication(self) -> None:
+        if self.min_insync_replicas is not None:
+            _check_int("min_insync_replicas", self.min_insync_replicas, 1, 32)
+            if self.min_insync_replicas > self.replication_factor:
+                raise UsageError(
+                    f"min_insync_replicas: {self.min_insync_replicas} is more than replication_factor "
+                    f"({self.replication_factor}); no acks=all write could ever succeed"
+                )
+        if self.unclean_leader_election is not None and not isinstance(self.unclean_leader_election, bool):
+            raise UsageError(f"unclean_leader_election: expected true or false, not {self.unclean_leader_election!r}")
+
+    def topic_config(self) -> dict[str, str]:
+        """The topic settings this scenario sets (created with them, an existing topic checked)."""
+        config = {}
+        if self.min_insync_replicas is not None:
+            config["min.insync.replicas"] = str(self.min_insync_replicas)
+        if self.unclean_leader_election is not None:
+            config["unclean.leader.election.enable"] = "true" if self.unclean_leader_election else "false"
+        return config
 
     def _check_phases(self) -> None:
         if not isinstance(self.phases, tuple) or not all(isinstance(p, Phase) for p in self.phases):
@@ -265,6 +289,11 @@ class Scenario:
         values = {k: v for k, v in self.to_dict().items() if k not in _NOT_FINGERPRINTED}
         if not self.phases:
             values.pop("phases")
+        # Left at the broker's default they are left out, so fingerprints (and baselines) from
+        # before these fields existed still match.
+        for field in ("min_insync_replicas", "unclean_leader_election"):
+            if values[field] is None:
+                values.pop(field)
         canonical = json.dumps(values, sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(canonical.encode()).hexdigest()[:16]
 
