@@ -55,9 +55,8 @@ def test_load_steps_options_and_histogram_transport_pure():
     completed = _python("""
         import json
         from bench.locust.options import parse_load_steps
-        from bench.locust.worker import histogram_counts, encode_latencies
-        from bench.core.recorder import record_counts
-        from bench.output.results import new_latency_histogram
+        from bench.locust.worker import encode_latencies
+        from bench.output.results import decode_histogram, new_latency_histogram
         from streamstore.errors import UsageError
 
         out = {}
@@ -72,10 +71,10 @@ def test_load_steps_options_and_histogram_transport_pure():
         # A worker's histogram travels encoded; the master's rebuild must be the same histogram.
         values = [1, 7, 999, 1001, 123_456, 5_000_000, 123_456]
         rebuilt = new_latency_histogram()
-        record_counts(rebuilt, histogram_counts(encode_latencies(values)))
+        rebuilt.add(decode_histogram(encode_latencies(values)))
         # librdkafka's latencies arrive in seconds: the same values, scaled, the same histogram.
         in_seconds = new_latency_histogram()
-        record_counts(in_seconds, histogram_counts(encode_latencies([v / 1e6 for v in values], 1_000_000)))
+        in_seconds.add(decode_histogram(encode_latencies([v / 1e6 for v in values], 1_000_000)))
         out["seconds_same"] = in_seconds.encode() == rebuilt.encode()
         # Every Kafka option also comes from LOCUST_<NAME>, as Locust's own options do.
         import os

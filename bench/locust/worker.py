@@ -22,7 +22,7 @@ from bench.core.protocol import ProducerSecond
 from bench.core.recorder import fold_latencies, record_counts
 from bench.core.scenario import Scenario
 from bench.locust.bulk_stats import log_deliveries
-from bench.output.results import decode_histogram, encode_histogram, new_latency_histogram
+from bench.output.results import encode_histogram, new_latency_histogram
 from streamstore.producer import OrderProducer
 
 # Locust's request type of a delivery (its name is the topic).
@@ -78,13 +78,6 @@ def _exit_when_orphaned() -> None:
     while os.getppid() == _LOCUSTFILE_PID:
         gevent.sleep(PARENT_CHECK_INTERVAL_S)
     os._exit(0)
-
-
-def histogram_counts(encoded: str) -> dict[int, int]:
-    """(value, count) pairs of an encoded histogram; recording them again rebuilds it exactly
-    (each value is its bucket's representative, so it lands in the same bucket)."""
-    histogram = decode_histogram(encoded)
-    return {item.value_iterated_to: item.count_at_value_iterated_to for item in histogram.get_recorded_iterator()}
 
 
 def encode_latencies(values: list, to_us: float = 1) -> str | None:
