@@ -44,6 +44,11 @@ def payload_pool(scenario: Scenario) -> tuple[list[bytes], list[bytes | None]]:
     return values, keys
 
 
+def batch_message(value: bytes, key: bytes | None) -> dict[str, bytes]:
+    """One message as `Producer.produce_batch` takes it (no headers: batch mode has none)."""
+    return {"value": value} if key is None else {"value": value, "key": key}
+
+
 class DeliveryAccount:
     """Counts and raw latencies of one producer's deliveries since the last `take_second`.
 
@@ -155,11 +160,10 @@ class Sender:
         self.sequence = 0
         self._flat_out_callback = account.flat_out_callback()
         self._untraced_mask = trace_sample_every(scenario) - 1
-        # The message dicts `produce_batch` takes, one per slot, built once: twice the cycle of
-        # payload slots and traced positions, so any batch is one slice of it.
+        # The message dicts `produce_batch` takes, built once: twice the cycle of payload slots
+        # and traced positions (both powers of two), so any batch is one slice of it.
         cycle = max(len(values), self._untraced_mask + 1)
-        self._batch_pool = [{"value": values[i % len(values)], **({} if keys[i % len(keys)] is None else {"key": keys[i % len(keys)]})}
-                            for i in range(2 * cycle)]
+        self._batch_pool = [batch_message(values[i % len(values)], keys[i % len(keys)]) for i in range(2 * cycle)]
 
     def send_flat_out(self, count: int) -> None:
         """Produce `count` orders back to back. Flat out the trace header rides on every n-th
