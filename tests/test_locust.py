@@ -55,9 +55,8 @@ def test_load_steps_options_and_histogram_transport_pure():
     completed = _python("""
         import json
         from bench.locust.options import parse_load_steps
-        from bench.locust.worker import histogram_counts, encode_latencies
-        from bench.core.recorder import record_counts
-        from bench.output.results import new_latency_histogram
+        from bench.locust.worker import encode_latencies
+        from bench.output.results import decode_histogram, new_latency_histogram
         from streamstore.errors import UsageError
 
         out = {}
@@ -72,10 +71,10 @@ def test_load_steps_options_and_histogram_transport_pure():
         # A worker's histogram travels encoded; the master's rebuild must be the same histogram.
         values = [1, 7, 999, 1001, 123_456, 5_000_000, 123_456]
         rebuilt = new_latency_histogram()
-        record_counts(rebuilt, histogram_counts(encode_latencies(values)))
+        rebuilt.add(decode_histogram(encode_latencies(values)))
         # librdkafka's latencies arrive in seconds: the same values, scaled, the same histogram.
         in_seconds = new_latency_histogram()
-        record_counts(in_seconds, histogram_counts(encode_latencies([v / 1e6 for v in values], 1_000_000)))
+        in_seconds.add(decode_histogram(encode_latencies([v / 1e6 for v in values], 1_000_000)))
         out["seconds_same"] = in_seconds.encode() == rebuilt.encode()
         # Every Kafka option also comes from LOCUST_<NAME>, as Locust's own options do.
         import os
@@ -106,8 +105,70 @@ def test_load_steps_options_and_histogram_transport_pure():
     assert out["from_env"] == ["from-env", True]
 
 
-def test_local_runner_fires_requests_and_writes_result(kafka_bootstrap, unique_topic, tmp_path):
-    """Programmatic Environment + LocalRunner: every delivery is a request event and an HDR count."""
+def test_bulk_stats_equal_locust_own_logging():
+    """Pins the Locust internals bench/locust/bulk_stats.py writes: the same deliveries logged
+    one by one through Locust's own `log_request`/`log_error` and in bulk leave the same
+    statistics (entry and total, per-second counts, response-time buckets and the master's
+    per-second cache, the error table), over two seconds and with a custom bucketing."""
+    completed = _python("""
+        import json, time
+        import locust.stats
+        from locust.stats import RequestStats
+        from bench.locust.bulk_stats import log_deliveries
+
+        # librdkafka latencies (s): sub-ms, repeated values, each bucketing range, over a minute.
+        seconds = [[0.0004, 0.0123456, 0.0123456, 0.0991, 0.1234, 1.5, 12.0, 61.0, 0.000001],
+                   [0.002, 0.0035, 0.0035, 0.0999]]
+        errors = [{"Local: Message timed out": 3, "Broker: Not enough replicas": 1}, {"Local: Message timed out": 2}]
+
+        def logged(bulk, cache):
+            stats = RequestStats(use_response_times_cache=cache)
+            for now, latencies, failed in zip((1000.2, 1001.7), seconds, errors):
+                time.time = lambda now=now: now  # Locust stamps each request with time.time()
+                if bulk:
+                    log_deliveries(stats, "produce", "t", latencies, failed, 200, now=now)
+                    continue
+                for latency in latencies:
+                    stats.log_request("produce", "t", latency * 1000.0, 200)
+                for text, count in failed.items():
+                    for _ in range(count):
+                        stats.log_request("produce", "t", None, 200)
+                        stats.log_error("produce", "t", text)
+            out = {}
+            for label, entry in (("entry", stats.get("t", "produce")), ("total", stats.total)):
+                state = {key: value for key, value in entry.serialize().items() if key != "start_time"}
+                state["total_response_time"] = round(state["total_response_time"], 6)
+                state["response_times"] = sorted(state["response_times"].items())
+                state["num_reqs_per_sec"] = sorted(state["num_reqs_per_sec"].items())
+                state["num_fail_per_sec"] = sorted(state["num_fail_per_sec"].items())
+                cache_ = entry.response_times_cache or {}
+                state["cache"] = [(t, sorted(c.response_times.items()), c.num_requests, c.num_none_requests)
+                                  for t, c in cache_.items()]
+                out[label] = state
+            out["errors"] = sorted((e["error"], e["occurrences"], e["first_seen"], e["last_seen"])
+                                   for e in stats.serialize_errors().values())
+            return out
+
+        results = {}
+        for cache in (False, True):
+            results[f"cache={cache}"] = [logged(False, cache), logged(True, cache)]
+        locust.stats.bucket_response_time = lambda ms: int(ms) // 7 * 7  # a user's own bucketing
+        results["custom"] = [logged(False, True), logged(True, True)]
+        print(json.dumps(results))
+    """)
+    assert completed.returncode == 0, completed.stderr
+    results = json.loads(completed.stdout.strip().splitlines()[-1])
+    for case, (own, bulk) in results.items():
+        assert bulk == own, case
+    own = results["cache=True"][0]
+    assert own["total"]["num_requests"] == 13 + 6 and own["total"]["num_failures"] == 6
+    assert own["total"]["num_none_requests"] == 6 and own["entry"]["cache"], "the cache was never written"
+    assert own["total"]["num_reqs_per_sec"] == [[1000, 13], [1001, 6]]
+
+
+def test_local_runner_counts_every_delivery_in_locust_stats_and_writes_result(kafka_bootstrap, unique_topic, tmp_path):
+    """Programmatic Environment + LocalRunner, flat out: every delivery is one Locust request
+    (logged in bulk, no per-delivery `request` event) and one HDR count."""
     completed = _python("""
         import json, sys, time
         import gevent
@@ -146,18 +207,28 @@ def test_local_runner_fires_requests_and_writes_result(kafka_bootstrap, unique_t
         while time.monotonic() < deadline:
             run = environment.kafka_run  # set once the test has started
             status = run.status_line() if run is not None else ""
-            if runner.stats.total.num_requests >= 2_000 and status.startswith("counts through"):
+            # Two seconds logged into Locust's stats: its per-second counts are live, not one lump.
+            if (runner.stats.total.num_requests >= 2_000 and status.startswith("counts through")
+                    and len(runner.stats.total.num_reqs_per_sec) >= 2):
                 break
             gevent.sleep(0.05)
         runner.quit()
         stats = runner.stats.total
+        entry = runner.stats.get(topic, "produce")
         print(json.dumps({"fired": fired, "requests": stats.num_requests, "failures": stats.num_failures,
+                          "entry_requests": entry.num_requests, "per_second": sorted(stats.num_reqs_per_sec.items()),
+                          "distribution": sum(stats.response_times.values()), "none": stats.num_none_requests,
+                          "min_ms": stats.min_response_time, "max_ms": stats.max_response_time,
                           "exit_code": environment.kafka_exit_code, "status": status}))
     """, kafka_bootstrap, unique_topic, str(tmp_path))
     assert completed.returncode == 0, completed.stderr
     out = json.loads(completed.stdout.strip().splitlines()[-1])
-    assert out["requests"] > 100 and out["failures"] == 0
-    assert out["fired"]["produce"] == out["requests"] and out["fired"]["failed"] == 0
+    assert out["requests"] > 100 and out["failures"] == 0 and out["none"] == 0
+    assert out["fired"] == {"produce": 0, "failed": 0}  # bulk: no request event per delivery
+    # Locust's RPS and its response-time distribution count the same deliveries as its total,
+    # spread over the seconds they were acked in (the live RPS), not one lump at the end.
+    assert out["entry_requests"] == out["requests"] == out["distribution"]
+    assert sum(count for _, count in out["per_second"]) == out["requests"] and len(out["per_second"]) >= 2
     assert out["exit_code"] is None
     # The live line counts acked and consumed through the same second, the newest one every
     # reporter has sent: consumed no longer runs ahead of acks that are still on their way.
@@ -175,7 +246,11 @@ def test_local_runner_fires_requests_and_writes_result(kafka_bootstrap, unique_t
     assert result["kind"] == "locust" and result["status"] == "complete"
     assert result["locust"]["hdr_total_count"] == out["requests"] == result["counts"]["acked"]
     assert result["counts"]["consumed"] == result["counts"]["acked"] and result["counts"]["lost"] == 0
-    assert result["latency_us"]["service_time"]["count"] == out["requests"]  # no warm-up by default
+    service = result["latency_us"]["service_time"]
+    assert service["count"] == out["requests"]  # no warm-up by default
+    # Locust's min/max are the exact latencies (ms); the HDR's are its buckets' (µs, 3 digits).
+    assert abs(service["min"] - out["min_ms"] * 1000) <= max(1, service["min"] / 500)
+    assert abs(service["max"] - out["max_ms"] * 1000) <= service["max"] / 500
     # Flat out, as in `bench run`, every 64th message carries the trace header (sequences 0, 64, ...)
     # and the loss audit is by offsets.
     end_to_end = result["latency_us"]["end_to_end"]

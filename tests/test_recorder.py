@@ -7,7 +7,7 @@ import random
 from bench.core.audit import OffsetRanges, SequenceAudit, audit_offsets, lost_sequences, offset_ranges
 from bench.core.recorder import LatencyRecorder, RunRecorder, fold_latencies, record_counts
 from bench.output.progress import p99_scope, progress_line
-from bench.output.results import LATENCY_HIGHEST_US, decode_histogram, new_latency_histogram
+from bench.output.results import LATENCY_HIGHEST_US, decode_histogram, encode_histogram, new_latency_histogram
 
 
 def test_batched_recording_equals_recording_each_value():
@@ -49,6 +49,31 @@ def test_seconds_from_several_reporters_merge_and_warmup_is_excluded():
     assert decode_histogram(recorder.intervals[1]).get_total_count() == 5
     assert recorder.interval_stats[1][2] == 300
     assert recorder.interval_list(3)[2] is None
+
+
+def test_a_histogram_added_whole_equals_its_values_recorded():
+    """The Locust master adds each worker's decoded second whole (C) instead of re-recording it."""
+    rng = random.Random(7)
+    values = [round(rng.lognormvariate(8.5, 1.2)) + 1 for _ in range(5_000)]
+    by_values, by_histograms = LatencyRecorder(warmup_s=1.0), LatencyRecorder(warmup_s=1.0)
+    for second, part in ((0, values[:1_000]), (1, values[1_000:3_000]), (1, values[3_000:])):
+        counts = fold_latencies(part)
+        by_values.record(second, counts)
+        worker = new_latency_histogram()
+        record_counts(worker, counts)
+        by_histograms.add_histogram(second, decode_histogram(encode_histogram(worker)))
+    by_histograms.add_histogram(1, new_latency_histogram())  # an empty second adds nothing
+    for recorder in (by_values, by_histograms):
+        recorder.close_through(1)
+    assert by_histograms.intervals == by_values.intervals
+    assert by_histograms.interval_stats == by_values.interval_stats
+    assert by_histograms.summary() == by_values.summary() and by_values.summary()["count"] == 4_000
+    try:
+        by_histograms.add_histogram(1, decode_histogram(by_histograms.intervals[1]))
+    except ValueError as error:
+        assert "already closed" in str(error)
+    else:
+        raise AssertionError("a closed second took more samples")
 
 
 def test_the_live_p99_line_says_when_it_switches_from_the_warm_up_second_to_the_run():

@@ -55,6 +55,8 @@ class ProducerSecond:
     response_us: list[int]
     send_delay_us: list[int]
     acked_ranges: Mapping[int, list[tuple[int, int]]] = field(default_factory=dict)
+    # Failed deliveries of the second by librdkafka's error text.
+    errors: Mapping[str, int] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)

@@ -98,6 +98,17 @@ class LatencyRecorder:
             histogram = self._open[second] = new_latency_histogram()
         self.clamped += record_counts(histogram, counts)
 
+    def add_histogram(self, second: int, histogram: HdrHistogram) -> None:
+        """Add a histogram recorded elsewhere (a Locust worker's second, already clamped)."""
+        if not histogram.get_total_count():
+            return
+        if second in self.intervals:
+            raise ValueError(f"second {second} was already closed")
+        open_histogram = self._open.get(second)
+        if open_histogram is None:
+            open_histogram = self._open[second] = new_latency_histogram()
+        open_histogram.add(histogram)
+
     def close_through(self, last_second: int) -> None:
         """Seal every open second up to and including last_second."""
         for second in sorted(s for s in self._open if s <= last_second):

@@ -7,9 +7,10 @@ Locust runs every user of a process on one gevent loop, so any confluent-kafka c
   Locust forked it and after the master's options arrived), never at import;
 - tasks only call produce(); a full local queue (BufferError) yields with gevent.sleep while
   the one background greenlet serves delivery reports with poll(0);
-- every delivery fires Locust's `request` event, and its raw latency is kept; each report
-  (every 3 s) ships per-second HdrHistograms (µs) with `report_to_master`, added up on the
-  master in `worker_report` (bench/locust/master.py);
+- every delivery's raw latency is kept by the core's account; each closed second goes into
+  Locust's own statistics in bulk (bench/locust/bulk_stats.py; no `request` event per
+  delivery) and each report (every 3 s) ships per-second HdrHistograms (µs) with
+  `report_to_master`, added up on the master in `worker_report` (bench/locust/master.py);
 - the master (or the local runner) starts the measurement core's tracker process once per
   test for end-to-end latency, consumer lag and the lost/duplicate audit, and at test end
   writes the same result folder as `bench run` (kind "locust"), then checks `--check`;

@@ -1,6 +1,7 @@
-"""The worker side of the Locust user: one producer per Locust process, whose deliveries fire
-Locust's request event and are kept as raw numbers, shipped to the master every report as
-encoded per-second HdrHistograms (Locust's own percentiles keep about two digits)."""
+"""The worker side of the Locust user: one producer per Locust process, whose deliveries are
+kept as raw numbers by the core's account; each closed second goes into Locust's own statistics
+in bulk (bench/locust/bulk_stats.py) and to the master as encoded HdrHistograms with the next
+report (Locust's own percentiles keep about two digits)."""
 
 from __future__ import annotations
 
@@ -13,7 +14,6 @@ from collections import Counter, defaultdict
 from typing import Any
 
 import gevent
-from confluent_kafka import KafkaException
 
 from bench.core.audit import OffsetRanges
 from bench.core.clients import scenario_producer_config
@@ -21,9 +21,12 @@ from bench.core.delivery import DeliveryAccount, Sender, payload_pool
 from bench.core.protocol import ProducerSecond
 from bench.core.recorder import fold_latencies, record_counts
 from bench.core.scenario import Scenario
-from bench.output.results import decode_histogram, encode_histogram, new_latency_histogram
+from bench.locust.bulk_stats import log_deliveries
+from bench.output.results import encode_histogram, new_latency_histogram
 from streamstore.producer import OrderProducer
 
+# Locust's request type of a delivery (its name is the topic).
+LOCUST_METHOD = "produce"
 # A flat-out user produces this many messages per task run before yielding: enough to make
 # Locust's per-task overhead negligible, few enough that the poll greenlet runs every ~millisecond.
 FLAT_OUT_BATCH = 100
@@ -77,13 +80,6 @@ def _exit_when_orphaned() -> None:
     os._exit(0)
 
 
-def histogram_counts(encoded: str) -> dict[int, int]:
-    """(value, count) pairs of an encoded histogram; recording them again rebuilds it exactly
-    (each value is its bucket's representative, so it lands in the same bucket)."""
-    histogram = decode_histogram(encoded)
-    return {item.value_iterated_to: item.count_at_value_iterated_to for item in histogram.get_recorded_iterator()}
-
-
 def encode_latencies(values: list, to_us: float = 1) -> str | None:
     """One report's raw latencies (µs, or librdkafka's seconds with to_us=1e6) as an encoded
     histogram; folded first, so a value shared by many messages is recorded once."""
@@ -101,9 +97,9 @@ def options_bootstrap(environment) -> str:
 class WorkerProducer:
     """The producer of one Locust process and what it measured since the last report.
 
-    Sending and delivery accounting are the shared send path (bench/core/delivery.py), with
-    Locust's request event as the per-delivery observer; histograms are built from the raw
-    values when a report is taken (every 3 s). The poll greenlet closes each second.
+    Sending and delivery accounting are the shared send path (bench/core/delivery.py). The poll
+    greenlet closes each second: its deliveries go into Locust's statistics at once, and its
+    histograms are built from the raw values when a report is taken (every 3 s).
     """
 
     def __init__(self, environment, scenario: Scenario, run_id: bytes, started_at: float, producer_index: int):
@@ -116,11 +112,15 @@ class WorkerProducer:
                                       scenario.topic)
         self.client = self.producer.client
         self.final = False
-        self.account = DeliveryAccount(scenario, producer_index, self._fire_request)
+        self.account = DeliveryAccount(scenario, producer_index)
         # The same payloads as `bench run` sends, so the two measure the same thing. A full
         # queue is freed by the poll greenlet: a blocking poll here would stall every user.
-        self.sender = Sender(self.client, scenario, run_id, self.account, *payload_pool(scenario),
+        values, keys = payload_pool(scenario)
+        self.sender = Sender(self.client, scenario, run_id, self.account, values, keys,
                              functools.partial(gevent.sleep, QUEUE_FULL_WAIT_S))
+        # Locust's response length per request: every value has the scenario's size, except
+        # below a bare order's JSON, where this is their mean.
+        self._content_length = round(sum(map(len, values)) / len(values))
         self.send_flat_out = self.sender.send_flat_out
         self.send = self.sender.send_scheduled
         self._second = int(time.time() - started_at)
@@ -129,12 +129,7 @@ class WorkerProducer:
         self._acked_ranges: dict[int, OffsetRanges] = defaultdict(OffsetRanges)
         self._failed_sequences_reported = 0
         self.totals = Counter()
-        self._request = environment.events.request.fire
         self._poller = gevent.spawn(self._poll_forever)
-
-    def _fire_request(self, latency_s: float, length: int, error) -> None:
-        self._request(request_type="produce", name=self.scenario.topic, response_time=latency_s * 1000.0,
-                      response_length=length, exception=None if error is None else KafkaException(error), context={})
 
     def _close_second(self, force: bool = False) -> None:
         """Move the current second's data to _seconds once the clock is past it."""
@@ -142,6 +137,8 @@ class WorkerProducer:
         if second <= self._second and not force:
             return
         report = self.account.take_second(self._second)
+        log_deliveries(self.environment.stats, LOCUST_METHOD, self.scenario.topic, report.service_s, report.errors,
+                       self._content_length)
         self._seconds[self._second] = report
         for partition, ranges in report.acked_ranges.items():
             for start, end in ranges:

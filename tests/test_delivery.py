@@ -1,0 +1,97 @@
+"""The flat-out send path (bench/core/delivery.py) against the real broker, where librdkafka's
+queue overflows: `produce_batch` then queues only part of a batch and reports the rest in the
+messages' dicts. Counts, offsets and the trace cadence must stay exact through every retry."""
+
+from __future__ import annotations
+
+import pytest
+from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
+from kafka_truth import broker_message_count
+
+from bench.core.audit import TRACE_SAMPLE_EVERY
+from bench.core.clients import scenario_producer_config
+from bench.core.delivery import DeliveryAccount, Sender, payload_pool
+from bench.core.scenario import Scenario
+from streamstore.admin import connect_admin, ensure_topic, topic_watermarks
+from streamstore.trace import read_trace
+
+RUN_ID = bytes(range(16))
+# Far below what one flat-out burst queues: most batches overflow it.
+SMALL_QUEUE = 300
+
+
+def _flat_out(topic: str, **fields) -> Scenario:
+    return Scenario.from_mapping({"name": "delivery", "topic": topic, "partitions": 2, "rate": 0, "duration_s": 1,
+                                  "warmup_s": 0, **fields})
+
+
+def _sender(scenario: Scenario, bootstrap: str, extra: dict, waits: list[int]) -> tuple[Sender, Producer]:
+    client = Producer({**scenario_producer_config(scenario, bootstrap), **extra})
+    client.list_topics(scenario.topic, timeout=30)
+    account = DeliveryAccount(scenario, 0)
+
+    def wait() -> None:
+        waits.append(len(client))
+        client.poll(0.05)
+
+    return Sender(client, scenario, RUN_ID, account, *payload_pool(scenario), wait), client
+
+
+def test_a_full_queue_loses_no_count_offset_or_trace(kafka_bootstrap, unique_topic):
+    scenario = _flat_out(unique_topic)
+    ensure_topic(connect_admin(kafka_bootstrap), unique_topic, 2)
+    waits: list[int] = []
+    # A message limit on librdkafka's queue far below one burst (a test setting, not a default).
+    sender, client = _sender(scenario, kafka_bootstrap, {"queue.buffering.max.messages": SMALL_QUEUE}, waits)
+    total = 20_000
+    for _ in range(total // 100):  # as the Locust user calls it: bursts not aligned with the trace cycle
+        sender.send_flat_out(100)
+    assert client.flush(60) == 0
+    report = sender.account.take_second(0)
+    assert len(waits) > 10, "the queue never overflowed: the test tests nothing"
+    assert sender.sequence == report.sent == report.acked == total and report.failed == 0
+    assert len(report.service_s) == total  # every acked message's latency, not a sample
+    # The acked offsets are exactly the broker's records, partition by partition.
+    watermarks = topic_watermarks(kafka_bootstrap, unique_topic)
+    assert report.acked_ranges == {p: [(low, high)] for p, (low, high) in watermarks.items() if high > low}
+    assert broker_message_count(kafka_bootstrap, unique_topic) == total
+    # No "_error" left in the reused message dicts after the overflows.
+    assert not any("_error" in message for message in sender._batch_pool)
+    # Sequences 0, 64, 128, ... carry the trace header, each once; every other message none.
+    traced = _traced_sequences(kafka_bootstrap, unique_topic, total)
+    assert traced == list(range(0, total, TRACE_SAMPLE_EVERY))
+
+
+@pytest.mark.parametrize("start", [0, 1], ids=["traced-produce", "untraced-batch"])
+def test_a_message_librdkafka_refuses_fails_the_send_as_produce_would(kafka_bootstrap, unique_topic, start):
+    scenario = _flat_out(unique_topic, message_size=2_000)
+    ensure_topic(connect_admin(kafka_bootstrap), unique_topic, 2)
+    waits: list[int] = []
+    # The client's own size limit below the message: librdkafka refuses it locally.
+    sender, client = _sender(scenario, kafka_bootstrap, {"message.max.bytes": 1_000}, waits)
+    sender.sequence = start  # 0: the traced message first (produce()), 1: an untraced batch first
+    with pytest.raises(KafkaException) as raised:
+        sender.send_flat_out(10)
+    assert raised.value.args[0].code() == KafkaError.MSG_SIZE_TOO_LARGE
+    assert waits == [] and len(client) == 0
+    assert not any("_error" in message for message in sender._batch_pool)
+
+
+def _traced_sequences(bootstrap: str, topic: str, total: int) -> list[int]:
+    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": f"{topic}-check", "enable.auto.commit": False})
+    consumer.assign([TopicPartition(topic, p, 0) for p in range(2)])
+    sequences, seen = [], 0
+    try:
+        while seen < total:
+            batch = consumer.consume(1_000, timeout=10)
+            assert batch, f"only {seen:,} of {total:,} records readable"
+            for message in batch:
+                assert message.error() is None, message.error()
+                seen += 1
+                trace = read_trace(message.headers())
+                if trace is not None:
+                    assert trace.run_id == RUN_ID and trace.producer == 0
+                    sequences.append(trace.sequence)
+    finally:
+        consumer.close()
+    return sorted(sequences)
