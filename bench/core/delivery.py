@@ -22,6 +22,7 @@ from collections.abc import Callable
 from confluent_kafka import KafkaError, Message
 
 from bench.core.audit import audits_offsets, offset_ranges, trace_sample_every
+from bench.core.availability import PartitionActivity
 from bench.core.protocol import ProducerSecond
 from bench.core.scenario import Scenario
 from streamstore.orders import Order, make_payload
@@ -70,6 +71,8 @@ class DeliveryAccount:
         self.acked_total = 0
         self.failed_sequences: list[int] = []
         self.first_error: str | None = None
+        # Acks per partition and the gaps between them (scheduled sends only: flat out pays no extra call).
+        self.partition_acks = PartitionActivity()
 
     def flat_out_callback(self) -> Callable[[KafkaError | None, Message], None]:
         """The delivery callback shared by every flat-out message: a closure over bound methods,
@@ -116,6 +119,7 @@ class DeliveryAccount:
             self.on_failed(error, message, sequence)
             return
         latency_s = message.latency()
+        self.partition_acks.note(message.partition())
         self.service_s.append(latency_s)
         self.response_us.append(send_delay_us + round(latency_s * 1_000_000))
         if self.observe is not None:
@@ -144,6 +148,7 @@ class DeliveryAccount:
         report = ProducerSecond(
             self.producer_index, second, self.sent, acked, self.failed, self.service_s[:], self.response_us[:],
             self.send_delay_us[:], {partition: offset_ranges(offsets) for partition, offsets in self.acked_offsets.items()},
+            *self.partition_acks.take(),
         )
         self.sent = self.failed = 0
         self.service_s.clear()

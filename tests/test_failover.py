@@ -1,0 +1,207 @@
+"""Faults by role and measured failover: the syntax, the pure figures, and runs against real brokers.
+
+The pure parts (syntax, gaps, leader changes, windows) need no broker. The runs check their counts
+against the broker's own offsets.
+"""
+
+from __future__ import annotations
+
+import re
+from collections import Counter
+
+import pytest
+from kafka_truth import STEADY_SCENARIO
+
+from bench.analysis.failover import (
+    failover_section,
+    leaders_before,
+    longest_gaps,
+    metadata_series,
+    new_leader_ms,
+    window_end_ms,
+    window_percentiles,
+)
+from bench.broker.fault_spec import Fault, check_schedule, check_targets, parse_fault
+from bench.core.availability import ActivityLog, PartitionActivity
+from bench.core.recorder import record_counts
+from bench.core.scenario import Scenario
+from bench.output.results import encode_histogram, new_latency_histogram
+from streamstore.errors import UsageError
+
+MS = 1_000_000
+
+
+@pytest.mark.parametrize("text, fault", [
+    ("kill@20+5", Fault("kill", 20.0, 5.0)),
+    ("kill:leader@20+10", Fault("kill", 20.0, 10.0, "leader", 0)),
+    ("kill:leader/2@20+10", Fault("kill", 20.0, 10.0, "leader", 2)),
+    ("pause:follower@20+5", Fault("pause", 20.0, 5.0, "follower", 0)),
+    ("kill:controller@20+10", Fault("kill", 20.0, 10.0, "controller")),
+    ("stop:node2@20+10", Fault("stop", 20.0, 10.0, "node2")),
+    ("rolling-restart@20", Fault("rolling-restart", 20.0, 0.0)),
+    ("isolate:leader@20+5", Fault("isolate", 20.0, 5.0, "leader")),
+    ("delay:node1=200ms@20+10", Fault("delay", 20.0, 10.0, "node1", 0, 200.0)),
+])
+def test_fault_syntax_reads_back_what_it_writes(text, fault):
+    assert parse_fault(text) == fault
+    assert str(fault) == text
+    assert parse_fault(str(fault)) == fault
+
+
+@pytest.mark.parametrize("text, message", [
+    ("kill:boss@20+5", "unknown target 'boss'"),
+    ("rolling-restart:leader@20", "rolling-restart takes only a start"),
+    ("rolling-restart@20+5", "rolling-restart takes only a start"),
+    ("delay:node1@20+5", "a delay, and only a delay, takes =MILLISECONDSms"),
+    ("kill:node1=5ms@20+5", "a delay, and only a delay"),
+    ("isolate@20+5", "isolate needs a target"),
+    ("kill:leader@20", "expected KIND"),
+])
+def test_bad_fault_text_says_what_is_wrong_in_one_line(text, message):
+    with pytest.raises(UsageError, match=f"^--fault '{re.escape(text)}': .*{message}") as caught:
+        parse_fault(text)
+    assert "\n" not in str(caught.value)
+
+
+def test_targets_are_checked_against_the_cluster_before_the_run():
+    check_targets([parse_fault("kill:leader@5+5"), parse_fault("kill:controller@5+5")], 1, 3, proxied=False)
+    check_targets([parse_fault("pause:follower/2@5+5"), parse_fault("kill:node3@20+5")], 3, 3, proxied=False)
+    for fault, nodes, message in [
+        ("pause:follower@5+5", 1, "needs a cluster of several nodes"),
+        ("rolling-restart@5", 1, "needs a cluster of several nodes"),
+        ("kill:node4@5+5", 3, r"no node 4; the nodes are 1..3"),
+        ("kill:leader/3@5+5", 3, r"partitions 0..2"),
+        ("isolate:leader@5+5", 3, "acts through a proxy"),
+        ("kill@5+5", 3, "name the node of the 3-node cluster"),
+    ]:
+        with pytest.raises(UsageError, match=message):
+            check_targets([parse_fault(fault)], nodes, 3, proxied=False)
+
+
+def test_a_rolling_restart_must_be_the_last_fault():
+    check_schedule([parse_fault("kill:leader@5+5"), parse_fault("rolling-restart@20")], 30)
+    with pytest.raises(UsageError, match="whose length is not known in advance"):
+        check_schedule([parse_fault("rolling-restart@5"), parse_fault("kill:leader@20+5")], 30)
+
+
+def test_faults_are_a_scenario_field_and_fault_free_fingerprints_do_not_change():
+    plain = Scenario.from_toml(STEADY_SCENARIO)
+    faulted = Scenario.from_toml(STEADY_SCENARIO, {"faults": ["kill:leader@5+5"], "duration_s": 30})
+    assert faulted.faults == ("kill:leader@5+5",)
+    assert "faults" not in {k for k in plain.to_dict() if plain.to_dict()[k]}
+    # The fingerprint of a scenario without faults is computed without the field.
+    import dataclasses
+    import hashlib
+    import json
+    values = {k: v for k, v in plain.to_dict().items() if k not in ("name", "topic", "duration_s", "warmup_s",
+              "drain_timeout_s", "fault_consumer_delay_ms", "fault_tracker_stall_s", "phases", "faults")}
+    assert plain.fingerprint() == hashlib.sha256(json.dumps(values, sort_keys=True, separators=(",", ":"))
+                                                 .encode()).hexdigest()[:16]
+    assert faulted.fingerprint() != dataclasses.replace(faulted, faults=()).fingerprint()
+    with pytest.raises(UsageError, match="does not end within the 30 s run"):
+        Scenario.from_toml(STEADY_SCENARIO, {"faults": ["kill:leader@25+10"], "duration_s": 30})
+
+
+def test_partition_activity_keeps_counts_and_only_the_long_gaps():
+    activity = PartitionActivity(min_gap_ns=100 * MS)
+    for partition, at_ms in [(0, 0), (1, 5), (0, 50), (0, 400), (1, 90), (1, 95)]:
+        activity.note(partition, at_ms * MS)
+    counts, gaps = activity.take()
+    assert counts == {0: 3, 1: 3}
+    assert gaps == [(0, 50 * MS, 400 * MS)]
+    assert activity.take() == ({}, [])
+    # A batch of the tracker notes each partition once, at the batch's time, with its count.
+    activity.note_batch([2, 2, 1], 700 * MS)
+    counts, gaps = activity.take()
+    assert counts == {2: 2, 1: 1} and gaps == [(1, 95 * MS, 700 * MS)]
+
+    log = ActivityLog()
+    log.add(0, {0: 3}, [(0, 1050 * MS, 1400 * MS)])
+    log.add(2, {0: 1, 1: 2}, [])
+    assert log.series(3) == {"0": [3, 0, 1], "1": [0, 0, 2]}
+    assert log.gaps_ms(t0_ns=1000 * MS) == [{"partition": 0, "start_ms": 50.0, "end_ms": 400.0, "gap_ms": 350.0}]
+
+
+def _gap(partition, start_ms, end_ms):
+    return {"partition": partition, "start_ms": start_ms, "end_ms": end_ms, "gap_ms": end_ms - start_ms}
+
+
+def test_unavailability_is_the_longest_gap_overlapping_the_fault():
+    gaps = [_gap(0, 1000, 1200), _gap(0, 19_900, 29_000), _gap(1, 20_100, 24_000), _gap(2, 40_000, 41_000)]
+    assert longest_gaps(gaps, 20_000, 30_000) == {0: 9100, 1: 3900}
+    # The fault's effect lasts until the ack gap it caused closes, if that is later than its end.
+    record = {"start_s": 20.0, "end_s": 25.0}
+    assert window_end_ms(record, gaps) == 29_000
+    assert window_end_ms({"start_s": 20.0, "end_s": 30.0}, gaps) == 30_000
+
+
+def _state(*leaders_isr):
+    return {p: (leader, (1, 2, 3), tuple(isr)) for p, (leader, isr) in enumerate(leaders_isr)}
+
+
+SAMPLES = [
+    (19.75, _state((1, [1, 2, 3]), (2, [2, 3, 1]))),
+    (20.25, _state((1, [1, 2, 3]), (2, [2, 3, 1]))),
+    (29.00, _state((2, [2, 3]), (2, [2, 3]))),
+    (29.25, _state((2, [2, 3]), (2, [2, 3]))),
+    (40.50, _state((2, [2, 3, 1]), (2, [2, 3, 1]))),
+]
+
+
+def test_new_leader_is_the_first_sample_naming_another_leader():
+    assert leaders_before(SAMPLES, 20.0) == {0: 1, 1: 2}
+    assert new_leader_ms(SAMPLES, node_id=1, start_s=20.0) == ({"0": 9000.0}, None)
+    # Node 3 led nothing: nothing to measure, and the reason says so.
+    assert new_leader_ms(SAMPLES, node_id=3, start_s=20.0) == ({}, "node 3 led no partition of the topic when the fault began")
+    # Node 2 kept its leadership of partition 1: measured as never (None), not as 0.
+    assert new_leader_ms(SAMPLES, node_id=2, start_s=20.0) == ({"1": None}, None)
+
+
+def test_metadata_series_per_second():
+    series = metadata_series(SAMPLES, 42)
+    assert series["under_replicated"][19] == 0 and series["under_replicated"][29] == 2
+    assert series["under_replicated"][30] is None      # no sample that second: unknown, not 0
+    assert series["isr_size"]["0"][29] == 2 and series["isr_size"]["0"][40] == 3
+    assert series["leader"]["0"][20] == 1 and series["leader"]["0"][29] == 2
+
+
+def _intervals(values_by_second):
+    intervals = {}
+    for second, values in values_by_second.items():
+        histogram = new_latency_histogram()
+        record_counts(histogram, Counter(values))
+        intervals[second] = encode_histogram(histogram)
+    return intervals
+
+
+def test_latency_during_and_before_a_fault_merge_the_seconds_of_each_window():
+    intervals = _intervals({9: [1000] * 30, 10: [2000] * 10, 11: [900_000] * 10, 12: [5000] * 10})
+    during = window_percentiles(intervals, 11, 12)
+    assert during["p50"] == pytest.approx(900_000, rel=0.01)
+    before = window_percentiles(intervals, 9, 11)
+    assert before["p50"] == pytest.approx(1000, rel=0.01) and before["p99_9"] == pytest.approx(2000, rel=0.01)
+    assert window_percentiles(intervals, 30, 31) == {"p50": None, "p99": None, "p99_9": None}
+
+
+def test_failover_section_for_a_leader_kill():
+    record = {"fault": "kill:leader@20+10", "kind": "kill", "node_id": 1, "role": "leader", "partition": 0,
+              "start_s": 20.0, "end_s": 30.0, "back_s": 41.0}
+    ack_gaps = [_gap(0, 19_990, 29_050)]
+    consume_gaps = [_gap(0, 19_995, 29_300), _gap(1, 25_000, 25_200)]
+    intervals = {"service_time": _intervals({s: [2000] for s in range(10, 20)} | {29: [9_000_000]})}
+    section = failover_section([record], ack_gaps, consume_gaps, [0, 1, 2], [0, 1, 2], SAMPLES, 42, intervals,
+                               gap_threshold_ms=100, sample_every_s=0.25, missed_samples=0, acks_tracked=None,
+                               warmup_s=5)
+    [fault] = section["faults"]
+    assert fault["unavailable_ack_ms"] == {"0": 9060, "1": 0.0, "2": 0.0}
+    assert fault["longest_ack_gap_ms"] == 9060 and fault["longest_consume_gap_ms"] == 9305
+    assert fault["new_leader_ms"] == 9000.0 and "new_leader_ms" not in fault["not_measured"]
+    # During: seconds 20..29 (the ack gap closed at 29.05 s); before: the 10 seconds 10..19.
+    assert fault["latency_window_s"] == [20, 30] and fault["latency_before_window_s"] == [10, 20]
+    assert fault["latency_us"]["service_time"]["before"]["p99_9"] == pytest.approx(2000, rel=0.01)
+    assert fault["latency_us"]["service_time"]["during"]["p99_9"] == pytest.approx(9_000_000, rel=0.01)
+    # Flat out acks are not tracked per partition: null with the reason, never 0.
+    flat = failover_section([record], [], consume_gaps, [], [0, 1, 2], SAMPLES, 42, intervals, gap_threshold_ms=100,
+                            sample_every_s=0.25, missed_samples=0, acks_tracked="flat out", warmup_s=5)["faults"][0]
+    assert flat["unavailable_ack_ms"] is None and flat["longest_ack_gap_ms"] is None
+    assert flat["not_measured"]["longest_ack_gap_ms"] == "flat out"
