@@ -205,3 +205,25 @@ def test_failover_section_for_a_leader_kill():
                             sample_every_s=0.25, missed_samples=0, acks_tracked="flat out", warmup_s=5)["faults"][0]
     assert flat["unavailable_ack_ms"] is None and flat["longest_ack_gap_ms"] is None
     assert flat["not_measured"]["longest_ack_gap_ms"] == "flat out"
+
+
+def test_the_failover_plot_shades_the_fault_and_shows_acks_and_isr(tmp_path):
+    from test_plots import FIXTURES, assert_real_png
+
+    from bench.output import plots
+    from bench.output.results import load_result
+
+    result = load_result(FIXTURES / "with-fault")
+    seconds = len(result["series"]["t_s"])
+    record = {"fault": "kill:leader@20+10", "kind": "kill", "node_id": 1, "role": "leader", "partition": 0,
+              "start_s": 20.0, "end_s": 30.0, "back_s": 41.0}
+    result["failover"] = failover_section([record], [_gap(0, 19_990, 29_050)], [], [0, 1], [0, 1], SAMPLES, seconds,
+                                          {}, gap_threshold_ms=100, sample_every_s=0.25, missed_samples=0,
+                                          acks_tracked=None, warmup_s=5)
+    result["failover"]["series"]["acked_by_partition"] = {"0": [500] * seconds, "1": [400] * seconds}
+    [path] = [p for p in plots.write_run_plots(result, tmp_path) if p.name == "failover.png"]
+    assert_real_png(path)
+    # A run without faults has no failover plot.
+    (tmp_path / "plain").mkdir()
+    written = plots.write_run_plots(load_result(FIXTURES / "with-fault"), tmp_path / "plain")
+    assert "failover.png" not in [p.name for p in written]

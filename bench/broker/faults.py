@@ -128,11 +128,11 @@ class FaultInjector:
         self.events: list[dict[str, Any]] = []
         self.records: list[dict[str, Any]] = []
         self.error: StreamStoreError | None = None
-        self._cancelled = threading.Event()
+        self.cancelled = threading.Event()
         self._thread: threading.Thread | None = None
         self._started_at = 0.0
-        # What must be undone if the run stops meanwhile: (node id, kind).
-        self._active: tuple[int, str] | None = None
+        # The fault in effect, ended by `end_active` even if the run stops meanwhile: (node id, kind, role).
+        self.active: tuple[int, str, str] | None = None
 
     def start(self, started_at_perf_counter: float | None = None) -> FaultInjector:
         if self.faults and len(self.nodes) == 1 and not self.broker.is_running():
@@ -149,22 +149,22 @@ class FaultInjector:
 
     def stop(self) -> None:
         """Cancel the faults not yet started and end the current one now."""
-        self._cancelled.set()
+        self.cancelled.set()
         if self._thread is not None:
             self._thread.join()
 
-    def _now(self) -> float:
+    def now(self) -> float:
         return round(time.perf_counter() - self._started_at, 3)
 
-    def _event(self, kind: str, detail: str, node_id: int | None = None, role: str | None = None) -> None:
-        event: dict[str, Any] = {"t_s": self._now(), "kind": kind, "detail": detail}
+    def event(self, kind: str, detail: str, node_id: int | None = None, role: str | None = None) -> None:
+        event: dict[str, Any] = {"t_s": self.now(), "kind": kind, "detail": detail}
         if node_id is not None:
             event.update(node_id=node_id, role=role)
         self.events.append(event)
 
     def _wait_until(self, offset_s: float) -> bool:
         """Sleep until offset_s after start; False when cancelled first."""
-        return not self._cancelled.wait(max(0.0, self._started_at + offset_s - time.perf_counter()))
+        return not self.cancelled.wait(max(0.0, self._started_at + offset_s - time.perf_counter()))
 
     def _run(self) -> None:
         try:
@@ -172,27 +172,27 @@ class FaultInjector:
                 if not self._wait_until(fault.at_s):
                     break
                 if fault.kind == ROLLING_RESTART:
-                    self._rolling_restart(fault)
+                    rolling_restart(self, fault)
                 else:
                     self._timed(fault)
         except StreamStoreError as error:
             self.error = error
-            self._event("fault-error", str(error))
+            self.event("fault-error", str(error))
         finally:
-            self._undo()
+            self.end_active()
 
     def _timed(self, fault: Fault) -> None:
         node_id, role = resolve_target(fault, self.nodes.keys(), self.admin, self.topic or "", self._controller)
         # A restart that took long can delay the next fault; it still lasts for_s.
         record = {"fault": str(fault), "kind": fault.kind, "node_id": node_id, "role": role,
                   "partition": fault.partition if role in ("leader", "follower") else None,
-                  "start_s": self._now(), "end_s": None, "back_s": None}
+                  "start_s": self.now(), "end_s": None, "back_s": None}
         self.records.append(record)
         self._begin(fault, node_id, role)
         # The end of a fault always happens, even when cancelled meanwhile.
         self._wait_until(record["start_s"] + fault.for_s)
-        record["end_s"] = self._now()
-        record["back_s"] = self._undo()
+        record["end_s"] = self.now()
+        record["back_s"] = self.end_active()
 
     def _controller(self) -> int:
         if self.controller is None:
@@ -210,69 +210,71 @@ class FaultInjector:
         if fault.kind == "kill":
             pid = getattr(node, "pid", None)
             node.kill()
-            self._event("broker-kill", f"SIGKILL {who}" + (f" pid {pid}" if pid else ""), node_id, role)
+            self.event("broker-kill", f"SIGKILL {who}" + (f" pid {pid}" if pid else ""), node_id, role)
         elif fault.kind == "stop":
-            self._event("broker-stop", f"clean shutdown of {who}", node_id, role)
+            self.event("broker-stop", f"clean shutdown of {who}", node_id, role)
             node.stop(STOP_GRACE_S)
         elif fault.kind == "pause":
             node.pause()
-            self._event("broker-pause", f"SIGSTOP {who}", node_id, role)
+            self.event("broker-pause", f"SIGSTOP {who}", node_id, role)
         elif fault.kind == "isolate":
             self._proxy(node_id).cut()
-            self._event("broker-isolate", f"client connections of {who} cut (replication goes on)", node_id, role)
+            self.event("broker-isolate", f"client connections of {who} cut (replication goes on)", node_id, role)
         else:
             self._proxy(node_id).delay_s = fault.delay_ms / 1000
-            self._event("broker-delay", f"{fault.delay_ms:g} ms added to every response of {who}", node_id, role)
-        self._active = (node_id, fault.kind, role)
+            self.event("broker-delay", f"{fault.delay_ms:g} ms added to every response of {who}", node_id, role)
+        self.active = (node_id, fault.kind, role)
 
-    def _undo(self) -> float | None:
+    def end_active(self) -> float | None:
         """End the active fault; the time (from start) the node answered again, if restarted."""
-        if self._active is None:
+        if self.active is None:
             return None
-        node_id, kind, role = self._active
-        self._active = None
+        node_id, kind, role = self.active
+        self.active = None
         node, who = self.nodes[node_id], f"node {node_id} ({role})"
         if kind == "pause":
             node.resume()
-            self._event("broker-resume", f"SIGCONT {who}", node_id, role)
+            self.event("broker-resume", f"SIGCONT {who}", node_id, role)
         elif kind == "isolate":
             self._proxy(node_id).restore()
-            self._event("broker-reconnect", f"client connections of {who} pass again", node_id, role)
+            self.event("broker-reconnect", f"client connections of {who} pass again", node_id, role)
         elif kind == "delay":
             self._proxy(node_id).delay_s = 0.0
-            self._event("broker-undelay", f"responses of {who} no longer delayed", node_id, role)
+            self.event("broker-undelay", f"responses of {who} no longer delayed", node_id, role)
         else:
             began = time.perf_counter()
-            self._event("broker-restart", f"starting {who} again", node_id, role)
+            self.event("broker-restart", f"starting {who} again", node_id, role)
             node.start(RESTART_TIMEOUT_S)
-            self._event("broker-up", f"{who} answering after {time.perf_counter() - began:.1f} s", node_id, role)
-            return self._now()
+            self.event("broker-up", f"{who} answering after {time.perf_counter() - began:.1f} s", node_id, role)
+            return self.now()
         return None
 
-    def _rolling_restart(self, fault: Fault) -> None:
-        """Each node in turn: clean shutdown, start, wait until it is back in the ISR of all its
-        partitions (so the next shutdown never takes the last in-sync copy away)."""
-        for node_id in sorted(self.nodes):
-            if self._cancelled.is_set():
-                return
-            record = {"fault": str(fault), "kind": fault.kind, "node_id": node_id, "role": "node", "partition": None,
-                      "start_s": self._now(), "end_s": None, "back_s": None}
-            self.records.append(record)
-            self._event("broker-stop", f"rolling restart: clean shutdown of node {node_id}", node_id, "node")
-            self._active = (node_id, "stop", "node")
-            self.nodes[node_id].stop(STOP_GRACE_S)
-            record["end_s"] = self._now()
-            self._undo()
-            self._wait_in_sync(node_id)
-            record["back_s"] = self._now()
-            self._event("broker-in-sync", f"rolling restart: node {node_id} back in the ISR of all its partitions",
-                        node_id, "node")
 
-    def _wait_in_sync(self, node_id: int) -> None:
-        if self.admin is None:
+def rolling_restart(injector: FaultInjector, fault: Fault) -> None:
+    """Each node in turn: clean shutdown, start, wait until it is back in the ISR of all its
+    partitions (so the next shutdown never takes the last in-sync copy away)."""
+    for node_id in sorted(injector.nodes):
+        if injector.cancelled.is_set():
             return
-        deadline = time.monotonic() + IN_SYNC_TIMEOUT_S
-        while not in_sync_everywhere(self.admin, node_id):
-            if time.monotonic() > deadline:
-                raise RunFailed(f"node {node_id} not back in the ISR of its partitions within {IN_SYNC_TIMEOUT_S:g} s")
-            time.sleep(0.2)
+        record = {"fault": str(fault), "kind": fault.kind, "node_id": node_id, "role": "node", "partition": None,
+                  "start_s": injector.now(), "end_s": None, "back_s": None}
+        injector.records.append(record)
+        injector.event("broker-stop", f"rolling restart: clean shutdown of node {node_id}", node_id, "node")
+        injector.active = (node_id, "stop", "node")
+        injector.nodes[node_id].stop(STOP_GRACE_S)
+        record["end_s"] = injector.now()
+        injector.end_active()
+        _wait_in_sync(injector.admin, node_id)
+        record["back_s"] = injector.now()
+        injector.event("broker-in-sync", f"rolling restart: node {node_id} back in the ISR of all its partitions",
+                             node_id, "node")
+
+
+def _wait_in_sync(admin, node_id: int) -> None:
+    if admin is None:
+        return
+    deadline = time.monotonic() + IN_SYNC_TIMEOUT_S
+    while not in_sync_everywhere(admin, node_id):
+        if time.monotonic() > deadline:
+            raise RunFailed(f"node {node_id} not back in the ISR of its partitions within {IN_SYNC_TIMEOUT_S:g} s")
+        time.sleep(0.2)

@@ -26,7 +26,9 @@ from typing import Any, TextIO
 
 from bench.analysis.failover import failover_section
 from bench.broker.ensure import BrokerInUse, ensure_broker
+from bench.broker.fault_spec import check_targets
 from bench.broker.faults import Fault, FaultInjector, parse_faults
+from bench.broker.nodes import nodes_of
 from bench.broker.roles import active_controller
 from bench.broker.sampler import MetadataSampler
 from bench.core.audit import audit_method, run_verdict, trace_sample_every
@@ -98,10 +100,12 @@ class _Run:
         if faults:
             # Roles are looked up by the injector, and the sampler watches leaders and ISRs, from here:
             # the coordinator, never a producer, whose timing they would disturb.
+            proxies = getattr(broker, "proxies", None)
+            check_targets(faults, len(nodes_of(broker.embedded)), scenario.partitions, proxied=bool(proxies))
             self.admin = scenario_admin(scenario, self.bootstrap_servers)
             self.injector = FaultInjector(broker.embedded, faults, admin=self.admin, topic=scenario.topic,
                                           controller=lambda: active_controller(self.bootstrap_servers),
-                                          proxies=getattr(broker, "proxies", None))
+                                          proxies=proxies)
 
     def execute(self) -> tuple[int, Path, dict[str, Any]]:
         start_offsets, self.topic_settings = prepare_topic(self.scenario, self.bootstrap_servers)
