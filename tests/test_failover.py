@@ -227,3 +227,34 @@ def test_the_failover_plot_shades_the_fault_and_shows_acks_and_isr(tmp_path):
     (tmp_path / "plain").mkdir()
     written = plots.write_run_plots(load_result(FIXTURES / "with-fault"), tmp_path / "plain")
     assert "failover.png" not in [p.name for p in written]
+
+
+# ---------------------------------------------------------------------------------------------
+# Against a real broker: the figures of a fault run, counts checked against the broker's offsets.
+
+
+def test_a_paused_leader_shows_as_a_gap_without_acks_per_partition(embedded_broker, unique_topic, tmp_path):
+    """The single broker leads every partition: pausing it for 3 s stops acks and consumption on
+    all of them for about that long; leadership cannot move, and the result says so."""
+    from kafka_truth import assert_counts_match_broker
+    from test_faults import bench_chaos
+
+    completed, result = bench_chaos(embedded_broker, unique_topic, tmp_path,
+                                    "--rate", "1000", "--duration", "12", "--warmup", "1", "--fault", "pause:leader@4+3")
+    assert completed.returncode == 0, completed.stdout + completed.stderr
+    assert_counts_match_broker(result, embedded_broker.bootstrap_servers, faults=True)
+    assert result["scenario"]["faults"] == ["pause:leader@4+3"]
+    [fault] = result["failover"]["faults"]
+    assert (fault["node_id"], fault["role"], fault["kind"]) == (1, "leader", "pause")
+    assert 4 <= fault["start_s"] < 5 and fault["end_s"] - fault["start_s"] >= 3
+    # Each of the 3 partitions waited for the SIGCONT: a gap of the pause's length, give or take a
+    # batch interval before it and the catch-up after it.
+    assert sorted(fault["unavailable_ack_ms"]) == ["0", "1", "2"]
+    for gap_ms in [*fault["unavailable_ack_ms"].values(), *fault["unavailable_consume_ms"].values()]:
+        assert 2_500 <= gap_ms <= 8_000, fault
+    assert fault["new_leader_ms"] is None and fault["not_measured"]["new_leader_ms"]
+    during, before = (fault["latency_us"]["service_time"][w]["p99_9"] for w in ("during", "before"))
+    assert during >= 2_500_000 and before < during
+    pause_events = [e for e in result["events"] if e["kind"] in ("broker-pause", "broker-resume")]
+    assert [(e["node_id"], e["role"]) for e in pause_events] == [(1, "leader"), (1, "leader")]
+    assert "failover pause:leader@4+3 on node 1 (leader)" in completed.stdout
