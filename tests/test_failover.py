@@ -258,3 +258,52 @@ def test_a_paused_leader_shows_as_a_gap_without_acks_per_partition(embedded_brok
     pause_events = [e for e in result["events"] if e["kind"] in ("broker-pause", "broker-resume")]
     assert [(e["node_id"], e["role"]) for e in pause_events] == [(1, "leader"), (1, "leader")]
     assert "failover pause:leader@4+3 on node 1 (leader)" in completed.stdout
+
+
+@pytest.fixture(scope="module")
+def proxied_broker(tmp_path_factory):
+    """A broker that advertises its client proxy, the proxy run as `bench proxy start` runs it."""
+    from conftest import BROKER_START_TIMEOUT_S, free_port_pair
+
+    from bench.broker.embedded import EmbeddedBroker
+    from bench.broker.proxy_control import ProxySet
+
+    port, controller_port = free_port_pair()
+    proxy_port, _ = free_port_pair()
+    state_dir = tmp_path_factory.mktemp("proxied")
+    proxies = ProxySet(state_dir, {1: (proxy_port, port)}).start()
+    broker = EmbeddedBroker(port=port, controller_port=controller_port, state_dir=state_dir,
+                            extra_properties={"advertised.listeners": f"PLAINTEXT://127.0.0.1:{proxy_port}"})
+    try:
+        broker.start(timeout_s=BROKER_START_TIMEOUT_S)
+        yield broker, f"127.0.0.1:{proxy_port}"
+    finally:
+        broker.stop(grace_s=10)
+        proxies.stop()
+
+
+def test_an_isolated_leader_cuts_its_clients_off_through_the_proxy(proxied_broker, unique_topic, tmp_path):
+    from kafka_truth import assert_counts_match_broker, bench_command
+
+    from bench.output.results import load_result
+
+    broker, bootstrap = proxied_broker
+    completed = bench_command(
+        "chaos", str(STEADY_SCENARIO), "--bootstrap-servers", bootstrap, "--broker", "external",
+        "--state-dir", str(broker.state_dir), "--topic", unique_topic, "--results", str(tmp_path), "--no-report",
+        "--set", "idempotence=true", "--rate", "1000", "--duration", "12", "--warmup", "1",
+        "--fault", "isolate:leader@3+3", "--fault", "delay:node1=300ms@8+2", timeout=600)
+    assert completed.returncode == 0, completed.stdout + completed.stderr
+    [folder] = [path.parent for path in tmp_path.glob("*/result.json")]
+    result = load_result(folder)
+    assert_counts_match_broker(result, bootstrap, faults=True)
+    isolate, delay = result["failover"]["faults"]
+    assert (isolate["kind"], isolate["node_id"], isolate["role"]) == ("isolate", 1, "leader")
+    assert 2_500 <= isolate["longest_ack_gap_ms"] <= 8_000, isolate
+    # The broker process never stopped: only its clients were cut off (no restart, no back_s).
+    assert isolate["back_s"] is None and broker.is_running()
+    # 300 ms on every response: each ack arrives at least that late while the delay lasts.
+    assert delay["latency_us"]["service_time"]["during"]["p50"] >= 300_000
+    assert delay["not_measured"]["new_leader_ms"] == "a delay fault moves no leadership"
+    kinds = [e["kind"] for e in result["events"] if e["kind"].startswith("broker-")]
+    assert kinds == ["broker-isolate", "broker-reconnect", "broker-delay", "broker-undelay"]

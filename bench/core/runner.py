@@ -29,6 +29,7 @@ from bench.broker.ensure import BrokerInUse, ensure_broker
 from bench.broker.fault_spec import check_targets
 from bench.broker.faults import Fault, FaultInjector, parse_faults
 from bench.broker.nodes import nodes_of
+from bench.broker.proxy_control import remote_proxies
 from bench.broker.roles import active_controller
 from bench.broker.sampler import MetadataSampler
 from bench.core.audit import audit_method, run_verdict, trace_sample_every
@@ -100,7 +101,7 @@ class _Run:
         if faults:
             # Roles are looked up by the injector, and the sampler watches leaders and ISRs, from here:
             # the coordinator, never a producer, whose timing they would disturb.
-            proxies = getattr(broker, "proxies", None)
+            proxies = remote_proxies(broker.embedded.state_dir)
             check_targets(faults, len(nodes_of(broker.embedded)), scenario.partitions, proxied=bool(proxies))
             self.admin = scenario_admin(scenario, self.bootstrap_servers)
             self.injector = FaultInjector(broker.embedded, faults, admin=self.admin, topic=scenario.topic,
