@@ -43,29 +43,43 @@ def ensure_topic(
     replication_factor: int = 1,
     max_message_bytes: int = CLIENT_MESSAGE_MAX_BYTES,
     timeout_s: float = ADMIN_TIMEOUT_S,
+    config: Mapping[str, str] | None = None,
 ) -> bool:
     """Create the topic if missing; return True when it was created now.
 
-    An existing topic is used as it is (its partition count is checked, not changed).
+    config: topic settings to create it with (e.g. min.insync.replicas). An existing topic is
+    used as it is: its partition count and these settings are checked, not changed.
     """
+    config = dict(config or {})
     # Ask for all topics: a metadata request naming the topic would make a broker with
     # auto.create.topics.enable create it with default settings.
     metadata = admin.list_topics(timeout=timeout_s)
     existing = metadata.topics.get(topic)
+    delete_hint = f"delete it (python -m bench topic delete {topic}) or choose another topic"
     if existing is not None and existing.error is None:
         if len(existing.partitions) != partitions:
             raise UsageError(
                 f"topic '{topic}' exists with {len(existing.partitions)} partitions, "
-                f"not the {partitions} asked for; delete it (python -m bench topic delete {topic}) "
-                "or choose another topic"
+                f"not the {partitions} asked for; {delete_hint}"
             )
+        if config:
+            actual = topic_configs(admin, topic, timeout_s)
+            for name, value in config.items():
+                if actual.get(name) != value:
+                    raise UsageError(f"topic '{topic}' exists with {name}={actual.get(name)}, "
+                                     f"not the {value} asked for; {delete_hint}")
         return False
+    if replication_factor > len(metadata.brokers):
+        raise UsageError(
+            f"replication factor {replication_factor} needs {replication_factor} brokers, but the cluster has "
+            f"{len(metadata.brokers)} running (start one with: python -m bench broker start --nodes {replication_factor})"
+        )
     new_topic = NewTopic(
         topic,
         num_partitions=partitions,
         replication_factor=replication_factor,
         # Match the client's 1 GB limit so the topic never rejects what the producer may send.
-        config={"max.message.bytes": str(max_message_bytes)},
+        config={"max.message.bytes": str(max_message_bytes), **config},
     )
     future = admin.create_topics([new_topic], operation_timeout=timeout_s)[topic]
     try:

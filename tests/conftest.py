@@ -13,23 +13,38 @@ import uuid
 
 import pytest
 
-from bench.broker.embedded import EmbeddedBroker
+from bench.broker.cluster import ClusterLayout, EmbeddedCluster, NodePorts
+from bench.broker.embedded import EmbeddedBroker, new_cluster_id
 from bench.broker.probe import broker_answers
 
 # Generous: other engineers' brokers and tests share the 2 cores.
 BROKER_START_TIMEOUT_S = 180.0
 
 
-def free_port_pair() -> tuple[int, int]:
-    """Two ports nothing listens on now (client port, controller port)."""
-    sockets = [socket.socket(socket.AF_INET, socket.SOCK_STREAM) for _ in range(2)]
+def free_ports(count: int) -> list[int]:
+    """count distinct ports nothing listens on now."""
+    sockets = [socket.socket(socket.AF_INET, socket.SOCK_STREAM) for _ in range(count)]
     try:
         for probe in sockets:
             probe.bind(("127.0.0.1", 0))
-        return sockets[0].getsockname()[1], sockets[1].getsockname()[1]
+        return [probe.getsockname()[1] for probe in sockets]
     finally:
         for probe in sockets:
             probe.close()
+
+
+def free_port_pair() -> tuple[int, int]:
+    """Two ports nothing listens on now (client port, controller port)."""
+    client, controller = free_ports(2)
+    return client, controller
+
+
+def free_cluster_layout(nodes: int = 3) -> ClusterLayout:
+    """A cluster layout on free ports (client, inter-broker, controller per node)."""
+    ports = free_ports(3 * nodes)
+    return ClusterLayout(tuple(
+        NodePorts(k + 1, ports[3 * k], ports[3 * k + 1], ports[3 * k + 2], ports[3 * k]) for k in range(nodes)
+    ), cluster_id=new_cluster_id())
 
 
 def _started_embedded_broker(tmp_path_factory: pytest.TempPathFactory, name: str) -> EmbeddedBroker:
@@ -62,6 +77,18 @@ def embedded_broker(tmp_path_factory: pytest.TempPathFactory):
         yield broker
     finally:
         broker.stop(grace_s=10)
+
+
+@pytest.fixture(scope="module")
+def kafka_cluster(tmp_path_factory: pytest.TempPathFactory):
+    """A 3-node embedded cluster this test module owns, so it may kill, stop or pause nodes.
+    Tests that do must leave every node running again."""
+    cluster = EmbeddedCluster(state_dir=tmp_path_factory.mktemp("cluster"), layout=free_cluster_layout(3))
+    try:
+        cluster.start(timeout_s=BROKER_START_TIMEOUT_S)
+        yield cluster
+    finally:
+        cluster.stop(grace_s=30)
 
 
 @pytest.fixture

@@ -2,201 +2,79 @@
 
 One node in KRaft combined mode (broker and controller in one JVM), bound to 127.0.0.1, data,
 logs and pid file in a state dir (default `.state/broker-<port>` in the working directory, so
-the installed package never holds data). The jars are
-resolved once per Kafka version with Maven into a cache outside git
-(`$XDG_CACHE_HOME/streamstore-bench/kafka-<version>/libs`, default `~/.cache`).
+the installed package never holds data). The jars come from `bench.broker.jars`. A node of a
+multi-node cluster is the same `KafkaNode` with another `NodeConfig` (bench/broker/cluster.py).
 
-`LARGE_MESSAGE_BROKER_SETTINGS` and the JVM options below are the single source of truth for
-the broker side of the 1 GB story; docker-compose.yaml repeats them and tests/test_compose.py
-checks that the two agree.
+The broker's settings (`LARGE_MESSAGE_BROKER_SETTINGS`, `SINGLE_NODE_BROKER_SETTINGS`,
+`replicated_cluster_settings`, the JVM options) live in bench/broker/settings.py, the single
+source of truth, and are re-exported here.
+
+The split: `NodeConfig` is what a node is (ids, ports, paths, server.properties), `KafkaNode`
+runs one (format, start, wait, stop, kill, pause), `EmbeddedBroker` is the single-node broker.
 """
 
 from __future__ import annotations
 
 import base64
 import contextlib
-import fcntl
+import dataclasses
 import os
-import re
 import shutil
 import signal
 import socket
 import subprocess
 import time
 import uuid
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 
+from bench.broker.jars import (
+    DEFAULT_KAFKA_VERSION,
+    DOCKER_ALTERNATIVE,
+    KAFKA_RESOURCES,
+    check_kafka_version,
+    file_lock,
+    missing_tool,
+    provision_jars,
+    version_key,
+)
 from bench.broker.probe import broker_answers
-from streamstore.config import CLIENT_MESSAGE_MAX_BYTES
+from bench.broker.settings import (
+    BROKER_HEAP_OPTS,
+    BROKER_MESSAGE_MAX_BYTES,
+    BROKER_PERFORMANCE_JVM_OPTS,
+    CLUSTER_NODE_HEAP,
+    LARGE_MESSAGE_BROKER_SETTINGS,
+    REPORTED_BROKER_SETTING_NAMES,
+    SINGLE_NODE_BROKER_SETTINGS,
+    heap_opts,
+    replicated_cluster_settings,
+)
 from streamstore.errors import RunFailed, UsageError
 
-DEFAULT_KAFKA_VERSION = "3.8.1"
+# Re-exported: commands and tests know the broker by this module.
+__all__ = [
+    "DEFAULT_KAFKA_VERSION", "DOCKER_ALTERNATIVE", "check_kafka_version", "provision_jars",
+    "BROKER_MESSAGE_MAX_BYTES",
+    "LARGE_MESSAGE_BROKER_SETTINGS",
+    "SINGLE_NODE_BROKER_SETTINGS",
+    "replicated_cluster_settings",
+    "BROKER_HEAP_OPTS",
+    "CLUSTER_NODE_HEAP",
+    "heap_opts",
+    "BROKER_PERFORMANCE_JVM_OPTS",
+    "REPORTED_BROKER_SETTING_NAMES",
+]
+
 DEFAULT_PORT = 9092
 # Broker state lives under the working directory (the checkout, for `make` users), never
 # inside the installed package.
 STATE_ROOT = Path(".state")
-KAFKA_RESOURCES = Path(__file__).resolve().parent / "kafka"
-DOCKER_ALTERNATIVE = "with Docker instead: docker compose up -d"
 
-# Broker headroom over the client's 1e9 cap, so the client is always the limit that bites.
-BROKER_MESSAGE_MAX_BYTES = CLIENT_MESSAGE_MAX_BYTES * 105 // 100
-
-LARGE_MESSAGE_BROKER_SETTINGS: dict[str, str] = {
-    # Largest record batch the broker accepts (checked after compression): a 1e9 client
-    # message plus batch overhead and headers must fit.
-    "message.max.bytes": str(BROKER_MESSAGE_MAX_BYTES),
-    # The whole produce request (batch + request header) is read into one buffer; the default
-    # 100 MiB would drop the connection long before message.max.bytes is reached.
-    "socket.request.max.bytes": str(CLIENT_MESSAGE_MAX_BYTES * 110 // 100),
-    # A follower must be able to fetch the largest batch (no followers on one node, but a
-    # value below message.max.bytes is a trap when this config is copied to a cluster).
-    "replica.fetch.max.bytes": str(BROKER_MESSAGE_MAX_BYTES),
-    # A batch larger than a segment cannot be appended at all: 1 GiB > message.max.bytes.
-    "log.segment.bytes": str(1024**3),
-    # Each I/O thread that appends a large batch keeps a direct buffer of its size (see
-    # BROKER_HEAP_OPTS); Kafka's default 8 would need ~9 GB of direct memory for a 1 GB sweep.
-    # Two still let fetches proceed while one thread appends a 1 GB batch, on this 2-core box.
-    "num.io.threads": "2",
-}
-
-# Settings a single-node cluster needs; the compose file carries them too.
-SINGLE_NODE_BROKER_SETTINGS: dict[str, str] = {
-    # Internal topics default to replication 3, which one broker can never satisfy.
-    "offsets.topic.replication.factor": "1",
-    "transaction.state.log.replication.factor": "1",
-    "transaction.state.log.min.isr": "1",
-    # The default 3 s delay waits for more group members before the first assignment; runs
-    # here start one tracker, so it would only add 3 s to every run and test.
-    "group.initial.rebalance.delay.ms": "0",
-}
-
-# A produce request is read into one heap buffer of its size (1 GB at most here): 4 GiB heap.
-# The JDK moves heap buffers through a temporary direct buffer of the same size, kept cached per
-# thread afterwards: one network thread per large producer plus each I/O thread that appended
-# a large batch keep up to ~1 GB each, so with num.io.threads=2 a single large producer needs
-# 3 x 1.05e9 bytes. The cap leaves room for that, and makes a runaway fail inside the broker
-# ("Cannot reserve ... direct buffer memory") instead of taking the machine other engineers share.
-# (-Djdk.nio.maxCachedBufferSize would avoid the caching, but then every socket read of a large
-# request allocates and zeroes a new buffer of the remaining size: 14 s of broker CPU per
-# 100 MB message instead of 0.1 s, measured.)
-BROKER_HEAP_OPTS: tuple[str, ...] = ("-Xmx4g", "-XX:MaxDirectMemorySize=4g")
-# Kafka's own launcher defaults (kafka-run-class.sh): G1 with short pauses.
-BROKER_PERFORMANCE_JVM_OPTS: tuple[str, ...] = (
-    "-server",
-    "-XX:+UseG1GC",
-    "-XX:MaxGCPauseMillis=20",
-    "-XX:InitiatingHeapOccupancyPercent=35",
-    "-XX:+ExplicitGCInvokesConcurrent",
-    "-Djava.awt.headless=true",
-)
-
-# Broker settings worth recording next to a result (read back from the broker itself).
-REPORTED_BROKER_SETTING_NAMES: tuple[str, ...] = (
-    *LARGE_MESSAGE_BROKER_SETTINGS,
-    "num.partitions",
-    "default.replication.factor",
-    "min.insync.replicas",
-    "log.flush.interval.messages",
-    "num.network.threads",
-    "compression.type",
-    "inter.broker.protocol.version",
-)
-
-# Versions whose jars, StorageTool usage and log4j 1 backend this module knows; 4.x switched
-# to log4j2 and changed storage formatting.
-_SUPPORTED_VERSION = re.compile(r"^3\.([3-9])\.\d+$")
-_NODE_ID = 1
+_SINGLE_NODE_ID = 1
 _PROBE_TIMEOUT_S = 1.0
-
-
-def _missing_tool(tool: str, purpose: str, install_hint: str) -> UsageError:
-    return UsageError(f"{tool} not found on PATH: {purpose} ({install_hint}); {DOCKER_ALTERNATIVE}")
-
-
-def check_kafka_version(kafka_version: str) -> str:
-    if not _SUPPORTED_VERSION.match(kafka_version):
-        raise UsageError(
-            f"--kafka-version {kafka_version!r}: the embedded broker runs Apache Kafka 3.3.x-3.9.x "
-            f"(default {DEFAULT_KAFKA_VERSION}); for other versions use Docker: docker compose up -d"
-        )
-    return kafka_version
-
-
-def _version_key(kafka_version: str) -> tuple[int, ...]:
-    return tuple(int(part) for part in kafka_version.split("."))
-
-
-def jar_cache_dir(kafka_version: str) -> Path:
-    cache_root = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
-    return cache_root / "streamstore-bench" / f"kafka-{kafka_version}" / "libs"
-
-
-@contextlib.contextmanager
-def _file_lock(lock_path: Path, remove: bool = False) -> Iterator[None]:
-    """An exclusive flock on lock_path; remove=True deletes the file on release, so it exists
-    only while someone holds or waits for the lock (nothing is left behind by a failed start).
-
-    Removing a lock file is safe only if a waiter that was queued on the removed file notices:
-    after taking the lock it checks that the path still names the file it locked, and takes
-    the lock again on the new file otherwise.
-    """
-    while True:
-        lock_path.parent.mkdir(parents=True, exist_ok=True)
-        lock_file = open(lock_path, "a")
-        fcntl.flock(lock_file, fcntl.LOCK_EX)
-        try:
-            if os.stat(lock_path).st_ino == os.fstat(lock_file.fileno()).st_ino:
-                break
-        except FileNotFoundError:
-            pass
-        lock_file.close()
-    try:
-        yield
-    finally:
-        if remove:
-            lock_path.unlink(missing_ok=True)
-        fcntl.flock(lock_file, fcntl.LOCK_UN)
-        lock_file.close()
-
-
-def provision_jars(kafka_version: str = DEFAULT_KAFKA_VERSION) -> tuple[Path, bool]:
-    """Returns the directory holding the broker's jars, and whether they were downloaded now.
-
-    Maven writes into a temporary directory that is renamed into place, under a file lock, so
-    concurrent callers neither download twice nor see half a directory.
-    """
-    check_kafka_version(kafka_version)
-    libs = jar_cache_dir(kafka_version)
-    if libs.is_dir():
-        return libs, False
-    with _file_lock(libs.parent / "download.lock"):
-        if libs.is_dir():
-            return libs, False
-        mvn = shutil.which("mvn")
-        if mvn is None:
-            raise _missing_tool(
-                "mvn", "Maven downloads the Kafka broker jars on first use", "e.g. apt-get install maven"
-            )
-        staging = libs.parent / f"libs.partial-{os.getpid()}"
-        shutil.rmtree(staging, ignore_errors=True)
-        completed = subprocess.run(
-            [
-                mvn, "-q", "-B", "-f", str(KAFKA_RESOURCES / "pom.xml"),
-                f"-Dkafka.version={kafka_version}",
-                "dependency:copy-dependencies", f"-DoutputDirectory={staging}",
-            ],
-            stdin=subprocess.DEVNULL,
-            capture_output=True,
-            text=True,
-        )
-        if completed.returncode != 0 or not any(staging.glob(f"kafka_2.13-{kafka_version}.jar")):
-            shutil.rmtree(staging, ignore_errors=True)
-            errors = [line for line in completed.stdout.splitlines() if "ERROR" in line]
-            detail = errors[0].strip() if errors else (completed.stderr.strip() or "no jars").splitlines()[-1]
-            raise UsageError(f"Maven could not resolve Apache Kafka {kafka_version}: {detail}")
-        staging.rename(libs)
-        return libs, True
+# A killed JVM's threads close its sockets a moment after the process counts as dead.
+_PORT_RELEASE_S = 5.0
 
 
 def new_cluster_id() -> str:
@@ -208,7 +86,7 @@ def new_cluster_id() -> str:
             return cluster_id
 
 
-def _port_is_free(port: int) -> bool:
+def port_is_free(port: int) -> bool:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
         # The broker sets SO_REUSEADDR too, so a port in TIME_WAIT counts as free.
         probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -219,34 +97,40 @@ def _port_is_free(port: int) -> bool:
         return True
 
 
-class EmbeddedBroker:
-    """One Apache Kafka broker process (KRaft combined mode) owned through its state dir.
+@dataclasses.dataclass(frozen=True)
+class NodeConfig:
+    """One node's identity, ports, files and server.properties (no process).
 
-    The process runs in its own session, so it outlives the Python process that started it;
-    any later EmbeddedBroker with the same state dir finds it again through the pid file.
+    broker_port None: one PLAINTEXT listener for clients and brokers (the single-node layout).
+    Otherwise three listeners: CLIENT (what clients use; advertised at advertised_port, which a
+    proxy in front of the node may own), BROKER (replication, never proxied) and CONTROLLER.
     """
 
-    def __init__(
-        self,
-        port: int = DEFAULT_PORT,
-        controller_port: int | None = None,
-        state_dir: Path | str | None = None,
-        kafka_version: str = DEFAULT_KAFKA_VERSION,
-        extra_properties: Mapping[str, str] | None = None,
-    ) -> None:
-        self.port = port
-        self.controller_port = controller_port if controller_port is not None else port + 1
-        if self.controller_port == self.port:
-            raise UsageError(f"--controller-port must differ from --port ({port})")
-        self.state_dir = Path(state_dir) if state_dir else (STATE_ROOT / f"broker-{port}").resolve()
-        self.kafka_version = check_kafka_version(kafka_version)
-        # Test set-ups (an advertised proxy address, a SASL listener) on top of the defaults.
-        self.extra_properties = dict(extra_properties or {})
-        self._process: subprocess.Popen | None = None
+    node_id: int
+    port: int
+    controller_port: int
+    state_dir: Path
+    quorum_voters: str
+    settings: Mapping[str, str]
+    kafka_version: str = DEFAULT_KAFKA_VERSION
+    broker_port: int | None = None
+    advertised_port: int | None = None
+    heap_opts: tuple[str, ...] = BROKER_HEAP_OPTS
+    # Test set-ups (an advertised proxy address, a SASL listener) on top of the defaults.
+    extra_properties: Mapping[str, str] = dataclasses.field(default_factory=dict)
 
     @property
     def bootstrap_servers(self) -> str:
+        """The address clients use: the advertised one."""
+        return f"127.0.0.1:{self.advertised_port or self.port}"
+
+    @property
+    def bound_address(self) -> str:
         return f"127.0.0.1:{self.port}"
+
+    @property
+    def ports(self) -> tuple[int, ...]:
+        return tuple(port for port in (self.port, self.broker_port, self.controller_port) if port is not None)
 
     @property
     def log_path(self) -> Path:
@@ -258,88 +142,68 @@ class EmbeddedBroker:
         return self.state_dir / "logs" / "console.log"
 
     @property
-    def _pid_path(self) -> Path:
+    def pid_path(self) -> Path:
         return self.state_dir / "broker.pid"
 
     @property
-    def _version_path(self) -> Path:
+    def version_path(self) -> Path:
         return self.state_dir / "kafka.version"
 
     @property
-    def _properties_path(self) -> Path:
+    def formatted_by_path(self) -> Path:
+        return self.state_dir / "formatted-by.version"
+
+    @property
+    def properties_path(self) -> Path:
         return self.state_dir / "server.properties"
 
     @property
-    def _data_dir(self) -> Path:
+    def data_dir(self) -> Path:
         return self.state_dir / "data"
 
-    @property
-    def pid(self) -> int | None:
-        """The broker's process id while it runs, else None (a stale pid file is removed)."""
-        try:
-            pid = int(self._pid_path.read_text().strip())
-        except (FileNotFoundError, ValueError):
-            return None
-        if self._is_our_broker_process(pid):
-            return pid
-        self._pid_path.unlink(missing_ok=True)
-        return None
-
-    @property
-    def version(self) -> str:
-        """The Kafka version of the running broker (it may differ from the one asked for)."""
-        if self.pid is not None:
-            with contextlib.suppress(FileNotFoundError):
-                return self._version_path.read_text().strip()
-        return self.kafka_version
-
-    def is_running(self) -> bool:
-        return self.pid is not None
-
-    def _is_our_broker_process(self, pid: int) -> bool:
-        if self._process is not None and self._process.pid == pid and self._process.poll() is not None:
-            return False  # our child exited (poll reaps it, so it is no zombie either)
-        try:
-            with open(f"/proc/{pid}/stat") as stat:
-                if stat.read().rsplit(")", 1)[1].split()[0] == "Z":
-                    return False
-            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
-        except (FileNotFoundError, ProcessLookupError, IndexError):
-            return False
-        # The pid may have been reused by an unrelated process since the file was written.
-        return b"kafka.Kafka" in cmdline and str(self._properties_path).encode() in cmdline
+    def listener_properties(self) -> dict[str, str]:
+        # 127.0.0.1 only: a benchmark broker with no authentication must not be reachable
+        # from the network.
+        controller = f"CONTROLLER://127.0.0.1:{self.controller_port}"
+        if self.broker_port is None:
+            return {
+                "listeners": f"PLAINTEXT://{self.bound_address},{controller}",
+                "advertised.listeners": f"PLAINTEXT://{self.bootstrap_servers}",
+                "listener.security.protocol.map": "PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT",
+                "controller.listener.names": "CONTROLLER",
+                "inter.broker.listener.name": "PLAINTEXT",
+            }
+        broker = f"BROKER://127.0.0.1:{self.broker_port}"
+        return {
+            "listeners": f"CLIENT://{self.bound_address},{broker},{controller}",
+            "advertised.listeners": f"CLIENT://{self.bootstrap_servers},{broker}",
+            "listener.security.protocol.map": "CLIENT:PLAINTEXT,BROKER:PLAINTEXT,CONTROLLER:PLAINTEXT",
+            "controller.listener.names": "CONTROLLER",
+            # Replication has its own listener, so cutting clients off a node (a proxy on the
+            # CLIENT port) leaves its followers fetching.
+            "inter.broker.listener.name": "BROKER",
+        }
 
     def server_properties(self) -> dict[str, str]:
-        controller = f"127.0.0.1:{self.controller_port}"
         return {
             "process.roles": "broker,controller",
-            "node.id": str(_NODE_ID),
-            "controller.quorum.voters": f"{_NODE_ID}@{controller}",
-            # 127.0.0.1 only: a benchmark broker with no authentication must not be reachable
-            # from the network.
-            "listeners": f"PLAINTEXT://{self.bootstrap_servers},CONTROLLER://{controller}",
-            "advertised.listeners": f"PLAINTEXT://{self.bootstrap_servers}",
-            "listener.security.protocol.map": "PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT",
-            "controller.listener.names": "CONTROLLER",
-            "inter.broker.listener.name": "PLAINTEXT",
-            "log.dirs": str(self._data_dir),
+            "node.id": str(self.node_id),
+            "controller.quorum.voters": self.quorum_voters,
+            **self.listener_properties(),
+            "log.dirs": str(self.data_dir),
             # Kafka's default, as in cp-kafka and the seed: other clients (Locust, Kafka's perf
             # tools) may produce to topics they did not create; the harness creates its own
             # topics with explicit settings, so auto-created defaults never shape a measurement.
             "auto.create.topics.enable": "true",
-            **SINGLE_NODE_BROKER_SETTINGS,
+            **self.settings,
             **LARGE_MESSAGE_BROKER_SETTINGS,
             **self.extra_properties,
         }
 
-    def _write_server_properties(self) -> None:
-        lines = [f"{key}={value}" for key, value in self.server_properties().items()]
-        self._properties_path.write_text("# Written by bench/broker.py on every start.\n" + "\n".join(lines) + "\n")
-
-    def _java_command(self, java: str, libs: Path, main_class: str, *arguments: str) -> list[str]:
+    def java_command(self, java: str, libs: Path, main_class: str, *arguments: str) -> list[str]:
         return [
             java,
-            *BROKER_HEAP_OPTS,
+            *self.heap_opts,
             *BROKER_PERFORMANCE_JVM_OPTS,
             f"-Dlog4j.configuration=file:{KAFKA_RESOURCES / 'log4j.properties'}",
             f"-Dkafka.logs.dir={self.log_path.parent}",
@@ -348,37 +212,112 @@ class EmbeddedBroker:
             *arguments,
         ]
 
+
+def _find_java() -> str:
+    java = shutil.which("java")
+    if java is None:
+        raise missing_tool("java", "the embedded Kafka broker needs a JDK 17", "e.g. apt-get install openjdk-17-jdk-headless")
+    return java
+
+
+def _format_storage(config: NodeConfig, java: str, libs: Path, cluster_id: str) -> None:
+    """KRaft refuses to start on an unformatted log dir; format it once, keep it after."""
+    if (config.data_dir / "meta.properties").exists():
+        return
+    completed = subprocess.run(
+        config.java_command(java, libs, "kafka.tools.StorageTool", "format", "-t", cluster_id,
+                            "-c", str(config.properties_path), "--ignore-formatted"),
+        stdin=subprocess.DEVNULL, capture_output=True, text=True,
+    )
+    if completed.returncode != 0:
+        output = (completed.stderr.strip() or completed.stdout.strip()).splitlines()
+        raise RunFailed(f"formatting the broker storage in {config.data_dir} failed: {output[-1] if output else ''}")
+    config.formatted_by_path.write_text(f"{config.kafka_version}\n")
+
+
+def _check_storage_version(config: NodeConfig) -> None:
+    """An older broker cannot read metadata a newer one wrote; say so before it crashes."""
+    with contextlib.suppress(FileNotFoundError):
+        formatted_by = config.formatted_by_path.read_text().strip()
+        if version_key(config.kafka_version) < version_key(formatted_by):
+            raise UsageError(
+                f"{config.state_dir} holds data of Apache Kafka {formatted_by}, which {config.kafka_version} "
+                "cannot read: choose another --state-dir (or delete that one)"
+            )
+
+
+def _is_kafka_process(pid: int, properties_path: Path, child: subprocess.Popen | None) -> bool:
+    """pid is the Kafka JVM started with properties_path, alive and no zombie."""
+    if child is not None and child.pid == pid and child.poll() is not None:
+        return False  # our child exited (poll reaps it, so it is no zombie either)
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            if stat.read().rsplit(")", 1)[1].split()[0] == "Z":
+                return False
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+    except (FileNotFoundError, ProcessLookupError, IndexError):
+        return False
+    # The pid may have been reused by an unrelated process since the file was written.
+    return b"kafka.Kafka" in cmdline and str(properties_path).encode() in cmdline
+
+
+def _startup_failure(node: KafkaNode, reason: str) -> RunFailed:
+    tail = node.log_tail(200)
+    # The broker's last ERROR and its stack trace say why; the config dump before it does not.
+    errors = [index for index, line in enumerate(tail) if " ERROR " in line]
+    tail = "\n".join(f"    {line}" for line in (tail[errors[-1]:][:20] if errors else tail[-20:]))
+    name = "embedded Kafka broker" if node.config.broker_port is None else f"Kafka node {node.node_id}"
+    return RunFailed(f"{name} {reason} (log: {node.log_path}); last log lines:\n{tail}")
+
+
+class KafkaNode:
+    """One Apache Kafka process (KRaft combined mode) owned through its state dir.
+
+    The process runs in its own session, so it outlives the Python process that started it;
+    any later object with the same state dir finds it again through the pid file.
+    """
+
+    def __init__(self, config: NodeConfig, cluster_id: str | None = None) -> None:
+        self.config = config
+        # Every node of a cluster is formatted with the cluster's id; one node makes its own.
+        self.cluster_id = cluster_id
+        self._process: subprocess.Popen | None = None
+
+    node_id = property(lambda self: self.config.node_id)
+    port = property(lambda self: self.config.port)
+    state_dir = property(lambda self: self.config.state_dir)
+    bootstrap_servers = property(lambda self: self.config.bootstrap_servers)
+    log_path = property(lambda self: self.config.log_path)
+    console_log_path = property(lambda self: self.config.console_log_path)
+
     @property
-    def _formatted_by_path(self) -> Path:
-        return self.state_dir / "formatted-by.version"
+    def pid(self) -> int | None:
+        """The process id while it runs, else None (a stale pid file is removed)."""
+        try:
+            pid = int(self.config.pid_path.read_text().strip())
+        except (FileNotFoundError, ValueError):
+            return None
+        if self._is_our_process(pid):
+            return pid
+        self.config.pid_path.unlink(missing_ok=True)
+        return None
 
-    def _check_storage_version(self) -> None:
-        """An older broker cannot read metadata a newer one wrote; say so before it crashes."""
-        with contextlib.suppress(FileNotFoundError):
-            formatted_by = self._formatted_by_path.read_text().strip()
-            if _version_key(self.kafka_version) < _version_key(formatted_by):
-                raise UsageError(
-                    f"{self.state_dir} holds data of Apache Kafka {formatted_by}, which {self.kafka_version} "
-                    "cannot read: choose another --state-dir (or delete that one)"
-                )
+    @property
+    def version(self) -> str:
+        """The Kafka version of the running broker (it may differ from the one asked for)."""
+        if self.pid is not None:
+            with contextlib.suppress(FileNotFoundError):
+                return self.config.version_path.read_text().strip()
+        return self.config.kafka_version
 
-    def _format_storage(self, java: str, libs: Path) -> None:
-        """KRaft refuses to start on an unformatted log dir; format it once, keep it after."""
-        if (self._data_dir / "meta.properties").exists():
-            return
-        completed = subprocess.run(
-            self._java_command(
-                java, libs, "kafka.tools.StorageTool",
-                "format", "-t", new_cluster_id(), "-c", str(self._properties_path), "--ignore-formatted",
-            ),
-            stdin=subprocess.DEVNULL,
-            capture_output=True,
-            text=True,
-        )
-        if completed.returncode != 0:
-            output = (completed.stderr.strip() or completed.stdout.strip()).splitlines()
-            raise RunFailed(f"formatting the broker storage in {self._data_dir} failed: {output[-1] if output else ''}")
-        self._formatted_by_path.write_text(f"{self.kafka_version}\n")
+    def is_running(self) -> bool:
+        return self.pid is not None
+
+    def _is_our_process(self, pid: int) -> bool:
+        return _is_kafka_process(pid, self.config.properties_path, self._process)
+
+    def server_properties(self) -> dict[str, str]:
+        return self.config.server_properties()
 
     def log_tail(self, lines: int = 20) -> list[str]:
         tail: list[str] = []
@@ -387,28 +326,18 @@ class EmbeddedBroker:
                 tail += path.read_text(errors="replace").splitlines()[-lines:]
         return tail[-lines:]
 
-    def _startup_failure(self, reason: str) -> RunFailed:
-        tail = self.log_tail(200)
-        # The broker's last ERROR and its stack trace say why; the config dump before it does not.
-        errors = [index for index, line in enumerate(tail) if " ERROR " in line]
-        tail = tail[errors[-1]:][:20] if errors else tail[-20:]
-        tail = "\n".join(f"    {line}" for line in tail)
-        return RunFailed(f"embedded Kafka broker {reason} (log: {self.log_path}); last log lines:\n{tail}")
-
     def start(self, timeout_s: float = 120.0) -> bool:
-        """Starts the broker and waits until it answers a metadata request.
+        """Starts the node and waits until it answers a metadata request at its bound port.
 
-        Returns False (and does nothing) when this state dir's broker already runs.
+        Returns False (and does nothing) when this state dir's node already runs.
         """
-        java = shutil.which("java")
-        if java is None:
-            raise _missing_tool(
-                "java", "the embedded Kafka broker needs a JDK 17", "e.g. apt-get install openjdk-17-jdk-headless"
-            )
+        java = _find_java()
         new_state_dir = not self.state_dir.exists()
         try:
-            with _file_lock(self.state_dir / "start.lock", remove=True):
-                return self._start_locked(java, timeout_s)
+            with file_lock(self.state_dir / "start.lock", remove=True):
+                if self.is_running():
+                    return False
+                self._spawn(java)
         except UsageError:
             if new_state_dir:
                 # Made for this start only: a start refused before it wrote anything (busy port,
@@ -416,66 +345,124 @@ class EmbeddedBroker:
                 with contextlib.suppress(OSError):
                     self.state_dir.rmdir()
             raise
-
-    def _start_locked(self, java: str, timeout_s: float) -> bool:
-        if self.is_running():
-            return False
-        for port in (self.port, self.controller_port):
-            if not _port_is_free(port):
-                raise UsageError(
-                    f"port {port} on 127.0.0.1 is in use by another process "
-                    "(another broker? choose --port/--controller-port)"
-                )
-        self._check_storage_version()
-        libs, _ = provision_jars(self.kafka_version)
-        self._write_server_properties()
-        self._format_storage(java, libs)
-        self.log_path.parent.mkdir(parents=True, exist_ok=True)
-        with open(self.console_log_path, "ab") as console:
-            self._process = subprocess.Popen(
-                self._java_command(java, libs, "kafka.Kafka", str(self._properties_path)),
-                stdin=subprocess.DEVNULL,
-                stdout=console,
-                stderr=subprocess.STDOUT,
-                cwd=self.state_dir,
-                start_new_session=True,
-            )
-        self._pid_path.write_text(f"{self._process.pid}\n")
-        self._version_path.write_text(f"{self.kafka_version}\n")
-        self._wait_until_answering(timeout_s)
+        self.wait_until_answering(timeout_s)
         return True
 
-    def _wait_until_answering(self, timeout_s: float) -> None:
+    def _spawn(self, java: str) -> None:
+        config = self.config
+        for port in config.ports:
+            if not port_is_free(port):
+                raise UsageError(f"port {port} on 127.0.0.1 is in use by another process "
+                                 "(another broker? choose --port/--controller-port)")
+        _check_storage_version(config)
+        libs, _ = provision_jars(config.kafka_version)
+        lines = [f"{key}={value}" for key, value in self.server_properties().items()]
+        config.properties_path.write_text("# Written by bench/broker/embedded.py on every start.\n"
+                                          + "\n".join(lines) + "\n")
+        _format_storage(config, java, libs, self.cluster_id or new_cluster_id())
+        config.log_path.parent.mkdir(parents=True, exist_ok=True)
+        with open(config.console_log_path, "ab") as console:
+            self._process = subprocess.Popen(
+                config.java_command(java, libs, "kafka.Kafka", str(config.properties_path)),
+                stdin=subprocess.DEVNULL, stdout=console, stderr=subprocess.STDOUT,
+                cwd=config.state_dir, start_new_session=True,
+            )
+        config.pid_path.write_text(f"{self._process.pid}\n")
+        config.version_path.write_text(f"{config.kafka_version}\n")
+
+    def wait_until_answering(self, timeout_s: float) -> None:
         deadline = time.monotonic() + timeout_s
         while True:
+            # The child's own exit code (the pid file check could misread a JVM mid-exec).
             exit_code = self._process.poll()
             if exit_code is not None:
-                self._pid_path.unlink(missing_ok=True)
-                raise self._startup_failure(f"exited with code {exit_code} during startup")
-            if broker_answers(self.bootstrap_servers, timeout_s=_PROBE_TIMEOUT_S):
+                self.config.pid_path.unlink(missing_ok=True)
+                raise _startup_failure(self, f"exited with code {exit_code} during startup")
+            if broker_answers(self.config.bound_address, timeout_s=_PROBE_TIMEOUT_S):
                 return
             if time.monotonic() > deadline:
                 self.stop(grace_s=5)
-                raise self._startup_failure(f"did not answer at {self.bootstrap_servers} within {timeout_s:.0f} s")
+                raise _startup_failure(self, f"did not answer at {self.config.bound_address} within {timeout_s:.0f} s")
             time.sleep(0.2)
+
+    def signal(self, signum: int) -> int | None:
+        """Sends signum to the running process; returns its pid (None when not running)."""
+        pid = self.pid
+        if pid is not None:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signum)
+        return pid
+
+    def kill(self) -> int | None:
+        """SIGKILL, returning once the process is gone; its pid, or None when not running."""
+        pid = self.signal(signal.SIGKILL)
+        while pid is not None and self._is_our_process(pid):
+            time.sleep(0.01)
+        self._released(pid)
+        return pid
+
+    def _released(self, pid: int | None) -> None:
+        """After the process ended: reap it if it is our child, wait (briefly) until the
+        kernel has closed its listening sockets, so an immediate restart finds its ports free."""
+        if pid is not None:
+            with contextlib.suppress(ChildProcessError):
+                os.waitpid(pid, os.WNOHANG)
+        self.config.pid_path.unlink(missing_ok=True)
+        deadline = time.monotonic() + _PORT_RELEASE_S
+        while not all(port_is_free(port) for port in self.config.ports) and time.monotonic() < deadline:
+            time.sleep(0.05)
+
+    def pause(self) -> int | None:
+        return self.signal(signal.SIGSTOP)
+
+    def resume(self) -> int | None:
+        return self.signal(signal.SIGCONT)
 
     def stop(self, grace_s: float = 30.0) -> bool:
         """SIGTERM (a clean, controlled shutdown), then SIGKILL after grace_s.
 
         Returns False when no broker was running.
         """
-        pid = self.pid
+        pid = self.signal(signal.SIGCONT)  # a paused JVM cannot shut down
         if pid is None:
             return False
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(pid, signal.SIGTERM)
+        self.signal(signal.SIGTERM)
         deadline = time.monotonic() + grace_s
-        while self._is_our_broker_process(pid) and time.monotonic() < deadline:
+        while self._is_our_process(pid) and time.monotonic() < deadline:
             time.sleep(0.1)
-        if self._is_our_broker_process(pid):
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGKILL)
-            while self._is_our_broker_process(pid):
-                time.sleep(0.05)
-        self._pid_path.unlink(missing_ok=True)
+        if self._is_our_process(pid):
+            self.kill()
+        self._released(pid)
         return True
+
+
+class EmbeddedBroker(KafkaNode):
+    """The single-node broker: node 1, one PLAINTEXT listener, controller on port + 1."""
+
+    def __init__(
+        self,
+        port: int = DEFAULT_PORT,
+        controller_port: int | None = None,
+        state_dir: Path | str | None = None,
+        kafka_version: str = DEFAULT_KAFKA_VERSION,
+        extra_properties: Mapping[str, str] | None = None,
+        heap_opts: tuple[str, ...] = BROKER_HEAP_OPTS,
+    ) -> None:
+        controller_port = controller_port if controller_port is not None else port + 1
+        if controller_port == port:
+            raise UsageError(f"--controller-port must differ from --port ({port})")
+        super().__init__(NodeConfig(
+            node_id=_SINGLE_NODE_ID,
+            port=port,
+            controller_port=controller_port,
+            state_dir=Path(state_dir) if state_dir else (STATE_ROOT / f"broker-{port}").resolve(),
+            quorum_voters=f"{_SINGLE_NODE_ID}@127.0.0.1:{controller_port}",
+            settings=SINGLE_NODE_BROKER_SETTINGS,
+            kafka_version=check_kafka_version(kafka_version),
+            heap_opts=heap_opts,
+            extra_properties=dict(extra_properties or {}),
+        ))
+
+    controller_port = property(lambda self: self.config.controller_port)
+    kafka_version = property(lambda self: self.config.kafka_version)
+    extra_properties = property(lambda self: self.config.extra_properties)

@@ -1,4 +1,5 @@
-"""`python -m bench broker start|stop|status|logs|provision`: the embedded Apache Kafka broker."""
+"""`python -m bench broker start|stop|status|logs|provision`: the embedded Apache Kafka broker,
+or with `--nodes N` (N >= 2) the embedded N-node cluster (bench/broker/cluster.py)."""
 
 from __future__ import annotations
 
@@ -6,8 +7,18 @@ import argparse
 import time
 from pathlib import Path
 
-from bench.broker.embedded import DEFAULT_KAFKA_VERSION, DEFAULT_PORT, EmbeddedBroker, provision_jars
+from bench.broker.cluster import EmbeddedCluster
+from bench.broker.embedded import (
+    CLUSTER_NODE_HEAP,
+    DEFAULT_KAFKA_VERSION,
+    DEFAULT_PORT,
+    STATE_ROOT,
+    EmbeddedBroker,
+    heap_opts,
+    provision_jars,
+)
 from bench.broker.probe import broker_answers
+from streamstore.errors import UsageError
 
 NAME = "broker"
 HELP = "start, stop, inspect or provision the embedded Apache Kafka broker (KRaft, 127.0.0.1)"
@@ -26,7 +37,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--kafka-version", default=DEFAULT_KAFKA_VERSION, help="Apache Kafka version, 3.3.x-3.9.x (default %(default)s)"
     )
-    parser.add_argument("--state-dir", type=Path, help="data, logs and pid file (default: .state/broker-<port>)")
+    parser.add_argument("--state-dir", type=Path,
+                        help="data, logs and pid file (default: .state/broker-<port>, a cluster .state/cluster-<port>)")
+    parser.add_argument("--nodes", type=int,
+                        help="start: N >= 2 runs an N-node cluster (client ports --port.., default 1 = one broker); "
+                             "status/stop/logs find a cluster by its state dir")
+    parser.add_argument("--node", type=int, default=1, help="logs: which cluster node (default %(default)s)")
+    parser.add_argument("--heap", help=f"JVM heap and direct-memory cap per broker (default: 4g for one broker, "
+                                       f"{CLUSTER_NODE_HEAP} per cluster node)")
+    parser.add_argument("--advertised-ports", help="start, cluster: the client port each node advertises "
+                                                   "(comma-separated, one per node; default the bound ports)")
     parser.add_argument("--timeout", type=float, default=120.0, help="start: seconds to wait for the broker to answer")
     parser.add_argument("-n", "--lines", type=int, default=40, help="logs: how many lines to show (default %(default)s)")
     parser.add_argument("-f", "--follow", action="store_true", help="logs: keep printing new lines until Ctrl+C")
@@ -35,10 +55,52 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     if args.action == "provision":
         return _provision(args.kafka_version)
+    cluster = _cluster(args)
+    if cluster is not None:
+        return {"start": _start_cluster, "stop": _stop_cluster, "status": _status_cluster,
+                "logs": _logs}[args.action](cluster, args)
     broker = EmbeddedBroker(
-        port=args.port, controller_port=args.controller_port, state_dir=args.state_dir, kafka_version=args.kafka_version
+        port=args.port, controller_port=args.controller_port, state_dir=args.state_dir, kafka_version=args.kafka_version,
+        **({"heap_opts": heap_opts(args.heap)} if args.heap else {}),
     )
     return {"start": _start, "stop": _stop, "status": _status, "logs": _logs}[args.action](broker, args)
+
+
+def _cluster(args: argparse.Namespace) -> EmbeddedCluster | None:
+    """The cluster the flags name, or None for the single broker.
+
+    start: --nodes N >= 2 (an existing layout in the state dir must match). Other actions: the
+    cluster recorded in --state-dir, or in .state/cluster-<port> when no single broker's state
+    dir exists for that port.
+    """
+    if args.nodes is not None and args.nodes < 1:
+        raise UsageError(f"--nodes {args.nodes}: expected 1 or more")
+    if args.action == "start":
+        if (args.nodes or 1) == 1:
+            if args.advertised_ports:
+                raise UsageError("--advertised-ports: only for a cluster (--nodes 2 or more)")
+            return None
+        return EmbeddedCluster(
+            state_dir=args.state_dir, nodes=args.nodes, port=args.port, controller_port=args.controller_port,
+            advertised_ports=_ports(args.advertised_ports) if args.advertised_ports else None,
+            kafka_version=args.kafka_version, heap=args.heap or CLUSTER_NODE_HEAP,
+        )
+    if args.nodes == 1:
+        return None
+    state_dir = args.state_dir or (STATE_ROOT / f"cluster-{args.port}").resolve()
+    single_state_dir = args.state_dir or (STATE_ROOT / f"broker-{args.port}").resolve()
+    if EmbeddedCluster.exists(state_dir) and (args.state_dir or args.nodes or not single_state_dir.exists()):
+        return EmbeddedCluster.open(state_dir)
+    if args.nodes:
+        raise UsageError(f"no embedded cluster in {state_dir} (no cluster.json)")
+    return None
+
+
+def _ports(text: str) -> list[int]:
+    try:
+        return [int(port) for port in text.split(",")]
+    except ValueError:
+        raise UsageError(f"--advertised-ports {text!r}: expected comma-separated port numbers") from None
 
 
 def _provision(kafka_version: str) -> int:
@@ -87,7 +149,46 @@ def _status(broker: EmbeddedBroker, args: argparse.Namespace) -> int:
     return 0
 
 
-def _logs(broker: EmbeddedBroker, args: argparse.Namespace) -> int:
+def _start_cluster(cluster: EmbeddedCluster, args: argparse.Namespace) -> int:
+    began = time.monotonic()
+    started = cluster.start(timeout_s=args.timeout)
+    elapsed = time.monotonic() - began
+    if started:
+        print(f"started a {len(cluster.nodes)}-node Apache Kafka {cluster.version} cluster in {elapsed:.1f} s")
+    else:
+        print(f"already running: a {len(cluster.nodes)}-node Apache Kafka {cluster.version} cluster")
+    for node in cluster.nodes:
+        print(f"  node {node.node_id}: {node.bootstrap_servers} (pid {node.pid}, log {node.log_path})")
+    print(f"bootstrap servers: {cluster.bootstrap_servers}")
+    print(f"state: {cluster.state_dir}")
+    return 0
+
+
+def _stop_cluster(cluster: EmbeddedCluster, args: argparse.Namespace) -> int:
+    began = time.monotonic()
+    if cluster.stop():
+        print(f"stopped the {len(cluster.nodes)}-node cluster in {cluster.state_dir} in {time.monotonic() - began:.1f} s")
+    else:
+        print(f"not running: no node of the embedded cluster in {cluster.state_dir} runs")
+    return 0
+
+
+def _status_cluster(cluster: EmbeddedCluster, args: argparse.Namespace) -> int:
+    nodes = [(node, node.pid) for node in cluster.nodes]
+    running = sum(pid is not None for _, pid in nodes)
+    print(f"cluster: {running} of {len(nodes)} nodes running, Apache Kafka {cluster.version}, state {cluster.state_dir}")
+    for node, pid in nodes:
+        if pid is None:
+            print(f"  node {node.node_id}: not running ({node.bootstrap_servers})")
+        else:
+            answering = "answering" if broker_answers(node.config.bound_address, timeout_s=5.0) else "NOT answering"
+            print(f"  node {node.node_id}: running at {node.bootstrap_servers} (pid {pid}, {answering})")
+    return 0
+
+
+def _logs(broker: EmbeddedBroker | EmbeddedCluster, args: argparse.Namespace) -> int:
+    if isinstance(broker, EmbeddedCluster):
+        broker = broker.node(args.node)
     if not broker.log_path.exists():
         print(f"no broker log yet: {broker.log_path}")
         return 0

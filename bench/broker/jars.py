@@ -1,0 +1,113 @@
+"""The broker's jars: which Apache Kafka versions the embedded broker runs, and their download
+with Maven into a cache outside git (`$XDG_CACHE_HOME/streamstore-bench/kafka-<version>/libs`,
+default `~/.cache`), once per version."""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import os
+import re
+import shutil
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+from streamstore.errors import UsageError
+
+DEFAULT_KAFKA_VERSION = "3.8.1"
+KAFKA_RESOURCES = Path(__file__).resolve().parent / "kafka"
+DOCKER_ALTERNATIVE = "with Docker instead: docker compose up -d"
+
+# Versions whose jars, StorageTool usage and log4j 1 backend this module knows; 4.x switched
+# to log4j2 and changed storage formatting.
+_SUPPORTED_VERSION = re.compile(r"^3\.([3-9])\.\d+$")
+
+
+def missing_tool(tool: str, purpose: str, install_hint: str) -> UsageError:
+    return UsageError(f"{tool} not found on PATH: {purpose} ({install_hint}); {DOCKER_ALTERNATIVE}")
+
+
+def check_kafka_version(kafka_version: str) -> str:
+    if not _SUPPORTED_VERSION.match(kafka_version):
+        raise UsageError(
+            f"--kafka-version {kafka_version!r}: the embedded broker runs Apache Kafka 3.3.x-3.9.x "
+            f"(default {DEFAULT_KAFKA_VERSION}); for other versions use Docker: docker compose up -d"
+        )
+    return kafka_version
+
+
+def version_key(kafka_version: str) -> tuple[int, ...]:
+    return tuple(int(part) for part in kafka_version.split("."))
+
+
+def jar_cache_dir(kafka_version: str) -> Path:
+    cache_root = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+    return cache_root / "streamstore-bench" / f"kafka-{kafka_version}" / "libs"
+
+
+@contextlib.contextmanager
+def file_lock(lock_path: Path, remove: bool = False) -> Iterator[None]:
+    """An exclusive flock on lock_path; remove=True deletes the file on release, so it exists
+    only while someone holds or waits for the lock (nothing is left behind by a failed start).
+
+    Removing a lock file is safe only if a waiter that was queued on the removed file notices:
+    after taking the lock it checks that the path still names the file it locked, and takes
+    the lock again on the new file otherwise.
+    """
+    while True:
+        lock_path.parent.mkdir(parents=True, exist_ok=True)
+        lock_file = open(lock_path, "a")
+        fcntl.flock(lock_file, fcntl.LOCK_EX)
+        try:
+            if os.stat(lock_path).st_ino == os.fstat(lock_file.fileno()).st_ino:
+                break
+        except FileNotFoundError:
+            pass
+        lock_file.close()
+    try:
+        yield
+    finally:
+        if remove:
+            lock_path.unlink(missing_ok=True)
+        fcntl.flock(lock_file, fcntl.LOCK_UN)
+        lock_file.close()
+
+
+def provision_jars(kafka_version: str = DEFAULT_KAFKA_VERSION) -> tuple[Path, bool]:
+    """Returns the directory holding the broker's jars, and whether they were downloaded now.
+
+    Maven writes into a temporary directory that is renamed into place, under a file lock, so
+    concurrent callers neither download twice nor see half a directory.
+    """
+    check_kafka_version(kafka_version)
+    libs = jar_cache_dir(kafka_version)
+    if libs.is_dir():
+        return libs, False
+    with file_lock(libs.parent / "download.lock"):
+        if libs.is_dir():
+            return libs, False
+        mvn = shutil.which("mvn")
+        if mvn is None:
+            raise missing_tool(
+                "mvn", "Maven downloads the Kafka broker jars on first use", "e.g. apt-get install maven"
+            )
+        staging = libs.parent / f"libs.partial-{os.getpid()}"
+        shutil.rmtree(staging, ignore_errors=True)
+        completed = subprocess.run(
+            [
+                mvn, "-q", "-B", "-f", str(KAFKA_RESOURCES / "pom.xml"),
+                f"-Dkafka.version={kafka_version}",
+                "dependency:copy-dependencies", f"-DoutputDirectory={staging}",
+            ],
+            stdin=subprocess.DEVNULL,
+            capture_output=True,
+            text=True,
+        )
+        if completed.returncode != 0 or not any(staging.glob(f"kafka_2.13-{kafka_version}.jar")):
+            shutil.rmtree(staging, ignore_errors=True)
+            errors = [line for line in completed.stdout.splitlines() if "ERROR" in line]
+            detail = errors[0].strip() if errors else (completed.stderr.strip() or "no jars").splitlines()[-1]
+            raise UsageError(f"Maven could not resolve Apache Kafka {kafka_version}: {detail}")
+        staging.rename(libs)
+        return libs, True

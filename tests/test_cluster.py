@@ -1,0 +1,179 @@
+"""The embedded multi-node cluster: the CLI lifecycle, replication as the broker reports it, and
+a cluster that keeps serving acks=all producers after a node is killed."""
+
+from __future__ import annotations
+
+import json
+import socket
+import time
+from pathlib import Path
+
+import pytest
+from confluent_kafka import Producer
+from conftest import free_ports
+from kafka_truth import bench_command, broker_message_count
+from test_broker import process_alive
+
+from bench.broker.probe import broker_answers
+from streamstore.admin import connect_admin, ensure_topic
+from streamstore.config import producer_config
+from streamstore.errors import UsageError
+
+START_TIMEOUT_S = 300
+
+
+def free_port_block(count: int) -> int:
+    """The first of count consecutive free ports (the CLI lays a cluster out consecutively)."""
+    for _ in range(50):
+        base = free_ports(1)[0]
+        if base + count > 65535:
+            continue
+        if all(_free(port) for port in range(base, base + count)):
+            return base
+    raise RuntimeError(f"no {count} consecutive free ports found")
+
+
+def _free(port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+        return True
+
+
+def in_sync_replicas(bootstrap: str, topic: str) -> dict[int, list[int]]:
+    """{partition: in-sync replica ids}; empty while the answering node does not know the topic yet."""
+    metadata = connect_admin(bootstrap).list_topics(timeout=10)
+    if topic not in metadata.topics:
+        return {}
+    return {p.id: sorted(p.isrs) for p in metadata.topics[topic].partitions.values()}
+
+
+def wait_for_isr(bootstrap: str, topic: str, expected: list[int], within_s: float) -> dict[int, list[int]]:
+    deadline = time.monotonic() + within_s
+    while True:
+        isrs = in_sync_replicas(bootstrap, topic)
+        if isrs and all(isr == expected for isr in isrs.values()):
+            return isrs
+        if time.monotonic() > deadline:
+            raise AssertionError(f"in-sync replicas {isrs}, expected {expected} everywhere within {within_s:g} s")
+        time.sleep(0.5)
+
+
+def test_cli_starts_lists_shows_logs_of_and_stops_a_3_node_cluster(tmp_path: Path):
+    base = free_port_block(9)
+    flags = ["--port", str(base), "--state-dir", str(tmp_path / "cluster")]
+    started = bench_command("broker", "start", "--nodes", "3", *flags, timeout=START_TIMEOUT_S)
+    pids = []
+    try:
+        assert started.returncode == 0, started.stderr
+        lines = started.stdout.splitlines()
+        assert lines[0].startswith("started a 3-node Apache Kafka 3.8.1 cluster in ")
+        for node_id, line in zip((1, 2, 3), lines[1:4], strict=True):
+            assert line.startswith(f"  node {node_id}: 127.0.0.1:{base + node_id - 1} (pid ")
+            pids.append(int(line.split("(pid ")[1].split(",")[0]))
+        bootstrap = ",".join(f"127.0.0.1:{base + k}" for k in range(3))
+        assert f"bootstrap servers: {bootstrap}" in lines
+        layout = json.loads((tmp_path / "cluster" / "cluster.json").read_text())
+        assert [node["port"] for node in layout["nodes"]] == [base, base + 1, base + 2]
+        assert len(connect_admin(bootstrap).list_topics(timeout=10).brokers) == 3
+
+        # A later command finds the cluster through its state dir alone.
+        status = bench_command("broker", "status", "--state-dir", str(tmp_path / "cluster"))
+        assert status.returncode == 0, status.stderr
+        assert status.stdout.splitlines()[0].startswith("cluster: 3 of 3 nodes running")
+        for node_id, pid in zip((1, 2, 3), pids, strict=True):
+            assert f"  node {node_id}: running at 127.0.0.1:{base + node_id - 1} (pid {pid}, answering)" in status.stdout
+
+        logs = bench_command("broker", "logs", "--node", "2", "-n", "5", *flags)
+        assert logs.returncode == 0, logs.stderr
+        log_lines = logs.stdout.splitlines()
+        assert len(log_lines) == 5
+        node_2_log = (tmp_path / "cluster" / "node-2" / "logs" / "server.log").read_text().splitlines()
+        assert all(line in node_2_log for line in log_lines)
+        assert any("id=2]" in line or "nodeId=2" in line for line in node_2_log)
+    finally:
+        stopped = bench_command("broker", "stop", *flags, timeout=START_TIMEOUT_S)
+    assert stopped.returncode == 0, stopped.stderr
+    assert stopped.stdout.startswith(f"stopped the 3-node cluster in {tmp_path / 'cluster'} in ")
+    assert pids and not any(process_alive(pid) for pid in pids)
+    status = bench_command("broker", "status", *flags)
+    assert status.stdout.splitlines()[0].startswith("cluster: 0 of 3 nodes running")
+    assert not broker_answers(f"127.0.0.1:{base}", timeout_s=2)
+
+
+def test_a_topic_with_replication_3_has_three_in_sync_replicas(kafka_cluster, unique_topic):
+    bootstrap = kafka_cluster.bootstrap_servers
+    assert ensure_topic(connect_admin(bootstrap), unique_topic, partitions=3, replication_factor=3)
+    metadata = connect_admin(bootstrap).list_topics(timeout=10)
+    for partition in metadata.topics[unique_topic].partitions.values():
+        assert sorted(partition.replicas) == [1, 2, 3]
+    wait_for_isr(bootstrap, unique_topic, [1, 2, 3], within_s=60)
+
+
+def test_killing_one_node_leaves_the_cluster_serving_acks_all(kafka_cluster, unique_topic):
+    bootstrap = kafka_cluster.bootstrap_servers
+    ensure_topic(connect_admin(bootstrap), unique_topic, partitions=3, replication_factor=3,
+                 config={"min.insync.replicas": "2"})
+    wait_for_isr(bootstrap, unique_topic, [1, 2, 3], within_s=60)
+    victim = kafka_cluster.node(2)
+    pid = victim.kill()
+    try:
+        assert pid is not None and not process_alive(pid) and not victim.is_running()
+        orders = 3000
+        errors: list[str] = []
+        acked = []
+
+        def delivered(error, message):
+            if error is not None:
+                errors.append(str(error))
+            else:
+                acked.append(message.offset())
+
+        producer = Producer(producer_config(bootstrap, compression="none", extra={
+            "acks": "all", "enable.idempotence": True, "linger.ms": 5}))
+        for sequence in range(orders):
+            producer.produce(unique_topic, value=f"order-{sequence}".encode(), on_delivery=delivered)
+            producer.poll(0)
+        assert producer.flush(180) == 0
+        assert errors == []
+        assert len(acked) == orders
+        # What the broker holds, read from the surviving nodes: exactly the acked orders.
+        assert broker_message_count(bootstrap, unique_topic) == orders
+        # Node 2 really left: every partition's in-sync replicas are the two survivors.
+        wait_for_isr(bootstrap, unique_topic, [1, 3], within_s=60)
+    finally:
+        victim.start(timeout_s=START_TIMEOUT_S)
+    kafka_cluster.wait_until_complete(timeout_s=120)
+    wait_for_isr(bootstrap, unique_topic, [1, 2, 3], within_s=120)
+    assert broker_message_count(bootstrap, unique_topic) == orders
+
+
+def process_state(pid: int) -> str:
+    return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+
+
+def wait_for_state(pid: int, wanted: bool, state: str = "T", within_s: float = 10) -> None:
+    deadline = time.monotonic() + within_s
+    while (process_state(pid) == state) != wanted:
+        assert time.monotonic() < deadline, f"pid {pid} state {process_state(pid)}"
+        time.sleep(0.01)
+
+
+def test_pause_and_resume_a_node(kafka_cluster):
+    node = kafka_cluster.node(3)
+    pid = node.pause()
+    try:
+        wait_for_state(pid, wanted=True)  # stopped
+    finally:
+        node.resume()
+    wait_for_state(pid, wanted=False)
+    assert node.is_running() and node.pid == pid
+
+
+@pytest.mark.parametrize("node_id", [0, 4])
+def test_an_unknown_node_is_a_usage_error(kafka_cluster, node_id):
+    with pytest.raises(UsageError, match=f"--node {node_id}: the cluster has nodes 1..3"):
+        kafka_cluster.node(node_id)
