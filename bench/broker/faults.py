@@ -135,7 +135,7 @@ class FaultInjector:
         self.active: tuple[int, str, str] | None = None
 
     def start(self, started_at_perf_counter: float | None = None) -> FaultInjector:
-        if self.faults and len(self.nodes) == 1 and not self.broker.is_running():
+        if self.faults and not self.broker.is_running():
             raise UsageError(f"faults need the embedded broker in {self.broker.state_dir} running; it is not")
         self._started_at = time.perf_counter() if started_at_perf_counter is None else started_at_perf_counter
         self._thread = threading.Thread(target=self._run, name="fault-injector", daemon=True)
@@ -207,13 +207,14 @@ class FaultInjector:
 
     def _begin(self, fault: Fault, node_id: int, role: str) -> None:
         node, who = self.nodes[node_id], f"node {node_id} ({role})"
+        if fault.kind in ("kill", "pause") and not node.is_running():
+            raise UsageError(f"{who} is not running; nothing to {fault.kind}")
         if fault.kind == "kill":
-            pid = getattr(node, "pid", None)
-            node.kill()
+            pid = node.kill()
             self.event("broker-kill", f"SIGKILL {who}" + (f" pid {pid}" if pid else ""), node_id, role)
         elif fault.kind == "stop":
             self.event("broker-stop", f"clean shutdown of {who}", node_id, role)
-            node.stop(STOP_GRACE_S)
+            node.stop(grace_s=STOP_GRACE_S)
         elif fault.kind == "pause":
             node.pause()
             self.event("broker-pause", f"SIGSTOP {who}", node_id, role)
@@ -244,7 +245,7 @@ class FaultInjector:
         else:
             began = time.perf_counter()
             self.event("broker-restart", f"starting {who} again", node_id, role)
-            node.start(RESTART_TIMEOUT_S)
+            node.start(timeout_s=RESTART_TIMEOUT_S)
             self.event("broker-up", f"{who} answering after {time.perf_counter() - began:.1f} s", node_id, role)
             return self.now()
         return None
@@ -261,7 +262,7 @@ def rolling_restart(injector: FaultInjector, fault: Fault) -> None:
         injector.records.append(record)
         injector.event("broker-stop", f"rolling restart: clean shutdown of node {node_id}", node_id, "node")
         injector.active = (node_id, "stop", "node")
-        injector.nodes[node_id].stop(STOP_GRACE_S)
+        injector.nodes[node_id].stop(grace_s=STOP_GRACE_S)
         record["end_s"] = injector.now()
         injector.end_active()
         _wait_in_sync(injector.admin, node_id)

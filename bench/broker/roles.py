@@ -15,8 +15,8 @@ from dataclasses import dataclass
 
 from confluent_kafka import KafkaException
 
-from bench.broker.embedded import DEFAULT_KAFKA_VERSION, jar_cache_dir
 from bench.broker.fault_spec import Fault
+from bench.broker.jars import DEFAULT_KAFKA_VERSION, jar_cache_dir
 from streamstore.errors import RunFailed, UsageError
 
 # Metadata answers in milliseconds; a node just killed can hold a request until its connection

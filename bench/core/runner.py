@@ -72,7 +72,8 @@ def _raise_interrupted(signum, frame) -> None:
 def prepare_topic(scenario: Scenario, bootstrap_servers: str) -> tuple[dict[int, int], dict[str, str]]:
     """Create or check the topic; its high watermarks (where this run starts) and settings."""
     admin = scenario_admin(scenario, bootstrap_servers)
-    ensure_topic(admin, scenario.topic, scenario.partitions, scenario.replication_factor)
+    ensure_topic(admin, scenario.topic, scenario.partitions, scenario.replication_factor,
+                 config=scenario.topic_settings())
     settings = topic_configs(admin, scenario.topic)
     reported = {k: settings[k] for k in REPORTED_TOPIC_SETTINGS if k in settings}
     return high_watermarks(scenario_watermarks(scenario, bootstrap_servers)), reported

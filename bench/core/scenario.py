@@ -133,6 +133,12 @@ class Scenario:
     # Test-only fault injection: the tracker consumes nothing for this long after the start (so a
     # test can make the broker drop acked messages before they are read).
     fault_tracker_stall_s: float = 0.0
+    # The topic's min.insync.replicas when this run creates it (None: the broker's default); with
+    # acks=all, fewer in-sync replicas than this refuse writes instead of acking them.
+    min_insync_replicas: int | None = None
+    # The topic's unclean.leader.election.enable when this run creates it: true lets a replica that
+    # missed acked writes become leader (availability over durability: acked orders can be lost).
+    unclean_leader_election: bool = False
     # Broker/cluster faults during the run, in the --fault syntax (docs/faults.md), e.g. "kill:leader@20+10".
     faults: tuple[str, ...] = ()
 
@@ -182,6 +188,10 @@ class Scenario:
             raise UsageError(f"idempotence: needs acks = \"all\" (librdkafka refuses acks={self.acks} with idempotence)")
         self._check_phases()
         self._check_faults()
+        if self.min_insync_replicas is not None:
+            _check_int("min_insync_replicas", self.min_insync_replicas, 1, self.replication_factor)
+        if not isinstance(self.unclean_leader_election, bool):
+            raise UsageError(f"unclean_leader_election: expected true or false, not {self.unclean_leader_election!r}")
         producer_config = check_client_config("producer_config", self.producer_config, _FIELD_OWNED_PRODUCER_KEYS)
         object.__setattr__(self, "producer_config", producer_config)
         object.__setattr__(self, "consumer_config", check_client_config("consumer_config", self.consumer_config, {}))
@@ -260,6 +270,15 @@ class Scenario:
         """The rate schedule as phases (a steady scenario is one phase)."""
         return self.phases or (Phase(self.duration_s, self.rate),)
 
+    def topic_settings(self) -> dict[str, str]:
+        """Topic settings this scenario creates its topic with (and checks on an existing one)."""
+        settings = {}
+        if self.min_insync_replicas is not None:
+            settings["min.insync.replicas"] = str(self.min_insync_replicas)
+        if self.unclean_leader_election:
+            settings["unclean.leader.election.enable"] = "true"
+        return settings
+
     def to_dict(self) -> dict[str, Any]:
         """Every field as plain JSON values, secret settings redacted."""
         values = dataclasses.asdict(self)
@@ -276,9 +295,10 @@ class Scenario:
         values = {k: v for k, v in self.to_dict().items() if k not in _NOT_FINGERPRINTED}
         if not self.phases:
             values.pop("phases")
-        # Runs without faults keep the fingerprints they had before faults became a field.
-        if not self.faults:
-            values.pop("faults")
+        # Scenarios that leave these at their defaults keep the fingerprints they had before the fields existed.
+        for name, default in (("faults", ()), ("min_insync_replicas", None), ("unclean_leader_election", False)):
+            if getattr(self, name) == default:
+                values.pop(name)
         canonical = json.dumps(values, sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(canonical.encode()).hexdigest()[:16]
 
