@@ -36,6 +36,7 @@ MS = 1_000_000
     ("kill:leader@20+10", Fault("kill", 20.0, 10.0, "leader", 0)),
     ("kill:leader/2@20+10", Fault("kill", 20.0, 10.0, "leader", 2)),
     ("pause:follower@20+5", Fault("pause", 20.0, 5.0, "follower", 0)),
+    ("pause:followers/1@20+9", Fault("pause", 20.0, 9.0, "followers", 1)),
     ("kill:controller@20+10", Fault("kill", 20.0, 10.0, "controller")),
     ("stop:node2@20+10", Fault("stop", 20.0, 10.0, "node2")),
     ("rolling-restart@20", Fault("rolling-restart", 20.0, 0.0)),
@@ -78,10 +79,15 @@ def test_targets_are_checked_against_the_cluster_before_the_run():
             check_targets([parse_fault(fault)], nodes, 3, proxied=False)
 
 
-def test_a_rolling_restart_must_be_the_last_fault():
+def test_faults_on_different_targets_may_overlap_and_a_rolling_restart_must_be_the_last():
+    check_schedule([parse_fault("pause:followers@5+9"), parse_fault("kill:leader@11+10")], 30)
+    with pytest.raises(UsageError, match=r"^--fault kill:leader@8\+5: overlaps --fault kill:leader@5\+5$"):
+        check_schedule([parse_fault("kill:leader@5+5"), parse_fault("kill:leader@8+5")], 30)
     check_schedule([parse_fault("kill:leader@5+5"), parse_fault("rolling-restart@20")], 30)
     with pytest.raises(UsageError, match="whose length is not known in advance"):
         check_schedule([parse_fault("rolling-restart@5"), parse_fault("kill:leader@20+5")], 30)
+    with pytest.raises(UsageError, match="overlaps"):
+        check_schedule([parse_fault("kill:leader@5+10"), parse_fault("rolling-restart@10")], 30)
 
 
 def test_faults_are_a_scenario_field_and_fault_free_fingerprints_do_not_change():

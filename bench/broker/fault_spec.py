@@ -4,6 +4,7 @@
   kill:leader@20+10         the leader of partition 0 of the run's topic, found when the fault begins
   kill:leader/2@20+10       the leader of partition 2
   pause:follower@20+5       a follower of partition 0 (SIGSTOP, SIGCONT 5 s later)
+  pause:followers@20+9      every follower of partition 0
   kill:controller@20+10     the active KRaft controller
   kill:node2@20+10          node id 2
   stop:node2@20+10          clean shutdown, start again 10 s later
@@ -12,6 +13,9 @@
   delay:node1=200ms@20+10   hold every byte the node sends to clients 200 ms (its proxy)
 
 Roles are resolved when the fault begins, not when it is parsed: who leads changes during a run.
+Faults may overlap when they name different targets (`pause:followers@5+9` with
+`kill:leader@11+10`); two faults on the same target may not, nor may anything overlap or follow a
+rolling restart.
 """
 
 from __future__ import annotations
@@ -28,14 +32,16 @@ ROLLING_RESTART = "rolling-restart"
 FAULT_KINDS = (*TIMED_KINDS, ROLLING_RESTART)
 # Kinds that act through the per-node client proxy.
 PROXY_KINDS = ("isolate", "delay")
-ROLES = ("leader", "follower", "controller")
+# Targets that name a partition's replicas.
+_PARTITION_ROLES = ("leader", "follower", "followers")
+ROLES = ("leader", "follower", "followers", "controller")
 # "" is the broker of a single-node run (today's `kill@20+5`).
 _FAULT_TEXT = re.compile(
     r"^(?P<kind>[a-z-]+)(?::(?P<target>[a-z]+\d*(?:/\d+)?))?(?:=(?P<amount>\d+(?:\.\d+)?)ms)?"
     r"@(?P<at>\d+(?:\.\d+)?)(?:\+(?P<for>\d+(?:\.\d+)?))?$")
-_TARGET = re.compile(r"^(?:(?P<role>leader|follower)(?:/(?P<partition>\d+))?|controller|node(?P<node>\d+))$")
+_TARGET = re.compile(r"^(?:(?P<role>leader|followers?)(?:/(?P<partition>\d+))?|controller|node(?P<node>\d+))$")
 SYNTAX = ("KIND[:TARGET][=DELAYms]@AT+FOR with KIND one of " + ", ".join(FAULT_KINDS)
-          + " and TARGET leader[/P], follower[/P], controller or nodeN, e.g. kill@20+5, kill:leader@20+10, "
+          + " and TARGET leader[/P], follower[/P], followers[/P], controller or nodeN, e.g. kill@20+5, kill:leader@20+10, "
             "pause:follower@20+5, delay:node1=200ms@20+10 or rolling-restart@20")
 
 
@@ -44,7 +50,7 @@ class Fault:
     kind: str
     at_s: float
     for_s: float
-    # "" (the single broker), "leader", "follower", "controller" or "node<id>".
+    # "" (the single broker), "leader", "follower", "followers", "controller" or "node<id>".
     target: str = ""
     # The partition of the run's topic a leader/follower target refers to.
     partition: int = 0
@@ -59,7 +65,7 @@ class Fault:
     def __str__(self) -> str:
         target = ""
         if self.target:
-            target = f":{self.target}" + (f"/{self.partition}" if self.partition and self.target in ("leader", "follower") else "")
+            target = f":{self.target}" + (f"/{self.partition}" if self.partition and self.target in _PARTITION_ROLES else "")
         amount = f"={self.delay_ms:g}ms" if self.kind == "delay" else ""
         length = "" if self.kind == ROLLING_RESTART else f"+{self.for_s:g}"
         return f"{self.kind}{target}{amount}@{self.at_s:g}{length}"
@@ -98,25 +104,28 @@ def parse_faults(texts: Sequence[str]) -> tuple[Fault, ...]:
 
 
 def check_schedule(faults: Sequence[Fault], duration_s: float) -> None:
-    """Faults must fit in the run and must not overlap (one fault at a time). A rolling restart's
-    length is not known before it runs: it only has to begin within the run, and nothing may be
-    scheduled after it."""
+    """Faults must fit in the run; faults on the same target must not overlap; a rolling restart
+    (its length is not known before it runs) only has to begin within the run, and nothing may
+    overlap or follow it."""
     ordered = sorted(faults, key=lambda fault: fault.at_s)
     for fault in ordered:
         if fault.at_s + fault.for_s > duration_s or (fault.kind == ROLLING_RESTART and fault.at_s >= duration_s):
             raise UsageError(f"--fault {fault}: does not end within the {duration_s:g} s run")
-    for earlier, later in zip(ordered, ordered[1:]):
-        if earlier.kind == ROLLING_RESTART:
-            raise UsageError(f"--fault {later}: comes after --fault {earlier}, whose length is not known in advance")
-        if later.at_s < earlier.at_s + earlier.for_s:
-            raise UsageError(f"--fault {later}: overlaps --fault {earlier}")
+    for index, earlier in enumerate(ordered):
+        for later in ordered[index + 1:]:
+            if earlier.kind == ROLLING_RESTART:
+                raise UsageError(f"--fault {later}: comes after --fault {earlier}, whose length is not known in advance")
+            overlaps = later.at_s < earlier.at_s + earlier.for_s
+            same_target = (earlier.target, earlier.partition) == (later.target, later.partition)
+            if overlaps and (same_target or later.kind == ROLLING_RESTART):
+                raise UsageError(f"--fault {later}: overlaps --fault {earlier}")
 
 
 def check_targets(faults: Sequence[Fault], node_count: int, partitions: int, proxied: bool) -> None:
     """What can be checked before the run: roles need a cluster, node ids and partitions must exist,
     proxy faults need the nodes' proxies."""
     for fault in faults:
-        if node_count == 1 and (fault.target in ("follower",) or fault.kind == ROLLING_RESTART):
+        if node_count == 1 and (fault.target in ("follower", "followers") or fault.kind == ROLLING_RESTART):
             raise UsageError(f"--fault {fault}: needs a cluster of several nodes (bench broker start --nodes 3); "
                              "this broker is a single node")
         if fault.node_id is not None and not 1 <= fault.node_id <= node_count:

@@ -26,7 +26,7 @@ from bench.broker.fault_spec import (
     parse_faults,
 )
 from bench.broker.nodes import RESTART_TIMEOUT_S, STOP_GRACE_S, nodes_of
-from bench.broker.roles import in_sync_everywhere, resolve_target
+from bench.broker.roles import in_sync_everywhere, resolve_targets
 from streamstore.errors import RunFailed, StreamStoreError, UsageError
 
 __all__ = ["FAULT_KINDS", "Fault", "FaultInjector", "check_schedule", "parse_fault", "parse_faults",
@@ -131,8 +131,8 @@ class FaultInjector:
         self.cancelled = threading.Event()
         self._thread: threading.Thread | None = None
         self._started_at = 0.0
-        # The fault in effect, ended by `end_active` even if the run stops meanwhile: (node id, kind, role).
-        self.active: tuple[int, str, str] | None = None
+        # Faults in effect, ended even if the run stops meanwhile: index -> (fault, began_s, records).
+        self.active: dict[int, tuple[Fault, float, list[dict[str, Any]]]] = {}
 
     def start(self, started_at_perf_counter: float | None = None) -> FaultInjector:
         if self.faults and not self.broker.is_running():
@@ -167,32 +167,31 @@ class FaultInjector:
         return not self.cancelled.wait(max(0.0, self._started_at + offset_s - time.perf_counter()))
 
     def _run(self) -> None:
+        """Begin each fault at its time and end it for_s after it began (a restart that took long
+        can delay what comes next; each fault still lasts its for_s). Actions run one at a time."""
+        waiting = list(self.faults)
         try:
-            for fault in self.faults:
-                if not self._wait_until(fault.at_s):
+            while waiting or self.active:
+                ends = [(began + fault.for_s, index) for index, (fault, began, _) in self.active.items()]
+                next_end = min(ends, default=None)
+                if next_end is not None and (not waiting or next_end[0] <= waiting[0].at_s):
+                    # The end of a fault always happens, even when cancelled meanwhile.
+                    self._wait_until(next_end[0])
+                    self._end(next_end[1])
+                    continue
+                if not self._wait_until(waiting[0].at_s):
                     break
+                fault = waiting.pop(0)
                 if fault.kind == ROLLING_RESTART:
                     rolling_restart(self, fault)
                 else:
-                    self._timed(fault)
+                    self._begin(fault)
         except StreamStoreError as error:
             self.error = error
             self.event("fault-error", str(error))
         finally:
-            self.end_active()
-
-    def _timed(self, fault: Fault) -> None:
-        node_id, role = resolve_target(fault, self.nodes.keys(), self.admin, self.topic or "", self._controller)
-        # A restart that took long can delay the next fault; it still lasts for_s.
-        record = {"fault": str(fault), "kind": fault.kind, "node_id": node_id, "role": role,
-                  "partition": fault.partition if role in ("leader", "follower") else None,
-                  "start_s": self.now(), "end_s": None, "back_s": None}
-        self.records.append(record)
-        self._begin(fault, node_id, role)
-        # The end of a fault always happens, even when cancelled meanwhile.
-        self._wait_until(record["start_s"] + fault.for_s)
-        record["end_s"] = self.now()
-        record["back_s"] = self.end_active()
+            for index in sorted(self.active, reverse=True):
+                self._end(index)
 
     def _controller(self) -> int:
         if self.controller is None:
@@ -205,33 +204,46 @@ class FaultInjector:
             raise UsageError(f"node {node_id} has no client proxy; isolate and delay need the cluster's proxies")
         return proxy
 
-    def _begin(self, fault: Fault, node_id: int, role: str) -> None:
+    def _begin(self, fault: Fault) -> None:
+        targets = resolve_targets(fault, self.nodes.keys(), self.admin, self.topic or "", self._controller)
+        records = []
+        self.active[len(self.records)] = (fault, time.perf_counter() - self._started_at, records)
+        for node_id, role in targets:
+            record = {"fault": str(fault), "kind": fault.kind, "node_id": node_id, "role": role,
+                      "partition": fault.partition if role in ("leader", "follower") else None,
+                      "start_s": self.now(), "end_s": None, "back_s": None}
+            self.records.append(record)
+            records.append(record)
+            self.begin_on(fault.kind, node_id, role, fault.delay_ms)
+
+    def _end(self, index: int) -> None:
+        fault, _, records = self.active.pop(index)
+        for record in records:
+            record["end_s"] = self.now()
+            record["back_s"] = self.end_on(fault.kind, record["node_id"], record["role"])
+
+    def begin_on(self, kind: str, node_id: int, role: str, delay_ms: float = 0.0) -> None:
         node, who = self.nodes[node_id], f"node {node_id} ({role})"
-        if fault.kind in ("kill", "pause") and not node.is_running():
-            raise UsageError(f"{who} is not running; nothing to {fault.kind}")
-        if fault.kind == "kill":
+        if kind in ("kill", "pause") and not node.is_running():
+            raise UsageError(f"{who} is not running; nothing to {kind}")
+        if kind == "kill":
             pid = node.kill()
             self.event("broker-kill", f"SIGKILL {who}" + (f" pid {pid}" if pid else ""), node_id, role)
-        elif fault.kind == "stop":
+        elif kind == "stop":
             self.event("broker-stop", f"clean shutdown of {who}", node_id, role)
             node.stop(grace_s=STOP_GRACE_S)
-        elif fault.kind == "pause":
+        elif kind == "pause":
             node.pause()
             self.event("broker-pause", f"SIGSTOP {who}", node_id, role)
-        elif fault.kind == "isolate":
+        elif kind == "isolate":
             self._proxy(node_id).cut()
             self.event("broker-isolate", f"client connections of {who} cut (replication goes on)", node_id, role)
         else:
-            self._proxy(node_id).delay_s = fault.delay_ms / 1000
-            self.event("broker-delay", f"{fault.delay_ms:g} ms added to every response of {who}", node_id, role)
-        self.active = (node_id, fault.kind, role)
+            self._proxy(node_id).delay_s = delay_ms / 1000
+            self.event("broker-delay", f"{delay_ms:g} ms added to every response of {who}", node_id, role)
 
-    def end_active(self) -> float | None:
-        """End the active fault; the time (from start) the node answered again, if restarted."""
-        if self.active is None:
-            return None
-        node_id, kind, role = self.active
-        self.active = None
+    def end_on(self, kind: str, node_id: int, role: str) -> float | None:
+        """Undo a fault on a node; the time (from start) it answered again, if restarted."""
         node, who = self.nodes[node_id], f"node {node_id} ({role})"
         if kind == "pause":
             node.resume()
@@ -260,15 +272,13 @@ def rolling_restart(injector: FaultInjector, fault: Fault) -> None:
         record = {"fault": str(fault), "kind": fault.kind, "node_id": node_id, "role": "node", "partition": None,
                   "start_s": injector.now(), "end_s": None, "back_s": None}
         injector.records.append(record)
-        injector.event("broker-stop", f"rolling restart: clean shutdown of node {node_id}", node_id, "node")
-        injector.active = (node_id, "stop", "node")
-        injector.nodes[node_id].stop(grace_s=STOP_GRACE_S)
+        injector.begin_on("stop", node_id, "node")
         record["end_s"] = injector.now()
-        injector.end_active()
+        injector.end_on("stop", node_id, "node")
         _wait_in_sync(injector.admin, node_id)
         record["back_s"] = injector.now()
         injector.event("broker-in-sync", f"rolling restart: node {node_id} back in the ISR of all its partitions",
-                             node_id, "node")
+                       node_id, "node")
 
 
 def _wait_in_sync(admin, node_id: int) -> None:

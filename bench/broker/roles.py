@@ -67,32 +67,33 @@ def active_controller(bootstrap_servers: str, kafka_version: str = DEFAULT_KAFKA
     return int(match[1])
 
 
-def resolve_target(fault: Fault, node_ids: Collection[int], admin, topic: str,
-                   controller: Callable[[], int]) -> tuple[int, str]:
-    """(node id, role) the fault acts on, decided now. role: leader, follower, controller,
-    node (named by id) or broker (the single broker)."""
+def resolve_targets(fault: Fault, node_ids: Collection[int], admin, topic: str,
+                    controller: Callable[[], int]) -> list[tuple[int, str]]:
+    """[(node id, role)] the fault acts on, decided now. role: leader, follower, controller,
+    node (named by id) or broker (the single broker); `followers` gives every follower."""
     if not fault.target:
         if len(node_ids) != 1:
             raise UsageError(f"--fault {fault}: name the node of the cluster to fault, e.g. {fault.kind}:leader")
-        return next(iter(node_ids)), "broker"
+        return [(next(iter(node_ids)), "broker")]
     if fault.node_id is not None:
         if fault.node_id not in node_ids:
             raise UsageError(f"--fault {fault}: no node {fault.node_id} (nodes {sorted(node_ids)})")
-        return fault.node_id, "node"
+        return [(fault.node_id, "node")]
     if fault.target == "controller":
-        return (next(iter(node_ids)) if len(node_ids) == 1 else controller()), "controller"
+        return [(next(iter(node_ids)) if len(node_ids) == 1 else controller(), "controller")]
     state = topic_state(admin, topic).get(fault.partition)
     if state is None:
         raise UsageError(f"--fault {fault}: {topic} has no partition {fault.partition}")
     if fault.target == "leader":
         if state.leader < 0:
             raise RunFailed(f"--fault {fault}: partition {fault.partition} has no leader right now")
-        return state.leader, "leader"
-    followers = [node for node in state.isr if node != state.leader] or \
-                [node for node in state.replicas if node != state.leader]
+        return [(state.leader, "leader")]
+    # In-sync followers first: pausing one of those is what a follower fault is about.
+    followers = [node for node in state.isr if node != state.leader]
+    followers += [node for node in state.replicas if node != state.leader and node not in followers]
     if not followers:
         raise UsageError(f"--fault {fault}: partition {fault.partition} has no follower (replicas {list(state.replicas)})")
-    return followers[0], "follower"
+    return [(node, "follower") for node in (followers if fault.target == "followers" else followers[:1])]
 
 
 def in_sync_everywhere(admin, node_id: int, timeout_s: float = METADATA_TIMEOUT_S) -> bool:
