@@ -314,3 +314,117 @@ def test_an_isolated_leader_cuts_its_clients_off_through_the_proxy(proxied_broke
     assert delay["not_measured"]["new_leader_ms"] == "a delay fault moves no leadership"
     kinds = [e["kind"] for e in result["events"] if e["kind"].startswith("broker-")]
     assert kinds == ["broker-isolate", "broker-reconnect", "broker-delay", "broker-undelay"]
+
+
+# ---------------------------------------------------------------------------------------------
+# On a real 3-node cluster (combined broker+controller nodes, RF 3).
+
+
+@pytest.fixture(scope="module")
+def failover_cluster(tmp_path_factory):
+    """A 3-node cluster this module may fault. A killed node is fenced when its broker session
+    expires: 4 s here instead of Kafka's 9 s, so a 10 s kill shows a failover well inside it
+    even on a busy machine (heartbeats every 0.5 s keep live nodes well within it)."""
+    from conftest import BROKER_START_TIMEOUT_S, free_cluster_layout
+
+    from bench.broker.cluster import EmbeddedCluster
+
+    cluster = EmbeddedCluster(state_dir=tmp_path_factory.mktemp("failover-cluster"), layout=free_cluster_layout(3),
+                              extra_properties={"broker.session.timeout.ms": "4000",
+                                                "broker.heartbeat.interval.ms": "500"})
+    try:
+        cluster.start(timeout_s=BROKER_START_TIMEOUT_S)
+        yield cluster
+    finally:
+        cluster.stop(grace_s=30)
+
+
+def cluster_chaos(cluster, topic, results_root, *args):
+    """`bench chaos` on the cluster, RF 3; (completed process, result)."""
+    from kafka_truth import bench_command
+
+    from bench.output.results import load_result
+
+    cluster.wait_until_complete(timeout_s=120)   # every node back from the previous test
+    completed = bench_command(
+        "chaos", str(STEADY_SCENARIO), "--bootstrap-servers", cluster.bootstrap_servers, "--broker", "external",
+        "--state-dir", str(cluster.state_dir), "--topic", topic, "--results", str(results_root), "--no-report",
+        "--set", "replication_factor=3", *args, timeout=900)
+    folders = list(results_root.glob("*/result.json"))
+    assert len(folders) == 1, completed.stdout + completed.stderr
+    return completed, load_result(folders[0])
+
+
+def test_a_killed_leader_with_acks_all_loses_nothing_and_fails_over_within_the_kill(failover_cluster, unique_topic,
+                                                                                     tmp_path):
+    from kafka_truth import assert_counts_match_broker
+
+    completed, result = cluster_chaos(
+        failover_cluster, unique_topic, tmp_path, "--set", "idempotence=true", "--set", "min_insync_replicas=2",
+        "--rate", "2000", "--duration", "60", "--warmup", "5", "--fault", "kill:leader@20+10")
+    assert completed.returncode == 0, completed.stdout + completed.stderr
+    assert_counts_match_broker(result, failover_cluster.bootstrap_servers, faults=True)
+    assert result["counts"]["lost"] == 0 and result["counts"]["duplicated"] == 0
+    [fault] = result["failover"]["faults"]
+    assert fault["role"] == "leader" and fault["node_id"] in (1, 2, 3)
+    assert fault["back_s"] is not None and fault["back_s"] > fault["end_s"]
+    # Partition 0 waited for a new leader: a real gap, and shorter than the 10 s the node was dead.
+    assert 1_000 < fault["unavailable_ack_ms"]["0"] < 10_000, fault
+    assert fault["longest_ack_gap_ms"] < 10_000
+    assert fault["new_leader_ms"] is not None and fault["new_leader_ms"] < 10_000
+    assert max(v for v in result["failover"]["series"]["under_replicated"] if v is not None) >= 1
+    print(completed.stdout.splitlines()[-1])
+
+
+def test_acks_1_loses_exactly_the_acked_orders_missing_from_the_log(failover_cluster, unique_topic, tmp_path):
+    """Both followers of partition 0 are frozen while its leader acks alone (acks=1); then the leader
+    is killed and the followers resumed: one of them leads with a log that never had those orders.
+    (With 2 of 3 combined nodes frozen the controller quorum is down, so the ISR cannot shrink: the
+    stale followers are still "in sync" and the election is a clean one.)"""
+    from confluent_kafka import Consumer, TopicPartition
+
+    from bench.core.clients import high_watermarks
+    from streamstore.admin import topic_watermarks
+    from streamstore.trace import read_trace
+
+    completed, result = cluster_chaos(
+        failover_cluster, unique_topic, tmp_path, "--set", 'acks="1"', "--rate", "2000", "--duration", "35",
+        "--warmup", "2", "--fault", "pause:followers@5+9", "--fault", "kill:leader@11+10")
+    assert completed.returncode == 3, completed.stdout + completed.stderr
+    assert result["status"] == "failed"
+    counts = result["counts"]
+    assert counts["lost"] > 0 and counts["failed"] == 0
+    # An independent consumer reads the whole log: the run's orders in it are the acked ones less the lost.
+    ends = high_watermarks(topic_watermarks(failover_cluster.bootstrap_servers, unique_topic))
+    consumer = Consumer({"bootstrap.servers": failover_cluster.bootstrap_servers, "group.id": f"check-{unique_topic}",
+                         "enable.auto.commit": False, "log_level": 0})
+    consumer.assign([TopicPartition(unique_topic, p, 0) for p in ends])
+    present, seen = set(), 0
+    run_id = bytes.fromhex(result["run_id"])
+    while seen < sum(ends.values()):
+        for message in consumer.consume(5000, 10):
+            assert message.error() is None, message.error()
+            seen += 1
+            trace = read_trace(message.headers())
+            if trace is not None and trace.run_id == run_id:
+                present.add((trace.producer, trace.sequence))
+    consumer.close()
+    assert counts["lost"] == counts["acked"] - len(present), (counts, len(present))
+    assert counts["broker_offset_delta"] == sum(ends.values()) == counts["consumed"]
+    assert [f["role"] for f in result["failover"]["faults"]] == ["follower", "follower", "leader"]
+
+
+def test_a_rolling_restart_under_load_loses_nothing(failover_cluster, unique_topic, tmp_path):
+    from kafka_truth import assert_counts_match_broker
+
+    completed, result = cluster_chaos(
+        failover_cluster, unique_topic, tmp_path, "--set", "idempotence=true", "--set", "min_insync_replicas=2",
+        "--rate", "1000", "--duration", "90", "--warmup", "2", "--fault", "rolling-restart@3")
+    assert completed.returncode == 0, completed.stdout + completed.stderr
+    assert_counts_match_broker(result, failover_cluster.bootstrap_servers, faults=True)
+    assert result["counts"]["lost"] == 0
+    records = result["failover"]["faults"]
+    assert [r["node_id"] for r in records] == [1, 2, 3]
+    assert all(r["back_s"] is not None for r in records), records
+    in_sync = [e["node_id"] for e in result["events"] if e["kind"] == "broker-in-sync"]
+    assert in_sync == [1, 2, 3]

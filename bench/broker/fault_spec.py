@@ -135,6 +135,6 @@ def check_targets(faults: Sequence[Fault], node_count: int, partitions: int, pro
         if fault.kind in PROXY_KINDS and not proxied:
             raise UsageError(f"--fault {fault}: {fault.kind} acts through a proxy in front of each node; "
                              "start the cluster with its client proxies (bench broker start --nodes 3 --proxy)")
-        if not fault.target and node_count > 1:
+        if not fault.target and node_count > 1 and fault.kind != ROLLING_RESTART:
             raise UsageError(f"--fault {fault}: name the node of the {node_count}-node cluster to fault, "
                              f"e.g. {fault.kind}:leader or {fault.kind}:node1")
