@@ -428,3 +428,20 @@ def test_a_rolling_restart_under_load_loses_nothing(failover_cluster, unique_top
     assert all(r["back_s"] is not None for r in records), records
     in_sync = [e["node_id"] for e in result["events"] if e["kind"] == "broker-in-sync"]
     assert in_sync == [1, 2, 3]
+
+
+def test_the_failover_table_row_is_the_worst_over_a_runs_faults():
+    from bench.analysis.failover import markdown_table, table_row
+
+    def fault(gap_ms, leader_ms, during_us):
+        return {"fault": "pause:followers@5+9", "longest_ack_gap_ms": gap_ms, "longest_consume_gap_ms": None,
+                "new_leader_ms": leader_ms,
+                "latency_us": {"service_time": {"during": {"p99_9": during_us}, "before": {"p99_9": 2_000}}}}
+
+    result = {"scenario": {"acks": "1", "faults": ["pause:followers@5+9"]}, "status": "failed",
+              "counts": {"lost": 3767, "duplicated": 0}, "failover": {"faults": [fault(9_000.4, None, 14_600_000),
+                                                                               fault(14_818.0, 13_364.0, 9_000)]}}
+    row = table_row(result)
+    assert row == ["pause:followers@5+9", "1", "failed", "3,767", "0", "14,818 ms", "n/a", "13,364 ms", "14.6 s", "2.0 ms"]
+    table = markdown_table([row])
+    assert table.splitlines()[0].startswith("| fault | acks | status | lost |") and table.count("\n") == 2

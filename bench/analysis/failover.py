@@ -175,3 +175,44 @@ def failover_section(records: Sequence[Mapping[str, Any]], ack_gaps: Sequence[Ma
         "ack_gaps": list(ack_gaps),
         "consume_gaps": list(consume_gaps),
     }
+
+
+TABLE_COLUMNS = ("fault", "acks", "status", "lost", "duplicated", "longest ack gap", "longest consume gap",
+                 "new leader", "service p99.9 during", "service p99.9 before")
+
+
+def _ms_text(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:,.0f} ms"
+
+
+def _us_text(value: int | None) -> str:
+    return "n/a" if value is None else (f"{value / 1000:,.1f} ms" if value < 10_000_000 else f"{value / 1e6:,.1f} s")
+
+
+def table_row(result: Mapping[str, Any]) -> list[str]:
+    """One row of the failover table from a fault run's result: the worst over its faults."""
+    faults = (result.get("failover") or {}).get("faults") or []
+    counts = result["counts"]
+
+    def worst(values: Iterable[float | None]) -> float | None:
+        known = [v for v in values if v is not None]
+        return max(known) if known else None
+
+    latency = [f["latency_us"].get("service_time", {}) for f in faults]
+    return [
+        ", ".join(dict.fromkeys(f["fault"] for f in faults)) or ", ".join(result["scenario"].get("faults") or []),
+        str(result["scenario"]["acks"]), result["status"],
+        "n/a" if counts["lost"] is None else f"{counts['lost']:,}",
+        "n/a" if counts["duplicated"] is None else f"{counts['duplicated']:,}",
+        _ms_text(worst(f["longest_ack_gap_ms"] for f in faults)),
+        _ms_text(worst(f["longest_consume_gap_ms"] for f in faults)),
+        _ms_text(worst(f["new_leader_ms"] for f in faults)),
+        _us_text(worst(window.get("during", {}).get("p99_9") for window in latency)),
+        _us_text(worst(window.get("before", {}).get("p99_9") for window in latency)),
+    ]
+
+
+def markdown_table(rows: Iterable[Sequence[str]]) -> str:
+    lines = ["| " + " | ".join(TABLE_COLUMNS) + " |", "|" + "---|" * len(TABLE_COLUMNS)]
+    lines += ["| " + " | ".join(row) + " |" for row in rows]
+    return "\n".join(lines)
