@@ -92,7 +92,7 @@ def _at(series: Sequence[int | None] | None, second: int) -> int:
     return (series[second] or 0) if series is not None and second < len(series) else 0
 
 
-def fault_summary(result: Mapping[str, Any]) -> dict[str, int]:
+def fault_summary(result: Mapping[str, Any]) -> dict[str, int | None]:
     """The figures a fault experiment is judged by, from a result."""
     counts = result["counts"]
     return {

@@ -10,13 +10,16 @@ from __future__ import annotations
 import re
 import shutil
 import subprocess
-from collections.abc import Callable, Collection
+import time
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass
 
-from confluent_kafka import KafkaException
+from confluent_kafka import KafkaError, KafkaException
+from confluent_kafka.admin import AdminClient
 
 from bench.broker.fault_spec import Fault
 from bench.broker.jars import DEFAULT_KAFKA_VERSION, jar_cache_dir
+from streamstore.config import admin_config
 from streamstore.errors import RunFailed, UsageError
 
 # Metadata answers in milliseconds; a node just killed can hold a request until its connection
@@ -25,6 +28,40 @@ METADATA_TIMEOUT_S = 10.0
 # The quorum command is a JVM start: seconds on a busy 2-core machine.
 QUORUM_COMMAND_TIMEOUT_S = 90.0
 _LEADER_ID = re.compile(r"^LeaderId:\s*(\d+)\s*$", re.MULTILINE)
+
+
+class AnyNodeMetadata:
+    """`list_topics` from whichever node answers, asking each node on its own connection.
+
+    One admin client over the whole cluster sends a request to one node and waits out its whole
+    timeout when that node is frozen (SIGSTOP) or cut off; while two of three nodes are frozen
+    that is most requests. Here each node gets a short try, the last one that answered first.
+    """
+
+    def __init__(self, admin, extra: Mapping[str, object] | None = None, per_node_timeout_s: float = 1.5):
+        brokers = admin.list_topics(timeout=METADATA_TIMEOUT_S).brokers
+        self.per_node_timeout_s = per_node_timeout_s
+        self.admins = [admin] if len(brokers) < 2 else [
+            AdminClient(admin_config(f"{broker.host}:{broker.port}", {**(extra or {}), "log_level": 0}))
+            for _, broker in sorted(brokers.items())]
+        self.preferred = 0
+
+    def list_topics(self, topic: str | None = None, timeout: float = METADATA_TIMEOUT_S):
+        deadline = time.monotonic() + timeout
+        failure: KafkaException | None = None
+        while True:
+            for step in range(len(self.admins)):
+                index = (self.preferred + step) % len(self.admins)
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    raise failure or KafkaException(KafkaError(KafkaError._TIMED_OUT, "no node answered"))
+                try:
+                    metadata = self.admins[index].list_topics(topic, timeout=min(self.per_node_timeout_s, remaining))
+                except KafkaException as error:
+                    failure = error
+                    continue
+                self.preferred = index
+                return metadata
 
 
 @dataclass(frozen=True)

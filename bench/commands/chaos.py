@@ -53,9 +53,9 @@ def run(args: argparse.Namespace) -> int:
     for event in result["events"]:
         if event["kind"].startswith(("broker-", "fault-")):
             print(f"fault event at {event['t_s']:7.3f} s: {event['kind']} ({event['detail']})")
-    summary = fault_summary(result)
-    print(f"faults: lost acknowledged orders {summary['lost']:,}, failed deliveries {summary['failed']:,}, "
-          f"duplicates {summary['duplicated']:,}, longest stall {summary['longest_stall_s']} s without an ack")
+    summary = {name: "not measured" if value is None else f"{value:,}" for name, value in fault_summary(result).items()}
+    print(f"faults: lost acknowledged orders {summary['lost']}, failed deliveries {summary['failed']}, "
+          f"duplicates {summary['duplicated']}, longest stall {summary['longest_stall_s']} s without an ack")
     for line in failover_lines(result.get("failover")):
         print(line)
     return code

@@ -30,7 +30,7 @@ from bench.broker.fault_spec import check_targets
 from bench.broker.faults import Fault, FaultInjector, parse_faults
 from bench.broker.nodes import nodes_of
 from bench.broker.proxy_control import remote_proxies
-from bench.broker.roles import active_controller
+from bench.broker.roles import AnyNodeMetadata, active_controller
 from bench.broker.sampler import MetadataSampler
 from bench.core.audit import audit_method, run_verdict, trace_sample_every
 from bench.core.availability import MIN_GAP_NS, NS_PER_MS
@@ -105,7 +105,7 @@ class _Run:
             # the coordinator, never a producer, whose timing they would disturb.
             proxies = remote_proxies(broker.embedded.state_dir)
             check_targets(faults, len(nodes_of(broker.embedded)), scenario.partitions, proxied=bool(proxies))
-            self.admin = scenario_admin(scenario, self.bootstrap_servers)
+            self.admin = AnyNodeMetadata(scenario_admin(scenario, self.bootstrap_servers), scenario.producer_config)
             self.injector = FaultInjector(broker.embedded, faults, admin=self.admin, topic=scenario.topic,
                                           controller=lambda: active_controller(self.bootstrap_servers),
                                           proxies=proxies)
@@ -155,7 +155,8 @@ class _Run:
                                 "detail": f"{phase.rate:,.0f} msg/s for {phase.duration_s:g} s"})
             phase_start_s += phase.duration_s
         if self.injector:
-            sampler_admin = scenario_admin(self.scenario, self.bootstrap_servers)
+            sampler_admin = AnyNodeMetadata(scenario_admin(self.scenario, self.bootstrap_servers),
+                                            self.scenario.producer_config)
             self.sampler = MetadataSampler(sampler_admin, self.scenario.topic, self.t0_ns / NS_PER_S).start()
             self.injector.start(self.t0_ns / NS_PER_S)
         self.progress.message(
