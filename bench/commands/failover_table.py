@@ -12,7 +12,7 @@ import uuid
 from bench.analysis.failover import markdown_table, table_row
 from bench.commands import run as run_command
 from bench.core.runner import run_scenario
-from streamstore.errors import EXIT_OK
+from streamstore.errors import EXIT_INTERRUPTED, EXIT_OK
 
 NAME = "failover-table"
 HELP = "run a scenario under each fault with acks=all and acks=1 on the embedded cluster; print the failover table"
@@ -53,6 +53,10 @@ def run(args: argparse.Namespace) -> int:
                                                 broker_state_dir=args.state_dir)
             print(f"   {result['status']}: {folder}", flush=True)
             rows.append(table_row(result))
+            if result["status"] == "interrupted":
+                # Ctrl+C or SIGTERM ends the table, with the rows measured so far.
+                print(markdown_table(rows))
+                return EXIT_INTERRUPTED
     # A run that lost orders is a finding of the table, not a failure of the command.
     print(markdown_table(rows))
     return EXIT_OK
