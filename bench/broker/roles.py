@@ -31,30 +31,35 @@ _LEADER_ID = re.compile(r"^LeaderId:\s*(\d+)\s*$", re.MULTILINE)
 
 
 class AnyNodeMetadata:
-    """`list_topics` from whichever node answers, asking each node on its own connection.
+    """`list_topics` from whichever node answers, asking one node at a time.
 
-    One admin client over the whole cluster sends a request to one node and waits out its whole
-    timeout when that node is frozen (SIGSTOP) or cut off; while two of three nodes are frozen
-    that is most requests. Here each node gets a short try, the last one that answered first.
+    One admin client over the whole cluster sends a request to any node it knows and waits out
+    its whole timeout when that node is frozen (SIGSTOP) or cut off; while two of three nodes are
+    frozen that is most requests. Here each node gets a short try. A client bootstrapped from
+    one node still learns the others and may ask one of them, so when no try answered, a new
+    client per node (it knows only that node until it has answered) tries again.
     """
 
     def __init__(self, admin, extra: Mapping[str, object] | None = None, per_node_timeout_s: float = 1.5):
         brokers = admin.list_topics(timeout=METADATA_TIMEOUT_S).brokers
         self.per_node_timeout_s = per_node_timeout_s
-        self.admins = [admin] if len(brokers) < 2 else [
-            AdminClient(admin_config(f"{broker.host}:{broker.port}", {**(extra or {}), "log_level": 0}))
-            for _, broker in sorted(brokers.items())]
+        self.extra = {**(extra or {}), "log_level": 0}
+        self.addresses = [f"{broker.host}:{broker.port}" for _, broker in sorted(brokers.items())]
+        self.admins = [admin] if len(brokers) < 2 else [AdminClient(admin_config(a, self.extra)) for a in self.addresses]
         self.preferred = 0
 
     def list_topics(self, topic: str | None = None, timeout: float = METADATA_TIMEOUT_S):
         deadline = time.monotonic() + timeout
         failure: KafkaException | None = None
+        fresh = False
         while True:
             for step in range(len(self.admins)):
                 index = (self.preferred + step) % len(self.admins)
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
                     raise failure or KafkaException(KafkaError(KafkaError._TIMED_OUT, "no node answered"))
+                if fresh and len(self.admins) > 1:
+                    self.admins[index] = AdminClient(admin_config(self.addresses[index], self.extra))
                 try:
                     metadata = self.admins[index].list_topics(topic, timeout=min(self.per_node_timeout_s, remaining))
                 except KafkaException as error:
@@ -62,6 +67,7 @@ class AnyNodeMetadata:
                     continue
                 self.preferred = index
                 return metadata
+            fresh = True
 
 
 @dataclass(frozen=True)
