@@ -230,6 +230,12 @@ def test_the_failover_plot_shades_the_fault_and_shows_acks_and_isr(tmp_path):
     result["failover"]["series"]["acked_by_partition"] = {"0": [500] * seconds, "1": [400] * seconds}
     [path] = [p for p in plots.write_run_plots(result, tmp_path) if p.name == "failover.png"]
     assert_real_png(path)
+    # The report lists each fault with its node and figures.
+    from bench.output.report import run_report_blocks, to_markdown
+
+    markdown = to_markdown(run_report_blocks(result, ["failover.png"]))
+    assert "## Failover (per fault and node)" in markdown
+    assert "| kill:leader@20+10 | 1 (leader) | 20.0 | 30.0 | 41.0 | 9,060 ms | 0 ms | 9,000 ms |" in markdown
     # A run without faults has no failover plot.
     (tmp_path / "plain").mkdir()
     written = plots.write_run_plots(load_result(FIXTURES / "with-fault"), tmp_path / "plain")

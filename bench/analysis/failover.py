@@ -212,6 +212,21 @@ def table_row(result: Mapping[str, Any]) -> list[str]:
     ]
 
 
+FAILOVER_COLUMNS = ("fault", "node", "start (s)", "end (s)", "node back (s)", "longest ack gap", "longest consume gap",
+                    "new leader", "service p99.9 during", "service p99.9 before")
+
+
+def failover_row(fault: Mapping[str, Any]) -> list[str]:
+    """One fault record of a result's failover section, as a report row."""
+    latency = fault["latency_us"].get("service_time", {})
+    return [fault["fault"], f"{fault['node_id']} ({fault['role']})", f"{fault['start_s']:.1f}",
+            "n/a" if fault["end_s"] is None else f"{fault['end_s']:.1f}",
+            "n/a" if fault["back_s"] is None else f"{fault['back_s']:.1f}",
+            _ms_text(fault["longest_ack_gap_ms"]), _ms_text(fault["longest_consume_gap_ms"]),
+            _ms_text(fault["new_leader_ms"]), _us_text(latency.get("during", {}).get("p99_9")),
+            _us_text(latency.get("before", {}).get("p99_9"))]
+
+
 def markdown_table(rows: Iterable[Sequence[str]]) -> str:
     lines = ["| " + " | ".join(TABLE_COLUMNS) + " |", "|" + "---|" * len(TABLE_COLUMNS)]
     lines += ["| " + " | ".join(row) + " |" for row in rows]
