@@ -56,19 +56,8 @@ def ensure_topic(
     # auto.create.topics.enable create it with default settings.
     metadata = admin.list_topics(timeout=timeout_s)
     existing = metadata.topics.get(topic)
-    delete_hint = f"delete it (python -m bench topic delete {topic}) or choose another topic"
     if existing is not None and existing.error is None:
-        if len(existing.partitions) != partitions:
-            raise UsageError(
-                f"topic '{topic}' exists with {len(existing.partitions)} partitions, "
-                f"not the {partitions} asked for; {delete_hint}"
-            )
-        if config:
-            actual = topic_configs(admin, topic, timeout_s)
-            for name, value in config.items():
-                if actual.get(name) != value:
-                    raise UsageError(f"topic '{topic}' exists with {name}={actual.get(name)}, "
-                                     f"not the {value} asked for; {delete_hint}")
+        _check_existing_topic(admin, topic, len(existing.partitions), partitions, config, timeout_s)
         return False
     if replication_factor > len(metadata.brokers):
         raise UsageError(
@@ -87,9 +76,36 @@ def ensure_topic(
         future.result(timeout=timeout_s)
     except KafkaException as error:
         if error.args and getattr(error.args[0], "name", lambda: "")() == "TOPIC_ALREADY_EXISTS":
+            # In a cluster the node that answered the metadata request may not have known the
+            # topic yet: it exists all the same, and is checked like one that was listed.
+            _check_existing_topic(admin, topic, _partition_count(admin, topic, timeout_s), partitions, config, timeout_s)
             return False
         raise RunFailed(f"could not create topic '{topic}': {_reason(error)}") from None
     return True
+
+
+def _partition_count(admin: AdminClient, topic: str, timeout_s: float) -> int:
+    """The topic's partition count once the metadata lists it (it exists, the broker said so)."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        listed = admin.list_topics(timeout=timeout_s).topics.get(topic)
+        if (listed is not None and listed.error is None) or time.monotonic() > deadline:
+            return len(listed.partitions) if listed is not None else 0
+        time.sleep(0.1)
+
+
+def _check_existing_topic(admin: AdminClient, topic: str, partition_count: int, partitions: int,
+                          config: Mapping[str, str], timeout_s: float) -> None:
+    delete_hint = f"delete it (python -m bench topic delete {topic}) or choose another topic"
+    if partition_count != partitions:
+        raise UsageError(f"topic '{topic}' exists with {partition_count} partitions, "
+                         f"not the {partitions} asked for; {delete_hint}")
+    if config:
+        actual = topic_configs(admin, topic, timeout_s)
+        for name, value in config.items():
+            if actual.get(name) != value:
+                raise UsageError(f"topic '{topic}' exists with {name}={actual.get(name)}, "
+                                 f"not the {value} asked for; {delete_hint}")
 
 
 def delete_topic(admin: AdminClient, topic: str, timeout_s: float = ADMIN_TIMEOUT_S) -> None:
@@ -141,8 +157,7 @@ def topic_watermarks(
     # A throwaway consumer (no group join, no commits) is the client API for watermarks.
     consumer = Consumer(consumer_config(bootstrap_servers, group_id="streamstore-watermarks", extra=extra))
     try:
-        metadata = consumer.list_topics(topic=topic, timeout=timeout_s)
-        partitions = sorted(metadata.topics[topic].partitions)
+        partitions = _listed_partitions(consumer, topic, timeout_s)
         return {
             partition: _watermarks(consumer, TopicPartition(topic, partition), timeout_s)
             for partition in partitions
@@ -157,6 +172,23 @@ def topic_watermarks(
 # (leaders, configs).
 _TOPIC_NOT_READY = frozenset({KafkaError.NOT_LEADER_FOR_PARTITION, KafkaError.LEADER_NOT_AVAILABLE,
                               KafkaError.UNKNOWN_TOPIC_OR_PART})
+
+
+def _listed_partitions(consumer: Consumer, topic: str, timeout_s: float) -> list[int]:
+    """The topic's partitions; [] when no broker lists it within timeout_s.
+
+    In a cluster each broker learns of a new topic on its own: the one a new client asks may
+    not know a topic created a moment ago. Watermarks of no partitions would start a run with
+    nothing assigned, so an unknown topic is asked for again until the deadline.
+    """
+    deadline = time.monotonic() + timeout_s
+    while True:
+        listed = consumer.list_topics(topic=topic, timeout=timeout_s).topics.get(topic)
+        if listed is not None and listed.error is None and listed.partitions:
+            return sorted(listed.partitions)
+        if time.monotonic() > deadline:
+            return []
+        time.sleep(0.1)
 
 
 def _retry_until_ready(call: Callable[[], T], timeout_s: float) -> T:

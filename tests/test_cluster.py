@@ -11,15 +11,17 @@ from pathlib import Path
 import pytest
 from confluent_kafka import Producer
 from conftest import free_ports
-from kafka_truth import bench_command, broker_message_count
+from kafka_truth import PROJECT_ROOT, assert_counts_match_broker, bench_command, bench_run, broker_message_count
 from test_broker import process_alive
 
+from bench.broker.cluster import EmbeddedCluster
 from bench.broker.probe import broker_answers
 from streamstore.admin import connect_admin, ensure_topic
 from streamstore.config import producer_config
 from streamstore.errors import UsageError
 
 START_TIMEOUT_S = 300
+REPLICATED_SCENARIO = PROJECT_ROOT / "scenarios" / "replicated-orders.toml"
 
 
 def free_port_block(count: int) -> int:
@@ -43,21 +45,21 @@ def _free(port: int) -> bool:
         return True
 
 
-def in_sync_replicas(bootstrap: str, topic: str) -> dict[int, list[int]]:
-    """{partition: in-sync replica ids}; empty while the answering node does not know the topic yet."""
+def listed_partitions(bootstrap: str, topic: str) -> dict:
+    """{partition id: PartitionMetadata}; empty while the answering node does not know the topic yet."""
     metadata = connect_admin(bootstrap).list_topics(timeout=10)
-    if topic not in metadata.topics:
-        return {}
-    return {p.id: sorted(p.isrs) for p in metadata.topics[topic].partitions.values()}
+    return dict(metadata.topics[topic].partitions) if topic in metadata.topics else {}
 
 
-def wait_for_isr(bootstrap: str, topic: str, expected: list[int], within_s: float) -> dict[int, list[int]]:
+def wait_for_isr(bootstrap: str, topic: str, expected: list[int], within_s: float) -> dict:
+    """The topic's partitions once every one has exactly `expected` in sync."""
     deadline = time.monotonic() + within_s
     while True:
-        isrs = in_sync_replicas(bootstrap, topic)
-        if isrs and all(isr == expected for isr in isrs.values()):
-            return isrs
+        partitions = listed_partitions(bootstrap, topic)
+        if partitions and all(sorted(p.isrs) == expected for p in partitions.values()):
+            return partitions
         if time.monotonic() > deadline:
+            isrs = {p.id: sorted(p.isrs) for p in partitions.values()}
             raise AssertionError(f"in-sync replicas {isrs}, expected {expected} everywhere within {within_s:g} s")
         time.sleep(0.5)
 
@@ -107,10 +109,9 @@ def test_cli_starts_lists_shows_logs_of_and_stops_a_3_node_cluster(tmp_path: Pat
 def test_a_topic_with_replication_3_has_three_in_sync_replicas(kafka_cluster, unique_topic):
     bootstrap = kafka_cluster.bootstrap_servers
     assert ensure_topic(connect_admin(bootstrap), unique_topic, partitions=3, replication_factor=3)
-    metadata = connect_admin(bootstrap).list_topics(timeout=10)
-    for partition in metadata.topics[unique_topic].partitions.values():
-        assert sorted(partition.replicas) == [1, 2, 3]
-    wait_for_isr(bootstrap, unique_topic, [1, 2, 3], within_s=60)
+    partitions = wait_for_isr(bootstrap, unique_topic, [1, 2, 3], within_s=60)
+    assert sorted(partitions) == [0, 1, 2]
+    assert all(sorted(partition.replicas) == [1, 2, 3] for partition in partitions.values())
 
 
 def test_killing_one_node_leaves_the_cluster_serving_acks_all(kafka_cluster, unique_topic):
@@ -177,3 +178,91 @@ def test_pause_and_resume_a_node(kafka_cluster):
 def test_an_unknown_node_is_a_usage_error(kafka_cluster, node_id):
     with pytest.raises(UsageError, match=f"--node {node_id}: the cluster has nodes 1..3"):
         kafka_cluster.node(node_id)
+
+
+def test_a_replicated_scenario_runs_on_the_cluster_with_its_topic_settings(kafka_cluster, unique_topic, tmp_path):
+    run = bench_run(kafka_cluster.bootstrap_servers, unique_topic, tmp_path, "--duration", "8", "--warmup", "2",
+                    "--rate", "500", scenario=REPLICATED_SCENARIO)
+    assert run.completed.returncode == 0, run.completed.stdout + run.completed.stderr
+    assert run.result["scenario"]["min_insync_replicas"] == 2
+    assert run.result["scenario"]["unclean_leader_election"] is False
+    topic_settings = run.result["broker"]["topic_settings"]
+    assert topic_settings["min.insync.replicas"] == "2"
+    assert topic_settings["unclean.leader.election.enable"] == "false"
+    assert_counts_match_broker(run.result, kafka_cluster.bootstrap_servers)
+    partitions = wait_for_isr(kafka_cluster.bootstrap_servers, unique_topic, [1, 2, 3], within_s=60)
+    assert len(partitions) == 3 and all(sorted(p.replicas) == [1, 2, 3] for p in partitions.values())
+
+
+def test_an_existing_topic_with_other_replication_settings_is_refused(kafka_cluster, unique_topic):
+    admin = connect_admin(kafka_cluster.bootstrap_servers)
+    ensure_topic(admin, unique_topic, partitions=1, replication_factor=3, config={"min.insync.replicas": "1"})
+    with pytest.raises(UsageError, match=f"topic '{unique_topic}' exists with min.insync.replicas=1, not the 2 asked"):
+        ensure_topic(admin, unique_topic, partitions=1, replication_factor=3, config={"min.insync.replicas": "2"})
+    assert not ensure_topic(admin, unique_topic, partitions=1, replication_factor=3, config={"min.insync.replicas": "1"})
+
+
+def test_replication_above_the_brokers_running_is_one_clear_line(kafka_bootstrap, unique_topic, tmp_path):
+    run = bench_run(kafka_bootstrap, unique_topic, tmp_path, scenario=REPLICATED_SCENARIO)
+    assert run.completed.returncode == 2
+    assert run.completed.stderr.strip() == (
+        "error: replication factor 3 needs 3 brokers, but the cluster has 1 running "
+        "(start one with: python -m bench broker start --nodes 3)"
+    )
+    assert run.folder is None
+    assert unique_topic not in connect_admin(kafka_bootstrap).list_topics(timeout=10).topics
+
+
+def test_a_node_advertises_the_client_port_it_is_given_and_keeps_replication_apart(tmp_path):
+    """Pure: the properties a proxied cluster starts with (nothing is started or written)."""
+    cluster = EmbeddedCluster(state_dir=tmp_path / "c", nodes=3, port=40000, advertised_ports=[41000, 41001, 41002])
+    node = cluster.node(2)
+    properties = node.server_properties()
+    assert properties["listeners"] == "CLIENT://127.0.0.1:40001,BROKER://127.0.0.1:40004,CONTROLLER://127.0.0.1:40007"
+    assert properties["advertised.listeners"] == "CLIENT://127.0.0.1:41001,BROKER://127.0.0.1:40004"
+    assert properties["inter.broker.listener.name"] == "BROKER"
+    assert properties["controller.quorum.voters"] == "1@127.0.0.1:40006,2@127.0.0.1:40007,3@127.0.0.1:40008"
+    assert properties["node.id"] == "2"
+    assert properties["offsets.topic.replication.factor"] == "3"
+    assert node.bootstrap_servers == "127.0.0.1:41001"
+    assert cluster.bootstrap_servers == "127.0.0.1:41000,127.0.0.1:41001,127.0.0.1:41002"
+    assert not (tmp_path / "c").exists()
+
+
+@pytest.mark.parametrize("flags, message", [
+    (["--nodes", "0"], "error: --nodes 0: expected 1 or more"),
+    (["--nodes", "3", "--advertised-ports", "1,2"], "error: --advertised-ports: expected 3 ports (one per node), got 2"),
+    (["--nodes", "3", "--heap", "lots"], "error: --heap 'lots': expected a JVM size like 512m, 1g or 4g"),
+    (["--advertised-ports", "1"], "error: --advertised-ports: only for a cluster (--nodes 2 or more)"),
+])
+def test_bad_cluster_flags_are_one_line(tmp_path, flags, message):
+    completed = bench_command("broker", "start", "--port", "40000", "--state-dir", str(tmp_path / "c"), *flags)
+    assert completed.returncode == 2
+    assert completed.stderr.strip() == message
+    assert not (tmp_path / "c").exists()
+
+
+def test_a_silent_local_cluster_address_names_the_cluster_start_command(tmp_path):
+    ports = free_ports(3)
+    bootstrap = ",".join(f"127.0.0.1:{port}" for port in ports)
+    completed = bench_command("run", str(REPLICATED_SCENARIO), "--bootstrap-servers", bootstrap,
+                              "--results-dir", str(tmp_path / "results"), "--duration", "3", "--warmup", "1")
+    assert completed.returncode == 2
+    assert completed.stderr.strip() == (
+        f"error: nothing answers at {bootstrap}, and a command starts no embedded cluster: "
+        f"start one with python -m bench broker start --nodes 3 --port {ports[0]}"
+    )
+    assert not list((tmp_path / "results").glob("*/result.json"))
+
+
+def test_a_restart_keeps_the_recorded_layout_and_heap_unless_told(tmp_path):
+    """Pure: cluster.json decides the cluster id and heap of a later start on the same state dir."""
+    first = EmbeddedCluster(state_dir=tmp_path, nodes=3, port=40000, heap="4g")
+    (tmp_path / "cluster.json").write_text(first.layout.to_json())
+    again = EmbeddedCluster(state_dir=tmp_path, nodes=3, port=40000)
+    assert again.layout == first.layout
+    assert "-Xmx4g" in again.node(1).config.heap_opts
+    assert EmbeddedCluster(state_dir=tmp_path, nodes=3, port=40000, heap="2g").layout.heap == "2g"
+    with pytest.raises(UsageError, match="holds another cluster"):
+        EmbeddedCluster(state_dir=tmp_path, nodes=2, port=40000)
+    assert EmbeddedCluster.open(tmp_path).layout == first.layout

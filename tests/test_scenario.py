@@ -61,6 +61,11 @@ def test_bad_sizes_name_the_field_and_the_units(text, words):
     ({"phases": [{"duration_s": 5}]}, "phases[0]: expected a table with exactly duration_s and rate"),
     ({"phases": [{"duration_s": 5, "rate": 0}]}, "phases[0].rate: 0 is out of range (allowed > 0)"),
     ({"phases": [{"duration_s": 5, "rate": 10}], "rate": 20}, "rate: with phases it is derived from them"),
+    ({"replication_factor": 2, "min_insync_replicas": 3},
+     "min_insync_replicas: 3 is more than replication_factor (2); no acks=all write could ever succeed"),
+    ({"min_insync_replicas": 0}, "min_insync_replicas: 0 is out of range (allowed 1..32)"),
+    ({"min_insync_replicas": "2"}, "min_insync_replicas: expected a whole number, not '2'"),
+    ({"unclean_leader_election": "no"}, "unclean_leader_election: expected true or false, not 'no'"),
 ])
 def test_each_bad_field_is_one_clear_line(values, message):
     with pytest.raises(UsageError) as caught:
@@ -151,3 +156,24 @@ def test_round_trip_through_to_dict():
     for path in sorted(SCENARIOS.glob("*.toml")):
         scenario = Scenario.from_toml(path)
         assert Scenario.from_mapping(scenario.to_dict()) == scenario
+
+
+def test_replication_fields_become_topic_settings():
+    assert Scenario().topic_config() == {}
+    scenario = Scenario.from_toml(SCENARIOS / "replicated-orders.toml")
+    assert (scenario.replication_factor, scenario.min_insync_replicas, scenario.acks, scenario.idempotence) == (
+        3, 2, "all", True)
+    assert scenario.topic_config() == {"min.insync.replicas": "2", "unclean.leader.election.enable": "false"}
+    assert Scenario(unclean_leader_election=True).topic_config() == {"unclean.leader.election.enable": "true"}
+    assert Scenario.from_mapping(scenario.to_dict()).topic_config() == scenario.topic_config()
+
+
+def test_replication_fields_count_in_the_fingerprint_once_set():
+    # Scenario() as fingerprinted before these fields existed: baselines keep matching.
+    assert Scenario().fingerprint() == "c48fac47a5684dd2"
+    base = Scenario(replication_factor=3)
+    for change in ({"min_insync_replicas": 2}, {"min_insync_replicas": 1}, {"unclean_leader_election": False},
+                   {"unclean_leader_election": True}):
+        assert Scenario(replication_factor=3, **change).fingerprint() != base.fingerprint(), change
+    assert (Scenario(replication_factor=3, min_insync_replicas=2).fingerprint()
+            != Scenario(replication_factor=3, min_insync_replicas=1).fingerprint())

@@ -1,1 +1,1 @@
-"""The broker side: the embedded Apache Kafka broker and fault injection on it."""
+"""The broker side: the embedded Apache Kafka broker and multi-node cluster, and fault injection on them."""

@@ -114,6 +114,24 @@ class ClusterLayout:
         return [port for node in self.nodes for port in (node.port, node.broker_port, node.controller_port)]
 
 
+def wait_until_all_listed(nodes: Sequence[KafkaNode], timeout_s: float, state_dir: Path) -> None:
+    """Returns once each node's metadata lists all nodes as brokers; RunFailed after timeout_s."""
+    expected = {node.node_id for node in nodes}
+    deadline = time.monotonic() + timeout_s
+    for node in nodes:
+        admin = AdminClient(admin_config(node.config.bound_address, {"log_level": 0}))
+        listed: set[int] = set()
+        while listed != expected:
+            with contextlib.suppress(KafkaException):
+                listed = set(admin.list_topics(timeout=2.0).brokers)
+            if listed == expected:
+                break
+            if time.monotonic() > deadline:
+                raise RunFailed(f"node {node.node_id} lists brokers {sorted(listed)} after {timeout_s:.0f} s, "
+                                f"not all of 1..{len(nodes)} (logs: {state_dir}/node-*/logs)")
+            time.sleep(0.2)
+
+
 class EmbeddedCluster:
     """N combined broker+controller nodes, one static quorum, owned through a state dir."""
 
@@ -125,19 +143,23 @@ class EmbeddedCluster:
         controller_port: int | None = None,
         advertised_ports: Sequence[int] | None = None,
         kafka_version: str = DEFAULT_KAFKA_VERSION,
-        heap: str = CLUSTER_NODE_HEAP,
+        heap: str | None = None,
         layout: ClusterLayout | None = None,
         extra_properties: Mapping[str, str] | None = None,
     ) -> None:
-        """A new layout from nodes/port/..., or `layout` as given (explicit ports, e.g. free ones)."""
+        """A new layout from nodes/port/..., or `layout` as given (explicit ports, e.g. free ones).
+        heap: per node, e.g. "4g" (default: the recorded one on a restart, else CLUSTER_NODE_HEAP)."""
         self.state_dir = Path(state_dir) if state_dir else (STATE_ROOT / f"cluster-{port}").resolve()
-        heap_opts(heap)  # refuse a bad size before anything starts
+        if heap is not None:
+            heap_opts(heap)  # refuse a bad size before anything starts
         if layout is None:
             recorded = self._recorded_layout()
             layout = ClusterLayout.consecutive(
                 nodes, port, controller_port, advertised_ports,
                 cluster_id=recorded.cluster_id if recorded else new_cluster_id(),
-                kafka_version=check_kafka_version(kafka_version), heap=heap,
+                kafka_version=check_kafka_version(kafka_version),
+                # A restart keeps the heap the cluster was started with unless told otherwise.
+                heap=heap or (recorded.heap if recorded else CLUSTER_NODE_HEAP),
             )
             if recorded is not None and recorded.nodes != layout.nodes:
                 raise UsageError(
@@ -237,24 +259,7 @@ class EmbeddedCluster:
     def wait_until_complete(self, timeout_s: float = 60.0) -> None:
         """Waits until every node's own metadata lists every node as a broker (each broker's
         metadata cache catches up on its own, so asking one node is not enough)."""
-        expected = {node.node_id for node in self.nodes}
-        deadline = time.monotonic() + timeout_s
-        views: dict[int, set[int]] = {}
-        for node in self.nodes:
-            admin = AdminClient(admin_config(node.config.bound_address, {"log_level": 0}))
-            while views.get(node.node_id) != expected:
-                try:
-                    views[node.node_id] = set(admin.list_topics(timeout=2.0).brokers)
-                except KafkaException:
-                    pass
-                if views.get(node.node_id) == expected:
-                    break
-                if time.monotonic() > deadline:
-                    raise RunFailed(
-                        f"node {node.node_id} lists brokers {sorted(views.get(node.node_id, ()))} after "
-                        f"{timeout_s:.0f} s, not all of 1..{len(self.nodes)} (logs: {self.state_dir}/node-*/logs)"
-                    )
-                time.sleep(0.2)
+        wait_until_all_listed(self.nodes, timeout_s, self.state_dir)
 
     def stop(self, grace_s: float = 30.0) -> bool:
         """Clean shutdown of every node at once (each broker's controlled shutdown needs the

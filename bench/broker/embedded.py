@@ -270,6 +270,18 @@ def _startup_failure(node: KafkaNode, reason: str) -> RunFailed:
     return RunFailed(f"{name} {reason} (log: {node.log_path}); last log lines:\n{tail}")
 
 
+def _release(config: NodeConfig, pid: int | None) -> None:
+    """After a node's process ended: reap it if it is our child, and wait (briefly) until the
+    kernel has closed its listening sockets, so an immediate restart finds its ports free."""
+    if pid is not None:
+        with contextlib.suppress(ChildProcessError):
+            os.waitpid(pid, os.WNOHANG)
+    config.pid_path.unlink(missing_ok=True)
+    deadline = time.monotonic() + _PORT_RELEASE_S
+    while not all(port_is_free(port) for port in config.ports) and time.monotonic() < deadline:
+        time.sleep(0.05)
+
+
 class KafkaNode:
     """One Apache Kafka process (KRaft combined mode) owned through its state dir.
 
@@ -402,15 +414,7 @@ class KafkaNode:
         return pid
 
     def _released(self, pid: int | None) -> None:
-        """After the process ended: reap it if it is our child, wait (briefly) until the
-        kernel has closed its listening sockets, so an immediate restart finds its ports free."""
-        if pid is not None:
-            with contextlib.suppress(ChildProcessError):
-                os.waitpid(pid, os.WNOHANG)
-        self.config.pid_path.unlink(missing_ok=True)
-        deadline = time.monotonic() + _PORT_RELEASE_S
-        while not all(port_is_free(port) for port in self.config.ports) and time.monotonic() < deadline:
-            time.sleep(0.05)
+        _release(self.config, pid)
 
     def pause(self) -> int | None:
         return self.signal(signal.SIGSTOP)

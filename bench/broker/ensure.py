@@ -45,6 +45,11 @@ class BrokerInUse:
 def _local_embedded_broker(bootstrap_servers: str, state_dir: Path | str | None, kafka_version: str) -> EmbeddedBroker:
     addresses = parse_bootstrap_servers(bootstrap_servers)
     host, port = addresses[0]
+    if len(addresses) > 1 and all(host in ("localhost", "127.0.0.1") for host, _ in addresses):
+        raise UsageError(
+            f"nothing answers at {bootstrap_servers}, and a command starts no embedded cluster: "
+            f"start one with python -m bench broker start --nodes {len(addresses)} --port {port}"
+        )
     if len(addresses) != 1 or host not in ("localhost", "127.0.0.1"):
         raise UsageError(
             f"no embedded broker can run at {bootstrap_servers}: it listens on localhost/127.0.0.1 only "

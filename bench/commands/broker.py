@@ -83,7 +83,7 @@ def _cluster(args: argparse.Namespace) -> EmbeddedCluster | None:
         return EmbeddedCluster(
             state_dir=args.state_dir, nodes=args.nodes, port=args.port, controller_port=args.controller_port,
             advertised_ports=_ports(args.advertised_ports) if args.advertised_ports else None,
-            kafka_version=args.kafka_version, heap=args.heap or CLUSTER_NODE_HEAP,
+            kafka_version=args.kafka_version, heap=args.heap,
         )
     if args.nodes == 1:
         return None

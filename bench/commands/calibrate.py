@@ -143,7 +143,8 @@ def run(args: argparse.Namespace) -> int:
                 # A fresh topic per measurement, deleted after it: flat out, each one writes
                 # gigabytes the broker would otherwise keep for its 7-day retention.
                 measured = dataclasses.replace(scenario, topic=f"{scenario.topic}-{uuid.uuid4().hex[:8]}")
-                ensure_topic(admin, measured.topic, measured.partitions, measured.replication_factor)
+                ensure_topic(admin, measured.topic, measured.partitions, measured.replication_factor,
+                             config=measured.topic_config())
                 try:
                     rate = _measure(which, measured, broker.bootstrap_servers, args, round_number)
                 finally:

@@ -72,12 +72,16 @@ def _raise_interrupted(signum, frame) -> None:
 def prepare_topic(scenario: Scenario, bootstrap_servers: str) -> tuple[dict[int, int], dict[str, str]]:
     """Create or check the topic; its high watermarks (where this run starts) and settings."""
     admin = scenario_admin(scenario, bootstrap_servers)
-    ensure_topic(admin, scenario.topic, scenario.partitions, scenario.replication_factor,
-                 config=scenario.topic_settings())
+    ensure_topic(admin, scenario.topic, scenario.partitions, scenario.replication_factor, config=scenario.topic_config())
     wait_until_every_broker_serves(admin, scenario.topic, scenario.producer_config)
     settings = topic_configs(admin, scenario.topic)
     reported = {k: settings[k] for k in REPORTED_TOPIC_SETTINGS if k in settings}
-    return high_watermarks(scenario_watermarks(scenario, bootstrap_servers)), reported
+    start = high_watermarks(scenario_watermarks(scenario, bootstrap_servers))
+    if len(start) != scenario.partitions:
+        # A tracker assigned to fewer partitions would report their orders lost, with lag 0.
+        raise RunFailed(f"the broker lists {len(start)} of the {scenario.partitions} partitions of topic "
+                        f"'{scenario.topic}' after creating it")
+    return start, reported
 
 
 class _Run:

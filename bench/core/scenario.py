@@ -110,6 +110,9 @@ class Scenario:
     topic: str = "bench-orders"
     partitions: int = 3
     replication_factor: int = 1
+    # Topic settings; None leaves the broker's default (not set on the topic, not checked).
+    min_insync_replicas: int | None = None
+    unclean_leader_election: bool | None = None
     message_size: int = 200
     payload: str = "order"
     compression: str = "none"
@@ -133,12 +136,6 @@ class Scenario:
     # Test-only fault injection: the tracker consumes nothing for this long after the start (so a
     # test can make the broker drop acked messages before they are read).
     fault_tracker_stall_s: float = 0.0
-    # The topic's min.insync.replicas when this run creates it (None: the broker's default); with
-    # acks=all, fewer in-sync replicas than this refuse writes instead of acking them.
-    min_insync_replicas: int | None = None
-    # The topic's unclean.leader.election.enable when this run creates it: true lets a replica that
-    # missed acked writes become leader (availability over durability: acked orders can be lost).
-    unclean_leader_election: bool = False
     # Broker/cluster faults during the run, in the --fault syntax (docs/faults.md), e.g. "kill:leader@20+10".
     faults: tuple[str, ...] = ()
 
@@ -148,6 +145,7 @@ class Scenario:
             raise UsageError(f"topic: {self.topic!r} is not a Kafka topic name (1-249 of A-Z a-z 0-9 . _ -)")
         _check_int("partitions", self.partitions, 1, 10_000)
         _check_int("replication_factor", self.replication_factor, 1, 32)
+        self._check_replication()
         _check_choice("payload", self.payload, PAYLOAD_KINDS)
         _check_choice("compression", self.compression, COMPRESSIONS)
         _check_choice("acks", self.acks, ACKS)
@@ -188,13 +186,29 @@ class Scenario:
             raise UsageError(f"idempotence: needs acks = \"all\" (librdkafka refuses acks={self.acks} with idempotence)")
         self._check_phases()
         self._check_faults()
-        if self.min_insync_replicas is not None:
-            _check_int("min_insync_replicas", self.min_insync_replicas, 1, self.replication_factor)
-        if not isinstance(self.unclean_leader_election, bool):
-            raise UsageError(f"unclean_leader_election: expected true or false, not {self.unclean_leader_election!r}")
         producer_config = check_client_config("producer_config", self.producer_config, _FIELD_OWNED_PRODUCER_KEYS)
         object.__setattr__(self, "producer_config", producer_config)
         object.__setattr__(self, "consumer_config", check_client_config("consumer_config", self.consumer_config, {}))
+
+    def _check_replication(self) -> None:
+        if self.min_insync_replicas is not None:
+            _check_int("min_insync_replicas", self.min_insync_replicas, 1, 32)
+            if self.min_insync_replicas > self.replication_factor:
+                raise UsageError(
+                    f"min_insync_replicas: {self.min_insync_replicas} is more than replication_factor "
+                    f"({self.replication_factor}); no acks=all write could ever succeed"
+                )
+        if self.unclean_leader_election is not None and not isinstance(self.unclean_leader_election, bool):
+            raise UsageError(f"unclean_leader_election: expected true or false, not {self.unclean_leader_election!r}")
+
+    def topic_config(self) -> dict[str, str]:
+        """The topic settings this scenario sets (created with them, an existing topic checked)."""
+        config = {}
+        if self.min_insync_replicas is not None:
+            config["min.insync.replicas"] = str(self.min_insync_replicas)
+        if self.unclean_leader_election is not None:
+            config["unclean.leader.election.enable"] = "true" if self.unclean_leader_election else "false"
+        return config
 
     def _check_phases(self) -> None:
         if not isinstance(self.phases, tuple) or not all(isinstance(p, Phase) for p in self.phases):
@@ -270,15 +284,6 @@ class Scenario:
         """The rate schedule as phases (a steady scenario is one phase)."""
         return self.phases or (Phase(self.duration_s, self.rate),)
 
-    def topic_settings(self) -> dict[str, str]:
-        """Topic settings this scenario creates its topic with (and checks on an existing one)."""
-        settings = {}
-        if self.min_insync_replicas is not None:
-            settings["min.insync.replicas"] = str(self.min_insync_replicas)
-        if self.unclean_leader_election:
-            settings["unclean.leader.election.enable"] = "true"
-        return settings
-
     def to_dict(self) -> dict[str, Any]:
         """Every field as plain JSON values, secret settings redacted."""
         values = dataclasses.asdict(self)
@@ -295,10 +300,13 @@ class Scenario:
         values = {k: v for k, v in self.to_dict().items() if k not in _NOT_FINGERPRINTED}
         if not self.phases:
             values.pop("phases")
-        # Scenarios that leave these at their defaults keep the fingerprints they had before the fields existed.
-        for name, default in (("faults", ()), ("min_insync_replicas", None), ("unclean_leader_election", False)):
-            if getattr(self, name) == default:
-                values.pop(name)
+        # Left at the broker's default they are left out, so fingerprints (and baselines) from
+        # before these fields existed still match; so are faults when there are none.
+        for field in ("min_insync_replicas", "unclean_leader_election"):
+            if values[field] is None:
+                values.pop(field)
+        if not self.faults:
+            values.pop("faults")
         canonical = json.dumps(values, sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(canonical.encode()).hexdigest()[:16]
 

@@ -360,7 +360,8 @@ def in_native_thread(function, *args):
 
 
 def _prepare_topic(bootstrap: str, scenario: Scenario) -> None:
-    ensure_topic(scenario_admin(scenario, bootstrap), scenario.topic, scenario.partitions, scenario.replication_factor)
+    ensure_topic(scenario_admin(scenario, bootstrap), scenario.topic, scenario.partitions, scenario.replication_factor,
+                 config=scenario.topic_config())
 
 
 def _broker_metadata(bootstrap: str, scenario: Scenario, start_watermarks: Mapping[int, tuple[int, int]]) -> dict[str, Any]:
