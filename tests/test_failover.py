@@ -363,20 +363,31 @@ def cluster_chaos(cluster, topic, results_root, *args):
 
 def test_a_killed_leader_with_acks_all_loses_nothing_and_fails_over_within_the_kill(failover_cluster, unique_topic,
                                                                                      tmp_path):
+    """The leader of a partition is killed 20 s into a 60 s run at 2,000 orders/s and restarted 10 s
+    later. The partition is one whose leader is not also the active controller: killing both at
+    once first needs a new controller, whose fresh sessions delay the fencing of the dead node
+    (measured: a new leader only when the node came back, 10 s later; docs/faults.md)."""
     from kafka_truth import assert_counts_match_broker
 
+    from bench.broker.roles import active_controller, topic_state
+    from streamstore.admin import connect_admin, ensure_topic, wait_until_every_broker_serves
+
+    admin = connect_admin(failover_cluster.bootstrap_servers)
+    ensure_topic(admin, unique_topic, 3, 3, config={"min.insync.replicas": "2"})
+    wait_until_every_broker_serves(admin, unique_topic)
+    controller = active_controller(failover_cluster.bootstrap_servers)
+    partition = next(p for p, state in sorted(topic_state(admin, unique_topic).items()) if state.leader != controller)
     completed, result = cluster_chaos(
         failover_cluster, unique_topic, tmp_path, "--set", "idempotence=true", "--set", "min_insync_replicas=2",
-        "--rate", "2000", "--duration", "60", "--warmup", "5", "--fault", "kill:leader@20+10")
+        "--rate", "2000", "--duration", "60", "--warmup", "5", "--fault", f"kill:leader/{partition}@20+10")
     assert completed.returncode == 0, completed.stdout + completed.stderr
     assert_counts_match_broker(result, failover_cluster.bootstrap_servers, faults=True)
     assert result["counts"]["lost"] == 0 and result["counts"]["duplicated"] == 0
     [fault] = result["failover"]["faults"]
-    assert fault["role"] == "leader" and fault["node_id"] in (1, 2, 3)
+    assert fault["role"] == "leader" and fault["node_id"] != controller and fault["partition"] == partition
     assert fault["back_s"] is not None and fault["back_s"] > fault["end_s"]
-    # Partition 0 waited for a new leader: a real gap, and shorter than the 10 s the node was dead.
-    assert 1_000 < fault["unavailable_ack_ms"]["0"] < 10_000, fault
-    assert fault["longest_ack_gap_ms"] < 10_000
+    # The partition waited for a new leader: a real gap, and shorter than the 10 s the node was dead.
+    assert 1_000 < fault["unavailable_ack_ms"][str(partition)] < 10_000, fault
     assert fault["new_leader_ms"] is not None and fault["new_leader_ms"] < 10_000
     assert max(v for v in result["failover"]["series"]["under_replicated"] if v is not None) >= 1
     print(completed.stdout.splitlines()[-1])
