@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Callable, Mapping
 from typing import TypeVar
@@ -209,3 +210,29 @@ def _watermarks(consumer: Consumer, partition: TopicPartition, timeout_s: float)
 def message_count(watermarks: Mapping[int, tuple[int, int]]) -> int:
     """Messages currently held across partitions (high - low summed)."""
     return sum(high - low for low, high in watermarks.values())
+
+
+def wait_until_every_broker_serves(admin: AdminClient, topic: str, extra: Mapping[str, object] | None = None,
+                                   timeout_s: float = ADMIN_TIMEOUT_S) -> None:
+    """Wait until each broker's own metadata has the topic with a leader for every partition.
+
+    Each broker of a cluster learns of a new topic on its own, a moment apart. A consumer whose
+    first metadata comes from one that has not yet been told sees "unknown topic" for the
+    partitions it was assigned and may not ask again for minutes: it then reads nothing.
+    """
+    brokers = admin.list_topics(timeout=timeout_s).brokers
+    if len(brokers) < 2:
+        return
+    deadline = time.monotonic() + timeout_s
+    for broker in brokers.values():
+        # One broker only: its metadata, not the cluster's freshest.
+        single = AdminClient(admin_config(f"{broker.host}:{broker.port}", {**(extra or {}), "log_level": 0}))
+        while True:
+            with contextlib.suppress(KafkaException):
+                described = single.list_topics(topic, timeout=2.0).topics.get(topic)
+                if (described is not None and described.error is None and described.partitions
+                        and all(p.leader >= 0 for p in described.partitions.values())):
+                    break
+            if time.monotonic() > deadline:
+                raise RunFailed(f"broker {broker.id} does not serve topic '{topic}' within {timeout_s:.0f} s")
+            time.sleep(0.1)

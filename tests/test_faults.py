@@ -37,9 +37,9 @@ def test_fault_text(text, fault):
     assert parse_fault(str(fault)) == fault
 
 
-@pytest.mark.parametrize("text", ["kill", "kill@20", "stop@20+5", "kill@-1+5", "kill@20+0", "pause@x+1"])
+@pytest.mark.parametrize("text", ["kill", "kill@20", "halt@20+5", "kill@-1+5", "kill@20+0", "pause@x+1"])
 def test_bad_fault_text_is_one_line(text):
-    with pytest.raises(UsageError, match=r"^--fault .*(expected KIND@AT\+FOR|must last more than 0 s)"):
+    with pytest.raises(UsageError, match=r"^--fault .*(expected KIND\[:TARGET\]|must last more than 0 s)"):
         parse_fault(text)
 
 

@@ -1,6 +1,6 @@
 """Latency truth: the harness reports a delay we inject, by the amount we inject.
 
-A broker advertises the address of a LatencyProxy in front of it, so every client connection
+A broker advertises the address of a ClientProxy in front of it, so every client connection
 goes through the proxy. The same scenario runs twice, one after the other in this test:
 proxy delay 0 (baseline) and proxy delay 20 ms on every broker response. Both runs pay the
 proxy's own forwarding cost, so the difference is the injected delay alone.
@@ -18,9 +18,9 @@ from __future__ import annotations
 import pytest
 from conftest import BROKER_START_TIMEOUT_S, free_port_pair
 from kafka_truth import assert_counts_match_broker, bench_run
-from latency_proxy import LatencyProxy
 
 from bench.broker.embedded import EmbeddedBroker
+from bench.broker.proxy import ClientProxy
 
 INJECTED_DELAY_US = 20_000
 DELIVERY_TOLERANCE = 0.10
@@ -35,7 +35,7 @@ def proxied_broker(tmp_path_factory):
     """(bootstrap address through the proxy, the proxy): the broker advertises the proxy."""
     port, controller_port = free_port_pair()
     # The proxy first: the broker's start-up check already follows the advertised address.
-    proxy = LatencyProxy("127.0.0.1", port).start()
+    proxy = ClientProxy("127.0.0.1", port).start()
     broker = EmbeddedBroker(
         port=port, controller_port=controller_port, state_dir=tmp_path_factory.mktemp("proxied-broker"),
         extra_properties={"advertised.listeners": f"PLAINTEXT://{proxy.address}"},

@@ -10,6 +10,7 @@ from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from bench.broker.cluster import EmbeddedCluster
 from bench.broker.embedded import DEFAULT_KAFKA_VERSION, REPORTED_BROKER_SETTING_NAMES, EmbeddedBroker
 from bench.broker.probe import broker_answers, broker_problem, parse_bootstrap_servers
 from streamstore.admin import broker_configs, connect_admin
@@ -25,8 +26,8 @@ class BrokerInUse:
     bootstrap_servers: str
     # True when this command started the embedded broker (and so stops it at the end).
     started_here: bool
-    # The embedded broker when it is the one in use (started here or before), else None.
-    embedded: EmbeddedBroker | None = None
+    # The embedded broker or cluster when it is the one in use (started here or before), else None.
+    embedded: EmbeddedBroker | EmbeddedCluster | None = None
     settings: dict[str, str] = field(default_factory=dict)
 
     @property
@@ -81,7 +82,7 @@ def ensure_broker(
     answers = functools.partial(broker_answers, bootstrap_servers, client_settings=client_settings)
     if mode not in BROKER_MODES:
         raise UsageError(f"--broker {mode!r}: expected one of {', '.join(BROKER_MODES)}")
-    embedded: EmbeddedBroker | None = None
+    embedded: EmbeddedBroker | EmbeddedCluster | None = None
     started_here = False
     problem = None
     if mode != "embedded":
@@ -97,7 +98,11 @@ def ensure_broker(
             raise RunFailed(f"no Kafka broker answers at {bootstrap_servers}: {problem.reason}"
                             + (f" (waited {waited:.0f} s)" if waited >= 1 else ""))
         with contextlib.suppress(UsageError):
-            candidate = _local_embedded_broker(bootstrap_servers, state_dir, kafka_version)
+            # A cluster's state dir (cluster.json) names its nodes; otherwise the single broker's.
+            if state_dir is not None and EmbeddedCluster.exists(state_dir):
+                candidate = EmbeddedCluster.open(state_dir)
+            else:
+                candidate = _local_embedded_broker(bootstrap_servers, state_dir, kafka_version)
             embedded = candidate if candidate.is_running() else None
     else:
         embedded = _local_embedded_broker(bootstrap_servers, state_dir, kafka_version)

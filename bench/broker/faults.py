@@ -1,66 +1,38 @@
-"""Broker faults on a schedule: kill -9 and restart, or SIGSTOP and SIGCONT, the embedded broker.
+"""Faults on a schedule against the embedded broker or the nodes of an embedded cluster, and the
+thread that runs them.
 
-A fault is written `KIND@AT+FOR`: `kill@20+5` sends SIGKILL 20 s after the run started and
-starts the broker again 5 s later (a crash and a restart; the restart itself takes a few
-seconds more); `pause@40+5` freezes the broker process for 5 s (a long GC pause or a hung
-disk: connections stay open, nothing answers). The injector runs in a background thread and
-records every fault as a result event, so plots mark them.
+The syntax (bench/broker/fault_spec.py, docs/faults.md): `kill@20+5` sends SIGKILL to the single
+broker 20 s after the run started and starts it again 5 s later; `pause@40+5` freezes it for 5 s;
+on a cluster a target names the node by role or id, resolved when the fault begins
+(`kill:leader@20+10`, `pause:follower@20+5`, `kill:controller@20+10`, `stop:node2@20+10`),
+`rolling-restart@20` restarts every node in turn, and `isolate:`/`delay:` act through the node's
+client proxy (bench/broker/proxy.py). The injector records every fault as result events (with
+the node id and role) and as one fault record each, for the failover figures.
 """
 
 from __future__ import annotations
 
-import contextlib
-import os
-import re
-import signal
 import threading
 import time
-from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
-from bench.broker.embedded import EmbeddedBroker
-from streamstore.errors import StreamStoreError, UsageError
+from bench.broker.fault_spec import (
+    FAULT_KINDS,
+    ROLLING_RESTART,
+    Fault,
+    check_schedule,
+    parse_fault,
+    parse_faults,
+)
+from bench.broker.nodes import RESTART_TIMEOUT_S, STOP_GRACE_S, nodes_of
+from bench.broker.roles import in_sync_everywhere, resolve_targets
+from streamstore.errors import RunFailed, StreamStoreError, UsageError
 
-FAULT_KINDS = ("kill", "pause")
-_FAULT_TEXT = re.compile(r"^(?P<kind>[a-z]+)@(?P<at>\d+(?:\.\d+)?)\+(?P<for>\d+(?:\.\d+)?)$")
-# A restarted broker replays its log first; on a busy 2-core machine that plus JVM start-up
-# has taken 20 s, so allow far more before calling the restart failed.
-RESTART_TIMEOUT_S = 120.0
-
-
-@dataclass(frozen=True)
-class Fault:
-    kind: str
-    at_s: float
-    for_s: float
-
-    def __str__(self) -> str:
-        return f"{self.kind}@{self.at_s:g}+{self.for_s:g}"
-
-
-def parse_fault(text: str) -> Fault:
-    match = _FAULT_TEXT.match(text.strip())
-    if not match or match["kind"] not in FAULT_KINDS:
-        raise UsageError(
-            f"--fault {text!r}: expected KIND@AT+FOR with KIND one of {', '.join(FAULT_KINDS)} and seconds, "
-            "e.g. kill@20+5 or pause@40+5"
-        )
-    fault = Fault(match["kind"], float(match["at"]), float(match["for"]))
-    if fault.for_s <= 0:
-        raise UsageError(f"--fault {text!r}: the fault must last more than 0 s")
-    return fault
-
-
-def check_schedule(faults: Sequence[Fault], duration_s: float) -> None:
-    """Faults must fit in the run and must not overlap (one broker, one fault at a time)."""
-    ordered = sorted(faults, key=lambda fault: fault.at_s)
-    for fault in ordered:
-        if fault.at_s + fault.for_s > duration_s:
-            raise UsageError(f"--fault {fault}: does not end within the {duration_s:g} s run")
-    for earlier, later in zip(ordered, ordered[1:]):
-        if later.at_s < earlier.at_s + earlier.for_s:
-            raise UsageError(f"--fault {later}: overlaps --fault {earlier}")
+__all__ = ["FAULT_KINDS", "Fault", "FaultInjector", "check_schedule", "parse_fault", "parse_faults",
+           "schedule_warnings", "longest_stall_s", "fault_summary", "KILL_RECOVERY_S", "RESTART_TIMEOUT_S"]
+# How long a restarted node may take to be back in the ISR of all its partitions in a rolling restart.
+IN_SYNC_TIMEOUT_S = 180.0
 
 
 # A killed broker answered again 15-25 s after its restart began on a 2-core machine
@@ -120,7 +92,7 @@ def _at(series: Sequence[int | None] | None, second: int) -> int:
     return (series[second] or 0) if series is not None and second < len(series) else 0
 
 
-def fault_summary(result: Mapping[str, Any]) -> dict[str, int]:
+def fault_summary(result: Mapping[str, Any]) -> dict[str, int | None]:
     """The figures a fault experiment is judged by, from a result."""
     counts = result["counts"]
     return {
@@ -133,23 +105,34 @@ def fault_summary(result: Mapping[str, Any]) -> dict[str, int]:
 
 
 class FaultInjector:
-    """Runs a fault schedule against an embedded broker, in a daemon thread.
+    """Runs a fault schedule against the single embedded broker or a cluster's nodes, in a daemon thread.
 
-    `events` collects {"t_s", "kind", "detail"} dicts (t_s from `start()`), the result's
-    events format. `stop()` cancels what has not started and always leaves the broker as it
-    found it: resumed if paused, running again if killed.
+    `events` collects {"t_s", "kind", "detail", "node_id", "role"} dicts (t_s from `start()`), the
+    result's events format; `records` one dict per fault acting on one node ({fault, kind,
+    node_id, role, partition, start_s, end_s, back_s}): the input of the failover figures.
+    `stop()` cancels what has not started and always leaves the nodes as it found them: resumed
+    if paused, running again if killed or stopped, proxies passing traffic again.
+
+    Roles need `admin` (a confluent_kafka AdminClient) and `topic`; the controller role needs
+    `controller` (returns the active controller's node id); isolate and delay need `proxies`
+    (node id -> ClientProxy).
     """
 
-    def __init__(self, broker: EmbeddedBroker, faults: Iterable[Fault]):
+    def __init__(self, broker, faults: Iterable[Fault], *, admin=None, topic: str | None = None,
+                 controller: Callable[[], int] | None = None, proxies: Mapping[int, Any] | None = None):
         self.broker = broker
+        self.nodes = nodes_of(broker)
         self.faults = sorted(faults, key=lambda fault: fault.at_s)
+        self.admin, self.topic, self.controller = admin, topic, controller
+        self.proxies = dict(proxies or {})
         self.events: list[dict[str, Any]] = []
+        self.records: list[dict[str, Any]] = []
         self.error: StreamStoreError | None = None
-        self._cancelled = threading.Event()
+        self.cancelled = threading.Event()
         self._thread: threading.Thread | None = None
         self._started_at = 0.0
-        self._paused_pid: int | None = None
-        self._killed = False
+        # Faults in effect, ended even if the run stops meanwhile: index -> (fault, began_s, records).
+        self.active: dict[int, tuple[Fault, float, list[dict[str, Any]]]] = {}
 
     def start(self, started_at_perf_counter: float | None = None) -> FaultInjector:
         if self.faults and not self.broker.is_running():
@@ -166,73 +149,143 @@ class FaultInjector:
 
     def stop(self) -> None:
         """Cancel the faults not yet started and end the current one now."""
-        self._cancelled.set()
+        self.cancelled.set()
         if self._thread is not None:
             self._thread.join()
 
-    def _event(self, kind: str, detail: str) -> None:
-        self.events.append({"t_s": round(time.perf_counter() - self._started_at, 3), "kind": kind, "detail": detail})
+    def now(self) -> float:
+        return round(time.perf_counter() - self._started_at, 3)
+
+    def event(self, kind: str, detail: str, node_id: int | None = None, role: str | None = None) -> None:
+        event: dict[str, Any] = {"t_s": self.now(), "kind": kind, "detail": detail}
+        if node_id is not None:
+            event.update(node_id=node_id, role=role)
+        self.events.append(event)
 
     def _wait_until(self, offset_s: float) -> bool:
         """Sleep until offset_s after start; False when cancelled first."""
-        return not self._cancelled.wait(max(0.0, self._started_at + offset_s - time.perf_counter()))
+        return not self.cancelled.wait(max(0.0, self._started_at + offset_s - time.perf_counter()))
 
     def _run(self) -> None:
+        """Begin each fault at its time and end it for_s after it began (a restart that took long
+        can delay what comes next; each fault still lasts its for_s). Actions run one at a time."""
+        waiting = list(self.faults)
         try:
-            for fault in self.faults:
-                if not self._wait_until(fault.at_s):
+            while waiting or self.active:
+                ends = [(began + fault.for_s, index) for index, (fault, began, _) in self.active.items()]
+                next_end = min(ends, default=None)
+                if next_end is not None and (not waiting or next_end[0] <= waiting[0].at_s):
+                    # The end of a fault always happens, even when cancelled meanwhile.
+                    self._wait_until(next_end[0])
+                    self._end(next_end[1])
+                    continue
+                if not self._wait_until(waiting[0].at_s):
                     break
-                # A restart that took long can delay the next fault; it still lasts for_s.
-                began_s = time.perf_counter() - self._started_at
-                if fault.kind == "kill":
-                    self._kill()
+                fault = waiting.pop(0)
+                if fault.kind == ROLLING_RESTART:
+                    rolling_restart(self, fault)
                 else:
-                    self._pause()
-                # The end of a fault always happens, even when cancelled meanwhile.
-                self._wait_until(began_s + fault.for_s)
-                if fault.kind == "kill":
-                    self._restart()
-                else:
-                    self._resume()
+                    self._begin(fault)
         except StreamStoreError as error:
             self.error = error
-            self._event("fault-error", str(error))
+            self.event("fault-error", str(error))
         finally:
-            self._resume()
-            if self._killed:
-                self._restart()
+            for index in sorted(self.active, reverse=True):
+                self._end(index)
 
-    def _kill(self) -> None:
-        pid = self.broker.pid
-        if pid is None:
-            raise UsageError("the embedded broker is no longer running; nothing to kill")
-        os.kill(pid, signal.SIGKILL)
-        self._killed = True
-        while self.broker.pid is not None:
-            time.sleep(0.01)
-        self._event("broker-kill", f"SIGKILL broker pid {pid}")
+    def _controller(self) -> int:
+        if self.controller is None:
+            raise UsageError("the controller role needs the cluster's quorum (bench broker start --nodes N)")
+        return self.controller()
 
-    def _restart(self) -> None:
-        if not self._killed:
+    def _proxy(self, node_id: int):
+        proxy = self.proxies.get(node_id)
+        if proxy is None:
+            raise UsageError(f"node {node_id} has no client proxy; isolate and delay need the cluster's proxies")
+        return proxy
+
+    def _begin(self, fault: Fault) -> None:
+        targets = resolve_targets(fault, self.nodes.keys(), self.admin, self.topic or "", self._controller)
+        records = []
+        self.active[len(self.records)] = (fault, time.perf_counter() - self._started_at, records)
+        for node_id, role in targets:
+            record = {"fault": str(fault), "kind": fault.kind, "node_id": node_id, "role": role,
+                      "partition": fault.partition if role in ("leader", "follower") else None,
+                      "start_s": self.now(), "end_s": None, "back_s": None}
+            self.records.append(record)
+            records.append(record)
+            self.begin_on(fault.kind, node_id, role, fault.delay_ms)
+
+    def _end(self, index: int) -> None:
+        fault, _, records = self.active.pop(index)
+        for record in records:
+            record["end_s"] = self.now()
+            record["back_s"] = self.end_on(fault.kind, record["node_id"], record["role"])
+
+    def begin_on(self, kind: str, node_id: int, role: str, delay_ms: float = 0.0) -> None:
+        node, who = self.nodes[node_id], f"node {node_id} ({role})"
+        if kind in ("kill", "pause") and not node.is_running():
+            raise UsageError(f"{who} is not running; nothing to {kind}")
+        if kind == "kill":
+            pid = node.kill()
+            self.event("broker-kill", f"SIGKILL {who}" + (f" pid {pid}" if pid else ""), node_id, role)
+        elif kind == "stop":
+            self.event("broker-stop", f"clean shutdown of {who}", node_id, role)
+            node.stop(grace_s=STOP_GRACE_S)
+        elif kind == "pause":
+            node.pause()
+            self.event("broker-pause", f"SIGSTOP {who}", node_id, role)
+        elif kind == "isolate":
+            self._proxy(node_id).cut()
+            self.event("broker-isolate", f"client connections of {who} cut (replication goes on)", node_id, role)
+        else:
+            self._proxy(node_id).delay_s = delay_ms / 1000
+            self.event("broker-delay", f"{delay_ms:g} ms added to every response of {who}", node_id, role)
+
+    def end_on(self, kind: str, node_id: int, role: str) -> float | None:
+        """Undo a fault on a node; the time (from start) it answered again, if restarted."""
+        node, who = self.nodes[node_id], f"node {node_id} ({role})"
+        if kind == "pause":
+            node.resume()
+            self.event("broker-resume", f"SIGCONT {who}", node_id, role)
+        elif kind == "isolate":
+            self._proxy(node_id).restore()
+            self.event("broker-reconnect", f"client connections of {who} pass again", node_id, role)
+        elif kind == "delay":
+            self._proxy(node_id).delay_s = 0.0
+            self.event("broker-undelay", f"responses of {who} no longer delayed", node_id, role)
+        else:
+            began = time.perf_counter()
+            self.event("broker-restart", f"starting {who} again", node_id, role)
+            node.start(timeout_s=RESTART_TIMEOUT_S)
+            self.event("broker-up", f"{who} answering after {time.perf_counter() - began:.1f} s", node_id, role)
+            return self.now()
+        return None
+
+
+def rolling_restart(injector: FaultInjector, fault: Fault) -> None:
+    """Each node in turn: clean shutdown, start, wait until it is back in the ISR of all its
+    partitions (so the next shutdown never takes the last in-sync copy away)."""
+    for node_id in sorted(injector.nodes):
+        if injector.cancelled.is_set():
             return
-        began = time.perf_counter()
-        self._killed = False
-        self._event("broker-restart", "starting the broker again")
-        self.broker.start(timeout_s=RESTART_TIMEOUT_S)
-        self._event("broker-up", f"broker pid {self.broker.pid} answering after {time.perf_counter() - began:.1f} s")
+        record = {"fault": str(fault), "kind": fault.kind, "node_id": node_id, "role": "node", "partition": None,
+                  "start_s": injector.now(), "end_s": None, "back_s": None}
+        injector.records.append(record)
+        injector.begin_on("stop", node_id, "node")
+        record["end_s"] = injector.now()
+        injector.end_on("stop", node_id, "node")
+        _wait_in_sync(injector.admin, node_id)
+        record["back_s"] = injector.now()
+        injector.event("broker-in-sync", f"rolling restart: node {node_id} back in the ISR of all its partitions",
+                       node_id, "node")
 
-    def _pause(self) -> None:
-        pid = self.broker.pid
-        if pid is None:
-            raise UsageError("the embedded broker is no longer running; nothing to pause")
-        os.kill(pid, signal.SIGSTOP)
-        self._paused_pid = pid
-        self._event("broker-pause", f"SIGSTOP broker pid {pid}")
 
-    def _resume(self) -> None:
-        if self._paused_pid is None:
-            return
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(self._paused_pid, signal.SIGCONT)
-        self._event("broker-resume", f"SIGCONT broker pid {self._paused_pid}")
-        self._paused_pid = None
+def _wait_in_sync(admin, node_id: int) -> None:
+    if admin is None:
+        return
+    deadline = time.monotonic() + IN_SYNC_TIMEOUT_S
+    while not in_sync_everywhere(admin, node_id):
+        if time.monotonic() > deadline:
+            raise RunFailed(f"node {node_id} not back in the ISR of its partitions within {IN_SYNC_TIMEOUT_S:g} s")
+        time.sleep(0.2)

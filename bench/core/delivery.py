@@ -22,6 +22,7 @@ from collections.abc import Callable
 from confluent_kafka import KafkaError, KafkaException, Message
 
 from bench.core.audit import audits_offsets, offset_ranges, trace_sample_every
+from bench.core.availability import PartitionActivity
 from bench.core.protocol import ProducerSecond
 from bench.core.scenario import Scenario
 from streamstore.orders import Order, make_payload
@@ -72,6 +73,8 @@ class DeliveryAccount:
         self.acked_total = 0
         self.failed_sequences: list[int] = []
         self.first_error: str | None = None
+        # Acks per partition and the gaps between them (scheduled sends only: flat out pays no extra call).
+        self.partition_acks = PartitionActivity()
 
     def flat_out_callback(self) -> Callable[[KafkaError | None, Message], None]:
         """The delivery callback shared by every flat-out message: a closure over bound methods,
@@ -105,6 +108,7 @@ class DeliveryAccount:
             self.on_failed(error, message, sequence)
             return
         latency_s = message.latency()
+        self.partition_acks.note(message.partition())
         self.service_s.append(latency_s)
         self.response_us.append(send_delay_us + round(latency_s * 1_000_000))
 
@@ -132,6 +136,7 @@ class DeliveryAccount:
             self.producer_index, second, self.sent, acked, self.failed, self.service_s[:], self.response_us[:],
             self.send_delay_us[:], {partition: offset_ranges(offsets) for partition, offsets in self.acked_offsets.items()},
             dict(self.errors),
+            *self.partition_acks.take(),
         )
         self.sent = self.failed = 0
         self.errors.clear()

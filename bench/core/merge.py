@@ -17,6 +17,7 @@ from bench.core.audit import (
     TrackerAccount,
     evaluate_audit,
 )
+from bench.core.availability import ActivityLog
 from bench.core.protocol import TRACKER, ChildFailed, ProducerDone, ProducerSecond, TrackerDone, TrackerSecond, producer_name
 from bench.core.recorder import RunRecorder
 
@@ -31,6 +32,9 @@ class RunMeasurements:
         self.failure: str | None = None
         # reporter -> the last second it reported; a second closes when all are past it.
         self.reported_through: dict[str, int] = {name: -1 for name in reporters}
+        # Per-partition acks and consumed messages, and the gaps between them (failover figures).
+        self.partition_acks = ActivityLog()
+        self.partition_consumed = ActivityLog()
 
     def handle(self, message) -> None:
         """One protocol message from a producer or the tracker."""
@@ -38,10 +42,12 @@ class RunMeasurements:
             self.recorder.add_producer_report(message.second, message.sent, message.acked, message.failed,
                                               message.service_s, message.response_us, message.send_delay_us)
             self.add_acked_ranges(message.acked_ranges)
+            self.partition_acks.add(message.second, message.acked_by_partition, message.ack_gaps)
             self.reported_through[producer_name(message.producer)] = message.second
         elif isinstance(message, TrackerSecond):
             self.recorder.add_tracker_report(max(0, message.second), message.consumed, message.end_to_end_us,
                                              message.lag, message.lag_time_ms)
+            self.partition_consumed.add(max(0, message.second), message.consumed_by_partition, message.consume_gaps)
             if TRACKER in self.reported_through:
                 self.reported_through[TRACKER] = max(self.reported_through[TRACKER], message.second)
         elif isinstance(message, ProducerDone):

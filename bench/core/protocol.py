@@ -57,6 +57,9 @@ class ProducerSecond:
     acked_ranges: Mapping[int, list[tuple[int, int]]] = field(default_factory=dict)
     # Failed deliveries of the second by librdkafka's error text.
     errors: Mapping[str, int] = field(default_factory=dict)
+    # Acks per partition, and gaps between acks (bench/core/availability.py); scheduled sends only.
+    acked_by_partition: Mapping[int, int] = field(default_factory=dict)
+    ack_gaps: list[tuple[int, int, int]] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -80,6 +83,9 @@ class TrackerSecond:
     # Messages behind the high watermark per partition; None when the broker did not answer.
     lag: Mapping[int, int] | None
     lag_time_ms: float | None
+    # Consumed per partition, and gaps between consumed batches (bench/core/availability.py).
+    consumed_by_partition: Mapping[int, int] = field(default_factory=dict)
+    consume_gaps: list[tuple[int, int, int]] = field(default_factory=list)
 
 
 @dataclass(frozen=True)

@@ -145,6 +145,7 @@ class RunResult:
             "events": sorted(self.events, key=lambda event: event["t_s"]),
             "warnings": [*self.warnings, *self.counts.warnings()],
             "large_message": None,
+            "failover": None,
             **self.sections,
         }
         result["warnings"] = derive_warnings(result)

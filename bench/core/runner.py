@@ -24,9 +24,16 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, TextIO
 
+from bench.analysis.failover import failover_section
 from bench.broker.ensure import BrokerInUse, ensure_broker
-from bench.broker.faults import Fault, FaultInjector
+from bench.broker.fault_spec import check_targets
+from bench.broker.faults import Fault, FaultInjector, parse_faults
+from bench.broker.nodes import nodes_of
+from bench.broker.proxy_control import remote_proxies
+from bench.broker.roles import AnyNodeMetadata, active_controller
+from bench.broker.sampler import MetadataSampler
 from bench.core.audit import audit_method, run_verdict, trace_sample_every
+from bench.core.availability import MIN_GAP_NS, NS_PER_MS
 from bench.core.clients import check_client_settings, high_watermarks, scenario_admin, scenario_watermarks
 from bench.core.merge import RunMeasurements
 from bench.core.producer import CHILD_START_TIMEOUT_S, INTERRUPT_DRAIN_S, producer_main
@@ -43,7 +50,7 @@ from bench.core.scenario import Scenario
 from bench.core.tracker import tracker_main
 from bench.output.progress import Progress, p99_scope, progress_line
 from bench.output.results import DEFAULT_RESULTS_ROOT, check_results_root
-from streamstore.admin import ensure_topic, topic_configs
+from streamstore.admin import ensure_topic, topic_configs, wait_until_every_broker_serves
 from streamstore.errors import RunFailed, UsageError
 
 NS_PER_S = 1_000_000_000
@@ -66,6 +73,7 @@ def prepare_topic(scenario: Scenario, bootstrap_servers: str) -> tuple[dict[int,
     """Create or check the topic; its high watermarks (where this run starts) and settings."""
     admin = scenario_admin(scenario, bootstrap_servers)
     ensure_topic(admin, scenario.topic, scenario.partitions, scenario.replication_factor, config=scenario.topic_config())
+    wait_until_every_broker_serves(admin, scenario.topic, scenario.producer_config)
     settings = topic_configs(admin, scenario.topic)
     reported = {k: settings[k] for k in REPORTED_TOPIC_SETTINGS if k in settings}
     start = high_watermarks(scenario_watermarks(scenario, bootstrap_servers))
@@ -93,7 +101,18 @@ class _Run:
         self.shown_second = -1
         self.t0_ns: int | None = None
         self.faults = tuple(faults)
-        self.injector = FaultInjector(broker.embedded, faults) if faults else None
+        self.injector: FaultInjector | None = None
+        self.sampler: MetadataSampler | None = None
+        self.fault_records: list[dict[str, Any]] = []
+        if faults:
+            # Roles are looked up by the injector, and the sampler watches leaders and ISRs, from here:
+            # the coordinator, never a producer, whose timing they would disturb.
+            proxies = remote_proxies(broker.embedded.state_dir)
+            check_targets(faults, len(nodes_of(broker.embedded)), scenario.partitions, proxied=bool(proxies))
+            self.admin = AnyNodeMetadata(scenario_admin(scenario, self.bootstrap_servers), scenario.producer_config)
+            self.injector = FaultInjector(broker.embedded, faults, admin=self.admin, topic=scenario.topic,
+                                          controller=lambda: active_controller(self.bootstrap_servers),
+                                          proxies=proxies)
 
     def execute(self) -> tuple[int, Path, dict[str, Any]]:
         start_offsets, self.topic_settings = prepare_topic(self.scenario, self.bootstrap_servers)
@@ -128,6 +147,8 @@ class _Run:
             signal.signal(signal.SIGTERM, previous_sigterm)
             self._end_faults()
             self._stop_children(stop)
+            if self.sampler is not None:
+                self.sampler.stop()
             self.progress.end_line()
         return self._write()
 
@@ -138,6 +159,9 @@ class _Run:
                                 "detail": f"{phase.rate:,.0f} msg/s for {phase.duration_s:g} s"})
             phase_start_s += phase.duration_s
         if self.injector:
+            sampler_admin = AnyNodeMetadata(scenario_admin(self.scenario, self.bootstrap_servers),
+                                            self.scenario.producer_config)
+            self.sampler = MetadataSampler(sampler_admin, self.scenario.topic, self.t0_ns / NS_PER_S).start()
             self.injector.start(self.t0_ns / NS_PER_S)
         self.progress.message(
             f"run {self.run_id.hex[:8]}: {self.scenario.name} -> {self.scenario.topic} at {self.bootstrap_servers}, "
@@ -163,6 +187,7 @@ class _Run:
             return
         self.injector.stop()
         self.events += self.injector.events
+        self.fault_records = self.injector.records
         if self.injector.error is not None and self.measured.failure is None:
             self.measured.failure = f"fault injection failed: {self.injector.error}"
         self.injector = None
@@ -260,9 +285,29 @@ class _Run:
                         "acked_per_s": round(totals["acked"] / elapsed_s, 1) if elapsed_s else None},
             latency_us=latency_summaries(recorder, self.scenario, tracked=True,
                                          sample_every=trace_sample_every(self.scenario)),
-            series=recorder.series(), events=self.events, warnings=warnings)
+            series=recorder.series(), events=self.events, warnings=warnings,
+            sections={"failover": self._failover(recorder)} if self.faults else {})
         folder, document = write_run_folder(self.results_root, result, recorder)
         return verdict.exit_code, folder, document
+
+
+    def _failover(self, recorder) -> dict[str, Any]:
+        acks, consumed = self.measured.partition_acks, self.measured.partition_consumed
+        sampler = self.sampler
+        samples = sampler.samples if sampler is not None else []
+        section = failover_section(
+            self.fault_records, acks.gaps_ms(self.t0_ns), consumed.gaps_ms(self.t0_ns),
+            {p for counts in acks.by_second.values() for p in counts},
+            {p for counts in consumed.by_second.values() for p in counts},
+            samples, recorder.seconds(),
+            {name: recorder.latency[name].intervals for name in ("service_time", "end_to_end")},
+            gap_threshold_ms=MIN_GAP_NS / NS_PER_MS, sample_every_s=sampler.every_s if sampler else None,
+            missed_samples=sampler.missed if sampler else 0,
+            acks_tracked=None if self.scenario.rate else "flat out (rate 0) acks are not tracked per partition",
+            warmup_s=self.scenario.warmup_s)
+        section["series"]["acked_by_partition"] = acks.series(recorder.seconds()) if self.scenario.rate else None
+        section["series"]["consumed_by_partition"] = consumed.series(recorder.seconds())
+        return section
 
 
 def _describe_rate(scenario: Scenario) -> str:
@@ -289,6 +334,8 @@ def run_scenario(
     Set-up problems (bad topic, broker unreachable) raise UsageError / RunFailed instead.
     """
     out = out if out is not None else sys.stdout
+    # The scenario's own faults, unless the caller passes a schedule.
+    faults = tuple(faults) or parse_faults(scenario.faults)
     check_client_settings(scenario, bootstrap_servers)
     check_results_root(results_root)
     # The scenario's client settings (SASL, SSL) also reach the broker checks.

@@ -29,6 +29,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from bench.broker.fault_spec import check_schedule, parse_faults
 from bench.output.results import redact_secrets
 from streamstore.config import CLIENT_MESSAGE_MAX_BYTES, MAX_VALUE_BYTES
 from streamstore.errors import UsageError
@@ -135,6 +136,8 @@ class Scenario:
     # Test-only fault injection: the tracker consumes nothing for this long after the start (so a
     # test can make the broker drop acked messages before they are read).
     fault_tracker_stall_s: float = 0.0
+    # Broker/cluster faults during the run, in the --fault syntax (docs/faults.md), e.g. "kill:leader@20+10".
+    faults: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         _check_name("name", self.name)
@@ -182,6 +185,7 @@ class Scenario:
         if self.idempotence and self.acks != "all":
             raise UsageError(f"idempotence: needs acks = \"all\" (librdkafka refuses acks={self.acks} with idempotence)")
         self._check_phases()
+        self._check_faults()
         producer_config = check_client_config("producer_config", self.producer_config, _FIELD_OWNED_PRODUCER_KEYS)
         object.__setattr__(self, "producer_config", producer_config)
         object.__setattr__(self, "consumer_config", check_client_config("consumer_config", self.consumer_config, {}))
@@ -217,6 +221,13 @@ class Scenario:
                 raise UsageError("duration_s: with phases it is their sum; leave duration_s out")
             if self.rate != max(p.rate for p in self.phases):
                 raise UsageError("rate: with phases the rate comes from them; leave rate out")
+
+    def _check_faults(self) -> None:
+        if isinstance(self.faults, str) or not isinstance(self.faults, (list, tuple)):
+            raise UsageError('faults: expected a list of faults like ["kill:leader@20+10"]')
+        parsed = parse_faults([text if isinstance(text, str) else repr(text) for text in self.faults])
+        check_schedule(parsed, self.duration_s)
+        object.__setattr__(self, "faults", tuple(str(fault) for fault in parsed))
 
     # -- construction -------------------------------------------------------------------------
 
@@ -290,10 +301,12 @@ class Scenario:
         if not self.phases:
             values.pop("phases")
         # Left at the broker's default they are left out, so fingerprints (and baselines) from
-        # before these fields existed still match.
+        # before these fields existed still match; so are faults when there are none.
         for field in ("min_insync_replicas", "unclean_leader_election"):
             if values[field] is None:
                 values.pop(field)
+        if not self.faults:
+            values.pop("faults")
         canonical = json.dumps(values, sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(canonical.encode()).hexdigest()[:16]
 

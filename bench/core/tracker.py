@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from confluent_kafka import KafkaException, Message, TopicPartition
 
 from bench.core.audit import OffsetRanges, SequenceAudit, audits_offsets
+from bench.core.availability import PartitionActivity
 from bench.core.clients import describe_error, is_fatal, scenario_consumer_config
 from bench.core.protocol import TRACKER, ChildFailed, Drain, Ready, TrackerDone, TrackerSecond
 from bench.core.scenario import Scenario
@@ -52,6 +53,7 @@ class TrackerState:
     foreign: int = 0
     end_to_end_us: list[int] = field(default_factory=list)
     last_timestamp_ms: int | None = None
+    partition_consumed: PartitionActivity = field(default_factory=PartitionActivity)
 
 
 def absorb_messages(messages: list[Message], run_id: bytes, state: TrackerState, received_ns: int) -> None:
@@ -80,6 +82,7 @@ def absorb_messages(messages: list[Message], run_id: bytes, state: TrackerState,
             state.offsets_consumed_twice += 1
         state.consumed_in_second += 1
     state.last_timestamp_ms = messages[-1].timestamp()[1]
+    state.partition_consumed.note_batch(message.partition() for message in messages)
 
 
 def _lag(tracker: OrderTracker, partitions: list[TopicPartition], start_offsets: Mapping[int, int]) -> dict[int, int]:
@@ -204,7 +207,8 @@ def _tracker_report(reports, tracker: OrderTracker, partitions, start_offsets, s
         lag_time_ms = max(0.0, time.time() * 1000 - state.last_timestamp_ms)
     else:
         lag_time_ms = None
-    reports.put(TrackerSecond(second, state.consumed_in_second, state.end_to_end_us, lag, lag_time_ms))
+    reports.put(TrackerSecond(second, state.consumed_in_second, state.end_to_end_us, lag, lag_time_ms,
+                              *state.partition_consumed.take()))
     state.consumed_total += state.consumed_in_second
     state.consumed_in_second = 0
     state.end_to_end_us = []

@@ -256,6 +256,62 @@ def plot_consumer_lag(runs: Sequence[Run], path: Path) -> Path | None:
     return _save(fig, path)
 
 
+def _shade_faults(ax, failover: Mapping[str, Any], show_labels: bool) -> None:
+    """Each fault's time shaded (start to end), and lighter until its node was back."""
+    for index, fault in enumerate(failover.get("faults") or []):
+        end_s = fault["end_s"] if fault["end_s"] is not None else fault["start_s"]
+        ax.axvspan(fault["start_s"], end_s, color="#d62728", alpha=0.18)
+        if fault.get("back_s") and fault["back_s"] > end_s:
+            ax.axvspan(end_s, fault["back_s"], color="#d62728", alpha=0.07)
+        if show_labels:
+            ax.annotate(f"{fault['fault']}: node {fault['node_id']} ({fault['role']})", xy=(fault["start_s"], 1),
+                        xycoords=("data", "axes fraction"), xytext=(3, -12 - 11 * (index % 3)),
+                        textcoords="offset points", color="#d62728", fontsize=8,
+                        bbox={"facecolor": "white", "edgecolor": "none", "alpha": 0.8, "pad": 1})
+
+
+def plot_failover(runs: Sequence[Run], path: Path) -> Path | None:
+    """A fault run at a glance: latency p99, acks per partition, ISR sizes and under-replicated
+    partitions per second, every fault shaded (the first run with faults only)."""
+    result = next((r for _, r in runs if r.get("failover")), None)
+    if result is None:
+        return None
+    failover, seconds = result["failover"], list((result.get("series") or {}).get("t_s") or [])
+    fig, (latency_ax, acks_ax, isr_ax) = plt.subplots(3, 1, figsize=(FIGURE_SIZE[0], 9), sharex=True)
+    for key, label in (("service_time_p99_us", "service time p99"), ("end_to_end_p99_us", "end-to-end p99")):
+        values = (result.get("series") or {}).get(key)
+        if values:
+            latency_ax.plot(seconds, _ms(values), linewidth=1.5, label=label)
+    _ms_axis(latency_ax, "p99 per second (ms, log)")
+    latency_ax.legend(fontsize=8, loc="upper right")
+    series = failover.get("series") or {}
+    by_partition = series.get("acked_by_partition") or series.get("consumed_by_partition") or {}
+    what = "acked" if series.get("acked_by_partition") else "consumed"
+    for partition, values in sorted(by_partition.items(), key=lambda item: int(item[0])):
+        acks_ax.plot(seconds[:len(values)], values, linewidth=1.2, label=f"partition {partition}")
+    acks_ax.set_ylabel(f"{what} per second\nper partition")
+    acks_ax.set_ylim(bottom=0)
+    acks_ax.legend(fontsize=8, loc="upper right", ncol=4)
+    for partition, values in sorted((series.get("isr_size") or {}).items(), key=lambda item: int(item[0])):
+        isr_ax.step(seconds[:len(values)], _nan(values), where="post", linewidth=1.2, label=f"ISR size p{partition}")
+    urp = series.get("under_replicated")
+    if urp:
+        isr_ax.step(seconds[:len(urp)], _nan(urp), where="post", color="black", linestyle="--", linewidth=1.5,
+                    label="under-replicated partitions")
+    isr_ax.set_ylabel("replicas")
+    replicas = [v for values in (series.get("isr_size") or {}).values() for v in values if v is not None]
+    isr_ax.set_ylim(-0.1, max(replicas, default=1) + 0.6)
+    isr_ax.yaxis.set_major_locator(FixedLocator(range(0, 10)))
+    isr_ax.legend(fontsize=8, loc="lower right", ncol=4)
+    isr_ax.set_xlabel("time since start (s)")
+    for ax in (latency_ax, acks_ax, isr_ax):
+        _shade_faults(ax, failover, show_labels=ax is latency_ax)
+        ax.grid(True, alpha=0.35)
+    fig.suptitle("Faults and failover", fontsize=12)
+    _caption(fig, runs[:1])
+    return _save(fig, path)
+
+
 # ---------------------------------------------------------------------------------------------
 # Large-message sweep (result["large_message"]["rows"])
 
@@ -391,6 +447,7 @@ RUN_PLOTS = (
     ("latency_over_time.png", plot_latency_over_time),
     ("throughput.png", plot_throughput),
     ("consumer_lag.png", plot_consumer_lag),
+    ("failover.png", plot_failover),
 )
 
 

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.analysis.compare import DeltaRow, Verdict
+from bench.analysis.failover import FAILOVER_COLUMNS, failover_row
 from bench.analysis.stats import derive_warnings, measured_indices, series_samples
 from bench.output import plots
 from bench.output.results import (
@@ -220,6 +221,9 @@ def run_report_blocks(result: Mapping[str, Any], plot_files: Sequence[str]) -> l
         blocks += [heading("Throughput, lag and counts"),
                    table(("figure", "value"), throughput + [(f"count {k}", f"{v:,}") for k, v in counts.items()
                                                             if isinstance(v, int)])]
+    faults = (result.get("failover") or {}).get("faults") or []
+    if faults:
+        blocks += [heading("Failover (per fault and node)"), table(FAILOVER_COLUMNS, [failover_row(f) for f in faults])]
     large = _large_message_table(result)
     if large:
         blocks += [heading("Large-message sweep"), large]

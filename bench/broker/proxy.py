@@ -1,14 +1,17 @@
-"""A TCP proxy that delays every broker response by a known amount: the latency yardstick.
+"""A TCP proxy in front of one broker's client listener: delays its responses, or cuts its clients off.
 
-Put it in front of a broker whose advertised listener is the proxy's address, so every client
-connection (bootstrap and the broker connections learned from metadata) goes through it.
+Put it in front of a broker whose advertised client listener is the proxy's address, so every
+client connection (bootstrap and the broker connections learned from metadata) goes through it,
+while replication and the controller quorum use the broker's other listeners directly.
 Requests pass straight through; each chunk of bytes the broker sends back is held until
 `delay_s` after it arrived, then forwarded in order. A produce request's acknowledgement thus
-arrives exactly `delay_s` later than it would have, which is what the latency-truth test
-checks the harness reports (see docs/measurement.md, "Latency truth").
+arrives exactly `delay_s` later than it would have: the latency-truth test checks the harness
+reports that (docs/measurement.md, "Latency truth"), and `delay:` faults use it
+(docs/faults.md). `cut()` closes every client connection and refuses new ones until
+`restore()`: the node is isolated from its clients (`isolate:` faults) but not from its peers.
 
 The proxy runs an asyncio loop in a daemon thread of the calling process; `delay_s` may be
-changed between runs and applies to bytes that arrive after the change.
+changed at any time and applies to bytes that arrive after the change.
 """
 
 from __future__ import annotations
@@ -20,7 +23,7 @@ import threading
 _CHUNK_BYTES = 1 << 16
 
 
-class LatencyProxy:
+class ClientProxy:
     def __init__(self, upstream_host: str, upstream_port: int, delay_s: float = 0.0, listen_port: int = 0):
         if delay_s < 0:
             raise ValueError(f"delay_s must be >= 0, not {delay_s}")
@@ -31,12 +34,13 @@ class LatencyProxy:
         self._thread: threading.Thread | None = None
         self._server: asyncio.base_events.Server | None = None
         self._connections: set[asyncio.StreamWriter] = set()
+        self.is_cut = False
 
     @property
     def address(self) -> str:
         return f"127.0.0.1:{self.listen_port}"
 
-    def start(self) -> LatencyProxy:
+    def start(self) -> ClientProxy:
         """Listen on 127.0.0.1 (listen_port, or a free port when 0) and return at once."""
         ready = threading.Event()
         failure: list[BaseException] = []
@@ -57,7 +61,7 @@ class LatencyProxy:
             self._loop.run_forever()
             self._loop.close()
 
-        self._thread = threading.Thread(target=serve, name="latency-proxy", daemon=True)
+        self._thread = threading.Thread(target=serve, name="client-proxy", daemon=True)
         self._thread.start()
         ready.wait()
         if failure:
@@ -78,13 +82,31 @@ class LatencyProxy:
             asyncio.run_coroutine_threadsafe(shut_down(), self._loop)
         self._thread.join(timeout=10)
 
-    def __enter__(self) -> LatencyProxy:
+    def cut(self) -> None:
+        """Close every connection through the proxy now and refuse new ones until `restore()`."""
+        self.is_cut = True
+        if self._loop is not None:
+            async def close_all() -> None:
+                for writer in list(self._connections):
+                    writer.close()
+
+            with contextlib.suppress(RuntimeError):
+                asyncio.run_coroutine_threadsafe(close_all(), self._loop).result(timeout=10)
+
+    def restore(self) -> None:
+        self.is_cut = False
+
+    def __enter__(self) -> ClientProxy:
         return self.start()
 
     def __exit__(self, *exc_info) -> None:
         self.stop()
 
     async def _handle(self, client_reader: asyncio.StreamReader, client_writer: asyncio.StreamWriter) -> None:
+        if self.is_cut:
+            # Isolated: the client sees its connection dropped at once, as with a network cut.
+            client_writer.close()
+            return
         try:
             upstream_reader, upstream_writer = await asyncio.open_connection(*self.upstream)
         except OSError:
