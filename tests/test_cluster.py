@@ -4,7 +4,6 @@ a cluster that keeps serving acks=all producers after a node is killed."""
 from __future__ import annotations
 
 import json
-import socket
 import time
 from pathlib import Path
 
@@ -15,6 +14,7 @@ from kafka_truth import PROJECT_ROOT, assert_counts_match_broker, bench_command,
 from test_broker import process_alive
 
 from bench.broker.cluster import EmbeddedCluster
+from bench.broker.embedded import port_is_free
 from bench.broker.probe import broker_answers
 from streamstore.admin import connect_admin, ensure_topic
 from streamstore.config import producer_config
@@ -30,19 +30,9 @@ def free_port_block(count: int) -> int:
         base = free_ports(1)[0]
         if base + count > 65535:
             continue
-        if all(_free(port) for port in range(base, base + count)):
+        if all(port_is_free(port) for port in range(base, base + count)):
             return base
     raise RuntimeError(f"no {count} consecutive free ports found")
-
-
-def _free(port: int) -> bool:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            probe.bind(("127.0.0.1", port))
-        except OSError:
-            return False
-        return True
 
 
 def listed_partitions(bootstrap: str, topic: str) -> dict:
