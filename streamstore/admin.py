@@ -45,11 +45,14 @@ def ensure_topic(
     max_message_bytes: int = CLIENT_MESSAGE_MAX_BYTES,
     timeout_s: float = ADMIN_TIMEOUT_S,
     config: Mapping[str, str] | None = None,
+    client_settings: Mapping[str, object] | None = None,
 ) -> bool:
-    """Create the topic if missing; return True when it was created now.
+    """Create the topic if missing; return True when it was created now. Either way it returns
+    once every broker serves the topic (RunFailed when one does not within timeout_s).
 
     config: topic settings to create it with (e.g. min.insync.replicas). An existing topic is
     used as it is: its partition count and these settings are checked, not changed.
+    client_settings: the librdkafka settings (SASL, SSL) to reach each broker on its own with.
     """
     config = dict(config or {})
     # Ask for all topics: a metadata request naming the topic would make a broker with
@@ -57,6 +60,7 @@ def ensure_topic(
     metadata = admin.list_topics(timeout=timeout_s)
     existing = metadata.topics.get(topic)
     if existing is not None and existing.error is None:
+        _wait_until_every_broker_serves(metadata.brokers, topic, client_settings, timeout_s)
         _check_existing_topic(admin, topic, len(existing.partitions), partitions, config, timeout_s)
         return False
     if replication_factor > len(metadata.brokers):
@@ -78,20 +82,39 @@ def ensure_topic(
         if error.args and getattr(error.args[0], "name", lambda: "")() == "TOPIC_ALREADY_EXISTS":
             # In a cluster the node that answered the metadata request may not have known the
             # topic yet: it exists all the same, and is checked like one that was listed.
-            _check_existing_topic(admin, topic, _partition_count(admin, topic, timeout_s), partitions, config, timeout_s)
+            served = _wait_until_every_broker_serves(metadata.brokers, topic, client_settings, timeout_s)
+            _check_existing_topic(admin, topic, served, partitions, config, timeout_s)
             return False
         raise RunFailed(f"could not create topic '{topic}': {_reason(error)}") from None
+    _wait_until_every_broker_serves(metadata.brokers, topic, client_settings, timeout_s)
     return True
 
 
-def _partition_count(admin: AdminClient, topic: str, timeout_s: float) -> int:
-    """The topic's partition count once the metadata lists it (it exists, the broker said so)."""
+def _wait_until_every_broker_serves(brokers: Mapping[int, object], topic: str,
+                                    client_settings: Mapping[str, object] | None, timeout_s: float) -> int:
+    """Wait until each broker's own metadata has the topic with a leader for every partition;
+    the topic's partition count.
+
+    Each broker learns of a new topic on its own, a moment after the controller created it. A
+    client whose first metadata comes from one not yet told sees "unknown topic": a consumer
+    may not ask again for minutes and reads nothing, a config or offset request fails.
+    """
     deadline = time.monotonic() + timeout_s
-    while True:
-        listed = admin.list_topics(timeout=timeout_s).topics.get(topic)
-        if (listed is not None and listed.error is None) or time.monotonic() > deadline:
-            return len(listed.partitions) if listed is not None else 0
-        time.sleep(0.1)
+    partition_count = 0
+    for broker in brokers.values():
+        # One broker only: its metadata, not the cluster's freshest.
+        single = AdminClient(admin_config(f"{broker.host}:{broker.port}", {**(client_settings or {}), "log_level": 0}))
+        while True:
+            with contextlib.suppress(KafkaException):
+                described = single.list_topics(topic, timeout=2.0).topics.get(topic)
+                if (described is not None and described.error is None and described.partitions
+                        and all(p.leader >= 0 for p in described.partitions.values())):
+                    partition_count = len(described.partitions)
+                    break
+            if time.monotonic() > deadline:
+                raise RunFailed(f"broker {broker.id} does not serve topic '{topic}' within {timeout_s:.0f} s")
+            time.sleep(0.1)
+    return partition_count
 
 
 def _check_existing_topic(admin: AdminClient, topic: str, partition_count: int, partitions: int,
@@ -130,8 +153,7 @@ def delete_records(admin: AdminClient, topic: str, partition: int, before_offset
 
 def _describe(admin: AdminClient, resource: ConfigResource, timeout_s: float) -> dict[str, str]:
     try:
-        entries = _retry_until_ready(
-            lambda: admin.describe_configs([resource])[resource].result(timeout=timeout_s), timeout_s)
+        entries = admin.describe_configs([resource])[resource].result(timeout=timeout_s)
     except KafkaException as error:
         raise RunFailed(f"could not read {resource}: {_reason(error)}") from None
     return {name: entry.value for name, entry in entries.items()}
@@ -157,7 +179,8 @@ def topic_watermarks(
     # A throwaway consumer (no group join, no commits) is the client API for watermarks.
     consumer = Consumer(consumer_config(bootstrap_servers, group_id="streamstore-watermarks", extra=extra))
     try:
-        partitions = _listed_partitions(consumer, topic, timeout_s)
+        listed = consumer.list_topics(topic=topic, timeout=timeout_s).topics.get(topic)
+        partitions = sorted(listed.partitions) if listed is not None and listed.error is None else []
         return {
             partition: _watermarks(consumer, TopicPartition(topic, partition), timeout_s)
             for partition in partitions
@@ -168,71 +191,28 @@ def topic_watermarks(
         consumer.close()
 
 
-# A topic created a moment ago is in the metadata before every broker request serves it
-# (leaders, configs).
-_TOPIC_NOT_READY = frozenset({KafkaError.NOT_LEADER_FOR_PARTITION, KafkaError.LEADER_NOT_AVAILABLE,
-                              KafkaError.UNKNOWN_TOPIC_OR_PART})
+# A partition whose leader moves (a failover), or whose new leader has not taken it over yet,
+# answers offset requests with these for a moment.
+_LEADER_MOVING = frozenset({KafkaError.NOT_LEADER_FOR_PARTITION, KafkaError.LEADER_NOT_AVAILABLE})
 
 
-def _listed_partitions(consumer: Consumer, topic: str, timeout_s: float) -> list[int]:
-    """The topic's partitions; [] when no broker lists it within timeout_s.
-
-    In a cluster each broker learns of a new topic on its own: the one a new client asks may
-    not know a topic created a moment ago. Watermarks of no partitions would start a run with
-    nothing assigned, so an unknown topic is asked for again until the deadline.
-    """
-    deadline = time.monotonic() + timeout_s
-    while True:
-        listed = consumer.list_topics(topic=topic, timeout=timeout_s).topics.get(topic)
-        if listed is not None and listed.error is None and listed.partitions:
-            return sorted(listed.partitions)
-        if time.monotonic() > deadline:
-            return []
-        time.sleep(0.1)
-
-
-def _retry_until_ready(call: Callable[[], T], timeout_s: float) -> T:
+def _retry_while_leader_moves(call: Callable[[], T], timeout_s: float) -> T:
     deadline = time.monotonic() + timeout_s
     while True:
         try:
             return call()
         except KafkaException as error:
             code = error.args[0].code() if error.args and hasattr(error.args[0], "code") else None
-            if code not in _TOPIC_NOT_READY or time.monotonic() > deadline:
+            if code not in _LEADER_MOVING or time.monotonic() > deadline:
                 raise
             time.sleep(0.1)
 
 
 def _watermarks(consumer: Consumer, partition: TopicPartition, timeout_s: float) -> tuple[int, int]:
-    return _retry_until_ready(lambda: consumer.get_watermark_offsets(partition, timeout=timeout_s), timeout_s)
+    return _retry_while_leader_moves(lambda: consumer.get_watermark_offsets(partition, timeout=timeout_s), timeout_s)
 
 
 def message_count(watermarks: Mapping[int, tuple[int, int]]) -> int:
     """Messages currently held across partitions (high - low summed)."""
     return sum(high - low for low, high in watermarks.values())
 
-
-def wait_until_every_broker_serves(admin: AdminClient, topic: str, extra: Mapping[str, object] | None = None,
-                                   timeout_s: float = ADMIN_TIMEOUT_S) -> None:
-    """Wait until each broker's own metadata has the topic with a leader for every partition.
-
-    Each broker of a cluster learns of a new topic on its own, a moment apart. A consumer whose
-    first metadata comes from one that has not yet been told sees "unknown topic" for the
-    partitions it was assigned and may not ask again for minutes: it then reads nothing.
-    """
-    brokers = admin.list_topics(timeout=timeout_s).brokers
-    if len(brokers) < 2:
-        return
-    deadline = time.monotonic() + timeout_s
-    for broker in brokers.values():
-        # One broker only: its metadata, not the cluster's freshest.
-        single = AdminClient(admin_config(f"{broker.host}:{broker.port}", {**(extra or {}), "log_level": 0}))
-        while True:
-            with contextlib.suppress(KafkaException):
-                described = single.list_topics(topic, timeout=2.0).topics.get(topic)
-                if (described is not None and described.error is None and described.partitions
-                        and all(p.leader >= 0 for p in described.partitions.values())):
-                    break
-            if time.monotonic() > deadline:
-                raise RunFailed(f"broker {broker.id} does not serve topic '{topic}' within {timeout_s:.0f} s")
-            time.sleep(0.1)

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 from confluent_kafka import Producer
+from confluent_kafka.admin import AdminClient
 from conftest import free_ports
 from kafka_truth import PROJECT_ROOT, assert_counts_match_broker, bench_command, bench_run, broker_message_count
 from test_broker import process_alive
@@ -16,8 +17,8 @@ from test_broker import process_alive
 from bench.broker.cluster import EmbeddedCluster
 from bench.broker.embedded import port_is_free
 from bench.broker.probe import broker_answers
-from streamstore.admin import connect_admin, ensure_topic
-from streamstore.config import producer_config
+from streamstore.admin import connect_admin, ensure_topic, topic_configs
+from streamstore.config import admin_config, producer_config
 from streamstore.errors import UsageError
 
 START_TIMEOUT_S = 300
@@ -102,6 +103,21 @@ def test_a_topic_with_replication_3_has_three_in_sync_replicas(kafka_cluster, un
     partitions = wait_for_isr(bootstrap, unique_topic, [1, 2, 3], within_s=60)
     assert sorted(partitions) == [0, 1, 2]
     assert all(sorted(partition.replicas) == [1, 2, 3] for partition in partitions.values())
+
+
+def test_ensure_topic_returns_once_every_node_serves_the_new_topic(kafka_cluster, unique_topic):
+    """Each node learns of a new topic on its own: once ensure_topic returns, every node's own
+    metadata has it with a leader for each partition, and its settings read on the first try."""
+    assert ensure_topic(connect_admin(kafka_cluster.bootstrap_servers), unique_topic, partitions=3, replication_factor=3)
+    for address in kafka_cluster.bootstrap_servers.split(","):
+        # One node alone: its own metadata, asked once, no retry.
+        single = AdminClient(admin_config(address))
+        listed = single.list_topics(unique_topic, timeout=10).topics[unique_topic]
+        assert listed.error is None and len(listed.partitions) == 3, address
+        assert all(p.leader >= 0 for p in listed.partitions.values()), address
+        assert topic_configs(single, unique_topic)["min.insync.replicas"], address
+    assert not ensure_topic(connect_admin(kafka_cluster.bootstrap_servers), unique_topic, partitions=3,
+                            replication_factor=3)
 
 
 def test_killing_one_node_leaves_the_cluster_serving_acks_all(kafka_cluster, unique_topic):

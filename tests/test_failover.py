@@ -370,11 +370,10 @@ def test_a_killed_leader_with_acks_all_loses_nothing_and_fails_over_within_the_k
     from kafka_truth import assert_counts_match_broker
 
     from bench.broker.roles import active_controller, topic_state
-    from streamstore.admin import connect_admin, ensure_topic, wait_until_every_broker_serves
+    from streamstore.admin import connect_admin, ensure_topic
 
     admin = connect_admin(failover_cluster.bootstrap_servers)
     ensure_topic(admin, unique_topic, 3, 3, config={"min.insync.replicas": "2"})
-    wait_until_every_broker_serves(admin, unique_topic)
     controller = active_controller(failover_cluster.bootstrap_servers)
     partition = next(p for p, state in sorted(topic_state(admin, unique_topic).items()) if state.leader != controller)
     completed, result = cluster_chaos(

@@ -23,7 +23,7 @@ from hdrh.histogram import HdrHistogram
 from kafka_truth import RecordDropper, assert_counts_match_broker
 
 from bench.output.results import load_result
-from streamstore.admin import connect_admin, ensure_topic, topic_watermarks
+from streamstore.admin import connect_admin, ensure_topic, topic_configs, topic_watermarks
 from streamstore.errors import EXIT_RUN_FAILED
 
 REPO = Path(__file__).resolve().parent.parent
@@ -352,6 +352,22 @@ def test_threshold_that_cannot_be_met_exits_1(kafka_bootstrap, unique_topic, tmp
     assert "--check 'p99_delivery_us<1' is an old spelling; write 'service_time_p99<1us'" in completed.stderr
     assert "check not met: service_time_p99<1us: measured" in completed.stderr
     assert len(_run_folders(tmp_path)) == 1  # the result is still written
+
+
+def test_the_master_creates_the_topic_with_the_scenarios_topic_settings(kafka_bootstrap, unique_topic, tmp_path):
+    """The master prepares the topic as `bench run` does: the scenario's topic settings, and the
+    result reports the settings the broker holds."""
+    scenario = tmp_path / "settings.toml"
+    scenario.write_text("min_insync_replicas = 1\nunclean_leader_election = true\n")
+    completed = _locust("-u", "1", "-t", "3s", "--user-rate", "100", "--kafka-bootstrap-servers", kafka_bootstrap,
+                        "--kafka-topic", unique_topic, "--results-dir", str(tmp_path / "results"),
+                        "--scenario", str(scenario))
+    assert completed.returncode == 0, completed.stderr[-3000:]
+    held = topic_configs(connect_admin(kafka_bootstrap), unique_topic)
+    assert held["unclean.leader.election.enable"] == "true" and held["min.insync.replicas"] == "1"
+    [folder] = sorted((tmp_path / "results").iterdir())  # named after the scenario file
+    reported = load_result(folder)["broker"]["topic_settings"]
+    assert reported["unclean.leader.election.enable"] == "true" and reported["min.insync.replicas"] == "1"
 
 
 def test_bad_option_is_one_line_and_exit_2_before_any_user(kafka_bootstrap, unique_topic, tmp_path):

@@ -164,7 +164,7 @@ def run(args: argparse.Namespace) -> int:
                 # gigabytes the broker would otherwise keep for its 7-day retention.
                 measured = dataclasses.replace(scenario, topic=f"{scenario.topic}-{uuid.uuid4().hex[:8]}")
                 ensure_topic(admin, measured.topic, measured.partitions, measured.replication_factor,
-                             config=measured.topic_config())
+                             config=measured.topic_config(), client_settings=measured.producer_config)
                 try:
                     if name in loops:
                         rate = _bare(loops[name], measured, broker.bootstrap_servers, args, round_number)

@@ -50,7 +50,7 @@ from bench.core.scenario import Scenario
 from bench.core.tracker import tracker_main
 from bench.output.progress import Progress, p99_scope, progress_line
 from bench.output.results import DEFAULT_RESULTS_ROOT, check_results_root
-from streamstore.admin import ensure_topic, topic_configs, wait_until_every_broker_serves
+from streamstore.admin import ensure_topic, topic_configs
 from streamstore.errors import RunFailed, UsageError
 
 NS_PER_S = 1_000_000_000
@@ -70,10 +70,12 @@ def _raise_interrupted(signum, frame) -> None:
 
 
 def prepare_topic(scenario: Scenario, bootstrap_servers: str) -> tuple[dict[int, int], dict[str, str]]:
-    """Create or check the topic; its high watermarks (where this run starts) and settings."""
+    """Create or check the topic with the scenario's settings, served by every broker; its high
+    watermarks (where this run starts) and the settings a result reports. Every engine's run
+    starts here."""
     admin = scenario_admin(scenario, bootstrap_servers)
-    ensure_topic(admin, scenario.topic, scenario.partitions, scenario.replication_factor, config=scenario.topic_config())
-    wait_until_every_broker_serves(admin, scenario.topic, scenario.producer_config)
+    ensure_topic(admin, scenario.topic, scenario.partitions, scenario.replication_factor,
+                 config=scenario.topic_config(), client_settings=scenario.producer_config)
     settings = topic_configs(admin, scenario.topic)
     reported = {k: settings[k] for k in REPORTED_TOPIC_SETTINGS if k in settings}
     start = high_watermarks(scenario_watermarks(scenario, bootstrap_servers))

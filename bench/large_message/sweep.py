@@ -107,11 +107,12 @@ class SweepTopics:
         # The broker's own limit, so the sweep measures the broker as configured.
         max_message_bytes = int(self.broker_settings["message.max.bytes"])
         if self.fixed_topic is not None:
-            if ensure_topic(self.admin, self.fixed_topic, max_message_bytes=max_message_bytes):
+            if ensure_topic(self.admin, self.fixed_topic, max_message_bytes=max_message_bytes,
+                            client_settings=self.client_settings):
                 self._to_delete.append(self.fixed_topic)
             return self.fixed_topic, self.high_watermark(self.fixed_topic)
         topic = f"bench-large-message-{self.run_id[:8]}-{purpose}"
-        ensure_topic(self.admin, topic, max_message_bytes=max_message_bytes)
+        ensure_topic(self.admin, topic, max_message_bytes=max_message_bytes, client_settings=self.client_settings)
         self._to_delete.append(topic)
         return topic, 0
 

@@ -21,19 +21,18 @@ from locust.runners import STATE_RUNNING, STATE_SPAWNING, LocalRunner, MasterRun
 from bench.analysis.thresholds import Limit
 from bench.broker.ensure import describe_broker_settings
 from bench.core.audit import ProducerAccount, audit_method, run_verdict, trace_sample_every
-from bench.core.clients import high_watermarks, scenario_admin, scenario_watermarks
+from bench.core.clients import scenario_watermarks
 from bench.core.merge import RunMeasurements
 from bench.core.producer import CHILD_START_TIMEOUT_S
 from bench.core.protocol import TRACKER, Drain, Inbox, TrackerSecond
 from bench.core.result import RunResult, clamped_warnings, latency_summaries, run_counts, write_run_folder
-from bench.core.runner import REPORTED_TOPIC_SETTINGS
+from bench.core.runner import prepare_topic
 from bench.core.scenario import Scenario
 from bench.core.tracker import tracker_main
 from bench.locust.options import tracked_scenario
 from bench.locust.worker import options_bootstrap
 from bench.output.report import write_run_report
 from bench.output.results import decode_histogram, encode_histogram, new_latency_histogram
-from streamstore.admin import ensure_topic, topic_configs
 from streamstore.errors import StreamStoreError
 
 logger = logging.getLogger("bench.locust")
@@ -149,19 +148,19 @@ class LocustRun:
         self.workers: dict[str, dict[str, Any]] = {}
         self.peak_users = 0
         self.tracker: TrackerProcess | None = None
-        self.start_watermarks: dict[int, tuple[int, int]] = {}
+        self.start_offsets: dict[int, int] = {}
+        self.topic_settings: dict[str, str] = {}
         self.failure: str | None = None
         self._greenlets: list = []
 
     def start(self) -> None:
         bootstrap = options_bootstrap(self.environment)
-        in_native_thread(_prepare_topic, bootstrap, self.scenario)
-        self.start_watermarks = in_native_thread(scenario_watermarks, self.scenario, bootstrap)
+        self.start_offsets, self.topic_settings = in_native_thread(prepare_topic, self.scenario, bootstrap)
         if not self.environment.parsed_options.no_tracker:
             # Its scenario's rate tells tracker_main whether this is a flat-out test (then it
             # yields the CPU to the producers and catches up in the drain, as in `bench run`).
             self.tracker = TrackerProcess(bootstrap, self.tracked, self.run_id, self.started_at,
-                                          high_watermarks(self.start_watermarks), self.measured)
+                                          self.start_offsets, self.measured)
         self._greenlets.append(gevent.spawn(self._status_forever))
         if isinstance(self.environment.runner, LocalRunner):
             self._greenlets.append(gevent.spawn(self._pull_local_reports_forever))
@@ -272,7 +271,7 @@ class LocustRun:
                 self.failure = f"tracker failed: {self.tracker.error}"
         self.recorder.close_through(self.recorder.seconds())
         bootstrap = options_bootstrap(self.environment)
-        broker = in_native_thread(_broker_metadata, bootstrap, self.scenario, self.start_watermarks)
+        broker = in_native_thread(_broker_metadata, bootstrap, self.scenario, self.start_offsets, self.topic_settings)
         folder, document = write_run_folder(self.environment.parsed_options.results_dir,
                                             self._result(ended_at, broker), self.recorder)
         write_run_report(folder, document)
@@ -362,21 +361,16 @@ def in_native_thread(function, *args):
     return value
 
 
-def _prepare_topic(bootstrap: str, scenario: Scenario) -> None:
-    ensure_topic(scenario_admin(scenario, bootstrap), scenario.topic, scenario.partitions, scenario.replication_factor,
-                 config=scenario.topic_config())
-
-
-def _broker_metadata(bootstrap: str, scenario: Scenario, start_watermarks: Mapping[int, tuple[int, int]]) -> dict[str, Any]:
+def _broker_metadata(bootstrap: str, scenario: Scenario, start_offsets: Mapping[int, int],
+                     topic_settings: Mapping[str, str]) -> dict[str, Any]:
     """The broker section of the result and the topic's offset growth, read with the scenario's
     client settings (a SASL/SSL cluster answers nothing without them)."""
     try:
         settings = describe_broker_settings(bootstrap, client_settings=scenario.producer_config)
-        topic_settings = topic_configs(scenario_admin(scenario, bootstrap), scenario.topic)
         end = scenario_watermarks(scenario, bootstrap)
-        offset_delta = sum(high - start_watermarks.get(p, (0, 0))[1] for p, (_, high) in end.items())
+        offset_delta = sum(high - start_offsets.get(p, 0) for p, (_, high) in end.items())
     except StreamStoreError:
-        settings, topic_settings, offset_delta = {}, {}, None
+        settings, offset_delta = {}, None
     return {"bootstrap_servers": bootstrap, "version": None, "embedded": None, "settings": settings,
-            "topic_settings": {k: topic_settings[k] for k in REPORTED_TOPIC_SETTINGS if k in topic_settings},
+            "topic_settings": dict(topic_settings),
             "offset_delta": offset_delta}

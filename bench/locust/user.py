@@ -32,8 +32,9 @@ from locust import LoadTestShape, User, task
 from locust.runners import MasterRunner, WorkerRunner
 
 from bench.analysis.thresholds import deprecation_lines, evaluate_limits
+from bench.core.runner import prepare_topic
 from bench.locust.console import MasterConsole
-from bench.locust.master import LOCAL_WORKER, LocustRun, _ms, _prepare_topic, in_native_thread, logger
+from bench.locust.master import LOCAL_WORKER, LocustRun, _ms, in_native_thread, logger
 from bench.locust.options import add_arguments, parse_load_steps, scenario_from_options, tracked_scenario, validate_options
 from bench.locust.worker import FLAT_OUT_BATCH, WorkerProducer, die_with_master, options_bootstrap
 from streamstore.errors import EXIT_REGRESSION, EXIT_RUN_FAILED, StreamStoreError
@@ -109,7 +110,7 @@ def register(events) -> None:
             state["console"] = MasterConsole()
         try:
             scenario, _, _ = validate_options(environment.parsed_options)
-            in_native_thread(_prepare_topic, options_bootstrap(environment), scenario)
+            in_native_thread(prepare_topic, scenario, options_bootstrap(environment))
         except StreamStoreError as error:
             sys.stderr.write(f"error: {error}\n")
             sys.stderr.flush()
