@@ -112,6 +112,7 @@ def test_bulk_stats_equal_locust_own_logging():
     per-second cache, the error table), over two seconds and with a custom bucketing."""
     completed = _python("""
         import json, time
+        from collections import Counter
         import locust.stats
         from locust.stats import RequestStats
         from bench.locust.bulk_stats import log_deliveries
@@ -126,7 +127,7 @@ def test_bulk_stats_equal_locust_own_logging():
             for now, latencies, failed in zip((1000.2, 1001.7), seconds, errors):
                 time.time = lambda now=now: now  # Locust stamps each request with time.time()
                 if bulk:
-                    log_deliveries(stats, "produce", "t", latencies, failed, 200, now=now)
+                    log_deliveries(stats, "produce", "t", Counter(latencies), failed, 200, now=now)
                     continue
                 for latency in latencies:
                     stats.log_request("produce", "t", latency * 1000.0, 200)

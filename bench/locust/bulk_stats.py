@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import time
 from collections import Counter
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 
 import locust.stats
 from locust.stats import RequestStats, StatsEntry, StatsError
@@ -31,24 +31,25 @@ from locust.stats import RequestStats, StatsEntry, StatsError
 MS_PER_S = 1000.0
 
 
-def log_deliveries(stats: RequestStats, method: str, name: str, latencies_s: Sequence[float],
+def log_deliveries(stats: RequestStats, method: str, name: str, latency_counts: Mapping[float, int],
                    errors: Mapping[str, int], content_length: int, now: float | None = None) -> None:
-    """Log acked deliveries (librdkafka latencies in s) and failed ones (error text -> count)
-    as Locust requests of `method`/`name`, each of `content_length` bytes."""
+    """Log acked deliveries and failed ones (error text -> count) as Locust requests of
+    `method`/`name`, each of `content_length` bytes. latency_counts: librdkafka latency (s) ->
+    deliveries with it, i.e. `Counter(latencies)`, folded once by the caller for this and its
+    HDR histogram alike (librdkafka's latencies are whole µs, so a second has few distinct ones)."""
     failed = sum(errors.values())
-    requests = len(latencies_s) + failed
+    requests = sum(latency_counts.values()) + failed
     if not requests:
         return
     now = time.time() if now is None else now
     buckets: Counter[int] = Counter()
     total_ms = 0.0
     bucket = locust.stats.bucket_response_time
-    # Identical latencies (librdkafka's are whole µs) are bucketed once.
-    for latency_s, count in Counter(latencies_s).items():
+    for latency_s, count in latency_counts.items():
         response_ms = latency_s * MS_PER_S
         buckets[bucket(response_ms)] += count
         total_ms += response_ms * count
-    extremes = (min(latencies_s) * MS_PER_S, max(latencies_s) * MS_PER_S) if latencies_s else None
+    extremes = (min(latency_counts) * MS_PER_S, max(latency_counts) * MS_PER_S) if latency_counts else None
     for entry in (stats.total, stats.entries[(name, method)]):
         _log_entry(entry, now, requests, failed, total_ms, extremes, buckets, content_length * requests)
     for text, count in errors.items():

@@ -6,11 +6,13 @@ report (Locust's own percentiles keep about two digits)."""
 from __future__ import annotations
 
 import ctypes
+import dataclasses
 import functools
 import os
 import signal
 import time
 from collections import Counter, defaultdict
+from collections.abc import Mapping
 from typing import Any
 
 import gevent
@@ -19,7 +21,7 @@ from bench.core.audit import OffsetRanges
 from bench.core.clients import scenario_producer_config
 from bench.core.delivery import DeliveryAccount, Sender, payload_pool
 from bench.core.protocol import ProducerSecond
-from bench.core.recorder import fold_latencies, record_counts
+from bench.core.recorder import fold_counts, record_counts
 from bench.core.scenario import Scenario
 from bench.locust.bulk_stats import log_deliveries
 from bench.output.results import encode_histogram, new_latency_histogram
@@ -83,10 +85,15 @@ def _exit_when_orphaned() -> None:
 def encode_latencies(values: list, to_us: float = 1) -> str | None:
     """One report's raw latencies (µs, or librdkafka's seconds with to_us=1e6) as an encoded
     histogram; folded first, so a value shared by many messages is recorded once."""
-    if not values:
+    return encode_counts(Counter(values), to_us)
+
+
+def encode_counts(value_counts: Mapping[float, int], to_us: float = 1) -> str | None:
+    """`encode_latencies` of latencies already folded into (value, count) pairs."""
+    if not value_counts:
         return None
     histogram = new_latency_histogram()
-    record_counts(histogram, fold_latencies(values, to_us))
+    record_counts(histogram, fold_counts(value_counts, to_us))
     return encode_histogram(histogram)
 
 
@@ -98,8 +105,9 @@ class WorkerProducer:
     """The producer of one Locust process and what it measured since the last report.
 
     Sending and delivery accounting are the shared send path (bench/core/delivery.py). The poll
-    greenlet closes each second: its deliveries go into Locust's statistics at once, and its
-    histograms are built from the raw values when a report is taken (every 3 s).
+    greenlet closes each second: its service times are folded once (`Counter`), and those
+    counts go into Locust's statistics at once and into the second's HDR histogram when a
+    report is taken (every 3 s), so both count the same deliveries.
     """
 
     def __init__(self, environment, scenario: Scenario, run_id: bytes, started_at: float, producer_index: int):
@@ -124,8 +132,8 @@ class WorkerProducer:
         self.send_flat_out = self.sender.send_flat_out
         self.send = self.sender.send_scheduled
         self._second = int(time.time() - started_at)
-        # Seconds that are over and not reported yet.
-        self._seconds: dict[int, ProducerSecond] = {}
+        # Seconds that are over and not reported yet, each with its service times folded.
+        self._seconds: dict[int, tuple[ProducerSecond, Counter[float]]] = {}
         self._acked_ranges: dict[int, OffsetRanges] = defaultdict(OffsetRanges)
         self._failed_sequences_reported = 0
         self.totals = Counter()
@@ -137,9 +145,11 @@ class WorkerProducer:
         if second <= self._second and not force:
             return
         report = self.account.take_second(self._second)
-        log_deliveries(self.environment.stats, LOCUST_METHOD, self.scenario.topic, report.service_s, report.errors,
+        # Folded once for both: Locust's statistics now and the HDR histogram of the report.
+        service_counts = Counter(report.service_s)
+        log_deliveries(self.environment.stats, LOCUST_METHOD, self.scenario.topic, service_counts, report.errors,
                        self._content_length)
-        self._seconds[self._second] = report
+        self._seconds[self._second] = dataclasses.replace(report, service_s=[]), service_counts
         for partition, ranges in report.acked_ranges.items():
             for start, end in ranges:
                 self._acked_ranges[partition].add_range(start, end)
@@ -169,11 +179,11 @@ class WorkerProducer:
             self._close_second()
         seconds = {}
         for second in sorted(self._seconds):
-            report = self._seconds.pop(second)
+            report, service_counts = self._seconds.pop(second)
             self.totals.update(sent=report.sent, acked=report.acked, failed=report.failed)
             seconds[str(second)] = {
                 "sent": report.sent, "acked": report.acked, "failed": report.failed,
-                "service_time": encode_latencies(report.service_s, 1_000_000),
+                "service_time": encode_counts(service_counts, 1_000_000),
                 "response_time": encode_latencies(report.response_us),
                 "send_delay": encode_latencies(report.send_delay_us),
             }
