@@ -166,7 +166,7 @@ class EmbeddedCluster:
                     f"{self.state_dir} holds another cluster ({len(recorded.nodes)} nodes, client ports "
                     f"{', '.join(str(n.port) for n in recorded.nodes)}): choose another --state-dir"
                 )
-        self.layout = layout
+        self.layout: ClusterLayout | None = layout
         if len(set(self.layout.ports())) != len(self.layout.ports()):
             raise UsageError(f"cluster ports overlap: {self.layout.ports()}")
         self.extra_properties = dict(extra_properties or {})
@@ -181,6 +181,14 @@ class EmbeddedCluster:
         except FileNotFoundError:
             raise UsageError(f"no embedded cluster in {state_dir} (no {LAYOUT_FILE})") from None
         return cls(state_dir=state_dir, layout=ClusterLayout.from_json(text, path))
+
+    @classmethod
+    def of_node(cls, node: KafkaNode) -> EmbeddedCluster:
+        """One node (the single embedded broker) as a 1-node cluster, with its own settings and
+        state dir and no cluster.json, so a command starts, stops and inspects both alike."""
+        cluster = cls.__new__(cls)
+        cluster.state_dir, cluster.layout, cluster.extra_properties, cluster.nodes = node.state_dir, None, {}, [node]
+        return cluster
 
     @staticmethod
     def exists(state_dir: Path | str) -> bool:
@@ -240,7 +248,8 @@ class EmbeddedCluster:
 
         Returns False when every node already ran. A failed start stops the nodes it started.
         """
-        self._record_layout()
+        if self.layout is not None:
+            self._record_layout()
         with concurrent.futures.ThreadPoolExecutor(len(self.nodes)) as pool:
             futures = {pool.submit(node.start, timeout_s): node for node in self.nodes}
             concurrent.futures.wait(futures)

@@ -14,6 +14,7 @@ from bench.broker.embedded import (
     DEFAULT_PORT,
     STATE_ROOT,
     EmbeddedBroker,
+    KafkaNode,
     heap_opts,
     provision_jars,
 )
@@ -55,19 +56,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     if args.action == "provision":
         return _provision(args.kafka_version)
-    cluster = _cluster(args)
-    if cluster is not None:
-        return {"start": _start_cluster, "stop": _stop_cluster, "status": _status_cluster,
-                "logs": _logs}[args.action](cluster, args)
-    broker = EmbeddedBroker(
-        port=args.port, controller_port=args.controller_port, state_dir=args.state_dir, kafka_version=args.kafka_version,
-        **({"heap_opts": heap_opts(args.heap)} if args.heap else {}),
-    )
-    return {"start": _start, "stop": _stop, "status": _status, "logs": _logs}[args.action](broker, args)
+    return {"start": _start, "stop": _stop, "status": _status, "logs": _logs}[args.action](_cluster(args), args)
 
 
-def _cluster(args: argparse.Namespace) -> EmbeddedCluster | None:
-    """The cluster the flags name, or None for the single broker.
+def _cluster(args: argparse.Namespace) -> EmbeddedCluster:
+    """The cluster the flags name; the single broker is a 1-node one.
 
     start: --nodes N >= 2 (an existing layout in the state dir must match). Other actions: the
     cluster recorded in --state-dir, or in .state/cluster-<port> when no single broker's state
@@ -79,21 +72,33 @@ def _cluster(args: argparse.Namespace) -> EmbeddedCluster | None:
         if (args.nodes or 1) == 1:
             if args.advertised_ports:
                 raise UsageError("--advertised-ports: only for a cluster (--nodes 2 or more)")
-            return None
+            return _single_broker(args)
         return EmbeddedCluster(
             state_dir=args.state_dir, nodes=args.nodes, port=args.port, controller_port=args.controller_port,
             advertised_ports=_ports(args.advertised_ports) if args.advertised_ports else None,
             kafka_version=args.kafka_version, heap=args.heap,
         )
     if args.nodes == 1:
-        return None
+        return _single_broker(args)
     state_dir = args.state_dir or (STATE_ROOT / f"cluster-{args.port}").resolve()
     single_state_dir = args.state_dir or (STATE_ROOT / f"broker-{args.port}").resolve()
     if EmbeddedCluster.exists(state_dir) and (args.state_dir or args.nodes or not single_state_dir.exists()):
         return EmbeddedCluster.open(state_dir)
     if args.nodes:
         raise UsageError(f"no embedded cluster in {state_dir} (no cluster.json)")
-    return None
+    return _single_broker(args)
+
+
+def _single_broker(args: argparse.Namespace) -> EmbeddedCluster:
+    return EmbeddedCluster.of_node(EmbeddedBroker(
+        port=args.port, controller_port=args.controller_port, state_dir=args.state_dir, kafka_version=args.kafka_version,
+        **({"heap_opts": heap_opts(args.heap)} if args.heap else {}),
+    ))
+
+
+def _the_single_broker(cluster: EmbeddedCluster) -> KafkaNode | None:
+    """The node when the cluster is the single broker, which keeps its own wording."""
+    return cluster.nodes[0] if len(cluster.nodes) == 1 else None
 
 
 def _ports(text: str) -> list[int]:
@@ -114,49 +119,18 @@ def _provision(kafka_version: str) -> int:
     return 0
 
 
-def _start(broker: EmbeddedBroker, args: argparse.Namespace) -> int:
-    began = time.monotonic()
-    if not broker.start(timeout_s=args.timeout):
-        print(f"already running: Apache Kafka {broker.version} at {broker.bootstrap_servers} (pid {broker.pid})")
-        return 0
-    print(
-        f"started Apache Kafka {broker.version} at {broker.bootstrap_servers} (pid {broker.pid}) "
-        f"in {time.monotonic() - began:.1f} s"
-    )
-    print(f"log: {broker.log_path}")
-    return 0
-
-
-def _stop(broker: EmbeddedBroker, args: argparse.Namespace) -> int:
-    began = time.monotonic()
-    if broker.stop():
-        print(f"stopped the broker at {broker.bootstrap_servers} in {time.monotonic() - began:.1f} s")
-    else:
-        print(f"not running: no embedded broker in {broker.state_dir}")
-    return 0
-
-
-def _status(broker: EmbeddedBroker, args: argparse.Namespace) -> int:
-    pid = broker.pid
-    if pid is not None:
-        answering = "answering" if broker_answers(broker.bootstrap_servers, timeout_s=5.0) else "NOT answering"
-        print(f"running: Apache Kafka {broker.version} at {broker.bootstrap_servers} (pid {pid}, {answering})")
-        print(f"state: {broker.state_dir}")
-        return 0
-    print(f"stopped: no embedded broker in {broker.state_dir}")
-    if broker_answers(broker.bootstrap_servers, timeout_s=2.0):
-        print(f"note: another Kafka broker answers at {broker.bootstrap_servers}")
-    return 0
-
-
-def _start_cluster(cluster: EmbeddedCluster, args: argparse.Namespace) -> int:
+def _start(cluster: EmbeddedCluster, args: argparse.Namespace) -> int:
     began = time.monotonic()
     started = cluster.start(timeout_s=args.timeout)
     elapsed = time.monotonic() - began
-    if started:
-        print(f"started a {len(cluster.nodes)}-node Apache Kafka {cluster.version} cluster in {elapsed:.1f} s")
-    else:
-        print(f"already running: a {len(cluster.nodes)}-node Apache Kafka {cluster.version} cluster")
+    single = _the_single_broker(cluster)
+    what = (f"Apache Kafka {single.version} at {single.bootstrap_servers} (pid {single.pid})" if single
+            else f"a {len(cluster.nodes)}-node Apache Kafka {cluster.version} cluster")
+    print(f"started {what} in {elapsed:.1f} s" if started else f"already running: {what}")
+    if single:
+        if started:
+            print(f"log: {single.log_path}")
+        return 0
     for node in cluster.nodes:
         print(f"  node {node.node_id}: {node.bootstrap_servers} (pid {node.pid}, log {node.log_path})")
     print(f"bootstrap servers: {cluster.bootstrap_servers}")
@@ -164,31 +138,50 @@ def _start_cluster(cluster: EmbeddedCluster, args: argparse.Namespace) -> int:
     return 0
 
 
-def _stop_cluster(cluster: EmbeddedCluster, args: argparse.Namespace) -> int:
+def _stop(cluster: EmbeddedCluster, args: argparse.Namespace) -> int:
     began = time.monotonic()
-    if cluster.stop():
-        print(f"stopped the {len(cluster.nodes)}-node cluster in {cluster.state_dir} in {time.monotonic() - began:.1f} s")
+    stopped = cluster.stop()
+    single = _the_single_broker(cluster)
+    if stopped:
+        what = (f"the broker at {single.bootstrap_servers}" if single
+                else f"the {len(cluster.nodes)}-node cluster in {cluster.state_dir}")
+        print(f"stopped {what} in {time.monotonic() - began:.1f} s")
     else:
-        print(f"not running: no node of the embedded cluster in {cluster.state_dir} runs")
+        print(f"not running: no embedded broker in {cluster.state_dir}" if single
+              else f"not running: no node of the embedded cluster in {cluster.state_dir} runs")
     return 0
 
 
-def _status_cluster(cluster: EmbeddedCluster, args: argparse.Namespace) -> int:
+def _status(cluster: EmbeddedCluster, args: argparse.Namespace) -> int:
     nodes = [(node, node.pid) for node in cluster.nodes]
+    single = _the_single_broker(cluster)
+    if single is not None:
+        _, pid = nodes[0]
+        if pid is not None:
+            print(f"running: Apache Kafka {single.version} at {single.bootstrap_servers} (pid {pid}, {_answering(single)})")
+            print(f"state: {single.state_dir}")
+        else:
+            print(f"stopped: no embedded broker in {single.state_dir}")
+            if broker_answers(single.bootstrap_servers, timeout_s=2.0):
+                print(f"note: another Kafka broker answers at {single.bootstrap_servers}")
+        return 0
     running = sum(pid is not None for _, pid in nodes)
     print(f"cluster: {running} of {len(nodes)} nodes running, Apache Kafka {cluster.version}, state {cluster.state_dir}")
     for node, pid in nodes:
         if pid is None:
             print(f"  node {node.node_id}: not running ({node.bootstrap_servers})")
         else:
-            answering = "answering" if broker_answers(node.config.bound_address, timeout_s=5.0) else "NOT answering"
-            print(f"  node {node.node_id}: running at {node.bootstrap_servers} (pid {pid}, {answering})")
+            print(f"  node {node.node_id}: running at {node.bootstrap_servers} (pid {pid}, {_answering(node)})")
     return 0
 
 
-def _logs(broker: EmbeddedBroker | EmbeddedCluster, args: argparse.Namespace) -> int:
-    if isinstance(broker, EmbeddedCluster):
-        broker = broker.node(args.node)
+def _answering(node: KafkaNode) -> str:
+    return "answering" if broker_answers(node.config.bound_address, timeout_s=5.0) else "NOT answering"
+
+
+def _logs(cluster: EmbeddedCluster, args: argparse.Namespace) -> int:
+    # --node picks a cluster's node; the single broker ignores it.
+    broker = _the_single_broker(cluster) or cluster.node(args.node)
     if not broker.log_path.exists():
         print(f"no broker log yet: {broker.log_path}")
         return 0
