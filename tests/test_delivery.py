@@ -25,10 +25,11 @@ def _flat_out(topic: str, **fields) -> Scenario:
                                   "warmup_s": 0, **fields})
 
 
-def _sender(scenario: Scenario, bootstrap: str, extra: dict, waits: list[int]) -> tuple[Sender, Producer]:
+def _sender(scenario: Scenario, bootstrap: str, extra: dict, waits: list[int],
+            service_sample_every: int = 1) -> tuple[Sender, Producer]:
     client = Producer({**scenario_producer_config(scenario, bootstrap), **extra})
     client.list_topics(scenario.topic, timeout=30)
-    account = DeliveryAccount(scenario, 0)
+    account = DeliveryAccount(scenario, 0, service_sample_every)
 
     def wait() -> None:
         waits.append(len(client))
@@ -37,12 +38,14 @@ def _sender(scenario: Scenario, bootstrap: str, extra: dict, waits: list[int]) -
     return Sender(client, scenario, RUN_ID, account, *payload_pool(scenario), wait), client
 
 
-def test_a_full_queue_loses_no_count_offset_or_trace(kafka_bootstrap, unique_topic):
+@pytest.mark.parametrize("service_sample_every", [1, TRACE_SAMPLE_EVERY], ids=["every-service-time", "sampled-service-time"])
+def test_a_full_queue_loses_no_count_offset_or_trace(kafka_bootstrap, unique_topic, service_sample_every):
     scenario = _flat_out(unique_topic)
     ensure_topic(connect_admin(kafka_bootstrap), unique_topic, 2)
     waits: list[int] = []
     # A message limit on librdkafka's queue far below one burst (a test setting, not a default).
-    sender, client = _sender(scenario, kafka_bootstrap, {"queue.buffering.max.messages": SMALL_QUEUE}, waits)
+    sender, client = _sender(scenario, kafka_bootstrap, {"queue.buffering.max.messages": SMALL_QUEUE}, waits,
+                             service_sample_every)
     total = 20_000
     for _ in range(total // 100):  # as the Locust user calls it: bursts not aligned with the trace cycle
         sender.send_flat_out(100)
@@ -50,7 +53,9 @@ def test_a_full_queue_loses_no_count_offset_or_trace(kafka_bootstrap, unique_top
     report = sender.account.take_second(0)
     assert len(waits) > 10, "the queue never overflowed: the test tests nothing"
     assert sender.sequence == report.sent == report.acked == total and report.failed == 0
-    assert len(report.service_s) == total  # every acked message's latency, not a sample
+    # Every acked message's latency, or exactly the traced ones' (the acked count is the offsets').
+    assert len(report.service_s) == -(-total // service_sample_every)
+    assert all(latency > 0 for latency in report.service_s)
     # The acked offsets are exactly the broker's records, partition by partition.
     watermarks = topic_watermarks(kafka_bootstrap, unique_topic)
     assert report.acked_ranges == {p: [(low, high)] for p, (low, high) in watermarks.items() if high > low}
@@ -60,6 +65,14 @@ def test_a_full_queue_loses_no_count_offset_or_trace(kafka_bootstrap, unique_top
     # Sequences 0, 64, 128, ... carry the trace header, each once; every other message none.
     traced = _traced_sequences(kafka_bootstrap, unique_topic, total)
     assert traced == list(range(0, total, TRACE_SAMPLE_EVERY))
+
+
+def test_service_time_is_sampled_only_as_the_trace_is():
+    at_rate = Scenario.from_mapping({"name": "delivery", "topic": "t", "rate": 100, "duration_s": 1, "warmup_s": 0})
+    with pytest.raises(ValueError):
+        DeliveryAccount(at_rate, 0, TRACE_SAMPLE_EVERY)  # every message is traced at a fixed rate
+    with pytest.raises(ValueError):
+        DeliveryAccount(_flat_out("t"), 0, 8)
 
 
 @pytest.mark.parametrize("start", [0, 1], ids=["traced-produce", "untraced-batch"])

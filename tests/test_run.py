@@ -74,7 +74,7 @@ def test_fixed_rate_run_counts_histograms_and_interval_logs_agree(kafka_bootstra
     assert latency["send_delay"]["count"] == counts["sent"]
     assert latency["end_to_end"]["count"] == counts["consumed"]
     # At a fixed rate every message carries the trace: every sequence is audited.
-    assert document["audit"] == "sequences" and latency["end_to_end"]["sample_every"] == 1
+    assert document["audit"] == "sequences" and latency["end_to_end"]["sample_every"] == latency["service_time"]["sample_every"] == 1
     for summary in latency.values():
         assert decode_histogram(summary["histogram"]).get_total_count() == summary["count"]
         assert summary["p50"] <= summary["p99"] <= summary["p99_9"] <= summary["max"]
@@ -250,7 +250,10 @@ def test_flat_out_run_samples_the_trace_and_audits_by_offsets(kafka_bootstrap, u
     end_to_end = document["latency_us"]["end_to_end"]
     # Sequences 0, 64, 128, ... carry the trace.
     assert end_to_end["sample_every"] == 64 and end_to_end["count"] == (counts["sent"] + 63) // 64
-    assert document["latency_us"]["service_time"]["count"] == counts["acked"]
+    # Service time from the same traced messages; every acked one is still counted and audited.
+    service_time = document["latency_us"]["service_time"]
+    assert service_time["sample_every"] == 64 and service_time["count"] == end_to_end["count"]
+    assert _hlog_total(folder / "service_time.hlog") == service_time["count"]
 
 
 @pytest.mark.parametrize("arguments, message", [

@@ -102,7 +102,8 @@ def _bench_run(scenario: Scenario, bootstrap_servers: str, args: argparse.Namesp
     print(f"round {round_number}  {BENCH_RUN:<34} {rate:>10,.0f} msg/s  ({result['counts']['acked']:,} acked "
           f"in {result['throughput']['elapsed_s']:.2f} s, consumed {result['counts']['consumed']:,}, "
           f"{result['audit']} audit: lost {result['counts']['lost']:,}, duplicated {result['counts']['duplicated']:,}; "
-          f"service time p99 {result['latency_us']['service_time']['p99'] / 1000:.1f} ms, end-to-end sampled "
+          f"service time p99 {result['latency_us']['service_time']['p99'] / 1000:.1f} ms sampled "
+          f"1/{result['latency_us']['service_time']['sample_every']}, end-to-end sampled "
           f"1/{end_to_end['sample_every']}; {folder})", flush=True)
     return rate
 
@@ -175,10 +176,12 @@ def run(args: argparse.Namespace) -> int:
                 finally:
                     delete_topic(admin, measured.topic)
                 rates[name].append(rate)
-    return _summary(rates, args.min_ratio)
+    reporting = {name for name, loop in loops.items() if loop.callbacks}
+    return _summary(rates, reporting, args.min_ratio)
 
 
-def _summary(rates: dict[str, list[float]], min_ratio: float | None) -> int:
+def _summary(rates: dict[str, list[float]], reporting: set[str], min_ratio: float | None) -> int:
+    """reporting: the bare loops that take a delivery report per message, as an exact audit must."""
     means = {name: statistics.fmean(values) for name, values in rates.items()}
     for name, mean in means.items():
         print(f"{name:<34} {mean:>10,.0f} msg/s (mean of {len(rates[name])})")
@@ -187,6 +190,13 @@ def _summary(rates: dict[str, list[float]], min_ratio: float | None) -> int:
     ratio = means[BENCH_RUN] / bare[fastest_name]
     print(f"the bare loop (fastest): {fastest_name}")
     print(f"ratio {ratio:.3f} (bench run / {fastest_name}; target >= 0.90)")
+    # Exact per-message counts and the offset audit need every delivery report in Python; the
+    # fastest loop that pays for them is what the harness can at best approach.
+    reporting_name = max(reporting & bare.keys(), key=bare.get, default=None)
+    if reporting_name is not None and reporting_name != fastest_name:
+        print(f"ratio {means[BENCH_RUN] / bare[reporting_name]:.3f} (bench run / {reporting_name}, the fastest loop "
+              f"with a delivery report per message; {reporting_name} / {fastest_name} = "
+              f"{bare[reporting_name] / bare[fastest_name]:.3f})")
     if JAVA in means:
         print(f"ratio {means[BENCH_RUN] / means[JAVA]:.3f} (bench run / {JAVA})")
         print(f"ratio {bare[fastest_name] / means[JAVA]:.3f} ({fastest_name} / {JAVA})")

@@ -61,7 +61,8 @@ def summary_text(result: dict, folder) -> str:
     for name, summary in result["latency_us"].items():
         if summary["count"]:
             lines.append(f"{name:<14} p50 {format_us(summary['p50']):>9}  p99 {format_us(summary['p99']):>9}  "
-                         f"p99.9 {format_us(summary['p99_9']):>9}  max {format_us(summary['max']):>9}  (n={summary['count']:,})")
+                         f"p99.9 {format_us(summary['p99_9']):>9}  max {format_us(summary['max']):>9}  (n={summary['count']:,}"
+                         + (f", every {summary['sample_every']}th message)" if summary.get("sample_every", 1) > 1 else ")"))
     # A run that did not complete ends with "<status>: <failure>"; the warnings carry the same
     # text as "run <status>: ...", shown once.
     ending = f"{result['status']}: {result['failure']}" if result["status"] != "complete" and result["failure"] else None

@@ -8,7 +8,8 @@ Locust). Locust's statistics are fed from the account's seconds in bulk, not per
 
 At a fixed rate message j is intended at a given time; its delivery records service time
 (send -> ack, librdkafka's `Message.latency()`), send delay (actual - intended) and response
-time (intended -> ack = send delay + service time). Flat out only service time is recorded.
+time (intended -> ack = send delay + service time). Flat out only service time is recorded; in
+`bench run` only the traced messages' (every 64th), while every delivery still notes its offset.
 The hot path only appends raw numbers to lists; histograms are built later, off the hot path.
 """
 
@@ -18,6 +19,7 @@ import functools
 import time
 from collections import Counter, defaultdict
 from collections.abc import Callable
+from typing import TypeAlias
 
 from confluent_kafka import KafkaError, KafkaException, Message
 
@@ -33,6 +35,9 @@ from streamstore.trace import TRACE_HEADER, TRACE_STRUCT, read_trace
 PAYLOAD_POOL_SIZE = 256
 # ... but never more than this much memory for the pool (large messages get fewer slots).
 PAYLOAD_POOL_MAX_BYTES = 64 * 1000**2
+
+DeliveryCallback: TypeAlias = Callable[[KafkaError | None, Message], None]
+
 
 def payload_pool(scenario: Scenario) -> tuple[list[bytes], list[bytes | None]]:
     """Values and keys a producer cycles through (a power-of-two count)."""
@@ -57,9 +62,14 @@ class DeliveryAccount:
     `append`s, which saves an attribute lookup per delivery.
     """
 
-    def __init__(self, scenario: Scenario, producer_index: int):
+    def __init__(self, scenario: Scenario, producer_index: int, service_sample_every: int = 1):
         self.scenario = scenario
         self.producer_index = producer_index
+        # 1: every delivery's service time; n: only the traced messages' (every n-th flat out).
+        # Sampling needs the offset audit, whose per-message offsets then give the acked count.
+        if service_sample_every != 1 and service_sample_every != trace_sample_every(scenario):
+            raise ValueError(f"service time can be sampled 1/{trace_sample_every(scenario)} here, not 1/{service_sample_every}")
+        self.service_sample_every = service_sample_every
         self.sent = 0
         self.service_s: list[float] = []
         self.response_us: list[int] = []
@@ -76,9 +86,12 @@ class DeliveryAccount:
         # Acks per partition and the gaps between them (scheduled sends only: flat out pays no extra call).
         self.partition_acks = PartitionActivity()
 
-    def flat_out_callback(self) -> Callable[[KafkaError | None, Message], None]:
-        """The delivery callback shared by every flat-out message: a closure over bound methods,
-        in the variant this scenario needs, so a delivery costs one or two appends."""
+    def flat_out_callbacks(self) -> tuple[DeliveryCallback, DeliveryCallback]:
+        """The delivery callbacks shared by every flat-out message, (untraced, traced): closures
+        over bound methods, in the variant this scenario needs, so a delivery costs one or two
+        appends. They differ only when service time is sampled: then an untraced delivery notes
+        its offset alone (a delivery report's Python call is most of a flat-out send's cost, so
+        what it does besides must be minimal)."""
         record_service = self.service_s.append
         failed = self.on_failed
         if not audits_offsets(self.scenario):
@@ -88,7 +101,7 @@ class DeliveryAccount:
                 else:
                     failed(error, message)
 
-            return on_delivery
+            return on_delivery, on_delivery
         acked_offsets = self.acked_offsets
 
         def on_delivery_with_offset(error: KafkaError | None, message: Message) -> None:
@@ -98,7 +111,16 @@ class DeliveryAccount:
             else:
                 failed(error, message)
 
-        return on_delivery_with_offset
+        if self.service_sample_every == 1:
+            return on_delivery_with_offset, on_delivery_with_offset
+
+        def on_delivery_offset_only(error: KafkaError | None, message: Message) -> None:
+            if error is None:
+                acked_offsets[message.partition()].append(message.offset())
+            else:
+                failed(error, message)
+
+        return on_delivery_offset_only, on_delivery_with_offset
 
     def scheduled_callback(self, sequence: int, send_delay_us: int) -> Callable[[KafkaError | None, Message], None]:
         return functools.partial(self._on_scheduled_delivery, sequence, send_delay_us)
@@ -130,7 +152,10 @@ class DeliveryAccount:
 
     def take_second(self, second: int) -> ProducerSecond:
         """What was sent and delivered since the last take, as one second's report."""
-        acked = len(self.service_s)
+        if self.service_sample_every == 1:
+            acked = len(self.service_s)
+        else:
+            acked = sum(len(offsets) for offsets in self.acked_offsets.values())
         self.acked_total += acked
         report = ProducerSecond(
             self.producer_index, second, self.sent, acked, self.failed, self.service_s[:], self.response_us[:],
@@ -163,7 +188,7 @@ class Sender:
         self.values, self.keys = values, keys
         self.wait_queue_full = wait_queue_full
         self.sequence = 0
-        self._flat_out_callback = account.flat_out_callback()
+        self._flat_out_callback, self._traced_callback = account.flat_out_callbacks()
         self._untraced_mask = trace_sample_every(scenario) - 1
         # The message dicts `produce_batch` takes, built once: twice the cycle of payload slots
         # and traced positions (both powers of two), so any batch is one slice of it.
@@ -182,7 +207,7 @@ class Sender:
         produce, produce_batch, poll = self.client.produce, self.client.produce_batch, self.client.poll
         pack, time_ns = TRACE_STRUCT.pack, time.time_ns
         topic, values, keys, run_id, batch_pool = self.scenario.topic, self.values, self.keys, self.run_id, self._batch_pool
-        index, on_delivery = self.account.producer_index, self._flat_out_callback
+        index, on_delivery, on_traced = self.account.producer_index, self._flat_out_callback, self._traced_callback
         mask, untraced_mask, pool_mask = len(values) - 1, self._untraced_mask, len(batch_pool) // 2 - 1
         sequence = first = self.sequence
         end = sequence + count
@@ -192,7 +217,7 @@ class Sender:
                 slot = sequence & mask
                 try:
                     # Headers as a one-key dict: cheaper to build per message than [(name, value)].
-                    produce(topic, values[slot], keys[slot], on_delivery=on_delivery,
+                    produce(topic, values[slot], keys[slot], on_delivery=on_traced,
                             headers={TRACE_HEADER: pack(run_id, index, sequence, time_ns())})
                 except BufferError:
                     sequence, first, end = self._wait_queue_full(sequence, first, end)

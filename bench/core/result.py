@@ -152,16 +152,18 @@ class RunResult:
         return result
 
 
-def latency_summaries(recorder: RunRecorder, scenario: Scenario, *, tracked: bool, sample_every: int) -> dict[str, Any]:
+def latency_summaries(recorder: RunRecorder, scenario: Scenario, *, tracked: bool, sample_every: int,
+                      service_sample_every: int = 1) -> dict[str, Any]:
     """Summary percentiles of each latency the run measured (response time and send delay only
-    with a schedule, end-to-end only with a tracker)."""
+    with a schedule, end-to-end only with a tracker). sample_every / service_sample_every: 1 when
+    every message's end-to-end / service time was recorded, n when only every n-th message's."""
     latency = {"service_time": recorder.latency["service_time"].summary()}
+    latency["service_time"]["sample_every"] = service_sample_every
     if scenario.rate:
         latency["response_time"] = recorder.latency["response_time"].summary()
         latency["send_delay"] = recorder.latency["send_delay"].summary()
     if tracked:
         latency["end_to_end"] = recorder.latency["end_to_end"].summary()
-        # 1: every message's end-to-end latency; n: only every n-th message carried the trace.
         latency["end_to_end"]["sample_every"] = sample_every
     return latency
 

@@ -286,7 +286,8 @@ class _Run:
             throughput={"producing_s": round(producing_s, 3), "elapsed_s": round(elapsed_s, 3),
                         "acked_per_s": round(totals["acked"] / elapsed_s, 1) if elapsed_s else None},
             latency_us=latency_summaries(recorder, self.scenario, tracked=True,
-                                         sample_every=trace_sample_every(self.scenario)),
+                                         sample_every=trace_sample_every(self.scenario),
+                                         service_sample_every=trace_sample_every(self.scenario)),
             series=recorder.series(), events=self.events, warnings=warnings,
             sections={"failover": self._failover(recorder)} if self.faults else {})
         folder, document = write_run_folder(self.results_root, result, recorder)

@@ -140,66 +140,7 @@ class Scenario:
     faults: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
-        _check_name("name", self.name)
-        if not isinstance(self.topic, str) or not _TOPIC_NAME.match(self.topic) or self.topic in {".", ".."}:
-            raise UsageError(f"topic: {self.topic!r} is not a Kafka topic name (1-249 of A-Z a-z 0-9 . _ -)")
-        _check_int("partitions", self.partitions, 1, 10_000)
-        _check_int("replication_factor", self.replication_factor, 1, 32)
-        self._check_replication()
-        _check_choice("payload", self.payload, PAYLOAD_KINDS)
-        _check_choice("compression", self.compression, COMPRESSIONS)
-        _check_choice("acks", self.acks, ACKS)
-        _check_choice("keys", self.keys, KEY_MODES)
-        low, high = COMPRESSION_LEVELS[self.compression]
-        if high == -1 and self.compression_level != -1:
-            raise UsageError(f"compression_level: {self.compression} has no levels (allowed -1 = default)")
-        _check_int("compression_level", self.compression_level, -1, high)
-        if self.compression_level != -1 and self.compression_level < low:
-            raise UsageError(f"compression_level: {self.compression_level} is out of range for {self.compression} "
-                             f"(allowed -1 or {low}..{high})")
-        _check_int("message_size", self.message_size, 1, None)
-        limit = max_message_size(self.keys)
-        if self.message_size > limit:
-            raise UsageError(
-                f"message_size: {self.message_size:,} bytes is above the client limit; at most {limit:,} bytes "
-                f"(librdkafka message.max.bytes {CLIENT_MESSAGE_MAX_BYTES:,} minus record, trace header"
-                f"{' and order-id key' if self.keys == 'order_id' else ''} overhead)"
-            )
-        _check_int("batch_size", self.batch_size, *BATCH_SIZE_RANGE)
-        _check_number("rate", self.rate, 0, None)
-        _check_number("duration_s", self.duration_s, 0, None, open_low=True)
-        _check_number("warmup_s", self.warmup_s, 0, None)
-        _check_number("drain_timeout_s", self.drain_timeout_s, 0, None)
-        _check_number("linger_ms", self.linger_ms, 0, 900_000)
-        _check_number("fault_consumer_delay_ms", self.fault_consumer_delay_ms, 0, 60_000)
-        _check_number("fault_tracker_stall_s", self.fault_tracker_stall_s, 0, 3600)
-        # Whole numbers from TOML are fine; store floats so equal scenarios compare and hash equal.
-        for field in ("rate", "duration_s", "warmup_s", "drain_timeout_s", "linger_ms", "fault_consumer_delay_ms",
-                  "fault_tracker_stall_s"):
-            object.__setattr__(self, field, float(getattr(self, field)))
-        if self.warmup_s >= self.duration_s:
-            raise UsageError(f"warmup_s: {self.warmup_s:g} must be shorter than duration_s ({self.duration_s:g})")
-        _check_int("producers", self.producers, 1, 64)
-        if not isinstance(self.idempotence, bool):
-            raise UsageError(f"idempotence: expected true or false, not {self.idempotence!r}")
-        if self.idempotence and self.acks != "all":
-            raise UsageError(f"idempotence: needs acks = \"all\" (librdkafka refuses acks={self.acks} with idempotence)")
-        self._check_phases()
-        self._check_faults()
-        producer_config = check_client_config("producer_config", self.producer_config, _FIELD_OWNED_PRODUCER_KEYS)
-        object.__setattr__(self, "producer_config", producer_config)
-        object.__setattr__(self, "consumer_config", check_client_config("consumer_config", self.consumer_config, {}))
-
-    def _check_replication(self) -> None:
-        if self.min_insync_replicas is not None:
-            _check_int("min_insync_replicas", self.min_insync_replicas, 1, 32)
-            if self.min_insync_replicas > self.replication_factor:
-                raise UsageError(
-                    f"min_insync_replicas: {self.min_insync_replicas} is more than replication_factor "
-                    f"({self.replication_factor}); no acks=all write could ever succeed"
-                )
-        if self.unclean_leader_election is not None and not isinstance(self.unclean_leader_election, bool):
-            raise UsageError(f"unclean_leader_election: expected true or false, not {self.unclean_leader_election!r}")
+        _validate(self)
 
     def topic_config(self) -> dict[str, str]:
         """The topic settings this scenario sets (created with them, an existing topic checked)."""
@@ -209,25 +150,6 @@ class Scenario:
         if self.unclean_leader_election is not None:
             config["unclean.leader.election.enable"] = "true" if self.unclean_leader_election else "false"
         return config
-
-    def _check_phases(self) -> None:
-        if not isinstance(self.phases, tuple) or not all(isinstance(p, Phase) for p in self.phases):
-            raise UsageError("phases: expected a list of {duration_s, rate} tables")
-        for index, phase in enumerate(self.phases):
-            _check_number(f"phases[{index}].duration_s", phase.duration_s, 0, None, open_low=True)
-            _check_number(f"phases[{index}].rate", phase.rate, 0, None, open_low=True)
-        if self.phases:
-            if abs(sum(p.duration_s for p in self.phases) - self.duration_s) > 1e-9:
-                raise UsageError("duration_s: with phases it is their sum; leave duration_s out")
-            if self.rate != max(p.rate for p in self.phases):
-                raise UsageError("rate: with phases the rate comes from them; leave rate out")
-
-    def _check_faults(self) -> None:
-        if isinstance(self.faults, str) or not isinstance(self.faults, (list, tuple)):
-            raise UsageError('faults: expected a list of faults like ["kill:leader@20+10"]')
-        parsed = parse_faults([text if isinstance(text, str) else repr(text) for text in self.faults])
-        check_schedule(parsed, self.duration_s)
-        object.__setattr__(self, "faults", tuple(str(fault) for fault in parsed))
 
     # -- construction -------------------------------------------------------------------------
 
@@ -309,6 +231,93 @@ class Scenario:
             values.pop("faults")
         canonical = json.dumps(values, sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(canonical.encode()).hexdigest()[:16]
+
+
+# -- validation ------------------------------------------------------------------------------
+
+
+def _validate(scenario: Scenario) -> None:
+    """Every field's check, with the one-line UsageError a user sees; normalizes numbers and settings."""
+    _check_name("name", scenario.name)
+    if not isinstance(scenario.topic, str) or not _TOPIC_NAME.match(scenario.topic) or scenario.topic in {".", ".."}:
+        raise UsageError(f"topic: {scenario.topic!r} is not a Kafka topic name (1-249 of A-Z a-z 0-9 . _ -)")
+    _check_int("partitions", scenario.partitions, 1, 10_000)
+    _check_int("replication_factor", scenario.replication_factor, 1, 32)
+    _check_replication(scenario)
+    _check_choice("payload", scenario.payload, PAYLOAD_KINDS)
+    _check_choice("compression", scenario.compression, COMPRESSIONS)
+    _check_choice("acks", scenario.acks, ACKS)
+    _check_choice("keys", scenario.keys, KEY_MODES)
+    low, high = COMPRESSION_LEVELS[scenario.compression]
+    if high == -1 and scenario.compression_level != -1:
+        raise UsageError(f"compression_level: {scenario.compression} has no levels (allowed -1 = default)")
+    _check_int("compression_level", scenario.compression_level, -1, high)
+    if scenario.compression_level != -1 and scenario.compression_level < low:
+        raise UsageError(f"compression_level: {scenario.compression_level} is out of range for {scenario.compression} "
+                         f"(allowed -1 or {low}..{high})")
+    _check_int("message_size", scenario.message_size, 1, None)
+    limit = max_message_size(scenario.keys)
+    if scenario.message_size > limit:
+        raise UsageError(
+            f"message_size: {scenario.message_size:,} bytes is above the client limit; at most {limit:,} bytes "
+            f"(librdkafka message.max.bytes {CLIENT_MESSAGE_MAX_BYTES:,} minus record, trace header"
+            f"{' and order-id key' if scenario.keys == 'order_id' else ''} overhead)"
+        )
+    _check_int("batch_size", scenario.batch_size, *BATCH_SIZE_RANGE)
+    _check_number("rate", scenario.rate, 0, None)
+    _check_number("duration_s", scenario.duration_s, 0, None, open_low=True)
+    _check_number("warmup_s", scenario.warmup_s, 0, None)
+    _check_number("drain_timeout_s", scenario.drain_timeout_s, 0, None)
+    _check_number("linger_ms", scenario.linger_ms, 0, 900_000)
+    _check_number("fault_consumer_delay_ms", scenario.fault_consumer_delay_ms, 0, 60_000)
+    _check_number("fault_tracker_stall_s", scenario.fault_tracker_stall_s, 0, 3600)
+    # Whole numbers from TOML are fine; store floats so equal scenarios compare and hash equal.
+    for field in ("rate", "duration_s", "warmup_s", "drain_timeout_s", "linger_ms", "fault_consumer_delay_ms",
+              "fault_tracker_stall_s"):
+        object.__setattr__(scenario, field, float(getattr(scenario, field)))
+    if scenario.warmup_s >= scenario.duration_s:
+        raise UsageError(f"warmup_s: {scenario.warmup_s:g} must be shorter than duration_s ({scenario.duration_s:g})")
+    _check_int("producers", scenario.producers, 1, 64)
+    if not isinstance(scenario.idempotence, bool):
+        raise UsageError(f"idempotence: expected true or false, not {scenario.idempotence!r}")
+    if scenario.idempotence and scenario.acks != "all":
+        raise UsageError(f"idempotence: needs acks = \"all\" (librdkafka refuses acks={scenario.acks} with idempotence)")
+    _check_phases(scenario)
+    _check_faults(scenario)
+    producer_config = check_client_config("producer_config", scenario.producer_config, _FIELD_OWNED_PRODUCER_KEYS)
+    object.__setattr__(scenario, "producer_config", producer_config)
+    object.__setattr__(scenario, "consumer_config", check_client_config("consumer_config", scenario.consumer_config, {}))
+
+
+def _check_replication(scenario: Scenario) -> None:
+    if scenario.min_insync_replicas is not None:
+        _check_int("min_insync_replicas", scenario.min_insync_replicas, 1, 32)
+        if scenario.min_insync_replicas > scenario.replication_factor:
+            raise UsageError(
+                f"min_insync_replicas: {scenario.min_insync_replicas} is more than replication_factor "
+                f"({scenario.replication_factor}); no acks=all write could ever succeed"
+            )
+    if scenario.unclean_leader_election is not None and not isinstance(scenario.unclean_leader_election, bool):
+        raise UsageError(f"unclean_leader_election: expected true or false, not {scenario.unclean_leader_election!r}")
+
+def _check_phases(scenario: Scenario) -> None:
+    if not isinstance(scenario.phases, tuple) or not all(isinstance(p, Phase) for p in scenario.phases):
+        raise UsageError("phases: expected a list of {duration_s, rate} tables")
+    for index, phase in enumerate(scenario.phases):
+        _check_number(f"phases[{index}].duration_s", phase.duration_s, 0, None, open_low=True)
+        _check_number(f"phases[{index}].rate", phase.rate, 0, None, open_low=True)
+    if scenario.phases:
+        if abs(sum(p.duration_s for p in scenario.phases) - scenario.duration_s) > 1e-9:
+            raise UsageError("duration_s: with phases it is their sum; leave duration_s out")
+        if scenario.rate != max(p.rate for p in scenario.phases):
+            raise UsageError("rate: with phases the rate comes from them; leave rate out")
+
+def _check_faults(scenario: Scenario) -> None:
+    if isinstance(scenario.faults, str) or not isinstance(scenario.faults, (list, tuple)):
+        raise UsageError('faults: expected a list of faults like ["kill:leader@20+10"]')
+    parsed = parse_faults([text if isinstance(text, str) else repr(text) for text in scenario.faults])
+    check_schedule(parsed, scenario.duration_s)
+    object.__setattr__(scenario, "faults", tuple(str(fault) for fault in parsed))
 
 
 # -- overrides ------------------------------------------------------------------------------

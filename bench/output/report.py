@@ -133,7 +133,9 @@ def _latency_table(result: Mapping[str, Any]) -> Block | None:
     for kind in LATENCY_LABELS:
         summary = latencies.get(kind)
         if summary and summary.get("count"):
-            rows.append((latency_title(kind), f"{summary['count']:,}", format_us(summary.get("min")),
+            sampled = summary.get("sample_every", 1)
+            count = f"{summary['count']:,}" + (f" (1 in {sampled})" if sampled > 1 else "")
+            rows.append((latency_title(kind), count, format_us(summary.get("min")),
                          *(format_us(summary.get(key)) for key in SUMMARY_PERCENTILES), format_us(summary.get("max"))))
     if not rows:
         return None
