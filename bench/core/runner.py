@@ -337,6 +337,7 @@ def run_scenario(
                        client_settings=scenario.producer_config, announce=say) as broker:
         if broker.started_here:
             say(f"broker {broker.describe('run')}")
+        broker.check_room(scenario.planned_bytes())
         if faults and broker.embedded is None:
             raise UsageError(f"faults need the embedded broker, and the broker at {bootstrap_servers} is not one started "
                              "by `python -m bench broker start` (or give its --state-dir)")
