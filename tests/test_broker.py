@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 from confluent_kafka import Consumer, Producer
 from conftest import free_port_pair
+from kafka_truth import PROJECT_ROOT
 
 from bench.broker.embedded import DEFAULT_KAFKA_VERSION, LARGE_MESSAGE_BROKER_SETTINGS
 from bench.broker.ensure import describe_broker_settings, ensure_broker
@@ -22,10 +23,13 @@ from streamstore.config import consumer_config, producer_config
 from streamstore.errors import RunFailed
 
 
-def bench_broker(*args: str, env: dict[str, str] | None = None, timeout: float = 240) -> subprocess.CompletedProcess:
+def bench_broker(*args: str, env: dict[str, str] | None = None, timeout: float = 240,
+                 cwd: Path | None = None) -> subprocess.CompletedProcess:
+    if cwd is not None:  # this checkout's bench, whatever the working dir
+        env = {**(env or os.environ), "PYTHONPATH": str(PROJECT_ROOT)}
     return subprocess.run(
         [sys.executable, "-m", "bench", "broker", *args],
-        capture_output=True, text=True, timeout=timeout, env=env,
+        capture_output=True, text=True, timeout=timeout, env=env, cwd=cwd,
     )
 
 
@@ -78,6 +82,22 @@ def test_start_status_stop_and_idempotent_start(broker_flags):
     assert status.returncode == 0
     assert status.stdout.startswith("stopped: no embedded broker in ")
     assert bench_broker("stop", *broker_flags).stdout.startswith("not running: ")
+
+
+def test_a_relative_state_dir_names_the_same_broker_from_anywhere(tmp_path):
+    port, controller_port = free_port_pair()
+    relative = ["--port", str(port), "--controller-port", str(controller_port), "--state-dir", "rel-broker"]
+    started = bench_broker("start", *relative, cwd=tmp_path)
+    try:
+        assert started.returncode == 0, started.stdout + started.stderr
+        pid = int(started.stdout.split("(pid ")[1].split(")")[0])
+        for cwd, state_dir in ((tmp_path, "rel-broker"), (PROJECT_ROOT, str(tmp_path / "rel-broker"))):
+            status = bench_broker("status", *relative[:4], "--state-dir", state_dir, cwd=cwd)
+            assert status.stdout.startswith("running: ") and f"(pid {pid}, answering)" in status.stdout, status.stdout
+    finally:
+        stopped = bench_broker("stop", *relative, cwd=tmp_path)
+    assert stopped.stdout.startswith(f"stopped the broker at 127.0.0.1:{port}"), stopped.stdout + stopped.stderr
+    assert not process_alive(pid)
 
 
 def _path_without(tool: str, tmp_path: Path) -> str:

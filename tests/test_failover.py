@@ -121,6 +121,11 @@ def test_partition_activity_keeps_counts_and_only_the_long_gaps():
     activity.note_batch([2, 2, 1], 700 * MS)
     counts, gaps = activity.take()
     assert counts == {2: 2, 1: 1} and gaps == [(1, 95 * MS, 700 * MS)]
+    # At the end, a partition silent since its last note gets the gap up to the end; one noted
+    # within the minimum gap gets none.
+    activity.note(1, 900 * MS)
+    activity.close(950 * MS)
+    assert activity.take() == ({1: 1}, [(1, 700 * MS, 900 * MS), (0, 400 * MS, 950 * MS), (2, 700 * MS, 950 * MS)])
 
     log = ActivityLog()
     log.add(0, {0: 3}, [(0, 1050 * MS, 1400 * MS)])

@@ -13,6 +13,7 @@ from conftest import free_port_pair
 from kafka_truth import PROJECT_ROOT, STEADY_SCENARIO, assert_counts_match_broker, bench_command
 
 from bench.broker.embedded import EmbeddedBroker
+from bench.broker.ensure import room_problem
 from bench.broker.faults import (
     KILL_RECOVERY_S,
     Fault,
@@ -25,6 +26,7 @@ from bench.broker.faults import (
 )
 from bench.broker.probe import broker_answers
 from bench.output.results import load_result
+from streamstore.admin import connect_admin
 from streamstore.errors import UsageError
 
 
@@ -223,3 +225,32 @@ def test_sigterm_stops_the_embedded_broker_the_run_started(tmp_path):
     finally:
         EmbeddedBroker(port=port, state_dir=state_dir).stop(grace_s=5)
         shutil.rmtree(state_dir, ignore_errors=True)
+
+
+def test_a_run_that_would_fill_the_embedded_brokers_disk_is_refused_before_producing(embedded_broker, unique_topic, tmp_path):
+    # 10^8 orders/s of 1 MB for 1,000 s: far beyond any disk, so the refusal cannot depend on this machine's.
+    completed = bench_command(
+        "chaos", str(STEADY_SCENARIO), "--bootstrap-servers", embedded_broker.bootstrap_servers,
+        "--state-dir", str(embedded_broker.state_dir), "--topic", unique_topic, "--results", str(tmp_path),
+        "--no-report", "--rate", "100000000", "--duration", "1000", "--message-size", "1MB", "--fault", "pause@4+4",
+    )
+    assert completed.returncode == 2, completed.stdout + completed.stderr
+    lines = completed.stderr.splitlines()
+    assert len(lines) == 1 and "Traceback" not in completed.stderr, completed.stderr
+    assert "this run writes about 100,000,000,000.0 GB to the embedded broker's log" in lines[0], lines[0]
+    assert not list(tmp_path.glob("*/result.json"))
+    # Refused before producing: the topic was never created.
+    assert unique_topic not in connect_admin(embedded_broker.bootstrap_servers).list_topics(timeout=10).topics
+
+
+@pytest.mark.parametrize("free, planned, refused", [
+    (10 * 10**9, 8 * 10**9, False),     # fits with the margin
+    (10 * 10**9, 9_500_000_000, True),  # fits, but not with the margin
+    (5 * 10**8, None, True),            # flat out: under the margin alone
+    (5 * 10**9, None, False),
+])
+def test_room_problem(free, planned, refused):
+    problem = room_problem(free, planned, "/state")
+    assert (problem is not None) == refused
+    if refused:
+        assert "/state" in problem and "GB" in problem

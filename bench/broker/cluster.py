@@ -149,7 +149,8 @@ class EmbeddedCluster:
     ) -> None:
         """A new layout from nodes/port/..., or `layout` as given (explicit ports, e.g. free ones).
         heap: per node, e.g. "4g" (default: the recorded one on a restart, else CLUSTER_NODE_HEAP)."""
-        self.state_dir = Path(state_dir) if state_dir else (STATE_ROOT / f"cluster-{port}").resolve()
+        # Absolute, as a single broker's: its nodes are recognized by paths on their command lines.
+        self.state_dir = (Path(state_dir) if state_dir else STATE_ROOT / f"cluster-{port}").resolve()
         if heap is not None:
             heap_opts(heap)  # refuse a bad size before anything starts
         if layout is None:

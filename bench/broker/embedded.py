@@ -459,7 +459,9 @@ class EmbeddedBroker(KafkaNode):
             node_id=_SINGLE_NODE_ID,
             port=port,
             controller_port=controller_port,
-            state_dir=Path(state_dir) if state_dir else (STATE_ROOT / f"broker-{port}").resolve(),
+            # Absolute: the JVM runs in its state dir, and a running broker is recognized by the
+            # properties path on its command line, which must be the same from any working dir.
+            state_dir=(Path(state_dir) if state_dir else STATE_ROOT / f"broker-{port}").resolve(),
             quorum_voters=f"{_SINGLE_NODE_ID}@127.0.0.1:{controller_port}",
             settings=SINGLE_NODE_BROKER_SETTINGS,
             kafka_version=check_kafka_version(kafka_version),

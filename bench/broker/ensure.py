@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import shutil
 import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
@@ -17,6 +18,23 @@ from streamstore.admin import broker_configs, connect_admin
 from streamstore.errors import RunFailed, UsageError
 
 BROKER_MODES = ("auto", "external", "embedded")
+# Room a broker needs beyond the records themselves (index files, segment rolls, its own logs):
+# Kafka stops a broker whose only log dir fails, which is what a full disk does.
+DISK_MARGIN_BYTES = 1_000_000_000
+
+
+def room_problem(free_bytes: int, planned_bytes: int | None, where: str) -> str | None:
+    """Pure: why a load that writes planned_bytes (None: unknown, flat out) would fill the disk
+    with free_bytes left under `where`; None when it fits."""
+    needed = (planned_bytes or 0) + DISK_MARGIN_BYTES
+    if free_bytes >= needed:
+        return None
+    if planned_bytes is None:
+        return (f"only {free_bytes / 1e9:.1f} GB free under {where}: the embedded broker stops when its disk "
+                f"fills (keep at least {DISK_MARGIN_BYTES / 1e9:g} GB free)")
+    return (f"this run writes about {planned_bytes / 1e9:,.1f} GB to the embedded broker's log but only "
+            f"{free_bytes / 1e9:,.1f} GB is free under {where} (the broker stops when its disk fills): "
+            "shorten the run, lower the rate or the message size, or free space")
 
 
 @dataclass
@@ -34,6 +52,16 @@ class BrokerInUse:
     def version(self) -> str | None:
         """The Kafka version when known (embedded broker); external brokers do not report it."""
         return self.embedded.version if self.embedded else None
+
+    def check_room(self, planned_bytes: int | None) -> None:
+        """UsageError when the load would fill the disk under the embedded broker's log (every
+        node of an embedded cluster shares it; planned_bytes counts every replica). A broker
+        elsewhere is not checked: its disk is not visible from here."""
+        if self.embedded is None:
+            return
+        problem = room_problem(shutil.disk_usage(self.embedded.state_dir).free, planned_bytes, str(self.embedded.state_dir))
+        if problem is not None:
+            raise UsageError(problem)
 
     def describe(self, purpose: str) -> str:
         """`127.0.0.1:9092 (embedded, started for this run, Kafka 3.8.1)`: where a command runs and

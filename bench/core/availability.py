@@ -10,8 +10,9 @@ rhythm of batches and are not kept, so a run's report stays small.
 `ActivityLog` is the coordinator's side: per-second counts per partition and the gaps of every
 reporter, relative to the run's t0 in ms, ready for bench/analysis/failover.py.
 
-Not seen: a partition whose acks stop and never resume before the run ends has no closing ack,
-so no gap (the run's longest stall, bench/broker/faults.py, covers that case).
+A partition whose acks stop and never resume has no closing ack: `close()` at the end of the
+producer's (the tracker's) work ends its gap there, so a stall that outlasts the run is kept.
+A partition never acked at all has no gap (nothing to measure from).
 """
 
 from __future__ import annotations
@@ -54,6 +55,15 @@ class PartitionActivity:
         now = time.perf_counter_ns() if now_ns is None else now_ns
         for partition, count in Counter(partitions).items():
             self.note(partition, now, count)
+
+    def close(self, now_ns: int | None = None) -> None:
+        """The end of the activity: a partition silent for at least the minimum gap since its
+        last note gets that gap, ending now."""
+        now = time.perf_counter_ns() if now_ns is None else now_ns
+        for partition, last in self.last_ns.items():
+            if now - last >= self.min_gap_ns:
+                self.gaps.append((partition, last, now))
+            self.last_ns[partition] = now
 
     def take(self) -> tuple[dict[int, int], list[Gap]]:
         """(counts per partition, gaps) since the last take."""

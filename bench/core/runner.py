@@ -14,6 +14,7 @@ Public entry point: `run_scenario`.
 
 from __future__ import annotations
 
+import dataclasses
 import multiprocessing
 import os
 import signal
@@ -24,17 +25,11 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, TextIO
 
-from bench.analysis.failover import failover_section
 from bench.broker.ensure import BrokerInUse, ensure_broker
-from bench.broker.fault_spec import check_targets
-from bench.broker.faults import Fault, FaultInjector, parse_faults
-from bench.broker.nodes import nodes_of
-from bench.broker.proxy_control import remote_proxies
-from bench.broker.roles import AnyNodeMetadata, active_controller
-from bench.broker.sampler import MetadataSampler
-from bench.core.audit import audit_method, run_verdict, trace_sample_every
-from bench.core.availability import MIN_GAP_NS, NS_PER_MS
+from bench.broker.faults import Fault, parse_faults
+from bench.core.audit import AuditOutcome, audit_method, run_verdict, trace_sample_every
 from bench.core.clients import check_client_settings, high_watermarks, scenario_admin, scenario_watermarks
+from bench.core.fault_watch import FaultWatch
 from bench.core.merge import RunMeasurements
 from bench.core.producer import CHILD_START_TIMEOUT_S, INTERRUPT_DRAIN_S, producer_main
 from bench.core.protocol import TRACKER, Drain, Inbox, producer_name
@@ -86,6 +81,48 @@ def prepare_topic(scenario: Scenario, bootstrap_servers: str) -> tuple[dict[int,
     return start, reported
 
 
+@dataclasses.dataclass
+class _Processes:
+    """The run's child processes (spawned: librdkafka threads and fork do not mix) and what the
+    coordinator shares with them."""
+
+    inbox: Inbox        # every child's reports
+    control: Any        # queue: the Drain for the tracker
+    start: Any          # event: t0_ns is set, go
+    stop: Any           # event: stop producing (Ctrl+C, a failure)
+    t0_ns: Any          # shared perf_counter_ns at which producing starts
+    children: list
+
+    @classmethod
+    def spawn(cls, scenario: Scenario, bootstrap_servers: str, run_id: bytes, start_offsets: dict[int, int]) -> _Processes:
+        context = multiprocessing.get_context("spawn")
+        reports, control = context.Queue(), context.Queue()
+        start, stop, t0_ns = context.Event(), context.Event(), context.Value("q", 0)
+        children = [context.Process(target=tracker_main, name="bench-tracker", daemon=True,
+                                    args=(scenario, bootstrap_servers, run_id, start_offsets, reports, control, start, t0_ns))]
+        children += [context.Process(target=producer_main, name=f"bench-producer-{i}", daemon=True,
+                                     args=(i, scenario, bootstrap_servers, run_id, reports, start, t0_ns, stop))
+                     for i in range(scenario.producers)]
+        return cls(Inbox(reports), control, start, stop, t0_ns, children)
+
+    def death(self) -> str | None:
+        """The failure of a child that died, if one did."""
+        for child in self.children:
+            if child.exitcode is not None and child.exitcode != 0:
+                return f"{child.name} died (exit code {child.exitcode})"
+        return None
+
+    def stop_all(self) -> None:
+        self.stop.set()
+        for child in self.children:
+            if child.pid is None:  # start() failed or was never reached
+                continue
+            child.join(timeout=INTERRUPT_DRAIN_S + 5)
+            if child.is_alive():
+                child.terminate()
+                child.join(timeout=5)
+
+
 class _Run:
     def __init__(self, scenario: Scenario, broker: BrokerInUse, results_root: Path, out: TextIO,
                  faults: Sequence[Fault] = ()):
@@ -103,75 +140,51 @@ class _Run:
         self.shown_second = -1
         self.t0_ns: int | None = None
         self.faults = tuple(faults)
-        self.injector: FaultInjector | None = None
-        self.sampler: MetadataSampler | None = None
-        self.fault_records: list[dict[str, Any]] = []
-        if faults:
-            # Roles are looked up by the injector, and the sampler watches leaders and ISRs, from here:
-            # the coordinator, never a producer, whose timing they would disturb.
-            proxies = remote_proxies(broker.embedded.state_dir)
-            check_targets(faults, len(nodes_of(broker.embedded)), scenario.partitions, proxied=bool(proxies))
-            self.admin = AnyNodeMetadata(scenario_admin(scenario, self.bootstrap_servers), scenario.producer_config)
-            self.injector = FaultInjector(broker.embedded, faults, admin=self.admin, topic=scenario.topic,
-                                          controller=lambda: active_controller(self.bootstrap_servers),
-                                          proxies=proxies)
+        self.fault_watch = FaultWatch(scenario, broker, self.faults) if faults else None
 
     def execute(self) -> tuple[int, Path, dict[str, Any]]:
         start_offsets, self.topic_settings = prepare_topic(self.scenario, self.bootstrap_servers)
         self.start_offsets = start_offsets
-        context = multiprocessing.get_context("spawn")
-        self.inbox = Inbox(context.Queue())
-        control = context.Queue()
-        start, stop = context.Event(), context.Event()
-        t0_ns = context.Value("q", 0)
-        run_id, reports = self.run_id.bytes, self.inbox.reports
-        children = [context.Process(target=tracker_main, name="bench-tracker", daemon=True,
-                                    args=(self.scenario, self.bootstrap_servers, run_id, start_offsets,
-                                          reports, control, start, t0_ns))]
-        children += [context.Process(target=producer_main, name=f"bench-producer-{i}", daemon=True,
-                                     args=(i, self.scenario, self.bootstrap_servers, run_id, reports, start, t0_ns, stop))
-                     for i in range(self.scenario.producers)]
-        self.children = children
+        self.processes = processes = _Processes.spawn(self.scenario, self.bootstrap_servers, self.run_id.bytes,
+                                                      start_offsets)
+        self.inbox = processes.inbox
         previous_sigterm = signal.signal(signal.SIGTERM, _raise_interrupted)
         try:
-            for child in children:
+            for child in processes.children:
                 child.start()
             self.inbox.wait_ready(self.measured.reported_through, CHILD_START_TIMEOUT_S,
-                                  [child.sentinel for child in children])
-            t0_ns.value = self.t0_ns = time.perf_counter_ns() + START_DELAY_NS
+                                  [child.sentinel for child in processes.children])
+            processes.t0_ns.value = self.t0_ns = time.perf_counter_ns() + START_DELAY_NS
             self.started_at = time.time() + START_DELAY_NS / NS_PER_S
-            start.set()
-            self._produce(stop)
+            processes.start.set()
+            self._produce()
             self._end_faults()
             if self.measured.failure is None:
-                self._drain(control, stop)
+                self._drain()
         finally:
             signal.signal(signal.SIGTERM, previous_sigterm)
             self._end_faults()
-            self._stop_children(stop)
-            if self.sampler is not None:
-                self.sampler.stop()
+            processes.stop_all()
+            if self.fault_watch is not None:
+                self.fault_watch.stop()
             self.progress.end_line()
         return self._write()
 
-    def _produce(self, stop) -> None:
+    def _produce(self) -> None:
         phase_start_s = 0.0
         for phase in self.scenario.phases:  # planned, so plots can mark the steps
             self.events.append({"t_s": phase_start_s, "kind": "phase",
                                 "detail": f"{phase.rate:,.0f} msg/s for {phase.duration_s:g} s"})
             phase_start_s += phase.duration_s
-        if self.injector:
-            sampler_admin = AnyNodeMetadata(scenario_admin(self.scenario, self.bootstrap_servers),
-                                            self.scenario.producer_config)
-            self.sampler = MetadataSampler(sampler_admin, self.scenario.topic, self.t0_ns / NS_PER_S).start()
-            self.injector.start(self.t0_ns / NS_PER_S)
+        if self.fault_watch is not None:
+            self.fault_watch.start(self.t0_ns)
         self.progress.message(
             f"run {self.run_id.hex[:8]}: {self.scenario.name} -> {self.scenario.topic} at {self.bootstrap_servers}, "
             f"{_describe_rate(self.scenario)}, {self.scenario.duration_s:g} s (warm-up {self.scenario.warmup_s:g} s)"
             + (f", faults {' '.join(str(f) for f in sorted(self.faults, key=lambda f: f.at_s))}" if self.faults else ""))
-        self._collect(lambda: len(self.measured.producers) == self.scenario.producers, stop)
+        self._collect(lambda: len(self.measured.producers) == self.scenario.producers)
 
-    def _drain(self, control, stop) -> None:
+    def _drain(self) -> None:
         acked = sum(outcome.acked for outcome in self.measured.producers.values())
         if self.interrupted:
             drain_s, idle = INTERRUPT_DRAIN_S, False
@@ -180,43 +193,34 @@ class _Run:
             drain_s, idle = self.scenario.drain_timeout_s, True
             self._event("drain", f"waiting for the tracker to consume {acked:,} acked orders "
                                  f"(it gives up after {drain_s:g} s without progress)")
-        control.put(Drain(self.measured.drain_target(self.method), drain_s, idle))
-        self._collect(lambda: self.measured.tracker_done is not None, stop)
+        self.processes.control.put(Drain(self.measured.drain_target(self.method), drain_s, idle))
+        self._collect(lambda: self.measured.tracker_done is not None)
 
     def _end_faults(self) -> None:
-        """End the current fault (the broker is up again before the drain) and keep its events."""
-        if self.injector is None:
-            return
-        self.injector.stop()
-        self.events += self.injector.events
-        self.fault_records = self.injector.records
-        if self.injector.error is not None and self.measured.failure is None:
-            self.measured.failure = f"fault injection failed: {self.injector.error}"
-        self.injector = None
+        """End the current fault: the broker is up again before the drain."""
+        if self.fault_watch is not None:
+            self.fault_watch.end()
+            if self.fault_watch.error is not None and self.measured.failure is None:
+                self.measured.failure = self.fault_watch.error
 
-    def _collect(self, done, stop) -> None:
+    def _collect(self, done) -> None:
         """Handle reports until done(); Ctrl+C/SIGTERM set stop and keep draining."""
         while not done() and self.measured.failure is None:
             try:
                 message = self.inbox.get(0.5)
                 if message is None:
-                    self._check_children()
+                    self.measured.failure = self.measured.failure or self.processes.death()
                     continue
                 self.measured.handle(message)
                 self._show_progress()
             except KeyboardInterrupt:  # Ctrl+C, or SIGTERM as _Interrupted
                 if not self.interrupted:
                     self.interrupted = True
-                    stop.set()
+                    self.processes.stop.set()
                     self._event("interrupted", "stopped producing; draining briefly")
                     self.progress.message("interrupted: stopping producers, draining briefly (result marked interrupted)")
         if self.measured.failure is not None:
-            stop.set()
-
-    def _check_children(self) -> None:
-        for child in self.children:
-            if child.exitcode is not None and child.exitcode != 0:
-                self.measured.failure = f"{child.name} died (exit code {child.exitcode})"
+            self.processes.stop.set()
 
     def _show_progress(self) -> None:
         through = self.measured.closed_through()
@@ -232,16 +236,6 @@ class _Run:
             recorder.p99_so_far("end_to_end", through), recorder.lag_messages.get(through),
             p99_scope(through, self.scenario.warmup_s)))
 
-    def _stop_children(self, stop) -> None:
-        stop.set()
-        for child in self.children:
-            if child.pid is None:  # start() failed or was never reached
-                continue
-            child.join(timeout=INTERRUPT_DRAIN_S + 5)
-            if child.is_alive():
-                child.terminate()
-                child.join(timeout=5)
-
     def _event(self, kind: str, detail: str) -> None:
         t_s = (time.perf_counter_ns() - self.t0_ns) / NS_PER_S if self.t0_ns else 0.0
         self.events.append({"t_s": round(t_s, 3), "kind": kind, "detail": detail})
@@ -254,26 +248,11 @@ class _Run:
         totals = recorder.totals()
         outcomes = measured.producers.values()
         audit = measured.audit(self.method)
-        try:
-            after = scenario_watermarks(self.scenario, self.bootstrap_servers)
-            offset_delta = sum(high for _, high in after.values()) - sum(self.start_offsets.values())
-        except RunFailed:
-            offset_delta = None
+        offset_delta = _broker_offset_delta(self.scenario, self.bootstrap_servers, self.start_offsets)
         failed = max(totals["failed"], sum(o.sent - o.acked for o in outcomes))
         first_error = next((o.first_error for o in outcomes if o.first_error), None)
         verdict = run_verdict(interrupted=self.interrupted, failure=measured.failure, failed=failed,
                               lost=audit.lost, first_error=first_error)
-        warnings = clamped_warnings(recorder)
-        if measured.tracker_done is not None and measured.tracker_done.foreign:
-            warnings.append(f"{measured.tracker_done.foreign:,} messages on the topic did not come from this run (another producer?)")
-        if offset_delta is not None and offset_delta != totals["acked"] and self.scenario.acks != "0":
-            warnings.append(f"broker offsets grew by {offset_delta:,} but {totals['acked']:,} deliveries were acked")
-        purged = sum(outcome.undelivered for outcome in outcomes)
-        if purged:
-            warnings.append(f"{purged:,} messages were not delivered before the flush deadline and were purged (counted as failed)")
-        if audit.lost_examples:
-            unit = " (producer/sequence)" if self.method == "sequences" else ""
-            warnings.append(f"lost{unit}, first ones: {', '.join(audit.lost_examples)}")
         producing_s = max((o.producing_s for o in outcomes), default=0.0)
         elapsed_s = max((o.elapsed_s for o in outcomes), default=0.0)
         result = RunResult(
@@ -288,29 +267,37 @@ class _Run:
             latency_us=latency_summaries(recorder, self.scenario, tracked=True,
                                          sample_every=trace_sample_every(self.scenario),
                                          service_sample_every=trace_sample_every(self.scenario)),
-            series=recorder.series(), events=self.events, warnings=warnings,
-            sections={"failover": self._failover(recorder)} if self.faults else {})
+            series=recorder.series(), events=self.events + (self.fault_watch.events if self.fault_watch else []),
+            warnings=_run_warnings(self.scenario, measured, totals, audit, offset_delta),
+            sections={"failover": self.fault_watch.section(measured, recorder, self.t0_ns)} if self.fault_watch else {})
         folder, document = write_run_folder(self.results_root, result, recorder)
         return verdict.exit_code, folder, document
 
 
-    def _failover(self, recorder) -> dict[str, Any]:
-        acks, consumed = self.measured.partition_acks, self.measured.partition_consumed
-        sampler = self.sampler
-        samples = sampler.samples if sampler is not None else []
-        section = failover_section(
-            self.fault_records, acks.gaps_ms(self.t0_ns), consumed.gaps_ms(self.t0_ns),
-            {p for counts in acks.by_second.values() for p in counts},
-            {p for counts in consumed.by_second.values() for p in counts},
-            samples, recorder.seconds(),
-            {name: recorder.latency[name].intervals for name in ("service_time", "end_to_end")},
-            gap_threshold_ms=MIN_GAP_NS / NS_PER_MS, sample_every_s=sampler.every_s if sampler else None,
-            missed_samples=sampler.missed if sampler else 0,
-            acks_tracked=None if self.scenario.rate else "flat out (rate 0) acks are not tracked per partition",
-            warmup_s=self.scenario.warmup_s)
-        section["series"]["acked_by_partition"] = acks.series(recorder.seconds()) if self.scenario.rate else None
-        section["series"]["consumed_by_partition"] = consumed.series(recorder.seconds())
-        return section
+def _broker_offset_delta(scenario: Scenario, bootstrap_servers: str, start_offsets: dict[int, int]) -> int | None:
+    """How many records the topic gained during the run, by the broker's own offsets (None when
+    the broker did not answer)."""
+    try:
+        after = scenario_watermarks(scenario, bootstrap_servers)
+    except RunFailed:
+        return None
+    return sum(high for _, high in after.values()) - sum(start_offsets.values())
+
+
+def _run_warnings(scenario: Scenario, measured: RunMeasurements, totals: dict[str, int], audit: AuditOutcome,
+                  offset_delta: int | None) -> list[str]:
+    warnings = clamped_warnings(measured.recorder)
+    if measured.tracker_done is not None and measured.tracker_done.foreign:
+        warnings.append(f"{measured.tracker_done.foreign:,} messages on the topic did not come from this run (another producer?)")
+    if offset_delta is not None and offset_delta != totals["acked"] and scenario.acks != "0":
+        warnings.append(f"broker offsets grew by {offset_delta:,} but {totals['acked']:,} deliveries were acked")
+    purged = sum(outcome.undelivered for outcome in measured.producers.values())
+    if purged:
+        warnings.append(f"{purged:,} messages were not delivered before the flush deadline and were purged (counted as failed)")
+    if audit.lost_examples:
+        unit = " (producer/sequence)" if audit.method == "sequences" else ""
+        warnings.append(f"lost{unit}, first ones: {', '.join(audit.lost_examples)}")
+    return warnings
 
 
 def _describe_rate(scenario: Scenario) -> str:
@@ -350,6 +337,7 @@ def run_scenario(
                        client_settings=scenario.producer_config, announce=say) as broker:
         if broker.started_here:
             say(f"broker {broker.describe('run')}")
+        broker.check_room(scenario.planned_bytes())
         if faults and broker.embedded is None:
             raise UsageError(f"faults need the embedded broker, and the broker at {bootstrap_servers} is not one started "
                              "by `python -m bench broker start` (or give its --state-dir)")

@@ -206,6 +206,14 @@ class Scenario:
         """The rate schedule as phases (a steady scenario is one phase)."""
         return self.phases or (Phase(self.duration_s, self.rate),)
 
+    def planned_bytes(self) -> int | None:
+        """The record bytes a run writes to the brokers' logs, every replica counted (uncompressed,
+        so an upper bound); None flat out, where the rate is whatever the brokers take."""
+        if self.rate == 0 and not self.phases:
+            return None
+        messages = sum(phase.rate * phase.duration_s for phase in self.schedule())
+        return round(messages * self.message_size * self.replication_factor)
+
     def to_dict(self) -> dict[str, Any]:
         """Every field as plain JSON values, secret settings redacted."""
         values = dataclasses.asdict(self)

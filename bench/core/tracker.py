@@ -175,6 +175,7 @@ def _track(scenario: Scenario, bootstrap_servers: str, run_id: bytes, start_offs
                     pass
             if drain_target is not None and (_drained(state, drain_target) or now >= drain_deadline_ns):
                 break
+        state.partition_consumed.close()
         _tracker_report(reports, tracker, partitions, start_offsets, state, second)
         reports.put(TrackerDone(
             seen={p: bytes(bits) for p, bits in state.audit.seen.items()}, duplicated=state.audit.duplicated,

@@ -25,6 +25,7 @@ from bench.core.clients import scenario_watermarks
 from bench.core.merge import RunMeasurements
 from bench.core.producer import CHILD_START_TIMEOUT_S
 from bench.core.protocol import TRACKER, Drain, Inbox, TrackerSecond
+from bench.core.recorder import RunRecorder
 from bench.core.result import RunResult, clamped_warnings, latency_summaries, run_counts, write_run_folder
 from bench.core.runner import prepare_topic
 from bench.core.scenario import Scenario
@@ -130,6 +131,63 @@ class TrackerProcess:
         self.control.close()
 
 
+class WorkerAccounts:
+    """What each worker (or the local runner) reported: counts, failed sequences, its service-time
+    histogram, how far it has reported; folded into the run's recorder as reports arrive."""
+
+    def __init__(self) -> None:
+        self.by_id: dict[str, dict[str, Any]] = {}
+        # Every worker's service time, whole run (Locust's own request count must equal its total).
+        self.all_service_time = new_latency_histogram()
+
+    def add(self, worker_id: str, report: Mapping[str, Any], measured: RunMeasurements) -> None:
+        worker = self.by_id.get(worker_id)
+        if worker is None:  # not setdefault: it would build a histogram for every report
+            worker = self.by_id[worker_id] = {"producer": report["producer"], "acked": 0, "failed": 0, "sent": 0,
+                                              "hdr_count": 0, "service_time": new_latency_histogram(),
+                                              "failed_sequences": [], "through": -1, "final": False}
+        recorder = measured.recorder
+        for second_text, data in report["seconds"].items():
+            second = max(0, int(second_text))
+            recorder.add_producer_report(second, data["sent"], data["acked"], data["failed"], [], [], [])
+            worker["acked"] += data["acked"]
+            worker["failed"] += data["failed"]
+            # Added bucket by bucket in C: re-recording the values one by one (hdrh's iterator
+            # and record_value are pure Python) cost the master more than a worker's sending.
+            histograms = {name: decode_histogram(data[name]) for name in ("service_time", "response_time", "send_delay")
+                          if data[name]}
+            for name, histogram in histograms.items():
+                recorder.latency[name].add_histogram(second, histogram)
+            if "service_time" in histograms:
+                histogram = histograms["service_time"]
+                worker["hdr_count"] += histogram.get_total_count()
+                worker["service_time"].add(histogram)
+                self.all_service_time.add(histogram)
+        worker["sent"] = report["sent_total"]
+        worker["failed_sequences"].extend(report["failed_sequences"])
+        measured.add_acked_ranges(report["acked_offsets"])
+        worker["final"] = report["final"]
+        if report["through"] is not None:
+            worker["through"] = report["through"]
+
+    def reported_through(self) -> list[int]:
+        """The last second each still-running worker has reported."""
+        return [w["through"] for w in self.by_id.values() if not w["final"]]
+
+    def not_final(self) -> list[str]:
+        return [worker_id for worker_id, w in self.by_id.items() if not w["final"]]
+
+    def producer_accounts(self) -> list[ProducerAccount]:
+        return [ProducerAccount(w["producer"], w["sent"], w["acked"], w["failed_sequences"]) for w in self.by_id.values()]
+
+    def section(self) -> dict[str, dict[str, Any]]:
+        """Each worker's counts and own delivery histogram (whole run, warm-up included, as
+        hdr_count): one slow worker shows, and the merged summary can be checked against the union."""
+        return {worker_id: {**{k: w[k] for k in ("producer", "sent", "acked", "failed", "hdr_count")},
+                            "service_time_histogram": _encoded_or_none(w["service_time"])}
+                for worker_id, w in self.by_id.items()}
+
+
 class LocustRun:
     """One test as the master (or local runner) sees it: merged measurements and the result."""
 
@@ -144,8 +202,7 @@ class LocustRun:
         self.started_at = time.time()
         self.measured = RunMeasurements(scenario.warmup_s)
         self.recorder = self.measured.recorder
-        self.all_delivery = new_latency_histogram()
-        self.workers: dict[str, dict[str, Any]] = {}
+        self.workers = WorkerAccounts()
         self.peak_users = 0
         self.tracker: TrackerProcess | None = None
         self.start_offsets: dict[int, int] = {}
@@ -176,33 +233,7 @@ class LocustRun:
     def add_worker_report(self, worker_id: str, report: Mapping[str, Any]) -> None:
         if report.get("run_id") != self.run_id.hex():
             return  # a report of an earlier test that arrived late
-        worker = self.workers.get(worker_id)
-        if worker is None:  # not setdefault: it would build a histogram for every report
-            worker = self.workers[worker_id] = {"producer": report["producer"], "acked": 0, "failed": 0, "sent": 0,
-                                                "hdr_count": 0, "service_time": new_latency_histogram(),
-                                                "failed_sequences": [], "through": -1, "final": False}
-        for second_text, data in report["seconds"].items():
-            second = max(0, int(second_text))
-            self.recorder.add_producer_report(second, data["sent"], data["acked"], data["failed"], [], [], [])
-            worker["acked"] += data["acked"]
-            worker["failed"] += data["failed"]
-            # Added bucket by bucket in C: re-recording the values one by one (hdrh's iterator
-            # and record_value are pure Python) cost the master more than a worker's sending.
-            histograms = {name: decode_histogram(data[name]) for name in ("service_time", "response_time", "send_delay")
-                          if data[name]}
-            for name, histogram in histograms.items():
-                self.recorder.latency[name].add_histogram(second, histogram)
-            if "service_time" in histograms:
-                histogram = histograms["service_time"]
-                worker["hdr_count"] += histogram.get_total_count()
-                worker["service_time"].add(histogram)
-                self.all_delivery.add(histogram)
-        worker["sent"] = report["sent_total"]
-        worker["failed_sequences"].extend(report["failed_sequences"])
-        self.measured.add_acked_ranges(report["acked_offsets"])
-        worker["final"] = report["final"]
-        if report["through"] is not None:
-            worker["through"] = report["through"]
+        self.workers.add(worker_id, report, self.measured)
         self._pump_tracker()
         self._close_finished_seconds()
 
@@ -220,9 +251,9 @@ class LocustRun:
         """The last second that every worker and the tracker have reported (None: all are done)."""
         runner = self.environment.runner
         expected = {client.id for client in runner.clients.all} if isinstance(runner, MasterRunner) else {LOCAL_WORKER}
-        if not expected <= self.workers.keys():
+        if not expected <= self.workers.by_id.keys():
             return -1  # a worker that has not reported yet may still hold any second
-        reported_through = [w["through"] for w in self.workers.values() if not w["final"]]
+        reported_through = self.workers.reported_through()
         if self.tracker is not None and self.measured.tracker_done is None:
             reported_through.append(self.tracker.reported_through)
         return min(reported_through) if reported_through else None
@@ -239,26 +270,8 @@ class LocustRun:
         newest counts compared a tracker that had consumed up to now with acks up to 4 s old:
         consumed ran ahead of acked, by 240,000 orders flat out."""
         through = self._reported_through()
-        if through is None:
-            through = self.recorder.last_second
-        if through < 0:
-            return "waiting for the first report of every worker and the tracker"
-        counts = self.recorder.counts_by_second
-        acked, failed, consumed = (sum(counts[name][second] for second in range(through + 1))
-                                   for name in ("acked", "failed", "consumed"))
-        p99 = self.all_delivery.get_value_at_percentile(99.0) if self.all_delivery.get_total_count() else None
-        e2e = self.recorder.latency["end_to_end"].interval_stats.get(through)
-        lag = self.recorder.lag_messages.get(through)
-        parts = [
-            f"counts through t={through + 1}s (the newest second all workers and the tracker have reported): "
-            f"acked {acked:,} ({acked / (through + 1):,.0f}/s)",
-            f"failed {failed:,}",
-            f"consumed {consumed:,}" if self.tracker is not None else "no tracker",
-            f"lag {lag:,} msgs" if lag is not None else "lag -",
-            f"end-to-end p99 in that second {_ms(e2e[1] if e2e else None)}",
-            f"service time p99 so far {_ms(p99)}",
-        ]
-        return ", ".join(parts)
+        return status_text(self.recorder, self.recorder.last_second if through is None else through,
+                           self.workers.all_service_time, self.tracker is not None)
 
     def finish(self) -> tuple[Path, dict[str, Any]]:
         """Wait for the last reports and the tracker, then write the result folder."""
@@ -288,23 +301,22 @@ class LocustRun:
             if client.state in (STATE_RUNNING, STATE_SPAWNING):
                 runner.send_message("stop", client_id=client.id)
         deadline = time.monotonic() + FINAL_REPORT_TIMEOUT_S
-        while not all(w["final"] for w in self.workers.values()) and time.monotonic() < deadline:
+        while self.workers.not_final() and time.monotonic() < deadline:
             gevent.sleep(0.1)
-        missing = [worker_id for worker_id, w in self.workers.items() if not w["final"]]
+        missing = self.workers.not_final()
         if missing:
             self.failure = f"no final report from worker(s) {', '.join(missing)} within {FINAL_REPORT_TIMEOUT_S:g} s"
 
     def _result(self, ended_at: float, broker: dict[str, Any]) -> RunResult:
         totals = self.recorder.totals()
         offset_delta = broker.pop("offset_delta")
-        accounts = [ProducerAccount(w["producer"], w["sent"], w["acked"], w["failed_sequences"]) for w in self.workers.values()]
-        audit = self.measured.audit(self.method, accounts)
+        audit = self.measured.audit(self.method, self.workers.producer_accounts())
         verdict = run_verdict(interrupted=False, failure=self.failure, failed=totals["failed"], lost=audit.lost)
         duration_s = max(ended_at - self.started_at, self.scenario.warmup_s + 0.1)
         scenario = dataclasses.replace(self.scenario, duration_s=round(duration_s, 3),
                                        rate=self.rate_per_user * self.peak_users)
         stats = self.environment.runner.stats.total
-        hosts = {worker_id.rsplit("_", 1)[0] for worker_id in self.workers}
+        hosts = {worker_id.rsplit("_", 1)[0] for worker_id in self.workers.by_id}
         warnings = clamped_warnings(self.recorder)
         if audit.lost_examples:
             warnings.append(f"lost, first ones: {', '.join(audit.lost_examples)}")
@@ -325,14 +337,33 @@ class LocustRun:
                 "user_rate": self.rate_per_user,
                 "request_count": stats.num_requests,
                 "failure_count": stats.num_failures,
-                "hdr_total_count": self.all_delivery.get_total_count(),
-                # Each worker's own delivery histogram (whole run, warm-up included, as hdr_count):
-                # one slow worker shows, and the merged summary can be checked against the union.
-                "workers": {worker_id: {**{k: w[k] for k in ("producer", "sent", "acked", "failed", "hdr_count")},
-                                        "service_time_histogram": _encoded_or_none(w["service_time"])}
-                            for worker_id, w in self.workers.items()},
+                "hdr_total_count": self.workers.all_service_time.get_total_count(),
+                "workers": self.workers.section(),
                 "tracker": self.tracker is not None,
             }})
+
+
+def status_text(recorder: RunRecorder, through: int, service_time, tracked: bool) -> str:
+    """The master's status line: counts through second `through` (-1: nothing yet), service-time
+    p99 so far from the workers' merged histogram."""
+    if through < 0:
+        return "waiting for the first report of every worker and the tracker"
+    counts = recorder.counts_by_second
+    acked, failed, consumed = (sum(counts[name][second] for second in range(through + 1))
+                               for name in ("acked", "failed", "consumed"))
+    p99 = service_time.get_value_at_percentile(99.0) if service_time.get_total_count() else None
+    e2e = recorder.latency["end_to_end"].interval_stats.get(through)
+    lag = recorder.lag_messages.get(through)
+    parts = [
+        f"counts through t={through + 1}s (the newest second all workers and the tracker have reported): "
+        f"acked {acked:,} ({acked / (through + 1):,.0f}/s)",
+        f"failed {failed:,}",
+        f"consumed {consumed:,}" if tracked else "no tracker",
+        f"lag {lag:,} msgs" if lag is not None else "lag -",
+        f"end-to-end p99 in that second {_ms(e2e[1] if e2e else None)}",
+        f"service time p99 so far {_ms(p99)}",
+    ]
+    return ", ".join(parts)
 
 
 def _encoded_or_none(histogram) -> str | None:

@@ -1,0 +1,87 @@
+"""Broker faults during one `bench run`: the injector that causes them on schedule, the sampler
+that watches leaders and ISRs meanwhile, and the run's `failover` section built from both and
+from what the run measured (bench/analysis/failover.py).
+
+Both live in the coordinating process, never in a producer, whose timing they would disturb.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from bench.analysis.failover import failover_section
+from bench.broker.ensure import BrokerInUse
+from bench.broker.fault_spec import check_targets
+from bench.broker.faults import Fault, FaultInjector
+from bench.broker.nodes import nodes_of
+from bench.broker.proxy_control import remote_proxies
+from bench.broker.roles import AnyNodeMetadata, active_controller
+from bench.broker.sampler import MetadataSampler
+from bench.core.availability import MIN_GAP_NS, NS_PER_MS
+from bench.core.clients import scenario_admin
+from bench.core.merge import RunMeasurements
+from bench.core.recorder import RunRecorder
+from bench.core.scenario import Scenario
+
+NS_PER_S = 1_000_000_000
+
+
+class FaultWatch:
+    """Causes a run's faults and watches the cluster while they last.
+
+    `start(t0_ns)` when producing begins; `end()` once producing is over (the broker is up again
+    before the drain; safe to call twice); then `events`, `error` and `section(...)`.
+    """
+
+    def __init__(self, scenario: Scenario, broker: BrokerInUse, faults: Sequence[Fault]):
+        self.scenario = scenario
+        self.bootstrap_servers = broker.bootstrap_servers
+        proxies = remote_proxies(broker.embedded.state_dir)
+        check_targets(faults, len(nodes_of(broker.embedded)), scenario.partitions, proxied=bool(proxies))
+        self.injector: FaultInjector | None = FaultInjector(
+            broker.embedded, faults, admin=self._metadata(), topic=scenario.topic,
+            controller=lambda: active_controller(self.bootstrap_servers), proxies=proxies)
+        self.sampler: MetadataSampler | None = None
+        self.events: list[dict[str, Any]] = []
+        self.records: list[dict[str, Any]] = []
+        self.error: str | None = None
+
+    def _metadata(self) -> AnyNodeMetadata:
+        return AnyNodeMetadata(scenario_admin(self.scenario, self.bootstrap_servers), self.scenario.producer_config)
+
+    def start(self, t0_ns: int) -> None:
+        self.sampler = MetadataSampler(self._metadata(), self.scenario.topic, t0_ns / NS_PER_S).start()
+        self.injector.start(t0_ns / NS_PER_S)
+
+    def end(self) -> None:
+        """End the current fault and keep the events; the sampler keeps watching until `stop`."""
+        if self.injector is None:
+            return
+        self.injector.stop()
+        self.events, self.records = self.injector.events, self.injector.records
+        self.error = f"fault injection failed: {self.injector.error}" if self.injector.error is not None else None
+        self.injector = None
+
+    def stop(self) -> None:
+        self.end()
+        if self.sampler is not None:
+            self.sampler.stop()
+
+    def section(self, measured: RunMeasurements, recorder: RunRecorder, t0_ns: int) -> dict[str, Any]:
+        """The result's `failover` section."""
+        acks, consumed = measured.partition_acks, measured.partition_consumed
+        sampler, flat_out = self.sampler, self.scenario.rate == 0
+        section = failover_section(
+            self.records, acks.gaps_ms(t0_ns), consumed.gaps_ms(t0_ns),
+            {p for counts in acks.by_second.values() for p in counts},
+            {p for counts in consumed.by_second.values() for p in counts},
+            sampler.samples if sampler is not None else [], recorder.seconds(),
+            {name: recorder.latency[name].intervals for name in ("service_time", "end_to_end")},
+            gap_threshold_ms=MIN_GAP_NS / NS_PER_MS, sample_every_s=sampler.every_s if sampler else None,
+            missed_samples=sampler.missed if sampler else 0,
+            acks_tracked="flat out (rate 0) acks are not tracked per partition" if flat_out else None,
+            warmup_s=self.scenario.warmup_s)
+        section["series"]["acked_by_partition"] = None if flat_out else acks.series(recorder.seconds())
+        section["series"]["consumed_by_partition"] = consumed.series(recorder.seconds())
+        return section
