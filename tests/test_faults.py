@@ -237,7 +237,7 @@ def test_a_run_that_would_fill_the_embedded_brokers_disk_is_refused_before_produ
     assert completed.returncode == 2, completed.stdout + completed.stderr
     lines = completed.stderr.splitlines()
     assert len(lines) == 1 and "Traceback" not in completed.stderr, completed.stderr
-    assert "this run writes about 100,000,000,000.0 GB to the embedded broker's log" in lines[0], lines[0]
+    assert "this run writes about 100,000,000.0 GB to the embedded broker's log" in lines[0], lines[0]
     assert not list(tmp_path.glob("*/result.json"))
     # Refused before producing: the topic was never created.
     assert unique_topic not in connect_admin(embedded_broker.bootstrap_servers).list_topics(timeout=10).topics
