@@ -136,6 +136,7 @@ class _Run:
         reporters = [TRACKER, *(producer_name(i) for i in range(scenario.producers))]
         self.measured = RunMeasurements(scenario.warmup_s, reporters)
         self.interrupted = False
+        self.signalled = False  # Ctrl+C or SIGTERM arrived while producing or draining
         self.events: list[dict[str, Any]] = []
         self.shown_second = -1
         self.t0_ns: int | None = None
@@ -148,12 +149,18 @@ class _Run:
         self.processes = processes = _Processes.spawn(self.scenario, self.bootstrap_servers, self.run_id.bytes,
                                                       start_offsets)
         self.inbox = processes.inbox
-        previous_sigterm = signal.signal(signal.SIGTERM, _raise_interrupted)
+        previous = {signal.SIGINT: signal.getsignal(signal.SIGINT),
+                    signal.SIGTERM: signal.signal(signal.SIGTERM, _raise_interrupted)}
         try:
             for child in processes.children:
                 child.start()
             self.inbox.wait_ready(self.measured.reported_through, CHILD_START_TIMEOUT_S,
                                   [child.sentinel for child in processes.children])
+            # From here on a signal is only noted, and `_collect` acts on it: raised at any point,
+            # KeyboardInterrupt could leave the report queue's lock held or a report half read,
+            # and the run would never end.
+            for signum in previous:
+                signal.signal(signum, self._note_signal)
             processes.t0_ns.value = self.t0_ns = time.perf_counter_ns() + START_DELAY_NS
             self.started_at = time.time() + START_DELAY_NS / NS_PER_S
             processes.start.set()
@@ -162,7 +169,8 @@ class _Run:
             if self.measured.failure is None:
                 self._drain()
         finally:
-            signal.signal(signal.SIGTERM, previous_sigterm)
+            for signum, handler in previous.items():
+                signal.signal(signum, handler)
             self._end_faults()
             processes.stop_all()
             if self.fault_watch is not None:
@@ -203,22 +211,23 @@ class _Run:
             if self.fault_watch.error is not None and self.measured.failure is None:
                 self.measured.failure = self.fault_watch.error
 
+    def _note_signal(self, signum, frame) -> None:
+        self.signalled = True
+
     def _collect(self, done) -> None:
-        """Handle reports until done(); Ctrl+C/SIGTERM set stop and keep draining."""
+        """Handle reports until done(); after Ctrl+C/SIGTERM, stop producing and drain briefly."""
         while not done() and self.measured.failure is None:
-            try:
-                message = self.inbox.get(0.5)
-                if message is None:
-                    self.measured.failure = self.measured.failure or self.processes.death()
-                    continue
-                self.measured.handle(message)
-                self._show_progress()
-            except KeyboardInterrupt:  # Ctrl+C, or SIGTERM as _Interrupted
-                if not self.interrupted:
-                    self.interrupted = True
-                    self.processes.stop.set()
-                    self._event("interrupted", "stopped producing; draining briefly")
-                    self.progress.message("interrupted: stopping producers, draining briefly (result marked interrupted)")
+            if self.signalled and not self.interrupted:
+                self.interrupted = True
+                self.processes.stop.set()
+                self._event("interrupted", "stopped producing; draining briefly")
+                self.progress.message("interrupted: stopping producers, draining briefly (result marked interrupted)")
+            message = self.inbox.get(0.5)
+            if message is None:
+                self.measured.failure = self.measured.failure or self.processes.death()
+                continue
+            self.measured.handle(message)
+            self._show_progress()
         if self.measured.failure is not None:
             self.processes.stop.set()
 
