@@ -40,6 +40,7 @@ from bench.core.result import (
     clamped_warnings,
     latency_summaries,
     run_counts,
+    run_throughput,
     write_run_folder,
 )
 from bench.core.scenario import Scenario
@@ -270,9 +271,8 @@ class _Run:
             started_at=self.started_at, ended_at=ended_at, duration_s=producing_s, warmup_s=self.scenario.warmup_s,
             verdict=verdict, audit=audit.method,
             counts=run_counts(totals, failed=failed, audit=audit, tracker_ran=True, broker_offset_delta=offset_delta),
-            # acked / (first send -> last ack): what `bench calibrate` compares with a bare loop.
-            throughput={"producing_s": round(producing_s, 3), "elapsed_s": round(elapsed_s, 3),
-                        "acked_per_s": round(totals["acked"] / elapsed_s, 1) if elapsed_s else None},
+            throughput=run_throughput(recorder.series(), self.scenario.warmup_s, self.scenario.message_size,
+                                      acked=totals["acked"], producing_s=producing_s, elapsed_s=elapsed_s),
             latency_us=latency_summaries(recorder, self.scenario, tracked=True,
                                          sample_every=trace_sample_every(self.scenario),
                                          service_sample_every=trace_sample_every(self.scenario)),
