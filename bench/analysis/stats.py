@@ -10,6 +10,7 @@ import statistics
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from bench.results.metrics import METRICS
 from bench.results.window import series_samples
 
 # A generator on schedule sends within a few ms of the intended time (sleep granularity,
@@ -122,7 +123,7 @@ def derive_warnings(result: Mapping[str, Any]) -> list[str]:
     send_delay = (result.get("latency_us") or {}).get("send_delay") or {}
     if (send_delay.get("p99") or 0) > GENERATOR_BEHIND_SEND_DELAY_P99_US:
         add(
-            f"generator fell behind: send delay p99 = {send_delay['p99'] / 1000:.1f} ms "
+            f"generator fell behind: {METRICS['send_delay_p99'].label} = {send_delay['p99'] / 1000:.1f} ms "
             "(response time includes that lateness; service time does not)"
         )
 

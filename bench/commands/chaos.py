@@ -12,6 +12,7 @@ from bench.commands import run as run_command
 from bench.core.runner import run_scenario
 from bench.core.scenario import Scenario
 from bench.results.formatting import format_us
+from bench.results.metrics import METRICS
 from streamstore.errors import UsageError
 
 NAME = "chaos"
@@ -76,5 +77,5 @@ def failover_lines(failover) -> list[str]:
             f"failover {fault['fault']} on node {fault['node_id']} ({fault['role']}) at {fault['start_s']:.1f} s: "
             f"longest gap without an ack {_ms(fault['longest_ack_gap_ms'])}, without a consumed message "
             f"{_ms(fault['longest_consume_gap_ms'])}, new leader in metadata after {_ms(fault['new_leader_ms'])}, "
-            f"service time p99.9 {format_us(during.get('p99_9'))} during vs {format_us(before.get('p99_9'))} before")
+            f"{METRICS['service_time_p99_9'].label} {format_us(during.get('p99_9'))} during vs {format_us(before.get('p99_9'))} before")
     return lines

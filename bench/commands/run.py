@@ -62,7 +62,7 @@ def write_report(folder, result: dict) -> None:
 
 
 def throughput_lines(result: dict) -> list[str]:
-    """The measured-window throughput (the figure report, compare and the gate read), once."""
+    """The measured-window throughput, the figure that report, compare and the gate read, said once."""
     throughput = result.get("throughput") or {}
     acked, megabytes = METRICS["throughput"].read(result), METRICS["throughput_mb"].read(result)
     if acked is None:

@@ -19,6 +19,7 @@ from bench.core.audit import OFFSETS, Verdict, run_verdict
 from bench.core.result import OFFSETS_NOT_READ, Counts, RunResult, broker_section, sum_counts
 from bench.large_message.plan import SweepOptions, size_label
 from bench.peers.java_tools import END_TO_END_LATENCY, EndToEndFigures
+from bench.results.metrics import METRICS
 from streamstore.config import MAX_VALUE_BYTES, PRODUCE_RECORD_SET_MAX_BYTES
 
 # Targets for the largest message: peak RSS per client, and the harness's overhead against a
@@ -249,8 +250,9 @@ def format_row(row: Mapping[str, Any]) -> str:
 
     produce, end_to_end = row["service_time_ms"], row["end_to_end_ms"]
     return (
-        f"{label}  x{row['reps']}  service time p50 {figure(produce and produce['p50'], 10)} ms  "
-        f"end-to-end p50 {figure(end_to_end and end_to_end['p50'], 10)} ms  {figure(row['transfer_rate_mb_s'], 8)} MB/s  "
+        f"{label}  x{row['reps']}  {METRICS['service_time_p50'].label} {figure(produce and produce['p50'], 10)} ms  "
+        f"{METRICS['end_to_end_p50'].label} {figure(end_to_end and end_to_end['p50'], 10)} ms  "
+        f"{figure(row['transfer_rate_mb_s'], 8)} MB/s  "
         f"peak RSS prod/cons {memory} MB  {wire}"
     )
 
@@ -262,7 +264,7 @@ def format_java_row(row: Mapping[str, Any]) -> str:
     if java["error"]:
         return f"{label}  Java EndToEndLatency: not measured: {java['error']}"
     counted = java["messages"] - (1 if java["warmup_message_left_out"] else 0)
-    return (f"{label}  Java EndToEndLatency  end-to-end mean {java['end_to_end_ms']:>10,.1f} ms (of {counted})  "
+    return (f"{label}  Java EndToEndLatency  {METRICS['end_to_end_mean'].label} {java['end_to_end_ms']:>10,.1f} ms (of {counted})  "
             f"{java['transfer_rate_mb_s']:>8,.1f} MB/s")
 
 

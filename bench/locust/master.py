@@ -34,6 +34,7 @@ from bench.locust.options import tracked_scenario
 from bench.locust.worker import options_bootstrap
 from bench.output.report import write_run_report
 from bench.results.histograms import decode_histogram, encode_histogram, new_latency_histogram
+from bench.results.metrics import METRICS
 from streamstore.errors import StreamStoreError
 
 logger = logging.getLogger("bench.locust")
@@ -361,8 +362,8 @@ def status_text(recorder: RunRecorder, through: int, service_time, tracked: bool
         f"failed {failed:,}",
         f"consumed {consumed:,}" if tracked else "no tracker",
         f"lag {lag:,} msgs" if lag is not None else "lag -",
-        f"end-to-end p99 in that second {_ms(e2e[1] if e2e else None)}",
-        f"service time p99 so far {_ms(p99)}",
+        f"{METRICS['end_to_end_p99'].label} in that second {_ms(e2e[1] if e2e else None)}",
+        f"{METRICS['service_time_p99'].label} so far {_ms(p99)}",
     ]
     return ", ".join(parts)
 

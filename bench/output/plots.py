@@ -23,7 +23,7 @@ from PIL import Image  # noqa: E402  (Pillow comes with matplotlib)
 
 from bench.results.formatting import describe_environment, describe_scenario, format_bytes  # noqa: E402
 from bench.results.histograms import decode_histogram  # noqa: E402
-from bench.results.metrics import PLOTTED_LATENCIES, SERIES, latency_series_key, latency_title  # noqa: E402
+from bench.results.metrics import METRICS, PLOTTED_LATENCIES, SERIES, latency_series_key, latency_title  # noqa: E402
 
 LATENCY_KINDS = {kind: latency_title(kind) for kind in PLOTTED_LATENCIES}
 # The HDR axis: x = 1 / (1 - p), so each "nine" gets the same width.
@@ -398,7 +398,7 @@ def plot_large_message(result: Mapping[str, Any], folder: Path) -> list[Path]:
     for ax in (throughput_ax, memory_ax):
         _size_axis(ax)
         ax.legend(fontsize=8)
-    throughput_ax.set_ylabel("MB/s (uncompressed payload / end-to-end p50)")
+    throughput_ax.set_ylabel(f"MB/s (uncompressed payload / {METRICS['end_to_end_p50'].label})")
     throughput_ax.set_title("transfer rate of one message in flight", fontsize=10)
     _ms_axis(memory_ax, "peak RSS (MB, log scale)")
     memory_ax.set_title("client memory", fontsize=10)

@@ -180,8 +180,8 @@ def _large_message_table(result: Mapping[str, Any]) -> Block | None:
         number(row.get("producer_peak_rss_bytes"), 1e6), number(row.get("consumer_peak_rss_bytes"), 1e6),
         row.get("error") or "", *java(row),
     ) for row in rows]
-    return table(("size (bytes)", "compression", "reps", "service time p50", "service time max", "end-to-end",
-                  "MB/s", "ratio", "producer RSS MB", "consumer RSS MB", "error",
+    return table(("size (bytes)", "compression", "reps", METRICS["service_time_p50"].label, METRICS["service_time_max"].label,
+                  METRICS["end_to_end_p50"].label, "transfer rate MB/s", "ratio", "producer RSS MB", "consumer RSS MB", "error",
                   *(("Java EndToEndLatency end-to-end (mean)",) if peer else ())), body)
 
 
