@@ -349,6 +349,33 @@ def test_later_commands_find_the_cluster_broker_start_left_in_the_working_dir(tm
     assert status.stderr == (
         f"error: 2 embedded brokers could be the one at {address} (the single broker in "
         f"{tmp_path / '.state' / f'broker-{base}'} and the 3-node cluster in {state_dir}; neither runs): "
-        "pick one with --state-dir\n")
+        "pick one with --nodes 1 or --nodes 3 (or --state-dir)\n")
     picked = bench_in(tmp_path, "broker", "status", "--port", str(base), "--state-dir", str(state_dir))
     assert picked.stdout.startswith(f"cluster: 0 of 3 nodes running, Apache Kafka 3.8.1, state {state_dir}\n")
+
+
+def test_proxy_commands_find_the_state_dir_of_the_cluster_they_front(tmp_path):
+    """Proxies start before their cluster: in the state dir `broker start --nodes 3 --port P` will
+    use; status and stop find them there with no --state-dir."""
+    listen, upstream = free_ports(3), free_ports(3)
+    routes = [f"--node={k + 1}={listen[k]}:{upstream[k]}" for k in range(3)]
+    state_dir = (tmp_path / ".state" / f"cluster-{upstream[0]}").resolve()
+    started = bench_in(tmp_path, "proxy", "start", *routes)
+    try:
+        assert started.returncode == 0, started.stdout + started.stderr
+        assert started.stdout.endswith(f"control {state_dir}/client-proxies.sock\n")
+        status = bench_in(tmp_path, "proxy", "status")
+        assert status.stdout == f"client proxies for nodes 1, 2, 3 at {state_dir}/client-proxies.sock\n"
+        stopped = bench_in(tmp_path, "proxy", "stop")
+        assert stopped.stdout == f"stopped the client proxies for {state_dir}\n", stopped.stdout + stopped.stderr
+    finally:
+        bench_in(tmp_path, "proxy", "stop", "--state-dir", str(state_dir))
+    pid = int(started.stdout.split("(pid ")[1].split(")")[0])
+    deadline = time.monotonic() + 30
+    while process_alive(pid):  # `stop` asks; the proxies close their sockets and end a moment later
+        assert time.monotonic() < deadline, f"the proxy process {pid} still runs 30 s after stop"
+        time.sleep(0.1)
+    status = bench_in(tmp_path, "proxy", "status", "--bootstrap-servers", f"127.0.0.1:{listen[0]}")
+    assert status.returncode == 0
+    assert status.stdout == (f"no client proxies run under {(tmp_path / '.state').resolve()}, and no embedded broker "
+                             f"there answers at 127.0.0.1:{listen[0]}\n")

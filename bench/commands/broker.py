@@ -81,7 +81,7 @@ def _cluster(args: argparse.Namespace) -> EmbeddedCluster:
             advertised_ports=_ports(args.advertised_ports) if args.advertised_ports else None,
             kafka_version=args.kafka_version, heap=args.heap,
         )
-    found = find_embedded(_address(args), args.state_dir, args.nodes, running=args.action == "stop")
+    found = find_embedded(_address(args), args.state_dir, args.nodes, running=args.action == "stop", nodes_flag=True)
     if found is not None:
         return found
     if args.nodes is not None and args.nodes > 1:

@@ -56,6 +56,10 @@ def run(args: argparse.Namespace) -> int:
     if args.action == "start" and not routes:
         raise UsageError("--node: give each node's proxy, e.g. --node 1=39210:39200")
     state_dir = _state_dir(args, routes)
+    if state_dir is None:
+        print(f"no client proxies run under {STATE_ROOT.resolve()}, and no embedded broker there answers at "
+              f"{args.bootstrap_servers}")
+        return EXIT_OK
     path = control_path(state_dir)
     if args.action == "status":
         proxies = remote_proxies(state_dir)
@@ -88,11 +92,11 @@ def run(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _state_dir(args: argparse.Namespace, routes: dict[int, tuple[int, int]]) -> Path:
+def _state_dir(args: argparse.Namespace, routes: dict[int, tuple[int, int]]) -> Path | None:
     """--state-dir, else the cluster the proxies front (bench/broker/locate.py): for start, the one
     whose nodes bind the UPSTREAM ports (or the state dir `broker start --nodes N --port P` will
     use, P being node 1's UPSTREAM); for stop and status, the one answering at --bootstrap-servers
-    when its proxies run, else the one state dir under .state/ where proxies run."""
+    when its proxies run, else the one state dir under .state/ where proxies run (None: none)."""
     if args.state_dir is not None:
         return Path(args.state_dir).resolve()
     if args.action == "start":
@@ -109,7 +113,7 @@ def _state_dir(args: argparse.Namespace, routes: dict[int, tuple[int, int]]) -> 
                              f"({', '.join(map(str, proxied))}): pick one with --state-dir")
         if proxied:
             return proxied[0]
-    return found.state_dir if found else STATE_ROOT.resolve()
+    return found.state_dir if found is not None else None
 
 
 def _serve(state_dir: Path, routes) -> int:
