@@ -115,10 +115,10 @@ def find_embedded(address: str, state_dir: Path | str | None = None, nodes: int 
     """The embedded broker or cluster that answers (or answered) at address, from its state.
 
     state_dir: that one, running or not (its cluster.json, else the single broker recorded
-    there; None when it holds neither). Otherwise the state dirs under root whose client ports include a local port
-    of address, of `nodes` nodes when given (1: the single broker). running: only a running one
-    counts (None when none runs); else a running one wins, and a stopped one is returned when it
-    is the only match. UsageError when two remain: one line naming them and `--state-dir` (and
+    there; None when it holds neither). Otherwise the one among the state dirs under root whose
+    client ports include a local port of address, of `nodes` nodes when given (1: the single
+    broker). running: only a running one counts (None when none runs); else a running one wins,
+    and a stopped one is returned when it is the only match. UsageError when two remain: one line naming them and `--state-dir` (and
     `--nodes N` when the command has that flag and their sizes differ).
     """
     if state_dir is not None:
@@ -134,7 +134,7 @@ def find_embedded(address: str, state_dir: Path | str | None = None, nodes: int 
         matches = live
     if len(matches) > 1:
         which = " and ".join(describe(cluster) for cluster in matches)
-        state = "both run" if live else "neither runs"
+        state = ("both run" if live else "neither runs") if len(matches) == 2 else ("all run" if live else "none runs")
         sizes = sorted({len(cluster.nodes) for cluster in matches})
         flag = ("--state-dir" if not nodes_flag or len(sizes) < len(matches)
                 else " or ".join(f"--nodes {size}" for size in sizes) + " (or --state-dir)")
