@@ -20,7 +20,7 @@ from test_broker import process_alive
 from bench.broker.cluster import EmbeddedCluster
 from bench.broker.embedded import PROPERTIES_HEADER, EmbeddedBroker, port_is_free
 from bench.broker.probe import broker_answers
-from bench.output.results import load_result
+from bench.results.store import load_result
 from streamstore.admin import connect_admin, ensure_topic, topic_configs
 from streamstore.config import admin_config, producer_config
 from streamstore.errors import UsageError
