@@ -337,21 +337,53 @@ def test_calibrate_measures_both_loops_and_gates_on_min_ratio(kafka_bootstrap, t
                               "--results-dir", str(tmp_path), "--min-ratio", "1000")
     assert completed.returncode == 1, completed.stdout + completed.stderr  # no harness is 1000x the bare loop
     lines = completed.stdout.splitlines()
+    assert lines[0].endswith(", judged against --min-ratio 1000"), lines[0]
     rates = {}
     for label in ("bare produce()+callback", "bare produce_batch()+callback", "bare produce_batch() no callback",
                   "bench run"):
-        summary = next(line for line in lines if line.startswith(label + " ") and "mean of 1" in line)
-        rates[label] = float(summary[len(label):].split()[0].replace(",", ""))
+        [measured] = [line for line in lines if line.startswith(f"round 1  {label} ")]
+        rates[label] = float(measured[len(f"round 1  {label}"):].split()[0].replace(",", ""))
+        summary = next(line for line in lines if line.startswith(label + " ") and "(1 round, no spread)" in line)
+        assert summary.split()[-6] == f"{rates[label]:,.0f}", summary
         assert rates[label] > 0
     fastest = max((label for label in rates if label.startswith("bare")), key=rates.__getitem__)
     assert f"the bare loop (fastest): {fastest}" in lines
     ratio_line = next(line for line in lines if line.startswith("ratio"))
+    assert ratio_line.endswith(f"(1 round, no spread): bench run / {fastest}; target >= 1000 (--min-ratio)")
     assert abs(float(ratio_line.split()[1]) - rates["bench run"] / rates[fastest]) < 0.002
     assert "offsets audit: lost 0, duplicated 0" in completed.stdout
-    assert lines[-1] == "below --min-ratio 1000"
+    assert lines[-1] == f"below --min-ratio 1000: ratio {ratio_line.split()[1]} (bench run / {fastest})"
     # Each measurement's topic is deleted after it: a flat-out second writes hundreds of MB.
     remaining = connect_admin(kafka_bootstrap).list_topics(timeout=10).topics
     assert not [name for name in remaining if name.startswith(topic)]
+
+
+def test_calibrate_prints_each_rate_and_ratio_with_its_spread_and_the_target_it_was_given(capsys):
+    """Round-by-round ratios, mean ± spread (low-high, rounds) as pyperf shows them; the mean is judged."""
+    from bench.commands.calibrate import _summary
+
+    rates = {"bare produce()+callback": [300_000.0, 100_000.0], "bare produce_batch()+callback": [400_000.0, 200_000.0],
+             "bare produce_batch() no callback": [500_000.0, 250_000.0], "bench run": [450_000.0, 200_000.0]}
+    reporting = {"bare produce()+callback", "bare produce_batch()+callback"}
+    assert _summary(rates, reporting, 0.85) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[:4] == [
+        "bare produce()+callback            200,000 ± 100,000 msg/s (100,000-300,000, 2 rounds)",
+        "bare produce_batch()+callback      300,000 ± 100,000 msg/s (200,000-400,000, 2 rounds)",
+        "bare produce_batch() no callback   375,000 ± 125,000 msg/s (250,000-500,000, 2 rounds)",
+        "bench run                          325,000 ± 125,000 msg/s (200,000-450,000, 2 rounds)"]
+    # 450/500 = 0.9 and 200/250 = 0.8, not 325/375 = 0.867.
+    assert lines[5] == ("ratio 0.850 ± 0.050 (0.800-0.900, 2 rounds): bench run / bare produce_batch() no callback; "
+                        "target >= 0.85 (--min-ratio)")
+    assert lines[6].startswith("ratio 1.062 ± 0.062 (1.000-1.125, 2 rounds): bench run / bare produce_batch()+callback, ")
+    assert lines[7] == ("ratio 0.800 ± 0.000 (0.800-0.800, 2 rounds): bare produce_batch()+callback / "
+                        "bare produce_batch() no callback: what a delivery report per message costs")
+    assert lines[-1] == "meets --min-ratio 0.85: ratio 0.850 (bench run / bare produce_batch() no callback)"
+    assert _summary(rates, reporting, 0.86) == 1
+    assert capsys.readouterr().out.splitlines()[-1].startswith("below --min-ratio 0.86: ratio 0.850 ")
+    assert _summary(rates, reporting, None) == 0
+    out = capsys.readouterr().out
+    assert "no target: give --min-ratio to judge it" in out and "min-ratio 0" not in out
 
 
 def test_drain_outlasts_its_timeout_while_the_tracker_keeps_consuming(kafka_bootstrap, unique_topic, tmp_path):
