@@ -309,6 +309,70 @@ def test_interrupted_run_writes_a_valid_result_marked_interrupted(kafka_bootstra
     assert "interrupted" in stdout
 
 
+# A bug in the producer process, put there from outside the product: every Python process of the
+# command (its spawned children too) runs sitecustomize at start-up.
+_BROKEN_PRODUCER = """
+import bench.core.producer as producer
+
+original = producer.ProducerLoop.report_due
+
+
+def report_due(self, now_ns):
+    if self.second >= 2:
+        raise ZeroDivisionError("a bug in the producer")
+    return original(self, now_ns)
+
+
+producer.ProducerLoop.report_due = report_due
+"""
+
+
+def test_a_child_that_fails_with_an_exception_leaves_its_traceback_beside_the_result(kafka_bootstrap, unique_topic,
+                                                                                      tmp_path):
+    hook = tmp_path / "hook"
+    hook.mkdir()
+    (hook / "sitecustomize.py").write_text(_BROKEN_PRODUCER)
+    results = tmp_path / "results"
+    completed = bench_command(
+        "run", str(PROJECT / "scenarios" / "steady-orders.toml"), "--bootstrap-servers", kafka_bootstrap,
+        "--broker", "external", "--topic", unique_topic, "--rate", "200", "--duration", "30", "--warmup", "0",
+        "--results", str(results), "--no-report", env={**os.environ, "PYTHONPATH": f"{hook}:{PROJECT}"})
+    assert completed.returncode == 3, completed.stdout + completed.stderr
+    # The console: one line says what failed and where the traceback is; no traceback on it.
+    assert "Traceback" not in completed.stdout + completed.stderr
+    assert completed.stdout.splitlines()[-1] == ("failed: producer 0 failed: ZeroDivisionError: a bug in the producer "
+                                                 "(traceback in errors.log)")
+    [folder] = [path.parent for path in results.glob("*/result.json")]
+    assert load_result(folder)["failure"] == completed.stdout.splitlines()[-1].removeprefix("failed: ")
+    log = (folder / "errors.log").read_text()
+    assert log.startswith("producer 0 failed (")
+    assert "Traceback (most recent call last):" in log and 'raise ZeroDivisionError("a bug in the producer")' in log
+    assert log.rstrip().endswith("ZeroDivisionError: a bug in the producer")
+
+
+def test_a_child_that_fails_while_starting_names_the_file_with_its_traceback(kafka_bootstrap, unique_topic, tmp_path):
+    hook = tmp_path / "hook"
+    hook.mkdir()
+    (hook / "sitecustomize.py").write_text(
+        "import bench.core.producer as producer\n\n\n"
+        "def broken(self, *args):\n"
+        "    raise ZeroDivisionError('a bug in the producer')\n\n\n"
+        "producer.ProducerLoop.__init__ = broken\n")
+    completed = bench_command(
+        "run", str(PROJECT / "scenarios" / "steady-orders.toml"), "--bootstrap-servers", kafka_bootstrap,
+        "--broker", "external", "--topic", unique_topic, "--rate", "200", "--duration", "5", "--warmup", "0",
+        "--results", str(tmp_path / "results"), "--no-report", env={**os.environ, "PYTHONPATH": f"{hook}:{PROJECT}"})
+    assert completed.returncode == 3, completed.stdout + completed.stderr
+    [line] = completed.stderr.splitlines()
+    prefix = "error: producer 0 could not start: ZeroDivisionError: a bug in the producer (traceback in "
+    assert line.startswith(prefix) and line.endswith(".log)"), line
+    log = Path(line[len(prefix):-1])
+    try:
+        assert "Traceback (most recent call last):" in log.read_text() and "in broken" in log.read_text()
+    finally:
+        log.unlink()
+
+
 def test_phased_run_sends_each_phase_at_its_rate(kafka_bootstrap, unique_topic, tmp_path):
     scenario = Scenario.from_mapping({"name": "test-phases", "topic": unique_topic, "warmup_s": 0, "producers": 2,
                                       "phases": [{"duration_s": 2, "rate": 200}, {"duration_s": 2, "rate": 800}]})
