@@ -19,7 +19,7 @@ from bench.analysis.stats import (
     spread,
 )
 from bench.analysis.thresholds import parse_check
-from bench.output.results import load_result
+from bench.results.store import load_result
 from streamstore.errors import UsageError
 
 FIXTURES = Path(__file__).parent / "fixtures"
