@@ -11,7 +11,13 @@ from pathlib import Path
 
 import pytest
 from conftest import free_port_pair
-from kafka_truth import PROJECT_ROOT, STEADY_SCENARIO, assert_counts_match_broker, bench_command
+from kafka_truth import (
+    PROJECT_ROOT,
+    STEADY_SCENARIO,
+    assert_counts_match_broker,
+    bench_command,
+    default_signal_dispositions,
+)
 
 from bench.broker.embedded import EmbeddedBroker
 from bench.broker.ensure import room_problem
@@ -180,20 +186,13 @@ def test_60_s_at_2000_per_s_loses_no_acknowledged_order(embedded_broker, unique_
 # (Ctrl+C during `bench run` is tested in tests/test_run.py.)
 
 
-def _default_signals() -> None:
-    """In the child before exec: SIGINT and SIGTERM as in a terminal, whatever pytest was started
-    with (`nohup`, or `&` in a script, leaves SIGINT ignored, and a child inherits that)."""
-    for signum in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(signum, signal.SIG_DFL)
-
-
 def _terminate_after(command: list[str], first_output: str, timeout: float = 240,
                      stop_signal: int = signal.SIGTERM) -> tuple[subprocess.Popen, str]:
     """Start a bench command (in a session of its own), send it stop_signal once a stdout line
     starts with first_output."""
     process = subprocess.Popen([sys.executable, "-m", "bench", *command], cwd=PROJECT_ROOT,
                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                               preexec_fn=_default_signals, start_new_session=True)
+                               preexec_fn=default_signal_dispositions, start_new_session=True)
     seen = []
     deadline = time.monotonic() + timeout
     for line in process.stdout:

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 from confluent_kafka import Producer
 from hdrh.log import HistogramLogReader
-from kafka_truth import bench_command, wait_for_records
+from kafka_truth import bench_command, default_signal_dispositions, wait_for_records
 
 from bench.cli import main as bench_main
 from bench.core.audit import audit_offsets, lost_sequences, offset_ranges
@@ -289,7 +289,8 @@ def test_interrupted_run_writes_a_valid_result_marked_interrupted(kafka_bootstra
     command = [sys.executable, "-m", "bench", "run", str(PROJECT / "scenarios" / "steady-orders.toml"),
                "--bootstrap-servers", kafka_bootstrap, "--broker", "external", "--topic", unique_topic,
                "--rate", "300", "--duration", "60", "--warmup", "0", "--results", str(results), "--no-report"]
-    process = subprocess.Popen(command, cwd=PROJECT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    process = subprocess.Popen(command, cwd=PROJECT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                               preexec_fn=default_signal_dispositions)
     # Wait for the first progress line: producing has started.
     first_line = process.stdout.readline()
     assert first_line.startswith("run "), first_line + process.stderr.read()
@@ -305,7 +306,14 @@ def test_interrupted_run_writes_a_valid_result_marked_interrupted(kafka_bootstra
     assert document["duration_s"] < 30
     counts = document["counts"]
     assert counts["acked"] > 0 and counts["lost"] == 0
-    assert counts["consumed"] == counts["acked"] == counts["broker_offset_delta"]
+    assert counts["sent"] == counts["acked"] + counts["failed"]
+    # Every message the broker wrote was consumed. On a slow broker some are still unacked when
+    # the 2 s interrupt flush ends: purged, they count as failed, yet some of them were written
+    # ("possibly persisted"), so the broker may hold more than was acked, never more than was sent.
+    assert counts["consumed"] == counts["broker_offset_delta"]
+    assert counts["acked"] <= counts["broker_offset_delta"] <= counts["acked"] + counts["failed"]
+    if counts["failed"] == 0:
+        assert counts["consumed"] == counts["acked"]
     assert "interrupted" in stdout
 
 
