@@ -358,6 +358,18 @@ def test_a_child_that_fails_with_an_exception_leaves_its_traceback_beside_the_re
     assert log.rstrip().endswith("ZeroDivisionError: a bug in the producer")
 
 
+def test_errors_log_names_each_failed_child_its_time_and_error_above_its_traceback(tmp_path):
+    from bench.core.protocol import ChildFailed, write_child_errors
+
+    path = write_child_errors(tmp_path / "errors.log", [
+        ChildFailed("producer 1", "ValueError: x", "Traceback (most recent call last):\nValueError: x\n", at=0.0),
+        ChildFailed("tracker", "KafkaError: y", "Traceback (most recent call last):\nKafkaError: y", at=86_400.5)])
+    assert path.read_text() == ("producer 1 failed (1970-01-01T00:00:00Z): ValueError: x\n"
+                                "Traceback (most recent call last):\nValueError: x\n\n"
+                                "tracker failed (1970-01-02T00:00:00Z): KafkaError: y\n"
+                                "Traceback (most recent call last):\nKafkaError: y\n\n")
+
+
 def test_a_child_that_fails_while_starting_names_the_file_with_its_traceback(kafka_bootstrap, unique_topic, tmp_path):
     hook = tmp_path / "hook"
     hook.mkdir()

@@ -44,6 +44,7 @@ class ChildFailed:
     who: str
     error: str  # one line, for the console and the result's failure
     traceback: str = ""  # the exception's traceback, for errors.log
+    at: float = field(default_factory=time.time)  # when it failed (epoch seconds)
 
 
 # Beside result.json: the traceback of every child process that failed with an exception.
@@ -54,7 +55,7 @@ def write_child_errors(path: Path, failures: Iterable[ChildFailed]) -> Path:
     """Append each failure's traceback to `path` (created if missing), under a line naming the child."""
     with open(path, "a", encoding="utf-8") as log:
         for failure in failures:
-            stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+            stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(failure.at))
             log.write(f"{failure.who} failed ({stamp}): {failure.error}\n{failure.traceback.rstrip()}\n\n")
     return path
 
