@@ -341,6 +341,30 @@ def test_a_worker_that_dies_with_an_exception_leaves_its_traceback_beside_the_re
     assert log.rstrip().endswith("ZeroDivisionError: a bug in the producer worker")
 
 
+def test_a_bare_script_that_dies_with_an_exception_leaves_its_traceback_beside_the_result(kafka_bootstrap, tmp_path,
+                                                                                          monkeypatch, capsys):
+    hook = tmp_path / "hook"
+    hook.mkdir()
+    (hook / "sitecustomize.py").write_text(
+        "import sys\n\n"
+        "if 'bench.large_message.bare' in sys.orig_argv:\n"
+        "    import streamstore.orders\n\n"
+        "    def make_payload(*args, **kwargs):\n"
+        "        raise ZeroDivisionError('a bug in the bare script')\n\n"
+        "    streamstore.orders.make_payload = make_payload\n")
+    monkeypatch.setenv("PYTHONPATH", f"{hook}:{os.environ.get('PYTHONPATH', '')}")
+    results = tmp_path / "results"
+    run_sweep(kafka_bootstrap, results, "--sizes", "1KB", "--compression", "none", "--reps", "1", "--compare-bare")
+    captured = capsys.readouterr()
+    assert "Traceback" not in captured.out + captured.err
+    folder = only_run_folder(results)
+    bare = load_result(folder)["large_message"]["bare_comparison"]
+    assert bare["error"] == "ZeroDivisionError: a bug in the bare script (traceback in errors.log)", bare
+    assert f"bare comparison failed: {bare['error']}" in captured.out
+    log = (folder / "errors.log").read_text()
+    assert log.startswith("bare script failed (") and "in make_payload" in log
+
+
 def test_quick_sweep_end_to_end(kafka_bootstrap, tmp_path, capsys):
     started = time.monotonic()
     assert run_sweep(kafka_bootstrap, tmp_path, "--quick", "--peer", "java") == 0

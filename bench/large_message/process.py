@@ -23,6 +23,15 @@ WAIT_TICK_S = 0.5
 TRACEBACK_START = "Traceback (most recent call last):"
 
 
+def keep_traceback(failures: list[ChildFailed], who: str, error: str, stderr: str) -> str:
+    """The one-line error, naming errors.log when the process's stderr held a Python traceback
+    (then added to failures, for the sweep's errors.log)."""
+    if TRACEBACK_START not in stderr:
+        return error
+    failures.append(ChildFailed(who, error, stderr[stderr.index(TRACEBACK_START):]))
+    return f"{error} (traceback in {ERRORS_LOG})"
+
+
 class CellFailed(Exception):
     """One size x compression could not be measured; the sweep records it and goes on."""
 
@@ -84,10 +93,7 @@ class WorkerProcess:
         # Killed by the kernel's OOM killer shows as SIGKILL with no last words.
         reason = lines[-1] if lines else ("killed (out of memory?)" if code == -9 else "no output")
         text = f"{self.role} process exited with code {code}: {reason}"
-        if self.failures is not None and TRACEBACK_START in stderr:
-            self.failures.append(ChildFailed(f"{self.role} process", text, stderr[stderr.index(TRACEBACK_START):]))
-            text += f" (traceback in {ERRORS_LOG})"
-        return text
+        return text if self.failures is None else keep_traceback(self.failures, f"{self.role} process", text, stderr)
 
     def kill(self) -> None:
         if self.process.poll() is None:

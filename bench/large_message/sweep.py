@@ -44,6 +44,7 @@ from bench.large_message.process import (
     CellFailed,
     SweepInterrupted,
     WorkerProcess,
+    keep_traceback,
 )
 from bench.large_message.progress import SweepProgress
 from bench.large_message.result import (
@@ -323,7 +324,9 @@ class LargeMessageSweep:
         errors = [line["error"] for line in lines if "error" in line]
         samples = [line["end_to_end_ms"] for line in lines if "end_to_end_ms" in line]
         if errors or not samples:
-            detail = errors[0] if errors else (completed.stderr.strip().splitlines() or ["no output"])[-1]
+            detail = errors[0] if errors else keep_traceback(
+                self.worker_failures, "bare script", (completed.stderr.strip().splitlines() or ["no output"])[-1],
+                completed.stderr)
             self.bare = {"size_bytes": size, "error": detail}
             return
         peak = next((line["peak_rss_bytes"] for line in lines if "peak_rss_bytes" in line), None)
