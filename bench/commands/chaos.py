@@ -26,8 +26,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "kill:controller@20+10, stop:node2@20+10, rolling-restart@20, isolate:leader@20+5, "
                              "delay:node1=200ms@20+10 (repeatable, must not overlap; added to the scenario's faults; "
                              "docs/faults.md)")
-    parser.add_argument("--state-dir", help="state dir of the embedded broker to fault, when not the default "
-                                            "(.state/broker-PORT) that `python -m bench broker start` uses")
+    parser.add_argument("--state-dir", help="state dir of the embedded broker or cluster to fault (default: the one "
+                                            "under .state/ that answers at --bootstrap-servers)")
 
 
 def scenario_with_faults(args: argparse.Namespace) -> Scenario:

@@ -25,7 +25,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, TextIO
 
-from bench.broker.ensure import BrokerInUse, ensure_broker
+from bench.broker.ensure import BrokerInUse, ensure_broker, no_embedded_reason
 from bench.broker.faults import Fault, parse_faults
 from bench.core.audit import AuditOutcome, audit_method, run_verdict, trace_sample_every
 from bench.core.clients import check_client_settings, high_watermarks, scenario_admin, scenario_watermarks
@@ -352,7 +352,6 @@ def run_scenario(
             say(f"broker {broker.describe('run')}")
         broker.check_room(scenario.planned_bytes())
         if faults and broker.embedded is None:
-            raise UsageError(f"faults need the embedded broker, and the broker at {bootstrap_servers} is not one started "
-                             "by `python -m bench broker start` (or give its --state-dir)")
+            raise UsageError(f"faults need the embedded broker: {no_embedded_reason(bootstrap_servers, broker_state_dir)}")
         code, folder, result = _Run(scenario, broker, Path(results_root), out, faults).execute()
     return code, folder, result
