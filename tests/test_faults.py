@@ -7,10 +7,17 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 from conftest import free_port_pair
-from kafka_truth import PROJECT_ROOT, STEADY_SCENARIO, assert_counts_match_broker, bench_command
+from kafka_truth import (
+    PROJECT_ROOT,
+    STEADY_SCENARIO,
+    assert_counts_match_broker,
+    bench_command,
+    default_signal_dispositions,
+)
 
 from bench.broker.embedded import EmbeddedBroker
 from bench.broker.ensure import room_problem
@@ -179,30 +186,58 @@ def test_60_s_at_2000_per_s_loses_no_acknowledged_order(embedded_broker, unique_
 # (Ctrl+C during `bench run` is tested in tests/test_run.py.)
 
 
-def _terminate_after(command: list[str], first_output: str, timeout: float = 240) -> tuple[subprocess.Popen, str]:
-    """Start a bench command, SIGTERM it once a stdout line starts with first_output."""
+def _terminate_after(command: list[str], first_output: str, timeout: float = 240,
+                     stop_signal: int = signal.SIGTERM) -> tuple[subprocess.Popen, str]:
+    """Start a bench command (in a session of its own), send it stop_signal once a stdout line
+    starts with first_output."""
     process = subprocess.Popen([sys.executable, "-m", "bench", *command], cwd=PROJECT_ROOT,
-                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                               preexec_fn=default_signal_dispositions, start_new_session=True)
     seen = []
     deadline = time.monotonic() + timeout
     for line in process.stdout:
         seen.append(line)
         if line.startswith(first_output) or time.monotonic() > deadline:
             break
-    process.send_signal(signal.SIGTERM)
+    process.send_signal(stop_signal)
     stdout, stderr = process.communicate(timeout=120)
     return process, "".join(seen) + stdout + stderr
 
 
-def test_sigterm_during_a_large_message_sweep_keeps_an_interrupted_result(kafka_bootstrap, tmp_path):
+def _processes_in_session(session_id: int) -> list[int]:
+    """Live processes (no zombies) of a session, from /proc."""
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except (FileNotFoundError, ProcessLookupError):
+            continue
+        if int(fields[3]) == session_id and fields[0] != "Z":
+            found.append(int(stat.parent.name))
+    return found
+
+
+@pytest.mark.parametrize("stop_signal", [signal.SIGTERM, signal.SIGINT])
+def test_a_signal_during_a_large_message_sweep_is_acted_on_between_reports(kafka_bootstrap, tmp_path, stop_signal):
+    """As `bench run`: the handler only notes the signal, the sweep stops where it waits for a
+    worker, kills its workers, deletes its topics and keeps a result marked interrupted (130)."""
     process, output = _terminate_after(
-        ["large-message", "--bootstrap-servers", kafka_bootstrap, "--broker", "external", "--quick",
-         "--results", str(tmp_path)], first_output="  ")  # the first finished row of the table
+        ["large-message", "--bootstrap-servers", kafka_bootstrap, "--broker", "external",
+         "--sizes", "1KB,10KB,100KB,1MB", "--reps", "5", "--results", str(tmp_path)],
+        first_output="  ", stop_signal=stop_signal)  # the first finished row of the table
     assert process.returncode == 130, output
     assert "Traceback" not in output
+    assert "interrupted: stopped the sweep, its workers and topics (result marked interrupted)" in output
     [folder] = [path.parent for path in tmp_path.glob("*/result.json")]
     result = load_result(folder)
-    assert result["status"] == "interrupted" and result["large_message"]["rows"], result["failure"]
+    assert result["status"] == "interrupted", result["failure"]
+    rows = result["large_message"]["rows"]
+    assert 1 <= len(rows) < 8 and all(row["error"] is None for row in rows), rows
+    assert not (folder / "errors.log").exists()
+    # Nothing of the sweep is left: no worker process, no topic.
+    assert _processes_in_session(process.pid) == []
+    topics = connect_admin(kafka_bootstrap).list_topics(timeout=10).topics
+    assert not [name for name in topics if name.startswith(f"bench-large-message-{result['run_id'][:8]}")]
 
 
 def test_sigterm_stops_the_embedded_broker_the_run_started(tmp_path):
