@@ -5,7 +5,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: bench test lint setup broker-start broker-stop clean
+.PHONY: bench test lint setup docs broker-start broker-stop clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -30,6 +30,14 @@ test: $(STAMP)
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/lint-imports
+
+# Re-runs the console blocks of README.md and docs/*.md and writes their output in place
+# (tests/docs_run.py): the blocks without a broker, then those with the embedded broker on
+# DOCS_PORT. ALL=1 adds the long ones (clusters, chaos, large messages); DOCS_ARGS passes more
+# (e.g. --fast, --file docs/locust.md, --map-port 19092=29910). Review the diff, then commit.
+DOCS_PORT ?= 19192
+docs: $(STAMP)
+	$(PY) tests/docs_run.py --port $(DOCS_PORT) $(if $(ALL),--all) $(DOCS_ARGS)
 
 broker-start: $(STAMP)
 	$(PY) -m bench broker start

@@ -1,0 +1,53 @@
+"""The console blocks of README.md and docs/*.md cannot go stale: every `$` command parses against
+the current CLI (no stale flag, subcommand or scenario file), and every fast block (no broker,
+deterministic) prints today exactly what the docs show, after the normalisations of
+tests/docs_console.py. `make docs` rewrites them (tests/docs_run.py)."""
+
+from __future__ import annotations
+
+import socket
+
+import pytest
+from docs_console import all_blocks, check_command, keep_lines, normalise
+from docs_run import Session, make_scratch
+
+BLOCKS = all_blocks()
+FAST = [block for block in BLOCKS if block.fast and block.commands]
+
+
+def _unused_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def test_the_docs_have_console_blocks_of_every_kind():
+    marks = set().union(*(block.marks for block in BLOCKS))
+    assert len(BLOCKS) > 30 and FAST and {"broker", "manual"} <= marks, [b.where for b in BLOCKS]
+
+
+def test_every_command_in_the_docs_parses_against_the_cli():
+    stale = [f"{block.where}: $ {command.text}\n    {problem}"
+             for block in BLOCKS for command in block.commands
+             if (problem := check_command(command.text))]
+    assert not stale, "commands in the docs that the CLI refuses (fix the doc, then `make docs`):\n" + "\n".join(stale)
+
+
+def test_the_check_catches_a_stale_flag_subcommand_and_scenario_file():
+    assert check_command("python -m bench run scenarios/steady-orders.toml --duration 15") is None
+    assert "--check-all" in check_command("python -m bench run scenarios/steady-orders.toml --check-all x")
+    assert "invalid choice" in check_command("python -m bench frobnicate")
+    assert "no such file" in check_command("python -m bench run scenarios/no-such.toml")
+    assert "--no-such" in check_command("locust -f scenarios/orders.py --headless --no-such 1")
+    assert check_command("cd /tmp && PATH=/x python -m bench broker stop --port 1  # comment") is None
+
+
+@pytest.mark.parametrize("block", FAST, ids=[block.where for block in FAST])
+def test_a_fast_block_prints_what_the_docs_show(block, tmp_path):
+    session = Session(make_scratch(tmp_path / "scratch"), _unused_port(), timeout_s=60)
+    for command in block.commands:
+        ran = session.run(command, block)
+        shown = normalise("\n".join(command.output))
+        printed = normalise("\n".join(keep_lines(ran.output, block.keep)))
+        assert printed == shown, (f"{block.where}: `$ {command.text}` prints something else now; "
+                                  f"run `make docs` and review the diff\n--- docs\n{shown}\n--- now\n{printed}")
