@@ -163,20 +163,31 @@ def test_regress_without_baseline_says_how_to_create_one(tmp_path, capsys):
 
 
 def test_example_workflow_gate_command_matches_the_cli():
+    """The example workflow parses, its gate command parses against the CLI, and the baselines it
+    judges against come from a cache of the same runner kind (never a committed file measured on
+    another machine), saved only from main or a manual run, with "not judged" on a first run."""
     yaml = pytest.importorskip("yaml")
-    import re
     import shlex
 
     from bench.cli import build_parser
+    from bench.core.scenario import Scenario
 
     workflow = yaml.safe_load((Path(__file__).parent.parent / ".github" / "workflows" / "bench.yml").read_text())
-    steps = workflow["jobs"]["bench"]["steps"]
+    job = workflow["jobs"]["bench"]
+    steps = job["steps"]
     gate = next(step["run"] for step in steps if "bench regress" in step.get("run", ""))
-    command = re.sub(r"\$\{\{.*?\}\}", "--update-baseline", gate).replace('"$GITHUB_STEP_SUMMARY"', "summary.md")
+    command = gate.replace("set -o pipefail;", "").split("|")[0]
+    command = command.replace('"$GITHUB_STEP_SUMMARY"', "summary.md").replace('"$BASELINES"', job["env"]["BASELINES"])
     argv = shlex.split(command)
     assert argv[:3] == ["python", "-m", "bench"]
     args = build_parser().parse_args(argv[3:])
     root = Path(__file__).parent.parent
-    assert (root / args.scenario).exists()
-    assert load_result(root / args.baseline)["scenario"]["name"] == "ci-gate"
-    assert args.update_baseline and args.broker == "external"
+    assert args.baseline == Scenario.from_toml(root / args.scenario).name == "ci-gate"
+    assert args.update_baseline and args.broker == "external" and "tee regress.log" in gate
+    caches = {step["uses"].split("@")[0]: step for step in steps if step.get("uses", "").startswith("actions/cache")}
+    restore, save = caches["actions/cache/restore"]["with"], caches["actions/cache/save"]["with"]
+    assert restore["path"] == save["path"] == str(args.baselines_dir)
+    assert "runner.os" in restore["key"] and restore["key"] == save["key"] and restore["restore-keys"] in restore["key"]
+    assert "SAVE_BASELINE == 'true'" in caches["actions/cache/save"]["if"]
+    assert "github.event_name == 'push'" in job["env"]["SAVE_BASELINE"]
+    assert any("not judged" in step.get("run", "") and "no baseline yet" in step["run"] for step in steps)
