@@ -151,11 +151,23 @@ def _parse(parser: argparse.ArgumentParser, argv: list[str]) -> str | None:
     err = io.StringIO()
     try:
         with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()):
-            parser.parse_args(argv)
+            args = parser.parse_args(argv)
     except SystemExit as stop:
         if stop.code not in (0, None):
             return err.getvalue().strip().splitlines()[-1] if err.getvalue().strip() else f"exit {stop.code}"
-    return None
+        return None
+    return _check_checks(getattr(args, "check", None))
+
+
+def _check_checks(values) -> str | None:
+    """`--check` values (regress, locust) in today's syntax, not only a string."""
+    from bench.analysis.thresholds import deprecation_lines, parse_checks
+    from streamstore.errors import UsageError
+    try:
+        old = deprecation_lines(parse_checks(values or None))
+    except UsageError as error:
+        return str(error)
+    return "; ".join(old) or None
 
 
 def _missing_files(argv: list[str]) -> list[str]:
@@ -207,7 +219,7 @@ def map_ports(text: str, ports: dict[int, int]) -> str:
     if not ports:
         return text
     alternatives = "|".join(str(port) for port in sorted(ports, reverse=True))
-    return re.sub(rf"(?<![\d,.])({alternatives})(?![\d,])", lambda m: str(ports[int(m[1])]), text)
+    return re.sub(rf"(?<![\d,.])({alternatives})(?!\d|,\d)", lambda m: str(ports[int(m[1])]), text)
 
 
 def rewrite(text: str, scratch: Path | None, ports: dict[int, int]) -> str:

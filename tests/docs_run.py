@@ -18,6 +18,7 @@ import argparse
 import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -70,10 +71,22 @@ class Session:
                         COLUMNS="100", KAFKA_BOOTSTRAP_SERVERS=f"localhost:{port}")
 
     def _shell(self, text: str) -> tuple[int, str]:
-        completed = subprocess.run(["bash", "-c", f"(exit {self.status}); {text}"], cwd=self.scratch, env=self.env,
-                                   stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                                   timeout=self.timeout_s)
-        return completed.returncode, completed.stdout
+        """Runs one command as a shell would (its own process group, `$?` the last status).
+        Output goes to a file, not a pipe, so a process the command left behind cannot hold the
+        block open; what is left in its group when it ends is killed and named."""
+        with tempfile.TemporaryFile("w+") as out:
+            process = subprocess.Popen(["bash", "-c", f"(exit {self.status}); {text}"], cwd=self.scratch,
+                                       env=self.env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+            try:
+                code = process.wait(timeout=self.timeout_s)
+            finally:
+                try:
+                    os.killpg(process.pid, signal.SIGKILL)
+                    print(f"docs: `{text}` left processes behind; killed them", file=sys.stderr)
+                except ProcessLookupError:
+                    pass
+            out.seek(0)
+            return code, out.read()
 
     def _with_folders(self, line: str) -> str:
         """A run folder the docs name stands for a real one: the first time it is named, the
