@@ -22,6 +22,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -80,11 +81,7 @@ class Session:
             try:
                 code = process.wait(timeout=self.timeout_s)
             finally:
-                try:
-                    os.killpg(process.pid, signal.SIGKILL)
-                    print(f"docs: `{text}` left processes behind; killed them", file=sys.stderr)
-                except ProcessLookupError:
-                    pass
+                _end_group(process.pid, text)
             out.seek(0)
             return code, out.read()
 
@@ -130,6 +127,20 @@ class Session:
         if self.broker_up:
             self._shell(f"python -m bench broker stop --port {self.port}")
             self.broker_up = False
+
+
+def _end_group(group: int, text: str, grace_s: float = 5.0) -> None:
+    """Kills what is left of a command's process group once `grace_s` has passed (a helper such
+    as multiprocessing's resource tracker ends by itself right after its parent)."""
+    deadline = time.monotonic() + grace_s
+    try:
+        while time.monotonic() < deadline:
+            os.killpg(group, 0)
+            time.sleep(0.1)
+        os.killpg(group, signal.SIGKILL)
+        print(f"docs: `{text}` left processes running {grace_s:.0f} s after it ended; killed them", file=sys.stderr)
+    except ProcessLookupError:
+        pass
 
 
 def render(block: Block, commands: list[Command]) -> list[str]:

@@ -39,6 +39,7 @@ def test_the_check_catches_a_stale_flag_subcommand_and_scenario_file():
     assert "invalid choice" in check_command("python -m bench frobnicate")
     assert "no such file" in check_command("python -m bench run scenarios/no-such.toml")
     assert "--no-such" in check_command("locust -f scenarios/orders.py --headless --no-such 1")
+    assert "old spelling" in check_command('locust -f scenarios/orders.py --check "p99_delivery_ms<100"')
     assert check_command("cd /tmp && PATH=/x python -m bench broker stop --port 1  # comment") is None
 
 
@@ -51,3 +52,14 @@ def test_a_fast_block_prints_what_the_docs_show(block, tmp_path):
         printed = normalise("\n".join(keep_lines(ran.output, block.keep)))
         assert printed == shown, (f"{block.where}: `$ {command.text}` prints something else now; "
                                   f"run `make docs` and review the diff\n--- docs\n{shown}\n--- now\n{printed}")
+
+
+def test_output_is_written_with_the_shown_port_and_dir_and_compared_without_what_varies(tmp_path):
+    from docs_console import rewrite
+
+    printed = f"run x at localhost:29900, 2,000 msg/s; 29,900 sent\nlog: {tmp_path}/.state/broker-29900/server.log  \n"
+    assert rewrite(printed, tmp_path, {29900: 9092}) == (
+        "run x at localhost:9092, 2,000 msg/s; 29,900 sent\nlog: /tmp/docs/.state/broker-9092/server.log")
+    assert keep_lines(["a 1", "b", "c", "a 2", "d"], "^a") == ["a 1", "...", "a 2", "..."]
+    assert normalise("complete: results/20261202T074415-ci-gate (pid 15331) in 22.5 s") == (
+        "complete: results/<stamp>-ci-gate (pid <pid>) in <duration>")
