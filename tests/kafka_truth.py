@@ -113,7 +113,7 @@ def wait_for_records(bootstrap: str, topic: str, count: int, within_s: float) ->
     """Return once the broker holds `count` records in the topic (all partitions): the event
     "the run is producing", instead of a fixed sleep. The topic may not exist yet."""
     deadline = time.monotonic() + within_s
-    while sum(high for _low, high in topic_watermarks(bootstrap, topic).values()) < count:
+    while sum(high for _low, high in topic_watermarks(bootstrap, topic, missing_ok=True).values()) < count:
         if time.monotonic() > deadline:
             raise TimeoutError(f"the broker never held {count} records in {topic} within {within_s:g} s")
         time.sleep(0.05)

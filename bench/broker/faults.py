@@ -17,6 +17,8 @@ import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
+from confluent_kafka import KafkaException
+
 from bench.broker.fault_spec import (
     FAULT_KINDS,
     ROLLING_RESTART,
@@ -285,7 +287,14 @@ def _wait_in_sync(admin, node_id: int) -> None:
     if admin is None:
         return
     deadline = time.monotonic() + IN_SYNC_TIMEOUT_S
-    while not in_sync_everywhere(admin, node_id):
+    unanswered = ""
+    while True:
+        try:
+            if in_sync_everywhere(admin, node_id):
+                return
+        except KafkaException as error:  # no node answered this once: the next node stops only after
+            unanswered = f" (metadata last unanswered: {error.args[0].str() if error.args else error})"
         if time.monotonic() > deadline:
-            raise RunFailed(f"node {node_id} not back in the ISR of its partitions within {IN_SYNC_TIMEOUT_S:g} s")
+            raise RunFailed(f"node {node_id} not back in the ISR of its partitions within {IN_SYNC_TIMEOUT_S:g} s"
+                            + unanswered)
         time.sleep(0.2)
