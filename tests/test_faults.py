@@ -9,6 +9,7 @@ import sys
 import time
 
 import pytest
+from children import signalable_child
 from conftest import free_port_pair
 from kafka_truth import PROJECT_ROOT, STEADY_SCENARIO, assert_counts_match_broker, bench_command
 
@@ -181,7 +182,7 @@ def test_60_s_at_2000_per_s_loses_no_acknowledged_order(embedded_broker, unique_
 
 def _terminate_after(command: list[str], first_output: str, timeout: float = 240) -> tuple[subprocess.Popen, str]:
     """Start a bench command, SIGTERM it once a stdout line starts with first_output."""
-    process = subprocess.Popen([sys.executable, "-m", "bench", *command], cwd=PROJECT_ROOT,
+    process = signalable_child([sys.executable, "-m", "bench", *command], cwd=PROJECT_ROOT,
                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     seen = []
     deadline = time.monotonic() + timeout

@@ -15,6 +15,7 @@ import uuid
 from pathlib import Path
 
 import pytest
+from children import signalable_child
 from confluent_kafka import Producer
 from hdrh.log import HistogramLogReader
 from kafka_truth import bench_command, wait_for_records
@@ -289,7 +290,7 @@ def test_interrupted_run_writes_a_valid_result_marked_interrupted(kafka_bootstra
     command = [sys.executable, "-m", "bench", "run", str(PROJECT / "scenarios" / "steady-orders.toml"),
                "--bootstrap-servers", kafka_bootstrap, "--broker", "external", "--topic", unique_topic,
                "--rate", "300", "--duration", "60", "--warmup", "0", "--results", str(results), "--no-report"]
-    process = subprocess.Popen(command, cwd=PROJECT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    process = signalable_child(command, cwd=PROJECT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     # Wait for the first progress line: producing has started.
     first_line = process.stdout.readline()
     assert first_line.startswith("run "), first_line + process.stderr.read()

@@ -10,6 +10,7 @@ import time
 import uuid
 
 import pytest
+from children import signalable_child
 from confluent_kafka import Producer
 
 from streamstore.admin import connect_admin, ensure_topic, message_count, topic_configs, topic_watermarks
@@ -91,7 +92,7 @@ def test_malformed_messages_are_counted_and_polling_continues(kafka_bootstrap, u
 def test_tracker_stops_cleanly_and_commits(kafka_bootstrap, unique_topic, stop_signal):
     assert produce_orders(kafka_bootstrap, unique_topic, "--count", "2").returncode == 0
     group = f"group-{uuid.uuid4().hex[:8]}"
-    tracker = subprocess.Popen(
+    tracker = signalable_child(
         [sys.executable, "-m", "streamstore.tracker", "--bootstrap-servers", kafka_bootstrap,
          "--topic", unique_topic, "--group", group],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
