@@ -21,6 +21,24 @@ from bench.broker.probe import broker_answers
 BROKER_START_TIMEOUT_S = 180.0
 
 
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption("--repeat", type=int, default=1, metavar="N",
+                     help="run each selected test N times in a row (tests/stress.py, make stress)")
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    count = metafunc.config.getoption("repeat")
+    if count > 1:
+        metafunc.fixturenames.append("repetition")
+        metafunc.parametrize("repetition", range(1, count + 1), indirect=True, ids=lambda i: f"{i}-of-{count}")
+
+
+@pytest.fixture
+def repetition(request: pytest.FixtureRequest) -> int:
+    """Which of the --repeat runs of a test this is (1 when not repeated)."""
+    return getattr(request, "param", 1)
+
+
 def free_ports(count: int) -> list[int]:
     """count distinct ports nothing listens on now."""
     sockets = [socket.socket(socket.AF_INET, socket.SOCK_STREAM) for _ in range(count)]
