@@ -202,7 +202,9 @@ def topic_watermarks(
     deadline = time.monotonic() + timeout_s
     try:
         while True:
-            listed = consumer.list_topics(topic=topic, timeout=max(0.1, deadline - time.monotonic())).topics.get(topic)
+            metadata = retry_while_catching_up(lambda wait_s: consumer.list_topics(topic=topic, timeout=wait_s),
+                                               max(0.1, deadline - time.monotonic()))
+            listed = metadata.topics.get(topic)
             if listed is not None and listed.error is None and listed.partitions:
                 break
             code = listed.error.code() if listed is not None and listed.error is not None else None

@@ -9,8 +9,10 @@ passes however the suite was launched.
 
 from __future__ import annotations
 
+import contextlib
 import signal
 import subprocess
+from collections.abc import Iterator
 
 SIGNALS_A_TEST_SENDS = (signal.SIGINT, signal.SIGTERM)
 
@@ -21,7 +23,14 @@ def _default_dispositions() -> None:
         signal.signal(signum, signal.SIG_DFL)
 
 
-def signalable_child(args, **popen_kwargs) -> subprocess.Popen:
+@contextlib.contextmanager
+def signalable_child(args, **popen_kwargs) -> Iterator[subprocess.Popen]:
     """subprocess.Popen(args, **popen_kwargs), with SIGINT and SIGTERM at their default disposition
-    in the child whatever the test process inherited."""
-    return subprocess.Popen(args, preexec_fn=_default_dispositions, **popen_kwargs)
+    in the child whatever the test process inherited; killed on the way out if the test failed
+    before it ended, so a failure leaves no child behind."""
+    with subprocess.Popen(args, preexec_fn=_default_dispositions, **popen_kwargs) as child:
+        try:
+            yield child
+        finally:
+            if child.poll() is None:
+                child.kill()

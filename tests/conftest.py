@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import re
+import signal
 import socket
 import uuid
 
@@ -19,6 +20,17 @@ from bench.broker.probe import broker_answers
 
 # Generous: other engineers' brokers and tests share the 2 cores.
 BROKER_START_TIMEOUT_S = 180.0
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    # SIGTERM (a time bound, `kill`) ends the session as Ctrl+C does: fixtures are torn down, so the
+    # brokers and clusters they started (daemons of their own) are stopped, not left behind.
+    if signal.getsignal(signal.SIGTERM) is signal.SIG_DFL:
+        signal.signal(signal.SIGTERM, _interrupt)
+
+
+def _interrupt(signum, frame) -> None:
+    raise KeyboardInterrupt(f"signal {signum}")
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:

@@ -21,6 +21,8 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+# How long pytest may take to stop its brokers and clusters once told to end.
+END_GRACE_S = 120
 
 # The tests that start and stop processes or nodes: where timing and inherited state bite.
 DEFAULT_SELECTION = (
@@ -45,8 +47,20 @@ def _as_background_job() -> None:
     os.setpgrp()
 
 
-# pytest gets a process group of its own, so the time bound (or Ctrl+C here) ends it and every
-# child it started, brokers included.
+def _interrupt(signum, frame) -> None:
+    raise KeyboardInterrupt
+
+
+def _end(pytest: subprocess.Popen) -> None:
+    """SIGTERM, which tests/conftest.py turns into an interrupted session that tears its fixtures
+    down (the brokers they started are daemons of their own); what is left after a grace period
+    is killed with pytest's process group (it has one of its own)."""
+    pytest.terminate()
+    try:
+        pytest.wait(timeout=END_GRACE_S)
+    except subprocess.TimeoutExpired:
+        os.killpg(pytest.pid, signal.SIGKILL)
+        pytest.wait()
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -74,14 +88,14 @@ def main(argv: list[str] | None = None) -> int:
           f"at most {args.max_minutes:g} min, pytest {'in the foreground' if args.foreground else 'as a background job'}",
           flush=True)
     began = time.monotonic()
+    signal.signal(signal.SIGTERM, _interrupt)
     pytest = subprocess.Popen(command, cwd=ROOT, preexec_fn=os.setpgrp if args.foreground else _as_background_job)
     try:
         code = pytest.wait(timeout=args.max_minutes * 60)
     except (subprocess.TimeoutExpired, KeyboardInterrupt) as stopped:
-        os.killpg(pytest.pid, signal.SIGKILL)
-        pytest.wait()
+        _end(pytest)
         timed_out = isinstance(stopped, subprocess.TimeoutExpired)
-        print(f"stress: ended {'by the time bound' if timed_out else 'by Ctrl+C'}: not every repetition ran", flush=True)
+        print(f"stress: ended {'by the time bound' if timed_out else 'early'}: not every repetition ran", flush=True)
         code = 3 if timed_out else 130
     finally:
         stop.set()

@@ -182,16 +182,16 @@ def test_60_s_at_2000_per_s_loses_no_acknowledged_order(embedded_broker, unique_
 
 def _terminate_after(command: list[str], first_output: str, timeout: float = 240) -> tuple[subprocess.Popen, str]:
     """Start a bench command, SIGTERM it once a stdout line starts with first_output."""
-    process = signalable_child([sys.executable, "-m", "bench", *command], cwd=PROJECT_ROOT,
-                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    seen = []
-    deadline = time.monotonic() + timeout
-    for line in process.stdout:
-        seen.append(line)
-        if line.startswith(first_output) or time.monotonic() > deadline:
-            break
-    process.send_signal(signal.SIGTERM)
-    stdout, stderr = process.communicate(timeout=120)
+    with signalable_child([sys.executable, "-m", "bench", *command], cwd=PROJECT_ROOT,
+                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) as process:
+        seen = []
+        deadline = time.monotonic() + timeout
+        for line in process.stdout:
+            seen.append(line)
+            if line.startswith(first_output) or time.monotonic() > deadline:
+                break
+        process.send_signal(signal.SIGTERM)
+        stdout, stderr = process.communicate(timeout=120)
     return process, "".join(seen) + stdout + stderr
 
 

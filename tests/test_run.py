@@ -28,6 +28,7 @@ from bench.core.tracker import TrackerState, absorb_messages
 from bench.output.results import decode_histogram, load_result, new_latency_histogram
 from streamstore.admin import connect_admin, ensure_topic, topic_watermarks
 from streamstore.config import consumer_config, producer_config
+from streamstore.errors import RunFailed
 from streamstore.trace import TRACE_HEADER, encode_trace
 from streamstore.tracker import OrderTracker
 
@@ -51,6 +52,36 @@ def _hlog_total(path: Path) -> int:
     while (interval := reader.get_next_interval_histogram()) is not None:
         total += interval.get_total_count()
     return total
+
+
+def test_topic_settings_and_offsets_no_node_answers_for_are_null_with_the_reason(kafka_bootstrap, unique_topic, tmp_path,
+                                                                                   monkeypatch):
+    """What a node that has just come back answers for longer than the admin reads wait (here
+    made to happen) leaves those figures null with the reason; the run itself completes."""
+    import bench.core.runner as runner
+
+    unknown = "Broker: Unknown topic or partition"
+
+    def topic_configs(admin, topic, timeout_s=10.0):
+        raise RunFailed(f"could not read ConfigResource(ResourceType.TOPIC,{topic}): {unknown}")
+
+    reads = []
+
+    def scenario_watermarks(scenario, bootstrap_servers):
+        reads.append(scenario.topic)
+        if len(reads) > 1:  # the read after the run
+            raise RunFailed(f"could not read offsets of topic '{scenario.topic}': {unknown}")
+        return topic_watermarks(bootstrap_servers, scenario.topic)
+
+    monkeypatch.setattr(runner, "topic_configs", topic_configs)
+    monkeypatch.setattr(runner, "scenario_watermarks", scenario_watermarks)
+    code, folder, _ = _run(_scenario(unique_topic, rate=200, duration_s=1), kafka_bootstrap, tmp_path)
+    document = load_result(folder)
+    assert code == 0 and document["status"] == "complete", document["failure"]
+    assert document["broker"]["topic_settings"] is None
+    assert document["broker"]["not_measured"]["topic_settings"].endswith(unknown)
+    assert document["counts"]["broker_offset_delta"] is None
+    assert any(w.startswith("broker_offset_delta not measured: could not read offsets") for w in document["warnings"])
 
 
 def test_fixed_rate_run_counts_histograms_and_interval_logs_agree(kafka_bootstrap, unique_topic, tmp_path):
@@ -290,13 +321,13 @@ def test_interrupted_run_writes_a_valid_result_marked_interrupted(kafka_bootstra
     command = [sys.executable, "-m", "bench", "run", str(PROJECT / "scenarios" / "steady-orders.toml"),
                "--bootstrap-servers", kafka_bootstrap, "--broker", "external", "--topic", unique_topic,
                "--rate", "300", "--duration", "60", "--warmup", "0", "--results", str(results), "--no-report"]
-    process = signalable_child(command, cwd=PROJECT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    # Wait for the first progress line: producing has started.
-    first_line = process.stdout.readline()
-    assert first_line.startswith("run "), first_line + process.stderr.read()
-    process.stdout.readline()
-    process.send_signal(stop_signal)
-    stdout, stderr = process.communicate(timeout=60)
+    with signalable_child(command, cwd=PROJECT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) as process:
+        # Wait for the first progress line: producing has started.
+        first_line = process.stdout.readline()
+        assert first_line.startswith("run "), first_line + process.stderr.read()
+        process.stdout.readline()
+        process.send_signal(stop_signal)
+        stdout, stderr = process.communicate(timeout=60)
     assert process.returncode == 130, stderr
     assert "Traceback" not in stderr
     folders = list(results.iterdir())

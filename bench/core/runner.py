@@ -285,7 +285,8 @@ class _Run:
                                          sample_every=trace_sample_every(self.scenario),
                                          service_sample_every=trace_sample_every(self.scenario)),
             series=recorder.series(), events=self.events + (self.fault_watch.events if self.fault_watch else []),
-            warnings=_run_warnings(self.scenario, measured, totals, audit, offset_delta),
+            warnings=_run_warnings(self.scenario, measured, totals, audit, offset_delta)
+            + (self.fault_watch.warnings() if self.fault_watch else []),
             sections={"failover": self.fault_watch.section(measured, recorder, self.t0_ns)} if self.fault_watch else {})
         folder, document = write_run_folder(self.results_root, result, recorder)
         return verdict.exit_code, folder, document
