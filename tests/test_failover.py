@@ -25,7 +25,7 @@ from bench.broker.fault_spec import Fault, check_schedule, check_targets, parse_
 from bench.core.availability import ActivityLog, PartitionActivity
 from bench.core.recorder import record_counts
 from bench.core.scenario import Scenario
-from bench.output.results import encode_histogram, new_latency_histogram
+from bench.results.histograms import encode_histogram, new_latency_histogram
 from streamstore.errors import UsageError
 
 MS = 1_000_000
@@ -223,7 +223,7 @@ def test_the_failover_plot_shades_the_fault_and_shows_acks_and_isr(tmp_path):
     from test_plots import FIXTURES, assert_real_png
 
     from bench.output import plots
-    from bench.output.results import load_result
+    from bench.results.store import load_result
 
     result = load_result(FIXTURES / "with-fault")
     seconds = len(result["series"]["t_s"])
@@ -300,10 +300,36 @@ def proxied_broker(tmp_path_factory):
         proxies.stop()
 
 
+def test_bench_proxy_start_leaves_no_file_open_in_the_starting_process(tmp_path):
+    """The background proxies write to client-proxies.log; the command that starts them closes
+    its own handle of that file (an unclosed file is a ResourceWarning when it is collected)."""
+    import gc
+    import warnings
+
+    from conftest import free_ports
+
+    from bench.broker.proxy_control import remote_proxies
+    from bench.cli import main
+
+    listen, upstream = free_ports(2)
+    state_dir = str(tmp_path / "proxied")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", ResourceWarning)
+        assert main(["proxy", "start", "--state-dir", state_dir, "--node", f"1={listen}:{upstream}"]) == 0
+        gc.collect()
+    try:
+        assert list(remote_proxies(state_dir)) == [1]
+        leaked = [str(w.message) for w in caught if "client-proxies.log" in str(w.message)]
+        assert not leaked, leaked
+    finally:
+        assert main(["proxy", "stop", "--state-dir", state_dir]) == 0
+    assert not remote_proxies(state_dir)
+
+
 def test_an_isolated_leader_cuts_its_clients_off_through_the_proxy(proxied_broker, unique_topic, tmp_path):
     from kafka_truth import assert_counts_match_broker, bench_command
 
-    from bench.output.results import load_result
+    from bench.results.store import load_result
 
     broker, bootstrap = proxied_broker
     completed = bench_command(
@@ -354,7 +380,7 @@ def cluster_chaos(cluster, topic, results_root, *args):
     """`bench chaos` on the cluster, RF 3; (completed process, result)."""
     from kafka_truth import bench_command
 
-    from bench.output.results import load_result
+    from bench.results.store import load_result
 
     cluster.wait_until_complete(timeout_s=120)   # every node back from the previous test
     completed = bench_command(

@@ -5,9 +5,9 @@ from __future__ import annotations
 import random
 
 from bench.core.audit import OffsetRanges, SequenceAudit, audit_offsets, lost_sequences, offset_ranges
+from bench.core.progress import p99_scope, progress_line
 from bench.core.recorder import LatencyRecorder, RunRecorder, fold_latencies, record_counts
-from bench.output.progress import p99_scope, progress_line
-from bench.output.results import LATENCY_HIGHEST_US, decode_histogram, encode_histogram, new_latency_histogram
+from bench.results.histograms import LATENCY_HIGHEST_US, decode_histogram, encode_histogram, new_latency_histogram
 
 
 def test_batched_recording_equals_recording_each_value():
@@ -67,7 +67,7 @@ def test_a_histogram_added_whole_equals_its_values_recorded():
         recorder.close_through(1)
     assert by_histograms.intervals == by_values.intervals
     assert by_histograms.interval_stats == by_values.interval_stats
-    assert by_histograms.summary() == by_values.summary() and by_values.summary()["count"] == 4_000
+    assert by_histograms.summary([1]) == by_values.summary([1]) and by_values.summary([1])["count"] == 4_000
     try:
         by_histograms.add_histogram(1, decode_histogram(by_histograms.intervals[1]))
     except ValueError as error:

@@ -10,8 +10,8 @@ import time
 import uuid
 
 import pytest
-from children import signalable_child
 from confluent_kafka import Producer
+from kafka_truth import signalable_child
 
 from streamstore.admin import connect_admin, ensure_topic, message_count, topic_configs, topic_watermarks
 from streamstore.config import producer_config

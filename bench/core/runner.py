@@ -25,26 +25,27 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, TextIO
 
-from bench.broker.ensure import BrokerInUse, ensure_broker
+from bench.broker.ensure import BrokerInUse, ensure_broker, no_embedded_reason
 from bench.broker.faults import Fault, parse_faults
 from bench.core.audit import AuditOutcome, audit_method, run_verdict, trace_sample_every
 from bench.core.clients import check_client_settings, high_watermarks, scenario_admin, scenario_watermarks
 from bench.core.fault_watch import FaultWatch
 from bench.core.merge import RunMeasurements
 from bench.core.producer import CHILD_START_TIMEOUT_S, INTERRUPT_DRAIN_S, producer_main
-from bench.core.protocol import TRACKER, Drain, Inbox, producer_name
+from bench.core.progress import Progress, p99_scope, progress_line
+from bench.core.protocol import ERRORS_LOG, TRACKER, Drain, Inbox, producer_name, write_child_errors
 from bench.core.result import (
     RunResult,
     broker_section,
     clamped_warnings,
     latency_summaries,
     run_counts,
+    run_throughput,
     write_run_folder,
 )
 from bench.core.scenario import Scenario
 from bench.core.tracker import tracker_main
-from bench.output.progress import Progress, p99_scope, progress_line
-from bench.output.results import DEFAULT_RESULTS_ROOT, check_results_root
+from bench.results.store import DEFAULT_RESULTS_ROOT, check_results_root
 from streamstore.admin import ensure_topic, topic_configs
 from streamstore.errors import RunFailed, UsageError
 
@@ -267,7 +268,10 @@ class _Run:
         offset_delta, offset_unread = _broker_offset_delta(self.scenario, self.bootstrap_servers, self.start_offsets)
         failed = max(totals["failed"], sum(o.sent - o.acked for o in outcomes))
         first_error = next((o.first_error for o in outcomes if o.first_error), None)
-        verdict = run_verdict(interrupted=self.interrupted, failure=measured.failure, failed=failed,
+        failure = measured.failure
+        if measured.child_failures:  # the console keeps one line; the tracebacks go beside the result
+            failure = f"{failure} (traceback in {ERRORS_LOG})"
+        verdict = run_verdict(interrupted=self.interrupted, failure=failure, failed=failed,
                               lost=audit.lost, first_error=first_error)
         producing_s = max((o.producing_s for o in outcomes), default=0.0)
         elapsed_s = max((o.elapsed_s for o in outcomes), default=0.0)
@@ -278,9 +282,8 @@ class _Run:
             verdict=verdict, audit=audit.method,
             counts=run_counts(totals, failed=failed, audit=audit, tracker_ran=True, broker_offset_delta=offset_delta,
                               offset_delta_reason=offset_unread),
-            # acked / (first send -> last ack): what `bench calibrate` compares with a bare loop.
-            throughput={"producing_s": round(producing_s, 3), "elapsed_s": round(elapsed_s, 3),
-                        "acked_per_s": round(totals["acked"] / elapsed_s, 1) if elapsed_s else None},
+            throughput=run_throughput(recorder.series(), self.scenario.warmup_s, self.scenario.message_size,
+                                      acked=totals["acked"], producing_s=producing_s, elapsed_s=elapsed_s),
             latency_us=latency_summaries(recorder, self.scenario, tracked=True,
                                          sample_every=trace_sample_every(self.scenario),
                                          service_sample_every=trace_sample_every(self.scenario)),
@@ -289,6 +292,8 @@ class _Run:
             + (self.fault_watch.warnings() if self.fault_watch else []),
             sections={"failover": self.fault_watch.section(measured, recorder, self.t0_ns)} if self.fault_watch else {})
         folder, document = write_run_folder(self.results_root, result, recorder)
+        if measured.child_failures:
+            write_child_errors(folder / ERRORS_LOG, measured.child_failures)
         return verdict.exit_code, folder, document
 
 
@@ -332,7 +337,6 @@ def run_scenario(
     broker_mode: str = "auto",
     keep_broker: bool = False,
     out: TextIO | None = None,
-    write_report: bool = True,
     faults: Sequence[Fault] = (),
     broker_state_dir: str | os.PathLike | None = None,
 ) -> tuple[int, Path, dict[str, Any]]:
@@ -358,11 +362,6 @@ def run_scenario(
             say(f"broker {broker.describe('run')}")
         broker.check_room(scenario.planned_bytes())
         if faults and broker.embedded is None:
-            raise UsageError(f"faults need the embedded broker, and the broker at {bootstrap_servers} is not one started "
-                             "by `python -m bench broker start` (or give its --state-dir)")
+            raise UsageError(f"faults need the embedded broker: {no_embedded_reason(bootstrap_servers, broker_state_dir)}")
         code, folder, result = _Run(scenario, broker, Path(results_root), out, faults).execute()
-    if write_report:
-        from bench.output.report import write_run_report  # matplotlib: only when a report is wanted
-
-        write_run_report(folder, result)
     return code, folder, result

@@ -1,0 +1,107 @@
+"""The result file's schema: its version history, the kinds of result, and the upgrades that let
+this harness read files written by earlier versions. Pure: no I/O."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from bench.results.window import lag_summary, throughput_summary
+
+# Schema versions of result.json. Bump on any change a reader must know about, and say what
+# changed here; load_result refuses versions it does not list.
+#   1  first version: scenario, fingerprint, environment, broker, counts, latency_us summaries
+#      with encoded cumulative histograms, per-second series, events, warnings, large_message.
+#   2  one name per metric: large-message rows say service_time_ms (was produce_latency_ms, also
+#      under samples) and carry their counts as the core writes them (counts.broker_offset_delta,
+#      was the row's broker_messages; counts_not_measured, was counts_note); the run folder's interval logs
+#      are service_time.hlog and end_to_end.hlog (were delivery.hlog and e2e.hlog).
+#      load_result reads version 1 files by renaming those fields in memory.
+#   3  large-message: each row carries `java` (Kafka's EndToEndLatency at the same size and codec,
+#      or null without --peer java), the section `peer` (which tool, null without --peer) and the
+#      scenario `peer`. load_result reads versions 1 and 2 with those as null.
+#   4  one window for every headline figure (bench/results/metrics.py MEASURED): `throughput`
+#      holds acked_per_s, acked_mb_s and consumed_per_s over the measured window, with
+#      measured_s; the old acked / elapsed figure is elapsed_acked_per_s. A new `lag` section
+#      (max_messages, max_time_ms over the window). Latency summaries cover the window too (were
+#      every second after warm-up, drain included). Large-message rows say transfer_rate_mb_s
+#      (was throughput_mb_s: a per-message rate, not a throughput). load_result reads version 3
+#      files with throughput and lag recomputed from their series and a warning that their
+#      latency summaries include the drain.
+SCHEMA_VERSION = 4
+SUPPORTED_SCHEMA_VERSIONS = frozenset({1, 2, 3, 4})
+
+RESULT_KINDS = frozenset({"run", "large-message", "locust"})
+
+
+def _renamed(mapping: Any, old: str, new: str) -> None:
+    if isinstance(mapping, dict) and old in mapping and new not in mapping:
+        mapping[new] = mapping.pop(old)
+
+
+def upgrade_v1(document: dict[str, Any]) -> dict[str, Any]:
+    """A version 1 result in version 2's names (see SCHEMA_VERSION); the values are unchanged.
+    load_result then takes it on to the current version."""
+    for row in (document.get("large_message") or {}).get("rows") or []:
+        _renamed(row, "produce_latency_ms", "service_time_ms")
+        _renamed(row.get("samples"), "produce_latency_ms", "service_time_ms")
+        if isinstance(row.get("counts"), dict) and "broker_messages" in row:
+            row["counts"]["broker_offset_delta"] = row.pop("broker_messages")
+        if "counts_note" in row:
+            # Version 1 kept one free-text note for all null counts of the row.
+            note = row.pop("counts_note")
+            row["counts_not_measured"] = {"counts": note} if note else {}
+        row.setdefault("counts_not_measured", {})
+    document["schema_version"] = 2
+    return document
+
+
+def upgrade_v2(document: dict[str, Any]) -> dict[str, Any]:
+    """A version 2 result in version 3's shape: no peer was measured, so its fields are null."""
+    large = document.get("large_message")
+    if isinstance(large, dict):
+        large.setdefault("peer", None)
+        for row in large.get("rows") or []:
+            row.setdefault("java", None)
+        if isinstance(document.get("scenario"), dict):
+            document["scenario"].setdefault("peer", None)
+    document["schema_version"] = 3
+    return document
+
+
+# Said in an upgraded version 3 result: its latency summaries were taken over another window.
+V3_LATENCY_WINDOW = "latency summaries of this schema version 3 file cover the drain too (version 4: the measured window)"
+
+
+def upgrade_v3(document: dict[str, Any]) -> dict[str, Any]:
+    """A version 3 result in version 4's shape: throughput and lag over the measured window,
+    recomputed from the stored per-second series; large-message rows renamed."""
+    series = document.get("series") or {}
+    old = document.get("throughput") if isinstance(document.get("throughput"), dict) else {}
+    if series and "measured_s" not in old:
+        scenario = document.get("scenario") or {}
+        size = scenario.get("message_size") if isinstance(scenario.get("message_size"), int) else None
+        document["throughput"] = {**throughput_summary(series, document.get("warmup_s") or 0, size),
+                                  "producing_s": old.get("producing_s"), "elapsed_s": old.get("elapsed_s"),
+                                  "elapsed_acked_per_s": old.get("acked_per_s")}
+    if series and "lag" not in document:
+        document["lag"] = lag_summary(series, document.get("warmup_s") or 0)
+    if document.get("latency_us"):
+        document["warnings"] = [*(document.get("warnings") or []), V3_LATENCY_WINDOW]
+    for row in (document.get("large_message") or {}).get("rows") or []:
+        _renamed(row, "throughput_mb_s", "transfer_rate_mb_s")
+        _renamed(row.get("java"), "throughput_mb_s", "transfer_rate_mb_s")
+    document["schema_version"] = 4
+    return document
+
+
+def upgrade(document: dict[str, Any]) -> dict[str, Any]:
+    """A result of any supported version in the current version's shape."""
+    if document["schema_version"] == 1:
+        document = upgrade_v1(document)
+    if document["schema_version"] == 2:
+        document = upgrade_v2(document)
+    if document["schema_version"] == 3:
+        document = upgrade_v3(document)
+    return document
+
+
