@@ -201,6 +201,12 @@ def _check_argv(argv: list[str]) -> str | None:
         return "no such file: " + ", ".join(missing)
     if argv[0] == "locust":
         return _parse(_locust_parser(), argv[1:])
+    if argv[0] == "make":
+        targets = set(re.findall(r"^([\w-]+):", (ROOT / "Makefile").read_text(), re.MULTILINE))
+        unknown = [arg for arg in argv[1:] if "=" not in arg and not arg.startswith("-") and arg not in targets]
+        return f"no make target {', '.join(unknown)}" if unknown else None
+    if Path(argv[0]).name.startswith("python") and argv[1:2] and argv[1].endswith(".py"):
+        return None if (ROOT / argv[1]).exists() else f"no such file: {argv[1]}"
     if argv[0] == "bench":
         argv = ["python", "-m", "bench", *argv[1:]]
     if Path(argv[0]).name.startswith("python") and argv[1:2] == ["-m"] and len(argv) > 2:

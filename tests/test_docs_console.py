@@ -41,6 +41,8 @@ def test_the_check_catches_a_stale_flag_subcommand_and_scenario_file():
     assert "--no-such" in check_command("locust -f scenarios/orders.py --headless --no-such 1")
     assert "old spelling" in check_command('locust -f scenarios/orders.py --check "p99_delivery_ms<100"')
     assert check_command("cd /tmp && PATH=/x python -m bench broker stop --port 1  # comment") is None
+    assert check_command("make docs ALL=1") is None and "no make target" in check_command("make doc")
+    assert "no such file" in check_command(".venv/bin/python tests/no_such.py --help")
 
 
 @pytest.mark.parametrize("block", FAST, ids=[block.where for block in FAST])
