@@ -65,6 +65,7 @@ class Block:
     marks: set[str]
     keep: str | None
     commands: list[Command]
+    indent: str = ""                      # a block inside a list item is indented
 
     @property
     def where(self) -> str:
@@ -100,20 +101,21 @@ def blocks(path: Path) -> list[Block]:
         if lines[index].strip() != "```console":
             index += 1
             continue
-        mark = _MARK.match(lines[index - 1]) if index else None
+        indent = lines[index][:len(lines[index]) - len(lines[index].lstrip())]
+        mark = _MARK.match(lines[index - 1].strip()) if index else None
         marks, keep = _marks(mark[1]) if mark else (set(), None)
         first, commands, index = index, [], index + 1
         while lines[index].strip() != "```":
-            line = lines[index]
+            line = lines[index].removeprefix(indent)
             if line.startswith("$ "):
                 commands.append(Command([line[2:]]))
                 while commands[-1].lines[-1].endswith("\\"):
                     index += 1
-                    commands[-1].lines.append(lines[index])
+                    commands[-1].lines.append(lines[index].removeprefix(indent))
             elif commands:
                 commands[-1].output.append(line)
             index += 1
-        found.append(Block(path, first, index, marks, keep, commands))
+        found.append(Block(path, first, index, marks, keep, commands, indent))
         index += 1
     return found
 
@@ -225,7 +227,7 @@ def map_ports(text: str, ports: dict[int, int]) -> str:
     if not ports:
         return text
     alternatives = "|".join(str(port) for port in sorted(ports, reverse=True))
-    return re.sub(rf"(?<![\d,.])({alternatives})(?!\d|,\d)", lambda m: str(ports[int(m[1])]), text)
+    return re.sub(rf"(?<![\d,.])({alternatives})(?!\d)", lambda m: str(ports[int(m[1])]), text)
 
 
 def rewrite(text: str, scratch: Path | None, ports: dict[int, int]) -> str:

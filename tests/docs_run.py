@@ -124,9 +124,11 @@ class Session:
         self.broker_up = True
 
     def close(self) -> None:
-        if self.broker_up:
-            self._shell(f"python -m bench broker stop --port {self.port}")
-            self.broker_up = False
+        """Stops every broker or cluster a block left running in the scratch directory."""
+        self.broker_up = False
+        for state in sorted((self.scratch / ".state").glob("*-*")):
+            if (state / "cluster.json").exists() or (state / "server.properties").exists():
+                self._shell(f"python -m bench broker stop --state-dir {state}")
 
 
 def _end_group(group: int, text: str, grace_s: float = 5.0) -> None:
@@ -147,24 +149,28 @@ def render(block: Block, commands: list[Command]) -> list[str]:
     lines = ["```console"]
     for command in commands:
         lines += ["$ " + command.lines[0], *command.lines[1:], *keep_lines(command.output, block.keep)]
-    return lines + ["```"]
+    return [(block.indent + line).rstrip() for line in [*lines, "```"]]
 
 
 def run_block(session: Session, block: Block) -> list[str]:
     return render(block, [session.run(command, block) for command in block.commands])
 
 
-def wanted(block: Block, mode: str) -> bool:
+def wanted(block: Block, mode: str, only: list[str]) -> bool:
     if "manual" in block.marks or not block.commands:
         return False
+    if only:  # PATH:LINE, the line of the block's ```console or of its mark
+        path = str(block.path.relative_to(ROOT))
+        return any(f"{path}:{line}" in only for line in (block.first + 1, block.first))
     if mode == "fast":
         return block.fast
     return mode == "all" or "long" not in block.marks
 
 
-def regenerate(path: Path, mode: str, port: int, scratch_base: Path, moved: dict[int, int]) -> list[str]:
+def regenerate(path: Path, mode: str, port: int, scratch_base: Path, moved: dict[int, int],
+               only: list[str]) -> list[str]:
     """Re-runs the wanted blocks of one file and rewrites it; returns the blocks it changed."""
-    todo = [block for block in blocks(path) if wanted(block, mode)]
+    todo = [block for block in blocks(path) if wanted(block, mode, only)]
     if not todo:
         return []
     session = Session(make_scratch(scratch_base / path.stem), port, moved=moved)
@@ -196,6 +202,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="client port of the docs' embedded broker (default $DOCS_PORT, else 19192)")
     parser.add_argument("--map-port", action="append", default=[], metavar="SHOWN=REAL",
                         help="run a command's port SHOWN (and SHOWN+1) on REAL (and REAL+1), write SHOWN")
+    parser.add_argument("--block", action="append", default=[], metavar="PATH:LINE",
+                        help="only this block, of any mark but manual (repeatable; LINE as make docs prints it)")
     parser.add_argument("--file", action="append", default=[],
                         help="only files whose path contains this (repeatable)")
     args = parser.parse_args(argv)
@@ -205,7 +213,7 @@ def main(argv: list[str] | None = None) -> int:
     scratch_base = Path(tempfile.mkdtemp(prefix="bench-docs-"))
     try:
         changed = [where for path in files
-                   for where in regenerate(path, args.mode, args.port, scratch_base, moved)]
+                   for where in regenerate(path, args.mode, args.port, scratch_base, moved, args.block)]
     finally:
         shutil.rmtree(scratch_base, ignore_errors=True)
     print("docs: " + (f"{len(changed)} block(s) rewritten: " + ", ".join(changed) if changed else "every block is current"))

@@ -62,6 +62,8 @@ def test_output_is_written_with_the_shown_port_and_dir_and_compared_without_what
     printed = f"run x at localhost:29900, 2,000 msg/s; 29,900 sent\nlog: {tmp_path}/.state/broker-29900/server.log  \n"
     assert rewrite(printed, tmp_path, {29900: 9092}) == (
         "run x at localhost:9092, 2,000 msg/s; 29,900 sent\nlog: /tmp/docs/.state/broker-9092/server.log")
+    assert rewrite("bootstrap servers: 127.0.0.1:29900,127.0.0.1:29901", None, {29900: 9092, 29901: 9093}) == (
+        "bootstrap servers: 127.0.0.1:9092,127.0.0.1:9093")
     assert keep_lines(["a 1", "b", "c", "a 2", "d"], "^a") == ["a 1", "...", "a 2", "..."]
     assert normalise("complete: results/20261202T074415-ci-gate (pid 15331) in 22.5 s") == (
         "complete: results/<stamp>-ci-gate (pid <pid>) in <duration>")
