@@ -45,7 +45,8 @@ lint: $(STAMP)
 # Re-runs the console blocks of README.md and docs/*.md and writes their output in place
 # (tests/docs_run.py): the blocks without a broker, then those with the embedded broker on
 # DOCS_PORT. ALL=1 adds the long ones (clusters, chaos, large messages); DOCS_ARGS passes more
-# (e.g. --fast, --file docs/locust.md, --map-port 19092=29910). Review the diff, then commit.
+# (e.g. --fast, --file docs/locust.md, --block docs/faults.md:167, --map-port 19092=29910).
+# Review the diff, then commit.
 DOCS_PORT ?= 19192
 docs: $(STAMP)
 	$(PY) tests/docs_run.py --port $(DOCS_PORT) $(if $(ALL),--all) $(DOCS_ARGS)
