@@ -10,12 +10,13 @@ import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from bench.broker.cluster import EmbeddedCluster
 from bench.broker.embedded import DEFAULT_KAFKA_VERSION, REPORTED_BROKER_SETTING_NAMES, EmbeddedBroker
 from bench.broker.probe import broker_answers, broker_problem, parse_bootstrap_servers
 from streamstore.admin import broker_configs, connect_admin
-from streamstore.errors import RunFailed, UsageError
+from streamstore.errors import RunFailed, StreamStoreError, UsageError
 
 BROKER_MODES = ("auto", "external", "embedded")
 # Room a broker needs beyond the records themselves (index files, segment rolls, its own logs):
@@ -47,11 +48,26 @@ class BrokerInUse:
     # The embedded broker or cluster when it is the one in use (started here or before), else None.
     embedded: EmbeddedBroker | EmbeddedCluster | None = None
     settings: dict[str, str] = field(default_factory=dict)
+    # The broker's version as measured when the command started (`measure_broker`): the
+    # embedded broker's exact release, or what another broker tells a client; how it was
+    # measured; and, when it could not be, why (field name -> reason).
+    measured_version: str | None = None
+    version_source: str | None = None
+    not_measured: dict[str, str] = field(default_factory=dict)
 
     @property
     def version(self) -> str | None:
-        """The Kafka version when known (embedded broker); external brokers do not report it."""
+        """The exact Kafka release when known (the embedded broker's), else None."""
         return self.embedded.version if self.embedded else None
+
+    def section(self, topic_settings: Mapping[str, str] | None) -> dict[str, Any]:
+        """The result's `broker`: where it answered, its version and how that was measured,
+        whether it was the embedded one, and the broker and topic settings that shape the figures."""
+        settings = None if "settings" in self.not_measured else dict(self.settings)
+        return {"bootstrap_servers": self.bootstrap_servers, "version": self.measured_version,
+                "version_source": self.version_source, "embedded": self.embedded is not None,
+                "settings": settings, "topic_settings": dict(topic_settings) if topic_settings else {},
+                "not_measured": dict(self.not_measured)}
 
     def check_room(self, planned_bytes: int | None) -> None:
         """UsageError when the load would fill the disk under the embedded broker's log (every
@@ -143,8 +159,7 @@ def ensure_broker(
             announce(f"starting the embedded Kafka broker at {bootstrap_servers} ({reason}; state in {embedded.state_dir})")
         started_here = embedded.start()
     try:
-        broker = BrokerInUse(bootstrap_servers, started_here, embedded)
-        broker.settings = describe_broker_settings(bootstrap_servers, client_settings=client_settings)
+        broker = measure_broker(bootstrap_servers, client_settings, embedded, started_here)
         yield broker
     finally:
         if started_here and not keep:
@@ -152,6 +167,65 @@ def ensure_broker(
             if announce:
                 announce(f"stopped the embedded Kafka broker at {bootstrap_servers}, which this command started "
                          "(--keep-broker leaves it running)")
+
+
+# How a broker's version was measured (the result's broker.version_source).
+EMBEDDED_JAR = "embedded broker jar"
+PROTOCOL_VERSION_SETTING = "inter.broker.protocol.version"
+
+
+def measure_broker(bootstrap_servers: str, client_settings: Mapping[str, object] | None = None,
+                   embedded: EmbeddedBroker | EmbeddedCluster | None = None, started_here: bool = False) -> BrokerInUse:
+    """What the broker at bootstrap_servers is, measured now (at run start): its settings, whether
+    it is the embedded broker (one started before, by `bench broker start` or a test, is found
+    from the log dir it reports), and its version with the way it was measured.
+
+    The embedded broker knows its exact release (the jar it runs). Another broker is asked for
+    `inter.broker.protocol.version` (Kafka 3.x answers its release's protocol, e.g. "3.8-IV0";
+    Kafka 4.0 removed the setting): that one is the version, and says so in version_source.
+    """
+    broker = BrokerInUse(bootstrap_servers, started_here, embedded)
+    try:
+        configs = broker_configs(connect_admin(bootstrap_servers, {**(client_settings or {}), "log_level": 0}))
+    except StreamStoreError as error:
+        configs, reason = {}, f"the broker's configuration could not be read: {error}"
+        broker.not_measured["settings"] = reason
+    broker.settings = {name: configs[name] for name in REPORTED_BROKER_SETTING_NAMES if name in configs}
+    if broker.embedded is None:
+        broker.embedded = running_embedded_broker(bootstrap_servers, configs.get("log.dirs"))
+    if broker.embedded is not None:
+        broker.measured_version, broker.version_source = broker.embedded.version, EMBEDDED_JAR
+    elif configs.get(PROTOCOL_VERSION_SETTING):
+        broker.measured_version, broker.version_source = configs[PROTOCOL_VERSION_SETTING], PROTOCOL_VERSION_SETTING
+    else:
+        broker.not_measured["version"] = broker.not_measured.get("settings") or (
+            f"not the embedded broker, and it reports no {PROTOCOL_VERSION_SETTING} (Kafka 4.0 removed it)")
+    return broker
+
+
+def running_embedded_broker(bootstrap_servers: str, log_dirs: str | None) -> EmbeddedBroker | EmbeddedCluster | None:
+    """The embedded broker (or cluster) that answers at bootstrap_servers, found from the log dir
+    the broker reports (`<state dir>/data`, a cluster node's `<cluster dir>/node-N/data`): one
+    started earlier with any --state-dir is still the embedded broker. None when the address is
+    not local or no running embedded broker owns that log dir."""
+    addresses = parse_bootstrap_servers(bootstrap_servers)
+    if not log_dirs or any(host not in ("localhost", "127.0.0.1") for host, _ in addresses):
+        return None
+    node_dir = Path(log_dirs.split(",")[0]).parent
+    if not (node_dir / "kafka.version").is_file():
+        return None
+    with contextlib.suppress(UsageError, ValueError, OSError):
+        if EmbeddedCluster.exists(node_dir.parent):
+            cluster = EmbeddedCluster.open(node_dir.parent)
+            ports = {node.config.advertised_port or node.config.port for node in cluster.nodes}
+            if ports & {port for _, port in addresses} and cluster.is_running():
+                return cluster
+        elif len(addresses) == 1:
+            broker = EmbeddedBroker(port=addresses[0][1], state_dir=node_dir,
+                                    kafka_version=(node_dir / "kafka.version").read_text().strip())
+            if broker.is_running():
+                return broker
+    return None
 
 
 def describe_broker_settings(

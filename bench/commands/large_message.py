@@ -28,6 +28,7 @@ from bench.large_message.result import format_java_row, format_row, sweep_result
 from bench.large_message.sweep import LargeMessageSweep, drop_acked, preflight
 from bench.output.report import write_run_report
 from bench.peers.java import JavaPeer
+from bench.results.environment import capture_environment
 from streamstore.admin import connect_admin
 from streamstore.config import (
     CLIENT_MESSAGE_MAX_BYTES,
@@ -140,6 +141,7 @@ def run(args: argparse.Namespace) -> int:
                                   after_acks=drop_acked(admin, drop) if drop else None, java=java,
                                   on_java=lambda row: (progress.finish(), print(format_java_row(row), flush=True)))
         started_at = time.time()
+        environment = capture_environment()  # once, at the start of the sweep
         interrupted = False
         # SIGTERM (a cancelled CI job, `kill`) ends the sweep as Ctrl+C does: result kept, marked interrupted.
         previous_sigterm = signal.signal(signal.SIGTERM, signal.default_int_handler)
@@ -152,8 +154,8 @@ def run(args: argparse.Namespace) -> int:
             progress.finish()
         hook = [f"test hook {DROP_ACKED_ENV}={drop}: the broker dropped the first {drop} acked message(s) of every "
                 "cell; consumers started after the acks, so end-to-end times were not measured"] if drop else []
-        result = sweep_result(options, sweep.run_id, sweep.rows, sweep.bare, broker, topic_settings, started_at,
-                              interrupted, hook, peer_version=java.kafka_version if java else None)
+        result = sweep_result(options, sweep.run_id, sweep.rows, sweep.bare, environment, broker, topic_settings,
+                              started_at, interrupted, hook, peer_version=java.kafka_version if java else None)
     folder, document = write_run_folder(args.results_dir, result)
     write_run_report(folder, document)
     print(summary_text(document, folder))

@@ -21,7 +21,6 @@ from bench.broker.ensure import BrokerInUse
 from bench.core.audit import AuditOutcome, Verdict
 from bench.core.recorder import RunRecorder
 from bench.core.scenario import Scenario
-from bench.results.environment import environment_metadata
 from bench.results.formatting import utc_iso
 from bench.results.histograms import write_interval_log
 from bench.results.store import run_folder, write_result
@@ -96,11 +95,8 @@ def run_counts(totals: Mapping[str, int], *, failed: int, audit: AuditOutcome, t
 
 
 def broker_section(broker: BrokerInUse, topic_settings: Mapping[str, str] | None) -> dict[str, Any]:
-    """The result's `broker`: where it answered, whether it was the embedded one, the broker and
-    topic settings that shape the figures."""
-    return {"bootstrap_servers": broker.bootstrap_servers, "version": broker.version,
-            "embedded": broker.embedded is not None, "settings": dict(broker.settings),
-            "topic_settings": dict(topic_settings) if topic_settings else {}}
+    """The result's `broker`, as measured when the run started (BrokerInUse.section)."""
+    return broker.section(topic_settings)
 
 
 @dataclass(frozen=True)
@@ -109,10 +105,12 @@ class RunResult:
     run_id: str
     scenario: Mapping[str, Any]     # the scenario as run (Scenario.to_dict())
     fingerprint: str
+    # Both measured once, when the run started (capture_environment, measure_broker).
+    environment: Mapping[str, Any]
     broker: Mapping[str, Any]
     started_at: float               # wall clock, seconds since the epoch
     ended_at: float
-    duration_s: float
+    duration_s: float | None       # None: not measured (the warnings say why)
     warmup_s: float
     verdict: Verdict
     counts: Counts
@@ -132,11 +130,11 @@ class RunResult:
             "run_id": self.run_id,
             "scenario": dict(self.scenario),
             "fingerprint": self.fingerprint,
-            "environment": {**environment_metadata(), "producer_and_tracker_same_host": self.same_host},
+            "environment": {**self.environment, "producer_and_tracker_same_host": self.same_host},
             "broker": dict(self.broker),
             "started_at": utc_iso(self.started_at),
             "ended_at": utc_iso(self.ended_at),
-            "duration_s": round(self.duration_s, 3),
+            "duration_s": round(self.duration_s, 3) if self.duration_s is not None else None,
             "warmup_s": self.warmup_s,
             "status": self.verdict.status,
             "failure": self.verdict.failure,
