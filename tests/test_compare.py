@@ -219,3 +219,20 @@ def test_the_default_checks_fail_a_2x_latency_and_pass_a_rerun():
     regressions = {m for m, o in outcomes("baseline", "latency-2x", compare.DEFAULT_CHECKS).items() if o == "regression"}
     assert {"service_time_p50", "end_to_end_p50"} <= regressions
 
+
+
+def test_embedded_and_external_brokers_compare_on_the_protocol_version_both_report():
+    """An embedded 3.8.1 (its jar) and an external broker known by its inter.broker.protocol.version
+    compare on what both know: the protocol version, which the embedded broker reports too."""
+    embedded = {"version": "3.8.1", "version_source": "embedded broker jar", "bootstrap_servers": "127.0.0.1:9092",
+                "settings": {"inter.broker.protocol.version": "3.8-IV0"}}
+    external = {"version": "3.8-IV0", "version_source": "inter.broker.protocol.version",
+                "bootstrap_servers": "127.0.0.1:9092", "settings": {"inter.broker.protocol.version": "3.8-IV0"}}
+    assert compare.broker_version_difference(embedded, external) is None
+    newer = {**external, "version": "3.9-IV0", "settings": {"inter.broker.protocol.version": "3.9-IV0"}}
+    assert compare.broker_version_difference(embedded, newer) == (
+        "broker version: '3.8.1' (embedded broker jar) vs '3.9-IV0' (inter.broker.protocol.version), "
+        "inter.broker.protocol.version '3.8-IV0' vs '3.9-IV0'")
+    unmeasured = {"version": None, "not_measured": {"version": "it reports no inter.broker.protocol.version"}}
+    assert compare.broker_version_difference(embedded, unmeasured) == (
+        "broker version: not measured in the candidate (it reports no inter.broker.protocol.version)")

@@ -60,7 +60,7 @@ def _run_cli(*args: str) -> subprocess.CompletedProcess:
 
 
 @pytest.mark.parametrize("content, message", [
-    ('{"schema_version": 4, "kind": "run"}', "has schema_version 4; this harness reads version 1, 2, 3"),
+    ('{"schema_version": 5, "kind": "run"}', "has schema_version 5; this harness reads version 1, 2, 3, 4"),
     ('{"schema_version": 1, "kind": "run", "scen', "is corrupt: not valid JSON"),
 ])
 def test_report_refuses_unknown_schema_and_corrupt_file(tmp_path, content, message):
@@ -121,6 +121,41 @@ def test_regress_not_comparable_is_exit_2(capsys):
     code = main(["regress", "--baseline", str(FIXTURES / "baseline"), "--candidate", str(FIXTURES / "other-size")])
     assert code == 2
     assert capsys.readouterr().err == "error: not comparable: scenarios differ in message_size: 200 vs 1000\n"
+
+
+def _baseline_with_broker(tmp_path: Path, **broker) -> Path:
+    """The baseline fixture's file, written again with another broker section (raw JSON, as an
+    older harness or another broker would have written it)."""
+    document = json.loads((FIXTURES / "baseline" / "result.json").read_text())
+    document["broker"].update(broker)
+    path = tmp_path / "baseline.json"
+    path.write_text(json.dumps(document))
+    return path
+
+
+@pytest.mark.parametrize("broker, line", [
+    # A baseline that did not measure its broker's version (as an external broker was written
+    # before this version of the harness): a hole is not a match.
+    ({"version": None, "embedded": False},
+     "broker version: not measured in the baseline (not recorded (a schema version 1 file); that harness "
+     "measured only the embedded broker's version)"),
+    ({"version": "3.9.0"}, "broker version: '3.9.0' vs '3.8.1'"),
+    # Measured differently: an external broker's protocol version against the embedded jar's
+    # release, compared on the protocol version both report.
+    ({"version": "3.9-IV0", "version_source": "inter.broker.protocol.version", "embedded": False},
+     "broker version: '3.9-IV0' (inter.broker.protocol.version) vs '3.8.1' (embedded broker jar), measured "
+     "differently and not both report inter.broker.protocol.version"),
+])
+def test_regress_against_another_or_unmeasured_broker_version_is_not_comparable(tmp_path, broker, line):
+    baseline = _baseline_with_broker(tmp_path, **broker)
+    completed = _run_cli("regress", "--candidate", str(FIXTURES / "rerun"), "--baseline", str(baseline))
+    assert completed.returncode == 2, completed.stdout + completed.stderr
+    assert completed.stderr.count("\n") == 1, completed.stderr
+    assert completed.stderr.startswith(f"error: not comparable: environments differ or were not measured ({line})")
+    assert "--any-environment" in completed.stderr
+    judged = _run_cli("regress", "--candidate", str(FIXTURES / "rerun"), "--baseline", str(baseline), "--any-environment")
+    assert judged.returncode == 0, judged.stdout + judged.stderr
+    assert f"warning: judging across environments (--any-environment): {line}" in judged.stdout
 
 
 def test_regress_failed_candidate_is_exit_3(tmp_path, capsys):

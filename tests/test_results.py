@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import importlib.metadata
 import json
 import os
 import subprocess
@@ -13,7 +14,7 @@ import pytest
 from hdrh.log import HistogramLogReader
 
 from bench.results import environment as environment_module
-from bench.results.environment import environment_metadata
+from bench.results.environment import capture_environment, checkout_root, harness_commit, parse_git_status
 from bench.results.histograms import decode_histogram, new_latency_histogram, summarize_histogram, write_interval_log
 from bench.results.redaction import redact_secrets
 from bench.results.schema import SCHEMA_VERSION
@@ -182,16 +183,42 @@ def test_interval_log_read_back_by_hdrh_reader(tmp_path):
     assert third.get_max_value() == pytest.approx(3000, rel=1e-3)
 
 
-def test_environment_metadata_fields():
-    environment = environment_metadata()
+def test_environment_fields_and_harness_version():
+    environment = capture_environment()
     assert environment["cpu_count"] == os.cpu_count()
     assert environment["python"] == sys.version.split()[0]
     assert environment["confluent_kafka"].startswith("2.")
     assert environment["librdkafka"].startswith("2.")
+    assert environment["harness_version"] == importlib.metadata.version("streamstore-bench")
     head = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True,
                           cwd=os.path.dirname(environment_module.__file__)).stdout.strip()
-    assert environment["harness_commit"] is None or environment["harness_commit"].startswith(head)
+    assert environment["harness_commit"].startswith(head)  # the tests run from a checkout
+    assert all(environment[key] is not None for key in environment if key != "not_measured")
+    assert environment["not_measured"] == {}
     json.dumps(environment)
+
+
+def test_harness_commit_only_from_the_checkout_that_holds_the_module(tmp_path):
+    """An installed copy (site-packages inside some checkout, the venv's) records no commit:
+    git is never let walk up from there into a checkout that is not what runs."""
+    checkout = tmp_path / "checkout"
+    installed = checkout / ".venv" / "lib" / "python3.11" / "site-packages" / "bench" / "results" / "environment.py"
+    installed.parent.mkdir(parents=True)
+    installed.write_text("")
+    subprocess.run(["git", "init", "-q", str(checkout)], check=True)
+    assert checkout_root(installed) is None
+    assert harness_commit(installed) == (None, "not running from a git checkout (an installed package)")
+    assert checkout_root(Path(environment_module.__file__)) == Path(environment_module.__file__).resolve().parents[2]
+
+
+def test_git_status_is_read_once_for_commit_dirtiness_and_tracking():
+    clean = "# branch.oid abc123\n# branch.head main\n"
+    assert parse_git_status(clean) == ("abc123", None)
+    assert parse_git_status(clean + "1 .M N... 100644 100644 100644 a b bench/cli.py\n") == ("abc123-dirty", None)
+    assert parse_git_status(clean + "? notes.txt\n") == ("abc123", None)  # untracked files are not changes
+    commit, reason = parse_git_status(clean + "? bench/results/environment.py\n")
+    assert commit is None and "not tracked" in reason
+    assert parse_git_status("# branch.oid (initial)\n") == (None, "the checkout has no commit yet")
 
 
 def test_version_1_files_are_read_in_the_current_names():
@@ -201,7 +228,7 @@ def test_version_1_files_are_read_in_the_current_names():
     assert json.loads(path.read_text())["schema_version"] == 1
     original_rows = json.loads(path.read_text())["large_message"]["rows"]
     document = load_result(path)
-    assert document["schema_version"] == SCHEMA_VERSION == 3
+    assert document["schema_version"] == SCHEMA_VERSION == 4
     assert document["large_message"]["peer"] is None
     for original, row in zip(original_rows, document["large_message"]["rows"], strict=True):
         assert row["java"] is None
@@ -217,6 +244,6 @@ def test_version_2_large_message_files_read_with_no_peer(tmp_path):
     path.write_text(json.dumps({"schema_version": 2, "kind": "large-message", "scenario": {"name": "large-message"},
                                 "large_message": {"rows": [row]}}))
     document = load_result(path)
-    assert document["schema_version"] == 3 and document["scenario"]["peer"] is None
+    assert document["schema_version"] == 4 and document["scenario"]["peer"] is None
     assert document["large_message"]["peer"] is None and document["large_message"]["rows"][0]["java"] is None
     assert document["large_message"]["rows"][0]["service_time_ms"] == {"p50": 1.0, "max": 1.0}

@@ -17,8 +17,17 @@ from typing import Any
 #   3  large-message: each row carries `java` (Kafka's EndToEndLatency at the same size and codec,
 #      or null without --peer java), the section `peer` (which tool, null without --peer) and the
 #      scenario `peer`. load_result reads versions 1 and 2 with those as null.
-SCHEMA_VERSION = 3
-SUPPORTED_SCHEMA_VERSIONS = frozenset({1, 2, 3})
+#   4  environment measured once at run start, with no holes: environment.harness_version (the
+#      installed package), harness_commit only from a checkout, environment.not_measured and
+#      broker.not_measured (null field -> reason); broker.version for every broker with
+#      broker.version_source ("embedded broker jar" | "inter.broker.protocol.version");
+#      broker.settings null when they could not be read. Locust: scenario.user_rate, .users
+#      and .duration_s (asked) replace the nominal scenario.rate; duration and throughput from
+#      the workers' first send and last ack. load_result reads versions 1-3 with the version
+#      source inferred (only the embedded broker's version was recorded then) and a reason for
+#      every null.
+SCHEMA_VERSION = 4
+SUPPORTED_SCHEMA_VERSIONS = frozenset({1, 2, 3, 4})
 
 RESULT_KINDS = frozenset({"run", "large-message", "locust"})
 
@@ -58,12 +67,52 @@ def upgrade_v2(document: dict[str, Any]) -> dict[str, Any]:
     return document
 
 
+# What an environment field of an older file was, when it was null there.
+_ENVIRONMENT_FIELDS = ("host", "cpu_model", "cpu_count", "os", "python", "confluent_kafka", "librdkafka",
+                       "harness_version", "harness_commit")
+EMBEDDED_JAR = "embedded broker jar"
+
+
+def upgrade_v3(document: dict[str, Any], written_as: int = 3) -> dict[str, Any]:
+    """A version 1-3 result in version 4's shape. Those files recorded a broker version only for
+    the embedded broker (so its source is the jar) and no harness version; every null gets the
+    reason "not recorded", so comparing with such a file says what is missing."""
+    written = f"not recorded (a schema version {written_as} file)"
+    environment = document.get("environment")
+    if isinstance(environment, dict):
+        environment.setdefault("harness_version", None)
+        not_measured = environment.setdefault("not_measured", {})
+        for key in _ENVIRONMENT_FIELDS:
+            if environment.get(key) is None:
+                not_measured.setdefault(key, written)
+    broker = document.get("broker")
+    if isinstance(broker, dict):
+        not_measured = broker.setdefault("not_measured", {})
+        if broker.get("version") is not None:
+            broker.setdefault("version_source", EMBEDDED_JAR)
+        else:
+            broker.setdefault("version_source", None)
+            not_measured.setdefault("version", f"{written}; that harness measured only the embedded broker's version")
+    scenario = document.get("scenario")
+    locust = document.get("locust")
+    if document.get("kind") == "locust" and isinstance(scenario, dict) and isinstance(locust, dict):
+        # The old `rate` was user_rate x users, not a measured rate.
+        scenario.pop("rate", None)
+        scenario.setdefault("user_rate", locust.get("user_rate"))
+        scenario.setdefault("users", locust.get("users"))
+    document["schema_version"] = 4
+    return document
+
+
 def upgrade(document: dict[str, Any]) -> dict[str, Any]:
     """A result of any supported version in the current version's shape."""
+    written_as = document["schema_version"]
     if document["schema_version"] == 1:
         document = upgrade_v1(document)
     if document["schema_version"] == 2:
         document = upgrade_v2(document)
+    if document["schema_version"] == 3:
+        document = upgrade_v3(document, written_as)
     return document
 
 
