@@ -164,13 +164,14 @@ class WorkerProducer:
     def _poll(self, poll) -> int:
         """poll(0) (or flush(0)), noting when it brought acks and when new sends were seen;
         returns what the call returned."""
+        # Sends first: they happened before this call (users run between polls), acks in it.
+        if self.sender.sequence != self._seen_sequence:
+            self._seen_sequence = self.sender.sequence
+            self.last_send_at = time.time()
         acked_before = len(self.account.service_s)  # every ack appends one (emptied only by _close_second)
         served = poll(0)
         if len(self.account.service_s) != acked_before:
             self.last_ack_at = time.time()
-        if self.sender.sequence != self._seen_sequence:
-            self._seen_sequence = self.sender.sequence
-            self.last_send_at = time.time()
         return served
 
     def _close_second(self, force: bool = False) -> None:
