@@ -133,7 +133,8 @@ def environment_slug(result: Mapping[str, Any]) -> str:
     several environments sit side by side as `<scenario>.<slug>.json`."""
     environment, broker = result.get("environment") or {}, result.get("broker") or {}
     cpu = re.sub(r"[^a-z0-9]+", "-", str(environment.get("cpu_model") or "unknown-cpu").lower()).strip("-")
-    return f"{cpu}-{environment.get('cpu_count') or 'n'}cpu-kafka-{broker.get('version') or 'unknown'}"
+    version = re.sub(r"[^a-z0-9.]+", "-", str(broker.get("version") or "unknown").lower()).strip("-")
+    return f"{cpu}-{environment.get('cpu_count') or 'n'}cpu-kafka-{version}"
 
 
 def differing_fields(first: Mapping[str, Any], second: Mapping[str, Any]) -> list[str]:
