@@ -247,3 +247,25 @@ def test_version_2_large_message_files_read_with_no_peer(tmp_path):
     assert document["schema_version"] == 4 and document["scenario"]["peer"] is None
     assert document["large_message"]["peer"] is None and document["large_message"]["rows"][0]["java"] is None
     assert document["large_message"]["rows"][0]["service_time_ms"] == {"p50": 1.0, "max": 1.0}
+
+
+def test_version_3_files_name_what_they_did_not_measure(tmp_path):
+    """Version 4 measures the broker's version for every broker and names every null. An older
+    file's embedded version came from the jar; its missing facts read as "not recorded"; an old
+    Locust result's nominal rate (users x per-user rate) is no longer a scenario rate."""
+    path = tmp_path / "result.json"
+    path.write_text(json.dumps({
+        "schema_version": 3, "kind": "locust", "scenario": {"name": "locust-orders", "rate": 2000.0},
+        "environment": {"cpu_model": "X", "harness_commit": None},
+        "broker": {"bootstrap_servers": "127.0.0.1:9092", "version": None, "embedded": False},
+        "locust": {"users": 4, "user_rate": 500.0}}))
+    document = load_result(path)
+    assert document["schema_version"] == 4
+    assert document["environment"]["harness_version"] is None
+    assert document["environment"]["not_measured"]["harness_commit"] == "not recorded (a schema version 3 file)"
+    assert document["broker"]["version_source"] is None
+    assert document["broker"]["not_measured"]["version"].startswith("not recorded (a schema version 3 file)")
+    assert "rate" not in document["scenario"]
+    assert (document["scenario"]["user_rate"], document["scenario"]["users"]) == (500.0, 4)
+    embedded = load_result(Path(__file__).parent / "fixtures" / "baseline")["broker"]
+    assert (embedded["version"], embedded["version_source"], embedded["not_measured"]) == ("3.8.1", "embedded broker jar", {})
