@@ -60,7 +60,7 @@ def _run_cli(*args: str) -> subprocess.CompletedProcess:
 
 
 @pytest.mark.parametrize("content, message", [
-    ('{"schema_version": 5, "kind": "run"}', "has schema_version 5; this harness reads version 1, 2, 3, 4"),
+    ('{"schema_version": 99, "kind": "run"}', "has schema_version 99; this harness reads version 1, 2, 3, 4"),
     ('{"schema_version": 1, "kind": "run", "scen', "is corrupt: not valid JSON"),
 ])
 def test_report_refuses_unknown_schema_and_corrupt_file(tmp_path, content, message):
@@ -82,11 +82,11 @@ def test_compare_writes_table_and_files(tmp_path, capsys):
     out = tmp_path / "cmp"
     assert main(["compare", str(FIXTURES / "baseline"), str(FIXTURES / "latency-2x"), "--out", str(out)]) == 0
     printed = capsys.readouterr().out
-    assert "service time p50" in printed and "+98.9%" in printed
+    assert "service time p50" in printed and "+99.2%" in printed
     assert {p.name for p in out.iterdir()} == {
         "compare_latency_percentiles.png", "compare_latency_over_time.png", "compare_throughput.png",
         "compare_consumer_lag.png", "compare.md", "compare.html"}
-    assert "| service time p50 (µs) | 2.01 ms | 3.99 ms | +98.9% (worse) |" in (out / "compare.md").read_text()
+    assert "| service time p50 (µs) | 2.01 ms | 4 ms | +99.2% (worse) |" in (out / "compare.md").read_text()
 
 
 def test_compare_not_comparable_needs_force(tmp_path, capsys):
@@ -128,16 +128,24 @@ def _baseline_with_broker(tmp_path: Path, **broker) -> Path:
     older harness or another broker would have written it)."""
     document = json.loads((FIXTURES / "baseline" / "result.json").read_text())
     document["broker"].update(broker)
+    for key in [key for key, value in broker.items() if value == "drop"]:
+        document["broker"].pop(key)
+        document["schema_version"] = 3
     path = tmp_path / "baseline.json"
     path.write_text(json.dumps(document))
     return path
 
 
 @pytest.mark.parametrize("broker, line", [
-    # A baseline that did not measure its broker's version (as an external broker was written
-    # before this version of the harness): a hole is not a match.
-    ({"version": None, "embedded": False},
-     "broker version: not measured in the baseline (not recorded (a schema version 1 file); that harness "
+    # A baseline that could not measure its broker's version (an external Kafka 4 broker): a
+    # hole is not a match.
+    ({"version": None, "version_source": None, "embedded": False,
+      "not_measured": {"version": "not the embedded broker, and it reports no inter.broker.protocol.version"}},
+     "broker version: not measured in the baseline (not the embedded broker, and it reports no "
+     "inter.broker.protocol.version)"),
+    # An older file that recorded no version (its harness measured only the embedded broker's).
+    ({"version": None, "embedded": False, "version_source": "drop", "not_measured": "drop"},
+     "broker version: not measured in the baseline (not recorded (a schema version 3 file); that harness "
      "measured only the embedded broker's version)"),
     ({"version": "3.9.0"}, "broker version: '3.9.0' vs '3.8.1'"),
     # Measured differently: an external broker's protocol version against the embedded jar's

@@ -244,7 +244,7 @@ def test_version_2_large_message_files_read_with_no_peer(tmp_path):
     path.write_text(json.dumps({"schema_version": 2, "kind": "large-message", "scenario": {"name": "large-message"},
                                 "large_message": {"rows": [row]}}))
     document = load_result(path)
-    assert document["schema_version"] == 4 and document["scenario"]["peer"] is None
+    assert document["schema_version"] == SCHEMA_VERSION and document["scenario"]["peer"] is None
     assert document["large_message"]["peer"] is None and document["large_message"]["rows"][0]["java"] is None
     assert document["large_message"]["rows"][0]["service_time_ms"] == {"p50": 1.0, "max": 1.0}
 

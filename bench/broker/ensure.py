@@ -14,6 +14,7 @@ from typing import Any
 
 from bench.broker.cluster import EmbeddedCluster
 from bench.broker.embedded import DEFAULT_KAFKA_VERSION, REPORTED_BROKER_SETTING_NAMES, EmbeddedBroker
+from bench.broker.locate import answering_embedded, find_embedded, recorded
 from bench.broker.probe import broker_answers, broker_problem, parse_bootstrap_servers
 from streamstore.admin import broker_configs, connect_admin
 from streamstore.errors import RunFailed, StreamStoreError, UsageError
@@ -45,8 +46,9 @@ class BrokerInUse:
     bootstrap_servers: str
     # True when this command started the embedded broker (and so stops it at the end).
     started_here: bool
-    # The embedded broker or cluster when it is the one in use (started here or before), else None.
-    embedded: EmbeddedBroker | EmbeddedCluster | None = None
+    # The embedded cluster (the single broker as a 1-node one) when it is the one in use (started
+    # here or before), else None.
+    embedded: EmbeddedCluster | None = None
     settings: dict[str, str] = field(default_factory=dict)
     # The broker's version as measured when the command started (`measure_broker`): the
     # embedded broker's exact release, or what another broker tells a client; how it was
@@ -54,6 +56,9 @@ class BrokerInUse:
     measured_version: str | None = None
     version_source: str | None = None
     not_measured: dict[str, str] = field(default_factory=dict)
+    # The embedded broker, whether this command may act on it (`embedded`) or only recognised it
+    # (started elsewhere with its state in another dir).
+    recognised_embedded: bool = False
 
     @property
     def version(self) -> str | None:
@@ -65,7 +70,8 @@ class BrokerInUse:
         whether it was the embedded one, and the broker and topic settings that shape the figures."""
         settings = None if "settings" in self.not_measured else dict(self.settings)
         return {"bootstrap_servers": self.bootstrap_servers, "version": self.measured_version,
-                "version_source": self.version_source, "embedded": self.embedded is not None,
+                "version_source": self.version_source,
+                "embedded": self.embedded is not None or self.recognised_embedded,
                 "settings": settings, "topic_settings": dict(topic_settings) if topic_settings else {},
                 "not_measured": dict(self.not_measured)}
 
@@ -82,8 +88,10 @@ class BrokerInUse:
     def describe(self, purpose: str) -> str:
         """`127.0.0.1:9092 (embedded, started for this run, Kafka 3.8.1)`: where a command runs and
         whether it started that broker itself (then it also stops it). purpose: run, sweep ..."""
-        origin = f"embedded, started for this {purpose}" if self.started_here else "embedded" if self.embedded else "external"
-        return f"{self.bootstrap_servers} ({origin}{', Kafka ' + self.version if self.version else ''})"
+        embedded = self.embedded is not None or self.recognised_embedded
+        origin = f"embedded, started for this {purpose}" if self.started_here else "embedded" if embedded else "external"
+        version = f", Kafka {self.measured_version}" if self.measured_version else ""
+        return f"{self.bootstrap_servers} ({origin}{version})"
 
 
 def _local_embedded_broker(bootstrap_servers: str, state_dir: Path | str | None, kafka_version: str) -> EmbeddedBroker:
@@ -126,7 +134,7 @@ def ensure_broker(
     answers = functools.partial(broker_answers, bootstrap_servers, client_settings=client_settings)
     if mode not in BROKER_MODES:
         raise UsageError(f"--broker {mode!r}: expected one of {', '.join(BROKER_MODES)}")
-    embedded: EmbeddedBroker | EmbeddedCluster | None = None
+    embedded: EmbeddedCluster | None = None
     started_here = False
     problem = None
     if mode != "embedded":
@@ -141,15 +149,11 @@ def ensure_broker(
             waited = time.monotonic() - began
             raise RunFailed(f"no Kafka broker answers at {bootstrap_servers}: {problem.reason}"
                             + (f" (waited {waited:.0f} s)" if waited >= 1 else ""))
-        with contextlib.suppress(UsageError):
-            # A cluster's state dir (cluster.json) names its nodes; otherwise the single broker's.
-            if state_dir is not None and EmbeddedCluster.exists(state_dir):
-                candidate = EmbeddedCluster.open(state_dir)
-            else:
-                candidate = _local_embedded_broker(bootstrap_servers, state_dir, kafka_version)
-            embedded = candidate if candidate.is_running() else None
+        # The embedded broker or cluster answering there, from its state (or --state-dir's).
+        found = find_embedded(bootstrap_servers, state_dir, running=True)
+        embedded = found if found is not None and found.is_running() else None
     else:
-        embedded = _local_embedded_broker(bootstrap_servers, state_dir, kafka_version)
+        embedded = EmbeddedCluster.of_node(_local_embedded_broker(bootstrap_servers, state_dir, kafka_version))
         if not embedded.is_running() and answers(timeout_s=2.0):
             raise UsageError(
                 f"--broker embedded: a broker that is not the embedded one already answers at {bootstrap_servers}"
@@ -175,10 +179,12 @@ PROTOCOL_VERSION_SETTING = "inter.broker.protocol.version"
 
 
 def measure_broker(bootstrap_servers: str, client_settings: Mapping[str, object] | None = None,
-                   embedded: EmbeddedBroker | EmbeddedCluster | None = None, started_here: bool = False) -> BrokerInUse:
+                   embedded: EmbeddedCluster | None = None, started_here: bool = False) -> BrokerInUse:
     """What the broker at bootstrap_servers is, measured now (at run start): its settings, whether
-    it is the embedded broker (one started before, by `bench broker start` or a test, is found
-    from the log dir it reports), and its version with the way it was measured.
+    it is the embedded broker, and its version with the way it was measured. One started before
+    with its state elsewhere (`bench broker start --state-dir /tmp/x`, a test's) is recognised
+    from its process (`answering_embedded`) and recorded as embedded, with its release; it is
+    still not acted on unasked (`embedded` stays None: no fault, no disk check).
 
     The embedded broker knows its exact release (the jar it runs). Another broker is asked for
     `inter.broker.protocol.version` (Kafka 3.x answers its release's protocol, e.g. "3.8-IV0";
@@ -191,10 +197,14 @@ def measure_broker(bootstrap_servers: str, client_settings: Mapping[str, object]
         configs, reason = {}, f"the broker's configuration could not be read: {error}"
         broker.not_measured["settings"] = reason
     broker.settings = {name: configs[name] for name in REPORTED_BROKER_SETTING_NAMES if name in configs}
-    if broker.embedded is None:
-        broker.embedded = running_embedded_broker(bootstrap_servers, configs.get("log.dirs"))
-    if broker.embedded is not None:
-        broker.measured_version, broker.version_source = broker.embedded.version, EMBEDDED_JAR
+    recognised = broker.embedded
+    if recognised is None:
+        with contextlib.suppress(UsageError, OSError):
+            answering = answering_embedded(bootstrap_servers)
+            recognised = recorded(answering.state_dir) if answering is not None else None
+    if recognised is not None:
+        broker.recognised_embedded = True
+        broker.measured_version, broker.version_source = recognised.version, EMBEDDED_JAR
     elif configs.get(PROTOCOL_VERSION_SETTING):
         broker.measured_version, broker.version_source = configs[PROTOCOL_VERSION_SETTING], PROTOCOL_VERSION_SETTING
     else:
@@ -203,29 +213,16 @@ def measure_broker(bootstrap_servers: str, client_settings: Mapping[str, object]
     return broker
 
 
-def running_embedded_broker(bootstrap_servers: str, log_dirs: str | None) -> EmbeddedBroker | EmbeddedCluster | None:
-    """The embedded broker (or cluster) that answers at bootstrap_servers, found from the log dir
-    the broker reports (`<state dir>/data`, a cluster node's `<cluster dir>/node-N/data`): one
-    started earlier with any --state-dir is still the embedded broker. None when the address is
-    not local or no running embedded broker owns that log dir."""
-    addresses = parse_bootstrap_servers(bootstrap_servers)
-    if not log_dirs or any(host not in ("localhost", "127.0.0.1") for host, _ in addresses):
-        return None
-    node_dir = Path(log_dirs.split(",")[0]).parent
-    if not (node_dir / "kafka.version").is_file():
-        return None
-    with contextlib.suppress(UsageError, ValueError, OSError):
-        if EmbeddedCluster.exists(node_dir.parent):
-            cluster = EmbeddedCluster.open(node_dir.parent)
-            ports = {node.config.advertised_port or node.config.port for node in cluster.nodes}
-            if ports & {port for _, port in addresses} and cluster.is_running():
-                return cluster
-        elif len(addresses) == 1:
-            broker = EmbeddedBroker(port=addresses[0][1], state_dir=node_dir,
-                                    kafka_version=(node_dir / "kafka.version").read_text().strip())
-            if broker.is_running():
-                return broker
-    return None
+def no_embedded_reason(bootstrap_servers: str, state_dir: Path | str | None) -> str:
+    """Why no embedded broker was found at bootstrap_servers, and what to type when one started by
+    this tool answers there with its state elsewhere (one line, for a command that needs one)."""
+    where = f"in {Path(state_dir).resolve()}" if state_dir is not None else "under .state/ here"
+    answering = answering_embedded(bootstrap_servers)
+    if answering is not None:
+        return (f"no embedded broker {where} answers at {bootstrap_servers}; the one that does is "
+                f"{answering.describe()}: add --state-dir {answering.state_dir}")
+    return (f"the broker at {bootstrap_servers} is not one started by `python -m bench broker start` "
+            f"(no embedded broker {where} answers there)")
 
 
 def describe_broker_settings(

@@ -12,6 +12,7 @@ from bench.commands import run as run_command
 from bench.core.runner import run_scenario
 from bench.core.scenario import Scenario
 from bench.results.formatting import format_us
+from bench.results.metrics import METRICS
 from streamstore.errors import UsageError
 
 NAME = "chaos"
@@ -26,8 +27,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "kill:controller@20+10, stop:node2@20+10, rolling-restart@20, isolate:leader@20+5, "
                              "delay:node1=200ms@20+10 (repeatable, must not overlap; added to the scenario's faults; "
                              "docs/faults.md)")
-    parser.add_argument("--state-dir", help="state dir of the embedded broker to fault, when not the default "
-                                            "(.state/broker-PORT) that `python -m bench broker start` uses")
+    parser.add_argument("--state-dir", help="state dir of the embedded broker or cluster to fault (default: the one "
+                                            "under .state/ that answers at --bootstrap-servers)")
 
 
 def scenario_with_faults(args: argparse.Namespace) -> Scenario:
@@ -56,7 +57,7 @@ def run(args: argparse.Namespace) -> int:
             print(f"fault event at {event['t_s']:7.3f} s: {event['kind']} ({event['detail']})")
     summary = {name: "not measured" if value is None else f"{value:,}" for name, value in fault_summary(result).items()}
     print(f"faults: lost acknowledged orders {summary['lost']}, failed deliveries {summary['failed']}, "
-          f"duplicates {summary['duplicated']}, longest stall {summary['longest_stall_s']} s without an ack")
+          f"duplicates {summary['duplicated']}")
     for line in failover_lines(result.get("failover")):
         print(line)
     return code
@@ -73,8 +74,8 @@ def failover_lines(failover) -> list[str]:
         latency = fault["latency_us"].get("service_time", {})
         during, before = latency.get("during", {}), latency.get("before", {})
         lines.append(
-            f"failover {fault['fault']} on node {fault['node_id']} ({fault['role']}) at {fault['start_s']:.1f} s: "
+            f"failover {fault['fault']} on node {fault['node_id']} ({fault['role']}) at {fault['start_s']:.3f} s: "
             f"longest gap without an ack {_ms(fault['longest_ack_gap_ms'])}, without a consumed message "
             f"{_ms(fault['longest_consume_gap_ms'])}, new leader in metadata after {_ms(fault['new_leader_ms'])}, "
-            f"service time p99.9 {format_us(during.get('p99_9'))} during vs {format_us(before.get('p99_9'))} before")
+            f"{METRICS['service_time_p99_9'].label} {format_us(during.get('p99_9'))} during vs {format_us(before.get('p99_9'))} before")
     return lines

@@ -25,7 +25,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, TextIO
 
-from bench.broker.ensure import BrokerInUse, ensure_broker
+from bench.broker.ensure import BrokerInUse, ensure_broker, no_embedded_reason
 from bench.broker.faults import Fault, parse_faults
 from bench.core.audit import AuditOutcome, audit_method, run_verdict, trace_sample_every
 from bench.core.clients import check_client_settings, high_watermarks, scenario_admin, scenario_watermarks
@@ -33,13 +33,14 @@ from bench.core.fault_watch import FaultWatch
 from bench.core.merge import RunMeasurements
 from bench.core.producer import CHILD_START_TIMEOUT_S, INTERRUPT_DRAIN_S, producer_main
 from bench.core.progress import Progress, p99_scope, progress_line
-from bench.core.protocol import TRACKER, Drain, Inbox, producer_name
+from bench.core.protocol import ERRORS_LOG, TRACKER, Drain, Inbox, producer_name, write_child_errors
 from bench.core.result import (
     RunResult,
     broker_section,
     clamped_warnings,
     latency_summaries,
     run_counts,
+    run_throughput,
     write_run_folder,
 )
 from bench.core.scenario import Scenario
@@ -263,7 +264,10 @@ class _Run:
         offset_delta = _broker_offset_delta(self.scenario, self.bootstrap_servers, self.start_offsets)
         failed = max(totals["failed"], sum(o.sent - o.acked for o in outcomes))
         first_error = next((o.first_error for o in outcomes if o.first_error), None)
-        verdict = run_verdict(interrupted=self.interrupted, failure=measured.failure, failed=failed,
+        failure = measured.failure
+        if measured.child_failures:  # the console keeps one line; the tracebacks go beside the result
+            failure = f"{failure} (traceback in {ERRORS_LOG})"
+        verdict = run_verdict(interrupted=self.interrupted, failure=failure, failed=failed,
                               lost=audit.lost, first_error=first_error)
         producing_s = max((o.producing_s for o in outcomes), default=0.0)
         elapsed_s = max((o.elapsed_s for o in outcomes), default=0.0)
@@ -273,9 +277,8 @@ class _Run:
             started_at=self.started_at, ended_at=ended_at, duration_s=producing_s, warmup_s=self.scenario.warmup_s,
             verdict=verdict, audit=audit.method,
             counts=run_counts(totals, failed=failed, audit=audit, tracker_ran=True, broker_offset_delta=offset_delta),
-            # acked / (first send -> last ack): what `bench calibrate` compares with a bare loop.
-            throughput={"producing_s": round(producing_s, 3), "elapsed_s": round(elapsed_s, 3),
-                        "acked_per_s": round(totals["acked"] / elapsed_s, 1) if elapsed_s else None},
+            throughput=run_throughput(recorder.series(), self.scenario.warmup_s, self.scenario.message_size,
+                                      acked=totals["acked"], producing_s=producing_s, elapsed_s=elapsed_s),
             latency_us=latency_summaries(recorder, self.scenario, tracked=True,
                                          sample_every=trace_sample_every(self.scenario),
                                          service_sample_every=trace_sample_every(self.scenario)),
@@ -283,6 +286,8 @@ class _Run:
             warnings=_run_warnings(self.scenario, measured, totals, audit, offset_delta),
             sections={"failover": self.fault_watch.section(measured, recorder, self.t0_ns)} if self.fault_watch else {})
         folder, document = write_run_folder(self.results_root, result, recorder)
+        if measured.child_failures:
+            write_child_errors(folder / ERRORS_LOG, measured.child_failures)
         return verdict.exit_code, folder, document
 
 
@@ -350,7 +355,6 @@ def run_scenario(
             say(f"broker {broker.describe('run')}")
         broker.check_room(scenario.planned_bytes())
         if faults and broker.embedded is None:
-            raise UsageError(f"faults need the embedded broker, and the broker at {bootstrap_servers} is not one started "
-                             "by `python -m bench broker start` (or give its --state-dir)")
+            raise UsageError(f"faults need the embedded broker: {no_embedded_reason(bootstrap_servers, broker_state_dir)}")
         code, folder, result = _Run(scenario, broker, Path(results_root), out, faults).execute()
     return code, folder, result

@@ -31,6 +31,7 @@ from bench.core.result import (
     clamped_warnings,
     latency_summaries,
     run_counts,
+    run_throughput,
     write_run_folder,
 )
 from bench.core.runner import prepare_topic
@@ -42,6 +43,7 @@ from bench.locust.worker import options_bootstrap
 from bench.output.report import write_run_report
 from bench.results.environment import capture_environment
 from bench.results.fingerprint import fingerprint_of
+from bench.results.metrics import METRICS
 from streamstore.errors import StreamStoreError
 
 logger = logging.getLogger("bench.locust")
@@ -267,11 +269,12 @@ class LocustRun:
         audit = self.measured.audit(self.method, self.workers.producer_accounts())
         verdict = run_verdict(interrupted=False, failure=self.failure, failed=totals["failed"], lost=audit.lost)
         # From the first send to the last ack, as the workers measured them (as in `bench run`).
-        throughput, not_measured = self.workers.timing(totals["acked"])
-        duration_s = throughput["elapsed_s"]
+        timing, not_measured = self.workers.timing()
+        duration_s = timing["elapsed_s"]
         options = self.environment.parsed_options
         scenario = locust_scenario(self.scenario, self.rate_per_user, asked_users(options), asked_run_time_s(options))
         stats = self.environment.runner.stats.total
+        series = self.recorder.series()
         hosts = {worker_id.rsplit("_", 1)[0] for worker_id in self.workers.by_id}
         warnings = clamped_warnings(self.recorder)
         warnings += [f"{name} not measured: {reason}" for name, reason in not_measured.items()]
@@ -284,16 +287,17 @@ class LocustRun:
             warmup_s=self.scenario.warmup_s, verdict=verdict, audit=audit.method,
             counts=run_counts(totals, failed=totals["failed"], audit=audit, tracker_ran=self.tracker is not None,
                               broker_offset_delta=offset_delta[0], offset_delta_reason=offset_delta[1]),
-            throughput={key: throughput[key] for key in ("producing_s", "elapsed_s", "acked_per_s")},
+            throughput=run_throughput(series, self.scenario.warmup_s, self.scenario.message_size, acked=totals["acked"],
+                                      producing_s=timing["producing_s"], elapsed_s=timing["elapsed_s"]),
             latency_us=latency_summaries(self.recorder, self.tracked, tracked=self.tracker is not None,
                                          sample_every=trace_sample_every(self.tracked)),
-            series=self.recorder.series(), warnings=warnings,
+            series=series, warnings=warnings,
             same_host=hosts <= {socket.gethostname(), LOCAL_WORKER},
             sections={"locust": {
                 "users": self.peak_users,
                 "user_rate": self.rate_per_user,
-                "first_send_at": throughput["first_send_at"],
-                "last_ack_at": throughput["last_ack_at"],
+                "first_send_at": timing["first_send_at"],
+                "last_ack_at": timing["last_ack_at"],
                 "request_count": stats.num_requests,
                 "failure_count": stats.num_failures,
                 "hdr_total_count": self.workers.all_service_time.get_total_count(),
@@ -319,8 +323,8 @@ def status_text(recorder: RunRecorder, through: int, service_time, tracked: bool
         f"failed {failed:,}",
         f"consumed {consumed:,}" if tracked else "no tracker",
         f"lag {lag:,} msgs" if lag is not None else "lag -",
-        f"end-to-end p99 in that second {_ms(e2e[1] if e2e else None)}",
-        f"service time p99 so far {_ms(p99)}",
+        f"{METRICS['end_to_end_p99'].label} in that second {_ms(e2e[1] if e2e else None)}",
+        f"{METRICS['service_time_p99'].label} so far {_ms(p99)}",
     ]
     return ", ".join(parts)
 

@@ -72,28 +72,25 @@ class WorkerAccounts:
     def producer_accounts(self) -> list[ProducerAccount]:
         return [ProducerAccount(w["producer"], w["sent"], w["acked"], w["failed_sequences"]) for w in self.by_id.values()]
 
-    def timing(self, acked: int) -> tuple[dict[str, Any], dict[str, str]]:
-        """The run's throughput section from the workers' times: producing_s (first send -> last
-        send), elapsed_s (first send -> last ack, the run's duration) and acked / elapsed_s; a
-        figure not measured is None, with the reason in the second dict."""
+    def timing(self) -> tuple[dict[str, Any], dict[str, str]]:
+        """When the run sent and was acked, from the workers' times: producing_s (first send ->
+        last send), elapsed_s (first send -> last ack: the run's duration); a figure not measured
+        is None, with the reason in the second dict."""
         first_send = min((w["first_send_at"] for w in self.by_id.values() if w["first_send_at"] is not None), default=None)
         last_send = max((w["last_send_at"] for w in self.by_id.values() if w["last_send_at"] is not None), default=None)
         last_ack = max((w["last_ack_at"] for w in self.by_id.values() if w["last_ack_at"] is not None), default=None)
         not_measured: dict[str, str] = {}
         producing_s = elapsed_s = None
         if first_send is None:
-            not_measured = {"producing_s": NO_SEND, "elapsed_s": NO_SEND, "acked_per_s": NO_SEND}
+            not_measured = {"producing_s": NO_SEND, "elapsed_s": NO_SEND}
         else:
             producing_s = round(max(0.0, (last_send or first_send) - first_send), 3)
             if last_ack is None:
-                not_measured = {"elapsed_s": NO_ACK, "acked_per_s": NO_ACK}
+                not_measured = {"elapsed_s": NO_ACK}
             else:
                 elapsed_s = round(max(0.0, last_ack - first_send), 3)
-        rate = round(acked / elapsed_s, 1) if elapsed_s else None
-        if elapsed_s == 0:
-            not_measured["acked_per_s"] = "the first send and the last ack were at the same time"
-        return {"producing_s": producing_s, "elapsed_s": elapsed_s, "acked_per_s": rate,
-                "first_send_at": first_send, "last_ack_at": last_ack}, not_measured
+        return {"producing_s": producing_s, "elapsed_s": elapsed_s, "first_send_at": first_send,
+                "last_ack_at": last_ack}, not_measured
 
     def section(self) -> dict[str, dict[str, Any]]:
         """Each worker's counts, send and ack times and own delivery histogram (whole run, warm-up

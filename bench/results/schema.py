@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from bench.results.window import lag_summary, throughput_summary
+
 # Schema versions of result.json. Bump on any change a reader must know about, and say what
 # changed here; load_result refuses versions it does not list.
 #   1  first version: scenario, fingerprint, environment, broker, counts, latency_us summaries
@@ -17,15 +19,24 @@ from typing import Any
 #   3  large-message: each row carries `java` (Kafka's EndToEndLatency at the same size and codec,
 #      or null without --peer java), the section `peer` (which tool, null without --peer) and the
 #      scenario `peer`. load_result reads versions 1 and 2 with those as null.
-#   4  environment measured once at run start, with no holes: environment.harness_version (the
-#      installed package), harness_commit only from a checkout, environment.not_measured and
-#      broker.not_measured (null field -> reason); broker.version for every broker with
-#      broker.version_source ("embedded broker jar" | "inter.broker.protocol.version");
-#      broker.settings null when they could not be read. Locust: scenario.user_rate, .users
-#      and .duration_s (asked) replace the nominal scenario.rate; duration and throughput from
-#      the workers' first send and last ack. load_result reads versions 1-3 with the version
-#      source inferred (only the embedded broker's version was recorded then) and a reason for
-#      every null.
+#   4  one window for every headline figure (bench/results/metrics.py MEASURED): `throughput`
+#      holds acked_per_s, acked_mb_s and consumed_per_s over the measured window, with
+#      measured_s; the old acked / elapsed figure is elapsed_acked_per_s. A new `lag` section
+#      (max_messages, max_time_ms over the window). Latency summaries cover the window too (were
+#      every second after warm-up, drain included). Large-message rows say transfer_rate_mb_s
+#      (was throughput_mb_s: a per-message rate, not a throughput). load_result reads version 3
+#      files with throughput and lag recomputed from their series and a warning that their
+#      latency summaries include the drain.
+#      Also in version 4, the environment measured once at run start, with no holes:
+#      environment.harness_version (the installed package), harness_commit only from a checkout,
+#      environment.not_measured and broker.not_measured (null field -> reason); broker.version
+#      for every broker with broker.version_source ("embedded broker jar" |
+#      "inter.broker.protocol.version"); broker.settings null when they could not be read.
+#      Locust: scenario.user_rate, .users and .duration_s (asked) replace the nominal
+#      scenario.rate; producing_s and elapsed_s from the workers' first send, last send and last
+#      ack. load_result gives a file without these fields (versions 1-3, and version 4 files
+#      written before them) the version source inferred (only the embedded broker's version was
+#      recorded then) and a reason for every null.
 SCHEMA_VERSION = 4
 SUPPORTED_SCHEMA_VERSIONS = frozenset({1, 2, 3, 4})
 
@@ -73,10 +84,11 @@ _ENVIRONMENT_FIELDS = ("host", "cpu_model", "cpu_count", "os", "python", "conflu
 EMBEDDED_JAR = "embedded broker jar"
 
 
-def upgrade_v3(document: dict[str, Any], written_as: int = 3) -> dict[str, Any]:
-    """A version 1-3 result in version 4's shape. Those files recorded a broker version only for
-    the embedded broker (so its source is the jar) and no harness version; every null gets the
-    reason "not recorded", so comparing with such a file says what is missing."""
+def measured_environment(document: dict[str, Any], written_as: int) -> dict[str, Any]:
+    """A result written before the environment and broker were measured with reasons (no
+    broker.version_source) in that shape. Those files recorded a broker version only for the
+    embedded broker (so its source is the jar) and no harness version; every null gets the reason
+    "not recorded", so comparing with such a file says what is missing."""
     written = f"not recorded (a schema version {written_as} file)"
     environment = document.get("environment")
     if isinstance(environment, dict):
@@ -100,6 +112,31 @@ def upgrade_v3(document: dict[str, Any], written_as: int = 3) -> dict[str, Any]:
         scenario.pop("rate", None)
         scenario.setdefault("user_rate", locust.get("user_rate"))
         scenario.setdefault("users", locust.get("users"))
+    return document
+
+
+# Said in an upgraded version 3 result: its latency summaries were taken over another window.
+V3_LATENCY_WINDOW = "latency summaries of this schema version 3 file cover the drain too (version 4: the measured window)"
+
+
+def upgrade_v3(document: dict[str, Any]) -> dict[str, Any]:
+    """A version 3 result in version 4's shape: throughput and lag over the measured window,
+    recomputed from the stored per-second series; large-message rows renamed."""
+    series = document.get("series") or {}
+    old = document.get("throughput") if isinstance(document.get("throughput"), dict) else {}
+    if series and "measured_s" not in old:
+        scenario = document.get("scenario") or {}
+        size = scenario.get("message_size") if isinstance(scenario.get("message_size"), int) else None
+        document["throughput"] = {**throughput_summary(series, document.get("warmup_s") or 0, size),
+                                  "producing_s": old.get("producing_s"), "elapsed_s": old.get("elapsed_s"),
+                                  "elapsed_acked_per_s": old.get("acked_per_s")}
+    if series and "lag" not in document:
+        document["lag"] = lag_summary(series, document.get("warmup_s") or 0)
+    if document.get("latency_us"):
+        document["warnings"] = [*(document.get("warnings") or []), V3_LATENCY_WINDOW]
+    for row in (document.get("large_message") or {}).get("rows") or []:
+        _renamed(row, "throughput_mb_s", "transfer_rate_mb_s")
+        _renamed(row.get("java"), "throughput_mb_s", "transfer_rate_mb_s")
     document["schema_version"] = 4
     return document
 
@@ -112,7 +149,9 @@ def upgrade(document: dict[str, Any]) -> dict[str, Any]:
     if document["schema_version"] == 2:
         document = upgrade_v2(document)
     if document["schema_version"] == 3:
-        document = upgrade_v3(document, written_as)
+        document = upgrade_v3(document)
+    if not isinstance(document.get("broker"), dict) or "version_source" not in document["broker"]:
+        document = measured_environment(document, written_as)
     return document
 
 
