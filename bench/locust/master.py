@@ -170,6 +170,9 @@ class LocustRun:
         bootstrap = options_bootstrap(self.environment)
         self.broker = in_native_thread(measure_broker, bootstrap, self.scenario.producer_config)
         self.start_offsets, self.topic_settings = in_native_thread(prepare_topic, self.scenario, bootstrap)
+        # Second 0 starts now, as the tracker and the producers start, not before the broker was
+        # measured and the topic prepared.
+        self.started_at = time.time()
         if not self.environment.parsed_options.no_tracker:
             # Its scenario's rate tells tracker_main whether this is a flat-out test (then it
             # yields the CPU to the producers and catches up in the drain, as in `bench run`).
