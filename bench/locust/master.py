@@ -7,7 +7,6 @@ from __future__ import annotations
 import logging
 import multiprocessing
 import multiprocessing.connection
-import socket
 import time
 import uuid
 from collections.abc import Mapping
@@ -19,7 +18,7 @@ from locust.runners import STATE_RUNNING, STATE_SPAWNING, LocalRunner, MasterRun
 
 from bench.analysis.thresholds import Limit
 from bench.broker.ensure import BrokerInUse, measure_broker
-from bench.core.audit import audit_method, run_verdict, trace_sample_every
+from bench.core.audit import audit_method
 from bench.core.clients import scenario_watermarks
 from bench.core.merge import RunMeasurements
 from bench.core.producer import CHILD_START_TIMEOUT_S
@@ -27,30 +26,22 @@ from bench.core.protocol import TRACKER, Drain, Inbox, TrackerSecond
 from bench.core.recorder import RunRecorder
 from bench.core.result import (
     OFFSETS_NOT_READ,
-    RunResult,
-    clamped_warnings,
-    latency_summaries,
-    run_counts,
-    run_throughput,
     write_run_folder,
 )
 from bench.core.runner import prepare_topic
 from bench.core.scenario import Scenario
 from bench.core.tracker import tracker_main
 from bench.locust.options import tracked_scenario
-from bench.locust.result import WorkerAccounts, asked_run_time_s, asked_users, locust_scenario
+from bench.locust.result import LOCAL_WORKER, WorkerAccounts, locust_result
 from bench.locust.worker import options_bootstrap
 from bench.output.report import write_run_report
 from bench.results.environment import capture_environment
-from bench.results.fingerprint import fingerprint_of
 from bench.results.metrics import METRICS
 from streamstore.errors import StreamStoreError
 
 logger = logging.getLogger("bench.locust")
 
 NS_PER_S = 1_000_000_000
-# The worker name of the local runner's own producer in the merged counts.
-LOCAL_WORKER = "local"
 
 
 # How long the master waits for each worker's last report after the workers stopped (Locust
@@ -246,7 +237,7 @@ class LocustRun:
         bootstrap = options_bootstrap(self.environment)
         offset_delta = in_native_thread(_offset_delta, bootstrap, self.scenario, self.start_offsets)
         folder, document = write_run_folder(self.environment.parsed_options.results_dir,
-                                            self._result(ended_at, offset_delta), self.recorder)
+                                            locust_result(self, ended_at, offset_delta), self.recorder)
         write_run_report(folder, document)
         return folder, document
 
@@ -266,47 +257,6 @@ class LocustRun:
         missing = self.workers.not_final()
         if missing:
             self.failure = f"no final report from worker(s) {', '.join(missing)} within {FINAL_REPORT_TIMEOUT_S:g} s"
-
-    def _result(self, ended_at: float, offset_delta: tuple[int | None, str]) -> RunResult:
-        totals = self.recorder.totals()
-        audit = self.measured.audit(self.method, self.workers.producer_accounts())
-        verdict = run_verdict(interrupted=False, failure=self.failure, failed=totals["failed"], lost=audit.lost)
-        # From the first send to the last ack, as the workers measured them (as in `bench run`).
-        timing, not_measured = self.workers.timing()
-        duration_s = timing["elapsed_s"]
-        options = self.environment.parsed_options
-        scenario = locust_scenario(self.scenario, self.rate_per_user, asked_users(options), asked_run_time_s(options))
-        stats = self.environment.runner.stats.total
-        series = self.recorder.series()
-        hosts = {worker_id.rsplit("_", 1)[0] for worker_id in self.workers.by_id}
-        warnings = clamped_warnings(self.recorder)
-        warnings += [f"{name} not measured: {reason}" for name, reason in not_measured.items()]
-        if audit.lost_examples:
-            warnings.append(f"lost, first ones: {', '.join(audit.lost_examples)}")
-        return RunResult(
-            kind="locust", run_id=self.run_id.hex(), scenario=scenario, fingerprint=fingerprint_of(scenario),
-            environment=self.machine, broker=self.broker.section(self.topic_settings),
-            started_at=self.started_at, ended_at=ended_at, duration_s=duration_s,
-            warmup_s=self.scenario.warmup_s, verdict=verdict, audit=audit.method,
-            counts=run_counts(totals, failed=totals["failed"], audit=audit, tracker_ran=self.tracker is not None,
-                              broker_offset_delta=offset_delta[0], offset_delta_reason=offset_delta[1]),
-            throughput=run_throughput(series, self.scenario.warmup_s, self.scenario.message_size, acked=totals["acked"],
-                                      producing_s=timing["producing_s"], elapsed_s=timing["elapsed_s"]),
-            latency_us=latency_summaries(self.recorder, self.tracked, tracked=self.tracker is not None,
-                                         sample_every=trace_sample_every(self.tracked)),
-            series=series, warnings=warnings,
-            same_host=hosts <= {socket.gethostname(), LOCAL_WORKER},
-            sections={"locust": {
-                "users": self.peak_users,
-                "user_rate": self.rate_per_user,
-                "first_send_at": timing["first_send_at"],
-                "last_ack_at": timing["last_ack_at"],
-                "request_count": stats.num_requests,
-                "failure_count": stats.num_failures,
-                "hdr_total_count": self.workers.all_service_time.get_total_count(),
-                "workers": self.workers.section(),
-                "tracker": self.tracker is not None,
-            }})
 
 
 def status_text(recorder: RunRecorder, through: int, service_time, tracked: bool) -> str:

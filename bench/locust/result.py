@@ -5,15 +5,20 @@ workers report them, as in `bench run` (not the test's wall time, not a nominal 
 
 from __future__ import annotations
 
+import socket
 from collections.abc import Mapping
 from typing import Any
 
-from bench.core.audit import ProducerAccount
+from bench.core.audit import ProducerAccount, run_verdict, trace_sample_every
 from bench.core.merge import RunMeasurements
+from bench.core.result import RunResult, clamped_warnings, latency_summaries, run_counts, run_throughput
 from bench.core.scenario import Scenario
 from bench.locust.options import parse_load_steps
+from bench.results.fingerprint import fingerprint_of
 from bench.results.histograms import decode_histogram, encode_histogram, new_latency_histogram
 
+# The worker name of the local runner's own producer in the merged counts.
+LOCAL_WORKER = "local"
 NO_SEND = "no worker reported a send"
 NO_ACK = "no worker reported an ack"
 
@@ -123,6 +128,51 @@ def locust_scenario(scenario: Scenario, user_rate: float, users: int, run_time_s
     values = scenario.to_dict()
     values.pop("rate")
     return {**values, "user_rate": user_rate, "users": users, "duration_s": run_time_s}
+
+
+def locust_result(run, ended_at: float, offset_delta: tuple[int | None, str]) -> RunResult:
+    """The test's result as the master (or local runner) writes it; run: the LocustRun."""
+    totals = run.recorder.totals()
+    audit = run.measured.audit(run.method, run.workers.producer_accounts())
+    verdict = run_verdict(interrupted=False, failure=run.failure, failed=totals["failed"], lost=audit.lost)
+    # From the first send to the last ack, as the workers measured them (as in `bench run`).
+    timing, not_measured = run.workers.timing()
+    duration_s = timing["elapsed_s"]
+    options = run.environment.parsed_options
+    scenario = locust_scenario(run.scenario, run.rate_per_user, asked_users(options), asked_run_time_s(options))
+    stats = run.environment.runner.stats.total
+    series = run.recorder.series()
+    hosts = {worker_id.rsplit("_", 1)[0] for worker_id in run.workers.by_id}
+    warnings = clamped_warnings(run.recorder)
+    warnings += [f"{name} not measured: {reason}" for name, reason in not_measured.items()]
+    if audit.lost_examples:
+        warnings.append(f"lost, first ones: {', '.join(audit.lost_examples)}")
+    return RunResult(
+        kind="locust", run_id=run.run_id.hex(), scenario=scenario, fingerprint=fingerprint_of(scenario),
+        environment=run.machine, broker=run.broker.section(run.topic_settings),
+        started_at=run.started_at, ended_at=ended_at, duration_s=duration_s,
+        warmup_s=run.scenario.warmup_s, verdict=verdict, audit=audit.method,
+        counts=run_counts(totals, failed=totals["failed"], audit=audit, tracker_ran=run.tracker is not None,
+                          broker_offset_delta=offset_delta[0], offset_delta_reason=offset_delta[1]),
+        throughput=run_throughput(series, run.scenario.warmup_s, run.scenario.message_size, acked=totals["acked"],
+                                  producing_s=timing["producing_s"], elapsed_s=timing["elapsed_s"]),
+        latency_us=latency_summaries(run.recorder, run.tracked, tracked=run.tracker is not None,
+                                     sample_every=trace_sample_every(run.tracked)),
+        series=series, warnings=warnings,
+        same_host=hosts <= {socket.gethostname(), LOCAL_WORKER},
+        sections={"locust": {
+            "users": run.peak_users,
+            "user_rate": run.rate_per_user,
+            "first_send_at": timing["first_send_at"],
+            "last_ack_at": timing["last_ack_at"],
+            "request_count": stats.num_requests,
+            "failure_count": stats.num_failures,
+            "hdr_total_count": run.workers.all_service_time.get_total_count(),
+            "workers": run.workers.section(),
+            "tracker": run.tracker is not None,
+        }})
+
+
 
 
 def _encoded_or_none(histogram) -> str | None:
