@@ -96,9 +96,22 @@ def run_counts(totals: Mapping[str, int], *, failed: int, audit: AuditOutcome, t
                   not_measured=not_measured)
 
 
-def broker_section(broker: BrokerInUse, topic_settings: Mapping[str, str] | None) -> dict[str, Any]:
-    """The result's `broker`, as measured when the run started (BrokerInUse.section)."""
-    return broker.section(topic_settings)
+def broker_section(broker: BrokerInUse, topic_settings: Mapping[str, str] | None,
+                   topic_settings_unread: str | None = None) -> dict[str, Any]:
+    """The result's `broker`, as measured when the run started (BrokerInUse.section), with the
+    topic settings (None, and the reason in `not_measured`, when no node answered for them)."""
+    section = broker.section(topic_settings or {})
+    fields = topic_settings_fields(topic_settings, topic_settings_unread)
+    section["topic_settings"] = fields["topic_settings"]
+    section["not_measured"] = {**section["not_measured"], **fields.get("not_measured", {})}
+    return section
+
+
+def topic_settings_fields(topic_settings: Mapping[str, str] | None, unread: str | None) -> dict[str, Any]:
+    """`topic_settings`, or None and `not_measured` saying why when no node answered for them."""
+    if topic_settings is None:
+        return {"topic_settings": None, "not_measured": {"topic_settings": unread or "not read"}}
+    return {"topic_settings": dict(topic_settings)}
 
 
 @dataclass(frozen=True)

@@ -150,7 +150,8 @@ class LocustRun:
         self.peak_users = 0
         self.tracker: TrackerProcess | None = None
         self.start_offsets: dict[int, int] = {}
-        self.topic_settings: dict[str, str] = {}
+        self.topic_settings: dict[str, str] | None = {}
+        self.topic_settings_unread: str | None = None  # why topic_settings is None
         self.failure: str | None = None
         self._greenlets: list = []
         # Measured once, at the start, as `bench run` does (the broker in start()).
@@ -160,7 +161,8 @@ class LocustRun:
     def start(self) -> None:
         bootstrap = options_bootstrap(self.environment)
         self.broker = in_native_thread(measure_broker, bootstrap, self.scenario.producer_config)
-        self.start_offsets, self.topic_settings = in_native_thread(prepare_topic, self.scenario, bootstrap)
+        self.start_offsets, self.topic_settings, self.topic_settings_unread = in_native_thread(
+            prepare_topic, self.scenario, bootstrap)
         # Second 0 starts now, as the tracker and the producers start, not before the broker was
         # measured and the topic prepared.
         self.started_at = time.time()

@@ -11,7 +11,7 @@ from typing import Any
 
 from bench.core.audit import ProducerAccount, run_verdict, trace_sample_every
 from bench.core.merge import RunMeasurements
-from bench.core.result import RunResult, clamped_warnings, latency_summaries, run_counts, run_throughput
+from bench.core.result import RunResult, broker_section, clamped_warnings, latency_summaries, run_counts, run_throughput
 from bench.core.scenario import Scenario
 from bench.locust.options import parse_load_steps
 from bench.results.fingerprint import fingerprint_of
@@ -149,7 +149,7 @@ def locust_result(run, ended_at: float, offset_delta: tuple[int | None, str]) ->
         warnings.append(f"lost, first ones: {', '.join(audit.lost_examples)}")
     return RunResult(
         kind="locust", run_id=run.run_id.hex(), scenario=scenario, fingerprint=fingerprint_of(scenario),
-        environment=run.machine, broker=run.broker.section(run.topic_settings),
+        environment=run.machine, broker=broker_section(run.broker, run.topic_settings, run.topic_settings_unread),
         started_at=run.started_at, ended_at=ended_at, duration_s=duration_s,
         warmup_s=run.scenario.warmup_s, verdict=verdict, audit=audit.method,
         counts=run_counts(totals, failed=totals["failed"], audit=audit, tracker_ran=run.tracker is not None,
