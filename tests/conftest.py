@@ -77,6 +77,8 @@ def _xdist_group(item: pytest.Item) -> str | None:
 
 @pytest.hookimpl(tryfirst=True)  # before xdist reads the marks (--dist loadgroup)
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    # Slow tests first (stable otherwise): started last, one of them would be the run's tail.
+    items.sort(key=lambda item: item.get_closest_marker("slow") is None)
     for item in items:
         group = _xdist_group(item)
         if group is not None:

@@ -347,6 +347,7 @@ def cluster_chaos(cluster, topic, results_root, *args):
     return completed, load_result(folders[0])
 
 
+@pytest.mark.slow
 def test_a_killed_leader_with_acks_all_loses_nothing_and_fails_over_within_the_kill(kafka_cluster, unique_topic,
                                                                                      tmp_path):
     """The leader of a partition is killed 20 s into a 60 s run at 2,000 orders/s and restarted 10 s
@@ -378,6 +379,7 @@ def test_a_killed_leader_with_acks_all_loses_nothing_and_fails_over_within_the_k
     print(completed.stdout.splitlines()[-1])
 
 
+@pytest.mark.slow
 def test_acks_1_loses_exactly_the_acked_orders_missing_from_the_log(kafka_cluster, unique_topic, tmp_path):
     """Both followers of partition 0 are frozen while its leader acks alone (acks=1); then the leader
     is killed and the followers resumed: one of them leads with a log that never had those orders.
@@ -416,6 +418,7 @@ def test_acks_1_loses_exactly_the_acked_orders_missing_from_the_log(kafka_cluste
     assert [f["role"] for f in result["failover"]["faults"]] == ["follower", "follower", "leader"]
 
 
+@pytest.mark.slow
 def test_a_rolling_restart_under_load_loses_nothing(kafka_cluster, unique_topic, tmp_path):
     from kafka_truth import assert_counts_match_broker
 

@@ -302,6 +302,7 @@ def test_acked_messages_the_broker_drops_are_lost_and_fail_the_sweep(kafka_boots
     assert topic_watermarks(kafka_bootstrap, unique_topic) == {0: (2, 3)}
 
 
+@pytest.mark.slow
 def test_quick_sweep_end_to_end(kafka_bootstrap, tmp_path, capsys):
     started = time.monotonic()
     assert run_sweep(kafka_bootstrap, tmp_path, "--quick", "--peer", "java") == 0
