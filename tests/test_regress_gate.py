@@ -13,7 +13,7 @@ from kafka_truth import assert_counts_match_broker
 
 from bench.analysis.compare import DEFAULT_CHECKS  # what CI uses: chosen from measured rerun noise
 from bench.cli import main
-from bench.output.results import load_result
+from bench.results.store import load_result
 
 # The tracker sleeps this long after each consumed batch: end-to-end p50 goes from ~5 ms to
 # ~13 ms at 1,000 msg/s (measured: 5.26 -> 13.5 ms, +157 %), a regression the gate must catch.

@@ -11,7 +11,7 @@ from bench.broker.faults import fault_summary, parse_fault, schedule_warnings
 from bench.commands import run as run_command
 from bench.core.runner import run_scenario
 from bench.core.scenario import Scenario
-from bench.output.results import format_us
+from bench.results.formatting import format_us
 from streamstore.errors import UsageError
 
 NAME = "chaos"
@@ -26,8 +26,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "kill:controller@20+10, stop:node2@20+10, rolling-restart@20, isolate:leader@20+5, "
                              "delay:node1=200ms@20+10 (repeatable, must not overlap; added to the scenario's faults; "
                              "docs/faults.md)")
-    parser.add_argument("--state-dir", help="state dir of the embedded broker to fault, when not the default "
-                                            "(.state/broker-PORT) that `python -m bench broker start` uses")
+    parser.add_argument("--state-dir", help="state dir of the embedded broker or cluster to fault (default: the one "
+                                            "under .state/ that answers at --bootstrap-servers)")
 
 
 def scenario_with_faults(args: argparse.Namespace) -> Scenario:
@@ -47,8 +47,9 @@ def run(args: argparse.Namespace) -> int:
     for warning in schedule_warnings(faults, scenario.duration_s):
         print(f"warning: {warning}", flush=True)
     code, folder, result = run_scenario(scenario, args.bootstrap_servers, args.results_dir, args.broker,
-                                        args.keep_broker, write_report=not args.no_report,
-                                        broker_state_dir=args.state_dir)
+                                        args.keep_broker, broker_state_dir=args.state_dir)
+    if not args.no_report:
+        run_command.write_report(folder, result)
     print(run_command.summary_text(result, folder))
     for event in result["events"]:
         if event["kind"].startswith(("broker-", "fault-")):

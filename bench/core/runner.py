@@ -25,13 +25,14 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, TextIO
 
-from bench.broker.ensure import BrokerInUse, ensure_broker
+from bench.broker.ensure import BrokerInUse, ensure_broker, no_embedded_reason
 from bench.broker.faults import Fault, parse_faults
 from bench.core.audit import AuditOutcome, audit_method, run_verdict, trace_sample_every
 from bench.core.clients import check_client_settings, high_watermarks, scenario_admin, scenario_watermarks
 from bench.core.fault_watch import FaultWatch
 from bench.core.merge import RunMeasurements
 from bench.core.producer import CHILD_START_TIMEOUT_S, INTERRUPT_DRAIN_S, producer_main
+from bench.core.progress import Progress, p99_scope, progress_line
 from bench.core.protocol import TRACKER, Drain, Inbox, producer_name
 from bench.core.result import (
     RunResult,
@@ -43,8 +44,7 @@ from bench.core.result import (
 )
 from bench.core.scenario import Scenario
 from bench.core.tracker import tracker_main
-from bench.output.progress import Progress, p99_scope, progress_line
-from bench.output.results import DEFAULT_RESULTS_ROOT, check_results_root
+from bench.results.store import DEFAULT_RESULTS_ROOT, check_results_root
 from streamstore.admin import ensure_topic, topic_configs
 from streamstore.errors import RunFailed, UsageError
 
@@ -322,7 +322,6 @@ def run_scenario(
     broker_mode: str = "auto",
     keep_broker: bool = False,
     out: TextIO | None = None,
-    write_report: bool = True,
     faults: Sequence[Fault] = (),
     broker_state_dir: str | os.PathLike | None = None,
 ) -> tuple[int, Path, dict[str, Any]]:
@@ -348,11 +347,6 @@ def run_scenario(
             say(f"broker {broker.describe('run')}")
         broker.check_room(scenario.planned_bytes())
         if faults and broker.embedded is None:
-            raise UsageError(f"faults need the embedded broker, and the broker at {bootstrap_servers} is not one started "
-                             "by `python -m bench broker start` (or give its --state-dir)")
+            raise UsageError(f"faults need the embedded broker: {no_embedded_reason(bootstrap_servers, broker_state_dir)}")
         code, folder, result = _Run(scenario, broker, Path(results_root), out, faults).execute()
-    if write_report:
-        from bench.output.report import write_run_report  # matplotlib: only when a report is wanted
-
-        write_run_report(folder, result)
     return code, folder, result
