@@ -85,6 +85,37 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             item.add_marker(pytest.mark.xdist_group(group))
 
 
+class _GroupsTakeEffect:
+    """--dist loadgroup works by a suffix pytest-xdist writes into each grouped test's node id; with a
+    pytest that ignores it (structured node ids, pytest 9.2: pytest-xdist issue 1386) the groups
+    would be spread over workers without a word, each starting its own cluster. Refuse that."""
+
+    @pytest.hookimpl(trylast=True)  # after pytest-xdist's own hook wrote the suffixes
+    def pytest_collection_modifyitems(self, config: pytest.Config, items: list[pytest.Item]) -> None:
+        if not getattr(config.option, "loadgroup", False):
+            return
+        lost = [item.nodeid for item in items
+                if item.get_closest_marker("xdist_group") and "@" not in item.nodeid.rsplit("]", 1)[-1]]
+        if lost:
+            raise pytest.UsageError(f"--dist loadgroup has no effect with pytest {pytest.__version__} and this "
+                                    f"pytest-xdist ({lost[0]} has no group suffix): install the versions pyproject.toml pins")
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.pluginmanager.register(_GroupsTakeEffect(), "bench-xdist-groups-take-effect")
+    # The same said up front, where the message is shown (a worker's error loses it).
+    if config.getoption("dist", None) == "loadgroup" and not hasattr(config, "workerinput"):
+        import xdist
+        if _version(pytest.__version__) >= (9, 2) and _version(xdist.__version__) <= (3, 8):
+            raise pytest.UsageError(f"--dist loadgroup does not group with pytest {pytest.__version__} and pytest-xdist "
+                                    f"{xdist.__version__} (pytest-xdist issue 1386): pip install -e '.[test]' "
+                                    "installs the pytest that pyproject.toml pins")
+
+
+def _version(text: str) -> tuple[int, ...]:
+    return tuple(int(part) for part in re.findall(r"\d+", text)[:2])
+
+
 def _started_embedded_broker(tmp_path_factory: pytest.TempPathFactory, name: str, **options) -> EmbeddedBroker:
     port, controller_port = free_port_pair()
     broker = EmbeddedBroker(port=port, controller_port=controller_port, state_dir=tmp_path_factory.mktemp(name), **options)
