@@ -5,9 +5,9 @@ on free ports with its state under pytest's tmp dir, so concurrent pytest runs n
 
 Under pytest-xdist (`make test` runs `-n N --dist loadgroup`) each worker is its own session:
 it starts its own broker on its own free ports under its own tmp dir. The brokers a test may
-fault (`embedded_broker`, `kafka_cluster`) are started once per run and shared: every test
-that uses one is put in one xdist group, so they all run on the worker that owns it, one
-after another. Tests using a module-scoped fixture are grouped by module for the same reason.
+fault are shared: the 3-node cluster (`kafka_cluster`) once per run, the single broker
+(`embedded_broker`) once per module; every test that uses one is put in one xdist group, so
+they all run on the worker that owns it, one after another. Tests using a module-scoped fixture are grouped by module for the same reason.
 """
 
 from __future__ import annotations
@@ -32,8 +32,9 @@ BROKER_START_TIMEOUT_S = 180.0
 # 4 GiB the session broker needs for the 1 GB large-message test.
 FAULTED_BROKER_HEAP = heap_opts(CLUSTER_NODE_HEAP)
 
-# Shared brokers a test may fault: fixture name -> the xdist group that keeps their tests on one worker.
-SHARED_BROKER_GROUPS = {"kafka_cluster": "kafka-cluster", "embedded_broker": "owned-broker"}
+# Brokers a test may fault: fixture name -> the xdist group that keeps their tests on one worker
+# ({module}: one per test module).
+SHARED_BROKER_GROUPS = {"kafka_cluster": "kafka-cluster", "embedded_broker": "owned-broker-{module}"}
 
 
 def free_ports(count: int) -> list[int]:
@@ -67,7 +68,7 @@ def _xdist_group(item: pytest.Item) -> str | None:
     names = set(getattr(item, "fixturenames", ()))
     for fixture, group in SHARED_BROKER_GROUPS.items():
         if fixture in names:
-            return group
+            return group.format(module=item.module.__name__)
     info = getattr(item, "_fixtureinfo", None)
     definitions = info.name2fixturedefs.values() if info is not None else ()
     if any(defs and defs[-1].scope == "module" for defs in definitions):
@@ -164,7 +165,9 @@ def _left_down(processes: list) -> list[str]:
     return found
 
 
-@pytest.fixture(scope="session")
+# Per module, not per run: a killed broker recovers every log it holds before it answers again, and
+# on a shared one the logs of earlier modules' 2,000 msg/s runs made that restart outlast the run.
+@pytest.fixture(scope="module")
 def _owned_broker(tmp_path_factory: pytest.TempPathFactory):
     broker = _started_embedded_broker(tmp_path_factory, "owned-broker", heap_opts=FAULTED_BROKER_HEAP)
     try:
@@ -175,8 +178,8 @@ def _owned_broker(tmp_path_factory: pytest.TempPathFactory):
 
 @pytest.fixture
 def embedded_broker(_owned_broker: EmbeddedBroker):
-    """A broker process the test may kill or pause, started once per run (on the worker that runs
-    these tests). The test must leave it running and answering: checked, and put right, after it."""
+    """A broker process the test may kill or pause, started once per test module. The test must
+    leave it running and answering: checked, and put right, after it."""
     assert broker_answers(_owned_broker.bootstrap_servers, timeout_s=60.0), "the owned broker does not answer"
     yield _owned_broker
     left = _left_down([_owned_broker])
