@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import os
 import re
+import signal
 import socket
 import uuid
 from pathlib import Path
@@ -35,6 +36,36 @@ FAULTED_BROKER_HEAP = heap_opts(CLUSTER_NODE_HEAP)
 # Brokers a test may fault: fixture name -> the xdist group that keeps their tests on one worker
 # ({module}: one per test module).
 SHARED_BROKER_GROUPS = {"kafka_cluster": "kafka-cluster", "embedded_broker": "owned-broker-{module}"}
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    # SIGTERM (a time bound, `kill`) ends the session as Ctrl+C does: fixtures are torn down, so the
+    # brokers and clusters they started (daemons of their own) are stopped, not left behind.
+    if signal.getsignal(signal.SIGTERM) is signal.SIG_DFL:
+        signal.signal(signal.SIGTERM, _interrupt)
+    _check_xdist_groups(config)
+
+
+def _interrupt(signum, frame) -> None:
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption("--repeat", type=int, default=1, metavar="N",
+                     help="run each selected test N times in a row (tests/stress.py, make stress)")
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    count = metafunc.config.getoption("repeat")
+    if count > 1:
+        metafunc.fixturenames.append("repetition")
+        metafunc.parametrize("repetition", range(1, count + 1), indirect=True, ids=lambda i: f"{i}-of-{count}")
+
+
+@pytest.fixture
+def repetition(request: pytest.FixtureRequest) -> int:
+    """Which of the --repeat runs of a test this is (1 when not repeated)."""
+    return getattr(request, "param", 1)
 
 
 def free_ports(count: int) -> list[int]:
@@ -102,7 +133,7 @@ class _GroupsTakeEffect:
                                     f"pytest-xdist ({lost[0]} has no group suffix): install the versions pyproject.toml pins")
 
 
-def pytest_configure(config: pytest.Config) -> None:
+def _check_xdist_groups(config: pytest.Config) -> None:
     config.pluginmanager.register(_GroupsTakeEffect(), "bench-xdist-groups-take-effect")
     # The same said up front, where the message is shown (a worker's error loses it).
     if config.getoption("dist", None) == "loadgroup" and not hasattr(config, "workerinput"):

@@ -17,6 +17,8 @@ import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
+from confluent_kafka import KafkaException
+
 from bench.broker.fault_spec import (
     FAULT_KINDS,
     ROLLING_RESTART,
@@ -30,7 +32,7 @@ from bench.broker.roles import in_sync_everywhere, resolve_targets
 from streamstore.errors import RunFailed, StreamStoreError, UsageError
 
 __all__ = ["FAULT_KINDS", "Fault", "FaultInjector", "check_schedule", "parse_fault", "parse_faults",
-           "schedule_warnings", "longest_stall_s", "fault_summary", "KILL_RECOVERY_S", "RESTART_TIMEOUT_S"]
+           "schedule_warnings", "fault_summary", "KILL_RECOVERY_S", "RESTART_TIMEOUT_S"]
 # How long a restarted node may take to be back in the ISR of all its partitions in a rolling restart.
 IN_SYNC_TIMEOUT_S = 180.0
 
@@ -63,44 +65,14 @@ def schedule_warnings(faults: Sequence[Fault], duration_s: float) -> list[str]:
     return warnings
 
 
-def longest_stall_s(acked: Sequence[int | None], sent: Sequence[int | None],
-                    failed: Sequence[int | None] | None = None) -> int:
-    """The longest run of whole seconds without one acknowledgement while messages were
-    waiting for one (sent, and neither acked nor failed yet), per-second series of a result.
-
-    A stall runs to the end of the run when acks never resumed (a broker that was not back
-    before the producers gave up stalls until their purge, the last second); a second with
-    nothing waiting (after the last ack, between rate phases) is not a stall, nor are the
-    seconds before the first ack (the ramp-up).
-    """
-    waiting = longest = current = 0
-    acks_began = False
-    for second, acks in enumerate(acked):
-        sends = _at(sent, second)
-        if acks:
-            acks_began, current = True, 0
-        elif acks_began and (waiting or sends):
-            current += 1
-            longest = max(longest, current)
-        else:
-            current = 0
-        waiting = max(0, waiting + sends - (acks or 0) - _at(failed, second))
-    return longest
-
-
-def _at(series: Sequence[int | None] | None, second: int) -> int:
-    return (series[second] or 0) if series is not None and second < len(series) else 0
-
-
 def fault_summary(result: Mapping[str, Any]) -> dict[str, int | None]:
-    """The figures a fault experiment is judged by, from a result."""
+    """The counts a fault experiment is judged by, from a result (the failover section has the
+    gaps and the new leader, per fault)."""
     counts = result["counts"]
     return {
         "lost": counts["lost"],
         "failed": counts["failed"],
         "duplicated": counts["duplicated"],
-        "longest_stall_s": longest_stall_s(result["series"]["acked"], result["series"]["sent"],
-                                           result["series"].get("failed")),
     }
 
 
@@ -215,6 +187,8 @@ class FaultInjector:
             self.records.append(record)
             records.append(record)
             self.begin_on(fault.kind, node_id, role, fault.delay_ms)
+            # The fault starts when it acts on the node (its event), not when its target was chosen.
+            record["start_s"] = self.events[-1]["t_s"]
 
     def _end(self, index: int) -> None:
         fault, _, records = self.active.pop(index)
@@ -263,16 +237,27 @@ class FaultInjector:
         return None
 
 
+# The event of a rolling restart the end of the run cut short (FaultWatch turns it into a warning).
+ROLLING_RESTART_CUT_SHORT = "rolling-restart-cut-short"
+
+
 def rolling_restart(injector: FaultInjector, fault: Fault) -> None:
     """Each node in turn: clean shutdown, start, wait until it is back in the ISR of all its
-    partitions (so the next shutdown never takes the last in-sync copy away)."""
-    for node_id in sorted(injector.nodes):
+    partitions (so the next shutdown never takes the last in-sync copy away). When the run ends
+    meanwhile, the node being restarted is brought back and the ones after it are left alone,
+    named in a ROLLING_RESTART_CUT_SHORT event: how long restarts take is the machine's."""
+    node_ids = sorted(injector.nodes)
+    for position, node_id in enumerate(node_ids):
         if injector.cancelled.is_set():
+            left = ", ".join(str(n) for n in node_ids[position:])
+            injector.event(ROLLING_RESTART_CUT_SHORT, f"rolling restart cut short: the run ended before node(s) {left} "
+                                                      f"were restarted ({position} of {len(node_ids)} restarted)")
             return
         record = {"fault": str(fault), "kind": fault.kind, "node_id": node_id, "role": "node", "partition": None,
                   "start_s": injector.now(), "end_s": None, "back_s": None}
         injector.records.append(record)
         injector.begin_on("stop", node_id, "node")
+        record["start_s"] = injector.events[-1]["t_s"]
         record["end_s"] = injector.now()
         injector.end_on("stop", node_id, "node")
         _wait_in_sync(injector.admin, node_id)
@@ -285,7 +270,14 @@ def _wait_in_sync(admin, node_id: int) -> None:
     if admin is None:
         return
     deadline = time.monotonic() + IN_SYNC_TIMEOUT_S
-    while not in_sync_everywhere(admin, node_id):
+    unanswered = ""
+    while True:
+        try:
+            if in_sync_everywhere(admin, node_id):
+                return
+        except KafkaException as error:  # no node answered this once: the next node stops only after
+            unanswered = f" (metadata last unanswered: {error.args[0].str() if error.args else error})"
         if time.monotonic() > deadline:
-            raise RunFailed(f"node {node_id} not back in the ISR of its partitions within {IN_SYNC_TIMEOUT_S:g} s")
+            raise RunFailed(f"node {node_id} not back in the ISR of its partitions within {IN_SYNC_TIMEOUT_S:g} s"
+                            + unanswered)
         time.sleep(0.2)

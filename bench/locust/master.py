@@ -26,7 +26,15 @@ from bench.core.merge import RunMeasurements
 from bench.core.producer import CHILD_START_TIMEOUT_S
 from bench.core.protocol import TRACKER, Drain, Inbox, TrackerSecond
 from bench.core.recorder import RunRecorder
-from bench.core.result import RunResult, clamped_warnings, latency_summaries, run_counts, write_run_folder
+from bench.core.result import (
+    RunResult,
+    clamped_warnings,
+    latency_summaries,
+    run_counts,
+    run_throughput,
+    topic_settings_fields,
+    write_run_folder,
+)
 from bench.core.runner import prepare_topic
 from bench.core.scenario import Scenario
 from bench.core.tracker import tracker_main
@@ -34,6 +42,7 @@ from bench.locust.options import tracked_scenario
 from bench.locust.worker import options_bootstrap
 from bench.output.report import write_run_report
 from bench.results.histograms import decode_histogram, encode_histogram, new_latency_histogram
+from bench.results.metrics import METRICS
 from streamstore.errors import StreamStoreError
 
 logger = logging.getLogger("bench.locust")
@@ -206,13 +215,15 @@ class LocustRun:
         self.peak_users = 0
         self.tracker: TrackerProcess | None = None
         self.start_offsets: dict[int, int] = {}
-        self.topic_settings: dict[str, str] = {}
+        self.topic_settings: dict[str, str] | None = {}
+        self.topic_settings_unread: str | None = None  # why topic_settings is None
         self.failure: str | None = None
         self._greenlets: list = []
 
     def start(self) -> None:
         bootstrap = options_bootstrap(self.environment)
-        self.start_offsets, self.topic_settings = in_native_thread(prepare_topic, self.scenario, bootstrap)
+        self.start_offsets, self.topic_settings, self.topic_settings_unread = in_native_thread(
+            prepare_topic, self.scenario, bootstrap)
         if not self.environment.parsed_options.no_tracker:
             # Its scenario's rate tells tracker_main whether this is a flat-out test (then it
             # yields the CPU to the producers and catches up in the drain, as in `bench run`).
@@ -284,7 +295,8 @@ class LocustRun:
                 self.failure = f"tracker failed: {self.tracker.error}"
         self.recorder.close_through(self.recorder.seconds())
         bootstrap = options_bootstrap(self.environment)
-        broker = in_native_thread(_broker_metadata, bootstrap, self.scenario, self.start_offsets, self.topic_settings)
+        broker = in_native_thread(_broker_metadata, bootstrap, self.scenario, self.start_offsets, self.topic_settings,
+                                  self.topic_settings_unread)
         folder, document = write_run_folder(self.environment.parsed_options.results_dir,
                                             self._result(ended_at, broker), self.recorder)
         write_run_report(folder, document)
@@ -316,6 +328,7 @@ class LocustRun:
         scenario = dataclasses.replace(self.scenario, duration_s=round(duration_s, 3),
                                        rate=self.rate_per_user * self.peak_users)
         stats = self.environment.runner.stats.total
+        series = self.recorder.series()
         hosts = {worker_id.rsplit("_", 1)[0] for worker_id in self.workers.by_id}
         warnings = clamped_warnings(self.recorder)
         if audit.lost_examples:
@@ -326,11 +339,11 @@ class LocustRun:
             warmup_s=self.scenario.warmup_s, verdict=verdict, audit=audit.method,
             counts=run_counts(totals, failed=totals["failed"], audit=audit, tracker_ran=self.tracker is not None,
                               broker_offset_delta=offset_delta),
-            throughput={"producing_s": round(duration_s, 3), "elapsed_s": round(duration_s, 3),
-                        "acked_per_s": round(totals["acked"] / duration_s, 1)},
+            throughput=run_throughput(series, self.scenario.warmup_s, self.scenario.message_size, acked=totals["acked"],
+                                      producing_s=duration_s, elapsed_s=duration_s),
             latency_us=latency_summaries(self.recorder, self.tracked, tracked=self.tracker is not None,
                                          sample_every=trace_sample_every(self.tracked)),
-            series=self.recorder.series(), warnings=warnings,
+            series=series, warnings=warnings,
             same_host=hosts <= {socket.gethostname(), LOCAL_WORKER},
             sections={"locust": {
                 "users": self.peak_users,
@@ -360,8 +373,8 @@ def status_text(recorder: RunRecorder, through: int, service_time, tracked: bool
         f"failed {failed:,}",
         f"consumed {consumed:,}" if tracked else "no tracker",
         f"lag {lag:,} msgs" if lag is not None else "lag -",
-        f"end-to-end p99 in that second {_ms(e2e[1] if e2e else None)}",
-        f"service time p99 so far {_ms(p99)}",
+        f"{METRICS['end_to_end_p99'].label} in that second {_ms(e2e[1] if e2e else None)}",
+        f"{METRICS['service_time_p99'].label} so far {_ms(p99)}",
     ]
     return ", ".join(parts)
 
@@ -393,7 +406,7 @@ def in_native_thread(function, *args):
 
 
 def _broker_metadata(bootstrap: str, scenario: Scenario, start_offsets: Mapping[int, int],
-                     topic_settings: Mapping[str, str]) -> dict[str, Any]:
+                     topic_settings: Mapping[str, str] | None, topic_settings_unread: str | None) -> dict[str, Any]:
     """The broker section of the result and the topic's offset growth, read with the scenario's
     client settings (a SASL/SSL cluster answers nothing without them)."""
     try:
@@ -403,5 +416,4 @@ def _broker_metadata(bootstrap: str, scenario: Scenario, start_offsets: Mapping[
     except StreamStoreError:
         settings, offset_delta = {}, None
     return {"bootstrap_servers": bootstrap, "version": None, "embedded": None, "settings": settings,
-            "topic_settings": dict(topic_settings),
-            "offset_delta": offset_delta}
+            **topic_settings_fields(topic_settings, topic_settings_unread), "offset_delta": offset_delta}
