@@ -26,6 +26,16 @@ def test_the_docs_have_console_blocks_of_every_kind():
     assert len(BLOCKS) > 30 and FAST and {"broker", "manual"} <= marks, [b.where for b in BLOCKS]
 
 
+def test_no_merge_conflict_is_left_in_the_docs():
+    import re
+
+    from docs_console import markdown_files
+    left = [f"{path.name}:{number}" for path in markdown_files()
+            for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1)
+            if re.match(r"^(<{7} |>{7} |={7}$)", line)]
+    assert not left, "merge conflict markers in the docs: " + ", ".join(left)
+
+
 def test_every_command_in_the_docs_parses_against_the_cli():
     stale = [f"{block.where}: $ {command.text}\n    {problem}"
              for block in BLOCKS for command in block.commands
