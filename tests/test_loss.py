@@ -1,6 +1,6 @@
 """The audit sees real loss: the broker drops acknowledged orders before the tracker reads them.
 
-The tracker is stalled at the start (the test-only `fault_tracker_stall_s`); meanwhile the test
+The tracker is stalled at the start (`seams.stalled_tracker`, test-only); meanwhile the test
 deletes the partition's first records (AdminClient.delete_records) once the broker holds them.
 The tracker then starts at the new log start, so exactly the deleted orders were acked and never
 consumed: `lost` must equal that number, the run is failed and exits 3, and every count agrees
@@ -14,6 +14,7 @@ import time
 
 import pytest
 from kafka_truth import RecordDropper, assert_counts_match_broker
+from seams import stalled_tracker
 
 from bench.core.runner import run_scenario
 from bench.core.scenario import Scenario
@@ -28,11 +29,12 @@ STALL_S = 8.0
     (400, 800, 300, "sequences"),  # every order traced: lost = sequences never consumed
     (0, 20_000, 7_000, "offsets"),  # flat out: lost = acked offsets never consumed
 ])
-def test_acked_orders_dropped_by_the_broker_are_lost_exactly(kafka_bootstrap, unique_topic, tmp_path,
+def test_acked_orders_dropped_by_the_broker_are_lost_exactly(kafka_bootstrap, unique_topic, tmp_path, monkeypatch,
                                                              rate, wait_for, drop_below, audit):
     scenario = Scenario.from_mapping({
         "name": "loss", "topic": unique_topic, "partitions": 1, "rate": rate, "duration_s": 2.5, "warmup_s": 0,
-        "drain_timeout_s": 30, "fault_tracker_stall_s": STALL_S})
+        "drain_timeout_s": 30})
+    monkeypatch.setattr("bench.core.runner.tracker_main", stalled_tracker(STALL_S))
     dropper = RecordDropper(kafka_bootstrap, unique_topic, wait_for, drop_below, within_s=STALL_S)
     dropper.start()
     started = time.time()

@@ -3,6 +3,7 @@ the audit on real consumed messages, bad input, interruption."""
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import multiprocessing
 import os
@@ -17,7 +18,7 @@ from pathlib import Path
 import pytest
 from confluent_kafka import Producer
 from hdrh.log import HistogramLogReader
-from kafka_truth import bench_command, wait_for_records
+from kafka_truth import assert_counts_match_broker, bench_command, wait_for_records
 
 from bench.cli import main as bench_main
 from bench.core.audit import audit_offsets, lost_sequences, offset_ranges
@@ -321,13 +322,25 @@ def test_phased_run_sends_each_phase_at_its_rate(kafka_bootstrap, unique_topic, 
     assert [e["detail"] for e in result["events"] if e["kind"] == "phase"] == ["200 msg/s for 2 s", "800 msg/s for 2 s"]
 
 
-def test_injected_consumer_delay_slows_end_to_end_latency(kafka_bootstrap, unique_topic, tmp_path):
-    """The test-only fault hook the regression gate relies on: a real delay, really measured."""
-    code, _, result = _run(_scenario(unique_topic, rate=500, duration_s=3, fault_consumer_delay_ms=25),
-                           kafka_bootstrap, tmp_path)
+def test_a_slow_consumer_fault_slows_end_to_end_latency_while_it_lasts(kafka_bootstrap, unique_topic, tmp_path):
+    """slow-consumer=25ms@2+2 in a 6 s run at 500/s: the tracker sleeps 25 ms after each batch from
+    2 s to 4 s, measured as end-to-end latency in that window and not before it; the fault is in
+    the scenario (and so in its fingerprint), its events and its failover record in the result."""
+    scenario = _scenario(unique_topic, rate=500, duration_s=6, faults=["slow-consumer=25ms@2+2"])
+    code, folder, result = _run(scenario, kafka_bootstrap, tmp_path)
     assert code == 0, result["failure"]
-    assert result["latency_us"]["end_to_end"]["p50"] >= 10_000
-    assert result["latency_us"]["service_time"]["p50"] < result["latency_us"]["end_to_end"]["p50"]
+    assert_counts_match_broker(result, kafka_bootstrap)
+    assert result["scenario"]["faults"] == ["slow-consumer=25ms@2+2"]
+    assert result["fingerprint"] != dataclasses.replace(scenario, faults=()).fingerprint()
+    assert [(e["t_s"], e["kind"]) for e in result["events"] if e["kind"].startswith("consumer-")] == [
+        (2.0, "consumer-slow"), (4.0, "consumer-normal")]
+    [record] = result["failover"]["faults"]
+    assert (record["fault"], record["kind"], record["role"], record["node_id"]) == (
+        "slow-consumer=25ms@2+2", "slow-consumer", "consumer", None)
+    end_to_end = record["latency_us"]["end_to_end"]
+    # Each 25 ms sleep holds what arrives meanwhile: the median message waits several ms more.
+    assert end_to_end["during"]["p50"] >= end_to_end["before"]["p50"] + 5_000, end_to_end
+    assert "unstable" not in " ".join(result["warnings"])
 
 
 def test_calibrate_measures_both_loops_and_gates_on_min_ratio(kafka_bootstrap, tmp_path):

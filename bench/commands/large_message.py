@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import os
 import signal
 import time
 from pathlib import Path
@@ -25,7 +24,7 @@ from bench.large_message.plan import (
 )
 from bench.large_message.progress import SweepProgress, format_duration
 from bench.large_message.result import format_java_row, format_row, sweep_result
-from bench.large_message.sweep import LargeMessageSweep, drop_acked, preflight
+from bench.large_message.sweep import LargeMessageSweep, preflight
 from bench.output.report import write_run_report
 from bench.peers.java import JavaPeer
 from streamstore.admin import connect_admin
@@ -39,11 +38,6 @@ from streamstore.orders import PAYLOAD_KINDS
 
 NAME = "large-message"
 HELP = "sweep message sizes up to the 1 GB client limit, gzip on and off: latency, throughput, wire size, memory"
-
-# Test hook, not for users: the broker drops the first N acked messages of every cell before its
-# consumer reads them (the consumer then starts after the cell's acks; see bench/large_message/cell.py).
-DROP_ACKED_ENV = "BENCH_LARGE_MESSAGE_TEST_DROP_ACKED"
-
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--sizes", help="comma-separated sizes, e.g. 1KB,10MB,max (powers of 1000; max = "
@@ -102,19 +96,8 @@ def _check_sweep_settings(config: dict) -> dict:
     return check_client_config("--client-config", config, SWEEP_OWNED_CLIENT_KEYS)
 
 
-def drop_acked_count() -> int:
-    """The test hook's N (0: off)."""
-    text = os.environ.get(DROP_ACKED_ENV, "").strip()
-    if not text:
-        return 0
-    if not text.isdigit() or int(text) < 1:
-        raise UsageError(f"{DROP_ACKED_ENV}={text!r}: expected a whole number of messages >= 1")
-    return int(text)
-
-
 def run(args: argparse.Namespace) -> int:
     options = options_from_args(args)
-    drop = drop_acked_count()
     # The client limit needs no broker: say so before starting or contacting one.
     problem = preflight_problem(options.sizes, [])
     if problem:
@@ -137,7 +120,7 @@ def run(args: argparse.Namespace) -> int:
         progress = SweepProgress(options.cells())
         sweep = LargeMessageSweep(options, broker.bootstrap_servers, admin, broker_settings, progress,
                                   on_row=lambda row: (progress.finish(), print(format_row(row), flush=True)),
-                                  after_acks=drop_acked(admin, drop) if drop else None, java=java,
+                                  java=java,
                                   on_java=lambda row: (progress.finish(), print(format_java_row(row), flush=True)))
         started_at = time.time()
         interrupted = False
@@ -150,10 +133,8 @@ def run(args: argparse.Namespace) -> int:
         finally:
             signal.signal(signal.SIGTERM, previous_sigterm)
             progress.finish()
-        hook = [f"test hook {DROP_ACKED_ENV}={drop}: the broker dropped the first {drop} acked message(s) of every "
-                "cell; consumers started after the acks, so end-to-end times were not measured"] if drop else []
         result = sweep_result(options, sweep.run_id, sweep.rows, sweep.bare, broker, topic_settings, started_at,
-                              interrupted, hook, peer_version=java.kafka_version if java else None)
+                              interrupted, [], peer_version=java.kafka_version if java else None)
     folder, document = write_run_folder(args.results_dir, result)
     write_run_report(folder, document)
     print(summary_text(document, folder))

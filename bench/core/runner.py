@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from bench.broker.ensure import BrokerInUse, ensure_broker
+from bench.broker.fault_spec import broker_faults
 from bench.broker.faults import Fault, parse_faults
 from bench.core.audit import AuditOutcome, audit_method, run_verdict, trace_sample_every
 from bench.core.clients import check_client_settings, high_watermarks, scenario_admin, scenario_watermarks
@@ -323,7 +324,6 @@ def run_scenario(
     keep_broker: bool = False,
     out: TextIO | None = None,
     write_report: bool = True,
-    faults: Sequence[Fault] = (),
     broker_state_dir: str | os.PathLike | None = None,
 ) -> tuple[int, Path, dict[str, Any]]:
     """Run one scenario end to end; returns (exit code, run folder, result dict).
@@ -333,8 +333,7 @@ def run_scenario(
     Set-up problems (bad topic, broker unreachable) raise UsageError / RunFailed instead.
     """
     out = out if out is not None else sys.stdout
-    # The scenario's own faults, unless the caller passes a schedule.
-    faults = tuple(faults) or parse_faults(scenario.faults)
+    faults = parse_faults(scenario.faults)
     check_client_settings(scenario, bootstrap_servers)
     check_results_root(results_root)
     # The scenario's client settings (SASL, SSL) also reach the broker checks.
@@ -347,8 +346,8 @@ def run_scenario(
         if broker.started_here:
             say(f"broker {broker.describe('run')}")
         broker.check_room(scenario.planned_bytes())
-        if faults and broker.embedded is None:
-            raise UsageError(f"faults need the embedded broker, and the broker at {bootstrap_servers} is not one started "
+        if broker_faults(faults) and broker.embedded is None:
+            raise UsageError(f"broker faults need the embedded broker, and the broker at {bootstrap_servers} is not one started "
                              "by `python -m bench broker start` (or give its --state-dir)")
         code, folder, result = _Run(scenario, broker, Path(results_root), out, faults).execute()
     if write_report:

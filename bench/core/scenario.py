@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.broker.fault_spec import check_schedule, parse_faults
+from bench.core.scenario_files import resolve_scenario_path, scenarios_held, unknown_name
 from bench.output.results import redact_secrets
 from streamstore.config import CLIENT_MESSAGE_MAX_BYTES, MAX_VALUE_BYTES
 from streamstore.errors import UsageError
@@ -64,11 +65,13 @@ _TOPIC_NAME = re.compile(r"^[A-Za-z0-9._-]{1,249}$")
 
 # Fields that do not change what is measured, so two runs that differ only in them are
 # comparable: the label, where the load goes (topic name), how long it lasts (percentiles
-# of a 30 s and a 60 s run at the same rate compare), how long to wait for stragglers, and
-# the fault-injection hook (a regression test injects a delay and expects the gate to see the
-# "same" scenario get slower). Secret values never enter the fingerprint either.
-_NOT_FINGERPRINTED = frozenset({"name", "topic", "duration_s", "warmup_s", "drain_timeout_s", "fault_consumer_delay_ms",
-                                "fault_tracker_stall_s"})
+# of a 30 s and a 60 s run at the same rate compare) and how long to wait for stragglers.
+# Faults, the slow consumer among them, are in it: a run with a fault is not comparable to one
+# without. Secret values never enter the fingerprint either.
+_NOT_FINGERPRINTED = frozenset({"name", "topic", "duration_s", "warmup_s", "drain_timeout_s"})
+# Fields of older result files, no longer scenario fields: ignored when 0 (off), refused otherwise.
+_RETIRED_FIELDS = {"fault_consumer_delay_ms": 'the slow-consumer fault, e.g. faults = ["slow-consumer=20ms@0+30"]',
+                   "fault_tracker_stall_s": "nothing: it was a test seam"}
 
 
 def parse_size(value: Any, field: str) -> int:
@@ -131,12 +134,8 @@ class Scenario:
     consumer_config: Mapping[str, Any] = dataclasses.field(default_factory=dict)
     # After producing, the tracker gives up after this long without consuming any of the run's messages.
     drain_timeout_s: float = 10.0
-    # Test-only fault injection: the tracker sleeps this long after each consumed batch.
-    fault_consumer_delay_ms: float = 0.0
-    # Test-only fault injection: the tracker consumes nothing for this long after the start (so a
-    # test can make the broker drop acked messages before they are read).
-    fault_tracker_stall_s: float = 0.0
-    # Broker/cluster faults during the run, in the --fault syntax (docs/faults.md), e.g. "kill:leader@20+10".
+    # Faults during the run, in the --fault syntax (docs/faults.md), e.g. "kill:leader@20+10" or
+    # "slow-consumer=20ms@10+15".
     faults: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
@@ -159,11 +158,13 @@ class Scenario:
 
         Sizes may be text ("1KB"); nested client-config tables are flattened to dotted keys.
         """
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(values) - known)
-        if unknown:
-            raise UsageError(f"{source}: unknown field {unknown[0]!r} (known fields: {', '.join(sorted(known))})")
         fields = dict(values)
+        for retired, successor in _RETIRED_FIELDS.items():
+            if retired in fields and fields.pop(retired) not in (0, 0.0):
+                raise UsageError(f"{source}: {retired} is no longer a scenario field; use {successor}")
+        unknown = sorted(set(fields) - FIELD_NAMES)
+        if unknown:
+            raise UsageError(f"{source}: {unknown_field(unknown[0])}")
         for size_field in ("message_size", "batch_size"):
             if size_field in fields:
                 fields[size_field] = parse_size(fields[size_field], size_field)
@@ -184,13 +185,15 @@ class Scenario:
 
     @classmethod
     def from_toml(cls, path: str | Path, overrides: Mapping[str, Any] | None = None) -> Scenario:
-        """Read a scenario file, apply overrides (from `--set` or flags), validate."""
-        path = Path(path)
+        """Read a scenario file, apply overrides (from `--set` or flags), validate.
+
+        path: a file, or the name of one in `scenarios/` (`steady-orders`)."""
+        path = resolve_scenario_path(path)
         try:
             with path.open("rb") as handle:
                 values = tomllib.load(handle)
         except FileNotFoundError:
-            raise UsageError(f"scenario file {path} does not exist") from None
+            raise UsageError(f"scenario file {path} does not exist{scenarios_held(path)}") from None
         except IsADirectoryError:
             raise UsageError(f"scenario file {path} is a folder, not a TOML file") from None
         except OSError as error:
@@ -241,6 +244,13 @@ class Scenario:
         return hashlib.sha256(canonical.encode()).hexdigest()[:16]
 
 
+FIELD_NAMES = frozenset(field.name for field in dataclasses.fields(Scenario))
+
+
+def unknown_field(name: str) -> str:
+    return unknown_name("field", name, FIELD_NAMES)
+
+
 # -- validation ------------------------------------------------------------------------------
 
 
@@ -277,11 +287,8 @@ def _validate(scenario: Scenario) -> None:
     _check_number("warmup_s", scenario.warmup_s, 0, None)
     _check_number("drain_timeout_s", scenario.drain_timeout_s, 0, None)
     _check_number("linger_ms", scenario.linger_ms, 0, 900_000)
-    _check_number("fault_consumer_delay_ms", scenario.fault_consumer_delay_ms, 0, 60_000)
-    _check_number("fault_tracker_stall_s", scenario.fault_tracker_stall_s, 0, 3600)
     # Whole numbers from TOML are fine; store floats so equal scenarios compare and hash equal.
-    for field in ("rate", "duration_s", "warmup_s", "drain_timeout_s", "linger_ms", "fault_consumer_delay_ms",
-              "fault_tracker_stall_s"):
+    for field in ("rate", "duration_s", "warmup_s", "drain_timeout_s", "linger_ms"):
         object.__setattr__(scenario, field, float(getattr(scenario, field)))
     if scenario.warmup_s >= scenario.duration_s:
         raise UsageError(f"warmup_s: {scenario.warmup_s:g} must be shorter than duration_s ({scenario.duration_s:g})")
@@ -337,6 +344,12 @@ def parse_set_option(text: str) -> tuple[str, Any]:
     key = key.strip()
     if not separator or not key:
         raise UsageError(f"--set {text!r}: expected key=value (e.g. --set rate=5000)")
+    field, dot, _ = key.partition(".")
+    if field not in FIELD_NAMES:
+        raise UsageError(f"--set {text}: {unknown_field(field)}")
+    if dot and field not in ("producer_config", "consumer_config"):
+        raise UsageError(f"--set {text}: only producer_config and consumer_config take dotted settings; "
+                         f"use --set {field}=VALUE")
     try:
         value = tomllib.loads(f"v = {raw.strip()}")["v"]
     except tomllib.TOMLDecodeError:
