@@ -68,14 +68,22 @@ def _ms(value: float | None) -> str:
 
 
 def failover_lines(failover) -> list[str]:
-    """One line per fault: node and role, unavailability, new leader, p99.9 during vs before."""
+    """One line per fault: node and role, unavailability, new leader, p99.9 during vs before; for
+    a slow consumer, the gap without a consumed message and end-to-end latency during vs before."""
     lines = []
     for fault in (failover or {}).get("faults", []):
+        head = f"failover {fault['fault']} on {fault_target(fault)} at {fault['start_s']:.1f} s: "
+        if fault["node_id"] is None:
+            latency = fault["latency_us"].get("end_to_end", {})
+            during, before = latency.get("during", {}), latency.get("before", {})
+            lines.append(head + f"longest gap without a consumed message {_ms(fault['longest_consume_gap_ms'])}, "
+                         f"end-to-end p50 {format_us(during.get('p50'))} during vs {format_us(before.get('p50'))} "
+                         f"before, p99 {format_us(during.get('p99'))} vs {format_us(before.get('p99'))}")
+            continue
         latency = fault["latency_us"].get("service_time", {})
         during, before = latency.get("during", {}), latency.get("before", {})
         lines.append(
-            f"failover {fault['fault']} on {fault_target(fault)} at {fault['start_s']:.1f} s: "
-            f"longest gap without an ack {_ms(fault['longest_ack_gap_ms'])}, without a consumed message "
+            head + f"longest gap without an ack {_ms(fault['longest_ack_gap_ms'])}, without a consumed message "
             f"{_ms(fault['longest_consume_gap_ms'])}, new leader in metadata after {_ms(fault['new_leader_ms'])}, "
             f"service time p99.9 {format_us(during.get('p99_9'))} during vs {format_us(before.get('p99_9'))} before")
     return lines
