@@ -466,3 +466,19 @@ def test_the_failover_table_row_is_the_worst_over_a_runs_faults():
     assert row == ["pause:followers@5+9", "1", "failed", "3,767", "0", "14,818 ms", "n/a", "13,364 ms", "14.6 s", "2.0 ms"]
     table = markdown_table([row])
     assert table.splitlines()[0].startswith("| fault | acks | status | lost |") and table.count("\n") == 2
+
+
+def test_a_slow_consumer_record_reads_as_the_consumer_not_a_node():
+    from bench.analysis.failover import failover_row
+    from bench.commands.chaos import failover_lines
+
+    record = {"fault": "slow-consumer=20ms@8+6", "kind": "slow-consumer", "node_id": None, "role": "consumer",
+              "partition": None, "start_s": 8.0, "end_s": 14.0, "back_s": None,
+              "longest_ack_gap_ms": 247.0, "longest_consume_gap_ms": 249.0, "new_leader_ms": None,
+              "latency_us": {"service_time": {"during": {"p99_9": 312_000}, "before": {"p99_9": 475_000}},
+                             "end_to_end": {"during": {"p50": 18_100, "p99": 302_000},
+                                            "before": {"p50": 9_660, "p99": 429_000}}}}
+    assert failover_lines({"faults": [record]}) == [
+        "failover slow-consumer=20ms@8+6 on the consumer at 8.0 s: longest gap without a consumed message 249 ms, "
+        "end-to-end p50 18.1 ms during vs 9.66 ms before, p99 302 ms vs 429 ms"]
+    assert failover_row(record)[:2] == ["slow-consumer=20ms@8+6", "the consumer"]
