@@ -25,9 +25,11 @@ test: $(STAMP)
 	@[ -n "$$KAFKA_BOOTSTRAP_SERVERS" ] || $(PY) -m bench broker provision
 	$(PY) -m pytest
 
-# Style and correctness checks (ruff, configured in pyproject.toml).
+# Style and correctness checks (ruff), and the import layers of docs/architecture.md
+# (import-linter); both configured in pyproject.toml.
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
+	$(VENV)/bin/lint-imports
 
 broker-start: $(STAMP)
 	$(PY) -m bench broker start

@@ -19,7 +19,7 @@ from typing import Any
 
 from confluent_kafka import TopicPartition
 
-from bench.output.results import load_result
+from bench.results.store import load_result
 from streamstore.admin import connect_admin, message_count, topic_watermarks
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent

@@ -12,7 +12,7 @@ import pytest
 from bench.analysis import compare
 from bench.analysis.stats import derive_warnings, mann_whitney_u, measured_indices, series_samples
 from bench.analysis.thresholds import parse_check
-from bench.output.results import load_result
+from bench.results.store import load_result
 from streamstore.errors import UsageError
 
 FIXTURES = Path(__file__).parent / "fixtures"

@@ -25,7 +25,7 @@ from bench.broker.fault_spec import Fault, check_schedule, check_targets, parse_
 from bench.core.availability import ActivityLog, PartitionActivity
 from bench.core.recorder import record_counts
 from bench.core.scenario import Scenario
-from bench.output.results import encode_histogram, new_latency_histogram
+from bench.results.histograms import encode_histogram, new_latency_histogram
 from streamstore.errors import UsageError
 
 MS = 1_000_000
@@ -223,7 +223,7 @@ def test_the_failover_plot_shades_the_fault_and_shows_acks_and_isr(tmp_path):
     from test_plots import FIXTURES, assert_real_png
 
     from bench.output import plots
-    from bench.output.results import load_result
+    from bench.results.store import load_result
 
     result = load_result(FIXTURES / "with-fault")
     seconds = len(result["series"]["t_s"])
@@ -303,7 +303,7 @@ def proxied_broker(tmp_path_factory):
 def test_an_isolated_leader_cuts_its_clients_off_through_the_proxy(proxied_broker, unique_topic, tmp_path):
     from kafka_truth import assert_counts_match_broker, bench_command
 
-    from bench.output.results import load_result
+    from bench.results.store import load_result
 
     broker, bootstrap = proxied_broker
     completed = bench_command(
@@ -354,7 +354,7 @@ def cluster_chaos(cluster, topic, results_root, *args):
     """`bench chaos` on the cluster, RF 3; (completed process, result)."""
     from kafka_truth import bench_command
 
-    from bench.output.results import load_result
+    from bench.results.store import load_result
 
     cluster.wait_until_complete(timeout_s=120)   # every node back from the previous test
     completed = bench_command(

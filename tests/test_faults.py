@@ -26,7 +26,7 @@ from bench.broker.faults import (
     schedule_warnings,
 )
 from bench.broker.probe import broker_answers
-from bench.output.results import load_result
+from bench.results.store import load_result
 from streamstore.admin import connect_admin
 from streamstore.errors import UsageError
 

@@ -15,7 +15,6 @@ import bench.large_message.sweep as sweep_module
 from bench.cli import main
 from bench.core.scenario import Scenario
 from bench.large_message.plan import java_messages, known_unsendable
-from bench.output.results import load_result
 from bench.peers.java_tools import (
     JavaOutputError,
     end_to_end_heap_options,
@@ -25,6 +24,7 @@ from bench.peers.java_tools import (
     parse_producer_performance,
     producer_performance_properties,
 )
+from bench.results.store import load_result
 from streamstore.admin import connect_admin, delete_topic, topic_watermarks
 from streamstore.config import MAX_VALUE_BYTES
 

@@ -33,7 +33,7 @@ from bench.large_message.result import (
     sweep_verdict,
 )
 from bench.large_message.worker import ReceivedTally
-from bench.output.results import load_result
+from bench.results.store import load_result
 from streamstore.admin import connect_admin, ensure_topic, topic_watermarks
 from streamstore.config import CLIENT_MESSAGE_MAX_BYTES, MAX_VALUE_BYTES
 from streamstore.errors import UsageError

@@ -22,7 +22,7 @@ from conftest import free_port_pair
 from hdrh.histogram import HdrHistogram
 from kafka_truth import RecordDropper, assert_counts_match_broker
 
-from bench.output.results import load_result
+from bench.results.store import load_result
 from streamstore.admin import connect_admin, ensure_topic, topic_configs, topic_watermarks
 from streamstore.errors import EXIT_RUN_FAILED
 
@@ -57,7 +57,7 @@ def test_load_steps_options_and_histogram_transport_pure():
         import json
         from bench.locust.options import parse_load_steps
         from bench.locust.worker import encode_latencies
-        from bench.output.results import decode_histogram, new_latency_histogram
+        from bench.results.histograms import decode_histogram, new_latency_histogram
         from streamstore.errors import UsageError
 
         out = {}

@@ -38,8 +38,7 @@ def test_acked_orders_dropped_by_the_broker_are_lost_exactly(kafka_bootstrap, un
     dropper = RecordDropper(kafka_bootstrap, unique_topic, wait_for, drop_below, within_s=STALL_S)
     dropper.start()
     started = time.time()
-    code, _, result = run_scenario(scenario, kafka_bootstrap, tmp_path, "external", out=io.StringIO(),
-                                   write_report=False)
+    code, _, result = run_scenario(scenario, kafka_bootstrap, tmp_path, "external", out=io.StringIO())
     dropper.join(timeout=5)
     assert dropper.error is None, dropper.error
     assert dropper.dropped_at is not None and dropper.dropped_at - started < STALL_S, "dropped after the stall"

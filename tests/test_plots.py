@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from bench.output import plots
-from bench.output.results import load_result
+from bench.results.store import load_result
 
 FIXTURES = Path(__file__).parent / "fixtures"
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"

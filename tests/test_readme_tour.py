@@ -15,7 +15,7 @@ from pathlib import Path
 
 from kafka_truth import PROJECT_ROOT, broker_message_count
 
-from bench.output.results import load_result
+from bench.results.store import load_result
 
 README = PROJECT_ROOT / "README.md"
 RUN_FOLDER = re.compile(r"results/\d{8}T\d{6}-([A-Za-z0-9_.-]+?)(?=/|\s|$)")

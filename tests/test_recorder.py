@@ -5,9 +5,9 @@ from __future__ import annotations
 import random
 
 from bench.core.audit import OffsetRanges, SequenceAudit, audit_offsets, lost_sequences, offset_ranges
+from bench.core.progress import p99_scope, progress_line
 from bench.core.recorder import LatencyRecorder, RunRecorder, fold_latencies, record_counts
-from bench.output.progress import p99_scope, progress_line
-from bench.output.results import LATENCY_HIGHEST_US, decode_histogram, encode_histogram, new_latency_histogram
+from bench.results.histograms import LATENCY_HIGHEST_US, decode_histogram, encode_histogram, new_latency_histogram
 
 
 def test_batched_recording_equals_recording_each_value():

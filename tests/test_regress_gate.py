@@ -14,7 +14,7 @@ from seams import slowed_tracker
 
 from bench.analysis.compare import DEFAULT_CHECKS  # what CI uses: chosen from measured rerun noise
 from bench.cli import main
-from bench.output.results import load_result
+from bench.results.store import load_result
 
 # The tracker sleeps this long after each consumed batch (seams.slowed_tracker: the same scenario,
 # so the same fingerprint, with a slower consumer path): end-to-end p50 goes from ~5 ms to ~13 ms

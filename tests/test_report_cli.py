@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from bench.cli import main
-from bench.output.results import load_result
+from bench.results.store import load_result
 
 FIXTURES = Path(__file__).parent / "fixtures"
 

@@ -1,4 +1,4 @@
-"""bench/results.py: result files, histograms, interval logs, redaction (pure, no broker)."""
+"""bench/results/: result files, histograms, interval logs, redaction (pure, no broker)."""
 
 from __future__ import annotations
 
@@ -12,12 +12,17 @@ from pathlib import Path
 import pytest
 from hdrh.log import HistogramLogReader
 
-from bench.output import results
+from bench.results import environment as environment_module
+from bench.results.environment import environment_metadata
+from bench.results.histograms import decode_histogram, new_latency_histogram, summarize_histogram, write_interval_log
+from bench.results.redaction import redact_secrets
+from bench.results.schema import SCHEMA_VERSION
+from bench.results.store import load_result, run_folder, write_result
 from streamstore.errors import UsageError
 
 
 def _histogram(values):
-    histogram = results.new_latency_histogram()
+    histogram = new_latency_histogram()
     for value in values:
         histogram.record_value(value)
     return histogram
@@ -28,7 +33,7 @@ def _minimal_result(**overrides):
 
 
 def test_histogram_range_and_precision():
-    histogram = results.new_latency_histogram()
+    histogram = new_latency_histogram()
     assert histogram.record_value(1)
     assert histogram.record_value(3_600_000_000)
     assert not histogram.record_value(3_600_000_000 * 2), "beyond 1 h must be out of range"
@@ -37,7 +42,7 @@ def test_histogram_range_and_precision():
 
 def test_summarize_histogram_percentiles_within_hdr_precision():
     values = list(range(1, 10_001))  # 1..10000 µs, uniform
-    summary = results.summarize_histogram(_histogram(values))
+    summary = summarize_histogram(_histogram(values))
     assert summary["count"] == 10_000
     assert summary["min"] == 1
     assert summary["p50"] == pytest.approx(5000, rel=1e-3)
@@ -46,44 +51,44 @@ def test_summarize_histogram_percentiles_within_hdr_precision():
     assert summary["p99_9"] == pytest.approx(9990, rel=1e-3)
     assert summary["max"] == pytest.approx(10_000, rel=1e-3)
     assert summary["mean"] == pytest.approx(5000.5, rel=1e-3)
-    assert results.decode_histogram(summary["histogram"]).get_total_count() == 10_000
+    assert decode_histogram(summary["histogram"]).get_total_count() == 10_000
 
 
 def test_summary_min_survives_merging_an_empty_histogram():
-    merged = results.new_latency_histogram()
+    merged = new_latency_histogram()
     merged.add(_histogram([500, 900]))
-    merged.add(results.new_latency_histogram())  # a second without samples
-    assert results.summarize_histogram(merged)["min"] == 500
+    merged.add(new_latency_histogram())  # a second without samples
+    assert summarize_histogram(merged)["min"] == 500
 
 
 def test_summarize_empty_histogram_is_null_not_zero():
-    summary = results.summarize_histogram(results.new_latency_histogram())
+    summary = summarize_histogram(new_latency_histogram())
     assert summary["count"] == 0
     assert summary["p99"] is None and summary["max"] is None and summary["mean"] is None
 
 
 def test_decode_damaged_histogram_is_usage_error():
     with pytest.raises(UsageError, match="cannot be decoded"):
-        results.decode_histogram("HISTFAAAnot-a-histogram")
+        decode_histogram("HISTFAAAnot-a-histogram")
 
 
 def test_run_folder_name_and_collisions(tmp_path):
     started = dt.datetime(2024, 5, 6, 7, 8, 9, tzinfo=dt.timezone(dt.timedelta(hours=2)))
-    first = results.run_folder(tmp_path, "steady orders/1", started)
-    second = results.run_folder(tmp_path, "steady orders/1", started)
+    first = run_folder(tmp_path, "steady orders/1", started)
+    second = run_folder(tmp_path, "steady orders/1", started)
     assert first.name == "20240506T050809-steady_orders_1"  # converted to UTC, name made safe
     assert second.name == "20240506T050809-steady_orders_1-2"
     assert first.is_dir() and second.is_dir()
 
 
 def test_write_and_load_round_trip(tmp_path):
-    result = _minimal_result(latency_us={"service_time": results.summarize_histogram(_histogram([5, 50, 500]))})
-    path = results.write_result(tmp_path, result)
+    result = _minimal_result(latency_us={"service_time": summarize_histogram(_histogram([5, 50, 500]))})
+    path = write_result(tmp_path, result)
     assert path == tmp_path / "result.json"
-    loaded = results.load_result(tmp_path)
-    assert loaded["schema_version"] == results.SCHEMA_VERSION
+    loaded = load_result(tmp_path)
+    assert loaded["schema_version"] == SCHEMA_VERSION
     assert loaded["latency_us"]["service_time"]["count"] == 3
-    assert results.load_result(path) == loaded
+    assert load_result(path) == loaded
     assert [p.name for p in tmp_path.iterdir()] == ["result.json"], "no temp file left behind"
 
 
@@ -95,10 +100,10 @@ def test_write_result_redacts_secrets(tmp_path):
         },
         broker={"settings": {"password.encoder.secret": "s", "sasl.oauthbearer.config": "clientSecret=x"}},
     )
-    text = results.write_result(tmp_path, result).read_text()
+    text = write_result(tmp_path, result).read_text()
     for secret in ("hunter2", '"k"', '"s"', "clientSecret"):
         assert secret not in text
-    loaded = results.load_result(tmp_path)
+    loaded = load_result(tmp_path)
     assert loaded["scenario"]["producer_config"] == {
         "sasl.username": "alice", "sasl.password": "***", "ssl.keystore.password": "***"
     }
@@ -110,7 +115,7 @@ def test_redact_secrets_rules():
         "client.secret": "e", "ssl.key.pem": "-----BEGIN", "bootstrap.servers": "host:9092",
         "nested": [{"my_password": "f"}], "sasl.password.unset": None,
     }
-    redacted = results.redact_secrets(settings)
+    redacted = redact_secrets(settings)
     assert redacted == {
         "sasl.password": "***", "ssl.key.password": "***", "ssl.keystore.password": "***", "api_token": "***",
         "client.secret": "***", "ssl.key.pem": "***", "bootstrap.servers": "host:9092",
@@ -121,19 +126,19 @@ def test_redact_secrets_rules():
 
 def test_unwritable_folder_is_one_line_usage_error(tmp_path):
     with pytest.raises(UsageError, match="does not exist"):
-        results.write_result(tmp_path / "missing", _minimal_result())
+        write_result(tmp_path / "missing", _minimal_result())
     if os.geteuid() != 0:
         locked = tmp_path / "locked"
         locked.mkdir(mode=0o500)
         with pytest.raises(UsageError, match="not writable"):
-            results.write_result(locked, _minimal_result())
+            write_result(locked, _minimal_result())
 
 
 def test_failed_serialisation_leaves_previous_result_intact(tmp_path):
-    results.write_result(tmp_path, _minimal_result(status="complete"))
+    write_result(tmp_path, _minimal_result(status="complete"))
     with pytest.raises(ValueError):
-        results.write_result(tmp_path, _minimal_result(duration_s=float("nan")))
-    assert results.load_result(tmp_path)["status"] == "complete"
+        write_result(tmp_path, _minimal_result(duration_s=float("nan")))
+    assert load_result(tmp_path)["status"] == "complete"
     assert [p.name for p in tmp_path.iterdir()] == ["result.json"]
 
 
@@ -150,21 +155,21 @@ def test_failed_serialisation_leaves_previous_result_intact(tmp_path):
 def test_load_result_refuses_bad_files(tmp_path, content, message):
     (tmp_path / "result.json").write_text(content)
     with pytest.raises(UsageError, match=message.replace("(", r"\(")):
-        results.load_result(tmp_path)
+        load_result(tmp_path)
 
 
 def test_load_result_missing(tmp_path):
     with pytest.raises(UsageError, match="no result file or run folder"):
-        results.load_result(tmp_path / "nope")
+        load_result(tmp_path / "nope")
     with pytest.raises(UsageError, match="has no result.json"):
-        results.load_result(tmp_path)
+        load_result(tmp_path)
 
 
 def test_interval_log_read_back_by_hdrh_reader(tmp_path):
     start = 1_700_000_000.25
     seconds = [_histogram([100, 200]), None, _histogram([1_000, 2_000, 3_000]).encode().decode()]
-    path = results.write_interval_log(tmp_path / "service_time.hlog", seconds, start)
-    reader = HistogramLogReader(str(path), results.new_latency_histogram())
+    path = write_interval_log(tmp_path / "service_time.hlog", seconds, start)
+    reader = HistogramLogReader(str(path), new_latency_histogram())
     first = reader.get_next_interval_histogram()
     third = reader.get_next_interval_histogram()
     assert reader.get_next_interval_histogram() is None
@@ -178,13 +183,13 @@ def test_interval_log_read_back_by_hdrh_reader(tmp_path):
 
 
 def test_environment_metadata_fields():
-    environment = results.environment_metadata()
+    environment = environment_metadata()
     assert environment["cpu_count"] == os.cpu_count()
     assert environment["python"] == sys.version.split()[0]
     assert environment["confluent_kafka"].startswith("2.")
     assert environment["librdkafka"].startswith("2.")
     head = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True,
-                          cwd=os.path.dirname(results.__file__)).stdout.strip()
+                          cwd=os.path.dirname(environment_module.__file__)).stdout.strip()
     assert environment["harness_commit"] is None or environment["harness_commit"].startswith(head)
     json.dumps(environment)
 
@@ -195,8 +200,8 @@ def test_version_1_files_are_read_in_the_current_names():
     path = Path(__file__).parent / "fixtures" / "large-message" / "result.json"
     assert json.loads(path.read_text())["schema_version"] == 1
     original_rows = json.loads(path.read_text())["large_message"]["rows"]
-    document = results.load_result(path)
-    assert document["schema_version"] == results.SCHEMA_VERSION == 3
+    document = load_result(path)
+    assert document["schema_version"] == SCHEMA_VERSION == 3
     assert document["large_message"]["peer"] is None
     for original, row in zip(original_rows, document["large_message"]["rows"], strict=True):
         assert row["java"] is None
@@ -211,7 +216,7 @@ def test_version_2_large_message_files_read_with_no_peer(tmp_path):
     path = tmp_path / "result.json"
     path.write_text(json.dumps({"schema_version": 2, "kind": "large-message", "scenario": {"name": "large-message"},
                                 "large_message": {"rows": [row]}}))
-    document = results.load_result(path)
+    document = load_result(path)
     assert document["schema_version"] == 3 and document["scenario"]["peer"] is None
     assert document["large_message"]["peer"] is None and document["large_message"]["rows"][0]["java"] is None
     assert document["large_message"]["rows"][0]["service_time_ms"] == {"p50": 1.0, "max": 1.0}

@@ -25,7 +25,8 @@ from bench.core.audit import audit_offsets, lost_sequences, offset_ranges
 from bench.core.runner import run_scenario
 from bench.core.scenario import Scenario
 from bench.core.tracker import TrackerState, absorb_messages
-from bench.output.results import decode_histogram, load_result, new_latency_histogram
+from bench.results.histograms import decode_histogram, new_latency_histogram
+from bench.results.store import load_result
 from streamstore.admin import connect_admin, ensure_topic, topic_watermarks
 from streamstore.config import consumer_config, producer_config
 from streamstore.trace import TRACE_HEADER, encode_trace
@@ -42,7 +43,7 @@ def _scenario(topic: str, **fields) -> Scenario:
 
 
 def _run(scenario: Scenario, bootstrap: str, tmp_path: Path):
-    return run_scenario(scenario, bootstrap, tmp_path / "results", "external", out=io.StringIO(), write_report=False)
+    return run_scenario(scenario, bootstrap, tmp_path / "results", "external", out=io.StringIO())
 
 
 def _hlog_total(path: Path) -> int:
@@ -56,8 +57,7 @@ def _hlog_total(path: Path) -> int:
 def test_fixed_rate_run_counts_histograms_and_interval_logs_agree(kafka_bootstrap, unique_topic, tmp_path):
     scenario = _scenario(unique_topic)
     console = io.StringIO()
-    code, folder, result = run_scenario(scenario, kafka_bootstrap, tmp_path / "results", "external", out=console,
-                                        write_report=False)
+    code, folder, result = run_scenario(scenario, kafka_bootstrap, tmp_path / "results", "external", out=console,)
     assert code == 0, result["failure"]
     # Not a terminal: one plain progress line per second, no carriage returns.
     progress = [line for line in console.getvalue().splitlines() if line.startswith("t=")]

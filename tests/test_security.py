@@ -14,7 +14,7 @@ from conftest import BROKER_START_TIMEOUT_S, free_port_pair
 from kafka_truth import STEADY_SCENARIO, assert_counts_match_broker, assert_sweep_counts_match_broker, bench_command
 
 from bench.broker.embedded import EmbeddedBroker
-from bench.output.results import load_result
+from bench.results.store import load_result
 from streamstore.admin import connect_admin
 
 # Planted in the broker's user list and the scenario; no output of the harness may contain it.

@@ -18,8 +18,9 @@ from typing import Any
 
 from bench.analysis.stats import mann_whitney_u, relative_change, run_faults, series_samples
 from bench.analysis.thresholds import METRICS, Check
-from bench.core.scenario import Scenario
-from bench.output.results import LATENCY_LABELS, format_value
+from bench.results.fingerprint import changes_fingerprint
+from bench.results.formatting import format_value
+from bench.results.metrics import LATENCY_LABELS
 from streamstore.errors import UsageError
 
 COMPARABLE_KINDS = frozenset({"run", "locust"})
@@ -45,21 +46,6 @@ DEFAULT_CHECKS = ("throughput:-20%", "service_time_p50:+50%", "end_to_end_p50:+5
 def require_comparable_kind(result: Mapping[str, Any], label: str) -> None:
     if result.get("kind") not in COMPARABLE_KINDS:
         raise UsageError(f"{label} is a {result.get('kind')!r} result; compare and regress take run or locust results")
-
-
-def _changes_fingerprint(scenario: Mapping[str, Any], key: str, other_value: Any) -> bool:
-    """Whether swapping one field changes Scenario.fingerprint() (the scenario module decides
-    which fields are material; an invalid combination counts as material)."""
-    try:
-        before = Scenario.from_mapping(scenario).fingerprint()
-        changed = dict(scenario)
-        if other_value is None:
-            changed.pop(key, None)
-        else:
-            changed[key] = other_value
-        return Scenario.from_mapping(changed).fingerprint() != before
-    except (UsageError, TypeError, ValueError):
-        return True
 
 
 # What makes two measurements' environments comparable: the machine kind, the client library and
@@ -128,7 +114,7 @@ def differing_fields(first: Mapping[str, Any], second: Mapping[str, Any]) -> lis
         return fault_reasons
     scenario_a, scenario_b = first.get("scenario") or {}, second.get("scenario") or {}
     differing = [key for key in sorted(set(scenario_a) | set(scenario_b)) if scenario_a.get(key) != scenario_b.get(key)]
-    material = [key for key in differing if _changes_fingerprint(scenario_a, key, scenario_b.get(key))] or differing
+    material = [key for key in differing if changes_fingerprint(scenario_a, key, scenario_b.get(key))] or differing
     reasons = [f"{key}: {scenario_a.get(key)!r} vs {scenario_b.get(key)!r}" for key in material
                if not (key == "faults" and fault_reasons)]
     return fault_reasons + reasons or [f"fingerprint: {first.get('fingerprint')!r} vs {second.get('fingerprint')!r}"]

@@ -14,7 +14,8 @@ import math
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
-from bench.output.results import SUMMARY_PERCENTILES, decode_histogram, new_latency_histogram
+from bench.results.histograms import decode_histogram, new_latency_histogram
+from bench.results.metrics import SUMMARY_PERCENTILES
 
 # Percentiles compared during vs before a fault.
 WINDOW_PERCENTILES = ("p50", "p99", "p99_9")

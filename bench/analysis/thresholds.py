@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from bench.analysis.stats import series_samples
-from bench.output.results import LATENCY_LABELS, SUMMARY_PERCENTILES
+from bench.results.metrics import LATENCY_LABELS, SUMMARY_PERCENTILES
 from streamstore.errors import UsageError
 
 LATENCY_STATISTICS = (*SUMMARY_PERCENTILES, "max", "mean")

@@ -27,9 +27,9 @@ from bench.core.delivery import payload_pool
 from bench.core.recorder import fold_latencies, record_counts
 from bench.core.runner import run_scenario
 from bench.core.scenario import Scenario, merge_overrides, parse_set_option
-from bench.output.results import new_latency_histogram
 from bench.peers.bare_loops import BARE_LOOPS, BareLoop, run_bare_loop
 from bench.peers.java import TOOL_START_ALLOWANCE_S, JavaPeer
+from bench.results.histograms import new_latency_histogram
 from streamstore.admin import connect_admin, delete_topic, ensure_topic
 from streamstore.errors import EXIT_OK, EXIT_REGRESSION, RunFailed, UsageError
 
@@ -94,7 +94,7 @@ def _bare(loop: BareLoop, scenario: Scenario, bootstrap_servers: str, args: argp
 
 def _bench_run(scenario: Scenario, bootstrap_servers: str, args: argparse.Namespace, round_number: int) -> float:
     code, folder, result = run_scenario(scenario, bootstrap_servers, args.results_dir, "external",
-                                        out=io.StringIO(), write_report=False)
+                                        out=io.StringIO())
     if code != EXIT_OK:
         raise RunFailed(f"bench run failed ({result['failure']}); see {folder}")
     rate = result["throughput"]["acked_per_s"]

@@ -12,7 +12,7 @@ from bench.broker.faults import fault_summary, parse_fault, schedule_warnings
 from bench.commands import run as run_command
 from bench.core.runner import run_scenario
 from bench.core.scenario import Scenario
-from bench.output.results import format_us
+from bench.results.formatting import format_us
 from streamstore.errors import UsageError
 
 NAME = "chaos"
@@ -49,8 +49,9 @@ def run(args: argparse.Namespace) -> int:
     for warning in schedule_warnings(faults, scenario.duration_s):
         print(f"warning: {warning}", flush=True)
     code, folder, result = run_scenario(scenario, args.bootstrap_servers, args.results_dir, args.broker,
-                                        args.keep_broker, write_report=not args.no_report,
-                                        broker_state_dir=args.state_dir)
+                                        args.keep_broker, broker_state_dir=args.state_dir)
+    if not args.no_report:
+        run_command.write_report(folder, result)
     print(run_command.summary_text(result, folder))
     for event in result["events"]:
         if event["kind"].startswith(("broker-", "fault-", "consumer-")):

@@ -8,7 +8,8 @@ from pathlib import Path
 
 from bench.analysis.compare import delta_rows, differing_fields, require_comparable_kind
 from bench.output.report import write_compare_report
-from bench.output.results import DEFAULT_RESULTS_ROOT, format_change, format_value, load_result, result_path
+from bench.results.formatting import format_change, format_value
+from bench.results.store import DEFAULT_RESULTS_ROOT, load_result, result_path
 from streamstore.errors import UsageError
 
 NAME = "compare"

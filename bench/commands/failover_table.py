@@ -49,8 +49,9 @@ def run(args: argparse.Namespace) -> int:
                                            **ACKS_SETTINGS[acks])
             print(f"== {fault} with acks={acks}", flush=True)
             _, folder, result = run_scenario(scenario, args.bootstrap_servers, args.results_dir, args.broker,
-                                                args.keep_broker, write_report=not args.no_report,
-                                                broker_state_dir=args.state_dir)
+                                             args.keep_broker, broker_state_dir=args.state_dir)
+            if not args.no_report:
+                run_command.write_report(folder, result)
             print(f"   {result['status']}: {folder}", flush=True)
             rows.append(table_row(result))
             if result["status"] == "interrupted":

@@ -21,18 +21,12 @@ from bench.analysis.compare import (
     regress,
 )
 from bench.analysis.thresholds import RELATIVE_METRICS, Check, Limit, deprecation_lines, evaluate_limits, parse_checks
+from bench.commands import run as run_command
 from bench.commands._options import add_broker_arguments, add_results_argument
 from bench.core.scenario import Scenario, parse_set_option
 from bench.output.report import regress_summary_blocks, to_markdown
-from bench.output.results import (
-    DEFAULT_RESULTS_ROOT,
-    format_change,
-    format_value,
-    load_result,
-    result_path,
-    write_result,
-    write_text_atomic,
-)
+from bench.results.formatting import format_change, format_value
+from bench.results.store import DEFAULT_RESULTS_ROOT, load_result, result_path, write_result, write_text_atomic
 from streamstore.errors import EXIT_OK, EXIT_REGRESSION, RunFailed, UsageError
 
 NAME = "regress"
@@ -76,7 +70,8 @@ def _run_candidate(args: argparse.Namespace) -> tuple[int, str]:
     from bench.core.runner import run_scenario  # only this path needs Kafka clients
 
     scenario = Scenario.from_toml(args.scenario, dict(parse_set_option(text) for text in args.overrides))
-    code, folder, _ = run_scenario(scenario, args.bootstrap_servers, args.results_dir, args.broker)
+    code, folder, result = run_scenario(scenario, args.bootstrap_servers, args.results_dir, args.broker)
+    run_command.write_report(folder, result)
     print(f"candidate run: {folder} ({'complete' if code == EXIT_OK else f'exit code {code}'})")
     return code, str(folder)
 

@@ -6,7 +6,7 @@ import argparse
 from pathlib import Path
 
 from bench.output.report import write_run_report
-from bench.output.results import RESULT_FILE_NAME
+from bench.results.store import RESULT_FILE_NAME
 from streamstore.errors import UsageError
 
 NAME = "report"

@@ -8,7 +8,7 @@ from bench.analysis.stats import count_warnings
 from bench.commands._options import add_broker_arguments, add_results_argument
 from bench.core.runner import run_scenario
 from bench.core.scenario import Scenario, parse_set_option
-from bench.output.results import format_us
+from bench.results.formatting import format_us
 
 NAME = "run"
 HELP = "run a scenario at its target rate and measure delivery, response and end-to-end latency, lag, counts"
@@ -46,9 +46,18 @@ def scenario_from_args(args: argparse.Namespace) -> Scenario:
 def run(args: argparse.Namespace) -> int:
     scenario = scenario_from_args(args)
     code, folder, result = run_scenario(scenario, args.bootstrap_servers, args.results_dir, args.broker,
-                                        args.keep_broker, write_report=not args.no_report)
+                                        args.keep_broker)
+    if not args.no_report:
+        write_report(folder, result)
     print(summary_text(result, folder))
     return code
+
+
+def write_report(folder, result: dict) -> None:
+    """report.md, report.html and the plots of one run folder."""
+    from bench.output.report import write_run_report  # matplotlib: only when a report is wanted
+
+    write_run_report(folder, result)
 
 
 def summary_text(result: dict, folder) -> str:

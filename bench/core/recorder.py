@@ -18,7 +18,7 @@ from typing import Any
 
 from hdrh.histogram import HdrHistogram
 
-from bench.output.results import (
+from bench.results.histograms import (
     LATENCY_HIGHEST_US,
     LATENCY_LOWEST_US,
     LATENCY_SIGNIFICANT_FIGURES,

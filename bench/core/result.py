@@ -21,7 +21,10 @@ from bench.broker.ensure import BrokerInUse
 from bench.core.audit import AuditOutcome, Verdict
 from bench.core.recorder import RunRecorder
 from bench.core.scenario import Scenario
-from bench.output.results import environment_metadata, run_folder, utc_iso, write_interval_log, write_result
+from bench.results.environment import environment_metadata
+from bench.results.formatting import utc_iso
+from bench.results.histograms import write_interval_log
+from bench.results.store import run_folder, write_result
 
 COUNT_FIELDS = ("sent", "acked", "failed", "consumed", "lost", "duplicated", "malformed", "broker_offset_delta")
 # Interval-log file per latency metric (the cumulative histograms live in result.json).

@@ -33,6 +33,7 @@ from bench.core.clients import check_client_settings, high_watermarks, scenario_
 from bench.core.fault_watch import FaultWatch
 from bench.core.merge import RunMeasurements
 from bench.core.producer import CHILD_START_TIMEOUT_S, INTERRUPT_DRAIN_S, producer_main
+from bench.core.progress import Progress, p99_scope, progress_line
 from bench.core.protocol import TRACKER, Drain, Inbox, producer_name
 from bench.core.result import (
     RunResult,
@@ -44,8 +45,7 @@ from bench.core.result import (
 )
 from bench.core.scenario import Scenario
 from bench.core.tracker import tracker_main
-from bench.output.progress import Progress, p99_scope, progress_line
-from bench.output.results import DEFAULT_RESULTS_ROOT, check_results_root
+from bench.results.store import DEFAULT_RESULTS_ROOT, check_results_root
 from streamstore.admin import ensure_topic, topic_configs
 from streamstore.errors import RunFailed, UsageError
 
@@ -323,7 +323,6 @@ def run_scenario(
     broker_mode: str = "auto",
     keep_broker: bool = False,
     out: TextIO | None = None,
-    write_report: bool = True,
     broker_state_dir: str | os.PathLike | None = None,
 ) -> tuple[int, Path, dict[str, Any]]:
     """Run one scenario end to end; returns (exit code, run folder, result dict).
@@ -350,8 +349,4 @@ def run_scenario(
             raise UsageError(f"broker faults need the embedded broker, and the broker at {bootstrap_servers} is not one started "
                              "by `python -m bench broker start` (or give its --state-dir)")
         code, folder, result = _Run(scenario, broker, Path(results_root), out, faults).execute()
-    if write_report:
-        from bench.output.report import write_run_report  # matplotlib: only when a report is wanted
-
-        write_run_report(folder, result)
     return code, folder, result

@@ -20,8 +20,6 @@ the peak, both derived.
 from __future__ import annotations
 
 import dataclasses
-import hashlib
-import json
 import re
 import tomllib
 import uuid
@@ -31,7 +29,8 @@ from typing import Any
 
 from bench.broker.fault_spec import check_schedule, parse_faults
 from bench.core.scenario_files import resolve_scenario_path, scenarios_held, unknown_name
-from bench.output.results import redact_secrets
+from bench.results.fingerprint import fingerprint_of
+from bench.results.redaction import redact_secrets
 from streamstore.config import CLIENT_MESSAGE_MAX_BYTES, MAX_VALUE_BYTES
 from streamstore.errors import UsageError
 from streamstore.orders import PAYLOAD_KINDS
@@ -63,12 +62,6 @@ _SIZE_UNITS = {"": 1, "b": 1, "kb": 1000, "mb": 1000**2, "gb": 1000**3, "kib": 1
 _SIZE_TEXT = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([a-zA-Z]*)\s*$")
 _TOPIC_NAME = re.compile(r"^[A-Za-z0-9._-]{1,249}$")
 
-# Fields that do not change what is measured, so two runs that differ only in them are
-# comparable: the label, where the load goes (topic name), how long it lasts (percentiles
-# of a 30 s and a 60 s run at the same rate compare) and how long to wait for stragglers.
-# Faults, the slow consumer among them, are in it: a run with a fault is not comparable to one
-# without. Secret values never enter the fingerprint either.
-_NOT_FINGERPRINTED = frozenset({"name", "topic", "duration_s", "warmup_s", "drain_timeout_s"})
 # Fields of older result files, no longer scenario fields: ignored when 0 (off), refused otherwise.
 _RETIRED_FIELDS = {"fault_consumer_delay_ms": 'the slow-consumer fault, e.g. faults = ["slow-consumer=20ms@0+30"]',
                    "fault_tracker_stall_s": "nothing: it was a test seam"}
@@ -225,23 +218,8 @@ class Scenario:
         return redact_secrets(values)
 
     def fingerprint(self) -> str:
-        """16 hex chars over the fields that make two runs comparable (see _NOT_FINGERPRINTED).
-
-        Secret settings count by name only (their values are redacted first), so rotating a
-        password does not break comparison with a baseline.
-        """
-        values = {k: v for k, v in self.to_dict().items() if k not in _NOT_FINGERPRINTED}
-        if not self.phases:
-            values.pop("phases")
-        # Left at the broker's default they are left out, so fingerprints (and baselines) from
-        # before these fields existed still match; so are faults when there are none.
-        for field in ("min_insync_replicas", "unclean_leader_election"):
-            if values[field] is None:
-                values.pop(field)
-        if not self.faults:
-            values.pop("faults")
-        canonical = json.dumps(values, sort_keys=True, separators=(",", ":"))
-        return hashlib.sha256(canonical.encode()).hexdigest()[:16]
+        """16 hex chars over the fields that make two runs comparable (bench/results/fingerprint.py)."""
+        return fingerprint_of(self.to_dict())
 
 
 FIELD_NAMES = frozenset(field.name for field in dataclasses.fields(Scenario))

@@ -12,7 +12,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from bench.core.scenario import COMPRESSION_LEVELS, parse_size
-from bench.output.results import redact_secrets
+from bench.results.redaction import redact_secrets
 from streamstore.config import (
     CLIENT_MESSAGE_MAX_BYTES,
     MAX_VALUE_BYTES,

@@ -33,7 +33,7 @@ from bench.core.tracker import tracker_main
 from bench.locust.options import tracked_scenario
 from bench.locust.worker import options_bootstrap
 from bench.output.report import write_run_report
-from bench.output.results import decode_histogram, encode_histogram, new_latency_histogram
+from bench.results.histograms import decode_histogram, encode_histogram, new_latency_histogram
 from streamstore.errors import StreamStoreError
 
 logger = logging.getLogger("bench.locust")

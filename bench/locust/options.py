@@ -9,7 +9,7 @@ from typing import Any
 
 from bench.analysis.thresholds import Limit, parse_checks
 from bench.core.scenario import Scenario, merge_overrides, parse_set_option
-from bench.output.results import DEFAULT_RESULTS_ROOT
+from bench.results.store import DEFAULT_RESULTS_ROOT
 from streamstore.config import default_bootstrap_servers
 from streamstore.errors import UsageError
 

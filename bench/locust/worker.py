@@ -24,7 +24,7 @@ from bench.core.protocol import ProducerSecond
 from bench.core.recorder import fold_counts, record_counts
 from bench.core.scenario import Scenario
 from bench.locust.bulk_stats import log_deliveries
-from bench.output.results import encode_histogram, new_latency_histogram
+from bench.results.histograms import encode_histogram, new_latency_histogram
 from streamstore.producer import OrderProducer
 
 # Locust's request type of a delivery (its name is the topic).

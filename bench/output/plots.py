@@ -21,13 +21,9 @@ import matplotlib.pyplot as plt  # noqa: E402  (the backend must be chosen first
 from matplotlib.ticker import FixedLocator, FuncFormatter, NullLocator  # noqa: E402
 from PIL import Image  # noqa: E402  (Pillow comes with matplotlib)
 
-from bench.output.results import (  # noqa: E402
-    decode_histogram,
-    describe_environment,
-    describe_scenario,
-    format_bytes,
-    latency_title,
-)
+from bench.results.formatting import describe_environment, describe_scenario, format_bytes  # noqa: E402
+from bench.results.histograms import decode_histogram  # noqa: E402
+from bench.results.metrics import latency_title  # noqa: E402
 
 LATENCY_KINDS = {kind: latency_title(kind) for kind in ("service_time", "response_time", "end_to_end")}
 # The HDR axis: x = 1 / (1 - p), so each "nine" gets the same width.

@@ -19,18 +19,9 @@ from bench.analysis.compare import DeltaRow, Verdict
 from bench.analysis.failover import FAILOVER_COLUMNS, failover_row
 from bench.analysis.stats import derive_warnings, measured_indices, series_samples
 from bench.output import plots
-from bench.output.results import (
-    LATENCY_LABELS,
-    SUMMARY_PERCENTILES,
-    describe_environment,
-    describe_scenario,
-    format_change,
-    format_us,
-    format_value,
-    latency_title,
-    load_result,
-    write_text_atomic,
-)
+from bench.results.formatting import describe_environment, describe_scenario, format_change, format_us, format_value
+from bench.results.metrics import LATENCY_LABELS, SUMMARY_PERCENTILES, latency_title
+from bench.results.store import load_result, write_text_atomic
 from streamstore.errors import UsageError
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import TextIO
 
-from bench.output.results import format_us
+from bench.results.formatting import format_us
 
 
 def p99_scope(second: int, warmup_s: float) -> str:

@@ -1,0 +1,43 @@
+"""A scenario's fingerprint: which of its fields make two runs comparable. Pure, over the
+scenario as a result file stores it, so comparing two results needs nothing but the files."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Mapping
+from typing import Any
+
+# Fields that do not change what is measured, so two runs that differ only in them are
+# comparable: the label, where the load goes (topic name), how long it lasts (percentiles
+# of a 30 s and a 60 s run at the same rate compare) and how long to wait for stragglers.
+# Faults, the slow consumer among them, are in it: a run with a fault is not comparable to one
+# without. Secret values never enter the fingerprint either. fault_consumer_delay_ms and
+# fault_tracker_stall_s are not scenario fields any more (they were test seams); older result
+# files hold them (as 0), left out as they always were, so their fingerprints still match.
+NOT_FINGERPRINTED = frozenset({"name", "topic", "duration_s", "warmup_s", "drain_timeout_s", "fault_consumer_delay_ms",
+                               "fault_tracker_stall_s"})
+# Left at the broker's default these are left out, so fingerprints (and baselines) from before
+# the fields existed still match; so are phases and faults when there are none.
+_OMITTED_WHEN_EMPTY = ("min_insync_replicas", "unclean_leader_election", "phases", "faults")
+
+
+def fingerprint_of(scenario: Mapping[str, Any]) -> str:
+    """16 hex chars over the fingerprinted fields of a scenario dict (secrets already redacted,
+    so rotating a password does not break comparison with a baseline)."""
+    values = {key: value for key, value in scenario.items() if key not in NOT_FINGERPRINTED}
+    for field in _OMITTED_WHEN_EMPTY:
+        if field in values and (values[field] is None or values[field] in ((), [])):
+            values.pop(field)
+    canonical = json.dumps(values, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(canonical.encode()).hexdigest()[:16]
+
+
+def changes_fingerprint(scenario: Mapping[str, Any], key: str, other_value: Any) -> bool:
+    """Whether setting one field to another value (None: removing it) changes the fingerprint."""
+    changed = dict(scenario)
+    if other_value is None:
+        changed.pop(key, None)
+    else:
+        changed[key] = other_value
+    return fingerprint_of(changed) != fingerprint_of(scenario)
