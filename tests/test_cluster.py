@@ -4,6 +4,9 @@ a cluster that keeps serving acks=all producers after a node is killed."""
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -15,8 +18,9 @@ from kafka_truth import PROJECT_ROOT, assert_counts_match_broker, bench_command,
 from test_broker import process_alive
 
 from bench.broker.cluster import EmbeddedCluster
-from bench.broker.embedded import port_is_free
+from bench.broker.embedded import PROPERTIES_HEADER, EmbeddedBroker, port_is_free
 from bench.broker.probe import broker_answers
+from bench.results.store import load_result
 from streamstore.admin import connect_admin, ensure_topic, topic_configs
 from streamstore.config import admin_config, producer_config
 from streamstore.errors import UsageError
@@ -272,3 +276,106 @@ def test_a_restart_keeps_the_recorded_layout_and_heap_unless_told(tmp_path):
     with pytest.raises(UsageError, match="holds another cluster"):
         EmbeddedCluster(state_dir=tmp_path, nodes=2, port=40000)
     assert EmbeddedCluster.open(tmp_path).layout == first.layout
+
+
+def bench_in(cwd: Path, *args: str, timeout: float = START_TIMEOUT_S) -> subprocess.CompletedProcess:
+    """`python -m bench ARGS` run from cwd (its .state/ is cwd's), with this checkout's bench."""
+    return subprocess.run([sys.executable, "-m", "bench", *args], capture_output=True, text=True, timeout=timeout,
+                          cwd=cwd, env={**os.environ, "PYTHONPATH": str(PROJECT_ROOT)})
+
+
+def write_single_broker_state(state_dir: Path, port: int) -> None:
+    """A stopped single broker's state dir as `broker start` leaves it (its server.properties)."""
+    broker = EmbeddedBroker(port=port, controller_port=free_ports(1)[0], state_dir=state_dir)
+    state_dir.mkdir(parents=True)
+    lines = [f"{key}={value}" for key, value in broker.server_properties().items()]
+    broker.config.properties_path.write_text(PROPERTIES_HEADER + "\n" + "\n".join(lines) + "\n")
+
+
+def test_later_commands_find_the_cluster_broker_start_left_in_the_working_dir(tmp_path, unique_topic):
+    """`broker start --nodes 3`, then chaos and stop with neither --state-dir nor --nodes: both find
+    the cluster from its state under .state/; elsewhere, a stop names the command that stops it."""
+    base = free_port_block(9)
+    address = f"127.0.0.1:{base}"
+    started = bench_in(tmp_path, "broker", "start", "--nodes", "3", "--port", str(base))
+    state_dir = tmp_path / ".state" / f"cluster-{base}"
+    pids = [int(line.split("(pid ")[1].split(",")[0]) for line in started.stdout.splitlines() if "(pid " in line]
+    try:
+        assert started.returncode == 0, started.stdout + started.stderr
+        assert len(pids) == 3 and all(process_alive(pid) for pid in pids)
+
+        # From another working dir nothing is stopped: one line says exactly what to type.
+        elsewhere = tmp_path / "elsewhere"
+        elsewhere.mkdir()
+        refused = bench_in(elsewhere, "broker", "stop", "--port", str(base))
+        assert refused.returncode == 2, refused.stdout + refused.stderr
+        assert refused.stderr == (
+            f"error: nothing stopped: the broker at {address} is the embedded 3-node cluster in {state_dir} "
+            f"(pids {', '.join(map(str, pids))}), with its state outside .state/ here; to stop it, type: "
+            f"python -m bench broker stop --state-dir {state_dir}\n")
+        assert all(process_alive(pid) for pid in pids)
+        faults = ["--fault", "kill:leader@3+4", "--topic", unique_topic, "--no-report"]
+        chaos_elsewhere = bench_in(elsewhere, "chaos", str(REPLICATED_SCENARIO), "--bootstrap-servers", address,
+                                   "--results-dir", str(elsewhere / "results"), *faults)
+        assert chaos_elsewhere.returncode == 2, chaos_elsewhere.stdout + chaos_elsewhere.stderr
+        assert chaos_elsewhere.stderr.strip().endswith(
+            f"the one that does is the embedded 3-node cluster in {state_dir}: add --state-dir {state_dir}")
+
+        # From the working dir that started it, chaos finds the cluster by its address alone.
+        chaos = bench_in(tmp_path, "chaos", str(REPLICATED_SCENARIO), "--bootstrap-servers", address,
+                         "--results-dir", str(tmp_path / "results"), "--duration", "10", "--warmup", "1", *faults,
+                         timeout=900)
+        assert chaos.returncode == 0, chaos.stdout + chaos.stderr
+        [folder] = [path.parent for path in (tmp_path / "results").glob("*/result.json")]
+        result = load_result(folder)
+        assert result["broker"]["embedded"] is True
+        [fault] = result["failover"]["faults"]
+        assert fault["role"] == "leader" and fault["node_id"] in (1, 2, 3)
+        assert pids[fault["node_id"] - 1] not in [pid for pid in pids if process_alive(pid)]  # killed, restarted
+        assert_counts_match_broker(result, address, faults=True)
+        assert result["counts"]["lost"] == 0
+        pids = [int((state_dir / f"node-{k}" / "broker.pid").read_text()) for k in (1, 2, 3)]
+        assert all(process_alive(pid) for pid in pids)
+    finally:
+        stopped = bench_in(tmp_path, "broker", "stop", "--port", str(base))
+    assert stopped.returncode == 0, stopped.stdout + stopped.stderr
+    assert stopped.stdout.startswith(f"stopped the 3-node cluster in {state_dir} in ")
+    assert not any(process_alive(pid) for pid in pids)
+
+    # Stopped, a cluster and a single broker recorded for the same port: one line names the flag.
+    write_single_broker_state(tmp_path / ".state" / f"broker-{base}", base)
+    status = bench_in(tmp_path, "broker", "status", "--port", str(base))
+    assert status.returncode == 2, status.stdout + status.stderr
+    assert status.stderr == (
+        f"error: 2 embedded brokers could be the one at {address} (the single broker in "
+        f"{tmp_path / '.state' / f'broker-{base}'} and the 3-node cluster in {state_dir}; neither runs): "
+        "pick one with --nodes 1 or --nodes 3 (or --state-dir)\n")
+    picked = bench_in(tmp_path, "broker", "status", "--port", str(base), "--state-dir", str(state_dir))
+    assert picked.stdout.startswith(f"cluster: 0 of 3 nodes running, Apache Kafka 3.8.1, state {state_dir}\n")
+
+
+def test_proxy_commands_find_the_state_dir_of_the_cluster_they_front(tmp_path):
+    """Proxies start before their cluster: in the state dir `broker start --nodes 3 --port P` will
+    use; status and stop find them there with no --state-dir."""
+    listen, upstream = free_ports(3), free_ports(3)
+    routes = [f"--node={k + 1}={listen[k]}:{upstream[k]}" for k in range(3)]
+    state_dir = (tmp_path / ".state" / f"cluster-{upstream[0]}").resolve()
+    started = bench_in(tmp_path, "proxy", "start", *routes)
+    try:
+        assert started.returncode == 0, started.stdout + started.stderr
+        assert started.stdout.endswith(f"control {state_dir}/client-proxies.sock\n")
+        status = bench_in(tmp_path, "proxy", "status")
+        assert status.stdout == f"client proxies for nodes 1, 2, 3 at {state_dir}/client-proxies.sock\n"
+        stopped = bench_in(tmp_path, "proxy", "stop")
+        assert stopped.stdout == f"stopped the client proxies for {state_dir}\n", stopped.stdout + stopped.stderr
+    finally:
+        bench_in(tmp_path, "proxy", "stop", "--state-dir", str(state_dir))
+    pid = int(started.stdout.split("(pid ")[1].split(")")[0])
+    deadline = time.monotonic() + 30
+    while process_alive(pid):  # `stop` asks; the proxies close their sockets and end a moment later
+        assert time.monotonic() < deadline, f"the proxy process {pid} still runs 30 s after stop"
+        time.sleep(0.1)
+    status = bench_in(tmp_path, "proxy", "status", "--bootstrap-servers", f"127.0.0.1:{listen[0]}")
+    assert status.returncode == 0
+    assert status.stdout == (f"no client proxies run under {(tmp_path / '.state').resolve()}, and no embedded broker "
+                             f"there answers at 127.0.0.1:{listen[0]}\n")

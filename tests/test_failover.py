@@ -480,5 +480,5 @@ def test_a_slow_consumer_record_reads_as_the_consumer_not_a_node():
                                             "before": {"p50": 9_660, "p99": 429_000}}}}
     assert failover_lines({"faults": [record]}) == [
         "failover slow-consumer=20ms@8+6 on the consumer at 8.0 s: longest gap without a consumed message 249 ms, "
-        "end-to-end p50 18.1 ms during vs 9.66 ms before, p99 302 ms vs 429 ms"]
+        "end-to-end p50 18.1 ms during vs 9.66 ms before, end-to-end p99 302 ms vs 429 ms"]
     assert failover_row(record)[:2] == ["slow-consumer=20ms@8+6", "the consumer"]

@@ -105,12 +105,12 @@ def test_row_reports_skipped_compression_and_ratio():
     row = cell_row(1_000_000, "gzip", [10.0, 30.0, 20.0], [15.0, 40.0, 25.0], [1_000_070], 1_000_070,
                    50_000_000, 40_000_000, None)
     assert row["service_time_ms"] == {"p50": 20.0, "max": 30.0}
-    assert row["throughput_mb_s"] == 40.0  # 1 MB in a 25 ms end-to-end p50
+    assert row["transfer_rate_mb_s"] == 40.0  # 1 MB in a 25 ms end-to-end p50
     assert row["compression_skipped"] is True and row["compression_ratio"] < 1
     compressed = cell_row(1_000_000, "gzip", [1.0], [2.0], [1_200], None, None, None, None)
     assert compressed["compression_skipped"] is False and compressed["compression_ratio"] == 833.3
     failed = cell_row(1_000_000, "none", [], [], [], None, None, None, "produce: timed out")
-    assert failed["reps"] == 0 and failed["end_to_end_ms"] is None and failed["throughput_mb_s"] is None
+    assert failed["reps"] == 0 and failed["end_to_end_ms"] is None and failed["transfer_rate_mb_s"] is None
 
 
 def test_memory_target_is_judged_on_the_largest_size_only():
@@ -337,7 +337,7 @@ def test_quick_sweep_end_to_end(kafka_bootstrap, tmp_path, capsys):
     # Kafka's EndToEndLatency beside every cell: measured, its messages all on the broker.
     for row in cells.values():
         java = row["java"]
-        assert java["error"] is None and java["end_to_end_ms"] > 0 and java["throughput_mb_s"] > 0, java
+        assert java["error"] is None and java["end_to_end_ms"] > 0 and java["transfer_rate_mb_s"] > 0, java
         assert java["broker_offset_delta"] == java["messages"] == row["reps"] + java["warmup_message_left_out"]
     assert "100 MB  gzip   Java EndToEndLatency  end-to-end mean" in out
     assert "Java EndToEndLatency end-to-end (mean)" in (folder / "report.md").read_text()

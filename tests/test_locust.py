@@ -21,6 +21,7 @@ import pytest
 from conftest import free_port_pair
 from hdrh.histogram import HdrHistogram
 from kafka_truth import RecordDropper, assert_counts_match_broker
+from window_truth import hlog_merged, hlog_total, window_count
 
 from bench.results.store import load_result
 from streamstore.admin import connect_admin, ensure_topic, topic_configs, topic_watermarks
@@ -249,14 +250,17 @@ def test_local_runner_counts_every_delivery_in_locust_stats_and_writes_result(ka
     assert result["locust"]["hdr_total_count"] == out["requests"] == result["counts"]["acked"]
     assert result["counts"]["consumed"] == result["counts"]["acked"] and result["counts"]["lost"] == 0
     service = result["latency_us"]["service_time"]
-    assert service["count"] == out["requests"]  # no warm-up by default
+    # Every request is in the interval log; the summary holds the measured window of it.
+    assert hlog_total(folders[0] / "service_time.hlog") == out["requests"]
+    assert service["count"] == window_count(folders[0] / "service_time.hlog", result)
     # Locust's min/max are the exact latencies (ms); the HDR's are its buckets' (µs, 3 digits).
-    assert abs(service["min"] - out["min_ms"] * 1000) <= max(1, service["min"] / 500)
-    assert abs(service["max"] - out["max_ms"] * 1000) <= service["max"] / 500
+    whole_run = hlog_merged(folders[0] / "service_time.hlog")
+    assert abs(whole_run.get_min_value() - out["min_ms"] * 1000) <= max(1, whole_run.get_min_value() / 500)
+    assert abs(whole_run.get_max_value() - out["max_ms"] * 1000) <= whole_run.get_max_value() / 500
     # Flat out, as in `bench run`, every 64th message carries the trace header (sequences 0, 64, ...)
     # and the loss audit is by offsets.
     end_to_end = result["latency_us"]["end_to_end"]
-    assert end_to_end["sample_every"] == 64 and end_to_end["count"] == (out["requests"] + 63) // 64
+    assert end_to_end["sample_every"] == 64 and hlog_total(folders[0] / "end_to_end.hlog") == (out["requests"] + 63) // 64
     assert (folders[0] / "service_time.hlog").exists() and (folders[0] / "end_to_end.hlog").exists()
     assert (folders[0] / "report.md").exists()
 
@@ -283,7 +287,7 @@ def test_headless_two_processes_merge_counts(kafka_bootstrap, unique_topic, tmp_
     # The tracker runs in its own process: its end-to-end latency is close to the delivery
     # latency at this moderate rate (in a thread of the master it read ~15x the delivery p50).
     latency = result["latency_us"]
-    assert latency["end_to_end"]["count"] == result["counts"]["acked"] and latency["end_to_end"]["sample_every"] == 1
+    assert hlog_total(folders[0] / "end_to_end.hlog") == result["counts"]["acked"] and latency["end_to_end"]["sample_every"] == 1
     assert latency["end_to_end"]["p50"] < 3 * latency["service_time"]["p50"] + 5_000
 
 
@@ -407,10 +411,12 @@ def test_two_processes_merged_delivery_percentiles_equal_the_union_of_the_worker
         histogram = HdrHistogram.decode(worker["service_time_histogram"])
         assert histogram.get_total_count() == worker["hdr_count"] == worker["acked"] > 0
         union.add(histogram)
-    service = result["latency_us"]["service_time"]
-    assert service["count"] == union.get_total_count() == result["counts"]["acked"]
-    assert (service["p50"], service["p99"], service["max"]) == (
+    # The master's interval log, every second of the run, is the workers' histograms merged.
+    merged = hlog_merged(folder / "service_time.hlog")
+    assert merged.get_total_count() == union.get_total_count() == result["counts"]["acked"]
+    assert (merged.get_value_at_percentile(50), merged.get_value_at_percentile(99), merged.get_max_value()) == (
         union.get_value_at_percentile(50), union.get_value_at_percentile(99), union.get_max_value())
+    assert result["latency_us"]["service_time"]["count"] == window_count(folder / "service_time.hlog", result)
 
 
 # From the tracker's start (the test start): covers the tracker process starting, the first

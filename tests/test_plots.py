@@ -90,10 +90,10 @@ def test_large_message_plots_carry_the_java_peer_even_where_the_harness_did_not_
     result = load_result(FIXTURES / "large-message")
     rows = result["large_message"]["rows"]
     for row in rows:
-        row["java"] = {"end_to_end_ms": 10.0 + row["size_bytes"] / 1e6, "throughput_mb_s": 50.0, "error": None}
+        row["java"] = {"end_to_end_ms": 10.0 + row["size_bytes"] / 1e6, "transfer_rate_mb_s": 50.0, "error": None}
     rows.append({**rows[-1], "size_bytes": 300_000_000, "compression": "none", "not_sent": True, "error": "not sent",
                  "service_time_ms": None, "end_to_end_ms": None,
-                 "java": {"end_to_end_ms": 44_000.0, "throughput_mb_s": 6.8, "error": None}})
+                 "java": {"end_to_end_ms": 44_000.0, "transfer_rate_mb_s": 6.8, "error": None}})
     assert (300_000_000, 44_000.0, 6.8) in plots._java_by_compression(rows)["none"]
     written = plots.write_run_plots(result, tmp_path)
     assert [p.name for p in written][:2] == ["large_message_latency.png", "large_message_throughput_memory.png"]

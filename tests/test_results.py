@@ -201,7 +201,7 @@ def test_version_1_files_are_read_in_the_current_names():
     assert json.loads(path.read_text())["schema_version"] == 1
     original_rows = json.loads(path.read_text())["large_message"]["rows"]
     document = load_result(path)
-    assert document["schema_version"] == SCHEMA_VERSION == 3
+    assert document["schema_version"] == SCHEMA_VERSION == 4
     assert document["large_message"]["peer"] is None
     for original, row in zip(original_rows, document["large_message"]["rows"], strict=True):
         assert row["java"] is None
@@ -217,6 +217,6 @@ def test_version_2_large_message_files_read_with_no_peer(tmp_path):
     path.write_text(json.dumps({"schema_version": 2, "kind": "large-message", "scenario": {"name": "large-message"},
                                 "large_message": {"rows": [row]}}))
     document = load_result(path)
-    assert document["schema_version"] == 3 and document["scenario"]["peer"] is None
+    assert document["schema_version"] == SCHEMA_VERSION and document["scenario"]["peer"] is None
     assert document["large_message"]["peer"] is None and document["large_message"]["rows"][0]["java"] is None
     assert document["large_message"]["rows"][0]["service_time_ms"] == {"p50": 1.0, "max": 1.0}

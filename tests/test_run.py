@@ -19,6 +19,7 @@ import pytest
 from confluent_kafka import Producer
 from hdrh.log import HistogramLogReader
 from kafka_truth import assert_counts_match_broker, bench_command, wait_for_records
+from window_truth import hlog_total, window_count, window_sum
 
 from bench.cli import main as bench_main
 from bench.core.audit import audit_offsets, lost_sequences, offset_ranges
@@ -46,7 +47,8 @@ def _run(scenario: Scenario, bootstrap: str, tmp_path: Path):
     return run_scenario(scenario, bootstrap, tmp_path / "results", "external", out=io.StringIO())
 
 
-def _hlog_total(path: Path) -> int:
+def _hdrh_reader_total(path: Path) -> int:
+    """The log's total as hdrh's own HistogramLogReader reads it (the format is readable by it)."""
     reader = HistogramLogReader(str(path), new_latency_histogram())
     total = 0
     while (interval := reader.get_next_interval_histogram()) is not None:
@@ -71,29 +73,32 @@ def test_fixed_rate_run_counts_histograms_and_interval_logs_agree(kafka_bootstra
     # The broker's own offsets, read independently of the run.
     assert counts["broker_offset_delta"] == sum(high - low for low, high in topic_watermarks(kafka_bootstrap, unique_topic).values())
     latency = document["latency_us"]
-    assert latency["service_time"]["count"] == latency["response_time"]["count"] == counts["acked"]
-    assert latency["send_delay"]["count"] == counts["sent"]
-    assert latency["end_to_end"]["count"] == counts["consumed"]
+    # The interval logs hold every second; the summaries the measured window of them.
+    assert hlog_total(folder / "service_time.hlog") == counts["acked"] == _hdrh_reader_total(folder / "service_time.hlog")
+    assert hlog_total(folder / "end_to_end.hlog") == counts["consumed"]
+    assert latency["service_time"]["count"] == latency["response_time"]["count"] == window_sum(document, "acked") > 0
+    assert latency["service_time"]["count"] == window_count(folder / "service_time.hlog", document)
+    assert latency["send_delay"]["count"] == window_sum(document, "sent")
+    assert latency["end_to_end"]["count"] == window_count(folder / "end_to_end.hlog", document) == window_sum(document, "consumed")
     # At a fixed rate every message carries the trace: every sequence is audited.
     assert document["audit"] == "sequences" and latency["end_to_end"]["sample_every"] == latency["service_time"]["sample_every"] == 1
     for summary in latency.values():
         assert decode_histogram(summary["histogram"]).get_total_count() == summary["count"]
         assert summary["p50"] <= summary["p99"] <= summary["p99_9"] <= summary["max"]
-    assert _hlog_total(folder / "service_time.hlog") == latency["service_time"]["count"]
-    assert _hlog_total(folder / "end_to_end.hlog") == latency["end_to_end"]["count"]
     series = document["series"]
     assert sum(series["sent"]) == counts["sent"] and sum(series["consumed"]) == counts["consumed"]
     assert len(series["t_s"]) == len(series["lag_messages"]) >= scenario.duration_s
     assert set(series["lag_messages_by_partition"]) == {"0", "1"}
     assert document["fingerprint"] == scenario.fingerprint()
-    assert document["throughput"]["acked_per_s"] > 0
+    assert document["throughput"]["acked_per_s"] == round(window_sum(document, "acked") / document["throughput"]["measured_s"], 1)
 
 
 def test_warmup_seconds_are_in_the_series_but_not_the_summary(kafka_bootstrap, unique_topic, tmp_path):
     code, folder, result = _run(_scenario(unique_topic, duration_s=3, warmup_s=1), kafka_bootstrap, tmp_path)
     assert code == 0, result["failure"]
+    assert result["latency_us"]["service_time"]["count"] == window_count(folder / "service_time.hlog", result)
     assert result["latency_us"]["service_time"]["count"] < result["counts"]["acked"]
-    assert _hlog_total(folder / "service_time.hlog") == result["counts"]["acked"]
+    assert hlog_total(folder / "service_time.hlog") == result["counts"]["acked"]
 
 
 def _pause_child(name: str, bootstrap: str, topic: str, records: int, pause_s: float, paused: list) -> threading.Thread:
@@ -250,11 +255,11 @@ def test_flat_out_run_samples_the_trace_and_audits_by_offsets(kafka_bootstrap, u
     assert counts["lost"] == counts["duplicated"] == 0
     end_to_end = document["latency_us"]["end_to_end"]
     # Sequences 0, 64, 128, ... carry the trace.
-    assert end_to_end["sample_every"] == 64 and end_to_end["count"] == (counts["sent"] + 63) // 64
+    assert end_to_end["sample_every"] == 64 and hlog_total(folder / "end_to_end.hlog") == (counts["sent"] + 63) // 64
     # Service time from the same traced messages; every acked one is still counted and audited.
     service_time = document["latency_us"]["service_time"]
-    assert service_time["sample_every"] == 64 and service_time["count"] == end_to_end["count"]
-    assert _hlog_total(folder / "service_time.hlog") == service_time["count"]
+    assert service_time["sample_every"] == 64 and hlog_total(folder / "service_time.hlog") == (counts["sent"] + 63) // 64
+    assert service_time["count"] == window_count(folder / "service_time.hlog", document)
 
 
 @pytest.mark.parametrize("arguments, message", [

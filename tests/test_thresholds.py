@@ -5,7 +5,6 @@ from __future__ import annotations
 import pytest
 
 from bench.analysis.thresholds import (
-    LATENCY_FLOOR_US,
     Check,
     Limit,
     deprecation_lines,
@@ -13,10 +12,11 @@ from bench.analysis.thresholds import (
     parse_check,
     parse_checks,
 )
+from bench.results.metrics import LATENCY_FLOOR_US
 from streamstore.errors import UsageError
 
 RESULT = {"latency_us": {"service_time": {"p99": 60_000}, "end_to_end": {"p99_9": 800}},
-          "counts": {"failed": 0, "lost": None}, "warmup_s": 0,
+          "counts": {"failed": 0, "lost": None}, "warmup_s": 0, "throughput": {"acked_per_s": 20.0},
           "series": {"t_s": [1, 2, 3], "sent": [20, 20, 0], "acked": [20, 20, 0]}}
 
 

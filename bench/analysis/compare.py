@@ -12,15 +12,16 @@ A regression needs all three of:
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from bench.analysis.stats import mann_whitney_u, relative_change, run_faults, series_samples
-from bench.analysis.thresholds import METRICS, Check
+from bench.analysis.stats import mann_whitney_u, relative_change, run_faults
+from bench.analysis.thresholds import Check
 from bench.results.fingerprint import changes_fingerprint
 from bench.results.formatting import format_value
-from bench.results.metrics import LATENCY_LABELS
+from bench.results.metrics import METRICS, PLOTTED_LATENCIES
+from bench.results.window import series_samples
 from streamstore.errors import UsageError
 
 COMPARABLE_KINDS = frozenset({"run", "locust"})
@@ -28,8 +29,6 @@ DEFAULT_ALPHA = 0.05
 # Below this many per-second samples per side the normal approximation of U says nothing.
 MIN_SAMPLES = 8
 
-# Latencies compared (send delay is the generator's lateness, a warning, not a service level).
-LATENCY_KINDS = {kind: LATENCY_LABELS[kind][0] for kind in ("service_time", "response_time", "end_to_end")}
 # Chosen from the measured spread of identical reruns (docs/reports.md, "How the default checks
 # were chosen"): 10 reruns of scenarios/ci-gate.toml on a quiet 2-core machine moved no p50 or p99
 # in the bad direction against their baseline (changes -17 % .. 0 %), while on a busy machine the
@@ -133,43 +132,29 @@ class DeltaRow:
     changes: tuple[float | None, ...]  # relative to the first run; None for the first run itself
 
 
-def _max_lag(result: Mapping[str, Any], key: str) -> float | None:
-    values = (result.get("series") or {}).get(key) or []
-    warmup_s = result.get("warmup_s") or 0
-    seconds = (result.get("series") or {}).get("t_s") or []
-    after_warmup = [v for t, v in zip(seconds, values) if t > warmup_s and v is not None]
-    return max(after_warmup) if after_warmup else None
-
-
-def _latency_summary(kind: str, statistic: str) -> Callable[[Mapping[str, Any]], float | None]:
-    return METRICS[f"{kind}_{statistic}"].summary
+# The rows of the delta table: metric names from the metric table, in this order (latencies
+# only when a run measured them).
+DELTA_METRICS = ("throughput", "throughput_mb", "consumed_throughput",
+                 *(f"{kind}_{statistic}" for kind in PLOTTED_LATENCIES for statistic in ("p50", "p99", "p99_9", "max")),
+                 "lag_max", "lag_time_max", "failed", "lost", "duplicated")
 
 
 def delta_rows(results: Sequence[Mapping[str, Any]]) -> list[DeltaRow]:
-    """Throughput, p50/p99/p99.9/max of each latency and max lag, with changes against run 1.
-
-    Max lag here spans the drain too (everything after warm-up): the worst a consumer saw.
-    """
-    specs: list[tuple[str, str, str, Callable[[Mapping[str, Any]], float | None]]] = [
-        ("throughput (acked)", "msg/s", "lower", METRICS["throughput"].summary),
-        ("throughput (consumed)", "msg/s", "lower", METRICS["consumed_throughput"].summary),
-    ]
-    for kind, kind_label in LATENCY_KINDS.items():
-        if any(((r.get("latency_us") or {}).get(kind) or {}).get("count") for r in results):
-            for statistic, statistic_label in (("p50", "p50"), ("p99", "p99"), ("p99_9", "p99.9"), ("max", "max")):
-                specs.append((f"{kind_label} {statistic_label}", "µs", "higher", _latency_summary(kind, statistic)))
-    specs.append(("consumer lag max", "messages", "higher", lambda r: _max_lag(r, "lag_messages")))
-    specs.append(("consumer time lag max", "ms", "higher", lambda r: _max_lag(r, "lag_time_ms")))
-
+    """One row per metric of DELTA_METRICS that any run measured, with changes against run 1.
+    Every figure covers the window the metric table gives it (the measured window, counts the
+    whole run)."""
     rows = []
-    for label, unit, worse_when, read in specs:
-        values = tuple(read(result) for result in results)
+    for name in DELTA_METRICS:
+        metric = METRICS[name]
+        values = tuple(metric.read(result) for result in results)
+        if metric.path[0] == "latency_us" and all(value is None for value in values):
+            continue
         base = values[0]
         changes = tuple(
             None if index == 0 or base is None or value is None else relative_change(base, value)
             for index, value in enumerate(values)
         )
-        rows.append(DeltaRow(label, unit, worse_when, values, changes))
+        rows.append(DeltaRow(metric.label, metric.unit, metric.worse_when, values, changes))
     return rows
 
 
@@ -203,7 +188,7 @@ class Verdict:
 
 def verdict(check: Check, baseline: Mapping[str, Any], candidate: Mapping[str, Any], alpha: float) -> Verdict:
     metric = check.metric
-    base_value, cand_value = metric.summary(baseline), metric.summary(candidate)
+    base_value, cand_value = metric.read(baseline), metric.read(candidate)
     base_samples, cand_samples = series_samples(baseline, metric.series_key), series_samples(candidate, metric.series_key)
     counts = (len(base_samples), len(cand_samples))
 

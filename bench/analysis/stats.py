@@ -10,42 +10,15 @@ import statistics
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from bench.results.metrics import METRICS
+from bench.results.window import series_samples
+
 # A generator on schedule sends within a few ms of the intended time (sleep granularity,
 # GC pauses); beyond this its response time is dominated by its own lateness.
 GENERATOR_BEHIND_SEND_DELAY_P99_US = 5_000
 # Per-second throughput whose standard deviation exceeds this share of its mean is not a
 # steady state: percentiles from such a run describe a moving target.
 UNSTABLE_THROUGHPUT_CV = 0.10
-
-
-# ---------------------------------------------------------------------------------------------
-# Which seconds count
-
-
-def measured_indices(result: Mapping[str, Any]) -> list[int]:
-    """Indices of the per-second series that form the steady state.
-
-    Excluded: warm-up seconds (t_s <= warmup_s), the last second with sends (a partial
-    second) and the drain seconds after it (nothing is sent while the tracker catches up).
-    Results without a "sent" series (e.g. Locust consumers only) keep every post-warm-up second.
-    """
-    series = result.get("series") or {}
-    seconds = series.get("t_s") or []
-    warmup_s = result.get("warmup_s") or 0
-    sent = series.get("sent")
-    end = len(seconds)
-    if sent:
-        sending = [i for i, count in enumerate(sent) if count]
-        end = sending[-1] if sending else 0
-    return [i for i in range(end) if seconds[i] > warmup_s]
-
-
-def series_samples(result: Mapping[str, Any], key: str) -> list[float]:
-    """The non-null values of one per-second series inside the measured window."""
-    values = (result.get("series") or {}).get(key)
-    if not values:
-        return []
-    return [values[i] for i in measured_indices(result) if i < len(values) and values[i] is not None]
 
 
 def coefficient_of_variation(values: Sequence[float]) -> float | None:
@@ -167,7 +140,7 @@ def derive_warnings(result: Mapping[str, Any]) -> list[str]:
     send_delay = (result.get("latency_us") or {}).get("send_delay") or {}
     if (send_delay.get("p99") or 0) > GENERATOR_BEHIND_SEND_DELAY_P99_US:
         add(
-            f"generator fell behind: send delay p99 = {send_delay['p99'] / 1000:.1f} ms "
+            f"generator fell behind: {METRICS['send_delay_p99'].label} = {send_delay['p99'] / 1000:.1f} ms "
             "(response time includes that lateness; service time does not)"
         )
 

@@ -1,7 +1,7 @@
 """The one threshold syntax, shared by `locust --check` and `bench regress --check`: pure, no
 Locust import, no I/O and no printing.
 
-Two forms over one set of metric names (`METRICS`):
+Two forms over the names of the metric table (bench/results/metrics.py):
 
   METRIC<LIMIT     an absolute limit on one result: `service_time_p99<50ms`, `lost<=0`,
                    `throughput>=1000` (operators < <= > >=; latencies need a unit us/ms/s)
@@ -18,82 +18,13 @@ from __future__ import annotations
 
 import operator
 import re
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from bench.analysis.stats import series_samples
-from bench.results.metrics import LATENCY_LABELS, SUMMARY_PERCENTILES
+from bench.results.metrics import LATENCY_LABELS, LATENCY_STATISTICS, METRICS, Metric
 from streamstore.errors import UsageError
 
-LATENCY_STATISTICS = (*SUMMARY_PERCENTILES, "max", "mean")
-# Smallest latency change that can be a regression: sub-millisecond noise never fails a build.
-LATENCY_FLOOR_US = 1_000
-
-
-@dataclass(frozen=True)
-class Metric:
-    name: str
-    label: str
-    unit: str  # "µs" for latencies
-    worse_when: str  # "higher" or "lower"
-    summary: Callable[[Mapping[str, Any]], float | None]
-    series_key: str | None = None  # the per-second series a significance test uses (relative checks need one)
-    floor: float = 0.0  # smallest absolute change (in `unit`) that can be a regression
-
-
-def _latency_summary(kind: str, statistic: str) -> Callable[[Mapping[str, Any]], float | None]:
-    def read(result: Mapping[str, Any]) -> float | None:
-        return ((result.get("latency_us") or {}).get(kind) or {}).get(statistic)
-
-    return read
-
-
-def _mean_of_series(key: str) -> Callable[[Mapping[str, Any]], float | None]:
-    def read(result: Mapping[str, Any]) -> float | None:
-        samples = series_samples(result, key)
-        return sum(samples) / len(samples) if samples else None
-
-    return read
-
-
-def _max_of_series(key: str) -> Callable[[Mapping[str, Any]], float | None]:
-    def read(result: Mapping[str, Any]) -> float | None:
-        samples = series_samples(result, key)
-        return max(samples) if samples else None
-
-    return read
-
-
-def _count(name: str) -> Callable[[Mapping[str, Any]], float | None]:
-    def read(result: Mapping[str, Any]) -> float | None:
-        return (result.get("counts") or {}).get(name)
-
-    return read
-
-
-# Latency statistics that also have a per-second series (docs/result-format.md "series").
-_SERIES_STATISTICS = {("service_time", "p50"), ("service_time", "p99"), ("service_time", "max"), ("response_time", "p99"),
-                      ("end_to_end", "p50"), ("end_to_end", "p99"), ("end_to_end", "max")}
-
-
-def _build_metrics() -> dict[str, Metric]:
-    metrics = [
-        Metric("throughput", "throughput (acked)", "msg/s", "lower", _mean_of_series("acked"), "acked"),
-        Metric("consumed_throughput", "throughput (consumed)", "msg/s", "lower", _mean_of_series("consumed"), "consumed"),
-        Metric("lag_max", "consumer lag max", "messages", "higher", _max_of_series("lag_messages"), "lag_messages", 100.0),
-        Metric("lag_time_max", "consumer time lag max", "ms", "higher", _max_of_series("lag_time_ms"), "lag_time_ms", 100.0),
-    ]
-    metrics += [Metric(name, name, "messages", "higher", _count(name)) for name in ("failed", "lost", "duplicated")]
-    for kind, (label, _span) in LATENCY_LABELS.items():
-        for statistic in LATENCY_STATISTICS:
-            series = f"{kind}_{statistic}_us" if (kind, statistic) in _SERIES_STATISTICS else None
-            metrics.append(Metric(f"{kind}_{statistic}", f"{label} {statistic.replace('_', '.')}", "µs", "higher",
-                                  _latency_summary(kind, statistic), series, LATENCY_FLOOR_US))
-    return {metric.name: metric for metric in metrics}
-
-
-METRICS = _build_metrics()
 # The metrics a relative check can take: those with a per-second series.
 RELATIVE_METRICS = tuple(name for name, metric in METRICS.items() if metric.series_key)
 
@@ -228,7 +159,7 @@ def evaluate_limits(limits: Sequence[Limit], result: Mapping[str, Any]) -> list[
     """One outcome per limit (a value that was not measured does not meet its limit)."""
     outcomes = []
     for limit in limits:
-        value = limit.metric.summary(result)
+        value = limit.metric.read(result)
         met = value is not None and _COMPARISONS[limit.compare](value, limit.limit)
         outcomes.append(LimitOutcome(limit, value, met))
     return outcomes

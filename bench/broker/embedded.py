@@ -72,6 +72,8 @@ DEFAULT_PORT = 9092
 STATE_ROOT = Path(".state")
 
 _SINGLE_NODE_ID = 1
+# The first line of every server.properties a node writes: how its processes are known as ours.
+PROPERTIES_HEADER = "# Written by bench/broker/embedded.py on every start."
 _PROBE_TIMEOUT_S = 1.0
 # A killed JVM's threads close its sockets a moment after the process counts as dead.
 _PORT_RELEASE_S = 5.0
@@ -369,8 +371,7 @@ class KafkaNode:
         _check_storage_version(config)
         libs, _ = provision_jars(config.kafka_version)
         lines = [f"{key}={value}" for key, value in self.server_properties().items()]
-        config.properties_path.write_text("# Written by bench/broker/embedded.py on every start.\n"
-                                          + "\n".join(lines) + "\n")
+        config.properties_path.write_text(PROPERTIES_HEADER + "\n" + "\n".join(lines) + "\n")
         _format_storage(config, java, libs, self.cluster_id or new_cluster_id())
         config.log_path.parent.mkdir(parents=True, exist_ok=True)
         with open(config.console_log_path, "ab") as console:

@@ -13,6 +13,7 @@ from pathlib import Path
 
 from bench.broker.cluster import EmbeddedCluster
 from bench.broker.embedded import DEFAULT_KAFKA_VERSION, REPORTED_BROKER_SETTING_NAMES, EmbeddedBroker
+from bench.broker.locate import answering_embedded, find_embedded
 from bench.broker.probe import broker_answers, broker_problem, parse_bootstrap_servers
 from streamstore.admin import broker_configs, connect_admin
 from streamstore.errors import RunFailed, UsageError
@@ -44,8 +45,9 @@ class BrokerInUse:
     bootstrap_servers: str
     # True when this command started the embedded broker (and so stops it at the end).
     started_here: bool
-    # The embedded broker or cluster when it is the one in use (started here or before), else None.
-    embedded: EmbeddedBroker | EmbeddedCluster | None = None
+    # The embedded cluster (the single broker as a 1-node one) when it is the one in use (started
+    # here or before), else None.
+    embedded: EmbeddedCluster | None = None
     settings: dict[str, str] = field(default_factory=dict)
 
     @property
@@ -110,7 +112,7 @@ def ensure_broker(
     answers = functools.partial(broker_answers, bootstrap_servers, client_settings=client_settings)
     if mode not in BROKER_MODES:
         raise UsageError(f"--broker {mode!r}: expected one of {', '.join(BROKER_MODES)}")
-    embedded: EmbeddedBroker | EmbeddedCluster | None = None
+    embedded: EmbeddedCluster | None = None
     started_here = False
     problem = None
     if mode != "embedded":
@@ -125,15 +127,11 @@ def ensure_broker(
             waited = time.monotonic() - began
             raise RunFailed(f"no Kafka broker answers at {bootstrap_servers}: {problem.reason}"
                             + (f" (waited {waited:.0f} s)" if waited >= 1 else ""))
-        with contextlib.suppress(UsageError):
-            # A cluster's state dir (cluster.json) names its nodes; otherwise the single broker's.
-            if state_dir is not None and EmbeddedCluster.exists(state_dir):
-                candidate = EmbeddedCluster.open(state_dir)
-            else:
-                candidate = _local_embedded_broker(bootstrap_servers, state_dir, kafka_version)
-            embedded = candidate if candidate.is_running() else None
+        # The embedded broker or cluster answering there, from its state (or --state-dir's).
+        found = find_embedded(bootstrap_servers, state_dir, running=True)
+        embedded = found if found is not None and found.is_running() else None
     else:
-        embedded = _local_embedded_broker(bootstrap_servers, state_dir, kafka_version)
+        embedded = EmbeddedCluster.of_node(_local_embedded_broker(bootstrap_servers, state_dir, kafka_version))
         if not embedded.is_running() and answers(timeout_s=2.0):
             raise UsageError(
                 f"--broker embedded: a broker that is not the embedded one already answers at {bootstrap_servers}"
@@ -152,6 +150,18 @@ def ensure_broker(
             if announce:
                 announce(f"stopped the embedded Kafka broker at {bootstrap_servers}, which this command started "
                          "(--keep-broker leaves it running)")
+
+
+def no_embedded_reason(bootstrap_servers: str, state_dir: Path | str | None) -> str:
+    """Why no embedded broker was found at bootstrap_servers, and what to type when one started by
+    this tool answers there with its state elsewhere (one line, for a command that needs one)."""
+    where = f"in {Path(state_dir).resolve()}" if state_dir is not None else "under .state/ here"
+    answering = answering_embedded(bootstrap_servers)
+    if answering is not None:
+        return (f"no embedded broker {where} answers at {bootstrap_servers}; the one that does is "
+                f"{answering.describe()}: add --state-dir {answering.state_dir}")
+    return (f"the broker at {bootstrap_servers} is not one started by `python -m bench broker start` "
+            f"(no embedded broker {where} answers there)")
 
 
 def describe_broker_settings(

@@ -12,12 +12,12 @@ from bench.broker.embedded import (
     CLUSTER_NODE_HEAP,
     DEFAULT_KAFKA_VERSION,
     DEFAULT_PORT,
-    STATE_ROOT,
     EmbeddedBroker,
     KafkaNode,
     heap_opts,
     provision_jars,
 )
+from bench.broker.locate import answering_embedded, describe, find_embedded, recorded_under
 from bench.broker.probe import broker_answers
 from streamstore.errors import UsageError
 
@@ -39,10 +39,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--kafka-version", default=DEFAULT_KAFKA_VERSION, help="Apache Kafka version, 3.3.x-3.9.x (default %(default)s)"
     )
     parser.add_argument("--state-dir", type=Path,
-                        help="data, logs and pid file (default: .state/broker-<port>, a cluster .state/cluster-<port>)")
+                        help="data, logs and pid file (start: default .state/broker-<port>, a cluster "
+                             ".state/cluster-<port>; status/stop/logs: default the one under .state/ at --port)")
     parser.add_argument("--nodes", type=int,
                         help="start: N >= 2 runs an N-node cluster (client ports --port.., default 1 = one broker); "
-                             "status/stop/logs find a cluster by its state dir")
+                             "status/stop/logs find the broker or cluster at --port by itself, --nodes N picks "
+                             "one of N nodes")
     parser.add_argument("--node", type=int, default=1, help="logs: which cluster node (default %(default)s)")
     parser.add_argument("--heap", help=f"JVM heap and direct-memory cap per broker (default: 4g for one broker, "
                                        f"{CLUSTER_NODE_HEAP} per cluster node)")
@@ -63,8 +65,9 @@ def _cluster(args: argparse.Namespace) -> EmbeddedCluster:
     """The cluster the flags name; the single broker is a 1-node one.
 
     start: --nodes N >= 2 (an existing layout in the state dir must match). Other actions: the
-    cluster recorded in --state-dir, or in .state/cluster-<port> when no single broker's state
-    dir exists for that port.
+    broker or cluster that answers (or answered) at --port, from its state (bench/broker/locate.py):
+    --state-dir's, else the one under .state/ whose client ports include --port; when none, the
+    single broker's default state dir (stop: when none runs).
     """
     if args.nodes is not None and args.nodes < 1:
         raise UsageError(f"--nodes {args.nodes}: expected 1 or more")
@@ -78,15 +81,17 @@ def _cluster(args: argparse.Namespace) -> EmbeddedCluster:
             advertised_ports=_ports(args.advertised_ports) if args.advertised_ports else None,
             kafka_version=args.kafka_version, heap=args.heap,
         )
-    if args.nodes == 1:
-        return _single_broker(args)
-    state_dir = args.state_dir or (STATE_ROOT / f"cluster-{args.port}").resolve()
-    single_state_dir = args.state_dir or (STATE_ROOT / f"broker-{args.port}").resolve()
-    if EmbeddedCluster.exists(state_dir) and (args.state_dir or args.nodes or not single_state_dir.exists()):
-        return EmbeddedCluster.open(state_dir)
-    if args.nodes:
-        raise UsageError(f"no embedded cluster in {state_dir} (no cluster.json)")
+    found = find_embedded(_address(args), args.state_dir, args.nodes, running=args.action == "stop", nodes_flag=True)
+    if found is not None:
+        return found
+    if args.nodes is not None and args.nodes > 1:
+        where = args.state_dir or f".state/ for port {args.port}"
+        raise UsageError(f"no embedded {args.nodes}-node cluster in {where} (no cluster.json)")
     return _single_broker(args)
+
+
+def _address(args: argparse.Namespace) -> str:
+    return f"127.0.0.1:{args.port}"
 
 
 def _single_broker(args: argparse.Namespace) -> EmbeddedCluster:
@@ -146,10 +151,33 @@ def _stop(cluster: EmbeddedCluster, args: argparse.Namespace) -> int:
         what = (f"the broker at {single.bootstrap_servers}" if single
                 else f"the {len(cluster.nodes)}-node cluster in {cluster.state_dir}")
         print(f"stopped {what} in {time.monotonic() - began:.1f} s")
+        return 0
+    answering = answering_embedded(_address(args))
+    if answering is not None:
+        # Found by its process, not by the state the flags name: say what stops it, never stop it unasked.
+        if args.state_dir is not None:
+            why = f"not the one in {Path(args.state_dir).resolve()}"
+        elif args.nodes and args.nodes != answering.nodes:
+            why = f"not {'a single broker' if args.nodes == 1 else f'a {args.nodes}-node cluster'} (--nodes {args.nodes})"
+        else:
+            why = "with its state outside .state/ here"
+        raise UsageError(f"nothing stopped: the broker at {_address(args)} is {answering.describe()} "
+                         f"(pid{'s' if len(answering.pids) > 1 else ''} {', '.join(map(str, answering.pids))}), {why}; to stop it, type: "
+                         f"python -m bench broker stop --state-dir {answering.state_dir}")
+    if args.state_dir is None:
+        print(f"not running: no embedded broker under .state/ runs at {_address(args)}" + _running_elsewhere(args))
     else:
         print(f"not running: no embedded broker in {cluster.state_dir}" if single
               else f"not running: no node of the embedded cluster in {cluster.state_dir} runs")
     return 0
+
+
+def _running_elsewhere(args: argparse.Namespace) -> str:
+    """`; the 3-node cluster in DIR runs: python -m bench broker stop --port P` for each broker
+    under .state/ that runs."""
+    others = [cluster for cluster in recorded_under() if cluster.is_running()]
+    return "".join(f"; {describe(other)} runs: python -m bench broker stop --port {other.nodes[0].port}"
+                   for other in others)
 
 
 def _status(cluster: EmbeddedCluster, args: argparse.Namespace) -> int:
@@ -162,7 +190,11 @@ def _status(cluster: EmbeddedCluster, args: argparse.Namespace) -> int:
             print(f"state: {single.state_dir}")
         else:
             print(f"stopped: no embedded broker in {single.state_dir}")
-            if broker_answers(single.bootstrap_servers, timeout_s=2.0):
+            answering = answering_embedded(_address(args))
+            if answering is not None:
+                print(f"note: {answering.describe()} answers at {_address(args)}: "
+                      f"python -m bench broker status --state-dir {answering.state_dir}")
+            elif broker_answers(single.bootstrap_servers, timeout_s=2.0):
                 print(f"note: another Kafka broker answers at {single.bootstrap_servers}")
         return 0
     running = sum(pid is not None for _, pid in nodes)

@@ -30,6 +30,7 @@ from bench.core.scenario import Scenario, merge_overrides, parse_set_option
 from bench.peers.bare_loops import BARE_LOOPS, BareLoop, run_bare_loop
 from bench.peers.java import TOOL_START_ALLOWANCE_S, JavaPeer
 from bench.results.histograms import new_latency_histogram
+from bench.results.metrics import METRICS
 from streamstore.admin import connect_admin, delete_topic, ensure_topic
 from streamstore.errors import EXIT_OK, EXIT_REGRESSION, RunFailed, UsageError
 
@@ -97,12 +98,13 @@ def _bench_run(scenario: Scenario, bootstrap_servers: str, args: argparse.Namesp
                                         out=io.StringIO())
     if code != EXIT_OK:
         raise RunFailed(f"bench run failed ({result['failure']}); see {folder}")
-    rate = result["throughput"]["acked_per_s"]
+    # acked / (first send -> last ack), as the bare loops are timed; not the measured window.
+    rate = result["throughput"]["elapsed_acked_per_s"]
     end_to_end = result["latency_us"]["end_to_end"]
     print(f"round {round_number}  {BENCH_RUN:<34} {rate:>10,.0f} msg/s  ({result['counts']['acked']:,} acked "
           f"in {result['throughput']['elapsed_s']:.2f} s, consumed {result['counts']['consumed']:,}, "
           f"{result['audit']} audit: lost {result['counts']['lost']:,}, duplicated {result['counts']['duplicated']:,}; "
-          f"service time p99 {result['latency_us']['service_time']['p99'] / 1000:.1f} ms sampled "
+          f"{METRICS['service_time_p99'].label} {result['latency_us']['service_time']['p99'] / 1000:.1f} ms sampled "
           f"1/{result['latency_us']['service_time']['sample_every']}, end-to-end sampled "
           f"1/{end_to_end['sample_every']}; {folder})", flush=True)
     return rate

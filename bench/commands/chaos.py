@@ -13,6 +13,7 @@ from bench.commands import run as run_command
 from bench.core.runner import run_scenario
 from bench.core.scenario import Scenario
 from bench.results.formatting import format_us
+from bench.results.metrics import METRICS
 from streamstore.errors import UsageError
 
 NAME = "chaos"
@@ -28,8 +29,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "delay:node1=200ms@20+10; on any broker slow-consumer=20ms@10+15: the run's consumer "
                              "sleeps 20 ms after each batch it reads from 10 s to 25 s (repeatable, must not overlap "
                              "on one target; added to the scenario's faults; docs/faults.md)")
-    parser.add_argument("--state-dir", help="state dir of the embedded broker to fault, when not the default "
-                                            "(.state/broker-PORT) that `python -m bench broker start` uses")
+    parser.add_argument("--state-dir", help="state dir of the embedded broker or cluster to fault (default: the one "
+                                            "under .state/ that answers at --bootstrap-servers)")
 
 
 def scenario_with_faults(args: argparse.Namespace) -> Scenario:
@@ -78,13 +79,14 @@ def failover_lines(failover) -> list[str]:
             latency = fault["latency_us"].get("end_to_end", {})
             during, before = latency.get("during", {}), latency.get("before", {})
             lines.append(head + f"longest gap without a consumed message {_ms(fault['longest_consume_gap_ms'])}, "
-                         f"end-to-end p50 {format_us(during.get('p50'))} during vs {format_us(before.get('p50'))} "
-                         f"before, p99 {format_us(during.get('p99'))} vs {format_us(before.get('p99'))}")
+                         f"{METRICS['end_to_end_p50'].label} {format_us(during.get('p50'))} during vs "
+                         f"{format_us(before.get('p50'))} before, {METRICS['end_to_end_p99'].label} "
+                         f"{format_us(during.get('p99'))} vs {format_us(before.get('p99'))}")
             continue
         latency = fault["latency_us"].get("service_time", {})
         during, before = latency.get("during", {}), latency.get("before", {})
         lines.append(
             head + f"longest gap without an ack {_ms(fault['longest_ack_gap_ms'])}, without a consumed message "
             f"{_ms(fault['longest_consume_gap_ms'])}, new leader in metadata after {_ms(fault['new_leader_ms'])}, "
-            f"service time p99.9 {format_us(during.get('p99_9'))} during vs {format_us(before.get('p99_9'))} before")
+            f"{METRICS['service_time_p99_9'].label} {format_us(during.get('p99_9'))} during vs {format_us(before.get('p99_9'))} before")
     return lines

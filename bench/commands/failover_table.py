@@ -1,4 +1,4 @@
-"""`python -m bench failover-table SCENARIO --bootstrap-servers ... --state-dir CLUSTER`: the same
+"""`python -m bench failover-table SCENARIO --bootstrap-servers ...`: the same
 scenario under each fault, with acks=all (idempotent, min.insync.replicas 2) and acks=1, one run
 folder each, and a markdown table of lost, duplicated, the longest unavailability and p99.9
 service time during vs before each fault (docs/failover.md)."""
@@ -28,7 +28,8 @@ ROLLING_RESTART_EXTRA_S = 45.0
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     run_command.add_arguments(parser)
-    parser.add_argument("--state-dir", required=True, help="state dir of the embedded cluster (bench broker start --nodes 3)")
+    parser.add_argument("--state-dir", help="state dir of the embedded cluster (default: the one under .state/ that "
+                                            "answers at --bootstrap-servers, e.g. from bench broker start --nodes 3)")
     parser.add_argument("--fault", dest="faults", action="append", default=[], metavar="FAULT",
                         help=f"faults to tabulate, one run each (default: {' '.join(DEFAULT_FAULTS)})")
     parser.add_argument("--acks", dest="acks", action="append", choices=tuple(ACKS_SETTINGS), default=[],

@@ -27,6 +27,7 @@ from bench.large_message.result import format_java_row, format_row, sweep_result
 from bench.large_message.sweep import LargeMessageSweep, preflight
 from bench.output.report import write_run_report
 from bench.peers.java import JavaPeer
+from bench.results.metrics import LATENCY_LABELS
 from streamstore.admin import connect_admin
 from streamstore.config import (
     CLIENT_MESSAGE_MAX_BYTES,
@@ -156,7 +157,8 @@ def summary_text(result: dict, folder: Path) -> str:
     bare = large.get("bare_comparison")
     if bare and bare.get("ratio") is not None:
         verdict = "ok" if bare["met"] else "ABOVE TARGET"
-        lines.append(f"end-to-end {size_label(bare['size_bytes'])} none: harness {bare['harness_end_to_end_ms']:,.0f} ms, "
+        lines.append(f"{LATENCY_LABELS['end_to_end'][0]} {size_label(bare['size_bytes'])} none: "
+                     f"harness {bare['harness_end_to_end_ms']:,.0f} ms, "
                      f"bare confluent-kafka script {bare['bare_end_to_end_ms']:,.0f} ms = {bare['ratio']:g}x "
                      f"(target <= {bare['target_ratio']:g}x) {verdict}")
     elif bare:

@@ -16,7 +16,10 @@ import sys
 import time
 from pathlib import Path
 
+from bench.broker.embedded import STATE_ROOT
+from bench.broker.locate import find_embedded
 from bench.broker.proxy_control import ProxySet, control_path, remote_proxies, send_command
+from streamstore.cli import add_bootstrap_argument
 from streamstore.errors import EXIT_OK, RunFailed, UsageError
 
 NAME = "proxy"
@@ -28,7 +31,11 @@ START_TIMEOUT_S = 30.0
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("action", choices=("start", "stop", "status"))
-    parser.add_argument("--state-dir", required=True, help="state dir of the broker or cluster the proxies front")
+    parser.add_argument("--state-dir", help="state dir of the broker or cluster the proxies front (default: start: "
+                                            "the one under .state/ whose nodes bind the UPSTREAM ports, else "
+                                            ".state/cluster-<node 1's UPSTREAM>; stop/status: the one that "
+                                            "answers at --bootstrap-servers, else where proxies run under .state/)")
+    add_bootstrap_argument(parser)
     parser.add_argument("--node", dest="routes", action="append", default=[], metavar="ID=LISTEN:UPSTREAM",
                         help="node ID's proxy: listen on LISTEN (the port the node advertises to clients), forward "
                              "to UPSTREAM (the port it binds), e.g. --node 1=39210:39200 (repeatable)")
@@ -45,7 +52,14 @@ def parse_route(text: str) -> tuple[int, tuple[int, int]]:
 
 
 def run(args: argparse.Namespace) -> int:
-    state_dir = Path(args.state_dir).resolve()
+    routes = dict(parse_route(text) for text in args.routes)
+    if args.action == "start" and not routes:
+        raise UsageError("--node: give each node's proxy, e.g. --node 1=39210:39200")
+    state_dir = _state_dir(args, routes)
+    if state_dir is None:
+        print(f"no client proxies run under {STATE_ROOT.resolve()}, and no embedded broker there answers at "
+              f"{args.bootstrap_servers}")
+        return EXIT_OK
     path = control_path(state_dir)
     if args.action == "status":
         proxies = remote_proxies(state_dir)
@@ -59,9 +73,6 @@ def run(args: argparse.Namespace) -> int:
         send_command(path, "stop")
         print(f"stopped the client proxies for {state_dir}")
         return EXIT_OK
-    routes = dict(parse_route(text) for text in args.routes)
-    if not routes:
-        raise UsageError("--node: give each node's proxy, e.g. --node 1=39210:39200")
     state_dir.mkdir(parents=True, exist_ok=True)
     if args.foreground:
         return _serve(state_dir, routes)
@@ -79,6 +90,30 @@ def run(args: argparse.Namespace) -> int:
         time.sleep(0.1)
     print(f"client proxies for nodes {', '.join(map(str, routes))} (pid {process.pid}), control {path}")
     return EXIT_OK
+
+
+def _state_dir(args: argparse.Namespace, routes: dict[int, tuple[int, int]]) -> Path | None:
+    """--state-dir, else the cluster the proxies front (bench/broker/locate.py): for start, the one
+    whose nodes bind the UPSTREAM ports (or the state dir `broker start --nodes N --port P` will
+    use, P being node 1's UPSTREAM); for stop and status, the one answering at --bootstrap-servers
+    when its proxies run, else the one state dir under .state/ where proxies run (None: none)."""
+    if args.state_dir is not None:
+        return Path(args.state_dir).resolve()
+    if args.action == "start":
+        found = find_embedded(",".join(f"127.0.0.1:{upstream}" for _, upstream in routes.values()))
+        first = min(routes)
+        return found.state_dir if found else (STATE_ROOT / f"cluster-{routes[first][1] - (first - 1)}").resolve()
+    found = find_embedded(args.bootstrap_servers)
+    if found is not None and remote_proxies(found.state_dir):
+        return found.state_dir
+    with contextlib.suppress(OSError):
+        proxied = [path.resolve() for path in sorted(STATE_ROOT.iterdir()) if remote_proxies(path)]
+        if len(proxied) > 1:
+            raise UsageError(f"client proxies run for {len(proxied)} state dirs under .state/ "
+                             f"({', '.join(map(str, proxied))}): pick one with --state-dir")
+        if proxied:
+            return proxied[0]
+    return found.state_dir if found is not None else None
 
 
 def _serve(state_dir: Path, routes) -> int:

@@ -9,6 +9,7 @@ from bench.commands._options import add_broker_arguments, add_results_argument
 from bench.core.runner import run_scenario
 from bench.core.scenario import Scenario, parse_set_option
 from bench.results.formatting import format_us
+from bench.results.metrics import METRICS
 
 NAME = "run"
 HELP = "run a scenario at its target rate and measure delivery, response and end-to-end latency, lag, counts"
@@ -61,13 +62,21 @@ def write_report(folder, result: dict) -> None:
     write_run_report(folder, result)
 
 
+def throughput_lines(result: dict) -> list[str]:
+    """The measured-window throughput, the figure that report, compare and the gate read, said once."""
+    throughput = result.get("throughput") or {}
+    acked, megabytes = METRICS["throughput"].read(result), METRICS["throughput_mb"].read(result)
+    if acked is None:
+        return []
+    rate = f"{acked:,.0f} acked msg/s" + (f" ({megabytes:,.2f} MB/s)" if megabytes is not None else "")
+    return [f"throughput: {rate} over the {throughput['measured_s']} measured seconds (after warm-up, before the drain)"]
+
+
 def summary_text(result: dict, folder) -> str:
     counts = result["counts"]
     lines = [f"{result['status']}: {folder}",
              "counts: " + ", ".join(f"{key} {value:,}" for key, value in counts.items() if value is not None)]
-    throughput = result["throughput"]["acked_per_s"]
-    if throughput is not None:
-        lines.append(f"throughput: {throughput:,.0f} acked msg/s over {result['throughput']['elapsed_s']:g} s")
+    lines += throughput_lines(result)
     for name, summary in result["latency_us"].items():
         if summary["count"]:
             lines.append(f"{name:<14} p50 {format_us(summary['p50']):>9}  p99 {format_us(summary['p99']):>9}  "

@@ -6,6 +6,9 @@ from __future__ import annotations
 from typing import TextIO
 
 from bench.results.formatting import format_us
+from bench.results.metrics import LATENCY_LABELS
+
+_LABEL = {kind: label for kind, (label, _span) in LATENCY_LABELS.items()}
 
 
 def p99_scope(second: int, warmup_s: float) -> str:
@@ -23,10 +26,10 @@ def progress_line(t_s: int, sent: int, acked: int, consumed: int, service_p99_us
                   scope: str = "so far") -> str:
     """One second of a run as text: rates of that second, the p99 over `scope` (p99_scope), lag at its end."""
     parts = [f"t={t_s:>4}s  sent {sent:>7,}/s  acked {acked:>7,}/s  consumed {consumed:>7,}/s",
-             f"p99 {scope}: service time {format_us(service_p99_us)}"]
+             f"p99 {scope}: {_LABEL['service_time']} {format_us(service_p99_us)}"]
     if response_p99_us is not None:
-        parts[-1] += f", response time {format_us(response_p99_us)}"
-    parts[-1] += f", end-to-end {format_us(end_to_end_p99_us)}"
+        parts[-1] += f", {_LABEL['response_time']} {format_us(response_p99_us)}"
+    parts[-1] += f", {_LABEL['end_to_end']} {format_us(end_to_end_p99_us)}"
     parts.append(f"lag {lag_messages:,}" if lag_messages is not None else "lag -")
     return "  |  ".join(parts)
 

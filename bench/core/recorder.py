@@ -22,13 +22,15 @@ from bench.results.histograms import (
     LATENCY_HIGHEST_US,
     LATENCY_LOWEST_US,
     LATENCY_SIGNIFICANT_FIGURES,
+    decode_histogram,
     encode_histogram,
     new_latency_histogram,
     summarize_histogram,
 )
+from bench.results.metrics import LATENCY_LABELS, LATENCY_SERIES, PER_SECOND_COUNTS, latency_series_key
+from bench.results.window import measured_seconds
 
-LATENCY_NAMES = ("service_time", "response_time", "send_delay", "end_to_end")
-COUNT_NAMES = ("sent", "acked", "failed", "consumed")
+LATENCY_NAMES = tuple(LATENCY_LABELS)
 
 
 # Below this many µs the histogram keeps every value; above, a bucket spans 2**k µs
@@ -78,8 +80,9 @@ def record_counts(histogram: HdrHistogram, counts: Mapping[int, int]) -> int:
 
 
 class LatencyRecorder:
-    """One latency: a histogram per second (for the interval log and the series) and the
-    cumulative histogram of every second after warm-up (for the summary).
+    """One latency: a histogram per second (for the interval log, the series and the summary over
+    the measured window) and the running histogram of every second after warm-up (for the live
+    p99 of the progress line).
 
     Several processes report the same second (one per producer); a second stays open until
     `close_through` says every reporter is past it, then it is encoded and its memory freed
@@ -130,16 +133,24 @@ class LatencyRecorder:
         """Encoded histogram of each second 0..seconds-1, None for a second without samples."""
         return [self.intervals.get(second) for second in range(seconds)]
 
-    def summary(self) -> dict[str, Any]:
-        return summarize_histogram(self.cumulative)
+    def summary(self, window: Iterable[int]) -> dict[str, Any]:
+        """Count, percentiles and the encoded histogram of the closed seconds in `window` (the
+        measured window: every headline figure covers the same seconds)."""
+        histogram = new_latency_histogram()
+        for second in window:
+            encoded = self.intervals.get(second)
+            if encoded is not None:
+                histogram.add(decode_histogram(encoded))
+        return summarize_histogram(histogram)
 
 
 class RunRecorder:
     """Everything one run measures, fed by per-second reports from producers and tracker."""
 
     def __init__(self, warmup_s: float):
+        self.warmup_s = warmup_s
         self.latency = {name: LatencyRecorder(warmup_s) for name in LATENCY_NAMES}
-        self.counts_by_second = {name: Counter() for name in COUNT_NAMES}
+        self.counts_by_second = {name: Counter() for name in PER_SECOND_COUNTS}
         self.lag_messages: dict[int, int] = {}
         self.lag_by_partition: dict[int, dict[int, int]] = {}
         self.lag_time_ms: dict[int, float] = {}
@@ -177,6 +188,12 @@ class RunRecorder:
     def seconds(self) -> int:
         return self.last_second + 1
 
+    def measured_window(self) -> list[int]:
+        """The seconds every summary figure covers (bench/results/window.py)."""
+        sent = self.counts_by_second["sent"]
+        return measured_seconds([second + 1 for second in range(self.seconds())], self.warmup_s,
+                                [sent.get(second, 0) for second in range(self.seconds())])
+
     def p99_so_far(self, name: str, second: int) -> int | None:
         """The live p99 of a latency: over every measured second so far; while still in
         warm-up (nothing measured yet) the p99 of the given second alone."""
@@ -192,15 +209,11 @@ class RunRecorder:
         series: dict[str, Any] = {"t_s": [second + 1 for second in seconds]}
         for name, counter in self.counts_by_second.items():
             series[name] = [counter.get(second, 0) for second in seconds]
-        for name, prefix, stats in (
-            ("service_time", "service_time", ("p50", "p99", "max")),
-            ("response_time", "response_time", ("p99",)),
-            ("end_to_end", "end_to_end", ("p50", "p99", "max")),
-        ):
+        for name, stats in LATENCY_SERIES.items():
             interval_stats = self.latency[name].interval_stats
             for stat in stats:
                 position = {"p50": 0, "p99": 1, "max": 2}[stat]
-                series[f"{prefix}_{stat}_us"] = [
+                series[latency_series_key(name, stat)] = [
                     interval_stats[second][position] if second in interval_stats else None for second in seconds
                 ]
         series["lag_messages"] = [self.lag_messages.get(second) for second in seconds]

@@ -24,11 +24,13 @@ from bench.core.scenario import Scenario
 from bench.results.environment import environment_metadata
 from bench.results.formatting import utc_iso
 from bench.results.histograms import write_interval_log
+from bench.results.metrics import HLOG_LATENCIES
 from bench.results.store import run_folder, write_result
+from bench.results.window import lag_summary, throughput_summary
 
 COUNT_FIELDS = ("sent", "acked", "failed", "consumed", "lost", "duplicated", "malformed", "broker_offset_delta")
-# Interval-log file per latency metric (the cumulative histograms live in result.json).
-HLOG_FILES = {"service_time": "service_time.hlog", "end_to_end": "end_to_end.hlog"}
+# Interval-log file per latency metric (the measured window's histograms live in result.json).
+HLOG_FILES = {name: f"{name}.hlog" for name in HLOG_LATENCIES}
 # The tracker reads trace headers and offsets, not values (random and text payloads are not
 # orders), so it cannot say whether a value was malformed.
 MALFORMED_NOT_CHECKED = "the tracker does not parse message values"
@@ -148,6 +150,7 @@ class RunResult:
             "counts": self.counts.to_dict(),
             "counts_not_measured": dict(self.counts.not_measured),
             "throughput": dict(self.throughput) if self.throughput is not None else None,
+            "lag": lag_summary(self.series, self.warmup_s) if self.series else None,
             "latency_us": dict(self.latency_us),
             "series": dict(self.series),
             "events": sorted(self.events, key=lambda event: event["t_s"]),
@@ -165,15 +168,27 @@ def latency_summaries(recorder: RunRecorder, scenario: Scenario, *, tracked: boo
     """Summary percentiles of each latency the run measured (response time and send delay only
     with a schedule, end-to-end only with a tracker). sample_every / service_sample_every: 1 when
     every message's end-to-end / service time was recorded, n when only every n-th message's."""
-    latency = {"service_time": recorder.latency["service_time"].summary()}
+    window = recorder.measured_window()
+    latency = {"service_time": recorder.latency["service_time"].summary(window)}
     latency["service_time"]["sample_every"] = service_sample_every
     if scenario.rate:
-        latency["response_time"] = recorder.latency["response_time"].summary()
-        latency["send_delay"] = recorder.latency["send_delay"].summary()
+        latency["response_time"] = recorder.latency["response_time"].summary(window)
+        latency["send_delay"] = recorder.latency["send_delay"].summary(window)
     if tracked:
-        latency["end_to_end"] = recorder.latency["end_to_end"].summary()
+        latency["end_to_end"] = recorder.latency["end_to_end"].summary(window)
         latency["end_to_end"]["sample_every"] = sample_every
     return latency
+
+
+def run_throughput(series: Mapping[str, Any], warmup_s: float, message_bytes: int | None, *, acked: int,
+                   producing_s: float, elapsed_s: float) -> dict[str, Any]:
+    """The result's `throughput`: the measured-window figures (the one throughput every report,
+    compare and the gate read), and the timing of the whole run beside them: `producing_s`
+    (first to last send), `elapsed_s` (first send to last ack) and `elapsed_acked_per_s` (acked /
+    elapsed_s, warm-up included: the figure `bench calibrate` sets beside a bare loop)."""
+    return {**throughput_summary(series, warmup_s, message_bytes),
+            "producing_s": round(producing_s, 3), "elapsed_s": round(elapsed_s, 3),
+            "elapsed_acked_per_s": round(acked / elapsed_s, 1) if elapsed_s > 0 else None}
 
 
 def clamped_warnings(recorder: RunRecorder) -> list[str]:

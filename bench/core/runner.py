@@ -25,7 +25,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, TextIO
 
-from bench.broker.ensure import BrokerInUse, ensure_broker
+from bench.broker.ensure import BrokerInUse, ensure_broker, no_embedded_reason
 from bench.broker.fault_spec import broker_faults
 from bench.broker.faults import Fault, parse_faults
 from bench.core.audit import AuditOutcome, audit_method, run_verdict, trace_sample_every
@@ -41,6 +41,7 @@ from bench.core.result import (
     clamped_warnings,
     latency_summaries,
     run_counts,
+    run_throughput,
     write_run_folder,
 )
 from bench.core.scenario import Scenario
@@ -271,9 +272,8 @@ class _Run:
             started_at=self.started_at, ended_at=ended_at, duration_s=producing_s, warmup_s=self.scenario.warmup_s,
             verdict=verdict, audit=audit.method,
             counts=run_counts(totals, failed=failed, audit=audit, tracker_ran=True, broker_offset_delta=offset_delta),
-            # acked / (first send -> last ack): what `bench calibrate` compares with a bare loop.
-            throughput={"producing_s": round(producing_s, 3), "elapsed_s": round(elapsed_s, 3),
-                        "acked_per_s": round(totals["acked"] / elapsed_s, 1) if elapsed_s else None},
+            throughput=run_throughput(recorder.series(), self.scenario.warmup_s, self.scenario.message_size,
+                                      acked=totals["acked"], producing_s=producing_s, elapsed_s=elapsed_s),
             latency_us=latency_summaries(recorder, self.scenario, tracked=True,
                                          sample_every=trace_sample_every(self.scenario),
                                          service_sample_every=trace_sample_every(self.scenario)),
@@ -346,7 +346,6 @@ def run_scenario(
             say(f"broker {broker.describe('run')}")
         broker.check_room(scenario.planned_bytes())
         if broker_faults(faults) and broker.embedded is None:
-            raise UsageError(f"broker faults need the embedded broker, and the broker at {bootstrap_servers} is not one started "
-                             "by `python -m bench broker start` (or give its --state-dir)")
+            raise UsageError(f"broker faults need the embedded broker: {no_embedded_reason(bootstrap_servers, broker_state_dir)}")
         code, folder, result = _Run(scenario, broker, Path(results_root), out, faults).execute()
     return code, folder, result

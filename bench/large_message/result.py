@@ -19,6 +19,7 @@ from bench.core.audit import OFFSETS, Verdict, run_verdict
 from bench.core.result import OFFSETS_NOT_READ, Counts, RunResult, broker_section, sum_counts
 from bench.large_message.plan import SweepOptions, size_label
 from bench.peers.java_tools import END_TO_END_LATENCY, EndToEndFigures
+from bench.results.metrics import METRICS
 from streamstore.config import MAX_VALUE_BYTES, PRODUCE_RECORD_SET_MAX_BYTES
 
 # Targets for the largest message: peak RSS per client, and the harness's overhead against a
@@ -67,8 +68,9 @@ def cell_row(
         "reps": len(end_to_end_ms),
         "service_time_ms": p50_max(produce_ms),
         "end_to_end_ms": end_to_end,
-        # Uncompressed payload through the whole pipeline (produce call -> consumed), at p50.
-        "throughput_mb_s": round(size_bytes / 1e6 / (end_to_end["p50"] / 1000), 3) if end_to_end else None,
+        # The transfer rate of one message in flight (not a throughput under load): uncompressed
+        # payload through the whole pipeline (produce call -> consumed) at the end-to-end p50.
+        "transfer_rate_mb_s": round(size_bytes / 1e6 / (end_to_end["p50"] / 1000), 3) if end_to_end else None,
         "wire_bytes": wire,
         "broker_stored_bytes": broker_stored_bytes,
         # broker_offset_delta: how far the cell's topic offsets grew (read from the broker).
@@ -108,7 +110,7 @@ def java_cell(size_bytes: int, figures: EndToEndFigures | None, warmup: bool, er
         "messages": figures.messages if figures else None,
         "warmup_message_left_out": warmup if figures else None,
         "end_to_end_ms": end_to_end,
-        "throughput_mb_s": round(size_bytes / 1e6 / (end_to_end / 1000), 3) if end_to_end else None,
+        "transfer_rate_mb_s": round(size_bytes / 1e6 / (end_to_end / 1000), 3) if end_to_end else None,
         # As the tool prints them: its first message, and its percentiles in whole ms over all messages.
         "tool_output": figures.to_dict() if figures else None,
         "broker_offset_delta": broker_offset_delta,
@@ -248,8 +250,9 @@ def format_row(row: Mapping[str, Any]) -> str:
 
     produce, end_to_end = row["service_time_ms"], row["end_to_end_ms"]
     return (
-        f"{label}  x{row['reps']}  service time p50 {figure(produce and produce['p50'], 10)} ms  "
-        f"end-to-end p50 {figure(end_to_end and end_to_end['p50'], 10)} ms  {figure(row['throughput_mb_s'], 8)} MB/s  "
+        f"{label}  x{row['reps']}  {METRICS['service_time_p50'].label} {figure(produce and produce['p50'], 10)} ms  "
+        f"{METRICS['end_to_end_p50'].label} {figure(end_to_end and end_to_end['p50'], 10)} ms  "
+        f"{figure(row['transfer_rate_mb_s'], 8)} MB/s  "
         f"peak RSS prod/cons {memory} MB  {wire}"
     )
 
@@ -261,8 +264,8 @@ def format_java_row(row: Mapping[str, Any]) -> str:
     if java["error"]:
         return f"{label}  Java EndToEndLatency: not measured: {java['error']}"
     counted = java["messages"] - (1 if java["warmup_message_left_out"] else 0)
-    return (f"{label}  Java EndToEndLatency  end-to-end mean {java['end_to_end_ms']:>10,.1f} ms (of {counted})  "
-            f"{java['throughput_mb_s']:>8,.1f} MB/s")
+    return (f"{label}  Java EndToEndLatency  {METRICS['end_to_end_mean'].label} {java['end_to_end_ms']:>10,.1f} ms (of {counted})  "
+            f"{java['transfer_rate_mb_s']:>8,.1f} MB/s")
 
 
 def sweep_warnings(payload: str, rows: Sequence[Mapping[str, Any]], bare: Mapping[str, Any] | None) -> list[str]:

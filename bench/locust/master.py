@@ -26,7 +26,7 @@ from bench.core.merge import RunMeasurements
 from bench.core.producer import CHILD_START_TIMEOUT_S
 from bench.core.protocol import TRACKER, Drain, Inbox, TrackerSecond
 from bench.core.recorder import RunRecorder
-from bench.core.result import RunResult, clamped_warnings, latency_summaries, run_counts, write_run_folder
+from bench.core.result import RunResult, clamped_warnings, latency_summaries, run_counts, run_throughput, write_run_folder
 from bench.core.runner import prepare_topic
 from bench.core.scenario import Scenario
 from bench.core.tracker import tracker_main
@@ -34,6 +34,7 @@ from bench.locust.options import tracked_scenario
 from bench.locust.worker import options_bootstrap
 from bench.output.report import write_run_report
 from bench.results.histograms import decode_histogram, encode_histogram, new_latency_histogram
+from bench.results.metrics import METRICS
 from streamstore.errors import StreamStoreError
 
 logger = logging.getLogger("bench.locust")
@@ -316,6 +317,7 @@ class LocustRun:
         scenario = dataclasses.replace(self.scenario, duration_s=round(duration_s, 3),
                                        rate=self.rate_per_user * self.peak_users)
         stats = self.environment.runner.stats.total
+        series = self.recorder.series()
         hosts = {worker_id.rsplit("_", 1)[0] for worker_id in self.workers.by_id}
         warnings = clamped_warnings(self.recorder)
         if audit.lost_examples:
@@ -326,11 +328,11 @@ class LocustRun:
             warmup_s=self.scenario.warmup_s, verdict=verdict, audit=audit.method,
             counts=run_counts(totals, failed=totals["failed"], audit=audit, tracker_ran=self.tracker is not None,
                               broker_offset_delta=offset_delta),
-            throughput={"producing_s": round(duration_s, 3), "elapsed_s": round(duration_s, 3),
-                        "acked_per_s": round(totals["acked"] / duration_s, 1)},
+            throughput=run_throughput(series, self.scenario.warmup_s, self.scenario.message_size, acked=totals["acked"],
+                                      producing_s=duration_s, elapsed_s=duration_s),
             latency_us=latency_summaries(self.recorder, self.tracked, tracked=self.tracker is not None,
                                          sample_every=trace_sample_every(self.tracked)),
-            series=self.recorder.series(), warnings=warnings,
+            series=series, warnings=warnings,
             same_host=hosts <= {socket.gethostname(), LOCAL_WORKER},
             sections={"locust": {
                 "users": self.peak_users,
@@ -360,8 +362,8 @@ def status_text(recorder: RunRecorder, through: int, service_time, tracked: bool
         f"failed {failed:,}",
         f"consumed {consumed:,}" if tracked else "no tracker",
         f"lag {lag:,} msgs" if lag is not None else "lag -",
-        f"end-to-end p99 in that second {_ms(e2e[1] if e2e else None)}",
-        f"service time p99 so far {_ms(p99)}",
+        f"{METRICS['end_to_end_p99'].label} in that second {_ms(e2e[1] if e2e else None)}",
+        f"{METRICS['service_time_p99'].label} so far {_ms(p99)}",
     ]
     return ", ".join(parts)
 

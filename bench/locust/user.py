@@ -37,6 +37,7 @@ from bench.locust.console import MasterConsole
 from bench.locust.master import LOCAL_WORKER, LocustRun, _ms, in_native_thread, logger
 from bench.locust.options import add_arguments, parse_load_steps, scenario_from_options, tracked_scenario, validate_options
 from bench.locust.worker import FLAT_OUT_BATCH, WorkerProducer, die_with_master, options_bootstrap
+from bench.results.metrics import LATENCY_LABELS
 from streamstore.errors import EXIT_REGRESSION, EXIT_RUN_FAILED, StreamStoreError
 
 
@@ -237,11 +238,11 @@ def summary_line(result: Mapping[str, Any]) -> str:
     if locust["tracker"]:
         parts.append(f"consumed {counts['consumed']}, lost {counts['lost']}, duplicated {counts['duplicated']}")
     service = latency["service_time"]
-    parts.append(f"service time p50 {_ms(service['p50'])} p99 {_ms(service['p99'])} p99.9 {_ms(service['p99_9'])} "
-                 f"max {_ms(service['max'])}")
+    parts.append(f"{LATENCY_LABELS['service_time'][0]} p50 {_ms(service['p50'])} p99 {_ms(service['p99'])} "
+                 f"p99.9 {_ms(service['p99_9'])} max {_ms(service['max'])}")
     if "end_to_end" in latency:
         e2e = latency["end_to_end"]
-        parts.append(f"end-to-end p50 {_ms(e2e['p50'])} p99 {_ms(e2e['p99'])}")
+        parts.append(f"{LATENCY_LABELS['end_to_end'][0]} p50 {_ms(e2e['p50'])} p99 {_ms(e2e['p99'])}")
     workers = ", ".join(f"{w['hdr_count']}" for w in locust["workers"].values())
     parts.append(f"HDR total {locust['hdr_total_count']} = workers [{workers}]; Locust requests "
                  f"{locust['request_count']} ({locust['failure_count']} failed)")

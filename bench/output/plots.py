@@ -23,9 +23,9 @@ from PIL import Image  # noqa: E402  (Pillow comes with matplotlib)
 
 from bench.results.formatting import describe_environment, describe_scenario, format_bytes  # noqa: E402
 from bench.results.histograms import decode_histogram  # noqa: E402
-from bench.results.metrics import latency_title  # noqa: E402
+from bench.results.metrics import METRICS, PLOTTED_LATENCIES, SERIES, latency_series_key, latency_title  # noqa: E402
 
-LATENCY_KINDS = {kind: latency_title(kind) for kind in ("service_time", "response_time", "end_to_end")}
+LATENCY_KINDS = {kind: latency_title(kind) for kind in PLOTTED_LATENCIES}
 # The HDR axis: x = 1 / (1 - p), so each "nine" gets the same width.
 HDR_TICKS = {50.0: "50%", 90.0: "90%", 99.0: "99%", 99.9: "99.9%", 99.99: "99.99%", 99.999: "99.999%"}
 FIGURE_SIZE = (10, 5.6)
@@ -169,7 +169,7 @@ def plot_latency_percentiles(runs: Sequence[Run], path: Path) -> Path | None:
 def plot_latency_over_time(runs: Sequence[Run], path: Path) -> Path | None:
     """p50 / p99 / max per second for each latency kind that has a series."""
     # A flat-out run has a response-time series of nulls only (nothing was scheduled).
-    kinds = [k for k in LATENCY_KINDS if any(v is not None for _, r in runs for v in _series(r, f"{k}_p99_us")[1])]
+    kinds = [k for k in LATENCY_KINDS if any(v is not None for _, r in runs for v in _series(r, latency_series_key(k, "p99"))[1])]
     if not kinds:
         return None
     fig, axes = plt.subplots(len(kinds), 1, figsize=(FIGURE_SIZE[0], 2.6 + 2.4 * len(kinds)), sharex=True, squeeze=False)
@@ -180,7 +180,7 @@ def plot_latency_over_time(runs: Sequence[Run], path: Path) -> Path | None:
         ax = axes[row][0]
         for run_index, (label, result) in enumerate(runs):
             for statistic_index, (statistic, (style, width)) in enumerate(styles.items()):
-                seconds, values = _series(result, f"{kind}_{statistic}_us")
+                seconds, values = _series(result, latency_series_key(kind, statistic))
                 if not values:
                     continue
                 colour = RUN_COLOURS[(statistic_index if single else run_index) % len(RUN_COLOURS)]
@@ -275,7 +275,7 @@ def plot_failover(runs: Sequence[Run], path: Path) -> Path | None:
         return None
     failover, seconds = result["failover"], list((result.get("series") or {}).get("t_s") or [])
     fig, (latency_ax, acks_ax, isr_ax) = plt.subplots(3, 1, figsize=(FIGURE_SIZE[0], 9), sharex=True)
-    for key, label in (("service_time_p99_us", "service time p99"), ("end_to_end_p99_us", "end-to-end p99")):
+    for key, label in ((key, SERIES[key][0]) for key in ("service_time_p99_us", "end_to_end_p99_us")):
         values = (result.get("series") or {}).get(key)
         if values:
             latency_ax.plot(seconds, _ms(values), linewidth=1.5, label=label)
@@ -343,7 +343,7 @@ def _java_by_compression(rows: Sequence[Mapping[str, Any]]) -> dict[str, list[tu
         java = row.get("java") or {}
         if isinstance(java.get("end_to_end_ms"), (int, float)):
             groups.setdefault(str(row.get("compression")), []).append(
-                (row["size_bytes"], java["end_to_end_ms"], java.get("throughput_mb_s")))
+                (row["size_bytes"], java["end_to_end_ms"], java.get("transfer_rate_mb_s")))
     return groups
 
 
@@ -384,7 +384,7 @@ def plot_large_message(result: Mapping[str, Any], folder: Path) -> list[Path]:
     for compression, group in groups.items():
         colour = colours[compression]
         sizes = [r["size_bytes"] for r in group]
-        throughput_ax.plot(sizes, _nan([r.get("throughput_mb_s") for r in group]), "o-", color=colour, label=compression)
+        throughput_ax.plot(sizes, _nan([r.get("transfer_rate_mb_s") for r in group]), "o-", color=colour, label=compression)
         for key, style, who in (("producer_peak_rss_bytes", "o-", "producer"), ("consumer_peak_rss_bytes", "s--", "consumer")):
             rss = [r.get(key) for r in group]
             if any(v is not None for v in rss):
@@ -399,11 +399,11 @@ def plot_large_message(result: Mapping[str, Any], folder: Path) -> list[Path]:
     for ax in (throughput_ax, memory_ax):
         _size_axis(ax)
         ax.legend(fontsize=8)
-    throughput_ax.set_ylabel("MB/s (uncompressed payload)")
-    throughput_ax.set_title("throughput", fontsize=10)
+    throughput_ax.set_ylabel(f"MB/s (uncompressed payload / {METRICS['end_to_end_p50'].label})")
+    throughput_ax.set_title("transfer rate of one message in flight", fontsize=10)
     _ms_axis(memory_ax, "peak RSS (MB, log scale)")
     memory_ax.set_title("client memory", fontsize=10)
-    fig.suptitle("Large messages: throughput and client memory", fontsize=12)
+    fig.suptitle("Large messages: transfer rate and client memory", fontsize=12)
     _caption(fig, runs)
     written.append(_save(fig, folder / "large_message_throughput_memory.png"))
     compression_plot = plot_large_message_compression(result, folder / "large_message_compression.png")

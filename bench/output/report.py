@@ -17,10 +17,10 @@ from typing import Any
 
 from bench.analysis.compare import DeltaRow, Verdict
 from bench.analysis.failover import FAILOVER_COLUMNS, failover_row
-from bench.analysis.stats import derive_warnings, measured_indices, series_samples
+from bench.analysis.stats import derive_warnings
 from bench.output import plots
 from bench.results.formatting import describe_environment, describe_scenario, format_change, format_us, format_value
-from bench.results.metrics import LATENCY_LABELS, SUMMARY_PERCENTILES, latency_title
+from bench.results.metrics import LATENCY_LABELS, METRICS, SUMMARY_PERCENTILES, latency_title
 from bench.results.store import load_result, write_text_atomic
 from streamstore.errors import UsageError
 
@@ -134,18 +134,19 @@ def _latency_table(result: Mapping[str, Any]) -> Block | None:
     return table(header, rows)
 
 
+# The figures of a run's summary table besides its latencies and counts (metric table names).
+SUMMARY_METRICS = ("throughput", "throughput_mb", "consumed_throughput", "lag_max", "lag_time_max")
+
+
 def _throughput_rows(result: Mapping[str, Any]) -> list[tuple[str, str]]:
+    seconds = (result.get("throughput") or {}).get("measured_s")
+    window = f" (over {seconds} measured seconds)" if seconds else ""
     rows = []
-    seconds = len(measured_indices(result))
-    for key, label in (("sent", "sent"), ("acked", "acked"), ("consumed", "consumed")):
-        samples = series_samples(result, key)
-        if samples:
-            rows.append((f"throughput {label} (mean of {seconds} measured seconds)",
-                         format_value(sum(samples) / len(samples), "msg/s")))
-    for key, label, unit in (("lag_messages", "consumer lag max", "messages"), ("lag_time_ms", "consumer time lag max", "ms")):
-        values = [v for v in ((result.get("series") or {}).get(key) or []) if v is not None]
-        if values:
-            rows.append((label, format_value(max(values), unit)))
+    for name in SUMMARY_METRICS:
+        metric = METRICS[name]
+        value = metric.read(result)
+        if value is not None:
+            rows.append((metric.label + window, format_value(value, metric.unit)))
     return rows
 
 
@@ -174,13 +175,13 @@ def _large_message_table(result: Mapping[str, Any]) -> Block | None:
     body = [(
         f"{row['size_bytes']:,}", str(row.get("compression")), str(row.get("reps", "-")),
         milliseconds(row.get("service_time_ms"), "p50"), milliseconds(row.get("service_time_ms"), "max"),
-        milliseconds(row.get("end_to_end_ms"), "p50"), number(row.get("throughput_mb_s")),
+        milliseconds(row.get("end_to_end_ms"), "p50"), number(row.get("transfer_rate_mb_s")),
         number(row.get("compression_ratio"), unit="x") + (" (skipped)" if row.get("compression_skipped") else ""),
         number(row.get("producer_peak_rss_bytes"), 1e6), number(row.get("consumer_peak_rss_bytes"), 1e6),
         row.get("error") or "", *java(row),
     ) for row in rows]
-    return table(("size (bytes)", "compression", "reps", "service time p50", "service time max", "end-to-end",
-                  "MB/s", "ratio", "producer RSS MB", "consumer RSS MB", "error",
+    return table(("size (bytes)", "compression", "reps", METRICS["service_time_p50"].label, METRICS["service_time_max"].label,
+                  METRICS["end_to_end_p50"].label, "transfer rate MB/s", "ratio", "producer RSS MB", "consumer RSS MB", "error",
                   *(("Java EndToEndLatency end-to-end (mean)",) if peer else ())), body)
 
 

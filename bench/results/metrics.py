@@ -1,16 +1,76 @@
-"""The metric vocabulary: each latency a result can hold, its label, and the percentiles a summary
-reads. Everything that names a latency (plots, reports, compare, thresholds, progress, `.hlog`
-file names) takes the name from here."""
+"""The metric table: every figure a result holds, defined once.
+
+A metric's name, label, unit, where result.json keeps it, which way is worse, its per-second
+series and the window it covers live here and nowhere else. Plots, reports, compare, the
+threshold syntax (`--check`, `--slo`), progress lines, the Locust log and the `.hlog` file names
+all take them from this table (`tests/test_metrics.py` greps the code for stray names).
+
+Windows (docs/measurement.md says the same in prose):
+- MEASURED: the seconds after warm-up, up to but not including the last second with sends (a
+  partial second) and the drain after it. Every headline figure (throughput, latency
+  percentiles, maximum lag) covers this window, in the summary, the report, compare and the gate.
+- WHOLE_RUN: from the first send to the end of the drain; the counts and the audit, which must
+  account for every message.
+"""
 
 from __future__ import annotations
 
-# The latencies a result can hold (result["latency_us"] keys): short name and what it spans.
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+MEASURED = "measured window (after warm-up, before the last partial second and the drain)"
+WHOLE_RUN = "whole run (first send to the end of the drain)"
+
+# The latencies a result can hold (result["latency_us"] keys): label and the span it measures.
 LATENCY_LABELS = {
     "service_time": ("service time", "send -> ack"),
     "response_time": ("response time", "intended send -> ack"),
     "send_delay": ("send delay", "actual - intended send"),
     "end_to_end": ("end-to-end", "send -> consumed"),
 }
+# The latencies drawn as distributions and kept as interval logs (send delay is a diagnostic).
+PLOTTED_LATENCIES = ("service_time", "response_time", "end_to_end")
+# Latencies written as `<name>.hlog` beside result.json (one interval per second).
+HLOG_LATENCIES = ("service_time", "end_to_end")
+
+# Keys of a latency summary, in order, with the percentile each one reads.
+SUMMARY_PERCENTILES = {"p50": 50.0, "p90": 90.0, "p99": 99.0, "p99_9": 99.9, "p99_99": 99.99}
+LATENCY_STATISTICS = (*SUMMARY_PERCENTILES, "max", "mean")
+
+# Counts of result["counts"], each with what it counts (over the WHOLE_RUN window).
+COUNTS = {
+    "sent": "messages handed to the client",
+    "acked": "messages the broker acknowledged",
+    "failed": "deliveries that failed",
+    "consumed": "messages the tracker consumed",
+    "lost": "orders acked but never consumed",
+    "duplicated": "orders consumed more than once",
+    "malformed": "consumed values that were not orders",
+    "broker_offset_delta": "records the topic gained, by the broker's offsets",
+}
+# Counts produced by the producer and tracker each second (result["series"] keys, msg/s).
+PER_SECOND_COUNTS = ("sent", "acked", "failed", "consumed")
+
+# Per-second series of result["series"] (t_s is the end of each second): key -> (label, unit).
+SERIES = {
+    **{name: (f"{name} per second", "msg/s") for name in PER_SECOND_COUNTS},
+    "service_time_p50_us": ("service time p50 per second", "µs"),
+    "service_time_p99_us": ("service time p99 per second", "µs"),
+    "service_time_max_us": ("service time max per second", "µs"),
+    "response_time_p99_us": ("response time p99 per second", "µs"),
+    "end_to_end_p50_us": ("end-to-end p50 per second", "µs"),
+    "end_to_end_p99_us": ("end-to-end p99 per second", "µs"),
+    "end_to_end_max_us": ("end-to-end max per second", "µs"),
+    "lag_messages": ("consumer lag", "messages"),
+    "lag_time_ms": ("consumer time lag", "ms"),
+}
+# The per-second latency statistics in SERIES: latency -> statistics.
+LATENCY_SERIES = {"service_time": ("p50", "p99", "max"), "response_time": ("p99",), "end_to_end": ("p50", "p99", "max")}
+
+
+def latency_series_key(kind: str, statistic: str) -> str:
+    return f"{kind}_{statistic}_us"
 
 
 def latency_title(kind: str) -> str:
@@ -19,5 +79,53 @@ def latency_title(kind: str) -> str:
     return f"{name} ({span})"
 
 
-# Keys of the summary dict, in order, with the percentile each one reads.
-SUMMARY_PERCENTILES = {"p50": 50.0, "p90": 90.0, "p99": 99.0, "p99_9": 99.9, "p99_99": 99.99}
+@dataclass(frozen=True)
+class Metric:
+    """One figure of a result: where it is kept and how to read and judge it."""
+
+    name: str
+    label: str
+    unit: str  # "µs" for latencies
+    worse_when: str  # "higher" or "lower"
+    path: tuple[str, ...]  # keys into result.json
+    window: str
+    series_key: str | None = None  # the per-second series a significance test uses
+    floor: float = 0.0  # smallest absolute change (in `unit`) that can be a regression
+
+    def read(self, result: Mapping[str, Any]) -> float | None:
+        value: Any = result
+        for key in self.path:
+            if not isinstance(value, Mapping):
+                return None
+            value = value.get(key)
+        return value if isinstance(value, (int, float)) and not isinstance(value, bool) else None
+
+
+# Smallest latency change that can be a regression: sub-millisecond noise never fails a build.
+LATENCY_FLOOR_US = 1_000
+# Smallest lag change that can be a regression (messages, ms).
+LAG_FLOOR = 100.0
+
+
+def _build() -> dict[str, Metric]:
+    metrics = [
+        Metric("throughput", "throughput (acked)", "msg/s", "lower", ("throughput", "acked_per_s"), MEASURED, "acked"),
+        Metric("throughput_mb", "throughput (acked payload)", "MB/s", "lower", ("throughput", "acked_mb_s"), MEASURED),
+        Metric("consumed_throughput", "throughput (consumed)", "msg/s", "lower", ("throughput", "consumed_per_s"),
+               MEASURED, "consumed"),
+        Metric("lag_max", "consumer lag max", "messages", "higher", ("lag", "max_messages"), MEASURED,
+               "lag_messages", LAG_FLOOR),
+        Metric("lag_time_max", "consumer time lag max", "ms", "higher", ("lag", "max_time_ms"), MEASURED,
+               "lag_time_ms", LAG_FLOOR),
+    ]
+    metrics += [Metric(name, name, "messages", "higher" if name in ("failed", "lost", "duplicated", "malformed") else "lower",
+                       ("counts", name), WHOLE_RUN) for name in COUNTS]
+    for kind, (label, _span) in LATENCY_LABELS.items():
+        for statistic in LATENCY_STATISTICS:
+            series = latency_series_key(kind, statistic) if statistic in LATENCY_SERIES.get(kind, ()) else None
+            metrics.append(Metric(f"{kind}_{statistic}", f"{label} {statistic.replace('_', '.')}", "µs", "higher",
+                                  ("latency_us", kind, statistic), MEASURED, series, LATENCY_FLOOR_US))
+    return {metric.name: metric for metric in metrics}
+
+
+METRICS = _build()

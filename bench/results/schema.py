@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from bench.results.window import lag_summary, throughput_summary
+
 # Schema versions of result.json. Bump on any change a reader must know about, and say what
 # changed here; load_result refuses versions it does not list.
 #   1  first version: scenario, fingerprint, environment, broker, counts, latency_us summaries
@@ -17,8 +19,16 @@ from typing import Any
 #   3  large-message: each row carries `java` (Kafka's EndToEndLatency at the same size and codec,
 #      or null without --peer java), the section `peer` (which tool, null without --peer) and the
 #      scenario `peer`. load_result reads versions 1 and 2 with those as null.
-SCHEMA_VERSION = 3
-SUPPORTED_SCHEMA_VERSIONS = frozenset({1, 2, 3})
+#   4  one window for every headline figure (bench/results/metrics.py MEASURED): `throughput`
+#      holds acked_per_s, acked_mb_s and consumed_per_s over the measured window, with
+#      measured_s; the old acked / elapsed figure is elapsed_acked_per_s. A new `lag` section
+#      (max_messages, max_time_ms over the window). Latency summaries cover the window too (were
+#      every second after warm-up, drain included). Large-message rows say transfer_rate_mb_s
+#      (was throughput_mb_s: a per-message rate, not a throughput). load_result reads version 3
+#      files with throughput and lag recomputed from their series and a warning that their
+#      latency summaries include the drain.
+SCHEMA_VERSION = 4
+SUPPORTED_SCHEMA_VERSIONS = frozenset({1, 2, 3, 4})
 
 RESULT_KINDS = frozenset({"run", "large-message", "locust"})
 
@@ -58,12 +68,40 @@ def upgrade_v2(document: dict[str, Any]) -> dict[str, Any]:
     return document
 
 
+# Said in an upgraded version 3 result: its latency summaries were taken over another window.
+V3_LATENCY_WINDOW = "latency summaries of this schema version 3 file cover the drain too (version 4: the measured window)"
+
+
+def upgrade_v3(document: dict[str, Any]) -> dict[str, Any]:
+    """A version 3 result in version 4's shape: throughput and lag over the measured window,
+    recomputed from the stored per-second series; large-message rows renamed."""
+    series = document.get("series") or {}
+    old = document.get("throughput") if isinstance(document.get("throughput"), dict) else {}
+    if series and "measured_s" not in old:
+        scenario = document.get("scenario") or {}
+        size = scenario.get("message_size") if isinstance(scenario.get("message_size"), int) else None
+        document["throughput"] = {**throughput_summary(series, document.get("warmup_s") or 0, size),
+                                  "producing_s": old.get("producing_s"), "elapsed_s": old.get("elapsed_s"),
+                                  "elapsed_acked_per_s": old.get("acked_per_s")}
+    if series and "lag" not in document:
+        document["lag"] = lag_summary(series, document.get("warmup_s") or 0)
+    if document.get("latency_us"):
+        document["warnings"] = [*(document.get("warnings") or []), V3_LATENCY_WINDOW]
+    for row in (document.get("large_message") or {}).get("rows") or []:
+        _renamed(row, "throughput_mb_s", "transfer_rate_mb_s")
+        _renamed(row.get("java"), "throughput_mb_s", "transfer_rate_mb_s")
+    document["schema_version"] = 4
+    return document
+
+
 def upgrade(document: dict[str, Any]) -> dict[str, Any]:
     """A result of any supported version in the current version's shape."""
     if document["schema_version"] == 1:
         document = upgrade_v1(document)
     if document["schema_version"] == 2:
         document = upgrade_v2(document)
+    if document["schema_version"] == 3:
+        document = upgrade_v3(document)
     return document
 
 

@@ -1,0 +1,71 @@
+"""Which seconds of a run count: the measured window (bench/results/metrics.py MEASURED), and
+the figures a result's summary takes over it. Pure: the result builder, the analysis and the
+upgrade of older result files all call these, so the summary, the report, compare and the gate
+read one figure."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+
+def measured_seconds(seconds: Sequence[float], warmup_s: float, sent: Sequence[int] | None) -> list[int]:
+    """Indices of the per-second series that form the steady state.
+
+    Second i covers [t_s - 1, t_s) with t_s = seconds[i]. Excluded: warm-up seconds
+    (t_s <= warmup_s), the last second with sends (a partial second) and the drain seconds after
+    it (nothing is sent while the tracker catches up). Without a "sent" series (a consumer
+    alone) every post-warm-up second counts.
+    """
+    end = len(seconds)
+    if sent:
+        sending = [i for i, count in enumerate(sent) if count]
+        end = sending[-1] if sending else 0
+    return [i for i in range(end) if seconds[i] > warmup_s]
+
+
+def measured_indices(result: Mapping[str, Any]) -> list[int]:
+    """`measured_seconds` of a result dict."""
+    series = result.get("series") or {}
+    return measured_seconds(series.get("t_s") or [], result.get("warmup_s") or 0, series.get("sent"))
+
+
+def series_samples(result: Mapping[str, Any], key: str) -> list[float]:
+    """The non-null values of one per-second series inside the measured window."""
+    values = (result.get("series") or {}).get(key)
+    if not values:
+        return []
+    return [values[i] for i in measured_indices(result) if i < len(values) and values[i] is not None]
+
+
+def _mean(values: Sequence[float]) -> float | None:
+    return round(sum(values) / len(values), 1) if values else None
+
+
+def throughput_summary(series: Mapping[str, Any], warmup_s: float, message_bytes: int | None) -> dict[str, Any]:
+    """The run's throughput over the measured window: acked (and consumed) messages per second,
+    the acked payload in MB/s when every message has one size, and how many seconds it covers.
+    None for a figure the run did not measure (no measured second, no tracker)."""
+    window = measured_seconds(series.get("t_s") or [], warmup_s, series.get("sent"))
+    acked = [series["acked"][i] for i in window] if series.get("acked") else []
+    consumed = [series["consumed"][i] for i in window] if series.get("consumed") else []
+    acked_per_s = _mean(acked)
+    return {
+        "measured_s": len(window),
+        "acked_per_s": acked_per_s,
+        "acked_mb_s": round(acked_per_s * message_bytes / 1e6, 3) if acked_per_s is not None and message_bytes else None,
+        "consumed_per_s": _mean(consumed),
+    }
+
+
+def lag_summary(series: Mapping[str, Any], warmup_s: float) -> dict[str, Any]:
+    """Maximum consumer lag (messages, and time in ms) over the measured window; None when the
+    run measured no lag there."""
+    window = measured_seconds(series.get("t_s") or [], warmup_s, series.get("sent"))
+
+    def peak(key: str) -> float | None:
+        values = series.get(key) or []
+        inside = [values[i] for i in window if i < len(values) and values[i] is not None]
+        return max(inside) if inside else None
+
+    return {"max_messages": peak("lag_messages"), "max_time_ms": peak("lag_time_ms")}
