@@ -300,6 +300,32 @@ def proxied_broker(tmp_path_factory):
         proxies.stop()
 
 
+def test_bench_proxy_start_leaves_no_file_open_in_the_starting_process(tmp_path):
+    """The background proxies write to client-proxies.log; the command that starts them closes
+    its own handle of that file (an unclosed file is a ResourceWarning when it is collected)."""
+    import gc
+    import warnings
+
+    from conftest import free_ports
+
+    from bench.broker.proxy_control import remote_proxies
+    from bench.cli import main
+
+    listen, upstream = free_ports(2)
+    state_dir = str(tmp_path / "proxied")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", ResourceWarning)
+        assert main(["proxy", "start", "--state-dir", state_dir, "--node", f"1={listen}:{upstream}"]) == 0
+        gc.collect()
+    try:
+        assert list(remote_proxies(state_dir)) == [1]
+        leaked = [str(w.message) for w in caught if "client-proxies.log" in str(w.message)]
+        assert not leaked, leaked
+    finally:
+        assert main(["proxy", "stop", "--state-dir", state_dir]) == 0
+    assert not remote_proxies(state_dir)
+
+
 def test_an_isolated_leader_cuts_its_clients_off_through_the_proxy(proxied_broker, unique_topic, tmp_path):
     from kafka_truth import assert_counts_match_broker, bench_command
 
@@ -479,6 +505,6 @@ def test_a_slow_consumer_record_reads_as_the_consumer_not_a_node():
                              "end_to_end": {"during": {"p50": 18_100, "p99": 302_000},
                                             "before": {"p50": 9_660, "p99": 429_000}}}}
     assert failover_lines({"faults": [record]}) == [
-        "failover slow-consumer=20ms@8+6 on the consumer at 8.0 s: longest gap without a consumed message 249 ms, "
+        "failover slow-consumer=20ms@8+6 on the consumer at 8.000 s: longest gap without a consumed message 249 ms, "
         "end-to-end p50 18.1 ms during vs 9.66 ms before, end-to-end p99 302 ms vs 429 ms"]
     assert failover_row(record)[:2] == ["slow-consumer=20ms@8+6", "the consumer"]

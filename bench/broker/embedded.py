@@ -36,6 +36,7 @@ from bench.broker.jars import (
     file_lock,
     missing_tool,
     provision_jars,
+    run_bounded,
     version_key,
 )
 from bench.broker.probe import broker_answers
@@ -77,6 +78,8 @@ PROPERTIES_HEADER = "# Written by bench/broker/embedded.py on every start."
 _PROBE_TIMEOUT_S = 1.0
 # A killed JVM's threads close its sockets a moment after the process counts as dead.
 _PORT_RELEASE_S = 5.0
+# StorageTool format is one JVM start (seconds; tens on a loaded 2-core machine).
+FORMAT_TIMEOUT_S = 180.0
 
 
 def new_cluster_id() -> str:
@@ -226,11 +229,13 @@ def _format_storage(config: NodeConfig, java: str, libs: Path, cluster_id: str) 
     """KRaft refuses to start on an unformatted log dir; format it once, keep it after."""
     if (config.data_dir / "meta.properties").exists():
         return
-    completed = subprocess.run(
-        config.java_command(java, libs, "kafka.tools.StorageTool", "format", "-t", cluster_id,
-                            "-c", str(config.properties_path), "--ignore-formatted"),
-        stdin=subprocess.DEVNULL, capture_output=True, text=True,
-    )
+    timeout_s = FORMAT_TIMEOUT_S
+    try:
+        completed = run_bounded(config.java_command(java, libs, "kafka.tools.StorageTool", "format", "-t", cluster_id,
+                                                    "-c", str(config.properties_path), "--ignore-formatted"), timeout_s)
+    except subprocess.TimeoutExpired:
+        raise RunFailed(f"formatting the broker storage in {config.data_dir} did not finish within {timeout_s:g} s "
+                        "(stopped); is the machine overloaded, or the disk stuck?") from None
     if completed.returncode != 0:
         output = (completed.stderr.strip() or completed.stdout.strip()).splitlines()
         raise RunFailed(f"formatting the broker storage in {config.data_dir} failed: {output[-1] if output else ''}")
