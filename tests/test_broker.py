@@ -170,13 +170,13 @@ def test_maven_that_hangs_is_stopped_at_its_timeout_with_one_line(tmp_path, monk
 
 
 def test_storage_format_that_hangs_is_stopped_at_its_timeout_with_one_line(broker_flags, tmp_path, monkeypatch, capsys):
-    import bench.broker.embedded as embedded
+    import bench.broker.node_config as node_config
     from bench.cli import main
 
     pid_file = tmp_path / "java-child.pid"
     _hanging_tool(tmp_path / "bin", "java", pid_file)
     monkeypatch.setenv("PATH", f"{tmp_path / 'bin'}:{os.environ['PATH']}")
-    monkeypatch.setattr(embedded, "FORMAT_TIMEOUT_S", 2.0)
+    monkeypatch.setattr(node_config, "FORMAT_TIMEOUT_S", 2.0)
     began = time.monotonic()
     assert main(["broker", "start", *broker_flags]) == 3
     assert time.monotonic() - began < 30
