@@ -443,23 +443,25 @@ def test_phased_run_sends_each_phase_at_its_rate(kafka_bootstrap, unique_topic, 
 
 
 def test_a_slow_consumer_fault_slows_end_to_end_latency_while_it_lasts(kafka_bootstrap, unique_topic, tmp_path):
-    """slow-consumer=25ms@2+2 in a 6 s run at 500/s: the tracker sleeps 25 ms after each batch from
-    2 s to 4 s, measured as end-to-end latency in that window and not before it; the fault is in
-    the scenario (and so in its fingerprint), its events and its failover record in the result."""
-    scenario = _scenario(unique_topic, rate=500, duration_s=6, faults=["slow-consumer=25ms@2+2"])
+    """slow-consumer=25ms@5+2 in an 8 s run at 500/s: the tracker sleeps 25 ms after each batch from
+    5 s to 7 s, measured as end-to-end latency in that window; the fault is in the scenario (and so
+    in its fingerprint), its events and its failover record."""
+    scenario = _scenario(unique_topic, rate=500, duration_s=8, warmup_s=2, faults=["slow-consumer=25ms@5+2"])
     code, folder, result = _run(scenario, kafka_bootstrap, tmp_path)
     assert code == 0, result["failure"]
     assert_counts_match_broker(result, kafka_bootstrap)
-    assert result["scenario"]["faults"] == ["slow-consumer=25ms@2+2"]
+    assert result["scenario"]["faults"] == ["slow-consumer=25ms@5+2"]
     assert result["fingerprint"] != dataclasses.replace(scenario, faults=()).fingerprint()
     assert [(e["t_s"], e["kind"]) for e in result["events"] if e["kind"].startswith("consumer-")] == [
-        (2.0, "consumer-slow"), (4.0, "consumer-normal")]
+        (5.0, "consumer-slow"), (7.0, "consumer-normal")]
     [record] = result["failover"]["faults"]
     assert (record["fault"], record["kind"], record["role"], record["node_id"]) == (
-        "slow-consumer=25ms@2+2", "slow-consumer", "consumer", None)
-    end_to_end = record["latency_us"]["end_to_end"]
-    # Each 25 ms sleep holds what arrives meanwhile: the median message waits several ms more.
-    assert end_to_end["during"]["p50"] >= end_to_end["before"]["p50"] + 5_000, end_to_end
+        "slow-consumer=25ms@5+2", "slow-consumer", "consumer", None)
+    assert record["latency_window_s"][0] == 5 and record["latency_before_window_s"][0] >= 2  # after warm-up
+    # Each 25 ms sleep holds what arrives meanwhile (at 500/s a message every 2 ms): the median
+    # message waits ~12 ms for the batch after it. Only a lower bound holds on any machine: load
+    # adds latency, and a freshly started broker's first seconds can be slower than the fault.
+    assert record["latency_us"]["end_to_end"]["during"]["p50"] >= 10_000, record["latency_us"]
     assert "unstable" not in " ".join(result["warnings"])
 
 
