@@ -354,26 +354,8 @@ def test_an_isolated_leader_cuts_its_clients_off_through_the_proxy(proxied_broke
 
 
 # ---------------------------------------------------------------------------------------------
-# On a real 3-node cluster (combined broker+controller nodes, RF 3).
-
-
-@pytest.fixture(scope="module")
-def failover_cluster(tmp_path_factory):
-    """A 3-node cluster this module may fault. A killed node is fenced when its broker session
-    expires: 4 s here instead of Kafka's 9 s, so a 10 s kill shows a failover well inside it
-    even on a busy machine (heartbeats every 0.5 s keep live nodes well within it)."""
-    from conftest import BROKER_START_TIMEOUT_S, free_cluster_layout
-
-    from bench.broker.cluster import EmbeddedCluster
-
-    cluster = EmbeddedCluster(state_dir=tmp_path_factory.mktemp("failover-cluster"), layout=free_cluster_layout(3),
-                              extra_properties={"broker.session.timeout.ms": "4000",
-                                                "broker.heartbeat.interval.ms": "500"})
-    try:
-        cluster.start(timeout_s=BROKER_START_TIMEOUT_S)
-        yield cluster
-    finally:
-        cluster.stop(grace_s=30)
+# On the run's 3-node cluster (conftest kafka_cluster: combined broker+controller nodes, a killed
+# node fenced after 4 s), RF 3.
 
 
 def cluster_chaos(cluster, topic, results_root, *args):
@@ -382,7 +364,6 @@ def cluster_chaos(cluster, topic, results_root, *args):
 
     from bench.results.store import load_result
 
-    cluster.wait_until_complete(timeout_s=120)   # every node back from the previous test
     completed = bench_command(
         "chaos", str(STEADY_SCENARIO), "--bootstrap-servers", cluster.bootstrap_servers, "--broker", "external",
         "--state-dir", str(cluster.state_dir), "--topic", topic, "--results", str(results_root), "--no-report",
@@ -392,7 +373,8 @@ def cluster_chaos(cluster, topic, results_root, *args):
     return completed, load_result(folders[0])
 
 
-def test_a_killed_leader_with_acks_all_loses_nothing_and_fails_over_within_the_kill(failover_cluster, unique_topic,
+@pytest.mark.slow
+def test_a_killed_leader_with_acks_all_loses_nothing_and_fails_over_within_the_kill(kafka_cluster, unique_topic,
                                                                                      tmp_path):
     """The leader of a partition is killed 20 s into a 60 s run at 2,000 orders/s and restarted 10 s
     later. The partition is one whose leader is not also the active controller: killing both at
@@ -403,15 +385,15 @@ def test_a_killed_leader_with_acks_all_loses_nothing_and_fails_over_within_the_k
     from bench.broker.roles import active_controller, topic_state
     from streamstore.admin import connect_admin, ensure_topic
 
-    admin = connect_admin(failover_cluster.bootstrap_servers)
+    admin = connect_admin(kafka_cluster.bootstrap_servers)
     ensure_topic(admin, unique_topic, 3, 3, config={"min.insync.replicas": "2"})
-    controller = active_controller(failover_cluster.bootstrap_servers)
+    controller = active_controller(kafka_cluster.bootstrap_servers)
     partition = next(p for p, state in sorted(topic_state(admin, unique_topic).items()) if state.leader != controller)
     completed, result = cluster_chaos(
-        failover_cluster, unique_topic, tmp_path, "--set", "idempotence=true", "--set", "min_insync_replicas=2",
+        kafka_cluster, unique_topic, tmp_path, "--set", "idempotence=true", "--set", "min_insync_replicas=2",
         "--rate", "2000", "--duration", "60", "--warmup", "5", "--fault", f"kill:leader/{partition}@20+10")
     assert completed.returncode == 0, completed.stdout + completed.stderr
-    assert_counts_match_broker(result, failover_cluster.bootstrap_servers, faults=True)
+    assert_counts_match_broker(result, kafka_cluster.bootstrap_servers, faults=True)
     assert result["counts"]["lost"] == 0 and result["counts"]["duplicated"] == 0
     [fault] = result["failover"]["faults"]
     assert fault["role"] == "leader" and fault["node_id"] != controller and fault["partition"] == partition
@@ -423,7 +405,8 @@ def test_a_killed_leader_with_acks_all_loses_nothing_and_fails_over_within_the_k
     print(completed.stdout.splitlines()[-1])
 
 
-def test_acks_1_loses_exactly_the_acked_orders_missing_from_the_log(failover_cluster, unique_topic, tmp_path):
+@pytest.mark.slow
+def test_acks_1_loses_exactly_the_acked_orders_missing_from_the_log(kafka_cluster, unique_topic, tmp_path):
     """Both followers of partition 0 are frozen while its leader acks alone (acks=1); then the leader
     is killed and the followers resumed: one of them leads with a log that never had those orders.
     (With 2 of 3 combined nodes frozen the controller quorum is down, so the ISR cannot shrink: the
@@ -435,15 +418,15 @@ def test_acks_1_loses_exactly_the_acked_orders_missing_from_the_log(failover_clu
     from streamstore.trace import read_trace
 
     completed, result = cluster_chaos(
-        failover_cluster, unique_topic, tmp_path, "--set", 'acks="1"', "--rate", "2000", "--duration", "35",
+        kafka_cluster, unique_topic, tmp_path, "--set", 'acks="1"', "--rate", "2000", "--duration", "35",
         "--warmup", "2", "--fault", "pause:followers@5+9", "--fault", "kill:leader@11+10")
     assert completed.returncode == 3, completed.stdout + completed.stderr
     assert result["status"] == "failed"
     counts = result["counts"]
     assert counts["lost"] > 0 and counts["failed"] == 0
     # An independent consumer reads the whole log: the run's orders in it are the acked ones less the lost.
-    ends = high_watermarks(topic_watermarks(failover_cluster.bootstrap_servers, unique_topic))
-    consumer = Consumer({"bootstrap.servers": failover_cluster.bootstrap_servers, "group.id": f"check-{unique_topic}",
+    ends = high_watermarks(topic_watermarks(kafka_cluster.bootstrap_servers, unique_topic))
+    consumer = Consumer({"bootstrap.servers": kafka_cluster.bootstrap_servers, "group.id": f"check-{unique_topic}",
                          "enable.auto.commit": False, "log_level": 0})
     consumer.assign([TopicPartition(unique_topic, p, 0) for p in ends])
     present, seen = set(), 0
@@ -461,17 +444,18 @@ def test_acks_1_loses_exactly_the_acked_orders_missing_from_the_log(failover_clu
     assert [f["role"] for f in result["failover"]["faults"]] == ["follower", "follower", "leader"]
 
 
-def test_a_rolling_restart_under_load_loses_nothing(failover_cluster, unique_topic, tmp_path):
+@pytest.mark.slow
+def test_a_rolling_restart_under_load_loses_nothing(kafka_cluster, unique_topic, tmp_path):
     """A node restarts in 15 s here, in 45 s when the machine is busy: the 90 s run has time for
     all three, or the result names the nodes its end left alone (the one being restarted then is
     always brought back first). Either way every node it stopped is back in sync, nothing is lost."""
     from kafka_truth import assert_counts_match_broker
 
     completed, result = cluster_chaos(
-        failover_cluster, unique_topic, tmp_path, "--set", "idempotence=true", "--set", "min_insync_replicas=2",
+        kafka_cluster, unique_topic, tmp_path, "--set", "idempotence=true", "--set", "min_insync_replicas=2",
         "--rate", "1000", "--duration", "90", "--warmup", "2", "--fault", "rolling-restart@3")
     assert completed.returncode == 0, completed.stdout + completed.stderr
-    assert_counts_match_broker(result, failover_cluster.bootstrap_servers, faults=True)
+    assert_counts_match_broker(result, kafka_cluster.bootstrap_servers, faults=True)
     assert result["counts"]["lost"] == 0
     records = result["failover"]["faults"]
     restarted = [r["node_id"] for r in records]

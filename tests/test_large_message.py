@@ -366,6 +366,7 @@ def test_a_bare_script_that_dies_with_an_exception_leaves_its_traceback_beside_t
     assert log.startswith("bare script failed (") and "in make_payload" in log
 
 
+@pytest.mark.slow
 def test_quick_sweep_end_to_end(kafka_bootstrap, tmp_path, capsys):
     started = time.monotonic()
     assert run_sweep(kafka_bootstrap, tmp_path, "--quick", "--peer", "java") == 0

@@ -65,15 +65,29 @@ def die_with_master() -> None:
     """
     if os.getpid() == _LOCUSTFILE_PID:
         return
+    if not _arm_parent_death_signal():
+        gevent.spawn(_exit_when_orphaned)
+
+
+def _arm_parent_death_signal() -> bool:
+    """In a forked worker: SIGKILL when the master ends (Linux prctl); False where there is none.
+
+    Armed right after the fork (os.register_at_fork below), not at Locust's init: a worker
+    still connecting to a master that already stopped (a bad option found before the workers
+    connected) would otherwise retry for a minute, holding the master's output pipe open."""
     try:
         prctl = ctypes.CDLL(None, use_errno=True).prctl
     except (AttributeError, OSError):
-        gevent.spawn(_exit_when_orphaned)
-        return
+        return False
     prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
     # The master may have ended between the fork and now, before the signal was armed.
     if os.getppid() != _LOCUSTFILE_PID:
         os._exit(0)
+    return True
+
+
+# Every process forked from the one that imported the locustfile is a `--processes` worker.
+os.register_at_fork(after_in_child=lambda: os.getppid() == _LOCUSTFILE_PID and _arm_parent_death_signal())
 
 
 def _exit_when_orphaned() -> None:
