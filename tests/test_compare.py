@@ -234,7 +234,7 @@ def test_another_machine_kind_or_broker_is_not_comparable_unless_allowed():
     candidate["broker"] = {**(candidate.get("broker") or {}), "version": "9.9.9"}
     reasons = compare.differing_environment(baseline, candidate)
     assert any(r.startswith("environment cpu_model:") for r in reasons) and any(r.startswith("broker version:") for r in reasons)
-    with pytest.raises(UsageError, match="not comparable: measured in different environments"):
+    with pytest.raises(UsageError, match="not comparable: environments differ"):
         compare.regress(baseline, candidate, [parse_check("throughput:-20%")])
     (verdict,) = compare.regress(baseline, candidate, [parse_check("throughput:-20%")], any_environment=True)
     assert verdict.outcome == "ok"
@@ -269,3 +269,20 @@ def test_ratio_spread_takes_each_round_against_its_own_round():
         ratio_spread([1.0], [1.0, 2.0])
     with pytest.raises(ValueError):
         ratio_spread([1.0], [0.0])
+
+
+def test_embedded_and_external_brokers_compare_on_the_protocol_version_both_report():
+    """An embedded 3.8.1 (its jar) and an external broker known by its inter.broker.protocol.version
+    compare on what both know: the protocol version, which the embedded broker reports too."""
+    embedded = {"version": "3.8.1", "version_source": "embedded broker jar", "bootstrap_servers": "127.0.0.1:9092",
+                "settings": {"inter.broker.protocol.version": "3.8-IV0"}}
+    external = {"version": "3.8-IV0", "version_source": "inter.broker.protocol.version",
+                "bootstrap_servers": "127.0.0.1:9092", "settings": {"inter.broker.protocol.version": "3.8-IV0"}}
+    assert compare.broker_version_difference(embedded, external) is None
+    newer = {**external, "version": "3.9-IV0", "settings": {"inter.broker.protocol.version": "3.9-IV0"}}
+    assert compare.broker_version_difference(embedded, newer) == (
+        "broker version: '3.8.1' (embedded broker jar) vs '3.9-IV0' (inter.broker.protocol.version), "
+        "inter.broker.protocol.version '3.8-IV0' vs '3.9-IV0'")
+    unmeasured = {"version": None, "not_measured": {"version": "it reports no inter.broker.protocol.version"}}
+    assert compare.broker_version_difference(embedded, unmeasured) == (
+        "broker version: not measured in the candidate (it reports no inter.broker.protocol.version)")

@@ -285,6 +285,22 @@ def test_headless_two_processes_merge_counts(kafka_bootstrap, unique_topic, tmp_
     assert result["counts"]["broker_offset_delta"] == result["counts"]["acked"]
     assert sorted(worker["producer"] for worker in workers.values()) == [0, 1]
     assert f"HDR total {locust['hdr_total_count']}" in completed.stderr
+    # Duration and rate as the workers measured them: first send -> last ack (not -t, not the
+    # test's wall time); the rate asked is a setting of its own, not a measured rate.
+    first_send = min(worker["first_send_at"] for worker in workers.values())
+    last_send = max(worker["last_send_at"] for worker in workers.values())
+    last_ack = max(worker["last_ack_at"] for worker in workers.values())
+    throughput = result["throughput"]
+    assert result["duration_s"] == throughput["elapsed_s"] == round(last_ack - first_send, 3)
+    assert throughput["producing_s"] == round(last_send - first_send, 3) < throughput["elapsed_s"]
+    assert throughput["elapsed_acked_per_s"] == round(result["counts"]["acked"] / throughput["elapsed_s"], 1)
+    assert 5 < throughput["elapsed_s"] < 10 + 5, throughput  # -t 10s minus spawning, plus the last acks
+    assert "rate" not in result["scenario"]
+    assert (result["scenario"]["user_rate"], result["scenario"]["users"], result["scenario"]["duration_s"]) == (1000, 4, 10)
+    # The broker as `bench run` records it: the fixture's embedded broker, measured at the start.
+    broker = result["broker"]
+    assert (broker["embedded"], broker["version_source"], broker["not_measured"]) == (True, "embedded broker jar", {})
+    assert broker["version"] and broker["settings"]["message.max.bytes"]
     # The tracker runs in its own process: its end-to-end latency is close to the delivery
     # latency at this moderate rate (in a thread of the master it read ~15x the delivery p50).
     latency = result["latency_us"]

@@ -4,6 +4,7 @@ the audit on real consumed messages, bad input, interruption."""
 from __future__ import annotations
 
 import dataclasses
+import datetime as dt
 import io
 import multiprocessing
 import os
@@ -22,6 +23,7 @@ from kafka_truth import assert_counts_match_broker, bench_command, default_signa
 from window_truth import hlog_total, window_count, window_sum
 
 from bench.cli import main as bench_main
+from bench.core import runner
 from bench.core.audit import audit_offsets, lost_sequences, offset_ranges
 from bench.core.runner import run_scenario
 from bench.core.scenario import Scenario
@@ -87,11 +89,18 @@ def test_topic_settings_and_offsets_no_node_answers_for_are_null_with_the_reason
     assert any(w.startswith("broker_offset_delta not measured: could not read offsets") for w in document["warnings"])
 
 
-def test_fixed_rate_run_counts_histograms_and_interval_logs_agree(kafka_bootstrap, unique_topic, tmp_path):
+def test_fixed_rate_run_counts_histograms_and_interval_logs_agree(kafka_bootstrap, unique_topic, tmp_path, monkeypatch):
     scenario = _scenario(unique_topic)
     console = io.StringIO()
+    captured_at = []  # the environment is measured once, when the run starts, not when it is written
+    monkeypatch.setattr(runner, "capture_environment",
+                        lambda capture=runner.capture_environment: captured_at.append(time.time()) or capture())
     code, folder, result = run_scenario(scenario, kafka_bootstrap, tmp_path / "results", "external", out=console,)
     assert code == 0, result["failure"]
+    assert len(captured_at) == 1 and captured_at[0] < dt.datetime.fromisoformat(result["started_at"]).timestamp()
+    assert result["environment"]["not_measured"] == {} and result["environment"]["harness_version"]
+    broker = result["broker"]  # the fixture's broker, started before the run: still the embedded one
+    assert (broker["embedded"], broker["version_source"], broker["not_measured"]) == (True, "embedded broker jar", {})
     # Not a terminal: one plain progress line per second, no carriage returns.
     progress = [line for line in console.getvalue().splitlines() if line.startswith("t=")]
     assert len(progress) >= scenario.duration_s and "\r" not in console.getvalue()

@@ -32,6 +32,7 @@ from bench.core.runner import run_scenario
 from bench.core.scenario import Scenario, merge_overrides, parse_set_option
 from bench.peers.bare_loops import BARE_LOOPS, BareLoop, run_bare_loop
 from bench.peers.java import TOOL_START_ALLOWANCE_S, JavaPeer
+from bench.results.formatting import format_us
 from bench.results.histograms import new_latency_histogram
 from bench.results.metrics import METRICS
 from streamstore.admin import connect_admin, delete_topic, ensure_topic
@@ -107,7 +108,7 @@ def _bench_run(scenario: Scenario, bootstrap_servers: str, args: argparse.Namesp
     print(f"round {round_number}  {BENCH_RUN:<34} {rate:>10,.0f} msg/s  ({result['counts']['acked']:,} acked "
           f"in {result['throughput']['elapsed_s']:.2f} s, consumed {result['counts']['consumed']:,}, "
           f"{result['audit']} audit: lost {result['counts']['lost']:,}, duplicated {result['counts']['duplicated']:,}; "
-          f"{METRICS['service_time_p99'].label} {result['latency_us']['service_time']['p99'] / 1000:.1f} ms sampled "
+          f"{METRICS['service_time_p99'].label} {format_us(METRICS['service_time_p99'].read(result))} sampled "
           f"1/{result['latency_us']['service_time']['sample_every']}, end-to-end sampled "
           f"1/{end_to_end['sample_every']}; {folder})", flush=True)
     return rate

@@ -29,6 +29,7 @@ from bench.large_message.result import format_java_row, format_row, sweep_result
 from bench.large_message.sweep import LargeMessageSweep, preflight
 from bench.output.report import write_run_report
 from bench.peers.java import JavaPeer
+from bench.results.environment import capture_environment
 from bench.results.metrics import LATENCY_LABELS
 from streamstore.admin import connect_admin
 from streamstore.config import (
@@ -126,6 +127,7 @@ def run(args: argparse.Namespace) -> int:
                                   java=java,
                                   on_java=lambda row: (progress.finish(), print(format_java_row(row), flush=True)))
         started_at = time.time()
+        environment = capture_environment()  # once, at the start of the sweep
         interrupted = False
         # Ctrl+C and SIGTERM (a cancelled CI job, `kill`) are only noted; the sweep acts on them
         # where it waits for a worker and between cells: result kept, marked interrupted, exit 130.
@@ -140,8 +142,8 @@ def run(args: argparse.Namespace) -> int:
             progress.finish()
         if interrupted:
             _say("interrupted: stopped the sweep, its workers and topics (result marked interrupted)")
-        result = sweep_result(options, sweep.run_id, sweep.rows, sweep.bare, broker, topic_settings, started_at,
-                              interrupted, [], peer_version=java.kafka_version if java else None)
+        result = sweep_result(options, sweep.run_id, sweep.rows, sweep.bare, environment, broker, topic_settings,
+                              started_at, interrupted, [], peer_version=java.kafka_version if java else None)
     folder, document = write_run_folder(args.results_dir, result)
     if sweep.worker_failures:  # each failed cell's one-line error names this file
         write_child_errors(folder / ERRORS_LOG, sweep.worker_failures)

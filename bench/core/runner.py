@@ -46,6 +46,7 @@ from bench.core.result import (
 )
 from bench.core.scenario import Scenario
 from bench.core.tracker import tracker_main
+from bench.results.environment import capture_environment
 from bench.results.store import DEFAULT_RESULTS_ROOT, check_results_root
 from streamstore.admin import ensure_topic, topic_configs
 from streamstore.errors import RunFailed, UsageError
@@ -147,6 +148,8 @@ class _Run:
         self.t0_ns: int | None = None
         self.faults = tuple(faults)
         self.fault_watch = FaultWatch(scenario, broker, self.faults) if faults else None
+        # Measured once, at run start (the broker's facts were measured by ensure_broker).
+        self.environment = capture_environment()
 
     def execute(self) -> tuple[int, Path, dict[str, Any]]:
         start_offsets, self.topic_settings, self.topic_settings_unread = prepare_topic(self.scenario,
@@ -278,6 +281,7 @@ class _Run:
         elapsed_s = max((o.elapsed_s for o in outcomes), default=0.0)
         result = RunResult(
             kind="run", run_id=self.run_id.hex, scenario=self.scenario.to_dict(), fingerprint=self.scenario.fingerprint(),
+            environment=self.environment,
             broker=broker_section(self.broker, self.topic_settings, self.topic_settings_unread),
             started_at=self.started_at, ended_at=ended_at, duration_s=producing_s, warmup_s=self.scenario.warmup_s,
             verdict=verdict, audit=audit.method,
