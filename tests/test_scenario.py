@@ -6,7 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from bench.core.scenario import Phase, Scenario, max_message_size, merge_overrides, parse_set_option, parse_size
+from bench.core.field_checks import parse_size
+from bench.core.scenario import Phase, Scenario, max_message_size, merge_overrides, parse_set_option
 from streamstore.config import MAX_VALUE_BYTES
 from streamstore.errors import UsageError
 

@@ -9,9 +9,10 @@ from pathlib import Path
 
 from bench.broker.ensure import ensure_broker
 from bench.commands._options import add_broker_arguments, add_results_argument, read_client_config
+from bench.core.field_checks import check_client_config
 from bench.core.protocol import ERRORS_LOG, write_child_errors
 from bench.core.result import write_run_folder
-from bench.core.scenario import COMPRESSIONS, check_client_config
+from bench.core.scenario import COMPRESSIONS
 from bench.large_message.plan import (
     DEFAULT_COMPRESSIONS,
     QUICK_MAX_SIZE,
