@@ -176,6 +176,21 @@ def test_only_material_fields_are_listed():
     assert compare.differing_fields(fixture("baseline"), other) == ["message_size: 200 vs 1000"]
 
 
+def test_a_run_with_a_fault_is_not_comparable_to_one_without():
+    # with-fault has the baseline's scenario and a broker kill that shows only in its events (as in
+    # results written before faults were a scenario field): same fingerprint, still refused.
+    baseline, faulted = fixture("baseline"), fixture("with-fault")
+    assert baseline["fingerprint"] == faulted["fingerprint"]
+    assert compare.differing_fields(baseline, faulted) == ["faults: none vs broker-kill broker-restart"]
+    with pytest.raises(UsageError, match=r"not comparable: .*faults: none vs broker-kill broker-restart"):
+        compare.regress(baseline, faulted, [parse_check("throughput:-10%")])
+    # As written now, the fault is in the scenario (and its fingerprint): one reason, not two.
+    slow = {**baseline, "scenario": {**baseline["scenario"], "faults": ["slow-consumer=20ms@5+10"]},
+            "fingerprint": "0123456789abcdef"}
+    assert compare.differing_fields(baseline, slow) == ["faults: none vs slow-consumer=20ms@5+10"]
+    assert compare.differing_fields(slow, slow) == []
+
+
 def test_large_message_results_are_refused():
     with pytest.raises(UsageError, match="'large-message' result; compare and regress take run or locust results"):
         compare.regress(fixture("baseline"), fixture("large-message"), [])
@@ -198,9 +213,12 @@ def _derived_warnings(result):
 
 
 def test_derived_warnings():
+    # A fault run's throughput dips by design: not called unstable; the same figures without the
+    # fault events are.
     warnings = _derived_warnings(fixture("with-fault"))
-    assert warnings[0].startswith("generator fell behind: send delay p99 = ")
-    assert warnings[1].startswith("unstable: per-second throughput varies by more than 10%")
+    assert len(warnings) == 1 and warnings[0].startswith("generator fell behind: send delay p99 = ")
+    unfaulted = {**fixture("with-fault"), "events": []}
+    assert _derived_warnings(unfaulted)[1].startswith("unstable: per-second throughput varies by more than 10%")
     assert _derived_warnings(fixture("baseline")) == []
     failed = {**fixture("baseline"), "status": "failed", "failure": "broker unreachable",
               "counts": {"lost": 3, "duplicated": 0}}

@@ -53,10 +53,10 @@ def test_fault_syntax_reads_back_what_it_writes(text, fault):
     ("kill:boss@20+5", "unknown target 'boss'"),
     ("rolling-restart:leader@20", "rolling-restart takes only a start"),
     ("rolling-restart@20+5", "rolling-restart takes only a start"),
-    ("delay:node1@20+5", "a delay, and only a delay, takes =MILLISECONDSms"),
-    ("kill:node1=5ms@20+5", "a delay, and only a delay"),
+    ("delay:node1@20+5", "delay needs how long to delay, =MILLISECONDSms"),
+    ("kill:node1=5ms@20+5", "=5ms: only delay and slow-consumer take =MILLISECONDSms"),
     ("isolate@20+5", "isolate needs a target"),
-    ("kill:leader@20", "expected KIND"),
+    ("kill:leader@20", r"no \+FOR: how long the fault lasts"),
 ])
 def test_bad_fault_text_says_what_is_wrong_in_one_line(text, message):
     with pytest.raises(UsageError, match=f"^--fault '{re.escape(text)}': .*{message}") as caught:
@@ -100,7 +100,7 @@ def test_faults_are_a_scenario_field_and_fault_free_fingerprints_do_not_change()
     import hashlib
     import json
     values = {k: v for k, v in plain.to_dict().items() if k not in ("name", "topic", "duration_s", "warmup_s",
-              "drain_timeout_s", "fault_consumer_delay_ms", "fault_tracker_stall_s", "phases", "faults",
+              "drain_timeout_s", "phases", "faults",
               "min_insync_replicas", "unclean_leader_election")}
     assert plain.fingerprint() == hashlib.sha256(json.dumps(values, sort_keys=True, separators=(",", ":"))
                                                  .encode()).hexdigest()[:16]
@@ -489,3 +489,19 @@ def test_the_failover_table_row_is_the_worst_over_a_runs_faults():
     assert row == ["pause:followers@5+9", "1", "failed", "3,767", "0", "14,818 ms", "n/a", "13,364 ms", "14.6 s", "2.0 ms"]
     table = markdown_table([row])
     assert table.splitlines()[0].startswith("| fault | acks | status | lost |") and table.count("\n") == 2
+
+
+def test_a_slow_consumer_record_reads_as_the_consumer_not_a_node():
+    from bench.analysis.failover import failover_row
+    from bench.commands.chaos import failover_lines
+
+    record = {"fault": "slow-consumer=20ms@8+6", "kind": "slow-consumer", "node_id": None, "role": "consumer",
+              "partition": None, "start_s": 8.0, "end_s": 14.0, "back_s": None,
+              "longest_ack_gap_ms": 247.0, "longest_consume_gap_ms": 249.0, "new_leader_ms": None,
+              "latency_us": {"service_time": {"during": {"p99_9": 312_000}, "before": {"p99_9": 475_000}},
+                             "end_to_end": {"during": {"p50": 18_100, "p99": 302_000},
+                                            "before": {"p50": 9_660, "p99": 429_000}}}}
+    assert failover_lines({"faults": [record]}) == [
+        "failover slow-consumer=20ms@8+6 on the consumer at 8.000 s: longest gap without a consumed message 249 ms, "
+        "end-to-end p50 18.1 ms during vs 9.66 ms before, end-to-end p99 302 ms vs 429 ms"]
+    assert failover_row(record)[:2] == ["slow-consumer=20ms@8+6", "the consumer"]

@@ -94,7 +94,7 @@ def test_large_message_plots_carry_the_java_peer_even_where_the_harness_did_not_
     rows.append({**rows[-1], "size_bytes": 300_000_000, "compression": "none", "not_sent": True, "error": "not sent",
                  "service_time_ms": None, "end_to_end_ms": None,
                  "java": {"end_to_end_ms": 44_000.0, "transfer_rate_mb_s": 6.8, "error": None}})
-    assert (300_000_000, 44_000.0, 6.8) in plots._java_by_compression(rows)["none"]
+    assert (300_000_000, 44_000.0, 6.8) in plots.java_by_compression(rows)["none"]
     written = plots.write_run_plots(result, tmp_path)
     assert [p.name for p in written][:2] == ["large_message_latency.png", "large_message_throughput_memory.png"]
     for path in written:

@@ -34,7 +34,7 @@ def test_report_regenerates_plots_and_documents(run_copy, capsys):
             "report.md", "report.html", "result.json"} == names
     markdown = (folder / "report.md").read_text()
     assert "generator fell behind: send delay p99 = " in markdown
-    assert "unstable: per-second throughput varies by more than 10%" in markdown
+    assert "unstable" not in markdown  # a fault run's throughput dips because of its fault
     assert "| service time (send -> ack) | " in markdown
     assert "![latency percentiles](latency_percentiles.png)" in markdown
     assert "broker-kill" in markdown

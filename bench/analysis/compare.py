@@ -16,7 +16,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from bench.analysis.stats import mann_whitney_u, relative_change
+from bench.analysis.stats import mann_whitney_u, relative_change, run_faults
 from bench.analysis.thresholds import Check
 from bench.results.fingerprint import changes_fingerprint
 from bench.results.formatting import format_value
@@ -137,20 +137,26 @@ def environment_slug(result: Mapping[str, Any]) -> str:
 
 
 def differing_fields(first: Mapping[str, Any], second: Mapping[str, Any]) -> list[str]:
-    """Why two results are not comparable (empty when their fingerprints agree).
+    """Why two results are not comparable (empty when their fingerprints agree and they ran
+    under the same faults).
 
     Lists the scenario fields that enter the fingerprint and differ; fields that do not
-    matter (name, duration, ...) are left out.
+    matter (name, duration, ...) are left out. A run with a fault is never comparable to one
+    without, also when an older result kept its faults out of the scenario (and the fingerprint).
     """
     if first.get("kind") != second.get("kind"):
         return [f"kind: {first.get('kind')!r} vs {second.get('kind')!r}"]
+    faults_a, faults_b = run_faults(first), run_faults(second)
+    fault_reasons = [f"faults: {' '.join(faults_a) or 'none'} vs {' '.join(faults_b) or 'none'}"] \
+        if faults_a != faults_b else []
     if first.get("fingerprint") == second.get("fingerprint") and first.get("fingerprint"):
-        return []
+        return fault_reasons
     scenario_a, scenario_b = first.get("scenario") or {}, second.get("scenario") or {}
     differing = [key for key in sorted(set(scenario_a) | set(scenario_b)) if scenario_a.get(key) != scenario_b.get(key)]
     material = [key for key in differing if changes_fingerprint(scenario_a, key, scenario_b.get(key))] or differing
-    reasons = [f"{key}: {scenario_a.get(key)!r} vs {scenario_b.get(key)!r}" for key in material]
-    return reasons or [f"fingerprint: {first.get('fingerprint')!r} vs {second.get('fingerprint')!r}"]
+    reasons = [f"{key}: {scenario_a.get(key)!r} vs {scenario_b.get(key)!r}" for key in material
+               if not (key == "faults" and fault_reasons)]
+    return fault_reasons + reasons or [f"fingerprint: {first.get('fingerprint')!r} vs {second.get('fingerprint')!r}"]
 
 
 # ---------------------------------------------------------------------------------------------

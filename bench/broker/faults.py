@@ -170,7 +170,7 @@ class FaultInjector:
             raise UsageError("the controller role needs the cluster's quorum (bench broker start --nodes N)")
         return self.controller()
 
-    def _proxy(self, node_id: int):
+    def proxy(self, node_id: int):
         proxy = self.proxies.get(node_id)
         if proxy is None:
             raise UsageError(f"node {node_id} has no client proxy; isolate and delay need the cluster's proxies")
@@ -194,7 +194,7 @@ class FaultInjector:
         fault, _, records = self.active.pop(index)
         for record in records:
             record["end_s"] = self.now()
-            record["back_s"] = self.end_on(fault.kind, record["node_id"], record["role"])
+            record["back_s"] = end_fault_on(self, fault.kind, record["node_id"], record["role"])
 
     def begin_on(self, kind: str, node_id: int, role: str, delay_ms: float = 0.0) -> None:
         node, who = self.nodes[node_id], f"node {node_id} ({role})"
@@ -210,31 +210,32 @@ class FaultInjector:
             node.pause()
             self.event("broker-pause", f"SIGSTOP {who}", node_id, role)
         elif kind == "isolate":
-            self._proxy(node_id).cut()
+            self.proxy(node_id).cut()
             self.event("broker-isolate", f"client connections of {who} cut (replication goes on)", node_id, role)
         else:
-            self._proxy(node_id).delay_s = delay_ms / 1000
+            self.proxy(node_id).delay_s = delay_ms / 1000
             self.event("broker-delay", f"{delay_ms:g} ms added to every response of {who}", node_id, role)
 
-    def end_on(self, kind: str, node_id: int, role: str) -> float | None:
-        """Undo a fault on a node; the time (from start) it answered again, if restarted."""
-        node, who = self.nodes[node_id], f"node {node_id} ({role})"
-        if kind == "pause":
-            node.resume()
-            self.event("broker-resume", f"SIGCONT {who}", node_id, role)
-        elif kind == "isolate":
-            self._proxy(node_id).restore()
-            self.event("broker-reconnect", f"client connections of {who} pass again", node_id, role)
-        elif kind == "delay":
-            self._proxy(node_id).delay_s = 0.0
-            self.event("broker-undelay", f"responses of {who} no longer delayed", node_id, role)
-        else:
-            began = time.perf_counter()
-            self.event("broker-restart", f"starting {who} again", node_id, role)
-            node.start(timeout_s=RESTART_TIMEOUT_S)
-            self.event("broker-up", f"{who} answering after {time.perf_counter() - began:.1f} s", node_id, role)
-            return self.now()
-        return None
+
+def end_fault_on(injector: FaultInjector, kind: str, node_id: int, role: str) -> float | None:
+    """Undo a fault on a node; the time (from start) it answered again, if restarted."""
+    node, who = injector.nodes[node_id], f"node {node_id} ({role})"
+    if kind == "pause":
+        node.resume()
+        injector.event("broker-resume", f"SIGCONT {who}", node_id, role)
+    elif kind == "isolate":
+        injector.proxy(node_id).restore()
+        injector.event("broker-reconnect", f"client connections of {who} pass again", node_id, role)
+    elif kind == "delay":
+        injector.proxy(node_id).delay_s = 0.0
+        injector.event("broker-undelay", f"responses of {who} no longer delayed", node_id, role)
+    else:
+        began = time.perf_counter()
+        injector.event("broker-restart", f"starting {who} again", node_id, role)
+        node.start(timeout_s=RESTART_TIMEOUT_S)
+        injector.event("broker-up", f"{who} answering after {time.perf_counter() - began:.1f} s", node_id, role)
+        return injector.now()
+    return None
 
 
 # The event of a rolling restart the end of the run cut short (FaultWatch turns it into a warning).
@@ -259,7 +260,7 @@ def rolling_restart(injector: FaultInjector, fault: Fault) -> None:
         injector.begin_on("stop", node_id, "node")
         record["start_s"] = injector.events[-1]["t_s"]
         record["end_s"] = injector.now()
-        injector.end_on("stop", node_id, "node")
+        end_fault_on(injector, "stop", node_id, "node")
         _wait_in_sync(injector.admin, node_id)
         record["back_s"] = injector.now()
         injector.event("broker-in-sync", f"rolling restart: node {node_id} back in the ISR of all its partitions",

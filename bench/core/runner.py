@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from bench.broker.ensure import BrokerInUse, ensure_broker, no_embedded_reason
+from bench.broker.fault_spec import broker_faults
 from bench.broker.faults import Fault, parse_faults
 from bench.core.audit import AuditOutcome, audit_method, run_verdict, trace_sample_every
 from bench.core.clients import check_client_settings, high_watermarks, scenario_admin, scenario_watermarks
@@ -341,7 +342,6 @@ def run_scenario(
     broker_mode: str = "auto",
     keep_broker: bool = False,
     out: TextIO | None = None,
-    faults: Sequence[Fault] = (),
     broker_state_dir: str | os.PathLike | None = None,
 ) -> tuple[int, Path, dict[str, Any]]:
     """Run one scenario end to end; returns (exit code, run folder, result dict).
@@ -351,8 +351,7 @@ def run_scenario(
     Set-up problems (bad topic, broker unreachable) raise UsageError / RunFailed instead.
     """
     out = out if out is not None else sys.stdout
-    # The scenario's own faults, unless the caller passes a schedule.
-    faults = tuple(faults) or parse_faults(scenario.faults)
+    faults = parse_faults(scenario.faults)
     check_client_settings(scenario, bootstrap_servers)
     check_results_root(results_root)
     # The scenario's client settings (SASL, SSL) also reach the broker checks.
@@ -365,7 +364,7 @@ def run_scenario(
         if broker.started_here:
             say(f"broker {broker.describe('run')}")
         broker.check_room(scenario.planned_bytes())
-        if faults and broker.embedded is None:
-            raise UsageError(f"faults need the embedded broker: {no_embedded_reason(bootstrap_servers, broker_state_dir)}")
+        if broker_faults(faults) and broker.embedded is None:
+            raise UsageError(f"broker faults need the embedded broker: {no_embedded_reason(bootstrap_servers, broker_state_dir)}")
         code, folder, result = _Run(scenario, broker, Path(results_root), out, faults).execute()
     return code, folder, result
