@@ -277,17 +277,13 @@ class Sender:
         at once.
         """
         if batch is not None:
-            resend_from = len(batch)
-            for position, message in enumerate(batch):
-                error = message.pop("_error", None)
-                if error is None:
-                    continue
-                if error.code() == KafkaError._QUEUE_FULL:
-                    resend_from = min(resend_from, position)
-                elif not self.account.failures_only:
-                    raise KafkaException(error)
-                elif position < resend_from:
-                    self.account.on_failed(error, None, sequence + position)
+            errors = [(position, message.pop("_error")) for position, message in enumerate(batch) if "_error" in message]
+            resend_from = min((p for p, error in errors if error.code() == KafkaError._QUEUE_FULL), default=len(batch))
+            refused = [(p, error) for p, error in errors if error.code() != KafkaError._QUEUE_FULL and p < resend_from]
+            if refused and not self.account.failures_only:
+                raise KafkaException(refused[0][1])
+            for position, error in refused:
+                self.account.on_failed(error, None, sequence + position)
             sequence += resend_from
         self.account.sent += sequence - first
         self.sequence = sequence
