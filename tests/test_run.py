@@ -21,6 +21,7 @@ from kafka_truth import bench_command, wait_for_records
 from window_truth import hlog_total, window_count, window_sum
 
 from bench.cli import main as bench_main
+from bench.commands.run import summary_text
 from bench.core.audit import audit_offsets, lost_sequences, offset_ranges
 from bench.core.runner import run_scenario
 from bench.core.scenario import Scenario
@@ -245,10 +246,11 @@ def test_offset_audit_on_real_consumed_messages_finds_exactly_the_lost_and_uncla
 
 
 def test_flat_out_run_samples_the_trace_and_audits_by_offsets(kafka_bootstrap, unique_topic, tmp_path):
-    code, folder, result = _run(_scenario(unique_topic, rate=0, duration_s=2, producers=1), kafka_bootstrap, tmp_path)
+    code, folder, result = _run(_scenario(unique_topic, rate=0, duration_s=2, producers=1, delivery_reports="all"),
+                                kafka_bootstrap, tmp_path)
     assert code == 0, result["failure"]
     document = load_result(folder)
-    assert document["audit"] == "offsets"
+    assert document["audit"] == "offsets" and document["delivery_reports"] == "all"
     counts = document["counts"]
     assert counts["sent"] == counts["acked"] == counts["consumed"] == counts["broker_offset_delta"] > 1000
     assert counts["lost"] == counts["duplicated"] == 0
@@ -259,6 +261,33 @@ def test_flat_out_run_samples_the_trace_and_audits_by_offsets(kafka_bootstrap, u
     service_time = document["latency_us"]["service_time"]
     assert service_time["sample_every"] == 64 and hlog_total(folder / "service_time.hlog") == (counts["sent"] + 63) // 64
     assert service_time["count"] == window_count(folder / "service_time.hlog", document)
+
+
+def test_flat_out_run_with_failures_only_reports_counts_exactly_and_records_librdkafka_latency(
+        kafka_bootstrap, unique_topic, tmp_path):
+    """The flat-out default: acked = accepted - failed, the counts audit, service time null with the
+    reason, librdkafka's int_latency and rtt instead, end-to-end still per traced message."""
+    scenario = _scenario(unique_topic, rate=0, duration_s=4, warmup_s=1, producers=2)
+    assert scenario.delivery_reports == "failures"
+    code, folder, result = _run(scenario, kafka_bootstrap, tmp_path)
+    assert code == 0, result["failure"]
+    document = load_result(folder)
+    assert document["audit"] == "counts" and document["delivery_reports"] == "failures"
+    counts = document["counts"]
+    assert counts["sent"] == counts["acked"] == counts["consumed"] == counts["broker_offset_delta"] > 1000
+    assert counts["acked"] == sum(high - low for low, high in topic_watermarks(kafka_bootstrap, unique_topic).values())
+    assert counts["lost"] == counts["duplicated"] == counts["failed"] == 0
+    assert sum(document["series"]["acked"]) == counts["acked"]
+    service_time = document["latency_us"]["service_time"]
+    assert service_time["count"] == 0 and service_time["p99"] is None and "no delivery report per message" in service_time["not_measured"]
+    assert not (folder / "service_time.hlog").exists() or hlog_total(folder / "service_time.hlog") == 0
+    end_to_end = document["latency_us"]["end_to_end"]
+    assert end_to_end["sample_every"] == 64 and end_to_end["count"] > 0
+    for window in ("int_latency", "rtt"):
+        figures = document["client_latency_us"][window]
+        assert figures is not None and figures["samples"] > 0 and 0 < figures["avg"] <= figures["max"], figures
+    text = summary_text(document, folder)
+    assert "delivery reports: failures only" in text and "librdkafka queue latency (int_latency)" in text
 
 
 @pytest.mark.parametrize("arguments, message", [
@@ -343,8 +372,8 @@ def test_calibrate_measures_both_loops_and_gates_on_min_ratio(kafka_bootstrap, t
     assert completed.returncode == 1, completed.stdout + completed.stderr  # no harness is 1000x the bare loop
     lines = completed.stdout.splitlines()
     rates = {}
-    for label in ("bare produce()+callback", "bare produce_batch()+callback", "bare produce_batch() no callback",
-                  "bench run"):
+    for label in ("bare produce()+callback", "bare produce_batch()+callback", "bare produce_batch() failures-only",
+                  "bare produce_batch() no callback", "bench run"):
         summary = next(line for line in lines if line.startswith(label + " ") and "mean of 1" in line)
         rates[label] = float(summary[len(label):].split()[0].replace(",", ""))
         assert rates[label] > 0
@@ -352,7 +381,7 @@ def test_calibrate_measures_both_loops_and_gates_on_min_ratio(kafka_bootstrap, t
     assert f"the bare loop (fastest): {fastest}" in lines
     ratio_line = next(line for line in lines if line.startswith("ratio"))
     assert abs(float(ratio_line.split()[1]) - rates["bench run"] / rates[fastest]) < 0.002
-    assert "offsets audit: lost 0, duplicated 0" in completed.stdout
+    assert "delivery reports failures, counts audit: lost 0, duplicated 0" in completed.stdout
     assert lines[-1] == "below --min-ratio 1000"
     # Each measurement's topic is deleted after it: a flat-out second writes hundreds of MB.
     remaining = connect_admin(kafka_bootstrap).list_topics(timeout=10).topics
