@@ -8,6 +8,7 @@ topic to have been empty before the run (tests use `unique_topic`).
 
 from __future__ import annotations
 
+import signal
 import subprocess
 import sys
 import threading
@@ -24,6 +25,13 @@ from streamstore.admin import connect_admin, message_count, topic_watermarks
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 STEADY_SCENARIO = PROJECT_ROOT / "scenarios" / "steady-orders.toml"
+
+
+def default_signal_dispositions() -> None:
+    """A Popen preexec_fn: SIGINT and SIGTERM as in a terminal, whatever pytest was started with
+    (`nohup`, or `&` in a script, leaves SIGINT ignored, and a child inherits that)."""
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, signal.SIG_DFL)
 
 
 def bench_command(*args: str, timeout: float = 300, env: Mapping[str, str] | None = None) -> subprocess.CompletedProcess:

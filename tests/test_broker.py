@@ -129,6 +129,68 @@ def test_missing_maven_is_one_clear_line_when_jars_are_not_cached(broker_flags, 
     ]
 
 
+def _hanging_tool(bin_dir: Path, name: str, pid_file: Path) -> None:
+    """A `name` on PATH that never ends, like a download through a proxy that never answers:
+    a shell script whose child (as Maven's JVM under its script) writes its pid and sleeps."""
+    bin_dir.mkdir(exist_ok=True)
+    tool = bin_dir / name
+    tool.write_text(f"#!/bin/sh\nsleep 600 &\necho $! > {pid_file}\nwait\n")
+    tool.chmod(0o755)
+
+
+def _gone_within(pid: int, timeout_s: float) -> bool:
+    deadline = time.monotonic() + timeout_s
+    while process_alive(pid):
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.05)
+    return True
+
+
+def test_maven_that_hangs_is_stopped_at_its_timeout_with_one_line(tmp_path, monkeypatch, capsys):
+    import bench.broker.jars as jars
+    from bench.cli import main
+
+    pid_file = tmp_path / "mvn-child.pid"
+    _hanging_tool(tmp_path / "bin", "mvn", pid_file)
+    monkeypatch.setenv("PATH", f"{tmp_path / 'bin'}:{os.environ['PATH']}")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "empty-cache"))
+    monkeypatch.setattr(jars, "MAVEN_TIMEOUT_S", 2.0)
+    began = time.monotonic()
+    assert main(["broker", "provision"]) == 3
+    assert time.monotonic() - began < 30
+    assert capsys.readouterr().err.splitlines() == [
+        f"error: Maven did not finish downloading Apache Kafka {DEFAULT_KAFKA_VERSION}'s jars within 2 s (stopped): "
+        "check the network or Maven's proxy settings (~/.m2/settings.xml), then try again; "
+        "with Docker instead: docker compose up -d"]
+    # The whole process group went, not only the script; no half-downloaded directory is left.
+    assert _gone_within(int(pid_file.read_text()), 10)
+    cache = tmp_path / "empty-cache" / "streamstore-bench" / f"kafka-{DEFAULT_KAFKA_VERSION}"
+    assert sorted(path.name for path in cache.iterdir()) == ["download.lock"]
+
+
+def test_storage_format_that_hangs_is_stopped_at_its_timeout_with_one_line(broker_flags, tmp_path, monkeypatch, capsys):
+    import bench.broker.node_config as node_config
+    from bench.cli import main
+
+    pid_file = tmp_path / "java-child.pid"
+    _hanging_tool(tmp_path / "bin", "java", pid_file)
+    monkeypatch.setenv("PATH", f"{tmp_path / 'bin'}:{os.environ['PATH']}")
+    monkeypatch.setattr(node_config, "FORMAT_TIMEOUT_S", 2.0)
+    began = time.monotonic()
+    assert main(["broker", "start", *broker_flags]) == 3
+    assert time.monotonic() - began < 30
+    state_dir = Path(broker_flags[-1])
+    assert capsys.readouterr().err.splitlines() == [
+        f"error: formatting the broker storage in {state_dir / 'data'} did not finish within 2 s (stopped); "
+        "is the machine overloaded, or the disk stuck?"]
+    assert _gone_within(int(pid_file.read_text()), 10)
+    # Not marked formatted, so the next start formats again; and nothing runs.
+    assert not (state_dir / "formatted-by.version").exists()
+    assert main(["broker", "status", *broker_flags]) == 0
+    assert capsys.readouterr().out.startswith("stopped: ")
+
+
 def test_unsupported_kafka_version_is_one_clear_line(broker_flags):
     started = bench_broker("start", "--kafka-version", "4.0.0", *broker_flags)
     assert started.returncode == 2

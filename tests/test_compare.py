@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from bench.analysis import compare
-from bench.analysis.stats import derive_warnings, mann_whitney_u
+from bench.analysis.stats import derive_warnings, mann_whitney_u, ratio_spread, spread
 from bench.analysis.thresholds import parse_check
 from bench.results.schema import V3_LATENCY_WINDOW
 from bench.results.store import load_result
@@ -113,7 +113,7 @@ def test_regression_reason_shows_values_change_and_p_value():
     (verdict,) = compare.regress(fixture("baseline"), fixture("latency-2x"), [parse_check("service_time_p50:+50%")])
     assert verdict.is_regression
     assert verdict.p_value < 1e-6
-    assert verdict.reason.startswith("REGRESSION: 2.01 ms -> 3.99 ms (+98.9%)")
+    assert verdict.reason.startswith("REGRESSION: 2.01 ms -> 4 ms (+99.2%)")
     assert verdict.samples == (24, 24)
 
 
@@ -137,7 +137,8 @@ def test_improvement_is_reported_as_such():
 
 def test_too_few_samples_is_inconclusive():
     short = fixture("rerun")
-    short["series"] = {key: values[:10] for key, values in short["series"].items()}  # 4 measured seconds
+    short["series"] = {key: values[:10] if isinstance(values, list) else values  # 4 measured seconds
+                       for key, values in short["series"].items()}
     (verdict,) = compare.regress(fixture("baseline"), short, [parse_check("service_time_p99:+50%")])
     assert verdict.outcome == compare.INCONCLUSIVE
     # The fixture warms up for 5 s: 8 measured seconds need 5 + 9 s.
@@ -187,7 +188,7 @@ def test_delta_rows_against_first_run():
     p50 = rows["service time p50"]
     assert p50.values == (fixture("baseline")["latency_us"]["service_time"]["p50"],
                           fixture("latency-2x")["latency_us"]["service_time"]["p50"])
-    assert p50.changes[0] is None and p50.changes[1] == pytest.approx(0.989, abs=0.001)
+    assert p50.changes[0] is None and p50.changes[1] == pytest.approx(0.992, abs=0.001)
     assert {"throughput (acked)", "service time p99.9", "end-to-end max", "consumer lag max"} <= set(rows)
 
 
@@ -226,3 +227,27 @@ def test_the_default_checks_fail_a_2x_latency_and_pass_a_rerun():
     regressions = {m for m, o in outcomes("baseline", "latency-2x", compare.DEFAULT_CHECKS).items() if o == "regression"}
     assert {"service_time_p50", "end_to_end_p50"} <= regressions
 
+
+
+def test_spread_is_the_mean_and_the_largest_distance_of_a_round_from_it():
+    figures = spread([0.89, 0.93, 0.97])
+    assert figures.mean == pytest.approx(0.93) and figures.spread == pytest.approx(0.04)
+    assert (figures.low, figures.high, figures.rounds) == (0.89, 0.97, 3)
+    # Lopsided rounds: mean ± spread still holds every round.
+    lopsided = spread([1.0, 1.0, 4.0])
+    assert lopsided.mean == 2.0 and lopsided.spread == 2.0
+    single = spread([5.0])
+    assert (single.mean, single.spread, single.rounds) == (5.0, 0.0, 1)
+    with pytest.raises(ValueError):
+        spread([])
+
+
+def test_ratio_spread_takes_each_round_against_its_own_round():
+    # Drift hits both loops of a round alike: the ratios are steady although the rates doubled.
+    figures = ratio_spread([90.0, 180.0], [100.0, 200.0])
+    assert figures.mean == pytest.approx(0.9) and figures.spread == pytest.approx(0.0)
+    assert ratio_spread([1.0, 3.0], [2.0, 2.0]) == spread([0.5, 1.5])
+    with pytest.raises(ValueError):
+        ratio_spread([1.0], [1.0, 2.0])
+    with pytest.raises(ValueError):
+        ratio_spread([1.0], [0.0])

@@ -300,6 +300,32 @@ def proxied_broker(tmp_path_factory):
         proxies.stop()
 
 
+def test_bench_proxy_start_leaves_no_file_open_in_the_starting_process(tmp_path):
+    """The background proxies write to client-proxies.log; the command that starts them closes
+    its own handle of that file (an unclosed file is a ResourceWarning when it is collected)."""
+    import gc
+    import warnings
+
+    from conftest import free_ports
+
+    from bench.broker.proxy_control import remote_proxies
+    from bench.cli import main
+
+    listen, upstream = free_ports(2)
+    state_dir = str(tmp_path / "proxied")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", ResourceWarning)
+        assert main(["proxy", "start", "--state-dir", state_dir, "--node", f"1={listen}:{upstream}"]) == 0
+        gc.collect()
+    try:
+        assert list(remote_proxies(state_dir)) == [1]
+        leaked = [str(w.message) for w in caught if "client-proxies.log" in str(w.message)]
+        assert not leaked, leaked
+    finally:
+        assert main(["proxy", "stop", "--state-dir", state_dir]) == 0
+    assert not remote_proxies(state_dir)
+
+
 def test_an_isolated_leader_cuts_its_clients_off_through_the_proxy(proxied_broker, unique_topic, tmp_path):
     from kafka_truth import assert_counts_match_broker, bench_command
 

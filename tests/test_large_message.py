@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import time
 import zlib
 
@@ -300,6 +301,68 @@ def test_acked_messages_the_broker_drops_are_lost_and_fail_the_sweep(kafka_boots
     assert "FAILED: lost 2 of 3 acked message(s)" in out
     # The broker's own offsets: 3 written (all acked), the first 2 gone, 1 held (the one consumed).
     assert topic_watermarks(kafka_bootstrap, unique_topic) == {0: (2, 3)}
+
+
+# A bug in the producer worker, put there from outside the product: every Python process started
+# with this PYTHONPATH runs sitecustomize first; only the producer worker breaks.
+_BROKEN_PRODUCER_WORKER = """
+import sys
+
+if "bench.large_message.worker" in sys.orig_argv and "producer" in sys.orig_argv:
+    from streamstore.producer import OrderProducer
+
+    def produce(self, *args, **kwargs):
+        raise ZeroDivisionError("a bug in the producer worker")
+
+    OrderProducer.produce = produce
+"""
+
+
+def test_a_worker_that_dies_with_an_exception_leaves_its_traceback_beside_the_result(kafka_bootstrap, tmp_path,
+                                                                                     monkeypatch, capsys):
+    hook = tmp_path / "hook"
+    hook.mkdir()
+    (hook / "sitecustomize.py").write_text(_BROKEN_PRODUCER_WORKER)
+    monkeypatch.setenv("PYTHONPATH", f"{hook}:{os.environ.get('PYTHONPATH', '')}")
+    results = tmp_path / "results"
+    code = run_sweep(kafka_bootstrap, results, "--sizes", "1KB", "--compression", "none", "--reps", "1")
+    captured = capsys.readouterr()
+    assert code == 3, captured.out
+    # The console: one line for the cell, no traceback.
+    assert "Traceback" not in captured.out + captured.err
+    reason = "producer process exited with code 1: ZeroDivisionError: a bug in the producer worker"
+    folder = only_run_folder(results)
+    (row,) = load_result(folder)["large_message"]["rows"]
+    assert row["error"] == f"{reason} (traceback in errors.log)", row
+    assert row["error"] in captured.out
+    log = (folder / "errors.log").read_text()
+    assert log.startswith("producer process failed (") and reason in log.splitlines()[0]
+    assert "Traceback (most recent call last):" in log and "in produce" in log
+    assert log.rstrip().endswith("ZeroDivisionError: a bug in the producer worker")
+
+
+def test_a_bare_script_that_dies_with_an_exception_leaves_its_traceback_beside_the_result(kafka_bootstrap, tmp_path,
+                                                                                          monkeypatch, capsys):
+    hook = tmp_path / "hook"
+    hook.mkdir()
+    (hook / "sitecustomize.py").write_text(
+        "import sys\n\n"
+        "if 'bench.large_message.bare' in sys.orig_argv:\n"
+        "    import streamstore.orders\n\n"
+        "    def make_payload(*args, **kwargs):\n"
+        "        raise ZeroDivisionError('a bug in the bare script')\n\n"
+        "    streamstore.orders.make_payload = make_payload\n")
+    monkeypatch.setenv("PYTHONPATH", f"{hook}:{os.environ.get('PYTHONPATH', '')}")
+    results = tmp_path / "results"
+    run_sweep(kafka_bootstrap, results, "--sizes", "1KB", "--compression", "none", "--reps", "1", "--compare-bare")
+    captured = capsys.readouterr()
+    assert "Traceback" not in captured.out + captured.err
+    folder = only_run_folder(results)
+    bare = load_result(folder)["large_message"]["bare_comparison"]
+    assert bare["error"] == "ZeroDivisionError: a bug in the bare script (traceback in errors.log)", bare
+    assert f"bare comparison failed: {bare['error']}" in captured.out
+    log = (folder / "errors.log").read_text()
+    assert log.startswith("bare script failed (") and "in make_payload" in log
 
 
 def test_quick_sweep_end_to_end(kafka_bootstrap, tmp_path, capsys):

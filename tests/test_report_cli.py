@@ -82,11 +82,11 @@ def test_compare_writes_table_and_files(tmp_path, capsys):
     out = tmp_path / "cmp"
     assert main(["compare", str(FIXTURES / "baseline"), str(FIXTURES / "latency-2x"), "--out", str(out)]) == 0
     printed = capsys.readouterr().out
-    assert "service time p50" in printed and "+98.9%" in printed
+    assert "service time p50" in printed and "+99.2%" in printed
     assert {p.name for p in out.iterdir()} == {
         "compare_latency_percentiles.png", "compare_latency_over_time.png", "compare_throughput.png",
         "compare_consumer_lag.png", "compare.md", "compare.html"}
-    assert "| service time p50 (µs) | 2.01 ms | 3.99 ms | +98.9% (worse) |" in (out / "compare.md").read_text()
+    assert "| service time p50 (µs) | 2.01 ms | 4 ms | +99.2% (worse) |" in (out / "compare.md").read_text()
 
 
 def test_compare_not_comparable_needs_force(tmp_path, capsys):

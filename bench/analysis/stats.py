@@ -1,10 +1,12 @@
-"""Pure statistics over result dicts: measured window, per-second samples, Mann-Whitney U, warnings.
+"""Pure statistics over result dicts: measured window, per-second samples, spread over rounds,
+Mann-Whitney U, warnings.
 
 No I/O and no printing here: compare, regress, report and the runner all call these.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import statistics
 from collections.abc import Mapping, Sequence
@@ -35,6 +37,41 @@ def relative_change(baseline: float, candidate: float) -> float | None:
     if baseline == 0:
         return None
     return (candidate - baseline) / baseline
+
+
+# ---------------------------------------------------------------------------------------------
+# Spread over rounds (benchmarks that repeat a measurement, e.g. `bench calibrate`)
+
+
+@dataclasses.dataclass(frozen=True)
+class Spread:
+    """Mean of repeated measurements and how far they strayed from it, as pyperf shows a
+    benchmark: "mean ± spread (low-high, n rounds)". `spread` is the largest distance of one
+    round from the mean, so mean ± spread holds every round."""
+
+    mean: float
+    spread: float
+    low: float
+    high: float
+    rounds: int
+
+
+def spread(values: Sequence[float]) -> Spread:
+    if not values:
+        raise ValueError("spread needs at least one value")
+    mean = statistics.fmean(values)
+    low, high = min(values), max(values)
+    return Spread(mean, max(high - mean, mean - low), low, high, len(values))
+
+
+def ratio_spread(numerators: Sequence[float], denominators: Sequence[float]) -> Spread:
+    """The spread of round-by-round ratios numerators[i] / denominators[i] (the two measured in
+    the same round, so drift on a shared machine hits both)."""
+    if len(numerators) != len(denominators):
+        raise ValueError(f"ratio_spread: {len(numerators)} numerators for {len(denominators)} denominators")
+    if any(denominator == 0 for denominator in denominators):
+        raise ValueError("ratio_spread: a denominator is zero")
+    return spread([n / d for n, d in zip(numerators, denominators)])
 
 
 # ---------------------------------------------------------------------------------------------

@@ -9,34 +9,38 @@ The broker's settings (`LARGE_MESSAGE_BROKER_SETTINGS`, `SINGLE_NODE_BROKER_SETT
 `replicated_cluster_settings`, the JVM options) live in bench/broker/settings.py, the single
 source of truth, and are re-exported here.
 
-The split: `NodeConfig` is what a node is (ids, ports, paths, server.properties), `KafkaNode`
-runs one (format, start, wait, stop, kill, pause), `EmbeddedBroker` is the single-node broker.
+The split: `NodeConfig` (bench/broker/node_config.py) is what a node is (ids, ports, paths,
+server.properties, storage), `KafkaNode` runs one (start, wait, stop, kill, pause),
+`EmbeddedBroker` is the single-node broker.
 """
 
 from __future__ import annotations
 
-import base64
 import contextlib
-import dataclasses
 import os
-import shutil
 import signal
-import socket
 import subprocess
 import time
-import uuid
 from collections.abc import Mapping
 from pathlib import Path
 
 from bench.broker.jars import (
     DEFAULT_KAFKA_VERSION,
     DOCKER_ALTERNATIVE,
-    KAFKA_RESOURCES,
     check_kafka_version,
     file_lock,
-    missing_tool,
     provision_jars,
-    version_key,
+)
+from bench.broker.node_config import (
+    PROPERTIES_HEADER,
+    NodeConfig,
+    check_storage_version,
+    find_java,
+    format_storage,
+    is_kafka_process,
+    log_tail,
+    new_cluster_id,
+    port_is_free,
 )
 from bench.broker.probe import broker_answers
 from bench.broker.settings import (
@@ -64,6 +68,7 @@ __all__ = [
     "heap_opts",
     "BROKER_PERFORMANCE_JVM_OPTS",
     "REPORTED_BROKER_SETTING_NAMES",
+    "NodeConfig", "PROPERTIES_HEADER", "new_cluster_id", "port_is_free",
 ]
 
 DEFAULT_PORT = 9092
@@ -72,197 +77,9 @@ DEFAULT_PORT = 9092
 STATE_ROOT = Path(".state")
 
 _SINGLE_NODE_ID = 1
-# The first line of every server.properties a node writes: how its processes are known as ours.
-PROPERTIES_HEADER = "# Written by bench/broker/embedded.py on every start."
 _PROBE_TIMEOUT_S = 1.0
 # A killed JVM's threads close its sockets a moment after the process counts as dead.
 _PORT_RELEASE_S = 5.0
-
-
-def new_cluster_id() -> str:
-    """A cluster id in Kafka's Uuid text form: 16 random bytes, URL-safe base64, no padding."""
-    while True:
-        cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
-        # Kafka's own generator rejects a leading '-' (it reads as a CLI flag).
-        if not cluster_id.startswith("-"):
-            return cluster_id
-
-
-def port_is_free(port: int) -> bool:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-        # The broker sets SO_REUSEADDR too, so a port in TIME_WAIT counts as free.
-        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            probe.bind(("127.0.0.1", port))
-        except OSError:
-            return False
-        return True
-
-
-@dataclasses.dataclass(frozen=True)
-class NodeConfig:
-    """One node's identity, ports, files and server.properties (no process).
-
-    broker_port None: one PLAINTEXT listener for clients and brokers (the single-node layout).
-    Otherwise three listeners: CLIENT (what clients use; advertised at advertised_port, which a
-    proxy in front of the node may own), BROKER (replication, never proxied) and CONTROLLER.
-    """
-
-    node_id: int
-    port: int
-    controller_port: int
-    state_dir: Path
-    quorum_voters: str
-    settings: Mapping[str, str]
-    kafka_version: str = DEFAULT_KAFKA_VERSION
-    broker_port: int | None = None
-    advertised_port: int | None = None
-    heap_opts: tuple[str, ...] = BROKER_HEAP_OPTS
-    # Test set-ups (an advertised proxy address, a SASL listener) on top of the defaults.
-    extra_properties: Mapping[str, str] = dataclasses.field(default_factory=dict)
-
-    @property
-    def bootstrap_servers(self) -> str:
-        """The address clients use: the advertised one."""
-        return f"127.0.0.1:{self.advertised_port or self.port}"
-
-    @property
-    def bound_address(self) -> str:
-        return f"127.0.0.1:{self.port}"
-
-    @property
-    def ports(self) -> tuple[int, ...]:
-        return tuple(port for port in (self.port, self.broker_port, self.controller_port) if port is not None)
-
-    @property
-    def log_path(self) -> Path:
-        return self.state_dir / "logs" / "server.log"
-
-    @property
-    def console_log_path(self) -> Path:
-        """The JVM's own stdout/stderr: where a crash before log4j is up ends up."""
-        return self.state_dir / "logs" / "console.log"
-
-    @property
-    def pid_path(self) -> Path:
-        return self.state_dir / "broker.pid"
-
-    @property
-    def version_path(self) -> Path:
-        return self.state_dir / "kafka.version"
-
-    @property
-    def formatted_by_path(self) -> Path:
-        return self.state_dir / "formatted-by.version"
-
-    @property
-    def properties_path(self) -> Path:
-        return self.state_dir / "server.properties"
-
-    @property
-    def data_dir(self) -> Path:
-        return self.state_dir / "data"
-
-    def listener_properties(self) -> dict[str, str]:
-        # 127.0.0.1 only: a benchmark broker with no authentication must not be reachable
-        # from the network.
-        controller = f"CONTROLLER://127.0.0.1:{self.controller_port}"
-        if self.broker_port is None:
-            return {
-                "listeners": f"PLAINTEXT://{self.bound_address},{controller}",
-                "advertised.listeners": f"PLAINTEXT://{self.bootstrap_servers}",
-                "listener.security.protocol.map": "PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT",
-                "controller.listener.names": "CONTROLLER",
-                "inter.broker.listener.name": "PLAINTEXT",
-            }
-        broker = f"BROKER://127.0.0.1:{self.broker_port}"
-        return {
-            "listeners": f"CLIENT://{self.bound_address},{broker},{controller}",
-            "advertised.listeners": f"CLIENT://{self.bootstrap_servers},{broker}",
-            "listener.security.protocol.map": "CLIENT:PLAINTEXT,BROKER:PLAINTEXT,CONTROLLER:PLAINTEXT",
-            "controller.listener.names": "CONTROLLER",
-            # Replication has its own listener, so cutting clients off a node (a proxy on the
-            # CLIENT port) leaves its followers fetching.
-            "inter.broker.listener.name": "BROKER",
-        }
-
-    def server_properties(self) -> dict[str, str]:
-        return {
-            "process.roles": "broker,controller",
-            "node.id": str(self.node_id),
-            "controller.quorum.voters": self.quorum_voters,
-            **self.listener_properties(),
-            "log.dirs": str(self.data_dir),
-            # Kafka's default, as in cp-kafka and the seed: other clients (Locust, Kafka's perf
-            # tools) may produce to topics they did not create; the harness creates its own
-            # topics with explicit settings, so auto-created defaults never shape a measurement.
-            "auto.create.topics.enable": "true",
-            **self.settings,
-            **LARGE_MESSAGE_BROKER_SETTINGS,
-            **self.extra_properties,
-        }
-
-    def java_command(self, java: str, libs: Path, main_class: str, *arguments: str) -> list[str]:
-        return [
-            java,
-            *self.heap_opts,
-            *BROKER_PERFORMANCE_JVM_OPTS,
-            f"-Dlog4j.configuration=file:{KAFKA_RESOURCES / 'log4j.properties'}",
-            f"-Dkafka.logs.dir={self.log_path.parent}",
-            "-cp", f"{libs}/*",
-            main_class,
-            *arguments,
-        ]
-
-
-def _find_java() -> str:
-    java = shutil.which("java")
-    if java is None:
-        raise missing_tool("java", "the embedded Kafka broker needs a JDK 17", "e.g. apt-get install openjdk-17-jdk-headless")
-    return java
-
-
-def _format_storage(config: NodeConfig, java: str, libs: Path, cluster_id: str) -> None:
-    """KRaft refuses to start on an unformatted log dir; format it once, keep it after."""
-    if (config.data_dir / "meta.properties").exists():
-        return
-    completed = subprocess.run(
-        config.java_command(java, libs, "kafka.tools.StorageTool", "format", "-t", cluster_id,
-                            "-c", str(config.properties_path), "--ignore-formatted"),
-        stdin=subprocess.DEVNULL, capture_output=True, text=True,
-    )
-    if completed.returncode != 0:
-        output = (completed.stderr.strip() or completed.stdout.strip()).splitlines()
-        raise RunFailed(f"formatting the broker storage in {config.data_dir} failed: {output[-1] if output else ''}")
-    config.formatted_by_path.write_text(f"{config.kafka_version}\n")
-
-
-def _check_storage_version(config: NodeConfig) -> None:
-    """An older broker cannot read metadata a newer one wrote; say so before it crashes."""
-    with contextlib.suppress(FileNotFoundError):
-        formatted_by = config.formatted_by_path.read_text().strip()
-        if version_key(config.kafka_version) < version_key(formatted_by):
-            raise UsageError(
-                f"{config.state_dir} holds data of Apache Kafka {formatted_by}, which {config.kafka_version} "
-                "cannot read: choose another --state-dir (or delete that one)"
-            )
-
-
-def _is_kafka_process(pid: int, properties_path: Path, child: subprocess.Popen | None) -> bool:
-    """pid is the Kafka JVM started with properties_path, alive and no zombie."""
-    if child is not None and child.pid == pid and child.poll() is not None:
-        return False  # our child exited (poll reaps it, so it is no zombie either)
-    try:
-        with open(f"/proc/{pid}/stat") as stat:
-            if stat.read().rsplit(")", 1)[1].split()[0] == "Z":
-                return False
-        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
-    except (FileNotFoundError, ProcessLookupError, IndexError):
-        return False
-    # The pid may have been reused by an unrelated process since the file was written.
-    return b"kafka.Kafka" in cmdline and str(properties_path).encode() in cmdline
-
-
 def _startup_failure(node: KafkaNode, reason: str) -> RunFailed:
     tail = node.log_tail(200)
     # The broker's last ERROR and its stack trace say why; the config dump before it does not.
@@ -328,24 +145,20 @@ class KafkaNode:
         return self.pid is not None
 
     def _is_our_process(self, pid: int) -> bool:
-        return _is_kafka_process(pid, self.config.properties_path, self._process)
+        return is_kafka_process(pid, self.config.properties_path, self._process)
 
     def server_properties(self) -> dict[str, str]:
         return self.config.server_properties()
 
     def log_tail(self, lines: int = 20) -> list[str]:
-        tail: list[str] = []
-        for path in (self.console_log_path, self.log_path):
-            with contextlib.suppress(FileNotFoundError):
-                tail += path.read_text(errors="replace").splitlines()[-lines:]
-        return tail[-lines:]
+        return log_tail(self.config, lines)
 
     def start(self, timeout_s: float = 120.0) -> bool:
         """Starts the node and waits until it answers a metadata request at its bound port.
 
         Returns False (and does nothing) when this state dir's node already runs.
         """
-        java = _find_java()
+        java = find_java()
         new_state_dir = not self.state_dir.exists()
         try:
             with file_lock(self.state_dir / "start.lock", remove=True):
@@ -368,11 +181,11 @@ class KafkaNode:
             if not port_is_free(port):
                 raise UsageError(f"port {port} on 127.0.0.1 is in use by another process "
                                  "(another broker? choose --port/--controller-port)")
-        _check_storage_version(config)
+        check_storage_version(config)
         libs, _ = provision_jars(config.kafka_version)
         lines = [f"{key}={value}" for key, value in self.server_properties().items()]
         config.properties_path.write_text(PROPERTIES_HEADER + "\n" + "\n".join(lines) + "\n")
-        _format_storage(config, java, libs, self.cluster_id or new_cluster_id())
+        format_storage(config, java, libs, self.cluster_id or new_cluster_id())
         config.log_path.parent.mkdir(parents=True, exist_ok=True)
         with open(config.console_log_path, "ab") as console:
             self._process = subprocess.Popen(
@@ -411,11 +224,8 @@ class KafkaNode:
         pid = self.signal(signal.SIGKILL)
         while pid is not None and self._is_our_process(pid):
             time.sleep(0.01)
-        self._released(pid)
-        return pid
-
-    def _released(self, pid: int | None) -> None:
         _release(self.config, pid)
+        return pid
 
     def pause(self) -> int | None:
         return self.signal(signal.SIGSTOP)
@@ -437,7 +247,7 @@ class KafkaNode:
             time.sleep(0.1)
         if self._is_our_process(pid):
             self.kill()
-        self._released(pid)
+        _release(self.config, pid)
         return True
 
 

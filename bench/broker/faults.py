@@ -30,7 +30,7 @@ from bench.broker.roles import in_sync_everywhere, resolve_targets
 from streamstore.errors import RunFailed, StreamStoreError, UsageError
 
 __all__ = ["FAULT_KINDS", "Fault", "FaultInjector", "check_schedule", "parse_fault", "parse_faults",
-           "schedule_warnings", "longest_stall_s", "fault_summary", "KILL_RECOVERY_S", "RESTART_TIMEOUT_S"]
+           "schedule_warnings", "fault_summary", "KILL_RECOVERY_S", "RESTART_TIMEOUT_S"]
 # How long a restarted node may take to be back in the ISR of all its partitions in a rolling restart.
 IN_SYNC_TIMEOUT_S = 180.0
 
@@ -63,44 +63,14 @@ def schedule_warnings(faults: Sequence[Fault], duration_s: float) -> list[str]:
     return warnings
 
 
-def longest_stall_s(acked: Sequence[int | None], sent: Sequence[int | None],
-                    failed: Sequence[int | None] | None = None) -> int:
-    """The longest run of whole seconds without one acknowledgement while messages were
-    waiting for one (sent, and neither acked nor failed yet), per-second series of a result.
-
-    A stall runs to the end of the run when acks never resumed (a broker that was not back
-    before the producers gave up stalls until their purge, the last second); a second with
-    nothing waiting (after the last ack, between rate phases) is not a stall, nor are the
-    seconds before the first ack (the ramp-up).
-    """
-    waiting = longest = current = 0
-    acks_began = False
-    for second, acks in enumerate(acked):
-        sends = _at(sent, second)
-        if acks:
-            acks_began, current = True, 0
-        elif acks_began and (waiting or sends):
-            current += 1
-            longest = max(longest, current)
-        else:
-            current = 0
-        waiting = max(0, waiting + sends - (acks or 0) - _at(failed, second))
-    return longest
-
-
-def _at(series: Sequence[int | None] | None, second: int) -> int:
-    return (series[second] or 0) if series is not None and second < len(series) else 0
-
-
 def fault_summary(result: Mapping[str, Any]) -> dict[str, int | None]:
-    """The figures a fault experiment is judged by, from a result."""
+    """The counts a fault experiment is judged by, from a result (the failover section has the
+    gaps and the new leader, per fault)."""
     counts = result["counts"]
     return {
         "lost": counts["lost"],
         "failed": counts["failed"],
         "duplicated": counts["duplicated"],
-        "longest_stall_s": longest_stall_s(result["series"]["acked"], result["series"]["sent"],
-                                           result["series"].get("failed")),
     }
 
 
@@ -215,6 +185,8 @@ class FaultInjector:
             self.records.append(record)
             records.append(record)
             self.begin_on(fault.kind, node_id, role, fault.delay_ms)
+            # The fault starts when it acts on the node (its event), not when its target was chosen.
+            record["start_s"] = self.events[-1]["t_s"]
 
     def _end(self, index: int) -> None:
         fault, _, records = self.active.pop(index)
@@ -273,6 +245,7 @@ def rolling_restart(injector: FaultInjector, fault: Fault) -> None:
                   "start_s": injector.now(), "end_s": None, "back_s": None}
         injector.records.append(record)
         injector.begin_on("stop", node_id, "node")
+        record["start_s"] = injector.events[-1]["t_s"]
         record["end_s"] = injector.now()
         injector.end_on("stop", node_id, "node")
         _wait_in_sync(injector.admin, node_id)

@@ -9,15 +9,20 @@ import fcntl
 import os
 import re
 import shutil
+import signal
 import subprocess
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
-from streamstore.errors import UsageError
+from streamstore.errors import RunFailed, UsageError
 
 DEFAULT_KAFKA_VERSION = "3.8.1"
 KAFKA_RESOURCES = Path(__file__).resolve().parent / "kafka"
 DOCKER_ALTERNATIVE = "with Docker instead: docker compose up -d"
+
+# Maven fetches the broker's jars (tens of MB) once per version: minutes on a slow link, never
+# an hour. A download that hangs (a proxy that never answers) ends here, with one line.
+MAVEN_TIMEOUT_S = 900.0
 
 # Versions whose jars, StorageTool usage and log4j 1 backend this module knows; 4.x switched
 # to log4j2 and changed storage formatting.
@@ -26,6 +31,25 @@ _SUPPORTED_VERSION = re.compile(r"^3\.([3-9])\.\d+$")
 
 def missing_tool(tool: str, purpose: str, install_hint: str) -> UsageError:
     return UsageError(f"{tool} not found on PATH: {purpose} ({install_hint}); {DOCKER_ALTERNATIVE}")
+
+
+def run_bounded(command: Sequence[str], timeout_s: float) -> subprocess.CompletedProcess:
+    """Run a tool (stdin closed, output captured as text) for at most timeout_s seconds.
+
+    On expiry the tool and every process it started (Maven's JVM under its shell script) are
+    killed, as one process group, and subprocess.TimeoutExpired is raised. The group is its own
+    session, so Ctrl+C reaches only this process: it kills the group too.
+    """
+    with subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                          text=True, start_new_session=True) as process:
+        try:
+            stdout, stderr = process.communicate(timeout=timeout_s)
+        except BaseException:  # the timeout, Ctrl+C
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(process.pid, signal.SIGKILL)
+            process.communicate()
+            raise
+    return subprocess.CompletedProcess(command, process.returncode, stdout, stderr)
 
 
 def check_kafka_version(kafka_version: str) -> str:
@@ -74,8 +98,9 @@ def file_lock(lock_path: Path, remove: bool = False) -> Iterator[None]:
         lock_file.close()
 
 
-def provision_jars(kafka_version: str = DEFAULT_KAFKA_VERSION) -> tuple[Path, bool]:
-    """Returns the directory holding the broker's jars, and whether they were downloaded now.
+def provision_jars(kafka_version: str = DEFAULT_KAFKA_VERSION, timeout_s: float | None = None) -> tuple[Path, bool]:
+    """Returns the directory holding the broker's jars, and whether they were downloaded now
+    (RunFailed when Maven takes longer than timeout_s, default MAVEN_TIMEOUT_S).
 
     Maven writes into a temporary directory that is renamed into place, under a file lock, so
     concurrent callers neither download twice nor see half a directory.
@@ -94,16 +119,16 @@ def provision_jars(kafka_version: str = DEFAULT_KAFKA_VERSION) -> tuple[Path, bo
             )
         staging = libs.parent / f"libs.partial-{os.getpid()}"
         shutil.rmtree(staging, ignore_errors=True)
-        completed = subprocess.run(
-            [
-                mvn, "-q", "-B", "-f", str(KAFKA_RESOURCES / "pom.xml"),
-                f"-Dkafka.version={kafka_version}",
-                "dependency:copy-dependencies", f"-DoutputDirectory={staging}",
-            ],
-            stdin=subprocess.DEVNULL,
-            capture_output=True,
-            text=True,
-        )
+        command = [mvn, "-q", "-B", "-f", str(KAFKA_RESOURCES / "pom.xml"), f"-Dkafka.version={kafka_version}",
+                   "dependency:copy-dependencies", f"-DoutputDirectory={staging}"]
+        timeout_s = MAVEN_TIMEOUT_S if timeout_s is None else timeout_s
+        try:
+            completed = run_bounded(command, timeout_s)
+        except subprocess.TimeoutExpired:
+            shutil.rmtree(staging, ignore_errors=True)
+            raise RunFailed(f"Maven did not finish downloading Apache Kafka {kafka_version}'s jars within "
+                            f"{timeout_s:g} s (stopped): check the network or Maven's proxy settings "
+                            f"(~/.m2/settings.xml), then try again; {DOCKER_ALTERNATIVE}") from None
         if completed.returncode != 0 or not any(staging.glob(f"kafka_2.13-{kafka_version}.jar")):
             shutil.rmtree(staging, ignore_errors=True)
             errors = [line for line in completed.stdout.splitlines() if "ERROR" in line]

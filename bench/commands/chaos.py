@@ -57,7 +57,7 @@ def run(args: argparse.Namespace) -> int:
             print(f"fault event at {event['t_s']:7.3f} s: {event['kind']} ({event['detail']})")
     summary = {name: "not measured" if value is None else f"{value:,}" for name, value in fault_summary(result).items()}
     print(f"faults: lost acknowledged orders {summary['lost']}, failed deliveries {summary['failed']}, "
-          f"duplicates {summary['duplicated']}, longest stall {summary['longest_stall_s']} s without an ack")
+          f"duplicates {summary['duplicated']}")
     for line in failover_lines(result.get("failover")):
         print(line)
     return code
@@ -74,7 +74,7 @@ def failover_lines(failover) -> list[str]:
         latency = fault["latency_us"].get("service_time", {})
         during, before = latency.get("during", {}), latency.get("before", {})
         lines.append(
-            f"failover {fault['fault']} on node {fault['node_id']} ({fault['role']}) at {fault['start_s']:.1f} s: "
+            f"failover {fault['fault']} on node {fault['node_id']} ({fault['role']}) at {fault['start_s']:.3f} s: "
             f"longest gap without an ack {_ms(fault['longest_ack_gap_ms'])}, without a consumed message "
             f"{_ms(fault['longest_consume_gap_ms'])}, new leader in metadata after {_ms(fault['new_leader_ms'])}, "
             f"{METRICS['service_time_p99_9'].label} {format_us(during.get('p99_9'))} during vs {format_us(before.get('p99_9'))} before")

@@ -10,6 +10,7 @@ from pathlib import Path
 
 from bench.broker.ensure import ensure_broker
 from bench.commands._options import add_broker_arguments, add_results_argument, read_client_config
+from bench.core.protocol import ERRORS_LOG, write_child_errors
 from bench.core.result import write_run_folder
 from bench.core.scenario import COMPRESSIONS, check_client_config
 from bench.large_message.plan import (
@@ -23,6 +24,7 @@ from bench.large_message.plan import (
     preflight_problem,
     size_label,
 )
+from bench.large_message.process import SweepInterrupted
 from bench.large_message.progress import SweepProgress, format_duration
 from bench.large_message.result import format_java_row, format_row, sweep_result
 from bench.large_message.sweep import LargeMessageSweep, drop_acked, preflight
@@ -142,20 +144,26 @@ def run(args: argparse.Namespace) -> int:
                                   on_java=lambda row: (progress.finish(), print(format_java_row(row), flush=True)))
         started_at = time.time()
         interrupted = False
-        # SIGTERM (a cancelled CI job, `kill`) ends the sweep as Ctrl+C does: result kept, marked interrupted.
-        previous_sigterm = signal.signal(signal.SIGTERM, signal.default_int_handler)
+        # Ctrl+C and SIGTERM (a cancelled CI job, `kill`) are only noted; the sweep acts on them
+        # where it waits for a worker and between cells: result kept, marked interrupted, exit 130.
+        previous = {signum: signal.signal(signum, sweep.note_signal) for signum in (signal.SIGINT, signal.SIGTERM)}
         try:
             sweep.run()
-        except KeyboardInterrupt:
+        except SweepInterrupted:
             interrupted = True
         finally:
-            signal.signal(signal.SIGTERM, previous_sigterm)
+            for signum, handler in previous.items():
+                signal.signal(signum, handler)
             progress.finish()
+        if interrupted:
+            _say("interrupted: stopped the sweep, its workers and topics (result marked interrupted)")
         hook = [f"test hook {DROP_ACKED_ENV}={drop}: the broker dropped the first {drop} acked message(s) of every "
                 "cell; consumers started after the acks, so end-to-end times were not measured"] if drop else []
         result = sweep_result(options, sweep.run_id, sweep.rows, sweep.bare, broker, topic_settings, started_at,
                               interrupted, hook, peer_version=java.kafka_version if java else None)
     folder, document = write_run_folder(args.results_dir, result)
+    if sweep.worker_failures:  # each failed cell's one-line error names this file
+        write_child_errors(folder / ERRORS_LOG, sweep.worker_failures)
     write_run_report(folder, document)
     print(summary_text(document, folder))
     return result.verdict.exit_code

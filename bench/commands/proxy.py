@@ -78,14 +78,16 @@ def run(args: argparse.Namespace) -> int:
         return _serve(state_dir, routes)
     command = [sys.executable, "-m", "bench", "proxy", "start", "--state-dir", str(state_dir), "--foreground",
                *(f"--node={node}={listen}:{upstream}" for node, (listen, upstream) in routes.items())]
-    log = (state_dir / "client-proxies.log").open("ab")
-    process = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True)
+    log_path = state_dir / "client-proxies.log"
+    # The proxies' own handle on the log lives on in them; this process needs none.
+    with log_path.open("ab") as log:
+        process = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True)
     deadline = time.monotonic() + START_TIMEOUT_S
     while not remote_proxies(state_dir):
         if process.poll() is not None or time.monotonic() > deadline:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(process.pid, signal.SIGTERM)
-            tail = (state_dir / "client-proxies.log").read_text(errors="replace").strip().splitlines()[-1:]
+            tail = log_path.read_text(errors="replace").strip().splitlines()[-1:]
             raise RunFailed(f"the client proxies did not start: {tail[0] if tail else 'no output'}")
         time.sleep(0.1)
     print(f"client proxies for nodes {', '.join(map(str, routes))} (pid {process.pid}), control {path}")

@@ -30,6 +30,8 @@ class RunMeasurements:
         self.producers: dict[int, ProducerDone] = {}
         self.tracker_done: TrackerDone | None = None
         self.failure: str | None = None
+        # Children that failed with an exception, with their tracebacks (the run's errors.log).
+        self.child_failures: list[ChildFailed] = []
         # reporter -> the last second it reported; a second closes when all are past it.
         self.reported_through: dict[str, int] = {name: -1 for name in reporters}
         # Per-partition acks and consumed messages, and the gaps between them (failover figures).
@@ -59,6 +61,8 @@ class RunMeasurements:
             self.reported_through.pop(TRACKER, None)
         elif isinstance(message, ChildFailed):
             self.failure = self.failure or f"{message.who} failed: {message.error}"
+            if message.traceback:
+                self.child_failures.append(message)
         self.close_finished_seconds()
 
     def add_acked_ranges(self, ranges: Mapping[int, Iterable[tuple[int, int]]]) -> None:

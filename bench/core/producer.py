@@ -9,6 +9,7 @@ import functools
 import gc
 import signal
 import time
+import traceback
 
 from bench.core.audit import trace_sample_every
 from bench.core.client_stats import STATISTICS_INTERVAL_MS, StatsCollector
@@ -156,5 +157,5 @@ def producer_main(index: int, scenario: Scenario, bootstrap_servers: str, run_id
         reports.put(Ready(producer_name(index)))
         start.wait()
         loop.run(t0_ns.value, stop)
-    except Exception as error:  # reported to the coordinator as one line, which ends the run
-        reports.put(ChildFailed(producer_name(index), describe_error(error)))
+    except Exception as error:  # one line and its traceback to the coordinator, which ends the run
+        reports.put(ChildFailed(producer_name(index), describe_error(error), traceback.format_exc()))

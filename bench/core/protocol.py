@@ -7,7 +7,8 @@ master in bench/locust/master.py) read the same fields. Children put:
   Ready(who)                        once connected, before waiting for the start signal
   ProducerSecond / TrackerSecond    one per second of the run, in order
   ProducerDone / TrackerDone        once, last
-  ChildFailed(who, error)           instead of the rest, when the child cannot go on
+  ChildFailed(who, error, traceback) instead of the rest, when the child cannot go on: one line
+                                    for the console, the traceback for the run's errors.log
 
 and the tracker reads one `Drain` from its control queue when producing has ended.
 """
@@ -15,10 +16,13 @@ and the tracker reads one `Drain` from its control queue when producing has ende
 from __future__ import annotations
 
 import multiprocessing.connection
+import os
 import queue
+import tempfile
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from streamstore.errors import RunFailed
@@ -38,7 +42,22 @@ class Ready:
 @dataclass(frozen=True)
 class ChildFailed:
     who: str
-    error: str
+    error: str  # one line, for the console and the result's failure
+    traceback: str = ""  # the exception's traceback, for errors.log
+    at: float = field(default_factory=time.time)  # when it failed (epoch seconds)
+
+
+# Beside result.json: the traceback of every child process that failed with an exception.
+ERRORS_LOG = "errors.log"
+
+
+def write_child_errors(path: Path, failures: Iterable[ChildFailed]) -> Path:
+    """Append each failure's traceback to `path` (created if missing), under a line naming the child."""
+    with open(path, "a", encoding="utf-8") as log:
+        for failure in failures:
+            stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(failure.at))
+            log.write(f"{failure.who} failed ({stamp}): {failure.error}\n{failure.traceback.rstrip()}\n\n")
+    return path
 
 
 @dataclass(frozen=True)
@@ -159,7 +178,7 @@ class Inbox:
         while waiting:
             message = self.get(min(0.5, max(0.0, deadline - time.monotonic())))
             if isinstance(message, ChildFailed):
-                raise RunFailed(f"{message.who} could not start: {message.error}")
+                raise RunFailed(f"{message.who} could not start: {message.error}{_saved_traceback(message)}")
             if isinstance(message, Ready):
                 waiting.discard(message.who)
             elif message is not None and on_other is not None:
@@ -168,3 +187,13 @@ class Inbox:
                 raise RunFailed(f"{', '.join(sorted(waiting))}: the process died while starting")
             if waiting and time.monotonic() >= deadline:
                 raise RunFailed(f"{', '.join(sorted(waiting))} not ready within {timeout_s:.0f} s")
+
+
+def _saved_traceback(failure: ChildFailed) -> str:
+    """A child that fails before the run has a folder: its traceback goes to a file of its own,
+    which the one-line error names."""
+    if not failure.traceback:
+        return ""
+    handle, name = tempfile.mkstemp(prefix="bench-errors-", suffix=".log")
+    os.close(handle)
+    return f" (traceback in {write_child_errors(Path(name), [failure])})"

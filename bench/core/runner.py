@@ -34,7 +34,7 @@ from bench.core.fault_watch import FaultWatch
 from bench.core.merge import RunMeasurements
 from bench.core.producer import CHILD_START_TIMEOUT_S, INTERRUPT_DRAIN_S, producer_main
 from bench.core.progress import Progress, p99_scope, progress_line
-from bench.core.protocol import TRACKER, Drain, Inbox, producer_name
+from bench.core.protocol import ERRORS_LOG, TRACKER, Drain, Inbox, producer_name, write_child_errors
 from bench.core.result import (
     DELIVERY_REPORT_MODES,
     RunResult,
@@ -276,7 +276,10 @@ class _Run:
         offset_delta = _broker_offset_delta(self.scenario, self.bootstrap_servers, self.start_offsets)
         failed = max(totals["failed"], sum(o.sent - o.acked for o in outcomes))
         first_error = next((o.first_error for o in outcomes if o.first_error), None)
-        verdict = run_verdict(interrupted=self.interrupted, failure=measured.failure, failed=failed,
+        failure = measured.failure
+        if measured.child_failures:  # the console keeps one line; the tracebacks go beside the result
+            failure = f"{failure} (traceback in {ERRORS_LOG})"
+        verdict = run_verdict(interrupted=self.interrupted, failure=failure, failed=failed,
                               lost=audit.lost, first_error=first_error)
         producing_s = max((o.producing_s for o in outcomes), default=0.0)
         elapsed_s = max((o.elapsed_s for o in outcomes), default=0.0)
@@ -296,6 +299,8 @@ class _Run:
             sections={**({"failover": self.fault_watch.section(measured, recorder, self.t0_ns)} if self.fault_watch else {}),
                       **delivery_report_sections(self.scenario, recorder)})
         folder, document = write_run_folder(self.results_root, result, recorder)
+        if measured.child_failures:
+            write_child_errors(folder / ERRORS_LOG, measured.child_failures)
         return verdict.exit_code, folder, document
 
 

@@ -11,6 +11,7 @@ import os
 import queue
 import signal
 import time
+import traceback
 from collections import defaultdict
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -114,8 +115,8 @@ def tracker_main(scenario: Scenario, bootstrap_servers: str, run_id: bytes, star
         os.nice(FLAT_OUT_TRACKER_NICENESS)
     try:
         _track(scenario, bootstrap_servers, run_id, start_offsets, reports, control, start, t0_ns)
-    except Exception as error:  # reported to the coordinator as one line, which ends the run
-        reports.put(ChildFailed(TRACKER, describe_error(error)))
+    except Exception as error:  # one line and its traceback to the coordinator, which ends the run
+        reports.put(ChildFailed(TRACKER, describe_error(error), traceback.format_exc()))
 
 
 def _track(scenario: Scenario, bootstrap_servers: str, run_id: bytes, start_offsets: dict[int, int],

@@ -14,16 +14,18 @@ display and its estimates), `process` (talking to a worker process).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import subprocess
 import sys
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
 from confluent_kafka.admin import AdminClient
 
+from bench.core.protocol import ChildFailed
 from bench.large_message.cell import AfterAcks, CellRun
 from bench.large_message.plan import (
     SLOWEST_RATE_BYTES_PER_S,
@@ -36,7 +38,14 @@ from bench.large_message.plan import (
     limits_from_configs,
     preflight_problem,
 )
-from bench.large_message.process import WORKER_GRACE_S, WORKER_START_TIMEOUT_S, CellFailed, WorkerProcess
+from bench.large_message.process import (
+    WORKER_GRACE_S,
+    WORKER_START_TIMEOUT_S,
+    CellFailed,
+    SweepInterrupted,
+    WorkerProcess,
+    keep_traceback,
+)
 from bench.large_message.progress import SweepProgress
 from bench.large_message.result import (
     NOTHING_RECEIVED,
@@ -93,6 +102,17 @@ def _stored_bytes(log_dirs: str | None, topic: str) -> int | None:
     return None
 
 
+@contextlib.contextmanager
+def _ended_on_failure(worker: WorkerProcess) -> Iterator[None]:
+    """A worker that fails (or is interrupted) before its caller holds it is killed here."""
+    try:
+        yield
+    except BaseException:
+        worker.kill()
+        worker.close()
+        raise
+
+
 class SweepTopics:
     """The sweep's topics: a fresh one per cell (deleted after it), or the user's --topic (kept)."""
 
@@ -146,6 +166,11 @@ class LargeMessageSweep:
     after_acks: a test hook (see `cell.py`), e.g. `drop_acked`; None in real sweeps.
     java: Kafka's Java tools, run beside each cell once the size's worker processes have ended
     (so their memory is free); `on_java` is called with the row then.
+
+    Ctrl+C and SIGTERM are only noted (`note_signal`, installed by the command); the sweep acts on
+    them where it waits for a worker's reply (every WAIT_TICK_S) and between cells: it kills the
+    workers, deletes its topics and raises SweepInterrupted. A Java tool or the bare script
+    running at that moment finishes first.
     """
 
     def __init__(self, options: SweepOptions, bootstrap_servers: str, admin: AdminClient,
@@ -165,14 +190,31 @@ class LargeMessageSweep:
         self.run_id = uuid.uuid4().hex
         self.topics = SweepTopics(admin, bootstrap_servers, options.client_settings, broker_settings, options.topic,
                                   self.run_id)
+        # Workers that died with a traceback (the command writes them to errors.log).
+        self.worker_failures: list[ChildFailed] = []
+        self.signalled = False
+
+    def note_signal(self, signum, frame) -> None:
+        """The signal handler: only notes it (raised inside a pipe read, it could leave a reply half read)."""
+        self.signalled = True
+
+    def _check_stop(self) -> None:
+        if self.signalled:
+            raise SweepInterrupted()
+
+    def _waiting(self) -> None:
+        self.progress.draw()
+        self._check_stop()
 
     def run(self) -> None:
         try:
             for size in self.options.sizes:
+                self._check_stop()
                 first_row = len(self.rows)
                 self._run_size(size)
                 if self.java is not None:
                     for row in self.rows[first_row:]:
+                        self._check_stop()
                         row["java"] = self._java_cell(row["size_bytes"], row["compression"])
                         self.on_java(row)
         finally:
@@ -187,6 +229,7 @@ class LargeMessageSweep:
         producer = consumer = None
         try:
             for compression in self.options.compressions:
+                self._check_stop()
                 reps = self.options.reps_for(size)
                 unsendable = known_unsendable(size, compression, self.options.payload)
                 if unsendable:
@@ -215,6 +258,11 @@ class LargeMessageSweep:
                 self._add(row)
                 if self.options.compare_bare and compression == "none" and size == max(self.options.sizes):
                     self._compare_bare(size, row)
+        except SweepInterrupted:
+            for worker in (producer, consumer):  # perhaps mid-message: no goodbye
+                if worker is not None:
+                    worker.kill()
+            raise
         finally:
             for worker in (producer, consumer):
                 if worker is not None:
@@ -238,14 +286,17 @@ class LargeMessageSweep:
         return java_cell(size, figures, warmup, error, grew)
 
     def _start_worker(self, role: str, arguments: list[str]) -> WorkerProcess:
-        worker = WorkerProcess(role, ["--bootstrap-servers", self.bootstrap_servers, *arguments], self.progress.draw)
+        worker = WorkerProcess(role, ["--bootstrap-servers", self.bootstrap_servers, *arguments], self._waiting,
+                               self.worker_failures)
         # Settings (secrets among them) go through the pipe, not the command line.
-        worker.send(client_settings=dict(self.options.client_settings))
+        with _ended_on_failure(worker):
+            worker.send(client_settings=dict(self.options.client_settings))
         return worker
 
     def _start_producer(self, size: int) -> tuple[WorkerProcess, dict[str, int]]:
         producer = self._start_worker("producer", ["--size", str(size), "--payload", self.options.payload])
-        ready = producer.receive(WORKER_START_TIMEOUT_S + size / SLOWEST_RATE_BYTES_PER_S)
+        with _ended_on_failure(producer):
+            ready = producer.receive(WORKER_START_TIMEOUT_S + size / SLOWEST_RATE_BYTES_PER_S)
         return producer, {"size_bytes": ready["size_bytes"], "crc32": ready["crc32"]}
 
     def _compare_bare(self, size: int, harness_row: Mapping[str, Any]) -> None:
@@ -273,7 +324,9 @@ class LargeMessageSweep:
         errors = [line["error"] for line in lines if "error" in line]
         samples = [line["end_to_end_ms"] for line in lines if "end_to_end_ms" in line]
         if errors or not samples:
-            detail = errors[0] if errors else (completed.stderr.strip().splitlines() or ["no output"])[-1]
+            detail = errors[0] if errors else keep_traceback(
+                self.worker_failures, "bare script", (completed.stderr.strip().splitlines() or ["no output"])[-1],
+                completed.stderr)
             self.bare = {"size_bytes": size, "error": detail}
             return
         peak = next((line["peak_rss_bytes"] for line in lines if "peak_rss_bytes" in line), None)

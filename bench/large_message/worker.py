@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import signal
 import sys
 import time
 import zlib
@@ -291,6 +292,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--payload", choices=PAYLOAD_KINDS, default="order")
     parser.add_argument("--group", default="bench-large-message", help="consumer: group id (nothing is committed)")
     args = parser.parse_args(argv)
+    # The sweep owns Ctrl+C (a terminal sends it to the whole process group): it ends the workers.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     if args.role == "producer":
         run_producer(args.bootstrap_servers, args.size, args.payload)
     else:

@@ -13,7 +13,7 @@ import tempfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-from bench.broker.embedded import DEFAULT_KAFKA_VERSION, KAFKA_RESOURCES, provision_jars
+from bench.broker.jars import DEFAULT_KAFKA_VERSION, KAFKA_RESOURCES, provision_jars
 from bench.core.scenario import Scenario
 from bench.peers.java_tools import (
     END_TO_END_LATENCY,
