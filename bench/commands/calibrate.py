@@ -1,15 +1,15 @@
 """`python -m bench calibrate`: what does measuring cost?
 
 Side by side on the same broker, alternating (A B C, then C B A, ...) so drift on a shared
-machine hits all alike: the throughput of three bare confluent-kafka loops
-(`bench/peers/bare_loops.py`: produce()+callback, produce_batch()+callback, produce_batch()
-without callbacks), of `bench run` at rate 0 with full measurement (trace header, service-time
-histograms, tracker process, per-second reports) and, with `--peer java`, of Kafka's own Java
-ProducerPerformance — same message, same producer settings. All count acked messages over
-first send -> last ack. `bench run` is judged against the fastest bare loop. Every rate and ratio
-is shown as mean ± spread over the rounds (bench/analysis/stats.py), each ratio taken round by
-round. Also prints what one hdrh `record_value` costs and what the batched recording costs per
-message.
+machine hits all alike: the throughput of four bare confluent-kafka loops
+(`bench/peers/bare_loops.py`: produce()+callback, produce_batch()+callback, produce_batch() with
+failures-only reports, produce_batch() without callbacks), of `bench run` at rate 0 with full
+measurement (trace header, tracker process, audit, per-second reports) and, with `--peer java`,
+of Kafka's own Java ProducerPerformance — same message, same producer settings. All count acked
+messages over first send -> last ack. `bench run` is judged against the fastest bare loop that
+keeps exact counts. Every rate and ratio is shown as mean ± spread over the rounds
+(bench/analysis/stats.py), each ratio taken round by round. Also prints what one hdrh
+`record_value` costs and what the batched recording costs per message.
 """
 
 from __future__ import annotations
