@@ -5,7 +5,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: bench test lint setup broker-start broker-stop clean
+.PHONY: bench test stress lint setup broker-start broker-stop clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -24,6 +24,17 @@ bench: $(STAMP)
 test: $(STAMP)
 	@[ -n "$$KAFKA_BOOTSTRAP_SERVERS" ] || $(PY) -m bench broker provision
 	$(PY) -m pytest
+
+# Shake out races before CI does (docs/contributing.md): the tests that start and stop processes
+# or nodes, STRESS_REPEAT times in a row, with every core kept busy and pytest started as a CI
+# runner may start it (a background job: SIGINT ignored), ended after STRESS_MINUTES at most.
+# STRESS_TESTS=tests/x.py::test_y chooses others.
+STRESS_REPEAT ?= 5
+STRESS_MINUTES ?= 60
+STRESS_TESTS ?=
+stress: $(STAMP)
+	@[ -n "$$KAFKA_BOOTSTRAP_SERVERS" ] || $(PY) -m bench broker provision
+	$(PY) tests/stress.py --repeat $(STRESS_REPEAT) --max-minutes $(STRESS_MINUTES) $(STRESS_TESTS)
 
 # Style and correctness checks (ruff), and the import layers of docs/architecture.md
 # (import-linter); both configured in pyproject.toml.

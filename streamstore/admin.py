@@ -152,20 +152,36 @@ def delete_records(admin: AdminClient, topic: str, partition: int, before_offset
 
 
 def _describe(admin: AdminClient, resource: ConfigResource, timeout_s: float) -> dict[str, str]:
+    def describe(wait_s: float):
+        return admin.describe_configs([resource], request_timeout=wait_s)[resource].result(timeout=wait_s)
+
     try:
-        entries = admin.describe_configs([resource])[resource].result(timeout=timeout_s)
+        entries = retry_while_catching_up(describe, timeout_s)
     except KafkaException as error:
         raise RunFailed(f"could not read {resource}: {_reason(error)}") from None
     return {name: entry.value for name, entry in entries.items()}
 
 
 def broker_configs(admin: AdminClient, timeout_s: float = ADMIN_TIMEOUT_S) -> dict[str, str]:
-    """The configuration of the first broker in the cluster metadata."""
-    broker_id = min(admin.list_topics(timeout=timeout_s).brokers)
-    return _describe(admin, ConfigResource(ConfigResource.Type.BROKER, str(broker_id)), timeout_s)
+    """The configuration of the first broker in the cluster metadata that answers: a node that is
+    down or restarting does not, and the next one is asked (each gets a share of timeout_s)."""
+    deadline = time.monotonic() + timeout_s
+    broker_ids = sorted(admin.list_topics(timeout=timeout_s).brokers)
+    failure: RunFailed | None = None
+    for broker_id in broker_ids:
+        share_s = min(deadline - time.monotonic(), max(2.0, timeout_s / len(broker_ids)))
+        if share_s <= 0:
+            break
+        try:
+            return _describe(admin, ConfigResource(ConfigResource.Type.BROKER, str(broker_id)), share_s)
+        except RunFailed as error:
+            failure = error
+    raise failure or RunFailed(f"no broker answered for its configuration within {timeout_s:.0f} s")
 
 
 def topic_configs(admin: AdminClient, topic: str, timeout_s: float = ADMIN_TIMEOUT_S) -> dict[str, str]:
+    """The topic's settings. A node that has just started may not know the topic yet, and the
+    request goes to any node: it is asked again until timeout_s (RunFailed after)."""
     return _describe(admin, ConfigResource(ConfigResource.Type.TOPIC, topic), timeout_s)
 
 
@@ -174,16 +190,33 @@ def topic_watermarks(
     topic: str,
     extra: Mapping[str, object] | None = None,
     timeout_s: float = ADMIN_TIMEOUT_S,
+    missing_ok: bool = False,
 ) -> dict[int, tuple[int, int]]:
-    """{partition: (low, high)} offsets of every partition of the topic."""
+    """{partition: (low, high)} offsets of every partition of the topic.
+
+    The metadata may come from a node that has just started and does not know the topic yet:
+    it is asked again until timeout_s, then RunFailed. missing_ok: a topic no node knows is {}
+    at once (for a caller waiting for it to appear)."""
     # A throwaway consumer (no group join, no commits) is the client API for watermarks.
     consumer = Consumer(consumer_config(bootstrap_servers, group_id="streamstore-watermarks", extra=extra))
+    deadline = time.monotonic() + timeout_s
     try:
-        listed = consumer.list_topics(topic=topic, timeout=timeout_s).topics.get(topic)
-        partitions = sorted(listed.partitions) if listed is not None and listed.error is None else []
+        while True:
+            metadata = retry_while_catching_up(lambda wait_s: consumer.list_topics(topic=topic, timeout=wait_s),
+                                               max(0.1, deadline - time.monotonic()))
+            listed = metadata.topics.get(topic)
+            if listed is not None and listed.error is None and listed.partitions:
+                break
+            code = listed.error.code() if listed is not None and listed.error is not None else None
+            if missing_ok and code in (None, KafkaError.UNKNOWN_TOPIC_OR_PART):
+                return {}
+            if time.monotonic() > deadline:
+                raise KafkaException(listed.error if code is not None else
+                                     KafkaError(KafkaError.UNKNOWN_TOPIC_OR_PART, "the topic has no partitions"))
+            time.sleep(0.1)
         return {
             partition: _watermarks(consumer, TopicPartition(topic, partition), timeout_s)
-            for partition in partitions
+            for partition in sorted(listed.partitions)
         }
     except KafkaException as error:
         raise RunFailed(f"could not read offsets of topic '{topic}': {_reason(error)}") from None
@@ -191,25 +224,30 @@ def topic_watermarks(
         consumer.close()
 
 
-# A partition whose leader moves (a failover), or whose new leader has not taken it over yet,
-# answers offset requests with these for a moment.
-_LEADER_MOVING = frozenset({KafkaError.NOT_LEADER_FOR_PARTITION, KafkaError.LEADER_NOT_AVAILABLE})
+# What a node answers for a moment while it, or the leader of a partition, changes: a failover
+# (the new leader has not taken over yet), a node that has just started (its metadata has not
+# caught up: it does not know a topic that exists), a node shutting down (the connection drops).
+_CATCHING_UP = frozenset({KafkaError.NOT_LEADER_FOR_PARTITION, KafkaError.LEADER_NOT_AVAILABLE,
+                          KafkaError.UNKNOWN_TOPIC_OR_PART, KafkaError._TRANSPORT,
+                          KafkaError._ALL_BROKERS_DOWN, KafkaError.NOT_CONTROLLER})
 
 
-def _retry_while_leader_moves(call: Callable[[], T], timeout_s: float) -> T:
+def retry_while_catching_up(call: Callable[[float], T], timeout_s: float) -> T:
+    """call(seconds it may wait), asked again while the cluster answers with a transient error
+    (see _CATCHING_UP), until timeout_s in all; then the last error is raised."""
     deadline = time.monotonic() + timeout_s
     while True:
         try:
-            return call()
+            return call(max(0.1, deadline - time.monotonic()))
         except KafkaException as error:
             code = error.args[0].code() if error.args and hasattr(error.args[0], "code") else None
-            if code not in _LEADER_MOVING or time.monotonic() > deadline:
+            if code not in _CATCHING_UP or time.monotonic() + 0.1 > deadline:
                 raise
             time.sleep(0.1)
 
 
 def _watermarks(consumer: Consumer, partition: TopicPartition, timeout_s: float) -> tuple[int, int]:
-    return _retry_while_leader_moves(lambda: consumer.get_watermark_offsets(partition, timeout=timeout_s), timeout_s)
+    return retry_while_catching_up(lambda wait_s: consumer.get_watermark_offsets(partition, timeout=wait_s), timeout_s)
 
 
 def message_count(watermarks: Mapping[int, tuple[int, int]]) -> int:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import re
+import signal
 import socket
 import uuid
 
@@ -19,6 +20,35 @@ from bench.broker.probe import broker_answers
 
 # Generous: other engineers' brokers and tests share the 2 cores.
 BROKER_START_TIMEOUT_S = 180.0
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    # SIGTERM (a time bound, `kill`) ends the session as Ctrl+C does: fixtures are torn down, so the
+    # brokers and clusters they started (daemons of their own) are stopped, not left behind.
+    if signal.getsignal(signal.SIGTERM) is signal.SIG_DFL:
+        signal.signal(signal.SIGTERM, _interrupt)
+
+
+def _interrupt(signum, frame) -> None:
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption("--repeat", type=int, default=1, metavar="N",
+                     help="run each selected test N times in a row (tests/stress.py, make stress)")
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    count = metafunc.config.getoption("repeat")
+    if count > 1:
+        metafunc.fixturenames.append("repetition")
+        metafunc.parametrize("repetition", range(1, count + 1), indirect=True, ids=lambda i: f"{i}-of-{count}")
+
+
+@pytest.fixture
+def repetition(request: pytest.FixtureRequest) -> int:
+    """Which of the --repeat runs of a test this is (1 when not repeated)."""
+    return getattr(request, "param", 1)
 
 
 def free_ports(count: int) -> list[int]:

@@ -8,12 +8,13 @@ topic to have been empty before the run (tests use `unique_topic`).
 
 from __future__ import annotations
 
+import contextlib
 import signal
 import subprocess
 import sys
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -32,6 +33,19 @@ def default_signal_dispositions() -> None:
     (`nohup`, or `&` in a script, leaves SIGINT ignored, and a child inherits that)."""
     for signum in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, signal.SIG_DFL)
+
+
+@contextlib.contextmanager
+def signalable_child(args, **popen_kwargs) -> Iterator[subprocess.Popen]:
+    """subprocess.Popen(args, **popen_kwargs) for a child the test will signal, with SIGINT and
+    SIGTERM at their defaults (default_signal_dispositions); killed on the way out if the test
+    failed before it ended, so a failure leaves no child behind."""
+    with subprocess.Popen(args, preexec_fn=default_signal_dispositions, **popen_kwargs) as child:
+        try:
+            yield child
+        finally:
+            if child.poll() is None:
+                child.kill()
 
 
 def bench_command(*args: str, timeout: float = 300, env: Mapping[str, str] | None = None) -> subprocess.CompletedProcess:
@@ -121,7 +135,7 @@ def wait_for_records(bootstrap: str, topic: str, count: int, within_s: float) ->
     """Return once the broker holds `count` records in the topic (all partitions): the event
     "the run is producing", instead of a fixed sleep. The topic may not exist yet."""
     deadline = time.monotonic() + within_s
-    while sum(high for _low, high in topic_watermarks(bootstrap, topic).values()) < count:
+    while sum(high for _low, high in topic_watermarks(bootstrap, topic, missing_ok=True).values()) < count:
         if time.monotonic() > deadline:
             raise TimeoutError(f"the broker never held {count} records in {topic} within {within_s:g} s")
         time.sleep(0.05)

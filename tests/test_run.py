@@ -30,6 +30,7 @@ from bench.results.histograms import decode_histogram, new_latency_histogram
 from bench.results.store import load_result
 from streamstore.admin import connect_admin, ensure_topic, topic_watermarks
 from streamstore.config import consumer_config, producer_config
+from streamstore.errors import RunFailed
 from streamstore.trace import TRACE_HEADER, encode_trace
 from streamstore.tracker import OrderTracker
 
@@ -54,6 +55,36 @@ def _hdrh_reader_total(path: Path) -> int:
     while (interval := reader.get_next_interval_histogram()) is not None:
         total += interval.get_total_count()
     return total
+
+
+def test_topic_settings_and_offsets_no_node_answers_for_are_null_with_the_reason(kafka_bootstrap, unique_topic, tmp_path,
+                                                                                   monkeypatch):
+    """What a node that has just come back answers for longer than the admin reads wait (here
+    made to happen) leaves those figures null with the reason; the run itself completes."""
+    import bench.core.runner as runner
+
+    unknown = "Broker: Unknown topic or partition"
+
+    def topic_configs(admin, topic, timeout_s=10.0):
+        raise RunFailed(f"could not read ConfigResource(ResourceType.TOPIC,{topic}): {unknown}")
+
+    reads = []
+
+    def scenario_watermarks(scenario, bootstrap_servers):
+        reads.append(scenario.topic)
+        if len(reads) > 1:  # the read after the run
+            raise RunFailed(f"could not read offsets of topic '{scenario.topic}': {unknown}")
+        return topic_watermarks(bootstrap_servers, scenario.topic)
+
+    monkeypatch.setattr(runner, "topic_configs", topic_configs)
+    monkeypatch.setattr(runner, "scenario_watermarks", scenario_watermarks)
+    code, folder, _ = _run(_scenario(unique_topic, rate=200, duration_s=1), kafka_bootstrap, tmp_path)
+    document = load_result(folder)
+    assert code == 0 and document["status"] == "complete", document["failure"]
+    assert document["broker"]["topic_settings"] is None
+    assert document["broker"]["not_measured"]["topic_settings"].endswith(unknown)
+    assert document["counts"]["broker_offset_delta"] is None
+    assert any(w.startswith("broker_offset_delta not measured: could not read offsets") for w in document["warnings"])
 
 
 def test_fixed_rate_run_counts_histograms_and_interval_logs_agree(kafka_bootstrap, unique_topic, tmp_path):

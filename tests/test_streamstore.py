@@ -11,9 +11,11 @@ import uuid
 
 import pytest
 from confluent_kafka import Producer
+from kafka_truth import signalable_child
 
 from streamstore.admin import connect_admin, ensure_topic, message_count, topic_configs, topic_watermarks
 from streamstore.config import producer_config
+from streamstore.errors import RunFailed
 
 UUID = r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}"
 
@@ -66,6 +68,15 @@ def test_producer_creates_topic_with_client_size_limit(kafka_bootstrap, unique_t
     assert topic_configs(connect_admin(kafka_bootstrap), unique_topic)["max.message.bytes"] == "1000000000"
 
 
+def test_offsets_of_a_topic_no_node_serves_are_an_error_unless_the_caller_waits_for_it(kafka_bootstrap, unique_topic):
+    """An unknown topic is what a node that has just started answers for an existing one: it is
+    asked again up to the timeout, then a RunFailed naming the reason, never an empty {} that
+    would read as a topic holding nothing. A caller waiting for the topic to appear gets {}."""
+    with pytest.raises(RunFailed, match=f"could not read offsets of topic '{unique_topic}': .*[Uu]nknown topic"):
+        topic_watermarks(kafka_bootstrap, unique_topic, timeout_s=1.0)
+    assert topic_watermarks(kafka_bootstrap, unique_topic, missing_ok=True) == {}
+
+
 def test_malformed_messages_are_counted_and_polling_continues(kafka_bootstrap, unique_topic):
     ensure_topic(connect_admin(kafka_bootstrap), unique_topic)
     # A plain client with no headers or keys, as any other producer of orders would be.
@@ -91,17 +102,15 @@ def test_malformed_messages_are_counted_and_polling_continues(kafka_bootstrap, u
 def test_tracker_stops_cleanly_and_commits(kafka_bootstrap, unique_topic, stop_signal):
     assert produce_orders(kafka_bootstrap, unique_topic, "--count", "2").returncode == 0
     group = f"group-{uuid.uuid4().hex[:8]}"
-    tracker = subprocess.Popen(
-        [sys.executable, "-m", "streamstore.tracker", "--bootstrap-servers", kafka_bootstrap,
-         "--topic", unique_topic, "--group", group],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-    )
-    seen = []
-    deadline = time.monotonic() + 60
-    while sum(line.startswith("Received Order") for line in seen) < 2 and time.monotonic() < deadline:
-        seen.append(tracker.stdout.readline().rstrip("\n"))
-    tracker.send_signal(stop_signal)
-    rest, stderr = tracker.communicate(timeout=30)
+    with signalable_child([sys.executable, "-m", "streamstore.tracker", "--bootstrap-servers", kafka_bootstrap,
+                           "--topic", unique_topic, "--group", group],
+                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) as tracker:
+        seen = []
+        deadline = time.monotonic() + 60
+        while sum(line.startswith("Received Order") for line in seen) < 2 and time.monotonic() < deadline:
+            seen.append(tracker.stdout.readline().rstrip("\n"))
+        tracker.send_signal(stop_signal)
+        rest, stderr = tracker.communicate(timeout=30)
     assert tracker.returncode == 0, stderr
     assert "Traceback" not in stderr
     assert rest.splitlines()[-1] == "Tracker stopped: 2 message(s) received, 0 malformed."

@@ -230,10 +230,7 @@ class EmbeddedCluster:
         return any(node.is_running() for node in self.nodes)
 
     def _recorded_layout(self) -> ClusterLayout | None:
-        path = self.state_dir / LAYOUT_FILE
-        with contextlib.suppress(FileNotFoundError):
-            return ClusterLayout.from_json(path.read_text(), path)
-        return None
+        return recorded_layout(self.state_dir)
 
     def _record_layout(self) -> None:
         """Writes cluster.json (a restart may change the heap or Kafka version, never the nodes)."""
@@ -257,12 +254,12 @@ class EmbeddedCluster:
         failures = [future.exception() for future in futures if future.exception() is not None]
         started = [node for future, node in futures.items() if future.exception() is None and future.result()]
         if failures:
-            self._stop_nodes(started, grace_s=10)
+            _stop_nodes(started, grace_s=10)
             raise failures[0]
         try:
             self.wait_until_complete(timeout_s)
         except RunFailed:
-            self._stop_nodes(started, grace_s=10)
+            _stop_nodes(started, grace_s=10)
             raise
         return bool(started)
 
@@ -277,12 +274,21 @@ class EmbeddedCluster:
 
         Returns False when no node was running.
         """
-        return self._stop_nodes(self.nodes, grace_s)
+        return _stop_nodes(self.nodes, grace_s)
 
-    @staticmethod
-    def _stop_nodes(nodes: Iterable[KafkaNode], grace_s: float) -> bool:
-        nodes = list(nodes)
-        if not nodes:
-            return False
-        with concurrent.futures.ThreadPoolExecutor(len(nodes)) as pool:
-            return any(list(pool.map(lambda node: node.stop(grace_s), nodes)))
+
+def _stop_nodes(nodes: Iterable[KafkaNode], grace_s: float) -> bool:
+    """Stops the nodes at once; False when there were none."""
+    nodes = list(nodes)
+    if not nodes:
+        return False
+    with concurrent.futures.ThreadPoolExecutor(len(nodes)) as pool:
+        return any(list(pool.map(lambda node: node.stop(grace_s), nodes)))
+
+
+def recorded_layout(state_dir: Path) -> ClusterLayout | None:
+    """The layout a cluster's state dir records in cluster.json, if any."""
+    path = state_dir / LAYOUT_FILE
+    with contextlib.suppress(FileNotFoundError):
+        return ClusterLayout.from_json(path.read_text(), path)
+    return None

@@ -78,16 +78,21 @@ class PartitionState:
 
 
 def topic_state(admin, topic: str, timeout_s: float = METADATA_TIMEOUT_S) -> dict[int, PartitionState]:
-    """partition -> leader, replicas and in-sync replicas, as the cluster's metadata says now."""
-    try:
-        metadata = admin.list_topics(topic, timeout=timeout_s)
-    except KafkaException as error:
-        raise RunFailed(f"metadata of {topic} not readable: {error.args[0].str()}") from None
-    described = metadata.topics.get(topic)
-    if described is None or described.error is not None:
-        raise RunFailed(f"metadata of {topic} not readable: {described.error if described else 'no such topic'}")
-    return {p: PartitionState(state.leader, tuple(state.replicas), tuple(state.isrs))
-            for p, state in described.partitions.items()}
+    """partition -> leader, replicas and in-sync replicas, as the cluster's metadata says now. A
+    node that has just started may not know the topic yet: asked again until timeout_s."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            metadata = admin.list_topics(topic, timeout=max(0.1, deadline - time.monotonic()))
+        except KafkaException as error:
+            raise RunFailed(f"metadata of {topic} not readable: {error.args[0].str()}") from None
+        described = metadata.topics.get(topic)
+        if described is not None and described.error is None:
+            return {p: PartitionState(state.leader, tuple(state.replicas), tuple(state.isrs))
+                    for p, state in described.partitions.items()}
+        if time.monotonic() + 0.1 > deadline:
+            raise RunFailed(f"metadata of {topic} not readable: {described.error if described else 'no such topic'}")
+        time.sleep(0.1)
 
 
 def active_controller(bootstrap_servers: str, kafka_version: str = DEFAULT_KAFKA_VERSION) -> int:

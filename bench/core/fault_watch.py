@@ -13,7 +13,7 @@ from typing import Any
 from bench.analysis.failover import failover_section
 from bench.broker.ensure import BrokerInUse
 from bench.broker.fault_spec import check_targets
-from bench.broker.faults import Fault, FaultInjector
+from bench.broker.faults import ROLLING_RESTART_CUT_SHORT, Fault, FaultInjector
 from bench.broker.nodes import nodes_of
 from bench.broker.proxy_control import remote_proxies
 from bench.broker.roles import AnyNodeMetadata, active_controller
@@ -67,6 +67,10 @@ class FaultWatch:
         self.end()
         if self.sampler is not None:
             self.sampler.stop()
+
+    def warnings(self) -> list[str]:
+        """What the faults did not do as asked: a rolling restart the end of the run cut short."""
+        return [event["detail"] for event in self.events if event["kind"] == ROLLING_RESTART_CUT_SHORT]
 
     def section(self, measured: RunMeasurements, recorder: RunRecorder, t0_ns: int) -> dict[str, Any]:
         """The result's `failover` section."""

@@ -99,12 +99,20 @@ def run_counts(totals: Mapping[str, int], *, failed: int, audit: AuditOutcome, t
                   not_measured=not_measured)
 
 
-def broker_section(broker: BrokerInUse, topic_settings: Mapping[str, str] | None) -> dict[str, Any]:
+def broker_section(broker: BrokerInUse, topic_settings: Mapping[str, str] | None,
+                   topic_settings_unread: str | None = None) -> dict[str, Any]:
     """The result's `broker`: where it answered, whether it was the embedded one, the broker and
     topic settings that shape the figures."""
     return {"bootstrap_servers": broker.bootstrap_servers, "version": broker.version,
             "embedded": broker.embedded is not None, "settings": dict(broker.settings),
-            "topic_settings": dict(topic_settings) if topic_settings else {}}
+            **topic_settings_fields(topic_settings, topic_settings_unread)}
+
+
+def topic_settings_fields(topic_settings: Mapping[str, str] | None, unread: str | None) -> dict[str, Any]:
+    """`topic_settings`, or None and `not_measured` saying why when no node answered for them."""
+    if topic_settings is None:
+        return {"topic_settings": None, "not_measured": {"topic_settings": unread or "not read"}}
+    return {"topic_settings": dict(topic_settings)}
 
 
 @dataclass(frozen=True)

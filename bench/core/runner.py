@@ -68,21 +68,24 @@ def _raise_interrupted(signum, frame) -> None:
     raise _Interrupted()
 
 
-def prepare_topic(scenario: Scenario, bootstrap_servers: str) -> tuple[dict[int, int], dict[str, str]]:
+def prepare_topic(scenario: Scenario, bootstrap_servers: str) -> tuple[dict[int, int], dict[str, str] | None, str | None]:
     """Create or check the topic with the scenario's settings, served by every broker; its high
-    watermarks (where this run starts) and the settings a result reports. Every engine's run
-    starts here."""
+    watermarks (where this run starts), the settings a result reports, and why they are None when
+    no node answered for them (the run goes on without). Every engine's run starts here."""
     admin = scenario_admin(scenario, bootstrap_servers)
     ensure_topic(admin, scenario.topic, scenario.partitions, scenario.replication_factor,
                  config=scenario.topic_config(), client_settings=scenario.producer_config)
-    settings = topic_configs(admin, scenario.topic)
-    reported = {k: settings[k] for k in REPORTED_TOPIC_SETTINGS if k in settings}
+    try:
+        settings = topic_configs(admin, scenario.topic)
+        reported, unread = {k: settings[k] for k in REPORTED_TOPIC_SETTINGS if k in settings}, None
+    except RunFailed as error:
+        reported, unread = None, str(error)
     start = high_watermarks(scenario_watermarks(scenario, bootstrap_servers))
     if len(start) != scenario.partitions:
         # A tracker assigned to fewer partitions would report their orders lost, with lag 0.
         raise RunFailed(f"the broker lists {len(start)} of the {scenario.partitions} partitions of topic "
                         f"'{scenario.topic}' after creating it")
-    return start, reported
+    return start, reported, unread
 
 
 @dataclasses.dataclass
@@ -148,7 +151,8 @@ class _Run:
         self.fault_watch = FaultWatch(scenario, broker, self.faults) if faults else None
 
     def execute(self) -> tuple[int, Path, dict[str, Any]]:
-        start_offsets, self.topic_settings = prepare_topic(self.scenario, self.bootstrap_servers)
+        start_offsets, self.topic_settings, self.topic_settings_unread = prepare_topic(self.scenario,
+                                                                                      self.bootstrap_servers)
         self.start_offsets = start_offsets
         self.processes = processes = _Processes.spawn(self.scenario, self.bootstrap_servers, self.run_id.bytes,
                                                       start_offsets)
@@ -162,9 +166,12 @@ class _Run:
                                   [child.sentinel for child in processes.children])
             # From here on a signal is only noted, and `_collect` acts on it: raised at any point,
             # KeyboardInterrupt could leave the report queue's lock held or a report half read,
-            # and the run would never end.
-            for signum in previous:
-                signal.signal(signum, self._note_signal)
+            # and the run would never end. A SIGINT the process was started with ignored (a
+            # background job of a non-interactive shell) stays ignored, as Unix intends and as
+            # it was before producing.
+            for signum, handler in previous.items():
+                if not (signum == signal.SIGINT and handler is signal.SIG_IGN):
+                    signal.signal(signum, self._note_signal)
             processes.t0_ns.value = self.t0_ns = time.perf_counter_ns() + START_DELAY_NS
             self.started_at = time.time() + START_DELAY_NS / NS_PER_S
             processes.start.set()
@@ -273,7 +280,7 @@ class _Run:
         totals = recorder.totals()
         outcomes = measured.producers.values()
         audit = measured.audit(self.method)
-        offset_delta = _broker_offset_delta(self.scenario, self.bootstrap_servers, self.start_offsets)
+        offset_delta, offset_unread = _broker_offset_delta(self.scenario, self.bootstrap_servers, self.start_offsets)
         failed = max(totals["failed"], sum(o.sent - o.acked for o in outcomes))
         first_error = next((o.first_error for o in outcomes if o.first_error), None)
         failure = measured.failure
@@ -285,17 +292,19 @@ class _Run:
         elapsed_s = max((o.elapsed_s for o in outcomes), default=0.0)
         result = RunResult(
             kind="run", run_id=self.run_id.hex, scenario=self.scenario.to_dict(), fingerprint=self.scenario.fingerprint(),
-            broker=broker_section(self.broker, self.topic_settings),
+            broker=broker_section(self.broker, self.topic_settings, self.topic_settings_unread),
             started_at=self.started_at, ended_at=ended_at, duration_s=producing_s, warmup_s=self.scenario.warmup_s,
             verdict=verdict, audit=audit.method,
-            counts=run_counts(totals, failed=failed, audit=audit, tracker_ran=True, broker_offset_delta=offset_delta),
+            counts=run_counts(totals, failed=failed, audit=audit, tracker_ran=True, broker_offset_delta=offset_delta,
+                              offset_delta_reason=offset_unread),
             throughput=run_throughput(recorder.series(), self.scenario.warmup_s, self.scenario.message_size,
                                       acked=totals["acked"], producing_s=producing_s, elapsed_s=elapsed_s),
             latency_us=latency_summaries(recorder, self.scenario, tracked=True,
                                          sample_every=trace_sample_every(self.scenario),
                                          service_sample_every=trace_sample_every(self.scenario)),
             series=recorder.series(), events=self.events + (self.fault_watch.events if self.fault_watch else []),
-            warnings=_run_warnings(self.scenario, measured, totals, audit, offset_delta),
+            warnings=_run_warnings(self.scenario, measured, totals, audit, offset_delta)
+            + (self.fault_watch.warnings() if self.fault_watch else []),
             sections={**({"failover": self.fault_watch.section(measured, recorder, self.t0_ns)} if self.fault_watch else {}),
                       **delivery_report_sections(self.scenario, recorder)})
         folder, document = write_run_folder(self.results_root, result, recorder)
@@ -304,14 +313,15 @@ class _Run:
         return verdict.exit_code, folder, document
 
 
-def _broker_offset_delta(scenario: Scenario, bootstrap_servers: str, start_offsets: dict[int, int]) -> int | None:
-    """How many records the topic gained during the run, by the broker's own offsets (None when
-    the broker did not answer)."""
+def _broker_offset_delta(scenario: Scenario, bootstrap_servers: str,
+                         start_offsets: dict[int, int]) -> tuple[int | None, str]:
+    """How many records the topic gained during the run, by the broker's own offsets; None and
+    why when no node answered for them (after a fault, within the admin timeout)."""
     try:
         after = scenario_watermarks(scenario, bootstrap_servers)
-    except RunFailed:
-        return None
-    return sum(high for _, high in after.values()) - sum(start_offsets.values())
+    except RunFailed as error:
+        return None, str(error)
+    return sum(high for _, high in after.values()) - sum(start_offsets.values()), ""
 
 
 def _run_warnings(scenario: Scenario, measured: RunMeasurements, totals: dict[str, int], audit: AuditOutcome,

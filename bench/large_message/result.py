@@ -306,7 +306,7 @@ def sweep_result(options: SweepOptions, run_id: str, rows: Sequence[Mapping[str,
     counts = sweep_counts(rows)
     return RunResult(
         kind="large-message", run_id=run_id, scenario=options.to_dict(), fingerprint=options.fingerprint(),
-        broker=broker_section(broker, topic_settings), started_at=started_at, ended_at=ended_at,
+        broker=broker_section(broker, topic_settings or {}), started_at=started_at, ended_at=ended_at,
         duration_s=ended_at - started_at, warmup_s=0, verdict=sweep_verdict(rows, counts, interrupted), counts=counts,
         # Per cell: lost = acked - distinct offsets its consumer received.
         audit=OFFSETS, latency_us={}, series={},

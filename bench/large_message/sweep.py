@@ -15,12 +15,8 @@ display and its estimates), `process` (talking to a worker process).
 from __future__ import annotations
 
 import contextlib
-import json
-import subprocess
-import sys
 import uuid
 from collections.abc import Callable, Iterator, Mapping
-from pathlib import Path
 from typing import Any
 
 from confluent_kafka.admin import AdminClient
@@ -31,40 +27,32 @@ from bench.large_message.plan import (
     SLOWEST_RATE_BYTES_PER_S,
     Limit,
     SweepOptions,
-    delivery_timeout_s,
-    java_messages,
     known_unsendable,
-    level_for,
     limits_from_configs,
     preflight_problem,
 )
 from bench.large_message.process import (
-    WORKER_GRACE_S,
     WORKER_START_TIMEOUT_S,
     CellFailed,
     SweepInterrupted,
     WorkerProcess,
-    keep_traceback,
 )
 from bench.large_message.progress import SweepProgress
 from bench.large_message.result import (
     NOTHING_RECEIVED,
-    bare_comparison,
     cell_counts,
     cell_row,
-    java_cell,
     not_sent_row,
 )
+from bench.large_message.topics import SweepTopics
+from bench.large_message.yardsticks import bare_row, java_row
 from bench.peers.java import JavaPeer
 from streamstore.admin import (
     broker_configs,
     delete_records,
-    delete_topic,
-    ensure_topic,
     topic_configs,
-    topic_watermarks,
 )
-from streamstore.errors import RunFailed, UsageError
+from streamstore.errors import UsageError
 
 
 def read_limits(admin: AdminClient, topic: str | None) -> tuple[list[Limit], dict[str, str], dict[str, str] | None]:
@@ -93,15 +81,6 @@ def drop_acked(admin: AdminClient, count: int) -> AfterAcks:
     return drop
 
 
-def _stored_bytes(log_dirs: str | None, topic: str) -> int | None:
-    """Bytes of the partition's log segments when the broker's log dir is on this host."""
-    for log_dir in (log_dirs or "").split(","):
-        partition_dir = Path(log_dir.strip()) / f"{topic}-0"
-        if log_dir.strip() and partition_dir.is_dir():
-            return sum(path.stat().st_size for path in partition_dir.glob("*.log"))
-    return None
-
-
 @contextlib.contextmanager
 def _ended_on_failure(worker: WorkerProcess) -> Iterator[None]:
     """A worker that fails (or is interrupted) before its caller holds it is killed here."""
@@ -111,53 +90,6 @@ def _ended_on_failure(worker: WorkerProcess) -> Iterator[None]:
         worker.kill()
         worker.close()
         raise
-
-
-class SweepTopics:
-    """The sweep's topics: a fresh one per cell (deleted after it), or the user's --topic (kept)."""
-
-    def __init__(self, admin: AdminClient, bootstrap_servers: str, client_settings: Mapping[str, Any],
-                 broker_settings: Mapping[str, str], fixed_topic: str | None, run_id: str) -> None:
-        self.admin, self.bootstrap_servers, self.client_settings = admin, bootstrap_servers, client_settings
-        self.broker_settings, self.fixed_topic, self.run_id = broker_settings, fixed_topic, run_id
-        self._to_delete: list[str] = []
-
-    def new(self, purpose: str) -> tuple[str, int]:
-        """(topic, offset where this cell's messages start)."""
-        # The broker's own limit, so the sweep measures the broker as configured.
-        max_message_bytes = int(self.broker_settings["message.max.bytes"])
-        if self.fixed_topic is not None:
-            if ensure_topic(self.admin, self.fixed_topic, max_message_bytes=max_message_bytes,
-                            client_settings=self.client_settings):
-                self._to_delete.append(self.fixed_topic)
-            return self.fixed_topic, self.high_watermark(self.fixed_topic)
-        topic = f"bench-large-message-{self.run_id[:8]}-{purpose}"
-        ensure_topic(self.admin, topic, max_message_bytes=max_message_bytes, client_settings=self.client_settings)
-        self._to_delete.append(topic)
-        return topic, 0
-
-    def high_watermark(self, topic: str) -> int:
-        return topic_watermarks(self.bootstrap_servers, topic, self.client_settings)[0][1]
-
-    def messages_since(self, topic: str, offset: int) -> int | None:
-        """How far the topic's offsets grew since `offset` (None when the broker does not answer)."""
-        try:
-            return self.high_watermark(topic) - offset
-        except RunFailed:
-            return None
-
-    def release(self, topic: str, messages: int) -> int | None:
-        """Delete a fresh topic now (its stored bytes per message first, when the log is on this host)."""
-        if self.fixed_topic is not None:
-            return None
-        log_bytes = _stored_bytes(self.broker_settings.get("log.dirs"), topic)
-        self._to_delete.remove(topic)
-        delete_topic(self.admin, topic)
-        return log_bytes // messages if log_bytes is not None and messages else None
-
-    def delete_all(self) -> None:
-        while self._to_delete:
-            delete_topic(self.admin, self._to_delete.pop())
 
 
 class LargeMessageSweep:
@@ -215,7 +147,8 @@ class LargeMessageSweep:
                 if self.java is not None:
                     for row in self.rows[first_row:]:
                         self._check_stop()
-                        row["java"] = self._java_cell(row["size_bytes"], row["compression"])
+                        row["java"] = java_row(self.java, self.topics, self.progress, self.options, self.broker_settings,
+                                               row["size_bytes"], row["compression"])
                         self.on_java(row)
         finally:
             self.topics.delete_all()
@@ -257,7 +190,8 @@ class LargeMessageSweep:
                     producer = consumer = None
                 self._add(row)
                 if self.options.compare_bare and compression == "none" and size == max(self.options.sizes):
-                    self._compare_bare(size, row)
+                    self.bare = bare_row(self.bootstrap_servers, self.topics, self.progress, self.options, size, row,
+                                         self.worker_failures)
         except SweepInterrupted:
             for worker in (producer, consumer):  # perhaps mid-message: no goodbye
                 if worker is not None:
@@ -267,23 +201,6 @@ class LargeMessageSweep:
             for worker in (producer, consumer):
                 if worker is not None:
                     worker.close()
-
-    def _java_cell(self, size: int, compression: str) -> dict[str, Any]:
-        """EndToEndLatency at the cell's size and codec on a fresh topic (acks=all, as the sweep's
-        producer); a failure is the row's Java error, not the sweep's."""
-        messages, warmup = java_messages(size, self.options.reps_for(size))
-        topic, start = self.topics.new(f"{size}-{compression}-java")
-        self.progress.start(size, f"{compression} Java", 1, 1)
-        figures, error = None, None
-        try:
-            figures = self.java.end_to_end_latency(
-                topic, size, compression, level_for(compression, self.options.level), "all", messages,
-                int(self.broker_settings["message.max.bytes"]), delivery_timeout_s(size))
-        except RunFailed as failure:
-            error = str(failure)
-        grew = self.topics.messages_since(topic, start)
-        self.topics.release(topic, 0)
-        return java_cell(size, figures, warmup, error, grew)
 
     def _start_worker(self, role: str, arguments: list[str]) -> WorkerProcess:
         worker = WorkerProcess(role, ["--bootstrap-servers", self.bootstrap_servers, *arguments], self._waiting,
@@ -298,36 +215,3 @@ class LargeMessageSweep:
         with _ended_on_failure(producer):
             ready = producer.receive(WORKER_START_TIMEOUT_S + size / SLOWEST_RATE_BYTES_PER_S)
         return producer, {"size_bytes": ready["size_bytes"], "crc32": ready["crc32"]}
-
-    def _compare_bare(self, size: int, harness_row: Mapping[str, Any]) -> None:
-        """The bare script right after the harness's cell, same size and payload, same reps."""
-        if harness_row.get("error"):
-            self.bare = {"size_bytes": size, "error": "harness cell failed; nothing to compare"}
-            return
-        topic, _ = self.topics.new(f"{size}-bare")
-        reps = harness_row["reps"]
-        self.progress.start(size, "bare", 1, reps)
-        timeout_s = delivery_timeout_s(size)
-        try:
-            completed = subprocess.run(
-                [sys.executable, "-m", "bench.large_message.bare", "--bootstrap-servers", self.bootstrap_servers,
-                 "--topic", topic, "--size", str(size), "--payload", self.options.payload, "--reps", str(reps),
-                 "--timeout", str(timeout_s), "--settings-on-stdin"],
-                input=json.dumps({"client_settings": dict(self.options.client_settings)}) + "\n",
-                capture_output=True, text=True, timeout=reps * 2 * timeout_s + WORKER_GRACE_S,
-            )
-            lines = [json.loads(line) for line in completed.stdout.splitlines() if line.startswith("{")]
-        except subprocess.TimeoutExpired:
-            lines = [{"error": f"bare script gave no answer within {reps * 2 * timeout_s:.0f} s"}]
-        finally:
-            self.topics.release(topic, 0)
-        errors = [line["error"] for line in lines if "error" in line]
-        samples = [line["end_to_end_ms"] for line in lines if "end_to_end_ms" in line]
-        if errors or not samples:
-            detail = errors[0] if errors else keep_traceback(
-                self.worker_failures, "bare script", (completed.stderr.strip().splitlines() or ["no output"])[-1],
-                completed.stderr)
-            self.bare = {"size_bytes": size, "error": detail}
-            return
-        peak = next((line["peak_rss_bytes"] for line in lines if "peak_rss_bytes" in line), None)
-        self.bare = bare_comparison(harness_row["samples"]["end_to_end_ms"], samples, size, peak)

@@ -26,7 +26,15 @@ from bench.core.merge import RunMeasurements
 from bench.core.producer import CHILD_START_TIMEOUT_S
 from bench.core.protocol import TRACKER, Drain, Inbox, TrackerSecond
 from bench.core.recorder import RunRecorder
-from bench.core.result import RunResult, clamped_warnings, latency_summaries, run_counts, run_throughput, write_run_folder
+from bench.core.result import (
+    RunResult,
+    clamped_warnings,
+    latency_summaries,
+    run_counts,
+    run_throughput,
+    topic_settings_fields,
+    write_run_folder,
+)
 from bench.core.runner import prepare_topic
 from bench.core.scenario import Scenario
 from bench.core.tracker import tracker_main
@@ -207,13 +215,15 @@ class LocustRun:
         self.peak_users = 0
         self.tracker: TrackerProcess | None = None
         self.start_offsets: dict[int, int] = {}
-        self.topic_settings: dict[str, str] = {}
+        self.topic_settings: dict[str, str] | None = {}
+        self.topic_settings_unread: str | None = None  # why topic_settings is None
         self.failure: str | None = None
         self._greenlets: list = []
 
     def start(self) -> None:
         bootstrap = options_bootstrap(self.environment)
-        self.start_offsets, self.topic_settings = in_native_thread(prepare_topic, self.scenario, bootstrap)
+        self.start_offsets, self.topic_settings, self.topic_settings_unread = in_native_thread(
+            prepare_topic, self.scenario, bootstrap)
         if not self.environment.parsed_options.no_tracker:
             # Its scenario's rate tells tracker_main whether this is a flat-out test (then it
             # yields the CPU to the producers and catches up in the drain, as in `bench run`).
@@ -285,7 +295,8 @@ class LocustRun:
                 self.failure = f"tracker failed: {self.tracker.error}"
         self.recorder.close_through(self.recorder.seconds())
         bootstrap = options_bootstrap(self.environment)
-        broker = in_native_thread(_broker_metadata, bootstrap, self.scenario, self.start_offsets, self.topic_settings)
+        broker = in_native_thread(_broker_metadata, bootstrap, self.scenario, self.start_offsets, self.topic_settings,
+                                  self.topic_settings_unread)
         folder, document = write_run_folder(self.environment.parsed_options.results_dir,
                                             self._result(ended_at, broker), self.recorder)
         write_run_report(folder, document)
@@ -395,7 +406,7 @@ def in_native_thread(function, *args):
 
 
 def _broker_metadata(bootstrap: str, scenario: Scenario, start_offsets: Mapping[int, int],
-                     topic_settings: Mapping[str, str]) -> dict[str, Any]:
+                     topic_settings: Mapping[str, str] | None, topic_settings_unread: str | None) -> dict[str, Any]:
     """The broker section of the result and the topic's offset growth, read with the scenario's
     client settings (a SASL/SSL cluster answers nothing without them)."""
     try:
@@ -405,5 +416,4 @@ def _broker_metadata(bootstrap: str, scenario: Scenario, start_offsets: Mapping[
     except StreamStoreError:
         settings, offset_delta = {}, None
     return {"bootstrap_servers": bootstrap, "version": None, "embedded": None, "settings": settings,
-            "topic_settings": dict(topic_settings),
-            "offset_delta": offset_delta}
+            **topic_settings_fields(topic_settings, topic_settings_unread), "offset_delta": offset_delta}

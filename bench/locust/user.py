@@ -71,9 +71,16 @@ class OrderLoadShape(LoadTestShape):
     """-u/-r/-t as usual, or the --load-steps user counts (with -r as the ramp between steps)."""
 
     use_common_options = True
+    load_began = False
 
     def tick(self):
-        options = self.runner.environment.parsed_options
+        environment = self.runner.environment
+        if not self.load_began:
+            # -t and --load-steps time the load, not the topic and tracker set-up before it
+            # (seconds on a busy machine: a 3 s test could end before its first user).
+            self.load_began = getattr(environment, "kafka_run", None) is not None
+            self.reset_time()
+        options = environment.parsed_options
         run_time = self.get_run_time()
         steps = parse_load_steps(options.load_steps)
         spawn_rate = options.spawn_rate or 1
