@@ -95,13 +95,15 @@ def test_faults_are_a_scenario_field_and_fault_free_fingerprints_do_not_change()
     faulted = Scenario.from_toml(STEADY_SCENARIO, {"faults": ["kill:leader@5+5"], "duration_s": 30})
     assert faulted.faults == ("kill:leader@5+5",)
     assert "faults" not in {k for k in plain.to_dict() if plain.to_dict()[k]}
-    # The fingerprint of a scenario without faults is computed without the field.
+    # The fingerprint of a scenario without faults is computed without the field (and without
+    # delivery_reports at "all", which every run had before that field existed).
+    assert plain.delivery_reports == "all"
     import dataclasses
     import hashlib
     import json
     values = {k: v for k, v in plain.to_dict().items() if k not in ("name", "topic", "duration_s", "warmup_s",
               "drain_timeout_s", "fault_consumer_delay_ms", "fault_tracker_stall_s", "phases", "faults",
-              "min_insync_replicas", "unclean_leader_election")}
+              "min_insync_replicas", "unclean_leader_election", "delivery_reports")}
     assert plain.fingerprint() == hashlib.sha256(json.dumps(values, sort_keys=True, separators=(",", ":"))
                                                  .encode()).hexdigest()[:16]
     assert faulted.fingerprint() != dataclasses.replace(faulted, faults=()).fingerprint()
