@@ -5,7 +5,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: bench test stress lint setup broker-start broker-stop clean
+.PHONY: bench test test-fast stress lint setup broker-start broker-stop clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -20,10 +20,21 @@ bench: $(STAMP)
 	$(PY) -m bench large-message
 
 # The whole test suite against a real broker (KAFKA_BOOTSTRAP_SERVERS, else the embedded one,
-# whose jars are fetched first so no test pays for the download).
+# whose jars are fetched first so no test pays for the download). Tests mostly wait on brokers,
+# so they run in TEST_WORKERS pytest-xdist workers (more than the 2 cores here), each with its
+# own embedded broker; the brokers that tests fault are started once and their tests kept on one
+# worker (--dist loadgroup, tests/conftest.py). The 15 slowest tests are listed at the end.
+TEST_WORKERS ?= 4
+PYTEST_PARALLEL = -n $(TEST_WORKERS) --dist loadgroup --durations=15
 test: $(STAMP)
 	@[ -n "$$KAFKA_BOOTSTRAP_SERVERS" ] || $(PY) -m bench broker provision
-	$(PY) -m pytest
+	$(PY) -m pytest $(PYTEST_PARALLEL)
+
+# The same without the tests marked slow (each over ~30 s on its own: minute-long fault runs,
+# the 1 GB message, the regression gate's three runs).
+test-fast: $(STAMP)
+	@[ -n "$$KAFKA_BOOTSTRAP_SERVERS" ] || $(PY) -m bench broker provision
+	$(PY) -m pytest $(PYTEST_PARALLEL) -m "not slow"
 
 # Shake out races before CI does (docs/contributing.md): the tests that start and stop processes
 # or nodes, STRESS_REPEAT times in a row, with every core kept busy and pytest started as a CI

@@ -139,18 +139,6 @@ def delete_topic(admin: AdminClient, topic: str, timeout_s: float = ADMIN_TIMEOU
         raise RunFailed(f"could not delete topic '{topic}': {_reason(error)}") from None
 
 
-def delete_records(admin: AdminClient, topic: str, partition: int, before_offset: int,
-                   timeout_s: float = ADMIN_TIMEOUT_S) -> int:
-    """Delete the partition's records below before_offset; returns the new low watermark."""
-    partition_offset = TopicPartition(topic, partition, before_offset)
-    future = admin.delete_records([partition_offset], request_timeout=timeout_s, operation_timeout=timeout_s)
-    try:
-        return next(iter(future.values())).result(timeout=timeout_s).low_watermark
-    except KafkaException as error:
-        raise RunFailed(f"could not delete records of topic '{topic}' below offset {before_offset}: "
-                        f"{_reason(error)}") from None
-
-
 def _describe(admin: AdminClient, resource: ConfigResource, timeout_s: float) -> dict[str, str]:
     def describe(wait_s: float):
         return admin.describe_configs([resource], request_timeout=wait_s)[resource].result(timeout=wait_s)

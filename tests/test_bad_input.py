@@ -47,7 +47,8 @@ def scenario_file(tmp_path: Path, old: str, new: str) -> Path:
 
 
 @pytest.mark.parametrize("old, new, message", [
-    ("rate = 2000 ", "rat = 2000 ", "unknown field 'rat'"),
+    ("rate = 2000 ", "rat = 2000 ", "scenario.toml: unknown field 'rat'; did you mean rate?"),
+    ("duration_s = 60", "durations = 60", "scenario.toml: unknown field 'durations'; did you mean duration_s?"),
     ("rate = 2000 ", 'rate = "fast" ', "rate: expected a number, not 'fast'"),
     ("partitions = 3", "partitions = 2.5", "partitions: expected a whole number, not 2.5"),
     ("compression = \"none\"", "compression = \"brotli\"", "compression: 'brotli' is not allowed"),
@@ -72,6 +73,26 @@ def test_scenario_file_typos_and_wrong_types(tmp_path, old, new, message):
 def test_impossible_sizes_rates_and_addresses(tmp_path, flags, message):
     assert_one_line(run_with(tmp_path, *flags), 2, message)
     assert_no_run_folder(tmp_path / "results")
+
+
+@pytest.mark.parametrize("scenario, args, command, message", [
+    (STEADY_SCENARIO, ["--set", "replication_facter=3"], "run",
+     "error: --set replication_facter=3: unknown field 'replication_facter'; did you mean replication_factor?"),
+    (Path("steady-order"), [], "run", "error: scenario file steady-order does not exist (did you mean steady-orders?); "
+                                      "scenarios/ holds burst, ci-gate, "),
+    (STEADY_SCENARIO, ["--fault", "kill:leader@20s+10s"], "chaos",
+     "error: --fault 'kill:leader@20s+10s': @20s: the time is a number of seconds without unit (@20)"),
+    (STEADY_SCENARIO, ["--fault", "kill-leader@20+10"], "chaos",
+     "error: --fault 'kill-leader@20+10': unknown kind 'kill-leader'; did you mean kill:leader?"),
+])
+def test_a_misspelt_field_file_or_fault_names_the_culprit_and_what_was_meant(tmp_path, scenario, args, command, message):
+    assert_one_line(run_with(tmp_path, *args, scenario=scenario, command=command), 2, message)
+    assert_no_run_folder(tmp_path / "results")
+
+
+def test_a_scenario_is_found_by_its_bare_name(tmp_path):
+    """steady-orders is scenarios/steady-orders.toml: the run gets as far as the broker."""
+    assert_one_line(run_with(tmp_path, scenario=Path("steady-orders")), 3, f"error: no Kafka broker answers at {NOWHERE}")
 
 
 def test_unwritable_results_folder_is_refused_before_the_run(tmp_path):

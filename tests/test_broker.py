@@ -268,6 +268,11 @@ def test_ensure_broker_uses_an_answering_broker_as_it_is(kafka_bootstrap):
     with ensure_broker(kafka_bootstrap, mode="auto") as broker:
         assert broker.started_here is False
         assert broker.settings["message.max.bytes"] == LARGE_MESSAGE_BROKER_SETTINGS["message.max.bytes"]
+        # Started before, in a state dir of its own: still the embedded broker, found from the log
+        # dir it reports, and so its exact version is known.
+        section = broker.section({})
+        assert section["embedded"] is True and section["version"] == DEFAULT_KAFKA_VERSION
+        assert section["version_source"] == "embedded broker jar" and section["not_measured"] == {}
     assert broker_answers(kafka_bootstrap, timeout_s=5)
 
 

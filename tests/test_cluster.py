@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -354,9 +356,20 @@ def test_later_commands_find_the_cluster_broker_start_left_in_the_working_dir(tm
     assert picked.stdout.startswith(f"cluster: 0 of 3 nodes running, Apache Kafka 3.8.1, state {state_dir}\n")
 
 
-def test_proxy_commands_find_the_state_dir_of_the_cluster_they_front(tmp_path):
+@pytest.fixture
+def short_tmp_path():
+    """A tmp dir with a short path: the proxies' control socket lives in the state dir, and a unix
+    socket path has at most 107 bytes, which pytest's tmp_path under an xdist worker (popen-gwN/)
+    and a long test name exceed."""
+    path = Path(tempfile.mkdtemp(prefix="bench-"))
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
+
+
+def test_proxy_commands_find_the_state_dir_of_the_cluster_they_front(short_tmp_path):
     """Proxies start before their cluster: in the state dir `broker start --nodes 3 --port P` will
     use; status and stop find them there with no --state-dir."""
+    tmp_path = short_tmp_path
     listen, upstream = free_ports(3), free_ports(3)
     routes = [f"--node={k + 1}={listen[k]}:{upstream[k]}" for k in range(3)]
     state_dir = (tmp_path / ".state" / f"cluster-{upstream[0]}").resolve()

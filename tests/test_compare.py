@@ -176,6 +176,21 @@ def test_only_material_fields_are_listed():
     assert compare.differing_fields(fixture("baseline"), other) == ["message_size: 200 vs 1000"]
 
 
+def test_a_run_with_a_fault_is_not_comparable_to_one_without():
+    # with-fault has the baseline's scenario and a broker kill that shows only in its events (as in
+    # results written before faults were a scenario field): same fingerprint, still refused.
+    baseline, faulted = fixture("baseline"), fixture("with-fault")
+    assert baseline["fingerprint"] == faulted["fingerprint"]
+    assert compare.differing_fields(baseline, faulted) == ["faults: none vs broker-kill broker-restart"]
+    with pytest.raises(UsageError, match=r"not comparable: .*faults: none vs broker-kill broker-restart"):
+        compare.regress(baseline, faulted, [parse_check("throughput:-10%")])
+    # As written now, the fault is in the scenario (and its fingerprint): one reason, not two.
+    slow = {**baseline, "scenario": {**baseline["scenario"], "faults": ["slow-consumer=20ms@5+10"]},
+            "fingerprint": "0123456789abcdef"}
+    assert compare.differing_fields(baseline, slow) == ["faults: none vs slow-consumer=20ms@5+10"]
+    assert compare.differing_fields(slow, slow) == []
+
+
 def test_large_message_results_are_refused():
     with pytest.raises(UsageError, match="'large-message' result; compare and regress take run or locust results"):
         compare.regress(fixture("baseline"), fixture("large-message"), [])
@@ -198,9 +213,12 @@ def _derived_warnings(result):
 
 
 def test_derived_warnings():
+    # A fault run's throughput dips by design: not called unstable; the same figures without the
+    # fault events are.
     warnings = _derived_warnings(fixture("with-fault"))
-    assert warnings[0].startswith("generator fell behind: send delay p99 = ")
-    assert warnings[1].startswith("unstable: per-second throughput varies by more than 10%")
+    assert len(warnings) == 1 and warnings[0].startswith("generator fell behind: send delay p99 = ")
+    unfaulted = {**fixture("with-fault"), "events": []}
+    assert _derived_warnings(unfaulted)[1].startswith("unstable: per-second throughput varies by more than 10%")
     assert _derived_warnings(fixture("baseline")) == []
     failed = {**fixture("baseline"), "status": "failed", "failure": "broker unreachable",
               "counts": {"lost": 3, "duplicated": 0}}
@@ -216,7 +234,7 @@ def test_another_machine_kind_or_broker_is_not_comparable_unless_allowed():
     candidate["broker"] = {**(candidate.get("broker") or {}), "version": "9.9.9"}
     reasons = compare.differing_environment(baseline, candidate)
     assert any(r.startswith("environment cpu_model:") for r in reasons) and any(r.startswith("broker version:") for r in reasons)
-    with pytest.raises(UsageError, match="not comparable: measured in different environments"):
+    with pytest.raises(UsageError, match="not comparable: environments differ"):
         compare.regress(baseline, candidate, [parse_check("throughput:-20%")])
     (verdict,) = compare.regress(baseline, candidate, [parse_check("throughput:-20%")], any_environment=True)
     assert verdict.outcome == "ok"
@@ -251,3 +269,20 @@ def test_ratio_spread_takes_each_round_against_its_own_round():
         ratio_spread([1.0], [1.0, 2.0])
     with pytest.raises(ValueError):
         ratio_spread([1.0], [0.0])
+
+
+def test_embedded_and_external_brokers_compare_on_the_protocol_version_both_report():
+    """An embedded 3.8.1 (its jar) and an external broker known by its inter.broker.protocol.version
+    compare on what both know: the protocol version, which the embedded broker reports too."""
+    embedded = {"version": "3.8.1", "version_source": "embedded broker jar", "bootstrap_servers": "127.0.0.1:9092",
+                "settings": {"inter.broker.protocol.version": "3.8-IV0"}}
+    external = {"version": "3.8-IV0", "version_source": "inter.broker.protocol.version",
+                "bootstrap_servers": "127.0.0.1:9092", "settings": {"inter.broker.protocol.version": "3.8-IV0"}}
+    assert compare.broker_version_difference(embedded, external) is None
+    newer = {**external, "version": "3.9-IV0", "settings": {"inter.broker.protocol.version": "3.9-IV0"}}
+    assert compare.broker_version_difference(embedded, newer) == (
+        "broker version: '3.8.1' (embedded broker jar) vs '3.9-IV0' (inter.broker.protocol.version), "
+        "inter.broker.protocol.version '3.8-IV0' vs '3.9-IV0'")
+    unmeasured = {"version": None, "not_measured": {"version": "it reports no inter.broker.protocol.version"}}
+    assert compare.broker_version_difference(embedded, unmeasured) == (
+        "broker version: not measured in the candidate (it reports no inter.broker.protocol.version)")

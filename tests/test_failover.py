@@ -53,10 +53,10 @@ def test_fault_syntax_reads_back_what_it_writes(text, fault):
     ("kill:boss@20+5", "unknown target 'boss'"),
     ("rolling-restart:leader@20", "rolling-restart takes only a start"),
     ("rolling-restart@20+5", "rolling-restart takes only a start"),
-    ("delay:node1@20+5", "a delay, and only a delay, takes =MILLISECONDSms"),
-    ("kill:node1=5ms@20+5", "a delay, and only a delay"),
+    ("delay:node1@20+5", "delay needs how long to delay, =MILLISECONDSms"),
+    ("kill:node1=5ms@20+5", "=5ms: only delay and slow-consumer take =MILLISECONDSms"),
     ("isolate@20+5", "isolate needs a target"),
-    ("kill:leader@20", "expected KIND"),
+    ("kill:leader@20", r"no \+FOR: how long the fault lasts"),
 ])
 def test_bad_fault_text_says_what_is_wrong_in_one_line(text, message):
     with pytest.raises(UsageError, match=f"^--fault '{re.escape(text)}': .*{message}") as caught:
@@ -102,7 +102,7 @@ def test_faults_are_a_scenario_field_and_fault_free_fingerprints_do_not_change()
     import hashlib
     import json
     values = {k: v for k, v in plain.to_dict().items() if k not in ("name", "topic", "duration_s", "warmup_s",
-              "drain_timeout_s", "fault_consumer_delay_ms", "fault_tracker_stall_s", "phases", "faults",
+              "drain_timeout_s", "phases", "faults",
               "min_insync_replicas", "unclean_leader_election", "delivery_reports")}
     assert plain.fingerprint() == hashlib.sha256(json.dumps(values, sort_keys=True, separators=(",", ":"))
                                                  .encode()).hexdigest()[:16]
@@ -356,26 +356,8 @@ def test_an_isolated_leader_cuts_its_clients_off_through_the_proxy(proxied_broke
 
 
 # ---------------------------------------------------------------------------------------------
-# On a real 3-node cluster (combined broker+controller nodes, RF 3).
-
-
-@pytest.fixture(scope="module")
-def failover_cluster(tmp_path_factory):
-    """A 3-node cluster this module may fault. A killed node is fenced when its broker session
-    expires: 4 s here instead of Kafka's 9 s, so a 10 s kill shows a failover well inside it
-    even on a busy machine (heartbeats every 0.5 s keep live nodes well within it)."""
-    from conftest import BROKER_START_TIMEOUT_S, free_cluster_layout
-
-    from bench.broker.cluster import EmbeddedCluster
-
-    cluster = EmbeddedCluster(state_dir=tmp_path_factory.mktemp("failover-cluster"), layout=free_cluster_layout(3),
-                              extra_properties={"broker.session.timeout.ms": "4000",
-                                                "broker.heartbeat.interval.ms": "500"})
-    try:
-        cluster.start(timeout_s=BROKER_START_TIMEOUT_S)
-        yield cluster
-    finally:
-        cluster.stop(grace_s=30)
+# On the run's 3-node cluster (conftest kafka_cluster: combined broker+controller nodes, a killed
+# node fenced after 4 s), RF 3.
 
 
 def cluster_chaos(cluster, topic, results_root, *args):
@@ -384,7 +366,6 @@ def cluster_chaos(cluster, topic, results_root, *args):
 
     from bench.results.store import load_result
 
-    cluster.wait_until_complete(timeout_s=120)   # every node back from the previous test
     completed = bench_command(
         "chaos", str(STEADY_SCENARIO), "--bootstrap-servers", cluster.bootstrap_servers, "--broker", "external",
         "--state-dir", str(cluster.state_dir), "--topic", topic, "--results", str(results_root), "--no-report",
@@ -394,7 +375,8 @@ def cluster_chaos(cluster, topic, results_root, *args):
     return completed, load_result(folders[0])
 
 
-def test_a_killed_leader_with_acks_all_loses_nothing_and_fails_over_within_the_kill(failover_cluster, unique_topic,
+@pytest.mark.slow
+def test_a_killed_leader_with_acks_all_loses_nothing_and_fails_over_within_the_kill(kafka_cluster, unique_topic,
                                                                                      tmp_path):
     """The leader of a partition is killed 20 s into a 60 s run at 2,000 orders/s and restarted 10 s
     later. The partition is one whose leader is not also the active controller: killing both at
@@ -405,15 +387,15 @@ def test_a_killed_leader_with_acks_all_loses_nothing_and_fails_over_within_the_k
     from bench.broker.roles import active_controller, topic_state
     from streamstore.admin import connect_admin, ensure_topic
 
-    admin = connect_admin(failover_cluster.bootstrap_servers)
+    admin = connect_admin(kafka_cluster.bootstrap_servers)
     ensure_topic(admin, unique_topic, 3, 3, config={"min.insync.replicas": "2"})
-    controller = active_controller(failover_cluster.bootstrap_servers)
+    controller = active_controller(kafka_cluster.bootstrap_servers)
     partition = next(p for p, state in sorted(topic_state(admin, unique_topic).items()) if state.leader != controller)
     completed, result = cluster_chaos(
-        failover_cluster, unique_topic, tmp_path, "--set", "idempotence=true", "--set", "min_insync_replicas=2",
+        kafka_cluster, unique_topic, tmp_path, "--set", "idempotence=true", "--set", "min_insync_replicas=2",
         "--rate", "2000", "--duration", "60", "--warmup", "5", "--fault", f"kill:leader/{partition}@20+10")
     assert completed.returncode == 0, completed.stdout + completed.stderr
-    assert_counts_match_broker(result, failover_cluster.bootstrap_servers, faults=True)
+    assert_counts_match_broker(result, kafka_cluster.bootstrap_servers, faults=True)
     assert result["counts"]["lost"] == 0 and result["counts"]["duplicated"] == 0
     [fault] = result["failover"]["faults"]
     assert fault["role"] == "leader" and fault["node_id"] != controller and fault["partition"] == partition
@@ -425,8 +407,9 @@ def test_a_killed_leader_with_acks_all_loses_nothing_and_fails_over_within_the_k
     print(completed.stdout.splitlines()[-1])
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("reports", ["all", "failures"])
-def test_acks_1_loses_exactly_the_acked_orders_missing_from_the_log(failover_cluster, unique_topic, tmp_path, reports):
+def test_acks_1_loses_exactly_the_acked_orders_missing_from_the_log(kafka_cluster, unique_topic, tmp_path, reports):
     """Both followers of partition 0 are frozen while its leader acks alone (acks=1); then the leader
     is killed and the followers resumed: one of them leads with a log that never had those orders.
     (With 2 of 3 combined nodes frozen the controller quorum is down, so the ISR cannot shrink: the
@@ -439,7 +422,7 @@ def test_acks_1_loses_exactly_the_acked_orders_missing_from_the_log(failover_clu
     from streamstore.trace import read_trace
 
     completed, result = cluster_chaos(
-        failover_cluster, unique_topic, tmp_path, "--set", 'acks="1"', "--set", f'delivery_reports="{reports}"',
+        kafka_cluster, unique_topic, tmp_path, "--set", 'acks="1"', "--set", f'delivery_reports="{reports}"',
         "--rate", "2000", "--duration", "35",
         "--warmup", "2", "--fault", "pause:followers@5+9", "--fault", "kill:leader@11+10")
     assert completed.returncode == 3, completed.stdout + completed.stderr
@@ -447,8 +430,8 @@ def test_acks_1_loses_exactly_the_acked_orders_missing_from_the_log(failover_clu
     counts = result["counts"]
     assert counts["lost"] > 0 and counts["failed"] == 0
     # An independent consumer reads the whole log: the run's orders in it are the acked ones less the lost.
-    ends = high_watermarks(topic_watermarks(failover_cluster.bootstrap_servers, unique_topic))
-    consumer = Consumer({"bootstrap.servers": failover_cluster.bootstrap_servers, "group.id": f"check-{unique_topic}",
+    ends = high_watermarks(topic_watermarks(kafka_cluster.bootstrap_servers, unique_topic))
+    consumer = Consumer({"bootstrap.servers": kafka_cluster.bootstrap_servers, "group.id": f"check-{unique_topic}",
                          "enable.auto.commit": False, "log_level": 0})
     consumer.assign([TopicPartition(unique_topic, p, 0) for p in ends])
     present, seen = set(), 0
@@ -471,17 +454,18 @@ def test_acks_1_loses_exactly_the_acked_orders_missing_from_the_log(failover_clu
           f"{len(present):,} in the log")
 
 
-def test_a_rolling_restart_under_load_loses_nothing(failover_cluster, unique_topic, tmp_path):
+@pytest.mark.slow
+def test_a_rolling_restart_under_load_loses_nothing(kafka_cluster, unique_topic, tmp_path):
     """A node restarts in 15 s here, in 45 s when the machine is busy: the 90 s run has time for
     all three, or the result names the nodes its end left alone (the one being restarted then is
     always brought back first). Either way every node it stopped is back in sync, nothing is lost."""
     from kafka_truth import assert_counts_match_broker
 
     completed, result = cluster_chaos(
-        failover_cluster, unique_topic, tmp_path, "--set", "idempotence=true", "--set", "min_insync_replicas=2",
+        kafka_cluster, unique_topic, tmp_path, "--set", "idempotence=true", "--set", "min_insync_replicas=2",
         "--rate", "1000", "--duration", "90", "--warmup", "2", "--fault", "rolling-restart@3")
     assert completed.returncode == 0, completed.stdout + completed.stderr
-    assert_counts_match_broker(result, failover_cluster.bootstrap_servers, faults=True)
+    assert_counts_match_broker(result, kafka_cluster.bootstrap_servers, faults=True)
     assert result["counts"]["lost"] == 0
     records = result["failover"]["faults"]
     restarted = [r["node_id"] for r in records]
@@ -515,3 +499,19 @@ def test_the_failover_table_row_is_the_worst_over_a_runs_faults():
     assert row == ["pause:followers@5+9", "1", "failed", "3,767", "0", "14,818 ms", "n/a", "13,364 ms", "14.6 s", "2.0 ms"]
     table = markdown_table([row])
     assert table.splitlines()[0].startswith("| fault | acks | status | lost |") and table.count("\n") == 2
+
+
+def test_a_slow_consumer_record_reads_as_the_consumer_not_a_node():
+    from bench.analysis.failover import failover_row
+    from bench.commands.chaos import failover_lines
+
+    record = {"fault": "slow-consumer=20ms@8+6", "kind": "slow-consumer", "node_id": None, "role": "consumer",
+              "partition": None, "start_s": 8.0, "end_s": 14.0, "back_s": None,
+              "longest_ack_gap_ms": 247.0, "longest_consume_gap_ms": 249.0, "new_leader_ms": None,
+              "latency_us": {"service_time": {"during": {"p99_9": 312_000}, "before": {"p99_9": 475_000}},
+                             "end_to_end": {"during": {"p50": 18_100, "p99": 302_000},
+                                            "before": {"p50": 9_660, "p99": 429_000}}}}
+    assert failover_lines({"faults": [record]}) == [
+        "failover slow-consumer=20ms@8+6 on the consumer at 8.000 s: longest gap without a consumed message 249 ms, "
+        "end-to-end p50 18.1 ms during vs 9.66 ms before, end-to-end p99 302 ms vs 429 ms"]
+    assert failover_row(record)[:2] == ["slow-consumer=20ms@8+6", "the consumer"]

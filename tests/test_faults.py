@@ -21,6 +21,7 @@ from kafka_truth import (
 
 from bench.broker.embedded import EmbeddedBroker
 from bench.broker.ensure import room_problem
+from bench.broker.fault_spec import broker_faults, consumer_delay_s
 from bench.broker.faults import (
     KILL_RECOVERY_S,
     Fault,
@@ -45,10 +46,40 @@ def test_fault_text(text, fault):
     assert parse_fault(str(fault)) == fault
 
 
-@pytest.mark.parametrize("text", ["kill", "kill@20", "halt@20+5", "kill@-1+5", "kill@20+0", "pause@x+1"])
-def test_bad_fault_text_is_one_line(text):
-    with pytest.raises(UsageError, match=r"^--fault .*(expected KIND\[:TARGET\]|must last more than 0 s)"):
+@pytest.mark.parametrize("text, problem", [
+    ("kill", "no @AT: when the fault begins, in seconds into the run, e.g. kill@20+5"),
+    ("kill@20", "no +FOR: how long the fault lasts, in seconds, e.g. kill@20+5"),
+    ("halt@20+5", "unknown kind 'halt'; the kinds are kill, pause, stop, isolate, delay, slow-consumer, rolling-restart"),
+    ("kil@20+5", "unknown kind 'kil'; did you mean kill?"),
+    ("kill-leader@20+10", "unknown kind 'kill-leader'; did you mean kill:leader?"),
+    ("slow_consumer=20ms@5+5", "unknown kind 'slow_consumer'; did you mean slow-consumer?"),
+    ("kill:leeder@20+5", "unknown target 'leeder'; did you mean kill:leader?"),
+    ("kill:leader@20s+10s", "@20s: the time is a number of seconds without unit (@20)"),
+    ("kill:leader@20+10s", "+10s: the length is a number of seconds without unit (+10)"),
+    ("kill@-1+5", "@-1: the time is a number of seconds (0 or more), e.g. @20"),
+    ("pause@x+1", "@x: the time is a number of seconds (0 or more), e.g. @20"),
+    ("kill@20+", "+: the length is missing, a number of seconds such as +20"),
+    ("kill@20+0", "the fault must last more than 0 s"),
+    ("slow-consumer@5+5", "slow-consumer needs how long to delay, =MILLISECONDSms, e.g. slow-consumer=20ms@10+15"),
+    ("slow-consumer=20@5+5", "=20: the delay is a number of milliseconds with its unit, e.g. =200ms"),
+    ("slow-consumer:leader=20ms@5+5",
+     "slow-consumer acts on the run's own consumer and takes no target, e.g. slow-consumer=20ms@10+15"),
+])
+def test_bad_fault_text_names_the_faulty_part_in_one_line(text, problem):
+    with pytest.raises(UsageError) as caught:
         parse_fault(text)
+    assert str(caught.value) == f"--fault {text!r}: {problem} (syntax KIND[:TARGET][=DELAYms]@AT[+FOR]; docs/faults.md)"
+
+
+def test_a_slow_consumer_is_a_fault_of_the_tracker_not_of_a_broker():
+    fault = parse_fault("slow-consumer=20ms@10+15")
+    assert fault == Fault("slow-consumer", 10.0, 15.0, delay_ms=20.0) and str(fault) == "slow-consumer=20ms@10+15"
+    assert broker_faults([fault, parse_fault("kill@5+5")]) == [parse_fault("kill@5+5")]
+    # It overlaps broker faults (they act elsewhere), never another slow consumer.
+    check_schedule([fault, parse_fault("kill@12+5")], duration_s=30)
+    with pytest.raises(UsageError, match=r"^--fault slow-consumer=5ms@20\+2: overlaps --fault slow-consumer=20ms@10\+15$"):
+        check_schedule([fault, parse_fault("slow-consumer=5ms@20+2")], duration_s=30)
+    assert [consumer_delay_s([fault], t) for t in (9.99, 10, 24.99, 25)] == [0.0, 0.02, 0.02, 0.0]
 
 
 def test_schedule_must_fit_the_run_and_not_overlap():

@@ -8,10 +8,11 @@ import zlib
 
 import pytest
 from kafka_truth import assert_sweep_counts_match_broker
+from seams import drop_first_acked
 
 from bench.cli import main
-from bench.commands.large_message import DROP_ACKED_ENV
 from bench.core.audit import Verdict
+from bench.large_message.cell import CellRun
 from bench.large_message.plan import (
     DEFAULT_SIZES,
     Limit,
@@ -280,10 +281,11 @@ def test_random_payload_makes_librdkafka_skip_gzip_and_the_result_says_so(kafka_
 
 def test_acked_messages_the_broker_drops_are_lost_and_fail_the_sweep(kafka_bootstrap, unique_topic, tmp_path,
                                                                      monkeypatch, capsys):
-    """The test hook deletes the first 2 of 3 acked messages on the broker (delete_records)
-    before the consumer reads anything: the audit must count exactly those 2 as lost."""
+    """The cell's exchange, replaced from the test (seams.drop_first_acked), deletes the first 2 of
+    3 acked messages on the broker (delete_records) before the consumer reads anything: the audit
+    must count exactly those 2 as lost."""
     ensure_topic(connect_admin(kafka_bootstrap), unique_topic, max_message_bytes=CLIENT_MESSAGE_MAX_BYTES)
-    monkeypatch.setenv(DROP_ACKED_ENV, "2")
+    monkeypatch.setattr(CellRun, "_exchange", drop_first_acked(kafka_bootstrap, 2))
     code = run_sweep(kafka_bootstrap, tmp_path, "--sizes", "1KB", "--compression", "none", "--reps", "3",
                      "--topic", unique_topic)
     out = capsys.readouterr().out
@@ -297,7 +299,6 @@ def test_acked_messages_the_broker_drops_are_lost_and_fail_the_sweep(kafka_boots
     assert result["status"] == "failed"
     assert result["failure"].startswith("0 deliveries failed, 2 acked orders lost (first error: 1 KB none: lost 2 of 3")
     assert result["counts"] == row["counts"]
-    assert any(DROP_ACKED_ENV in warning for warning in result["warnings"])
     assert "FAILED: lost 2 of 3 acked message(s)" in out
     # The broker's own offsets: 3 written (all acked), the first 2 gone, 1 held (the one consumed).
     assert topic_watermarks(kafka_bootstrap, unique_topic) == {0: (2, 3)}
@@ -365,6 +366,7 @@ def test_a_bare_script_that_dies_with_an_exception_leaves_its_traceback_beside_t
     assert log.startswith("bare script failed (") and "in make_payload" in log
 
 
+@pytest.mark.slow
 def test_quick_sweep_end_to_end(kafka_bootstrap, tmp_path, capsys):
     started = time.monotonic()
     assert run_sweep(kafka_bootstrap, tmp_path, "--quick", "--peer", "java") == 0

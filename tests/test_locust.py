@@ -39,13 +39,14 @@ def _python(script: str, *args: str) -> subprocess.CompletedProcess:
                           text=True, timeout=CHILD_TIMEOUT_S)
 
 
-def _locust(*args: str) -> subprocess.CompletedProcess:
+def _locust(*args: str, locustfile: str = LOCUSTFILE, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
     # With --processes the master listens on 5557 unless told otherwise: a free port keeps two
     # Locust runs on this machine (tests, a user's own) from colliding.
     master_port = str(free_port_pair()[0])
-    return subprocess.run([LOCUST, "-f", LOCUSTFILE, "--headless", "--only-summary", "--master-bind-port", master_port,
+    return subprocess.run([LOCUST, "-f", locustfile, "--headless", "--only-summary", "--master-bind-port", master_port,
                            "--master-port", master_port, *args], cwd=REPO,
-                          capture_output=True, text=True, timeout=CHILD_TIMEOUT_S)
+                          capture_output=True, text=True, timeout=CHILD_TIMEOUT_S,
+                          env=None if env is None else {**os.environ, **env})
 
 
 def _run_folders(results_dir: Path) -> list[Path]:
@@ -210,8 +211,9 @@ def test_local_runner_counts_every_delivery_in_locust_stats_and_writes_result(ka
             run = environment.kafka_run  # set once the test has started
             status = run.status_line() if run is not None else ""
             # Two seconds logged into Locust's stats: its per-second counts are live, not one lump.
+            # (and the closed seconds hold acks: on a busy machine the first ones may have none yet).
             if (runner.stats.total.num_requests >= 2_000 and status.startswith("counts through")
-                    and len(runner.stats.total.num_reqs_per_sec) >= 2):
+                    and "acked 0 (" not in status and len(runner.stats.total.num_reqs_per_sec) >= 2):
                 break
             gevent.sleep(0.05)
         runner.quit()
@@ -283,6 +285,22 @@ def test_headless_two_processes_merge_counts(kafka_bootstrap, unique_topic, tmp_
     assert result["counts"]["broker_offset_delta"] == result["counts"]["acked"]
     assert sorted(worker["producer"] for worker in workers.values()) == [0, 1]
     assert f"HDR total {locust['hdr_total_count']}" in completed.stderr
+    # Duration and rate as the workers measured them: first send -> last ack (not -t, not the
+    # test's wall time); the rate asked is a setting of its own, not a measured rate.
+    first_send = min(worker["first_send_at"] for worker in workers.values())
+    last_send = max(worker["last_send_at"] for worker in workers.values())
+    last_ack = max(worker["last_ack_at"] for worker in workers.values())
+    throughput = result["throughput"]
+    assert result["duration_s"] == throughput["elapsed_s"] == round(last_ack - first_send, 3)
+    assert throughput["producing_s"] == round(last_send - first_send, 3) < throughput["elapsed_s"]
+    assert throughput["elapsed_acked_per_s"] == round(result["counts"]["acked"] / throughput["elapsed_s"], 1)
+    assert 5 < throughput["elapsed_s"] < 10 + 5, throughput  # -t 10s minus spawning, plus the last acks
+    assert "rate" not in result["scenario"]
+    assert (result["scenario"]["user_rate"], result["scenario"]["users"], result["scenario"]["duration_s"]) == (1000, 4, 10)
+    # The broker as `bench run` records it: the fixture's embedded broker, measured at the start.
+    broker = result["broker"]
+    assert (broker["embedded"], broker["version_source"], broker["not_measured"]) == (True, "embedded broker jar", {})
+    assert broker["version"] and broker["settings"]["message.max.bytes"]
     # The tracker runs in its own process: its end-to-end latency is close to the delivery
     # latency at this moderate rate (in a thread of the master it read ~15x the delivery p50).
     latency = result["latency_us"]
@@ -429,25 +447,27 @@ LOSS_STALL_S = 8.0
 ])
 def test_acked_orders_the_broker_drops_are_lost_exactly_in_a_locust_run(kafka_bootstrap, unique_topic, tmp_path,
                                                                          user_rate, wait_for, drop_below, audit):
-    """As tests/test_loss.py for `bench run`: the test-only tracker stall comes in the scenario
-    file (--scenario), the one Scenario the Locust engine runs; meanwhile the broker deletes the
-    first acked orders, so exactly those are lost, the run failed, exit code 3."""
+    """As tests/test_loss.py for `bench run`: the tracker is stalled by a test-only locustfile
+    (tests/locust_stalled_tracker.py); meanwhile the broker deletes the first acked orders, so
+    exactly those are lost, the run failed, exit code 3."""
     ensure_topic(connect_admin(kafka_bootstrap), unique_topic, 1)  # the dropper reads partition 0 from the start
     scenario_file = tmp_path / "orders-loss.toml"
     # The drain time starts when the users stop, which may be before the stall ends: it must outlast it.
     scenario_file.write_text(f'topic = "{unique_topic}"\npartitions = 1\nwarmup_s = 0\n'
-                             f"drain_timeout_s = {LOSS_STALL_S}\nfault_tracker_stall_s = {LOSS_STALL_S}\n")
+                             f"drain_timeout_s = {LOSS_STALL_S}\n")
     dropper = RecordDropper(kafka_bootstrap, unique_topic, wait_for, drop_below, within_s=CHILD_TIMEOUT_S)
     dropper.start()
     results_dir = tmp_path / "results"
     completed = _locust("-u", "1", "-t", "5s", "--scenario", str(scenario_file), "--user-rate", user_rate,
-                        "--kafka-bootstrap-servers", kafka_bootstrap, "--results-dir", str(results_dir))
+                        "--kafka-bootstrap-servers", kafka_bootstrap, "--results-dir", str(results_dir),
+                        locustfile=str(REPO / "tests" / "locust_stalled_tracker.py"),
+                        env={"TEST_TRACKER_STALL_S": str(LOSS_STALL_S), "PYTHONPATH": str(REPO / "tests")})
     dropper.join(timeout=5)
     assert dropper.error is None, dropper.error
     assert completed.returncode == EXIT_RUN_FAILED, completed.stderr[-3000:]
     [folder] = _run_folders(results_dir)
     result = load_result(folder)
-    assert result["scenario"]["fault_tracker_stall_s"] == LOSS_STALL_S and result["audit"] == audit
+    assert result["audit"] == audit
     started_at = dt.datetime.fromisoformat(result["started_at"]).timestamp()
     assert dropper.dropped_at is not None and dropper.dropped_at < started_at + LOSS_STALL_S, "dropped after the stall"
     low, high = topic_watermarks(kafka_bootstrap, unique_topic)[0]

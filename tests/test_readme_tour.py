@@ -13,6 +13,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 from kafka_truth import PROJECT_ROOT, broker_message_count
 
 from bench.results.store import load_result
@@ -45,6 +46,7 @@ def _with_real_folders(command: str, cwd: Path) -> str:
     return RUN_FOLDER.sub(newest, command)
 
 
+@pytest.mark.slow
 def test_the_readme_tour_runs_in_order(kafka_bootstrap, tmp_path):
     commands = tour_commands(README.read_text())
     assert [c.split()[0:3] for c in commands][:1] == [["python", "-m", "bench"]], commands

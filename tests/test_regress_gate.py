@@ -10,13 +10,15 @@ from pathlib import Path
 
 import pytest
 from kafka_truth import assert_counts_match_broker
+from seams import slowed_tracker
 
 from bench.analysis.compare import DEFAULT_CHECKS  # what CI uses: chosen from measured rerun noise
 from bench.cli import main
 from bench.results.store import load_result
 
-# The tracker sleeps this long after each consumed batch: end-to-end p50 goes from ~5 ms to
-# ~13 ms at 1,000 msg/s (measured: 5.26 -> 13.5 ms, +157 %), a regression the gate must catch.
+# The tracker sleeps this long after each consumed batch (seams.slowed_tracker: the same scenario,
+# so the same fingerprint, with a slower consumer path): end-to-end p50 goes from ~5 ms to ~13 ms
+# at 1,000 msg/s (measured: 5.26 -> 13.5 ms, +157 %), a regression the gate must catch.
 CONSUMER_DELAY_MS = 20
 CI_SCENARIO = Path(__file__).parent.parent / "scenarios" / "ci-gate.toml"
 
@@ -34,7 +36,8 @@ def _gate(kafka_bootstrap, topic, tmp_path, *extra):
 
 
 @pytest.mark.slow
-def test_gate_passes_identical_rerun_and_catches_a_2x_slower_consumer(kafka_bootstrap, unique_topic, tmp_path, capsys):
+def test_gate_passes_identical_rerun_and_catches_a_2x_slower_consumer(kafka_bootstrap, unique_topic, tmp_path, capsys,
+                                                                      monkeypatch):
     assert _gate(kafka_bootstrap, f"{unique_topic}-1", tmp_path, "--update-baseline") == 0
     baseline = load_result(tmp_path / "baselines" / "ci-gate.json")
     assert baseline["status"] == "complete" and baseline["counts"]["lost"] == 0
@@ -44,8 +47,8 @@ def test_gate_passes_identical_rerun_and_catches_a_2x_slower_consumer(kafka_boot
     assert capsys.readouterr().out.strip().splitlines()[-1] == f"regress: ok, {len(DEFAULT_CHECKS)} checks passed"
 
     summary = tmp_path / "summary.md"
-    code = _gate(kafka_bootstrap, f"{unique_topic}-3", tmp_path, "--set", f"fault_consumer_delay_ms={CONSUMER_DELAY_MS}",
-                 "--summary", str(summary))
+    monkeypatch.setattr("bench.core.runner.tracker_main", slowed_tracker(CONSUMER_DELAY_MS))
+    code = _gate(kafka_bootstrap, f"{unique_topic}-3", tmp_path, "--summary", str(summary))
     printed = capsys.readouterr().out
     assert code == 1, printed
     assert "end_to_end_p50: REGRESSION: " in printed

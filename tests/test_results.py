@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import importlib.metadata
 import json
 import os
 import subprocess
@@ -13,7 +14,7 @@ import pytest
 from hdrh.log import HistogramLogReader
 
 from bench.results import environment as environment_module
-from bench.results.environment import environment_metadata
+from bench.results.environment import capture_environment, checkout_root, harness_commit, parse_git_status
 from bench.results.histograms import decode_histogram, new_latency_histogram, summarize_histogram, write_interval_log
 from bench.results.redaction import redact_secrets
 from bench.results.schema import SCHEMA_VERSION
@@ -182,16 +183,42 @@ def test_interval_log_read_back_by_hdrh_reader(tmp_path):
     assert third.get_max_value() == pytest.approx(3000, rel=1e-3)
 
 
-def test_environment_metadata_fields():
-    environment = environment_metadata()
+def test_environment_fields_and_harness_version():
+    environment = capture_environment()
     assert environment["cpu_count"] == os.cpu_count()
     assert environment["python"] == sys.version.split()[0]
     assert environment["confluent_kafka"].startswith("2.")
     assert environment["librdkafka"].startswith("2.")
+    assert environment["harness_version"] == importlib.metadata.version("streamstore-bench")
     head = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True,
                           cwd=os.path.dirname(environment_module.__file__)).stdout.strip()
-    assert environment["harness_commit"] is None or environment["harness_commit"].startswith(head)
+    assert environment["harness_commit"].startswith(head)  # the tests run from a checkout
+    assert all(environment[key] is not None for key in environment if key != "not_measured")
+    assert environment["not_measured"] == {}
     json.dumps(environment)
+
+
+def test_harness_commit_only_from_the_checkout_that_holds_the_module(tmp_path):
+    """An installed copy (site-packages inside some checkout, the venv's) records no commit:
+    git is never let walk up from there into a checkout that is not what runs."""
+    checkout = tmp_path / "checkout"
+    installed = checkout / ".venv" / "lib" / "python3.11" / "site-packages" / "bench" / "results" / "environment.py"
+    installed.parent.mkdir(parents=True)
+    installed.write_text("")
+    subprocess.run(["git", "init", "-q", str(checkout)], check=True)
+    assert checkout_root(installed) is None
+    assert harness_commit(installed) == (None, "not running from a git checkout (an installed package)")
+    assert checkout_root(Path(environment_module.__file__)) == Path(environment_module.__file__).resolve().parents[2]
+
+
+def test_git_status_is_read_once_for_commit_dirtiness_and_tracking():
+    clean = "# branch.oid abc123\n# branch.head main\n"
+    assert parse_git_status(clean) == ("abc123", None)
+    assert parse_git_status(clean + "1 .M N... 100644 100644 100644 a b bench/cli.py\n") == ("abc123-dirty", None)
+    assert parse_git_status(clean + "? notes.txt\n") == ("abc123", None)  # untracked files are not changes
+    commit, reason = parse_git_status(clean + "? bench/results/environment.py\n")
+    assert commit is None and "not tracked" in reason
+    assert parse_git_status("# branch.oid (initial)\n") == (None, "the checkout has no commit yet")
 
 
 def test_version_1_files_are_read_in_the_current_names():
@@ -220,3 +247,25 @@ def test_version_2_large_message_files_read_with_no_peer(tmp_path):
     assert document["schema_version"] == SCHEMA_VERSION and document["scenario"]["peer"] is None
     assert document["large_message"]["peer"] is None and document["large_message"]["rows"][0]["java"] is None
     assert document["large_message"]["rows"][0]["service_time_ms"] == {"p50": 1.0, "max": 1.0}
+
+
+def test_version_3_files_name_what_they_did_not_measure(tmp_path):
+    """Version 4 measures the broker's version for every broker and names every null. An older
+    file's embedded version came from the jar; its missing facts read as "not recorded"; an old
+    Locust result's nominal rate (users x per-user rate) is no longer a scenario rate."""
+    path = tmp_path / "result.json"
+    path.write_text(json.dumps({
+        "schema_version": 3, "kind": "locust", "scenario": {"name": "locust-orders", "rate": 2000.0},
+        "environment": {"cpu_model": "X", "harness_commit": None},
+        "broker": {"bootstrap_servers": "127.0.0.1:9092", "version": None, "embedded": False},
+        "locust": {"users": 4, "user_rate": 500.0}}))
+    document = load_result(path)
+    assert document["schema_version"] == 4
+    assert document["environment"]["harness_version"] is None
+    assert document["environment"]["not_measured"]["harness_commit"] == "not recorded (a schema version 3 file)"
+    assert document["broker"]["version_source"] is None
+    assert document["broker"]["not_measured"]["version"].startswith("not recorded (a schema version 3 file)")
+    assert "rate" not in document["scenario"]
+    assert (document["scenario"]["user_rate"], document["scenario"]["users"]) == (500.0, 4)
+    embedded = load_result(Path(__file__).parent / "fixtures" / "baseline")["broker"]
+    assert (embedded["version"], embedded["version_source"], embedded["not_measured"]) == ("3.8.1", "embedded broker jar", {})

@@ -6,7 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from bench.core.scenario import Phase, Scenario, max_message_size, merge_overrides, parse_set_option, parse_size
+from bench.core.field_checks import parse_size
+from bench.core.scenario import Phase, Scenario, max_message_size, merge_overrides, parse_set_option
 from streamstore.config import MAX_VALUE_BYTES
 from streamstore.errors import UsageError
 
@@ -115,6 +116,49 @@ def test_set_options_parse_toml_values_and_client_settings():
     assert merged["producer_config"] == {"socket.timeout.ms": 1000, "client.id": "bench"}
 
 
+@pytest.mark.parametrize("name, message", [
+    ("duraton_s", "unknown field 'duraton_s'; did you mean duration_s?"),
+    ("replication_facter", "unknown field 'replication_facter'; did you mean replication_factor?"),
+    ("xyzzy", "unknown field 'xyzzy' (known fields: acks, batch_size, "),
+])
+def test_an_unknown_field_gets_did_you_mean_or_the_list(name, message):
+    with pytest.raises(UsageError) as caught:
+        Scenario.from_mapping({name: 3}, source="orders.toml")
+    assert str(caught.value).startswith(f"orders.toml: {message}")
+
+
+def test_set_blames_set_for_an_unknown_field_not_the_file():
+    with pytest.raises(UsageError) as caught:
+        parse_set_option("replication_facter=3")
+    assert str(caught.value) == ("--set replication_facter=3: unknown field 'replication_facter'; "
+                                 "did you mean replication_factor?")
+    with pytest.raises(UsageError, match=r"^--set rate\.x=1: only producer_config and consumer_config take dotted"):
+        parse_set_option("rate.x=1")
+
+
+def test_a_bare_name_is_found_in_scenarios_and_a_missing_one_lists_them(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # the checkout's scenarios/ is found from anywhere
+    assert Scenario.from_toml("steady-orders") == Scenario.from_toml(SCENARIOS / "steady-orders.toml")
+    assert Scenario.from_toml("steady-orders.toml").name == "steady-orders"
+    with pytest.raises(UsageError) as caught:
+        Scenario.from_toml("steady-order")
+    text = str(caught.value)
+    assert text.startswith("scenario file steady-order does not exist (did you mean steady-orders?); ")
+    assert f"{SCENARIOS}/ holds burst, ci-gate, " in text and "steady-orders-gzip" in text
+    (tmp_path / "scenarios").mkdir()
+    (tmp_path / "scenarios" / "mine.toml").write_text("rate = 10\n")
+    assert Scenario.from_toml("mine").rate == 10.0  # the working directory's scenarios/ first
+    with pytest.raises(UsageError, match=r"^scenario file nope.toml does not exist; scenarios/ holds mine "):
+        Scenario.from_toml("nope.toml")
+
+
+def test_the_retired_test_fields_are_ignored_when_off_and_refused_when_set():
+    assert Scenario.from_mapping({"fault_consumer_delay_ms": 0.0, "fault_tracker_stall_s": 0.0}) == Scenario()
+    with pytest.raises(UsageError, match=r"fault_consumer_delay_ms is no longer a scenario field; use the "
+                                         r"slow-consumer fault"):
+        Scenario.from_mapping({"fault_consumer_delay_ms": 20})
+
+
 def test_toml_file_errors_are_usage_errors(tmp_path):
     with pytest.raises(UsageError, match="does not exist"):
         Scenario.from_toml(tmp_path / "missing.toml")
@@ -142,12 +186,12 @@ def test_secrets_are_redacted_and_do_not_change_the_fingerprint():
 
 def test_fingerprint_covers_load_shape_not_labels_or_length():
     base = Scenario()
-    same_load = Scenario(name="other", topic="elsewhere", duration_s=120.0, warmup_s=10.0, drain_timeout_s=3.0,
-                         fault_consumer_delay_ms=20.0)
+    same_load = Scenario(name="other", topic="elsewhere", duration_s=120.0, warmup_s=10.0, drain_timeout_s=3.0)
     assert same_load.fingerprint() == base.fingerprint()
     for change in ({"rate": 2000.0}, {"message_size": 201}, {"compression": "gzip"}, {"acks": "1"},
                    {"partitions": 2}, {"producers": 2}, {"linger_ms": 0.0}, {"keys": "order_id"},
-                   {"payload": "text"}, {"producer_config": {"socket.nagle.disable": True}}):
+                   {"payload": "text"}, {"producer_config": {"socket.nagle.disable": True}},
+                   {"faults": ("slow-consumer=20ms@5+10",)}, {"faults": ("kill@5+5",)}):
         assert Scenario(**change).fingerprint() != base.fingerprint(), change
     assert len(base.fingerprint()) == 16
 

@@ -16,7 +16,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from bench.analysis.stats import mann_whitney_u, relative_change
+from bench.analysis.stats import mann_whitney_u, relative_change, run_faults
 from bench.analysis.thresholds import Check
 from bench.results.fingerprint import changes_fingerprint
 from bench.results.formatting import format_value
@@ -50,9 +50,12 @@ def require_comparable_kind(result: Mapping[str, Any], label: str) -> None:
 # What makes two measurements' environments comparable: the machine kind, the client library and
 # the broker (version, settings, on this host or across a network; not whether this harness
 # started it). Not the host name (CI machines of one kind have many) and not the harness commit
-# (a regression gate compares commits on purpose).
+# (a regression gate compares commits on purpose). A fact either side did not measure makes the
+# two not comparable: a gate that skipped it would judge a Kafka 3.9 run against a 3.8 baseline.
 ENVIRONMENT_KEYS = ("cpu_model", "cpu_count", "confluent_kafka", "librdkafka")
-BROKER_KEYS = ("version",)
+# A broker's version as a broker tells a client (Kafka 3.x): the embedded broker reports it too
+# (in its settings), so an embedded 3.8.1 and an external "3.8-IV0" compare on it.
+PROTOCOL_VERSION = "inter.broker.protocol.version"
 _LOCAL_HOSTS = ("localhost", "127.", "[::1]", "::1")
 
 
@@ -66,21 +69,57 @@ def broker_placement(result: Mapping[str, Any]) -> str | None:
     return "local" if all(host.startswith(_LOCAL_HOSTS) for host in hosts) else "remote"
 
 
-def differing_environment(first: Mapping[str, Any], second: Mapping[str, Any]) -> list[str]:
-    """Why two results were measured in environments too different to compare (empty if not).
+def _unmeasured(section: Mapping[str, Any], key: str) -> str:
+    return (section.get("not_measured") or {}).get(key) or "not recorded"
 
-    A fact one of the two did not record (None, or an older result without it) is not a difference.
-    """
+
+def _protocol_version(broker: Mapping[str, Any]) -> str | None:
+    if broker.get("version_source") == PROTOCOL_VERSION:
+        return broker.get("version")
+    return (broker.get("settings") or {}).get(PROTOCOL_VERSION)
+
+
+def broker_version_difference(a: Mapping[str, Any], b: Mapping[str, Any],
+                              labels: tuple[str, str] = ("baseline", "candidate")) -> str | None:
+    """Why two `broker` sections' versions differ or cannot be compared (None when they agree).
+    Measured the same way, the versions are compared; measured differently (the embedded broker's
+    jar, another broker's protocol setting), on the protocol version both brokers report."""
+    for broker, label in zip((a, b), labels):
+        if broker.get("version") is None:
+            return f"broker version: not measured in the {label} ({_unmeasured(broker, 'version')})"
+    if a.get("version_source") == b.get("version_source"):
+        return None if a["version"] == b["version"] else f"broker version: {a['version']!r} vs {b['version']!r}"
+    shown = " vs ".join(f"{broker['version']!r} ({broker.get('version_source') or 'source not recorded'})"
+                        for broker in (a, b))
+    protocols = _protocol_version(a), _protocol_version(b)
+    if None in protocols:
+        return f"broker version: {shown}, measured differently and not both report {PROTOCOL_VERSION}"
+    if protocols[0] != protocols[1]:
+        return f"broker version: {shown}, {PROTOCOL_VERSION} {protocols[0]!r} vs {protocols[1]!r}"
+    return None
+
+
+def differing_environment(first: Mapping[str, Any], second: Mapping[str, Any],
+                          labels: tuple[str, str] = ("baseline", "candidate")) -> list[str]:
+    """Why two results cannot be compared for their environments (empty if they can): a fact
+    that differs, or one that either side did not measure (null, with the reason it recorded)."""
     reasons = []
-    for section, keys in (("environment", ENVIRONMENT_KEYS), ("broker", BROKER_KEYS)):
-        a, b = first.get(section) or {}, second.get(section) or {}
-        for key in keys:
-            if a.get(key) is not None and b.get(key) is not None and a[key] != b[key]:
-                reasons.append(f"{section} {key}: {a[key]!r} vs {b[key]!r}")
+    a, b = first.get("environment") or {}, second.get("environment") or {}
+    for key in ENVIRONMENT_KEYS:
+        missing = [f"environment {key}: not measured in the {label} ({_unmeasured(part, key)})"
+                   for label, part in zip(labels, (a, b)) if part.get(key) is None]
+        if missing:
+            reasons.extend(missing)
+        elif a[key] != b[key]:
+            reasons.append(f"environment {key}: {a[key]!r} vs {b[key]!r}")
+    broker_a, broker_b = first.get("broker") or {}, second.get("broker") or {}
+    version = broker_version_difference(broker_a, broker_b, labels)
+    if version:
+        reasons.append(version)
     placement_a, placement_b = broker_placement(first), broker_placement(second)
     if placement_a and placement_b and placement_a != placement_b:
         reasons.append(f"broker placement: {placement_a} vs {placement_b}")
-    settings_a, settings_b = (first.get("broker") or {}).get("settings") or {}, (second.get("broker") or {}).get("settings") or {}
+    settings_a, settings_b = broker_a.get("settings") or {}, broker_b.get("settings") or {}
     for key in sorted(set(settings_a) & set(settings_b)):
         if settings_a[key] != settings_b[key]:
             reasons.append(f"broker setting {key}: {settings_a[key]!r} vs {settings_b[key]!r}")
@@ -93,24 +132,31 @@ def environment_slug(result: Mapping[str, Any]) -> str:
     several environments sit side by side as `<scenario>.<slug>.json`."""
     environment, broker = result.get("environment") or {}, result.get("broker") or {}
     cpu = re.sub(r"[^a-z0-9]+", "-", str(environment.get("cpu_model") or "unknown-cpu").lower()).strip("-")
-    return f"{cpu}-{environment.get('cpu_count') or 'n'}cpu-kafka-{broker.get('version') or 'unknown'}"
+    version = re.sub(r"[^a-z0-9.]+", "-", str(broker.get("version") or "unknown").lower()).strip("-")
+    return f"{cpu}-{environment.get('cpu_count') or 'n'}cpu-kafka-{version}"
 
 
 def differing_fields(first: Mapping[str, Any], second: Mapping[str, Any]) -> list[str]:
-    """Why two results are not comparable (empty when their fingerprints agree).
+    """Why two results are not comparable (empty when their fingerprints agree and they ran
+    under the same faults).
 
     Lists the scenario fields that enter the fingerprint and differ; fields that do not
-    matter (name, duration, ...) are left out.
+    matter (name, duration, ...) are left out. A run with a fault is never comparable to one
+    without, also when an older result kept its faults out of the scenario (and the fingerprint).
     """
     if first.get("kind") != second.get("kind"):
         return [f"kind: {first.get('kind')!r} vs {second.get('kind')!r}"]
+    faults_a, faults_b = run_faults(first), run_faults(second)
+    fault_reasons = [f"faults: {' '.join(faults_a) or 'none'} vs {' '.join(faults_b) or 'none'}"] \
+        if faults_a != faults_b else []
     if first.get("fingerprint") == second.get("fingerprint") and first.get("fingerprint"):
-        return []
+        return fault_reasons
     scenario_a, scenario_b = first.get("scenario") or {}, second.get("scenario") or {}
     differing = [key for key in sorted(set(scenario_a) | set(scenario_b)) if scenario_a.get(key) != scenario_b.get(key)]
     material = [key for key in differing if changes_fingerprint(scenario_a, key, scenario_b.get(key))] or differing
-    reasons = [f"{key}: {scenario_a.get(key)!r} vs {scenario_b.get(key)!r}" for key in material]
-    return reasons or [f"fingerprint: {first.get('fingerprint')!r} vs {second.get('fingerprint')!r}"]
+    reasons = [f"{key}: {scenario_a.get(key)!r} vs {scenario_b.get(key)!r}" for key in material
+               if not (key == "faults" and fault_reasons)]
+    return fault_reasons + reasons or [f"fingerprint: {first.get('fingerprint')!r} vs {second.get('fingerprint')!r}"]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -245,7 +291,7 @@ def regress(
         raise UsageError("not comparable: scenarios differ in " + "; ".join(differences))
     environment = differing_environment(baseline, candidate)
     if environment and not any_environment:
-        raise UsageError("not comparable: measured in different environments (" + "; ".join(environment)
+        raise UsageError("not comparable: environments differ or were not measured (" + "; ".join(environment)
                          + "); take a baseline here with --update-baseline, or judge anyway with --any-environment")
     verdicts = [verdict(check, baseline, candidate, alpha) for check in checks]
     if not explicit:

@@ -217,10 +217,17 @@ FAILOVER_COLUMNS = ("fault", "node", "start (s)", "end (s)", "node back (s)", "l
                     "new leader", "service p99.9 during", "service p99.9 before")
 
 
+def fault_target(fault: Mapping[str, Any]) -> str:
+    """What a fault record acted on: "node 2 (leader)", or "the consumer" (a slow-consumer fault)."""
+    if fault.get("node_id") is None:
+        return "the consumer" if fault.get("role") == "consumer" else str(fault.get("role"))
+    return f"node {fault['node_id']} ({fault['role']})"
+
+
 def failover_row(fault: Mapping[str, Any]) -> list[str]:
     """One fault record of a result's failover section, as a report row."""
     latency = fault["latency_us"].get("service_time", {})
-    return [fault["fault"], f"{fault['node_id']} ({fault['role']})", f"{fault['start_s']:.1f}",
+    return [fault["fault"], fault_target(fault).removeprefix("node "), f"{fault['start_s']:.1f}",
             "n/a" if fault["end_s"] is None else f"{fault['end_s']:.1f}",
             "n/a" if fault["back_s"] is None else f"{fault['back_s']:.1f}",
             _ms_text(fault["longest_ack_gap_ms"]), _ms_text(fault["longest_consume_gap_ms"]),

@@ -145,6 +145,23 @@ def count_warnings(counts: Mapping[str, Any], keys: Sequence[str] = tuple(COUNT_
     return [f"{counts[key]:,} {COUNT_MEANINGS[key]}" for key in keys if counts.get(key)]
 
 
+# Event kinds a fault leaves in a result (bench/broker/faults.py, bench/core/fault_watch.py).
+FAULT_EVENT_PREFIXES = ("broker-", "consumer-", "fault-")
+
+
+def run_faults(result: Mapping[str, Any]) -> tuple[str, ...]:
+    """The faults a run ran under: the scenario's; for a result written before faults were a
+    scenario field, its failover records' or, failing those, its fault events' kinds."""
+    faults = tuple((result.get("scenario") or {}).get("faults") or ())
+    if faults:
+        return faults
+    records = (result.get("failover") or {}).get("faults") or []
+    if records:
+        return tuple(dict.fromkeys(record["fault"] for record in records))
+    return tuple(dict.fromkeys(event["kind"] for event in result.get("events") or []
+                               if str(event.get("kind", "")).startswith(FAULT_EVENT_PREFIXES)))
+
+
 def derive_warnings(result: Mapping[str, Any]) -> list[str]:
     """Warnings from the result's own figures, after those the producer of the result stored."""
     warnings = list(result.get("warnings") or [])
@@ -164,7 +181,8 @@ def derive_warnings(result: Mapping[str, Any]) -> list[str]:
             "(response time includes that lateness; service time does not)"
         )
 
-    throughput_cv = coefficient_of_variation(series_samples(result, "acked"))
+    # A fault run's throughput dips by design; its failover section says by how much and when.
+    throughput_cv = None if run_faults(result) else coefficient_of_variation(series_samples(result, "acked"))
     if throughput_cv is not None and throughput_cv > UNSTABLE_THROUGHPUT_CV:
         add(
             f"unstable: per-second throughput varies by more than {UNSTABLE_THROUGHPUT_CV:.0%} "

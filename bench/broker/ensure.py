@@ -10,13 +10,14 @@ import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from bench.broker.cluster import EmbeddedCluster
 from bench.broker.embedded import DEFAULT_KAFKA_VERSION, REPORTED_BROKER_SETTING_NAMES, EmbeddedBroker
-from bench.broker.locate import answering_embedded, find_embedded
+from bench.broker.locate import answering_embedded, find_embedded, recorded
 from bench.broker.probe import broker_answers, broker_problem, parse_bootstrap_servers
 from streamstore.admin import broker_configs, connect_admin
-from streamstore.errors import RunFailed, UsageError
+from streamstore.errors import RunFailed, StreamStoreError, UsageError
 
 BROKER_MODES = ("auto", "external", "embedded")
 # Room a broker needs beyond the records themselves (index files, segment rolls, its own logs):
@@ -49,11 +50,30 @@ class BrokerInUse:
     # here or before), else None.
     embedded: EmbeddedCluster | None = None
     settings: dict[str, str] = field(default_factory=dict)
+    # The broker's version as measured when the command started (`measure_broker`): the
+    # embedded broker's exact release, or what another broker tells a client; how it was
+    # measured; and, when it could not be, why (field name -> reason).
+    measured_version: str | None = None
+    version_source: str | None = None
+    not_measured: dict[str, str] = field(default_factory=dict)
+    # The embedded broker, whether this command may act on it (`embedded`) or only recognised it
+    # (started elsewhere with its state in another dir).
+    recognised_embedded: bool = False
 
     @property
     def version(self) -> str | None:
-        """The Kafka version when known (embedded broker); external brokers do not report it."""
+        """The exact Kafka release when known (the embedded broker's), else None."""
         return self.embedded.version if self.embedded else None
+
+    def section(self, topic_settings: Mapping[str, str] | None) -> dict[str, Any]:
+        """The result's `broker`: where it answered, its version and how that was measured,
+        whether it was the embedded one, and the broker and topic settings that shape the figures."""
+        settings = None if "settings" in self.not_measured else dict(self.settings)
+        return {"bootstrap_servers": self.bootstrap_servers, "version": self.measured_version,
+                "version_source": self.version_source,
+                "embedded": self.embedded is not None or self.recognised_embedded,
+                "settings": settings, "topic_settings": dict(topic_settings) if topic_settings else {},
+                "not_measured": dict(self.not_measured)}
 
     def check_room(self, planned_bytes: int | None) -> None:
         """UsageError when the load would fill the disk under the embedded broker's log (every
@@ -68,8 +88,10 @@ class BrokerInUse:
     def describe(self, purpose: str) -> str:
         """`127.0.0.1:9092 (embedded, started for this run, Kafka 3.8.1)`: where a command runs and
         whether it started that broker itself (then it also stops it). purpose: run, sweep ..."""
-        origin = f"embedded, started for this {purpose}" if self.started_here else "embedded" if self.embedded else "external"
-        return f"{self.bootstrap_servers} ({origin}{', Kafka ' + self.version if self.version else ''})"
+        embedded = self.embedded is not None or self.recognised_embedded
+        origin = f"embedded, started for this {purpose}" if self.started_here else "embedded" if embedded else "external"
+        version = f", Kafka {self.measured_version}" if self.measured_version else ""
+        return f"{self.bootstrap_servers} ({origin}{version})"
 
 
 def _local_embedded_broker(bootstrap_servers: str, state_dir: Path | str | None, kafka_version: str) -> EmbeddedBroker:
@@ -141,8 +163,7 @@ def ensure_broker(
             announce(f"starting the embedded Kafka broker at {bootstrap_servers} ({reason}; state in {embedded.state_dir})")
         started_here = embedded.start()
     try:
-        broker = BrokerInUse(bootstrap_servers, started_here, embedded)
-        broker.settings = describe_broker_settings(bootstrap_servers, client_settings=client_settings)
+        broker = measure_broker(bootstrap_servers, client_settings, embedded, started_here)
         yield broker
     finally:
         if started_here and not keep:
@@ -150,6 +171,46 @@ def ensure_broker(
             if announce:
                 announce(f"stopped the embedded Kafka broker at {bootstrap_servers}, which this command started "
                          "(--keep-broker leaves it running)")
+
+
+# How a broker's version was measured (the result's broker.version_source).
+EMBEDDED_JAR = "embedded broker jar"
+PROTOCOL_VERSION_SETTING = "inter.broker.protocol.version"
+
+
+def measure_broker(bootstrap_servers: str, client_settings: Mapping[str, object] | None = None,
+                   embedded: EmbeddedCluster | None = None, started_here: bool = False) -> BrokerInUse:
+    """What the broker at bootstrap_servers is, measured now (at run start): its settings, whether
+    it is the embedded broker, and its version with the way it was measured. One started before
+    with its state elsewhere (`bench broker start --state-dir /tmp/x`, a test's) is recognised
+    from its process (`answering_embedded`) and recorded as embedded, with its release; it is
+    still not acted on unasked (`embedded` stays None: no fault, no disk check).
+
+    The embedded broker knows its exact release (the jar it runs). Another broker is asked for
+    `inter.broker.protocol.version` (Kafka 3.x answers its release's protocol, e.g. "3.8-IV0";
+    Kafka 4.0 removed the setting): that one is the version, and says so in version_source.
+    """
+    broker = BrokerInUse(bootstrap_servers, started_here, embedded)
+    try:
+        configs = broker_configs(connect_admin(bootstrap_servers, {**(client_settings or {}), "log_level": 0}))
+    except StreamStoreError as error:
+        configs, reason = {}, f"the broker's configuration could not be read: {error}"
+        broker.not_measured["settings"] = reason
+    broker.settings = {name: configs[name] for name in REPORTED_BROKER_SETTING_NAMES if name in configs}
+    recognised = broker.embedded
+    if recognised is None:
+        with contextlib.suppress(UsageError, OSError):
+            answering = answering_embedded(bootstrap_servers)
+            recognised = recorded(answering.state_dir) if answering is not None else None
+    if recognised is not None:
+        broker.recognised_embedded = True
+        broker.measured_version, broker.version_source = recognised.version, EMBEDDED_JAR
+    elif configs.get(PROTOCOL_VERSION_SETTING):
+        broker.measured_version, broker.version_source = configs[PROTOCOL_VERSION_SETTING], PROTOCOL_VERSION_SETTING
+    else:
+        broker.not_measured["version"] = broker.not_measured.get("settings") or (
+            f"not the embedded broker, and it reports no {PROTOCOL_VERSION_SETTING} (Kafka 4.0 removed it)")
+    return broker
 
 
 def no_embedded_reason(bootstrap_servers: str, state_dir: Path | str | None) -> str:

@@ -11,15 +11,21 @@
   rolling-restart@20        every node in turn: clean shutdown, start, wait until back in the ISR
   isolate:leader@20+5       cut the node's client connections (its proxy), replication goes on
   delay:node1=200ms@20+10   hold every byte the node sends to clients 200 ms (its proxy)
+  slow-consumer=20ms@10+15  the run's consumer (the tracker) sleeps 20 ms after each batch it reads
 
 Roles are resolved when the fault begins, not when it is parsed: who leads changes during a run.
 Faults may overlap when they name different targets (`pause:followers@5+9` with
 `kill:leader@11+10`); two faults on the same target may not, nor may anything overlap or follow a
-rolling restart.
+rolling restart. A slow consumer acts on the run's own tracker, not on a broker: it needs no
+embedded broker and overlaps broker faults freely.
+
+A malformed fault names its faulty part ("unknown kind 'kil'; did you mean kill?", "@20s: the
+time is a number of seconds without unit").
 """
 
 from __future__ import annotations
 
+import difflib
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -27,22 +33,25 @@ from dataclasses import dataclass
 from streamstore.errors import UsageError
 
 # Kinds that last FOR seconds, and the one that ends when it is done.
-TIMED_KINDS = ("kill", "pause", "stop", "isolate", "delay")
+SLOW_CONSUMER = "slow-consumer"
+TIMED_KINDS = ("kill", "pause", "stop", "isolate", "delay", SLOW_CONSUMER)
 ROLLING_RESTART = "rolling-restart"
 FAULT_KINDS = (*TIMED_KINDS, ROLLING_RESTART)
 # Kinds that act through the per-node client proxy.
 PROXY_KINDS = ("isolate", "delay")
+# Kinds that take =DELAYms.
+AMOUNT_KINDS = ("delay", SLOW_CONSUMER)
 # Targets that name a partition's replicas.
 _PARTITION_ROLES = ("leader", "follower", "followers")
 ROLES = ("leader", "follower", "followers", "controller")
-# "" is the broker of a single-node run (today's `kill@20+5`).
-_FAULT_TEXT = re.compile(
-    r"^(?P<kind>[a-z-]+)(?::(?P<target>[a-z]+\d*(?:/\d+)?))?(?:=(?P<amount>\d+(?:\.\d+)?)ms)?"
-    r"@(?P<at>\d+(?:\.\d+)?)(?:\+(?P<for>\d+(?:\.\d+)?))?$")
+_SECONDS = re.compile(r"^\d+(?:\.\d+)?$")
+_AMOUNT = re.compile(r"^(?P<amount>\d+(?:\.\d+)?)ms$")
 _TARGET = re.compile(r"^(?:(?P<role>leader|followers?)(?:/(?P<partition>\d+))?|controller|node(?P<node>\d+))$")
-SYNTAX = ("KIND[:TARGET][=DELAYms]@AT+FOR with KIND one of " + ", ".join(FAULT_KINDS)
-          + " and TARGET leader[/P], follower[/P], followers[/P], controller or nodeN, e.g. kill@20+5, kill:leader@20+10, "
-            "pause:follower@20+5, delay:node1=200ms@20+10 or rolling-restart@20")
+SYNTAX = "KIND[:TARGET][=DELAYms]@AT[+FOR]"
+EXAMPLES = ("kill@20+5", "kill:leader@20+10", "pause:follower@20+5", "delay:node1=200ms@20+10",
+            "slow-consumer=20ms@10+15", "rolling-restart@20")
+# What "did you mean" picks from: every kind, and every kind with every role (kill-leader -> kill:leader).
+_SPELLINGS = (*FAULT_KINDS, *(f"{kind}:{role}" for kind in TIMED_KINDS if kind != SLOW_CONSUMER for role in ROLES))
 
 
 @dataclass(frozen=True)
@@ -54,7 +63,8 @@ class Fault:
     target: str = ""
     # The partition of the run's topic a leader/follower target refers to.
     partition: int = 0
-    # delay only: how long the proxy holds each byte the node sends.
+    # delay: how long the proxy holds each byte the node sends; slow-consumer: how long the
+    # tracker sleeps after each batch it reads.
     delay_ms: float = 0.0
 
     @property
@@ -66,37 +76,87 @@ class Fault:
         target = ""
         if self.target:
             target = f":{self.target}" + (f"/{self.partition}" if self.partition and self.target in _PARTITION_ROLES else "")
-        amount = f"={self.delay_ms:g}ms" if self.kind == "delay" else ""
+        amount = f"={self.delay_ms:g}ms" if self.kind in AMOUNT_KINDS else ""
         length = "" if self.kind == ROLLING_RESTART else f"+{self.for_s:g}"
         return f"{self.kind}{target}{amount}@{self.at_s:g}{length}"
 
 
 def parse_fault(text: str) -> Fault:
-    match = _FAULT_TEXT.match(text.strip())
-    if not match or match["kind"] not in FAULT_KINDS:
-        raise UsageError(f"--fault {text!r}: expected {SYNTAX}")
-    kind, target_text = match["kind"], match["target"] or ""
-    target, partition = target_text, 0
-    if target_text:
-        target_match = _TARGET.match(target_text)
-        if not target_match:
-            raise UsageError(f"--fault {text!r}: unknown target {target_text!r}; expected {SYNTAX}")
-        if target_match["role"]:
-            target, partition = target_match["role"], int(target_match["partition"] or 0)
+    """A fault from its text; a malformed one is a UsageError naming the part that is wrong."""
+    stripped = text.strip()
+    head, at_sign, when = stripped.partition("@")
+    kind_target, equals, amount_text = head.partition("=")
+    kind, colon, target_text = kind_target.partition(":")
+    if kind not in FAULT_KINDS:
+        close = difflib.get_close_matches(kind_target, _SPELLINGS, n=1, cutoff=0.6)
+        hint = f"did you mean {close[0]}?" if close else f"the kinds are {', '.join(FAULT_KINDS)}"
+        _refuse(text, f"unknown kind {kind!r}; {hint}")
+    if not at_sign:
+        _refuse(text, f"no @AT: when the fault begins, in seconds into the run, e.g. {_example(kind)}")
+    at_text, plus, for_text = when.partition("+")
+    at_s = _seconds(text, "@", at_text, "the time")
+    target, partition = _target(text, kind, target_text) if colon else ("", 0)
     if kind == ROLLING_RESTART:
-        if target or match["for"] or match["amount"]:
-            raise UsageError(f"--fault {text!r}: rolling-restart takes only a start, e.g. rolling-restart@20")
-        return Fault(kind, float(match["at"]), 0.0)
-    if match["for"] is None:
-        raise UsageError(f"--fault {text!r}: expected {SYNTAX}")
-    if (kind == "delay") != (match["amount"] is not None):
-        raise UsageError(f"--fault {text!r}: a delay, and only a delay, takes =MILLISECONDSms, e.g. delay:node1=200ms@20+10")
+        if target or plus or equals:
+            _refuse(text, "rolling-restart takes only a start, e.g. rolling-restart@20")
+        return Fault(kind, at_s, 0.0)
+    if not plus:
+        _refuse(text, f"no +FOR: how long the fault lasts, in seconds, e.g. {_example(kind)}")
+    for_s = _seconds(text, "+", for_text, "the length")
+    if kind in AMOUNT_KINDS and not equals:
+        _refuse(text, f"{kind} needs how long to delay, =MILLISECONDSms, e.g. {_example(kind)}")
+    if equals and kind not in AMOUNT_KINDS:
+        _refuse(text, f"={amount_text}: only delay and slow-consumer take =MILLISECONDSms, "
+                      f"e.g. delay:node1=200ms@20+10")
+    delay_ms = 0.0
+    if equals:
+        amount = _AMOUNT.match(amount_text)
+        if not amount:
+            _refuse(text, f"={amount_text}: the delay is a number of milliseconds with its unit, e.g. =200ms")
+        delay_ms = float(amount["amount"])
+        if delay_ms <= 0 or delay_ms > 60_000:
+            _refuse(text, f"={amount_text}: the delay must be more than 0 ms and at most 60,000 ms")
     if kind in PROXY_KINDS and not target:
-        raise UsageError(f"--fault {text!r}: {kind} needs a target, e.g. {kind}:leader")
-    fault = Fault(kind, float(match["at"]), float(match["for"]), target, partition, float(match["amount"] or 0))
-    if fault.for_s <= 0:
-        raise UsageError(f"--fault {text!r}: the fault must last more than 0 s")
-    return fault
+        _refuse(text, f"{kind} needs a target, e.g. {kind}:leader")
+    if kind == SLOW_CONSUMER and target:
+        _refuse(text, "slow-consumer acts on the run's own consumer and takes no target, e.g. slow-consumer=20ms@10+15")
+    if for_s <= 0:
+        _refuse(text, "the fault must last more than 0 s")
+    return Fault(kind, at_s, for_s, target, partition, delay_ms)
+
+
+def _refuse(text: str, problem: str) -> None:
+    raise UsageError(f"--fault {text!r}: {problem} (syntax {SYNTAX}; docs/faults.md)")
+
+
+def _example(kind: str) -> str:
+    return next((example for example in EXAMPLES if example.startswith(kind)), EXAMPLES[0])
+
+
+def _seconds(text: str, sign: str, value: str, what: str) -> float:
+    """@AT or +FOR: seconds as a plain number."""
+    if _SECONDS.match(value):
+        return float(value)
+    with_unit = re.match(r"^(\d+(?:\.\d+)?)\s*([a-z]+)$", value)
+    if with_unit:
+        plain = f" ({sign}{with_unit[1]})" if with_unit[2] in ("s", "sec", "secs", "second", "seconds") else ""
+        _refuse(text, f"{sign}{value}: {what} is a number of seconds without unit{plain}")
+    if not value:
+        _refuse(text, f"{sign}: {what} is missing, a number of seconds such as {sign}20")
+    _refuse(text, f"{sign}{value}: {what} is a number of seconds (0 or more), e.g. {sign}20")
+    raise AssertionError("unreachable: _refuse raises")
+
+
+def _target(text: str, kind: str, target_text: str) -> tuple[str, int]:
+    match = _TARGET.match(target_text)
+    if not match:
+        close = difflib.get_close_matches(target_text, (*ROLES, "node1"), n=1, cutoff=0.6)
+        hint = f"did you mean {kind}:{close[0]}?" if close else \
+            "the targets are leader[/P], follower[/P], followers[/P], controller and nodeN"
+        _refuse(text, f"unknown target {target_text!r}; {hint}")
+    if match["role"]:
+        return match["role"], int(match["partition"] or 0)
+    return target_text, 0
 
 
 def parse_faults(texts: Sequence[str]) -> tuple[Fault, ...]:
@@ -107,10 +167,14 @@ def check_schedule(faults: Sequence[Fault], duration_s: float) -> None:
     """Faults must fit in the run; faults on the same target must not overlap; a rolling restart
     (its length is not known before it runs) only has to begin within the run, and nothing may
     overlap or follow it."""
-    ordered = sorted(faults, key=lambda fault: fault.at_s)
-    for fault in ordered:
+    for fault in faults:
         if fault.at_s + fault.for_s > duration_s or (fault.kind == ROLLING_RESTART and fault.at_s >= duration_s):
             raise UsageError(f"--fault {fault}: does not end within the {duration_s:g} s run")
+    slow = sorted((fault for fault in faults if fault.kind == SLOW_CONSUMER), key=lambda fault: fault.at_s)
+    for earlier, later in zip(slow, slow[1:]):
+        if later.at_s < earlier.at_s + earlier.for_s:
+            raise UsageError(f"--fault {later}: overlaps --fault {earlier}")
+    ordered = sorted(broker_faults(faults), key=lambda fault: fault.at_s)
     for index, earlier in enumerate(ordered):
         for later in ordered[index + 1:]:
             if earlier.kind == ROLLING_RESTART:
@@ -121,10 +185,21 @@ def check_schedule(faults: Sequence[Fault], duration_s: float) -> None:
                 raise UsageError(f"--fault {later}: overlaps --fault {earlier}")
 
 
+def broker_faults(faults: Sequence[Fault]) -> list[Fault]:
+    """The faults that act on the broker or its nodes (all but the slow consumer)."""
+    return [fault for fault in faults if fault.kind != SLOW_CONSUMER]
+
+
+def consumer_delay_s(faults: Sequence[Fault], t_s: float) -> float:
+    """How long the tracker sleeps after a batch read t_s into the run (0 outside slow-consumer faults)."""
+    return next((fault.delay_ms / 1000 for fault in faults
+                 if fault.kind == SLOW_CONSUMER and fault.at_s <= t_s < fault.at_s + fault.for_s), 0.0)
+
+
 def check_targets(faults: Sequence[Fault], node_count: int, partitions: int, proxied: bool) -> None:
     """What can be checked before the run: roles need a cluster, node ids and partitions must exist,
     proxy faults need the nodes' proxies."""
-    for fault in faults:
+    for fault in broker_faults(faults):
         if node_count == 1 and (fault.target in ("follower", "followers") or fault.kind == ROLLING_RESTART):
             raise UsageError(f"--fault {fault}: needs a cluster of several nodes (bench broker start --nodes 3); "
                              "this broker is a single node")

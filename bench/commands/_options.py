@@ -11,7 +11,7 @@ from typing import Any
 from confluent_kafka import Consumer, KafkaException, Producer
 
 from bench.broker.ensure import BROKER_MODES
-from bench.core.scenario import flatten_settings
+from bench.core.field_checks import flatten_settings
 from bench.results.store import DEFAULT_RESULTS_ROOT
 from streamstore.cli import add_bootstrap_argument
 from streamstore.config import consumer_config, producer_config

@@ -32,6 +32,7 @@ from bench.core.runner import run_scenario
 from bench.core.scenario import Scenario, merge_overrides, parse_set_option
 from bench.peers.bare_loops import BARE_LOOPS, BareLoop, run_bare_loop
 from bench.peers.java import TOOL_START_ALLOWANCE_S, JavaPeer
+from bench.results.formatting import format_us
 from bench.results.histograms import new_latency_histogram
 from bench.results.metrics import METRICS
 from streamstore.admin import connect_admin, delete_topic, ensure_topic
@@ -105,20 +106,18 @@ def _bench_run(scenario: Scenario, bootstrap_servers: str, args: argparse.Namesp
     rate = result["throughput"]["elapsed_acked_per_s"]
     end_to_end = result["latency_us"]["end_to_end"]
     service = result["latency_us"]["service_time"]
-    if service["p99"] is None:
-        service_text = f"{METRICS['rtt_p99'].label} {_milliseconds((result.get('client_latency_us') or {}).get('rtt'))}"
+    if service.get("not_measured"):  # failures-only reports: librdkafka's round trip instead
+        rtt = (result.get("client_latency_us") or {}).get("rtt") or {}
+        service_text = f"{METRICS['rtt_p99'].label} {format_us(rtt.get('p99'))}"
     else:
-        service_text = f"{METRICS['service_time_p99'].label} {service['p99'] / 1000:.1f} ms sampled 1/{service['sample_every']}"
+        service_text = (f"{METRICS['service_time_p99'].label} {format_us(METRICS['service_time_p99'].read(result))} "
+                        f"sampled 1/{service['sample_every']}")
     print(f"round {round_number}  {BENCH_RUN:<34} {rate:>10,.0f} msg/s  ({result['counts']['acked']:,} acked "
           f"in {result['throughput']['elapsed_s']:.2f} s, consumed {result['counts']['consumed']:,}, "
           f"delivery reports {result['scenario']['delivery_reports']}, {result['audit']} audit: "
           f"lost {result['counts']['lost']:,}, duplicated {result['counts']['duplicated']:,}; "
           f"{service_text}, end-to-end sampled 1/{end_to_end['sample_every']}; {folder})", flush=True)
     return rate
-
-
-def _milliseconds(window: dict | None) -> str:
-    return "-" if not window else f"{window['p99'] / 1000:.1f} ms"
 
 
 def _java_rate_guess(rates: dict[str, list[float]]) -> float:

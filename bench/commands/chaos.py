@@ -7,6 +7,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 
+from bench.analysis.failover import fault_target
 from bench.broker.faults import fault_summary, parse_fault, schedule_warnings
 from bench.commands import run as run_command
 from bench.core.runner import run_scenario
@@ -21,12 +22,13 @@ HELP = "run a scenario while broker nodes are killed, stopped, paused, isolated 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     run_command.add_arguments(parser)
-    parser.add_argument("--fault", dest="faults", action="append", default=[], metavar="KIND[:TARGET]@AT+FOR",
+    parser.add_argument("--fault", dest="faults", action="append", default=[], metavar="KIND[:TARGET][=DELAYms]@AT[+FOR]",
                         help="kill@20+5: SIGKILL the broker 20 s into the run, start it again 5 s later; "
                              "pause@40+5: SIGSTOP it for 5 s; on a cluster kill:leader@20+10, pause:follower@20+5, "
                              "kill:controller@20+10, stop:node2@20+10, rolling-restart@20, isolate:leader@20+5, "
-                             "delay:node1=200ms@20+10 (repeatable, must not overlap; added to the scenario's faults; "
-                             "docs/faults.md)")
+                             "delay:node1=200ms@20+10; on any broker slow-consumer=20ms@10+15: the run's consumer "
+                             "sleeps 20 ms after each batch it reads from 10 s to 25 s (repeatable, must not overlap "
+                             "on one target; added to the scenario's faults; docs/faults.md)")
     parser.add_argument("--state-dir", help="state dir of the embedded broker or cluster to fault (default: the one "
                                             "under .state/ that answers at --bootstrap-servers)")
 
@@ -53,7 +55,7 @@ def run(args: argparse.Namespace) -> int:
         run_command.write_report(folder, result)
     print(run_command.summary_text(result, folder))
     for event in result["events"]:
-        if event["kind"].startswith(("broker-", "fault-")):
+        if event["kind"].startswith(("broker-", "fault-", "consumer-")):
             print(f"fault event at {event['t_s']:7.3f} s: {event['kind']} ({event['detail']})")
     summary = {name: "not measured" if value is None else f"{value:,}" for name, value in fault_summary(result).items()}
     print(f"faults: lost acknowledged orders {summary['lost']}, failed deliveries {summary['failed']}, "
@@ -68,14 +70,23 @@ def _ms(value: float | None) -> str:
 
 
 def failover_lines(failover) -> list[str]:
-    """One line per fault: node and role, unavailability, new leader, p99.9 during vs before."""
+    """One line per fault: node and role, unavailability, new leader, p99.9 during vs before; for
+    a slow consumer, the gap without a consumed message and end-to-end latency during vs before."""
     lines = []
     for fault in (failover or {}).get("faults", []):
+        head = f"failover {fault['fault']} on {fault_target(fault)} at {fault['start_s']:.3f} s: "
+        if fault["node_id"] is None:
+            latency = fault["latency_us"].get("end_to_end", {})
+            during, before = latency.get("during", {}), latency.get("before", {})
+            lines.append(head + f"longest gap without a consumed message {_ms(fault['longest_consume_gap_ms'])}, "
+                         f"{METRICS['end_to_end_p50'].label} {format_us(during.get('p50'))} during vs "
+                         f"{format_us(before.get('p50'))} before, {METRICS['end_to_end_p99'].label} "
+                         f"{format_us(during.get('p99'))} vs {format_us(before.get('p99'))}")
+            continue
         latency = fault["latency_us"].get("service_time", {})
         during, before = latency.get("during", {}), latency.get("before", {})
         lines.append(
-            f"failover {fault['fault']} on node {fault['node_id']} ({fault['role']}) at {fault['start_s']:.3f} s: "
-            f"longest gap without an ack {_ms(fault['longest_ack_gap_ms'])}, without a consumed message "
+            head + f"longest gap without an ack {_ms(fault['longest_ack_gap_ms'])}, without a consumed message "
             f"{_ms(fault['longest_consume_gap_ms'])}, new leader in metadata after {_ms(fault['new_leader_ms'])}, "
             f"{METRICS['service_time_p99_9'].label} {format_us(during.get('p99_9'))} during vs {format_us(before.get('p99_9'))} before")
     return lines

@@ -3,16 +3,16 @@
 from __future__ import annotations
 
 import argparse
-import os
 import signal
 import time
 from pathlib import Path
 
 from bench.broker.ensure import ensure_broker
 from bench.commands._options import add_broker_arguments, add_results_argument, read_client_config
+from bench.core.field_checks import check_client_config
 from bench.core.protocol import ERRORS_LOG, write_child_errors
 from bench.core.result import write_run_folder
-from bench.core.scenario import COMPRESSIONS, check_client_config
+from bench.core.scenario import COMPRESSIONS
 from bench.large_message.plan import (
     DEFAULT_COMPRESSIONS,
     QUICK_MAX_SIZE,
@@ -27,9 +27,10 @@ from bench.large_message.plan import (
 from bench.large_message.process import SweepInterrupted
 from bench.large_message.progress import SweepProgress, format_duration
 from bench.large_message.result import format_java_row, format_row, sweep_result
-from bench.large_message.sweep import LargeMessageSweep, drop_acked, preflight
+from bench.large_message.sweep import LargeMessageSweep, preflight
 from bench.output.report import write_run_report
 from bench.peers.java import JavaPeer
+from bench.results.environment import capture_environment
 from bench.results.metrics import LATENCY_LABELS
 from streamstore.admin import connect_admin
 from streamstore.config import (
@@ -42,11 +43,6 @@ from streamstore.orders import PAYLOAD_KINDS
 
 NAME = "large-message"
 HELP = "sweep message sizes up to the 1 GB client limit, gzip on and off: latency, throughput, wire size, memory"
-
-# Test hook, not for users: the broker drops the first N acked messages of every cell before its
-# consumer reads them (the consumer then starts after the cell's acks; see bench/large_message/cell.py).
-DROP_ACKED_ENV = "BENCH_LARGE_MESSAGE_TEST_DROP_ACKED"
-
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--sizes", help="comma-separated sizes, e.g. 1KB,10MB,max (powers of 1000; max = "
@@ -105,19 +101,8 @@ def _check_sweep_settings(config: dict) -> dict:
     return check_client_config("--client-config", config, SWEEP_OWNED_CLIENT_KEYS)
 
 
-def drop_acked_count() -> int:
-    """The test hook's N (0: off)."""
-    text = os.environ.get(DROP_ACKED_ENV, "").strip()
-    if not text:
-        return 0
-    if not text.isdigit() or int(text) < 1:
-        raise UsageError(f"{DROP_ACKED_ENV}={text!r}: expected a whole number of messages >= 1")
-    return int(text)
-
-
 def run(args: argparse.Namespace) -> int:
     options = options_from_args(args)
-    drop = drop_acked_count()
     # The client limit needs no broker: say so before starting or contacting one.
     problem = preflight_problem(options.sizes, [])
     if problem:
@@ -140,9 +125,10 @@ def run(args: argparse.Namespace) -> int:
         progress = SweepProgress(options.cells())
         sweep = LargeMessageSweep(options, broker.bootstrap_servers, admin, broker_settings, progress,
                                   on_row=lambda row: (progress.finish(), print(format_row(row), flush=True)),
-                                  after_acks=drop_acked(admin, drop) if drop else None, java=java,
+                                  java=java,
                                   on_java=lambda row: (progress.finish(), print(format_java_row(row), flush=True)))
         started_at = time.time()
+        environment = capture_environment()  # once, at the start of the sweep
         interrupted = False
         # Ctrl+C and SIGTERM (a cancelled CI job, `kill`) are only noted; the sweep acts on them
         # where it waits for a worker and between cells: result kept, marked interrupted, exit 130.
@@ -157,10 +143,8 @@ def run(args: argparse.Namespace) -> int:
             progress.finish()
         if interrupted:
             _say("interrupted: stopped the sweep, its workers and topics (result marked interrupted)")
-        hook = [f"test hook {DROP_ACKED_ENV}={drop}: the broker dropped the first {drop} acked message(s) of every "
-                "cell; consumers started after the acks, so end-to-end times were not measured"] if drop else []
-        result = sweep_result(options, sweep.run_id, sweep.rows, sweep.bare, broker, topic_settings, started_at,
-                              interrupted, hook, peer_version=java.kafka_version if java else None)
+        result = sweep_result(options, sweep.run_id, sweep.rows, sweep.bare, environment, broker, topic_settings,
+                              started_at, interrupted, [], peer_version=java.kafka_version if java else None)
     folder, document = write_run_folder(args.results_dir, result)
     if sweep.worker_failures:  # each failed cell's one-line error names this file
         write_child_errors(folder / ERRORS_LOG, sweep.worker_failures)

@@ -21,7 +21,8 @@ _FLAG_FIELDS = {"rate": "rate", "duration": "duration_s", "warmup": "warmup_s", 
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("scenario", help="scenario TOML file (e.g. scenarios/steady-orders.toml)")
+    parser.add_argument("scenario", help="scenario TOML file, or the name of one in scenarios/ "
+                                         "(scenarios/steady-orders.toml or steady-orders)")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                         help="override a scenario field (repeatable), e.g. --set rate=5000 --set producer_config.client.id=me")
     parser.add_argument("--rate", type=float, help="messages/s over all producers; 0 = as fast as possible")

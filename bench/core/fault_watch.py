@@ -1,18 +1,21 @@
-"""Broker faults during one `bench run`: the injector that causes them on schedule, the sampler
+"""Faults during one `bench run`: the injector that causes broker faults on schedule, the sampler
 that watches leaders and ISRs meanwhile, and the run's `failover` section built from both and
 from what the run measured (bench/analysis/failover.py).
 
 Both live in the coordinating process, never in a producer, whose timing they would disturb.
+A slow-consumer fault is acted on by the tracker itself (bench/core/tracker.py), by the same
+clock; here it gets its events and its record, so its figures are measured like a broker fault's.
 """
 
 from __future__ import annotations
 
+import time
 from collections.abc import Sequence
 from typing import Any
 
 from bench.analysis.failover import failover_section
 from bench.broker.ensure import BrokerInUse
-from bench.broker.fault_spec import check_targets
+from bench.broker.fault_spec import SLOW_CONSUMER, broker_faults, check_targets
 from bench.broker.faults import ROLLING_RESTART_CUT_SHORT, Fault, FaultInjector
 from bench.broker.nodes import nodes_of
 from bench.broker.proxy_control import remote_proxies
@@ -37,11 +40,16 @@ class FaultWatch:
     def __init__(self, scenario: Scenario, broker: BrokerInUse, faults: Sequence[Fault]):
         self.scenario = scenario
         self.bootstrap_servers = broker.bootstrap_servers
-        proxies = remote_proxies(broker.embedded.state_dir)
-        check_targets(faults, len(nodes_of(broker.embedded)), scenario.partitions, proxied=bool(proxies))
-        self.injector: FaultInjector | None = FaultInjector(
-            broker.embedded, faults, admin=self._metadata(), topic=scenario.topic,
-            controller=lambda: active_controller(self.bootstrap_servers), proxies=proxies)
+        self.slow_consumer = [fault for fault in faults if fault.kind == SLOW_CONSUMER]
+        self.injector: FaultInjector | None = None
+        if broker_faults(faults):
+            proxies = remote_proxies(broker.embedded.state_dir)
+            check_targets(faults, len(nodes_of(broker.embedded)), scenario.partitions, proxied=bool(proxies))
+            self.injector = FaultInjector(
+                broker.embedded, broker_faults(faults), admin=self._metadata(), topic=scenario.topic,
+                controller=lambda: active_controller(self.bootstrap_servers), proxies=proxies)
+        self.ended = False
+        self.t0_ns = 0
         self.sampler: MetadataSampler | None = None
         self.events: list[dict[str, Any]] = []
         self.records: list[dict[str, Any]] = []
@@ -51,17 +59,36 @@ class FaultWatch:
         return AnyNodeMetadata(scenario_admin(self.scenario, self.bootstrap_servers), self.scenario.producer_config)
 
     def start(self, t0_ns: int) -> None:
+        self.t0_ns = t0_ns
         self.sampler = MetadataSampler(self._metadata(), self.scenario.topic, t0_ns / NS_PER_S).start()
-        self.injector.start(t0_ns / NS_PER_S)
+        if self.injector is not None:
+            self.injector.start(t0_ns / NS_PER_S)
 
     def end(self) -> None:
         """End the current fault and keep the events; the sampler keeps watching until `stop`."""
-        if self.injector is None:
+        if self.ended:
             return
-        self.injector.stop()
-        self.events, self.records = self.injector.events, self.injector.records
-        self.error = f"fault injection failed: {self.injector.error}" if self.injector.error is not None else None
-        self.injector = None
+        self.ended = True
+        if self.injector is not None:
+            self.injector.stop()
+            self.events, self.records = list(self.injector.events), list(self.injector.records)
+            self.error = f"fault injection failed: {self.injector.error}" if self.injector.error is not None else None
+        if self.t0_ns:
+            self._slow_consumer_records((time.perf_counter_ns() - self.t0_ns) / NS_PER_S)
+
+    def _slow_consumer_records(self, elapsed_s: float) -> None:
+        """The slow-consumer faults that began before the end: the tracker slept from AT to AT+FOR
+        (or the end, if the run stopped first) by the run's clock."""
+        for fault in self.slow_consumer:
+            if fault.at_s >= elapsed_s:
+                continue
+            end_s = round(min(fault.at_s + fault.for_s, elapsed_s), 3)
+            self.records.append({"fault": str(fault), "kind": fault.kind, "node_id": None, "role": "consumer",
+                                 "partition": None, "start_s": fault.at_s, "end_s": end_s, "back_s": None})
+            self.events += [
+                {"t_s": fault.at_s, "kind": "consumer-slow",
+                 "detail": f"the tracker sleeps {fault.delay_ms:g} ms after each batch it reads"},
+                {"t_s": end_s, "kind": "consumer-normal", "detail": "the tracker reads without sleeping again"}]
 
     def stop(self) -> None:
         self.end()

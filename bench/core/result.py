@@ -21,7 +21,6 @@ from bench.broker.ensure import BrokerInUse
 from bench.core.audit import AuditOutcome, Verdict
 from bench.core.recorder import RunRecorder
 from bench.core.scenario import Scenario
-from bench.results.environment import environment_metadata
 from bench.results.formatting import utc_iso
 from bench.results.histograms import write_interval_log
 from bench.results.metrics import HLOG_LATENCIES
@@ -61,7 +60,11 @@ class Counts:
         return {name: getattr(self, name) for name in COUNT_FIELDS}
 
     def warnings(self) -> list[str]:
-        return [f"{name} not measured: {reason}" for name, reason in self.not_measured.items()]
+        """A warning for each count not measured, except malformed where the engine never checks
+        values (`bench run`, Locust): that is how they work, said once in docs/result-format.md,
+        and the reason stays in the result's `counts_not_measured`."""
+        return [f"{name} not measured: {reason}" for name, reason in self.not_measured.items()
+                if not (name == "malformed" and reason == MALFORMED_NOT_CHECKED)]
 
 
 def sum_counts(parts: Mapping[str, Counts]) -> Counts:
@@ -101,11 +104,13 @@ def run_counts(totals: Mapping[str, int], *, failed: int, audit: AuditOutcome, t
 
 def broker_section(broker: BrokerInUse, topic_settings: Mapping[str, str] | None,
                    topic_settings_unread: str | None = None) -> dict[str, Any]:
-    """The result's `broker`: where it answered, whether it was the embedded one, the broker and
-    topic settings that shape the figures."""
-    return {"bootstrap_servers": broker.bootstrap_servers, "version": broker.version,
-            "embedded": broker.embedded is not None, "settings": dict(broker.settings),
-            **topic_settings_fields(topic_settings, topic_settings_unread)}
+    """The result's `broker`, as measured when the run started (BrokerInUse.section), with the
+    topic settings (None, and the reason in `not_measured`, when no node answered for them)."""
+    section = broker.section(topic_settings or {})
+    fields = topic_settings_fields(topic_settings, topic_settings_unread)
+    section["topic_settings"] = fields["topic_settings"]
+    section["not_measured"] = {**section["not_measured"], **fields.get("not_measured", {})}
+    return section
 
 
 def topic_settings_fields(topic_settings: Mapping[str, str] | None, unread: str | None) -> dict[str, Any]:
@@ -121,10 +126,12 @@ class RunResult:
     run_id: str
     scenario: Mapping[str, Any]     # the scenario as run (Scenario.to_dict())
     fingerprint: str
+    # Both measured once, when the run started (capture_environment, measure_broker).
+    environment: Mapping[str, Any]
     broker: Mapping[str, Any]
     started_at: float               # wall clock, seconds since the epoch
     ended_at: float
-    duration_s: float
+    duration_s: float | None       # None: not measured (the warnings say why)
     warmup_s: float
     verdict: Verdict
     counts: Counts
@@ -144,16 +151,17 @@ class RunResult:
             "run_id": self.run_id,
             "scenario": dict(self.scenario),
             "fingerprint": self.fingerprint,
-            "environment": {**environment_metadata(), "producer_and_tracker_same_host": self.same_host},
+            "environment": {**self.environment, "producer_and_tracker_same_host": self.same_host},
             "broker": dict(self.broker),
             "started_at": utc_iso(self.started_at),
             "ended_at": utc_iso(self.ended_at),
-            "duration_s": round(self.duration_s, 3),
+            "duration_s": round(self.duration_s, 3) if self.duration_s is not None else None,
             "warmup_s": self.warmup_s,
             "status": self.verdict.status,
             "failure": self.verdict.failure,
             "audit": self.audit,
             "counts": self.counts.to_dict(),
+            "counts_not_measured": dict(self.counts.not_measured),
             "throughput": dict(self.throughput) if self.throughput is not None else None,
             "lag": lag_summary(self.series, self.warmup_s) if self.series else None,
             "latency_us": dict(self.latency_us),
@@ -205,14 +213,15 @@ def delivery_report_sections(scenario: Scenario, recorder: RunRecorder) -> dict[
 
 
 def run_throughput(series: Mapping[str, Any], warmup_s: float, message_bytes: int | None, *, acked: int,
-                   producing_s: float, elapsed_s: float) -> dict[str, Any]:
+                   producing_s: float | None, elapsed_s: float | None) -> dict[str, Any]:
     """The result's `throughput`: the measured-window figures (the one throughput every report,
     compare and the gate read), and the timing of the whole run beside them: `producing_s`
     (first to last send), `elapsed_s` (first send to last ack) and `elapsed_acked_per_s` (acked /
     elapsed_s, warm-up included: the figure `bench calibrate` sets beside a bare loop)."""
     return {**throughput_summary(series, warmup_s, message_bytes),
-            "producing_s": round(producing_s, 3), "elapsed_s": round(elapsed_s, 3),
-            "elapsed_acked_per_s": round(acked / elapsed_s, 1) if elapsed_s > 0 else None}
+            "producing_s": round(producing_s, 3) if producing_s is not None else None,
+            "elapsed_s": round(elapsed_s, 3) if elapsed_s is not None else None,
+            "elapsed_acked_per_s": round(acked / elapsed_s, 1) if elapsed_s else None}
 
 
 def clamped_warnings(recorder: RunRecorder) -> list[str]:

@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from bench.broker.ensure import BrokerInUse, ensure_broker, no_embedded_reason
+from bench.broker.fault_spec import broker_faults
 from bench.broker.faults import Fault, parse_faults
 from bench.core.audit import OFFSET_COUNTS, AuditOutcome, audit_method, run_verdict, trace_sample_every
 from bench.core.client_stats import client_latency_warnings
@@ -48,6 +49,7 @@ from bench.core.result import (
 )
 from bench.core.scenario import Scenario
 from bench.core.tracker import tracker_main
+from bench.results.environment import capture_environment
 from bench.results.store import DEFAULT_RESULTS_ROOT, check_results_root
 from streamstore.admin import ensure_topic, topic_configs
 from streamstore.errors import RunFailed, UsageError
@@ -149,6 +151,8 @@ class _Run:
         self.t0_ns: int | None = None
         self.faults = tuple(faults)
         self.fault_watch = FaultWatch(scenario, broker, self.faults) if faults else None
+        # Measured once, at run start (the broker's facts were measured by ensure_broker).
+        self.environment = capture_environment()
 
     def execute(self) -> tuple[int, Path, dict[str, Any]]:
         start_offsets, self.topic_settings, self.topic_settings_unread = prepare_topic(self.scenario,
@@ -292,6 +296,7 @@ class _Run:
         elapsed_s = max((o.elapsed_s for o in outcomes), default=0.0)
         result = RunResult(
             kind="run", run_id=self.run_id.hex, scenario=self.scenario.to_dict(), fingerprint=self.scenario.fingerprint(),
+            environment=self.environment,
             broker=broker_section(self.broker, self.topic_settings, self.topic_settings_unread),
             started_at=self.started_at, ended_at=ended_at, duration_s=producing_s, warmup_s=self.scenario.warmup_s,
             verdict=verdict, audit=audit.method,
@@ -361,7 +366,6 @@ def run_scenario(
     broker_mode: str = "auto",
     keep_broker: bool = False,
     out: TextIO | None = None,
-    faults: Sequence[Fault] = (),
     broker_state_dir: str | os.PathLike | None = None,
 ) -> tuple[int, Path, dict[str, Any]]:
     """Run one scenario end to end; returns (exit code, run folder, result dict).
@@ -371,8 +375,7 @@ def run_scenario(
     Set-up problems (bad topic, broker unreachable) raise UsageError / RunFailed instead.
     """
     out = out if out is not None else sys.stdout
-    # The scenario's own faults, unless the caller passes a schedule.
-    faults = tuple(faults) or parse_faults(scenario.faults)
+    faults = parse_faults(scenario.faults)
     check_client_settings(scenario, bootstrap_servers)
     check_results_root(results_root)
     # The scenario's client settings (SASL, SSL) also reach the broker checks.
@@ -385,7 +388,7 @@ def run_scenario(
         if broker.started_here:
             say(f"broker {broker.describe('run')}")
         broker.check_room(scenario.planned_bytes())
-        if faults and broker.embedded is None:
-            raise UsageError(f"faults need the embedded broker: {no_embedded_reason(bootstrap_servers, broker_state_dir)}")
+        if broker_faults(faults) and broker.embedded is None:
+            raise UsageError(f"broker faults need the embedded broker: {no_embedded_reason(bootstrap_servers, broker_state_dir)}")
         code, folder, result = _Run(scenario, broker, Path(results_root), out, faults).execute()
     return code, folder, result

@@ -28,6 +28,16 @@ from pathlib import Path
 from typing import Any
 
 from bench.broker.fault_spec import check_schedule, parse_faults
+from bench.core.field_checks import (
+    check_choice,
+    check_client_config,
+    check_int,
+    check_name,
+    check_number,
+    flatten_settings,
+    parse_size,
+)
+from bench.core.scenario_files import resolve_scenario_path, scenarios_held, unknown_name
 from bench.results.fingerprint import fingerprint_of
 from bench.results.redaction import redact_secrets
 from streamstore.config import CLIENT_MESSAGE_MAX_BYTES, MAX_VALUE_BYTES
@@ -66,28 +76,11 @@ _FIELD_OWNED_PRODUCER_KEYS = {key: f"the scenario field {field!r}; set that inst
     "delivery.report.only.error": "delivery_reports",
 }.items()}
 
-_SIZE_UNITS = {"": 1, "b": 1, "kb": 1000, "mb": 1000**2, "gb": 1000**3, "kib": 1024, "mib": 1024**2, "gib": 1024**3}
-_SIZE_TEXT = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([a-zA-Z]*)\s*$")
 _TOPIC_NAME = re.compile(r"^[A-Za-z0-9._-]{1,249}$")
 
-def parse_size(value: Any, field: str) -> int:
-    """Bytes from 200, "200", "1KB" (1000), "10MB", "1GB" (1e9), "64KiB" (65536)."""
-    if isinstance(value, bool):
-        raise UsageError(f"{field}: expected a size like 200, 1KB, 10MB or 1GB, not {value!r}")
-    if isinstance(value, int):
-        number, unit = value, ""
-    elif isinstance(value, str) and (match := _SIZE_TEXT.match(value)):
-        number, unit = float(match.group(1)), match.group(2).lower()
-    else:
-        raise UsageError(f"{field}: expected a size like 200, 1KB, 10MB or 1GB, not {value!r}")
-    if unit not in _SIZE_UNITS:
-        raise UsageError(
-            f"{field}: unknown size unit {match.group(2)!r} in {value!r} (use B, KB, MB, GB = powers of 1000, or KiB, MiB, GiB)"
-        )
-    size = number * _SIZE_UNITS[unit]
-    if size != int(size):
-        raise UsageError(f"{field}: {value!r} is not a whole number of bytes")
-    return int(size)
+# Fields of older result files, no longer scenario fields: ignored when 0 (off), refused otherwise.
+_RETIRED_FIELDS = {"fault_consumer_delay_ms": 'the slow-consumer fault, e.g. faults = ["slow-consumer=20ms@0+30"]',
+                   "fault_tracker_stall_s": "nothing: it was a test seam"}
 
 
 def max_message_size(keys: str) -> int:
@@ -132,12 +125,8 @@ class Scenario:
     consumer_config: Mapping[str, Any] = dataclasses.field(default_factory=dict)
     # After producing, the tracker gives up after this long without consuming any of the run's messages.
     drain_timeout_s: float = 10.0
-    # Test-only fault injection: the tracker sleeps this long after each consumed batch.
-    fault_consumer_delay_ms: float = 0.0
-    # Test-only fault injection: the tracker consumes nothing for this long after the start (so a
-    # test can make the broker drop acked messages before they are read).
-    fault_tracker_stall_s: float = 0.0
-    # Broker/cluster faults during the run, in the --fault syntax (docs/faults.md), e.g. "kill:leader@20+10".
+    # Faults during the run, in the --fault syntax (docs/faults.md), e.g. "kill:leader@20+10" or
+    # "slow-consumer=20ms@10+15".
     faults: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
@@ -160,11 +149,13 @@ class Scenario:
 
         Sizes may be text ("1KB"); nested client-config tables are flattened to dotted keys.
         """
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(values) - known)
-        if unknown:
-            raise UsageError(f"{source}: unknown field {unknown[0]!r} (known fields: {', '.join(sorted(known))})")
         fields = dict(values)
+        for retired, successor in _RETIRED_FIELDS.items():
+            if retired in fields and fields.pop(retired) not in (0, 0.0):
+                raise UsageError(f"{source}: {retired} is no longer a scenario field; use {successor}")
+        unknown = sorted(set(fields) - FIELD_NAMES)
+        if unknown:
+            raise UsageError(f"{source}: {unknown_field(unknown[0])}")
         for size_field in ("message_size", "batch_size"):
             if size_field in fields:
                 fields[size_field] = parse_size(fields[size_field], size_field)
@@ -185,13 +176,15 @@ class Scenario:
 
     @classmethod
     def from_toml(cls, path: str | Path, overrides: Mapping[str, Any] | None = None) -> Scenario:
-        """Read a scenario file, apply overrides (from `--set` or flags), validate."""
-        path = Path(path)
+        """Read a scenario file, apply overrides (from `--set` or flags), validate.
+
+        path: a file, or the name of one in `scenarios/` (`steady-orders`)."""
+        path = resolve_scenario_path(path)
         try:
             with path.open("rb") as handle:
                 values = tomllib.load(handle)
         except FileNotFoundError:
-            raise UsageError(f"scenario file {path} does not exist") from None
+            raise UsageError(f"scenario file {path} does not exist{scenarios_held(path)}") from None
         except IsADirectoryError:
             raise UsageError(f"scenario file {path} is a folder, not a TOML file") from None
         except OSError as error:
@@ -227,29 +220,36 @@ class Scenario:
         return fingerprint_of(self.to_dict())
 
 
+FIELD_NAMES = frozenset(field.name for field in dataclasses.fields(Scenario))
+
+
+def unknown_field(name: str) -> str:
+    return unknown_name("field", name, FIELD_NAMES)
+
+
 # -- validation ------------------------------------------------------------------------------
 
 
 def _validate(scenario: Scenario) -> None:
     """Every field's check, with the one-line UsageError a user sees; normalizes numbers and settings."""
-    _check_name("name", scenario.name)
+    check_name("name", scenario.name)
     if not isinstance(scenario.topic, str) or not _TOPIC_NAME.match(scenario.topic) or scenario.topic in {".", ".."}:
         raise UsageError(f"topic: {scenario.topic!r} is not a Kafka topic name (1-249 of A-Z a-z 0-9 . _ -)")
-    _check_int("partitions", scenario.partitions, 1, 10_000)
-    _check_int("replication_factor", scenario.replication_factor, 1, 32)
+    check_int("partitions", scenario.partitions, 1, 10_000)
+    check_int("replication_factor", scenario.replication_factor, 1, 32)
     _check_replication(scenario)
-    _check_choice("payload", scenario.payload, PAYLOAD_KINDS)
-    _check_choice("compression", scenario.compression, COMPRESSIONS)
-    _check_choice("acks", scenario.acks, ACKS)
-    _check_choice("keys", scenario.keys, KEY_MODES)
+    check_choice("payload", scenario.payload, PAYLOAD_KINDS)
+    check_choice("compression", scenario.compression, COMPRESSIONS)
+    check_choice("acks", scenario.acks, ACKS)
+    check_choice("keys", scenario.keys, KEY_MODES)
     low, high = COMPRESSION_LEVELS[scenario.compression]
     if high == -1 and scenario.compression_level != -1:
         raise UsageError(f"compression_level: {scenario.compression} has no levels (allowed -1 = default)")
-    _check_int("compression_level", scenario.compression_level, -1, high)
+    check_int("compression_level", scenario.compression_level, -1, high)
     if scenario.compression_level != -1 and scenario.compression_level < low:
         raise UsageError(f"compression_level: {scenario.compression_level} is out of range for {scenario.compression} "
                          f"(allowed -1 or {low}..{high})")
-    _check_int("message_size", scenario.message_size, 1, None)
+    check_int("message_size", scenario.message_size, 1, None)
     limit = max_message_size(scenario.keys)
     if scenario.message_size > limit:
         raise UsageError(
@@ -257,21 +257,18 @@ def _validate(scenario: Scenario) -> None:
             f"(librdkafka message.max.bytes {CLIENT_MESSAGE_MAX_BYTES:,} minus record, trace header"
             f"{' and order-id key' if scenario.keys == 'order_id' else ''} overhead)"
         )
-    _check_int("batch_size", scenario.batch_size, *BATCH_SIZE_RANGE)
-    _check_number("rate", scenario.rate, 0, None)
-    _check_number("duration_s", scenario.duration_s, 0, None, open_low=True)
-    _check_number("warmup_s", scenario.warmup_s, 0, None)
-    _check_number("drain_timeout_s", scenario.drain_timeout_s, 0, None)
-    _check_number("linger_ms", scenario.linger_ms, 0, 900_000)
-    _check_number("fault_consumer_delay_ms", scenario.fault_consumer_delay_ms, 0, 60_000)
-    _check_number("fault_tracker_stall_s", scenario.fault_tracker_stall_s, 0, 3600)
+    check_int("batch_size", scenario.batch_size, *BATCH_SIZE_RANGE)
+    check_number("rate", scenario.rate, 0, None)
+    check_number("duration_s", scenario.duration_s, 0, None, open_low=True)
+    check_number("warmup_s", scenario.warmup_s, 0, None)
+    check_number("drain_timeout_s", scenario.drain_timeout_s, 0, None)
+    check_number("linger_ms", scenario.linger_ms, 0, 900_000)
     # Whole numbers from TOML are fine; store floats so equal scenarios compare and hash equal.
-    for field in ("rate", "duration_s", "warmup_s", "drain_timeout_s", "linger_ms", "fault_consumer_delay_ms",
-              "fault_tracker_stall_s"):
+    for field in ("rate", "duration_s", "warmup_s", "drain_timeout_s", "linger_ms"):
         object.__setattr__(scenario, field, float(getattr(scenario, field)))
     if scenario.warmup_s >= scenario.duration_s:
         raise UsageError(f"warmup_s: {scenario.warmup_s:g} must be shorter than duration_s ({scenario.duration_s:g})")
-    _check_int("producers", scenario.producers, 1, 64)
+    check_int("producers", scenario.producers, 1, 64)
     if not isinstance(scenario.idempotence, bool):
         raise UsageError(f"idempotence: expected true or false, not {scenario.idempotence!r}")
     if scenario.idempotence and scenario.acks != "all":
@@ -289,12 +286,12 @@ def _check_delivery_reports(scenario: Scenario) -> None:
     if scenario.delivery_reports is None:
         object.__setattr__(scenario, "delivery_reports",
                            DEFAULT_DELIVERY_REPORTS["flat_out" if scenario.rate == 0 else "fixed_rate"])
-    _check_choice("delivery_reports", scenario.delivery_reports, DELIVERY_REPORTS)
+    check_choice("delivery_reports", scenario.delivery_reports, DELIVERY_REPORTS)
 
 
 def _check_replication(scenario: Scenario) -> None:
     if scenario.min_insync_replicas is not None:
-        _check_int("min_insync_replicas", scenario.min_insync_replicas, 1, 32)
+        check_int("min_insync_replicas", scenario.min_insync_replicas, 1, 32)
         if scenario.min_insync_replicas > scenario.replication_factor:
             raise UsageError(
                 f"min_insync_replicas: {scenario.min_insync_replicas} is more than replication_factor "
@@ -307,8 +304,8 @@ def _check_phases(scenario: Scenario) -> None:
     if not isinstance(scenario.phases, tuple) or not all(isinstance(p, Phase) for p in scenario.phases):
         raise UsageError("phases: expected a list of {duration_s, rate} tables")
     for index, phase in enumerate(scenario.phases):
-        _check_number(f"phases[{index}].duration_s", phase.duration_s, 0, None, open_low=True)
-        _check_number(f"phases[{index}].rate", phase.rate, 0, None, open_low=True)
+        check_number(f"phases[{index}].duration_s", phase.duration_s, 0, None, open_low=True)
+        check_number(f"phases[{index}].rate", phase.rate, 0, None, open_low=True)
     if scenario.phases:
         if abs(sum(p.duration_s for p in scenario.phases) - scenario.duration_s) > 1e-9:
             raise UsageError("duration_s: with phases it is their sum; leave duration_s out")
@@ -332,6 +329,12 @@ def parse_set_option(text: str) -> tuple[str, Any]:
     key = key.strip()
     if not separator or not key:
         raise UsageError(f"--set {text!r}: expected key=value (e.g. --set rate=5000)")
+    field, dot, _ = key.partition(".")
+    if field not in FIELD_NAMES:
+        raise UsageError(f"--set {text}: {unknown_field(field)}")
+    if dot and field not in ("producer_config", "consumer_config"):
+        raise UsageError(f"--set {text}: only producer_config and consumer_config take dotted settings; "
+                         f"use --set {field}=VALUE")
     try:
         value = tomllib.loads(f"v = {raw.strip()}")["v"]
     except tomllib.TOMLDecodeError:
@@ -379,63 +382,10 @@ def _phases_fields(fields: Mapping[str, Any]) -> dict[str, Any]:
         if not isinstance(entry, Mapping) or set(entry) != {"duration_s", "rate"}:
             raise UsageError(f"phases[{index}]: expected a table with exactly duration_s and rate")
         for key in ("duration_s", "rate"):
-            _check_number(f"phases[{index}].{key}", entry[key], 0, None, open_low=True)
+            check_number(f"phases[{index}].{key}", entry[key], 0, None, open_low=True)
         phases.append(Phase(float(entry["duration_s"]), float(entry["rate"])))
     derived = {"duration_s": sum(p.duration_s for p in phases), "rate": max(p.rate for p in phases)}
     for key, value in derived.items():
         if key in fields and fields[key] != value:
             raise UsageError(f"{key}: with phases it is derived from them ({value:g}); leave {key} out")
     return {"phases": tuple(phases), **derived}
-
-
-def flatten_settings(table: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
-    """TOML reads `sasl.mechanism = "PLAIN"` as nested tables; librdkafka wants dotted keys."""
-    flat: dict[str, Any] = {}
-    for key, value in table.items():
-        if isinstance(value, Mapping):
-            flat.update(flatten_settings(value, f"{prefix}{key}."))
-        else:
-            flat[f"{prefix}{key}"] = value
-    return flat
-
-
-def check_client_config(source: str, config: Any, owned: Mapping[str, str]) -> dict[str, Any]:
-    """Extra librdkafka settings as a user gave them (a scenario's producer_config, the sweep's
-    --client-config): a table of strings, numbers and booleans, none of them a key the harness
-    sets itself. owned: key -> what sets it, the end of the refusal "'key' is set by ..."."""
-    if not isinstance(config, Mapping):
-        raise UsageError(f"{source}: expected a table of librdkafka settings")
-    for key, value in config.items():
-        if key in owned:
-            raise UsageError(f"{source}: {key!r} is set by {owned[key]}")
-        if isinstance(value, (dict, list, tuple)) or value is None:
-            raise UsageError(f"{source}: {key!r} must be a string, number or boolean, not {value!r}")
-    return dict(config)
-
-
-def _check_name(field: str, value: Any) -> None:
-    if not isinstance(value, str) or not value.strip():
-        raise UsageError(f"{field}: expected a non-empty text, not {value!r}")
-
-
-def _check_choice(field: str, value: Any, allowed: tuple[str, ...]) -> None:
-    if value not in allowed:
-        raise UsageError(f"{field}: {value!r} is not allowed (allowed: {', '.join(allowed)})")
-
-
-def _check_int(field: str, value: Any, low: int, high: int | None) -> None:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise UsageError(f"{field}: expected a whole number, not {value!r}")
-    if value < low or (high is not None and value > high):
-        allowed = f"{low}..{high}" if high is not None else f">= {low}"
-        raise UsageError(f"{field}: {value} is out of range (allowed {allowed})")
-
-
-def _check_number(field: str, value: Any, low: float, high: float | None, open_low: bool = False) -> None:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or value != value:
-        raise UsageError(f"{field}: expected a number, not {value!r}")
-    too_low = value <= low if open_low else value < low
-    if too_low or (high is not None and value > high):
-        bound = f"> {low}" if open_low else f">= {low}"
-        allowed = f"{bound} and <= {high}" if high is not None else bound
-        raise UsageError(f"{field}: {value} is out of range (allowed {allowed})")

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 
 from confluent_kafka import KafkaException, Message, TopicPartition
 
+from bench.broker.fault_spec import SLOW_CONSUMER, consumer_delay_s, parse_faults
 from bench.core.audit import OffsetRanges, SequenceAudit, audits_offsets
 from bench.core.availability import PartitionActivity
 from bench.core.clients import describe_error, is_fatal, scenario_consumer_config
@@ -126,28 +127,18 @@ def _track(scenario: Scenario, bootstrap_servers: str, run_id: bytes, start_offs
                            start_offsets)
     partitions = [TopicPartition(scenario.topic, p) for p in sorted(start_offsets)]
     state = TrackerState(audits_offsets=offset_audit)
-    fault_delay_s = scenario.fault_consumer_delay_ms / 1000
+    # slow-consumer faults: the tracker sleeps after each batch it reads while one lasts.
+    slow_faults = [fault for fault in parse_faults(scenario.faults) if fault.kind == SLOW_CONSUMER]
     clock, time_ns = time.perf_counter_ns, time.time_ns
     reports.put(Ready(TRACKER))
     start.wait()
     second, next_second_ns = 0, t0_ns.value + NS_PER_S
-    stalled_until_ns = t0_ns.value + int(scenario.fault_tracker_stall_s * NS_PER_S) if scenario.fault_tracker_stall_s else 0
     drain_target: int | None = None
     drain_deadline_ns = next_control_ns = drain_idle_ns = 0
     try:
         while True:
             try:
-                if stalled_until_ns and clock() < stalled_until_ns:
-                    time.sleep(TRACKER_WAIT_S)
-                    messages = []
-                elif stalled_until_ns:
-                    # Assigned again from the start offsets: what librdkafka prefetched during
-                    # the stall is discarded, so the broker's log as it is now is what is read.
-                    stalled_until_ns = 0
-                    tracker.client.assign([TopicPartition(scenario.topic, p, offset) for p, offset in start_offsets.items()])
-                    messages = []
-                else:
-                    messages = tracker.consume(TRACKER_BATCH, 0) or tracker.consume(1, TRACKER_WAIT_S)
+                messages = tracker.consume(TRACKER_BATCH, 0) or tracker.consume(1, TRACKER_WAIT_S)
             except KafkaException as error:
                 # A broker down or restarting arrives as an error event (transport failure, all
                 # brokers down); the consumer reconnects by itself, so only a fatal error ends it.
@@ -159,8 +150,8 @@ def _track(scenario: Scenario, bootstrap_servers: str, run_id: bytes, start_offs
                 absorb_messages(messages, run_id, state, time_ns())
                 if drain_idle_ns and state.consumed_in_second > consumed_before:
                     drain_deadline_ns = clock() + drain_idle_ns
-                if fault_delay_s:
-                    time.sleep(fault_delay_s)
+                if slow_faults and (delay_s := consumer_delay_s(slow_faults, (clock() - t0_ns.value) / NS_PER_S)):
+                    time.sleep(delay_s)
             now = clock()
             while now >= next_second_ns:
                 _tracker_report(reports, tracker, partitions, start_offsets, state, second)

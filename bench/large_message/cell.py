@@ -2,23 +2,18 @@
 time, what the consumer received, and the audit of that against what the broker acknowledged.
 
 The consumer waits at the partition before the first message is produced, so its receive time
-minus the producer's send time is the end-to-end latency. Only when a test hook (`after_acks`)
-is given does the consumer start after the cell's acks, so the hook can act on the broker
-before anything was read; end-to-end times are then not latencies and are not recorded.
+minus the producer's send time is the end-to-end latency.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from typing import Any, Protocol
 
 from bench.large_message.plan import consume_timeout_s, delivery_timeout_s, level_for
 from bench.large_message.process import WORKER_GRACE_S, WORKER_START_TIMEOUT_S, CellFailed, WorkerProcess
 from bench.large_message.progress import SweepProgress
 from bench.large_message.result import NOTHING_RECEIVED, cell_counts, cell_row
-
-# A test hook called with (topic, first offset of the cell, high watermark after its acks).
-AfterAcks = Callable[[str, int, int], None]
 
 
 class CellTopics(Protocol):
@@ -40,13 +35,11 @@ class CellRun:
     """
 
     def __init__(self, size: int, compression: str, reps: int, level: int, payload: Mapping[str, int],
-                 producer: WorkerProcess, consumer: WorkerProcess, topics: CellTopics, progress: SweepProgress,
-                 after_acks: AfterAcks | None = None) -> None:
+                 producer: WorkerProcess, consumer: WorkerProcess, topics: CellTopics, progress: SweepProgress) -> None:
         self.size, self.compression, self.reps, self.level = size, compression, reps, level
         # The producer's payload as it reported it: size_bytes and crc32, checked by the consumer.
         self.payload = payload
         self.producer, self.consumer, self.topics, self.progress = producer, consumer, topics, progress
-        self.after_acks = after_acks
         self.deliver_s, self.consume_s = delivery_timeout_s(size), consume_timeout_s(size)
         self.produce_ms: list[float] = []
         self.end_to_end_ms: list[float] = []
@@ -74,24 +67,15 @@ class CellRun:
                         self.error, counts)
 
     def _exchange(self, topic: str, start: int) -> None:
-        if self.after_acks is None:
-            self._start_consumer(topic, start, self.reps, None)
+        self._start_consumer(topic, start, self.reps, None)
         for rep in range(1, self.reps + 1):
             self.progress.start(self.size, self.compression, rep, self.reps)
             produced = self._produce(topic)
-            if self.after_acks is not None:
-                continue
             consumed = self._next_message()
             if consumed is None:
                 return  # the consumer gave up waiting: the audit counts what is missing
             self.end_to_end_ms.append((consumed["received_ns"] - produced["sent_ns"]) / 1e6)
             self.progress.rep_done(self.size, self.compression, self.end_to_end_ms[-1] / 1000)
-        if self.after_acks is not None:
-            end = self.topics.high_watermark(topic)
-            self.after_acks(topic, start, end)
-            if not self.acked:
-                return
-            self._start_consumer(topic, start, self.acked, end)
         while self._next_message() is not None:
             pass
 

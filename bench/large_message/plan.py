@@ -11,7 +11,8 @@ import sys
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from bench.core.scenario import COMPRESSION_LEVELS, parse_size
+from bench.core.field_checks import parse_size
+from bench.core.scenario import COMPRESSION_LEVELS
 from bench.results.redaction import redact_secrets
 from streamstore.config import (
     CLIENT_MESSAGE_MAX_BYTES,

@@ -298,7 +298,8 @@ def sweep_warnings(payload: str, rows: Sequence[Mapping[str, Any]], bare: Mappin
 
 
 def sweep_result(options: SweepOptions, run_id: str, rows: Sequence[Mapping[str, Any]], bare: Mapping[str, Any] | None,
-                 broker: BrokerInUse, topic_settings: Mapping[str, str] | None, started_at: float, interrupted: bool,
+                 environment: Mapping[str, Any], broker: BrokerInUse, topic_settings: Mapping[str, str] | None,
+                 started_at: float, interrupted: bool,
                  extra_warnings: Sequence[str] = (), peer_version: str | None = None) -> RunResult:
     """The sweep as the core's result (kind "large-message"): no latency histograms or series,
     the figures are per cell in the `large_message` section."""
@@ -306,7 +307,8 @@ def sweep_result(options: SweepOptions, run_id: str, rows: Sequence[Mapping[str,
     counts = sweep_counts(rows)
     return RunResult(
         kind="large-message", run_id=run_id, scenario=options.to_dict(), fingerprint=options.fingerprint(),
-        broker=broker_section(broker, topic_settings or {}), started_at=started_at, ended_at=ended_at,
+        environment=environment, broker=broker_section(broker, topic_settings or {}), started_at=started_at,
+        ended_at=ended_at,
         duration_s=ended_at - started_at, warmup_s=0, verdict=sweep_verdict(rows, counts, interrupted), counts=counts,
         # Per cell: lost = acked - distinct offsets its consumer received.
         audit=OFFSETS, latency_us={}, series={},

@@ -22,7 +22,7 @@ from typing import Any
 from confluent_kafka.admin import AdminClient
 
 from bench.core.protocol import ChildFailed
-from bench.large_message.cell import AfterAcks, CellRun
+from bench.large_message.cell import CellRun
 from bench.large_message.plan import (
     SLOWEST_RATE_BYTES_PER_S,
     Limit,
@@ -49,7 +49,6 @@ from bench.large_message.yardsticks import bare_row, java_row
 from bench.peers.java import JavaPeer
 from streamstore.admin import (
     broker_configs,
-    delete_records,
     topic_configs,
 )
 from streamstore.errors import UsageError
@@ -73,12 +72,6 @@ def preflight(options: SweepOptions, admin: AdminClient) -> tuple[dict[str, str]
     return broker, topic
 
 
-def drop_acked(admin: AdminClient, count: int) -> AfterAcks:
-    """Test hook (`after_acks`): the broker drops the first `count` acked messages of every cell
-    (AdminClient.delete_records) before its consumer reads anything, so they are lost."""
-    def drop(topic: str, start: int, end: int) -> None:
-        delete_records(admin, topic, 0, min(start + count, end))
-    return drop
 
 
 @contextlib.contextmanager
@@ -95,7 +88,6 @@ def _ended_on_failure(worker: WorkerProcess) -> Iterator[None]:
 class LargeMessageSweep:
     """Runs the cells of a sweep against one broker and collects their rows.
 
-    after_acks: a test hook (see `cell.py`), e.g. `drop_acked`; None in real sweeps.
     java: Kafka's Java tools, run beside each cell once the size's worker processes have ended
     (so their memory is free); `on_java` is called with the row then.
 
@@ -108,7 +100,7 @@ class LargeMessageSweep:
     def __init__(self, options: SweepOptions, bootstrap_servers: str, admin: AdminClient,
                  broker_settings: Mapping[str, str], progress: SweepProgress,
                  on_row: Callable[[dict[str, Any]], None] = lambda row: None,
-                 after_acks: AfterAcks | None = None, java: JavaPeer | None = None,
+                 java: JavaPeer | None = None,
                  on_java: Callable[[dict[str, Any]], None] = lambda row: None) -> None:
         self.options = options
         self.java, self.on_java = java, on_java
@@ -116,7 +108,6 @@ class LargeMessageSweep:
         self.bootstrap_servers = bootstrap_servers
         self.progress = progress
         self.on_row = on_row
-        self.after_acks = after_acks
         self.rows: list[dict[str, Any]] = []
         self.bare: dict[str, Any] | None = None
         self.run_id = uuid.uuid4().hex
@@ -180,7 +171,7 @@ class LargeMessageSweep:
                     broken = True
                 else:
                     cell = CellRun(size, compression, reps, self.options.level, payload, producer, consumer, self.topics,
-                                   self.progress, self.after_acks)
+                                   self.progress)
                     row, broken = cell.run(), cell.broken
                 if broken:
                     # The workers may be mid-message: start fresh ones for the next cell.

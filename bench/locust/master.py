@@ -4,11 +4,9 @@ core as `bench run` (bench/core: protocol, merge, audit, result)."""
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import multiprocessing
 import multiprocessing.connection
-import socket
 import time
 import uuid
 from collections.abc import Mapping
@@ -19,37 +17,31 @@ import gevent
 from locust.runners import STATE_RUNNING, STATE_SPAWNING, LocalRunner, MasterRunner
 
 from bench.analysis.thresholds import Limit
-from bench.broker.ensure import describe_broker_settings
-from bench.core.audit import ProducerAccount, audit_method, run_verdict, trace_sample_every
+from bench.broker.ensure import BrokerInUse, measure_broker
+from bench.core.audit import audit_method
 from bench.core.clients import scenario_watermarks
 from bench.core.merge import RunMeasurements
 from bench.core.producer import CHILD_START_TIMEOUT_S
 from bench.core.protocol import TRACKER, Drain, Inbox, TrackerSecond
 from bench.core.recorder import RunRecorder
 from bench.core.result import (
-    RunResult,
-    clamped_warnings,
-    latency_summaries,
-    run_counts,
-    run_throughput,
-    topic_settings_fields,
+    OFFSETS_NOT_READ,
     write_run_folder,
 )
 from bench.core.runner import prepare_topic
 from bench.core.scenario import Scenario
 from bench.core.tracker import tracker_main
 from bench.locust.options import tracked_scenario
+from bench.locust.result import LOCAL_WORKER, WorkerAccounts, locust_result
 from bench.locust.worker import options_bootstrap
 from bench.output.report import write_run_report
-from bench.results.histograms import decode_histogram, encode_histogram, new_latency_histogram
+from bench.results.environment import capture_environment
 from bench.results.metrics import METRICS
 from streamstore.errors import StreamStoreError
 
 logger = logging.getLogger("bench.locust")
 
 NS_PER_S = 1_000_000_000
-# The worker name of the local runner's own producer in the merged counts.
-LOCAL_WORKER = "local"
 
 
 # How long the master waits for each worker's last report after the workers stopped (Locust
@@ -140,63 +132,6 @@ class TrackerProcess:
         self.control.close()
 
 
-class WorkerAccounts:
-    """What each worker (or the local runner) reported: counts, failed sequences, its service-time
-    histogram, how far it has reported; folded into the run's recorder as reports arrive."""
-
-    def __init__(self) -> None:
-        self.by_id: dict[str, dict[str, Any]] = {}
-        # Every worker's service time, whole run (Locust's own request count must equal its total).
-        self.all_service_time = new_latency_histogram()
-
-    def add(self, worker_id: str, report: Mapping[str, Any], measured: RunMeasurements) -> None:
-        worker = self.by_id.get(worker_id)
-        if worker is None:  # not setdefault: it would build a histogram for every report
-            worker = self.by_id[worker_id] = {"producer": report["producer"], "acked": 0, "failed": 0, "sent": 0,
-                                              "hdr_count": 0, "service_time": new_latency_histogram(),
-                                              "failed_sequences": [], "through": -1, "final": False}
-        recorder = measured.recorder
-        for second_text, data in report["seconds"].items():
-            second = max(0, int(second_text))
-            recorder.add_producer_report(second, data["sent"], data["acked"], data["failed"], [], [], [])
-            worker["acked"] += data["acked"]
-            worker["failed"] += data["failed"]
-            # Added bucket by bucket in C: re-recording the values one by one (hdrh's iterator
-            # and record_value are pure Python) cost the master more than a worker's sending.
-            histograms = {name: decode_histogram(data[name]) for name in ("service_time", "response_time", "send_delay")
-                          if data[name]}
-            for name, histogram in histograms.items():
-                recorder.latency[name].add_histogram(second, histogram)
-            if "service_time" in histograms:
-                histogram = histograms["service_time"]
-                worker["hdr_count"] += histogram.get_total_count()
-                worker["service_time"].add(histogram)
-                self.all_service_time.add(histogram)
-        worker["sent"] = report["sent_total"]
-        worker["failed_sequences"].extend(report["failed_sequences"])
-        measured.add_acked_ranges(report["acked_offsets"])
-        worker["final"] = report["final"]
-        if report["through"] is not None:
-            worker["through"] = report["through"]
-
-    def reported_through(self) -> list[int]:
-        """The last second each still-running worker has reported."""
-        return [w["through"] for w in self.by_id.values() if not w["final"]]
-
-    def not_final(self) -> list[str]:
-        return [worker_id for worker_id, w in self.by_id.items() if not w["final"]]
-
-    def producer_accounts(self) -> list[ProducerAccount]:
-        return [ProducerAccount(w["producer"], w["sent"], w["acked"], w["failed_sequences"]) for w in self.by_id.values()]
-
-    def section(self) -> dict[str, dict[str, Any]]:
-        """Each worker's counts and own delivery histogram (whole run, warm-up included, as
-        hdr_count): one slow worker shows, and the merged summary can be checked against the union."""
-        return {worker_id: {**{k: w[k] for k in ("producer", "sent", "acked", "failed", "hdr_count")},
-                            "service_time_histogram": _encoded_or_none(w["service_time"])}
-                for worker_id, w in self.by_id.items()}
-
-
 class LocustRun:
     """One test as the master (or local runner) sees it: merged measurements and the result."""
 
@@ -219,11 +154,18 @@ class LocustRun:
         self.topic_settings_unread: str | None = None  # why topic_settings is None
         self.failure: str | None = None
         self._greenlets: list = []
+        # Measured once, at the start, as `bench run` does (the broker in start()).
+        self.machine = capture_environment()
+        self.broker: BrokerInUse | None = None
 
     def start(self) -> None:
         bootstrap = options_bootstrap(self.environment)
+        self.broker = in_native_thread(measure_broker, bootstrap, self.scenario.producer_config)
         self.start_offsets, self.topic_settings, self.topic_settings_unread = in_native_thread(
             prepare_topic, self.scenario, bootstrap)
+        # Second 0 starts now, as the tracker and the producers start, not before the broker was
+        # measured and the topic prepared.
+        self.started_at = time.time()
         if not self.environment.parsed_options.no_tracker:
             # Its scenario's rate tells tracker_main whether this is a flat-out test (then it
             # yields the CPU to the producers and catches up in the drain, as in `bench run`).
@@ -295,10 +237,9 @@ class LocustRun:
                 self.failure = f"tracker failed: {self.tracker.error}"
         self.recorder.close_through(self.recorder.seconds())
         bootstrap = options_bootstrap(self.environment)
-        broker = in_native_thread(_broker_metadata, bootstrap, self.scenario, self.start_offsets, self.topic_settings,
-                                  self.topic_settings_unread)
+        offset_delta = in_native_thread(_offset_delta, bootstrap, self.scenario, self.start_offsets)
         folder, document = write_run_folder(self.environment.parsed_options.results_dir,
-                                            self._result(ended_at, broker), self.recorder)
+                                            locust_result(self, ended_at, offset_delta), self.recorder)
         write_run_report(folder, document)
         return folder, document
 
@@ -318,42 +259,6 @@ class LocustRun:
         missing = self.workers.not_final()
         if missing:
             self.failure = f"no final report from worker(s) {', '.join(missing)} within {FINAL_REPORT_TIMEOUT_S:g} s"
-
-    def _result(self, ended_at: float, broker: dict[str, Any]) -> RunResult:
-        totals = self.recorder.totals()
-        offset_delta = broker.pop("offset_delta")
-        audit = self.measured.audit(self.method, self.workers.producer_accounts())
-        verdict = run_verdict(interrupted=False, failure=self.failure, failed=totals["failed"], lost=audit.lost)
-        duration_s = max(ended_at - self.started_at, self.scenario.warmup_s + 0.1)
-        scenario = dataclasses.replace(self.scenario, duration_s=round(duration_s, 3),
-                                       rate=self.rate_per_user * self.peak_users)
-        stats = self.environment.runner.stats.total
-        series = self.recorder.series()
-        hosts = {worker_id.rsplit("_", 1)[0] for worker_id in self.workers.by_id}
-        warnings = clamped_warnings(self.recorder)
-        if audit.lost_examples:
-            warnings.append(f"lost, first ones: {', '.join(audit.lost_examples)}")
-        return RunResult(
-            kind="locust", run_id=self.run_id.hex(), scenario=scenario.to_dict(), fingerprint=scenario.fingerprint(),
-            broker=broker, started_at=self.started_at, ended_at=ended_at, duration_s=duration_s,
-            warmup_s=self.scenario.warmup_s, verdict=verdict, audit=audit.method,
-            counts=run_counts(totals, failed=totals["failed"], audit=audit, tracker_ran=self.tracker is not None,
-                              broker_offset_delta=offset_delta),
-            throughput=run_throughput(series, self.scenario.warmup_s, self.scenario.message_size, acked=totals["acked"],
-                                      producing_s=duration_s, elapsed_s=duration_s),
-            latency_us=latency_summaries(self.recorder, self.tracked, tracked=self.tracker is not None,
-                                         sample_every=trace_sample_every(self.tracked)),
-            series=series, warnings=warnings,
-            same_host=hosts <= {socket.gethostname(), LOCAL_WORKER},
-            sections={"locust": {
-                "users": self.peak_users,
-                "user_rate": self.rate_per_user,
-                "request_count": stats.num_requests,
-                "failure_count": stats.num_failures,
-                "hdr_total_count": self.workers.all_service_time.get_total_count(),
-                "workers": self.workers.section(),
-                "tracker": self.tracker is not None,
-            }})
 
 
 def status_text(recorder: RunRecorder, through: int, service_time, tracked: bool) -> str:
@@ -379,10 +284,6 @@ def status_text(recorder: RunRecorder, through: int, service_time, tracked: bool
     return ", ".join(parts)
 
 
-def _encoded_or_none(histogram) -> str | None:
-    return encode_histogram(histogram) if histogram.get_total_count() else None
-
-
 def _ms(value_us: float | None) -> str:
     return "-" if value_us is None else f"{value_us / 1000:.2f} ms"
 
@@ -405,15 +306,12 @@ def in_native_thread(function, *args):
     return value
 
 
-def _broker_metadata(bootstrap: str, scenario: Scenario, start_offsets: Mapping[int, int],
-                     topic_settings: Mapping[str, str] | None, topic_settings_unread: str | None) -> dict[str, Any]:
-    """The broker section of the result and the topic's offset growth, read with the scenario's
-    client settings (a SASL/SSL cluster answers nothing without them)."""
+def _offset_delta(bootstrap: str, scenario: Scenario, start_offsets: Mapping[int, int]) -> tuple[int | None, str]:
+    """How many records the topic gained during the test by the broker's own offsets, read with
+    the scenario's client settings (a SASL/SSL cluster answers nothing without them); None with
+    the reason when they could not be read."""
     try:
-        settings = describe_broker_settings(bootstrap, client_settings=scenario.producer_config)
         end = scenario_watermarks(scenario, bootstrap)
-        offset_delta = sum(high - start_offsets.get(p, 0) for p, (_, high) in end.items())
-    except StreamStoreError:
-        settings, offset_delta = {}, None
-    return {"bootstrap_servers": bootstrap, "version": None, "embedded": None, "settings": settings,
-            **topic_settings_fields(topic_settings, topic_settings_unread), "offset_delta": offset_delta}
+    except StreamStoreError as error:
+        return None, f"{OFFSETS_NOT_READ}: {error}"
+    return sum(high - start_offsets.get(p, 0) for p, (_, high) in end.items()), OFFSETS_NOT_READ

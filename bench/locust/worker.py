@@ -65,15 +65,29 @@ def die_with_master() -> None:
     """
     if os.getpid() == _LOCUSTFILE_PID:
         return
+    if not _arm_parent_death_signal():
+        gevent.spawn(_exit_when_orphaned)
+
+
+def _arm_parent_death_signal() -> bool:
+    """In a forked worker: SIGKILL when the master ends (Linux prctl); False where there is none.
+
+    Armed right after the fork (os.register_at_fork below), not at Locust's init: a worker
+    still connecting to a master that already stopped (a bad option found before the workers
+    connected) would otherwise retry for a minute, holding the master's output pipe open."""
     try:
         prctl = ctypes.CDLL(None, use_errno=True).prctl
     except (AttributeError, OSError):
-        gevent.spawn(_exit_when_orphaned)
-        return
+        return False
     prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
     # The master may have ended between the fork and now, before the signal was armed.
     if os.getppid() != _LOCUSTFILE_PID:
         os._exit(0)
+    return True
+
+
+# Every process forked from the one that imported the locustfile is a `--processes` worker.
+os.register_at_fork(after_in_child=lambda: os.getppid() == _LOCUSTFILE_PID and _arm_parent_death_signal())
 
 
 def _exit_when_orphaned() -> None:
@@ -129,8 +143,16 @@ class WorkerProducer:
         # Locust's response length per request: every value has the scenario's size, except
         # below a bare order's JSON, where this is their mean.
         self._content_length = round(sum(map(len, values)) / len(values))
-        self.send_flat_out = self.sender.send_flat_out
-        self.send = self.sender.send_scheduled
+        # What the run's duration is measured from (wall clock, as `started_at`): this
+        # process's first send, its last send as the poll greenlet saw it (within one loop of
+        # the send), its last ack (timed as poll returned it). The first send swaps in the
+        # plain send path, so timing it costs nothing after.
+        self.first_send_at: float | None = None
+        self.last_send_at: float | None = None
+        self.last_ack_at: float | None = None
+        self._seen_sequence = 0
+        self.send_flat_out = self._first_send_flat_out
+        self.send = self._first_send_scheduled
         self._second = int(time.time() - started_at)
         # Seconds that are over and not reported yet, each with its service times folded.
         self._seconds: dict[int, tuple[ProducerSecond, Counter[float]]] = {}
@@ -138,6 +160,33 @@ class WorkerProducer:
         self._failed_sequences_reported = 0
         self.totals = Counter()
         self._poller = gevent.spawn(self._poll_forever)
+
+    def _note_first_send(self) -> None:
+        if self.first_send_at is None:
+            self.first_send_at = time.time()
+        self.send_flat_out = self.sender.send_flat_out
+        self.send = self.sender.send_scheduled
+
+    def _first_send_flat_out(self, count: int) -> None:
+        self._note_first_send()
+        self.sender.send_flat_out(count)
+
+    def _first_send_scheduled(self, intended_ns: int) -> None:
+        self._note_first_send()
+        self.sender.send_scheduled(intended_ns)
+
+    def _poll(self, poll) -> int:
+        """poll(0) (or flush(0)), noting when it brought acks and when new sends were seen;
+        returns what the call returned."""
+        # Sends first: they happened before this call (users run between polls), acks in it.
+        if self.sender.sequence != self._seen_sequence:
+            self._seen_sequence = self.sender.sequence
+            self.last_send_at = time.time()
+        acked_before = len(self.account.service_s)  # every ack appends one (emptied only by _close_second)
+        served = poll(0)
+        if len(self.account.service_s) != acked_before:
+            self.last_ack_at = time.time()
+        return served
 
     def _close_second(self, force: bool = False) -> None:
         """Move the current second's data to _seconds once the clock is past it."""
@@ -158,7 +207,7 @@ class WorkerProducer:
     def _poll_forever(self) -> None:
         poll = self.client.poll
         while True:
-            served = poll(0)
+            served = self._poll(poll)
             self._close_second()
             gevent.sleep(0 if served else IDLE_POLL_WAIT_S)
 
@@ -168,7 +217,7 @@ class WorkerProducer:
         while len(self.client) and time.monotonic() < deadline:
             gevent.sleep(0.01)
         self._poller.kill()
-        undelivered = self.producer.flush(0)
+        undelivered = self._poll(self.producer.flush)
         self._close_second(force=True)
         self.final = True
         return undelivered
@@ -198,4 +247,5 @@ class WorkerProducer:
             "through": None if self.final else self._second - 1, "final": self.final,
             "sent_total": self.sender.sequence, "failed_sequences": failed_sequences,
             "acked_offsets": acked_offsets,
+            "first_send_at": self.first_send_at, "last_send_at": self.last_send_at, "last_ack_at": self.last_ack_at,
         }

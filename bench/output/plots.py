@@ -260,7 +260,8 @@ def _shade_faults(ax, failover: Mapping[str, Any], show_labels: bool) -> None:
         if fault.get("back_s") and fault["back_s"] > end_s:
             ax.axvspan(end_s, fault["back_s"], color="#d62728", alpha=0.07)
         if show_labels:
-            ax.annotate(f"{fault['fault']}: node {fault['node_id']} ({fault['role']})", xy=(fault["start_s"], 1),
+            target = "the consumer" if fault["node_id"] is None else f"node {fault['node_id']} ({fault['role']})"
+            ax.annotate(f"{fault['fault']}: {target}", xy=(fault["start_s"], 1),
                         xycoords=("data", "axes fraction"), xytext=(3, -12 - 11 * (index % 3)),
                         textcoords="offset points", color="#d62728", fontsize=8,
                         bbox={"facecolor": "white", "edgecolor": "none", "alpha": 0.8, "pad": 1})

@@ -10,9 +10,11 @@ from typing import Any
 
 # Fields that do not change what is measured, so two runs that differ only in them are
 # comparable: the label, where the load goes (topic name), how long it lasts (percentiles
-# of a 30 s and a 60 s run at the same rate compare), how long to wait for stragglers, and
-# the fault-injection hook (a regression test injects a delay and expects the gate to see the
-# "same" scenario get slower). Secret values never enter the fingerprint either.
+# of a 30 s and a 60 s run at the same rate compare) and how long to wait for stragglers.
+# Faults, the slow consumer among them, are in it: a run with a fault is not comparable to one
+# without. Secret values never enter the fingerprint either. fault_consumer_delay_ms and
+# fault_tracker_stall_s are not scenario fields any more (they were test seams); older result
+# files hold them (as 0), left out as they always were, so their fingerprints still match.
 NOT_FINGERPRINTED = frozenset({"name", "topic", "duration_s", "warmup_s", "drain_timeout_s", "fault_consumer_delay_ms",
                                "fault_tracker_stall_s"})
 # Left at the broker's default these are left out, so fingerprints (and baselines) from before

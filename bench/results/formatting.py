@@ -76,7 +76,10 @@ def describe_scenario(result: Mapping[str, Any]) -> str:
         parts.append(f"phases {steps}")
     elif "rate" in scenario:
         parts.append("max rate" if not scenario["rate"] else f"{scenario['rate']:g} msg/s")
-    if "duration_s" in scenario:
+    elif "user_rate" in scenario:  # Locust: users x a per-user rate, as asked
+        per_user = "max rate" if not scenario["user_rate"] else f"{scenario['user_rate']:g} msg/s"
+        parts.append(f"{scenario.get('users')} users at {per_user} each")
+    if scenario.get("duration_s") is not None:
         parts.append(f"{scenario['duration_s']:g} s (warm-up {scenario.get('warmup_s', 0):g} s)")
     if "message_size" in scenario:
         parts.append(f"{format_bytes(scenario['message_size'])} {scenario.get('payload', '')}".strip())
@@ -105,6 +108,8 @@ def describe_environment(result: Mapping[str, Any]) -> str:
         parts.append(f"librdkafka {environment['librdkafka']}")
     if broker.get("version"):
         parts.append(f"Kafka {broker['version']}{' (embedded)' if broker.get('embedded') else ''}")
+    if environment.get("harness_version"):
+        parts.append(f"harness {environment['harness_version']}")
     if environment.get("harness_commit"):
         parts.append(f"commit {environment['harness_commit'][:12]}")
     return ", ".join(parts) or "environment not recorded"

@@ -27,6 +27,16 @@ from bench.results.window import lag_summary, throughput_summary
 #      (was throughput_mb_s: a per-message rate, not a throughput). load_result reads version 3
 #      files with throughput and lag recomputed from their series and a warning that their
 #      latency summaries include the drain.
+#      Also in version 4, the environment measured once at run start, with no holes:
+#      environment.harness_version (the installed package), harness_commit only from a checkout,
+#      environment.not_measured and broker.not_measured (null field -> reason); broker.version
+#      for every broker with broker.version_source ("embedded broker jar" |
+#      "inter.broker.protocol.version"); broker.settings null when they could not be read.
+#      Locust: scenario.user_rate, .users and .duration_s (asked) replace the nominal
+#      scenario.rate; producing_s and elapsed_s from the workers' first send, last send and last
+#      ack. load_result gives a file without these fields (versions 1-3, and version 4 files
+#      written before them) the version source inferred (only the embedded broker's version was
+#      recorded then) and a reason for every null.
 SCHEMA_VERSION = 4
 SUPPORTED_SCHEMA_VERSIONS = frozenset({1, 2, 3, 4})
 
@@ -68,6 +78,43 @@ def upgrade_v2(document: dict[str, Any]) -> dict[str, Any]:
     return document
 
 
+# What an environment field of an older file was, when it was null there.
+_ENVIRONMENT_FIELDS = ("host", "cpu_model", "cpu_count", "os", "python", "confluent_kafka", "librdkafka",
+                       "harness_version", "harness_commit")
+EMBEDDED_JAR = "embedded broker jar"
+
+
+def measured_environment(document: dict[str, Any], written_as: int) -> dict[str, Any]:
+    """A result written before the environment and broker were measured with reasons (no
+    broker.version_source) in that shape. Those files recorded a broker version only for the
+    embedded broker (so its source is the jar) and no harness version; every null gets the reason
+    "not recorded", so comparing with such a file says what is missing."""
+    written = f"not recorded (a schema version {written_as} file)"
+    environment = document.get("environment")
+    if isinstance(environment, dict):
+        environment.setdefault("harness_version", None)
+        not_measured = environment.setdefault("not_measured", {})
+        for key in _ENVIRONMENT_FIELDS:
+            if environment.get(key) is None:
+                not_measured.setdefault(key, written)
+    broker = document.get("broker")
+    if isinstance(broker, dict):
+        not_measured = broker.setdefault("not_measured", {})
+        if broker.get("version") is not None:
+            broker.setdefault("version_source", EMBEDDED_JAR)
+        else:
+            broker.setdefault("version_source", None)
+            not_measured.setdefault("version", f"{written}; that harness measured only the embedded broker's version")
+    scenario = document.get("scenario")
+    locust = document.get("locust")
+    if document.get("kind") == "locust" and isinstance(scenario, dict) and isinstance(locust, dict):
+        # The old `rate` was user_rate x users, not a measured rate.
+        scenario.pop("rate", None)
+        scenario.setdefault("user_rate", locust.get("user_rate"))
+        scenario.setdefault("users", locust.get("users"))
+    return document
+
+
 # Said in an upgraded version 3 result: its latency summaries were taken over another window.
 V3_LATENCY_WINDOW = "latency summaries of this schema version 3 file cover the drain too (version 4: the measured window)"
 
@@ -96,12 +143,15 @@ def upgrade_v3(document: dict[str, Any]) -> dict[str, Any]:
 
 def upgrade(document: dict[str, Any]) -> dict[str, Any]:
     """A result of any supported version in the current version's shape."""
+    written_as = document["schema_version"]
     if document["schema_version"] == 1:
         document = upgrade_v1(document)
     if document["schema_version"] == 2:
         document = upgrade_v2(document)
     if document["schema_version"] == 3:
         document = upgrade_v3(document)
+    if not isinstance(document.get("broker"), dict) or "version_source" not in document["broker"]:
+        document = measured_environment(document, written_as)
     return document
 
 

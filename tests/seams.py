@@ -1,0 +1,99 @@
+"""Test-only changes to the product's processes, kept out of bench/ and streamstore/.
+
+The tracker runs in a spawned process, so a test cannot monkeypatch it from its own process: it
+monkeypatches the name the coordinator starts instead (`bench.core.runner.tracker_main`, or
+`bench.locust.master.tracker_main`) with one of the entry points below. Each is a module-level
+function bound with functools.partial, so it pickles by name; the spawned child imports this
+module (tests/ is on its sys.path, as on the parent's), patches the tracker's consumer inside
+itself and runs the real `tracker_main`.
+
+- `stalled_tracker(stall_s)`: the tracker reads nothing for stall_s after the start, then reads
+  the partitions again from the run's start offsets (what was prefetched meanwhile is dropped),
+  so a test can make the broker delete acked orders before they are read.
+- `slowed_tracker(delay_ms)`: the tracker sleeps delay_ms after every batch for the whole run, a
+  slower consumer path with the same scenario (and fingerprint) as an unslowed run, which the
+  regression gate must catch. (Users slow the consumer with the `slow-consumer` fault, which is
+  part of the scenario and so never compared with a run without it.)
+- `drop_first_acked(bootstrap, count)`: for the large-message sweep, a cell that produces all its
+  messages, has the broker delete the first `count` (AdminClient.delete_records), then consumes:
+  exactly those are lost.
+"""
+
+from __future__ import annotations
+
+import functools
+import time
+
+from confluent_kafka import TopicPartition
+
+NS_PER_S = 1_000_000_000
+
+
+def stalled_tracker(stall_s: float) -> functools.partial:
+    return functools.partial(_stalled_tracker_main, stall_s)
+
+
+def slowed_tracker(delay_ms: float) -> functools.partial:
+    return functools.partial(_slowed_tracker_main, delay_ms)
+
+
+def _stalled_tracker_main(stall_s: float, scenario, bootstrap_servers, run_id, start_offsets, reports, control,
+                          start, t0_ns) -> None:
+    from bench.core import tracker as module
+
+    class StalledTracker(module.OrderTracker):
+        reassigned = False
+
+        def consume(self, count, timeout):
+            if time.perf_counter_ns() < t0_ns.value + int(stall_s * NS_PER_S):
+                time.sleep(timeout or 0.01)
+                return []
+            if not self.reassigned:
+                # Assigned again from the start offsets: what librdkafka prefetched during the
+                # stall is discarded, so the broker's log as it is now is what is read.
+                self.reassigned = True
+                self.client.assign([TopicPartition(scenario.topic, p, offset) for p, offset in start_offsets.items()])
+                return []
+            return super().consume(count, timeout)
+
+    module.OrderTracker = StalledTracker
+    module.tracker_main(scenario, bootstrap_servers, run_id, start_offsets, reports, control, start, t0_ns)
+
+
+def _slowed_tracker_main(delay_ms: float, scenario, bootstrap_servers, run_id, start_offsets, reports, control,
+                         start, t0_ns) -> None:
+    from bench.core import tracker as module
+
+    class SlowedTracker(module.OrderTracker):
+        def consume(self, count, timeout):
+            messages = super().consume(count, timeout)
+            if messages:
+                time.sleep(delay_ms / 1000)
+            return messages
+
+    module.OrderTracker = SlowedTracker
+    module.tracker_main(scenario, bootstrap_servers, run_id, start_offsets, reports, control, start, t0_ns)
+
+
+def drop_first_acked(bootstrap_servers: str, count: int):
+    """A replacement for `CellRun._exchange` (monkeypatched in-process: the sweep's cells run in
+    the test's process; only its producer and consumer are workers)."""
+    from streamstore.admin import connect_admin
+
+    def exchange(cell, topic: str, start: int) -> None:
+        for rep in range(1, cell.reps + 1):
+            cell.progress.start(cell.size, cell.compression, rep, cell.reps)
+            cell._produce(topic)
+        end = cell.topics.high_watermark(topic)
+        admin = connect_admin(bootstrap_servers)  # kept until the deletion is done
+        [future] = admin.delete_records([TopicPartition(topic, 0, min(start + count, end))]).values()
+        future.result(timeout=30)
+        if not cell.acked:
+            return
+        # The consumer starts after the deletion and stops at the log's end: end-to-end times
+        # are not latencies here and are not recorded.
+        cell._start_consumer(topic, start, cell.acked, end)
+        while cell._next_message() is not None:
+            pass
+
+    return exchange
