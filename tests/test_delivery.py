@@ -29,7 +29,7 @@ def _sender(scenario: Scenario, bootstrap: str, extra: dict, waits: list[int],
             service_sample_every: int = 1) -> tuple[Sender, Producer]:
     client = Producer({**scenario_producer_config(scenario, bootstrap), **extra})
     client.list_topics(scenario.topic, timeout=30)
-    account = DeliveryAccount(scenario, 0, service_sample_every)
+    account = DeliveryAccount(scenario, 0, service_sample_every, queued=client.__len__)
 
     def wait() -> None:
         waits.append(len(client))
@@ -38,9 +38,11 @@ def _sender(scenario: Scenario, bootstrap: str, extra: dict, waits: list[int],
     return Sender(client, scenario, RUN_ID, account, *payload_pool(scenario), wait), client
 
 
-@pytest.mark.parametrize("service_sample_every", [1, TRACE_SAMPLE_EVERY], ids=["every-service-time", "sampled-service-time"])
-def test_a_full_queue_loses_no_count_offset_or_trace(kafka_bootstrap, unique_topic, service_sample_every):
-    scenario = _flat_out(unique_topic)
+@pytest.mark.parametrize("reports, service_sample_every", [("all", 1), ("all", TRACE_SAMPLE_EVERY),
+                                                            ("failures", TRACE_SAMPLE_EVERY)],
+                         ids=["every-service-time", "sampled-service-time", "failures-only"])
+def test_a_full_queue_loses_no_count_offset_or_trace(kafka_bootstrap, unique_topic, reports, service_sample_every):
+    scenario = _flat_out(unique_topic, delivery_reports=reports)
     ensure_topic(connect_admin(kafka_bootstrap), unique_topic, 2)
     waits: list[int] = []
     # A message limit on librdkafka's queue far below one burst (a test setting, not a default).
@@ -53,12 +55,16 @@ def test_a_full_queue_loses_no_count_offset_or_trace(kafka_bootstrap, unique_top
     report = sender.account.take_second(0)
     assert len(waits) > 10, "the queue never overflowed: the test tests nothing"
     assert sender.sequence == report.sent == report.acked == total and report.failed == 0
-    # Every acked message's latency, or exactly the traced ones' (the acked count is the offsets').
-    assert len(report.service_s) == -(-total // service_sample_every)
-    assert all(latency > 0 for latency in report.service_s)
-    # The acked offsets are exactly the broker's records, partition by partition.
     watermarks = topic_watermarks(kafka_bootstrap, unique_topic)
-    assert report.acked_ranges == {p: [(low, high)] for p, (low, high) in watermarks.items() if high > low}
+    if reports == "failures":
+        # No report per acked message: acked = accepted - failed, no latency, no offsets.
+        assert report.service_s == [] and report.acked_ranges == {}
+    else:
+        # Every acked message's latency, or exactly the traced ones' (the acked count is the offsets').
+        assert len(report.service_s) == -(-total // service_sample_every)
+        assert all(latency > 0 for latency in report.service_s)
+        # The acked offsets are exactly the broker's records, partition by partition.
+        assert report.acked_ranges == {p: [(low, high)] for p, (low, high) in watermarks.items() if high > low}
     assert broker_message_count(kafka_bootstrap, unique_topic) == total
     # No "_error" left in the reused message dicts after the overflows.
     assert not any("_error" in message for message in sender._batch_pool)
@@ -77,7 +83,7 @@ def test_service_time_is_sampled_only_as_the_trace_is():
 
 @pytest.mark.parametrize("start", [0, 1], ids=["traced-produce", "untraced-batch"])
 def test_a_message_librdkafka_refuses_fails_the_send_as_produce_would(kafka_bootstrap, unique_topic, start):
-    scenario = _flat_out(unique_topic, message_size=2_000)
+    scenario = _flat_out(unique_topic, message_size=2_000, delivery_reports="all")
     ensure_topic(connect_admin(kafka_bootstrap), unique_topic, 2)
     waits: list[int] = []
     # The client's own size limit below the message: librdkafka refuses it locally.
@@ -88,6 +94,37 @@ def test_a_message_librdkafka_refuses_fails_the_send_as_produce_would(kafka_boot
     assert raised.value.args[0].code() == KafkaError.MSG_SIZE_TOO_LARGE
     assert waits == [] and len(client) == 0
     assert not any("_error" in message for message in sender._batch_pool)
+
+
+def test_with_failures_only_reports_a_refused_batch_message_counts_as_failed_at_once(kafka_bootstrap, unique_topic):
+    """produce_batch leaves an `_error` in a message it refused: never accepted, so no report will
+    come; it counts as sent and failed at once, with its sequence, and sending goes on."""
+    scenario = _flat_out(unique_topic, message_size=2_000, delivery_reports="failures")
+    ensure_topic(connect_admin(kafka_bootstrap), unique_topic, 2)
+    waits: list[int] = []
+    sender, client = _sender(scenario, kafka_bootstrap, {"message.max.bytes": 1_000}, waits, TRACE_SAMPLE_EVERY)
+    sender.sequence = 1  # an untraced batch first: sequences 1..10
+    sender.send_flat_out(10)
+    assert client.flush(30) == 0
+    report = sender.account.take_second(0)
+    assert (report.sent, report.acked, report.failed) == (10, 0, 10)
+    assert sender.account.failed_sequences == list(range(1, 11)) and sender.sequence == 11
+    assert report.errors and not any("_error" in message for message in sender._batch_pool)
+    assert broker_message_count(kafka_bootstrap, unique_topic) == 0
+
+
+def test_failures_only_acked_is_accepted_less_failed_less_still_queued():
+    queued = [5]
+    account = DeliveryAccount(_flat_out("t", delivery_reports="failures"), 0, TRACE_SAMPLE_EVERY,
+                              queued=lambda: queued[0])
+    account.sent = 100
+    assert account.take_second(0).acked == 95
+    account.sent, queued[0] = 10, 20  # the queue grew: never a negative second
+    assert account.take_second(1).acked == 0
+    account.failed, queued[0] = 3, 0  # flushed: exact
+    assert account.take_second(2).acked == 12 and account.acked_total == 107
+    with pytest.raises(ValueError):
+        DeliveryAccount(_flat_out("t", delivery_reports="failures"), 0, TRACE_SAMPLE_EVERY)
 
 
 def _traced_sequences(bootstrap: str, topic: str, total: int) -> list[int]:

@@ -95,13 +95,15 @@ def test_faults_are_a_scenario_field_and_fault_free_fingerprints_do_not_change()
     faulted = Scenario.from_toml(STEADY_SCENARIO, {"faults": ["kill:leader@5+5"], "duration_s": 30})
     assert faulted.faults == ("kill:leader@5+5",)
     assert "faults" not in {k for k in plain.to_dict() if plain.to_dict()[k]}
-    # The fingerprint of a scenario without faults is computed without the field.
+    # The fingerprint of a scenario without faults is computed without the field (and without
+    # delivery_reports at "all", which every run had before that field existed).
+    assert plain.delivery_reports == "all"
     import dataclasses
     import hashlib
     import json
     values = {k: v for k, v in plain.to_dict().items() if k not in ("name", "topic", "duration_s", "warmup_s",
               "drain_timeout_s", "phases", "faults",
-              "min_insync_replicas", "unclean_leader_election")}
+              "min_insync_replicas", "unclean_leader_election", "delivery_reports")}
     assert plain.fingerprint() == hashlib.sha256(json.dumps(values, sort_keys=True, separators=(",", ":"))
                                                  .encode()).hexdigest()[:16]
     assert faulted.fingerprint() != dataclasses.replace(faulted, faults=()).fingerprint()
@@ -406,11 +408,13 @@ def test_a_killed_leader_with_acks_all_loses_nothing_and_fails_over_within_the_k
 
 
 @pytest.mark.slow
-def test_acks_1_loses_exactly_the_acked_orders_missing_from_the_log(kafka_cluster, unique_topic, tmp_path):
+@pytest.mark.parametrize("reports", ["all", "failures"])
+def test_acks_1_loses_exactly_the_acked_orders_missing_from_the_log(kafka_cluster, unique_topic, tmp_path, reports):
     """Both followers of partition 0 are frozen while its leader acks alone (acks=1); then the leader
     is killed and the followers resumed: one of them leads with a log that never had those orders.
     (With 2 of 3 combined nodes frozen the controller quorum is down, so the ISR cannot shrink: the
-    stale followers are still "in sync" and the election is a clean one.)"""
+    stale followers are still "in sync" and the election is a clean one.) With failures-only
+    reports the acked count is accepted - failed and the loss the same exact one."""
     from confluent_kafka import Consumer, TopicPartition
 
     from bench.core.clients import high_watermarks
@@ -418,10 +422,11 @@ def test_acks_1_loses_exactly_the_acked_orders_missing_from_the_log(kafka_cluste
     from streamstore.trace import read_trace
 
     completed, result = cluster_chaos(
-        kafka_cluster, unique_topic, tmp_path, "--set", 'acks="1"', "--rate", "2000", "--duration", "35",
+        kafka_cluster, unique_topic, tmp_path, "--set", 'acks="1"', "--set", f'delivery_reports="{reports}"',
+        "--rate", "2000", "--duration", "35",
         "--warmup", "2", "--fault", "pause:followers@5+9", "--fault", "kill:leader@11+10")
     assert completed.returncode == 3, completed.stdout + completed.stderr
-    assert result["status"] == "failed"
+    assert result["status"] == "failed" and result["delivery_reports"] == reports
     counts = result["counts"]
     assert counts["lost"] > 0 and counts["failed"] == 0
     # An independent consumer reads the whole log: the run's orders in it are the acked ones less the lost.
@@ -442,6 +447,11 @@ def test_acks_1_loses_exactly_the_acked_orders_missing_from_the_log(kafka_cluste
     assert counts["lost"] == counts["acked"] - len(present), (counts, len(present))
     assert counts["broker_offset_delta"] == sum(ends.values()) == counts["consumed"]
     assert [f["role"] for f in result["failover"]["faults"]] == ["follower", "follower", "leader"]
+    if reports == "failures":  # no ack per message: ack gaps are null with the reason, never 0
+        assert all(f["longest_ack_gap_ms"] is None for f in result["failover"]["faults"])
+        assert result["failover"]["series"]["acked_by_partition"] is None
+    print(f"delivery_reports={reports}: lost {counts['lost']:,} of {counts['acked']:,} acked, "
+          f"{len(present):,} in the log")
 
 
 @pytest.mark.slow

@@ -27,15 +27,17 @@ STALL_S = 8.0
 SETUP_ALLOWANCE_S = 60.0
 
 
-@pytest.mark.parametrize("rate, wait_for, drop_below, audit", [
-    (400, 800, 300, "sequences"),  # every order traced: lost = sequences never consumed
-    (0, 20_000, 7_000, "offsets"),  # flat out: lost = acked offsets never consumed
+@pytest.mark.parametrize("rate, reports, wait_for, drop_below, audit", [
+    (400, "all", 800, 300, "sequences"),  # every order traced: lost = sequences never consumed
+    (400, "failures", 800, 300, "sequences"),  # the same, acked = accepted - failed
+    (0, "all", 20_000, 7_000, "offsets"),  # flat out: lost = acked offsets never consumed
+    (0, "failures", 20_000, 7_000, "counts"),  # flat out, failures-only: lost = acked - distinct offsets consumed
 ])
 def test_acked_orders_dropped_by_the_broker_are_lost_exactly(kafka_bootstrap, unique_topic, tmp_path, monkeypatch,
-                                                             rate, wait_for, drop_below, audit):
+                                                             rate, reports, wait_for, drop_below, audit):
     scenario = Scenario.from_mapping({
         "name": "loss", "topic": unique_topic, "partitions": 1, "rate": rate, "duration_s": 2.5, "warmup_s": 0,
-        "drain_timeout_s": 30})
+        "drain_timeout_s": 30, "delivery_reports": reports})
     monkeypatch.setattr("bench.core.runner.tracker_main", stalled_tracker(STALL_S))
     # The stall counts from the run's start (t0, after the topic and the processes are set up, which
     # takes seconds on a busy machine); the dropper waits from before the set-up, so its own limit
@@ -49,7 +51,7 @@ def test_acked_orders_dropped_by_the_broker_are_lost_exactly(kafka_bootstrap, un
     assert dropper.dropped_at is not None and dropper.dropped_at < started_at + STALL_S, "dropped after the stall"
     counts = result["counts"]
     low, high = topic_watermarks(kafka_bootstrap, unique_topic)[0]
-    assert result["audit"] == audit
+    assert result["audit"] == audit and result["delivery_reports"] == reports
     assert low == drop_below
     assert counts["lost"] == drop_below, result["warnings"]
     assert counts["acked"] == counts["sent"] == counts["broker_offset_delta"] == high

@@ -23,6 +23,7 @@ from kafka_truth import assert_counts_match_broker, bench_command, default_signa
 from window_truth import hlog_total, window_count, window_sum
 
 from bench.cli import main as bench_main
+from bench.commands.run import summary_text
 from bench.core import runner
 from bench.core.audit import audit_offsets, lost_sequences, offset_ranges
 from bench.core.runner import run_scenario
@@ -286,10 +287,11 @@ def test_offset_audit_on_real_consumed_messages_finds_exactly_the_lost_and_uncla
 
 
 def test_flat_out_run_samples_the_trace_and_audits_by_offsets(kafka_bootstrap, unique_topic, tmp_path):
-    code, folder, result = _run(_scenario(unique_topic, rate=0, duration_s=2, producers=1), kafka_bootstrap, tmp_path)
+    code, folder, result = _run(_scenario(unique_topic, rate=0, duration_s=2, producers=1, delivery_reports="all"),
+                                kafka_bootstrap, tmp_path)
     assert code == 0, result["failure"]
     document = load_result(folder)
-    assert document["audit"] == "offsets"
+    assert document["audit"] == "offsets" and document["delivery_reports"] == "all"
     counts = document["counts"]
     assert counts["sent"] == counts["acked"] == counts["consumed"] == counts["broker_offset_delta"] > 1000
     assert counts["lost"] == counts["duplicated"] == 0
@@ -300,6 +302,33 @@ def test_flat_out_run_samples_the_trace_and_audits_by_offsets(kafka_bootstrap, u
     service_time = document["latency_us"]["service_time"]
     assert service_time["sample_every"] == 64 and hlog_total(folder / "service_time.hlog") == (counts["sent"] + 63) // 64
     assert service_time["count"] == window_count(folder / "service_time.hlog", document)
+
+
+def test_flat_out_run_with_failures_only_reports_counts_exactly_and_records_librdkafka_latency(
+        kafka_bootstrap, unique_topic, tmp_path):
+    """The flat-out default: acked = accepted - failed, the counts audit, service time null with the
+    reason, librdkafka's int_latency and rtt instead, end-to-end still per traced message."""
+    scenario = _scenario(unique_topic, rate=0, duration_s=4, warmup_s=1, producers=2)
+    assert scenario.delivery_reports == "failures"
+    code, folder, result = _run(scenario, kafka_bootstrap, tmp_path)
+    assert code == 0, result["failure"]
+    document = load_result(folder)
+    assert document["audit"] == "counts" and document["delivery_reports"] == "failures"
+    counts = document["counts"]
+    assert counts["sent"] == counts["acked"] == counts["consumed"] == counts["broker_offset_delta"] > 1000
+    assert counts["acked"] == sum(high - low for low, high in topic_watermarks(kafka_bootstrap, unique_topic).values())
+    assert counts["lost"] == counts["duplicated"] == counts["failed"] == 0
+    assert sum(document["series"]["acked"]) == counts["acked"]
+    service_time = document["latency_us"]["service_time"]
+    assert service_time["count"] == 0 and service_time["p99"] is None and "no delivery report per message" in service_time["not_measured"]
+    assert not (folder / "service_time.hlog").exists() or hlog_total(folder / "service_time.hlog") == 0
+    end_to_end = document["latency_us"]["end_to_end"]
+    assert end_to_end["sample_every"] == 64 and end_to_end["count"] > 0
+    for window in ("int_latency", "rtt"):
+        figures = document["client_latency_us"][window]
+        assert figures is not None and figures["samples"] > 0 and 0 < figures["avg"] <= figures["max"], figures
+    text = summary_text(document, folder)
+    assert "delivery reports: failures only" in text and "librdkafka queue latency (int_latency)" in text
 
 
 @pytest.mark.parametrize("arguments, message", [
@@ -483,8 +512,8 @@ def test_calibrate_measures_both_loops_and_gates_on_min_ratio(kafka_bootstrap, t
     lines = completed.stdout.splitlines()
     assert lines[0].endswith(", judged against --min-ratio 1000"), lines[0]
     rates = {}
-    for label in ("bare produce()+callback", "bare produce_batch()+callback", "bare produce_batch() no callback",
-                  "bench run"):
+    for label in ("bare produce()+callback", "bare produce_batch()+callback", "bare produce_batch() failures-only",
+                  "bare produce_batch() no callback", "bench run"):
         [measured] = [line for line in lines if line.startswith(f"round 1  {label} ")]
         rates[label] = float(measured[len(f"round 1  {label}"):].split()[0].replace(",", ""))
         summary = next(line for line in lines if line.startswith(label + " ") and "(1 round, no spread)" in line)
@@ -492,11 +521,14 @@ def test_calibrate_measures_both_loops_and_gates_on_min_ratio(kafka_bootstrap, t
         assert rates[label] > 0
     fastest = max((label for label in rates if label.startswith("bare")), key=rates.__getitem__)
     assert f"the bare loop (fastest): {fastest}" in lines
-    ratio_line = next(line for line in lines if line.startswith("ratio"))
-    assert ratio_line.endswith(f"(1 round, no spread): bench run / {fastest}; target >= 1000 (--min-ratio)")
-    assert abs(float(ratio_line.split()[1]) - rates["bench run"] / rates[fastest]) < 0.002
-    assert "offsets audit: lost 0, duplicated 0" in completed.stdout
-    assert lines[-1] == f"below --min-ratio 1000: ratio {ratio_line.split()[1]} (bench run / {fastest})"
+    # Judged against the fastest loop that keeps exact counts (every loop but the one without callbacks).
+    exact = max((label for label in rates if label.startswith("bare") and "no callback" not in label),
+                key=rates.__getitem__)
+    ratio_line = next(line for line in lines if line.startswith("ratio") and line.endswith(
+        f"(1 round, no spread): bench run / {exact}, the fastest loop that keeps exact counts; target >= 1000 (--min-ratio)"))
+    assert abs(float(ratio_line.split()[1]) - rates["bench run"] / rates[exact]) < 0.002
+    assert "delivery reports failures, counts audit: lost 0, duplicated 0" in completed.stdout
+    assert lines[-1] == f"below --min-ratio 1000: ratio {ratio_line.split()[1]} (bench run / {exact})"
     # Each measurement's topic is deleted after it: a flat-out second writes hundreds of MB.
     remaining = connect_admin(kafka_bootstrap).list_topics(timeout=10).topics
     assert not [name for name in remaining if name.startswith(topic)]
@@ -517,14 +549,15 @@ def test_calibrate_prints_each_rate_and_ratio_with_its_spread_and_the_target_it_
         "bare produce_batch() no callback   375,000 ± 125,000 msg/s (250,000-500,000, 2 rounds)",
         "bench run                          325,000 ± 125,000 msg/s (200,000-450,000, 2 rounds)"]
     # 450/500 = 0.9 and 200/250 = 0.8, not 325/375 = 0.867.
-    assert lines[5] == ("ratio 0.850 ± 0.050 (0.800-0.900, 2 rounds): bench run / bare produce_batch() no callback; "
-                        "target >= 0.85 (--min-ratio)")
-    assert lines[6].startswith("ratio 1.062 ± 0.062 (1.000-1.125, 2 rounds): bench run / bare produce_batch()+callback, ")
+    assert lines[5] == "ratio 0.850 ± 0.050 (0.800-0.900, 2 rounds): bench run / bare produce_batch() no callback"
+    # Judged against the fastest loop that keeps exact counts: 450/400 and 200/200.
+    assert lines[6] == ("ratio 1.062 ± 0.062 (1.000-1.125, 2 rounds): bench run / bare produce_batch()+callback, "
+                        "the fastest loop that keeps exact counts; target >= 0.85 (--min-ratio)")
     assert lines[7] == ("ratio 0.800 ± 0.000 (0.800-0.800, 2 rounds): bare produce_batch()+callback / "
-                        "bare produce_batch() no callback: what a delivery report per message costs")
-    assert lines[-1] == "meets --min-ratio 0.85: ratio 0.850 (bench run / bare produce_batch() no callback)"
-    assert _summary(rates, reporting, 0.86) == 1
-    assert capsys.readouterr().out.splitlines()[-1].startswith("below --min-ratio 0.86: ratio 0.850 ")
+                        "bare produce_batch() no callback: what keeping exact counts costs")
+    assert lines[-1] == "meets --min-ratio 0.85: ratio 1.062 (bench run / bare produce_batch()+callback)"
+    assert _summary(rates, reporting, 1.07) == 1
+    assert capsys.readouterr().out.splitlines()[-1].startswith("below --min-ratio 1.07: ratio 1.062 ")
     assert _summary(rates, reporting, None) == 0
     out = capsys.readouterr().out
     assert "no target: give --min-ratio to judge it" in out and "min-ratio 0" not in out

@@ -6,10 +6,11 @@ import argparse
 
 from bench.analysis.stats import count_warnings
 from bench.commands._options import add_broker_arguments, add_results_argument
+from bench.core.result import DELIVERY_REPORT_MODES
 from bench.core.runner import run_scenario
 from bench.core.scenario import Scenario, parse_set_option
 from bench.results.formatting import format_us
-from bench.results.metrics import METRICS
+from bench.results.metrics import CLIENT_LATENCY_LABELS, METRICS
 
 NAME = "run"
 HELP = "run a scenario at its target rate and measure delivery, response and end-to-end latency, lag, counts"
@@ -72,6 +73,26 @@ def throughput_lines(result: dict) -> list[str]:
     return [f"throughput: {rate} over the {throughput['measured_s']} measured seconds (after warm-up, before the drain)"]
 
 
+def delivery_report_lines(result: dict) -> list[str]:
+    """Which delivery-report mode ran and, in failures-only mode, librdkafka's own latencies."""
+    mode = result.get("delivery_reports")
+    if mode is None:
+        return []
+    lines = [f"delivery reports: {DELIVERY_REPORT_MODES.get(mode, mode)}"]
+    for name, summary in result["latency_us"].items():
+        if summary.get("not_measured"):
+            lines.append(f"{name:<14} not measured: {summary['not_measured']}")
+    for window, summary in (result.get("client_latency_us") or {}).items():
+        label = CLIENT_LATENCY_LABELS[window][0]
+        if summary is None:
+            lines.append(f"{label}: no samples")
+            continue
+        lines.append(f"{label}  avg {format_us(summary['avg'])}  p50 {format_us(summary['p50'])}  "
+                     f"p99 {format_us(summary['p99'])}  max {format_us(summary['max'])}  "
+                     f"({summary['intervals']} broker-intervals; p50/p99 of the worst)")
+    return lines
+
+
 def summary_text(result: dict, folder) -> str:
     counts = result["counts"]
     lines = [f"{result['status']}: {folder}",
@@ -82,6 +103,7 @@ def summary_text(result: dict, folder) -> str:
             lines.append(f"{name:<14} p50 {format_us(summary['p50']):>9}  p99 {format_us(summary['p99']):>9}  "
                          f"p99.9 {format_us(summary['p99_9']):>9}  max {format_us(summary['max']):>9}  (n={summary['count']:,}"
                          + (f", every {summary['sample_every']}th message)" if summary.get("sample_every", 1) > 1 else ")"))
+    lines += delivery_report_lines(result)
     # A run that did not complete ends with "<status>: <failure>"; the warnings carry the same
     # text as "run <status>: ...", shown once.
     ending = f"{result['status']}: {result['failure']}" if result["status"] != "complete" and result["failure"] else None

@@ -8,7 +8,15 @@ Two exact methods (see docs/measurement.md):
              (partition, offset) is shipped as ranges, the tracker notes every offset it
              consumes; lost = acked offsets never consumed, duplicated = consumed offsets no
              delivery report claimed (a retry's first copy) plus offsets consumed twice.
+  counts     flat out with failures-only delivery reports (no report, so no offset, per acked
+             message): the tracker notes every offset it consumes as in `offsets`; lost = acked
+             (accepted - failed) - distinct offsets consumed, duplicated = the excess the other
+             way plus offsets consumed twice. Exact while no message is written twice (a retried
+             send's first copy would hide one lost one; idempotence rules that out), and the
+             sequences of the traced messages are not needed.
 With acks=0 the broker returns no offsets, so a flat-out run with acks=0 uses sequences.
+A delivery that failed with a timeout may still have been written ("possibly persisted"): no
+method counts it lost, and `counts` does not count its copy as a duplicate.
 
 `evaluate_audit` turns what the producers and the tracker reported into the lost/duplicated
 counts, and `run_verdict` turns the counts into status, failure text and exit code: every
@@ -27,6 +35,7 @@ from streamstore.errors import EXIT_INTERRUPTED, EXIT_OK, EXIT_RUN_FAILED
 
 SEQUENCES = "sequences"
 OFFSETS = "offsets"
+OFFSET_COUNTS = "counts"
 # Flat out, only every this many messages carries the trace header. Power of two so the test
 # is `sequence & mask`; 1/64 of a flat-out second is still thousands of end-to-end samples.
 TRACE_SAMPLE_EVERY = 64
@@ -35,12 +44,16 @@ LOST_EXAMPLES = 10
 
 
 def audit_method(scenario: Scenario) -> str:
-    """offsets flat out (sampled trace), sequences at a fixed rate or with acks=0."""
-    return OFFSETS if scenario.rate == 0 and scenario.acks != "0" else SEQUENCES
+    """offsets flat out (sampled trace; counts with failures-only reports), sequences at a
+    fixed rate or with acks=0."""
+    if scenario.rate != 0 or scenario.acks == "0":
+        return SEQUENCES
+    return OFFSET_COUNTS if scenario.delivery_reports == "failures" else OFFSETS
 
 
 def audits_offsets(scenario: Scenario) -> bool:
-    return audit_method(scenario) == OFFSETS
+    """Whether the tracker notes consumed offsets (and the trace rides on every n-th message only)."""
+    return audit_method(scenario) in (OFFSETS, OFFSET_COUNTS)
 
 
 def trace_sample_every(scenario: Scenario) -> int:
@@ -185,6 +198,17 @@ def audit_offsets(acked: Mapping[int, list[tuple[int, int]]], consumed: Mapping[
     return lost, unclaimed, first
 
 
+def audit_offset_counts(acked: int, consumed: Mapping[int, list[tuple[int, int]]], consumed_twice: int,
+                        possibly_persisted: int = 0) -> tuple[int, int]:
+    """(lost, duplicated) of the counts method. Pure. acked: accepted - failed over every
+    producer; consumed: the distinct offsets the tracker read per partition; possibly_persisted:
+    failures that may have been written anyway (a timeout), so up to that many records beyond
+    the acked count are not duplicates."""
+    distinct = sum(end - start for ranges in consumed.values() for start, end in ranges)
+    lost = max(0, acked - distinct)
+    return lost, max(0, distinct - acked - possibly_persisted) + consumed_twice
+
+
 # -- evaluation -------------------------------------------------------------------------------
 
 
@@ -196,6 +220,8 @@ class ProducerAccount:
     sent: int
     acked: int
     failed_sequences: Sequence[int] = ()
+    # Failed with a timeout: possibly persisted.
+    timed_out: int = 0
 
 
 @dataclass(frozen=True)
@@ -229,6 +255,11 @@ def evaluate_audit(method: str, producers: Iterable[ProducerAccount], tracker: T
     """
     if tracker is None:
         return AuditOutcome(None, None, None, not_audited="no tracker ran, so lost and duplicated were not audited")
+    if method == OFFSET_COUNTS:
+        producers = list(producers)
+        lost, duplicated = audit_offset_counts(sum(p.acked for p in producers), tracker.consumed_offsets,
+                                               tracker.offsets_consumed_twice, sum(p.timed_out for p in producers))
+        return AuditOutcome(method, lost, duplicated)
     if method == OFFSETS:
         lost, unclaimed, first = audit_offsets(acked_offsets or {}, tracker.consumed_offsets)
         return AuditOutcome(method, lost, unclaimed + tracker.offsets_consumed_twice,

@@ -26,6 +26,8 @@ def scenario_producer_config(scenario: Scenario, bootstrap_servers: str) -> dict
         "enable.idempotence": scenario.idempotence,
         # -1 leaves the codec's own default level.
         "compression.level": scenario.compression_level,
+        # "failures": the Python delivery callback runs for failed messages only.
+        "delivery.report.only.error": scenario.delivery_reports == "failures",
         **scenario.producer_config,
     }
     return producer_config(bootstrap_servers, compression=scenario.compression, extra=extra)

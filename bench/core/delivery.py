@@ -11,6 +11,12 @@ At a fixed rate message j is intended at a given time; its delivery records serv
 time (intended -> ack = send delay + service time). Flat out only service time is recorded; in
 `bench run` only the traced messages' (every 64th), while every delivery still notes its offset.
 The hot path only appends raw numbers to lists; histograms are built later, off the hot path.
+
+With `delivery_reports = "failures"` (librdkafka's delivery.report.only.error) the callbacks run
+for failed messages only: the account counts what the client accepted and what failed, and the
+acked count is accepted - failed - still queued (`len(client)`, which holds every message whose
+report has not been served). Each second's figure is at most the few pending report events low;
+after the flush (nothing queued) the total is exact. No service or response time is taken.
 """
 
 from __future__ import annotations
@@ -62,9 +68,19 @@ class DeliveryAccount:
     `append`s, which saves an attribute lookup per delivery.
     """
 
-    def __init__(self, scenario: Scenario, producer_index: int, service_sample_every: int = 1):
+    def __init__(self, scenario: Scenario, producer_index: int, service_sample_every: int = 1,
+                 queued: Callable[[], int] | None = None):
         self.scenario = scenario
         self.producer_index = producer_index
+        # Failures-only reports: acked follows from accepted - failed - queued (the client's length).
+        self.failures_only = scenario.delivery_reports == "failures"
+        if self.failures_only and queued is None:
+            raise ValueError("failures-only delivery reports need the client's queue length")
+        self.queued = queued
+        self.accepted_total = self.failed_total = 0
+        # Failures that may still have been written ("possibly persisted": librdkafka gave up
+        # waiting, the broker may have stored it); the audit counts them neither lost nor duplicated.
+        self.timed_out = 0
         # 1: every delivery's service time; n: only the traced messages' (every n-th flat out).
         # Sampling needs the offset audit, whose per-message offsets then give the acked count.
         if service_sample_every != 1 and service_sample_every != trace_sample_every(scenario):
@@ -94,6 +110,9 @@ class DeliveryAccount:
         what it does besides must be minimal)."""
         record_service = self.service_s.append
         failed = self.on_failed
+        if self.failures_only:
+            # Called for failed deliveries only (delivery.report.only.error).
+            return failed, failed
         if not audits_offsets(self.scenario):
             def on_delivery(error: KafkaError | None, message: Message) -> None:
                 if error is None:
@@ -134,14 +153,17 @@ class DeliveryAccount:
         self.service_s.append(latency_s)
         self.response_us.append(send_delay_us + round(latency_s * 1_000_000))
 
-    def on_failed(self, error: KafkaError, message: Message, sequence: int | None = None) -> None:
+    def on_failed(self, error: KafkaError, message: Message | None, sequence: int | None = None) -> None:
+        """A failed delivery (message None: produce_batch refused it, so it was never accepted)."""
         self.failed += 1
+        if error.code() == KafkaError._MSG_TIMED_OUT:
+            self.timed_out += 1
         if sequence is None:
             # Flat out the sequence comes from the trace header; a failed delivery report may
             # carry no headers (seen for "Message size too large"), so the scheduled path passes
             # the sequence along. A failure whose sequence stays unknown is still counted: the
             # audit subtracts sent - acked - known failures from what looks lost.
-            trace = read_trace(message.headers())
+            trace = read_trace(message.headers()) if message is not None else None
             sequence = trace.sequence if trace is not None else None
         if sequence is not None:
             self.failed_sequences.append(sequence)
@@ -150,9 +172,14 @@ class DeliveryAccount:
         if self.first_error is None:
             self.first_error = text
 
-    def take_second(self, second: int) -> ProducerSecond:
+    def take_second(self, second: int, client_latency: list | None = None) -> ProducerSecond:
         """What was sent and delivered since the last take, as one second's report."""
-        if self.service_sample_every == 1:
+        self.accepted_total += self.sent
+        self.failed_total += self.failed
+        if self.failures_only:
+            # Reports served so far, less the failures; never below what was already counted.
+            acked = max(0, self.accepted_total - self.failed_total - self.queued() - self.acked_total)
+        elif self.service_sample_every == 1:
             acked = len(self.service_s)
         else:
             acked = sum(len(offsets) for offsets in self.acked_offsets.values())
@@ -161,7 +188,7 @@ class DeliveryAccount:
             self.producer_index, second, self.sent, acked, self.failed, self.service_s[:], self.response_us[:],
             self.send_delay_us[:], {partition: offset_ranges(offsets) for partition, offsets in self.acked_offsets.items()},
             dict(self.errors),
-            *self.partition_acks.take(),
+            *self.partition_acks.take(), client_latency or [],
         )
         self.sent = self.failed = 0
         self.errors.clear()
@@ -230,7 +257,7 @@ class Sender:
                 batch = batch_pool[start:start + size]
                 queued = produce_batch(topic, batch, on_delivery=on_delivery)
                 if queued < size:
-                    sequence, first, end = self._wait_queue_full(sequence + queued, first, end, batch)
+                    sequence, first, end = self._wait_queue_full(sequence, first, end, batch)
                     continue
                 sequence += size
             poll(0)
@@ -241,15 +268,23 @@ class Sender:
         """librdkafka's queue is full: count what was queued, wait, and carry on from the
         sequence the sender is at then (in Locust other users of this producer send meanwhile).
 
-        `produce_batch` reports a message it could not queue as an `_error` entry in that
-        message's dict instead of raising: the entries are removed (the dicts are reused), and
-        any error but a full queue fails the run as `produce()` would have by raising.
+        `batch`: the `produce_batch` call starting at `sequence` that refused some messages.
+        It reports a message it could not queue as an `_error` entry in that message's dict
+        instead of raising: the entries are removed (the dicts are reused). The batch counts as
+        sent up to its first message refused for a full queue (that one and the rest are sent
+        again). Any other refusal fails the run as `produce()` would have by raising, except with
+        failures-only reports, where the message was never accepted: it counts as sent and failed
+        at once.
         """
         if batch is not None:
-            errors = [message.pop("_error") for message in batch if "_error" in message]
-            fatal = next((error for error in errors if error.code() != KafkaError._QUEUE_FULL), None)
-            if fatal is not None:
-                raise KafkaException(fatal)
+            errors = [(position, message.pop("_error")) for position, message in enumerate(batch) if "_error" in message]
+            resend_from = min((p for p, error in errors if error.code() == KafkaError._QUEUE_FULL), default=len(batch))
+            refused = [(p, error) for p, error in errors if error.code() != KafkaError._QUEUE_FULL and p < resend_from]
+            if refused and not self.account.failures_only:
+                raise KafkaException(refused[0][1])
+            for position, error in refused:
+                self.account.on_failed(error, None, sequence + position)
+            sequence += resend_from
         self.account.sent += sequence - first
         self.sequence = sequence
         self.wait_queue_full()

@@ -103,6 +103,10 @@ class FaultWatch:
         """The result's `failover` section."""
         acks, consumed = measured.partition_acks, measured.partition_consumed
         sampler, flat_out = self.sampler, self.scenario.rate == 0
+        # Acks per partition come from per-message delivery reports.
+        untracked = ("flat out (rate 0) acks are not tracked per partition" if flat_out else
+                     "failures-only delivery reports: acks are not reported per message" if
+                     self.scenario.delivery_reports == "failures" else None)
         section = failover_section(
             self.records, acks.gaps_ms(t0_ns), consumed.gaps_ms(t0_ns),
             {p for counts in acks.by_second.values() for p in counts},
@@ -111,8 +115,7 @@ class FaultWatch:
             {name: recorder.latency[name].intervals for name in ("service_time", "end_to_end")},
             gap_threshold_ms=MIN_GAP_NS / NS_PER_MS, sample_every_s=sampler.every_s if sampler else None,
             missed_samples=sampler.missed if sampler else 0,
-            acks_tracked="flat out (rate 0) acks are not tracked per partition" if flat_out else None,
-            warmup_s=self.scenario.warmup_s)
-        section["series"]["acked_by_partition"] = None if flat_out else acks.series(recorder.seconds())
+            acks_tracked=untracked, warmup_s=self.scenario.warmup_s)
+        section["series"]["acked_by_partition"] = None if untracked else acks.series(recorder.seconds())
         section["series"]["consumed_by_partition"] = consumed.series(recorder.seconds())
         return section

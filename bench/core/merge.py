@@ -43,6 +43,7 @@ class RunMeasurements:
         if isinstance(message, ProducerSecond):
             self.recorder.add_producer_report(message.second, message.sent, message.acked, message.failed,
                                               message.service_s, message.response_us, message.send_delay_us)
+            self.recorder.add_client_latency(message.second, message.client_latency)
             self.add_acked_ranges(message.acked_ranges)
             self.partition_acks.add(message.second, message.acked_by_partition, message.ack_gaps)
             self.reported_through[producer_name(message.producer)] = message.second
@@ -87,7 +88,8 @@ class RunMeasurements:
     def audit(self, method: str, producers: Iterable[ProducerAccount] | None = None) -> AuditOutcome:
         """Lost and duplicated (None when no tracker reported its account)."""
         if producers is None:
-            producers = [ProducerAccount(p.producer, p.sent, p.acked, p.failed_sequences) for p in self.producers.values()]
+            producers = [ProducerAccount(p.producer, p.sent, p.acked, p.failed_sequences, p.timed_out)
+                         for p in self.producers.values()]
         done = self.tracker_done
         tracker = None if done is None else TrackerAccount(done.seen, done.duplicated, done.foreign,
                                                            done.consumed_offsets, done.offsets_consumed_twice)

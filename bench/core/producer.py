@@ -12,6 +12,7 @@ import time
 import traceback
 
 from bench.core.audit import trace_sample_every
+from bench.core.client_stats import STATISTICS_INTERVAL_MS, StatsCollector
 from bench.core.clients import describe_error, scenario_producer_config
 from bench.core.delivery import DeliveryAccount, Sender, payload_pool
 from bench.core.protocol import ChildFailed, ProducerDone, Ready, producer_name
@@ -42,13 +43,20 @@ class ProducerLoop:
         self.index = index
         self.scenario = scenario
         self.reports = reports
-        self.producer = OrderProducer(scenario_producer_config(scenario, bootstrap_servers), scenario.topic)
+        config = scenario_producer_config(scenario, bootstrap_servers)
+        # Failures-only reports give no per-message service time: librdkafka's own per-broker
+        # latencies (bench/core/client_stats.py) are recorded instead.
+        self.client_stats = StatsCollector() if scenario.delivery_reports == "failures" else None
+        if self.client_stats is not None:
+            config.update({"statistics.interval.ms": STATISTICS_INTERVAL_MS, "stats_cb": self.client_stats.on_stats})
+        self.producer = OrderProducer(config, scenario.topic)
         client = self.producer.client
         # Metadata now, so the first timed message does not wait for it.
         client.list_topics(scenario.topic, timeout=CHILD_START_TIMEOUT_S / 2)
         # Flat out, service time comes from the traced messages only: a process of its own, so
         # every saving per delivery is throughput (Locust keeps every delivery's, for its stats).
-        self.account = DeliveryAccount(scenario, index, service_sample_every=trace_sample_every(scenario))
+        self.account = DeliveryAccount(scenario, index, service_sample_every=trace_sample_every(scenario),
+                                       queued=client.__len__)
         values, keys = payload_pool(scenario)
         # A full queue empties as deliveries are served: serve them, then retry.
         self.sender = Sender(client, scenario, run_id, self.account, values, keys,
@@ -60,7 +68,7 @@ class ProducerLoop:
     def report_due(self, now_ns: int) -> bool:
         """Send the report of every second that has ended; True when asked to stop."""
         while now_ns >= self.next_second_ns:
-            self.reports.put(self.account.take_second(self.second))
+            self.reports.put(self._take_second())
             self.second += 1
             self.next_second_ns += NS_PER_S
         return self.stop.is_set()
@@ -128,10 +136,13 @@ class ProducerLoop:
         elapsed_s = (time.perf_counter_ns() - t0_ns) / NS_PER_S
         # Acks that stopped and never came back are a gap up to now, not no gap.
         self.account.partition_acks.close()
-        self.reports.put(self.account.take_second(self.second))
+        self.reports.put(self._take_second())
         account = self.account
         self.reports.put(ProducerDone(self.index, self.sender.sequence, account.acked_total, account.failed_sequences,
-                                      producing_s, elapsed_s, account.first_error, undelivered))
+                                      producing_s, elapsed_s, account.first_error, undelivered, account.timed_out))
+
+    def _take_second(self):
+        return self.account.take_second(self.second, self.client_stats.take() if self.client_stats else None)
 
 
 def producer_main(index: int, scenario: Scenario, bootstrap_servers: str, run_id: bytes,

@@ -79,6 +79,9 @@ class ProducerSecond:
     # Acks per partition, and gaps between acks (bench/core/availability.py); scheduled sends only.
     acked_by_partition: Mapping[int, int] = field(default_factory=dict)
     ack_gaps: list[tuple[int, int, int]] = field(default_factory=list)
+    # Failures-only reports: librdkafka's per-broker latency windows of the second
+    # (bench/core/client_stats.py).
+    client_latency: list[Mapping[str, Any]] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -92,6 +95,8 @@ class ProducerDone:
     first_error: str | None
     # Still queued at the flush deadline and purged (their callbacks counted them as failed).
     undelivered: int
+    # Failed with a timeout: possibly persisted (the broker may have written them).
+    timed_out: int = 0
 
 
 @dataclass(frozen=True)

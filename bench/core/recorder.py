@@ -18,6 +18,7 @@ from typing import Any
 
 from hdrh.histogram import HdrHistogram
 
+from bench.core.client_stats import summarize_client_latency
 from bench.results.histograms import (
     LATENCY_HIGHEST_US,
     LATENCY_LOWEST_US,
@@ -154,6 +155,8 @@ class RunRecorder:
         self.lag_messages: dict[int, int] = {}
         self.lag_by_partition: dict[int, dict[int, int]] = {}
         self.lag_time_ms: dict[int, float] = {}
+        # librdkafka's per-broker latency windows per second (failures-only reports).
+        self.client_latency: dict[int, list] = {}
         self.last_second = -1
 
     def add_producer_report(self, second: int, sent: int, acked: int, failed: int,
@@ -162,6 +165,15 @@ class RunRecorder:
         self.latency["service_time"].record(second, fold_latencies(service_s, to_us=1_000_000))
         self.latency["response_time"].record(second, fold_latencies(response_us))
         self.latency["send_delay"].record(second, fold_latencies(send_delay_us))
+
+    def add_client_latency(self, second: int, entries: list) -> None:
+        if entries:
+            self.client_latency.setdefault(second, []).extend(entries)
+
+    def client_latency_summary(self) -> dict[str, Any]:
+        """librdkafka's int_latency and rtt over the measured window (bench/core/client_stats.py)."""
+        return summarize_client_latency(entry for second in self.measured_window()
+                                        for entry in self.client_latency.get(second, ()))
 
     def add_tracker_report(self, second: int, consumed: int, end_to_end_us: list[int],
                            lag_by_partition: Mapping[int, int] | None, lag_time_ms: float | None) -> None:

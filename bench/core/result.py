@@ -34,6 +34,8 @@ HLOG_FILES = {name: f"{name}.hlog" for name in HLOG_LATENCIES}
 # orders), so it cannot say whether a value was malformed.
 MALFORMED_NOT_CHECKED = "the tracker does not parse message values"
 OFFSETS_NOT_READ = "the broker's offsets could not be read"
+NO_REPORT_PER_MESSAGE = ("delivery_reports = \"failures\": no delivery report per message, so no per-message "
+                         "send -> ack time; see client_latency_us (librdkafka's own int_latency and rtt)")
 
 
 @dataclass(frozen=True)
@@ -185,10 +187,29 @@ def latency_summaries(recorder: RunRecorder, scenario: Scenario, *, tracked: boo
     if scenario.rate:
         latency["response_time"] = recorder.latency["response_time"].summary(window)
         latency["send_delay"] = recorder.latency["send_delay"].summary(window)
+    if scenario.delivery_reports == "failures":
+        # Null, never 0: without a report per message there is no send -> ack time to take.
+        for name in ("service_time", "response_time"):
+            if name in latency:
+                latency[name]["not_measured"] = NO_REPORT_PER_MESSAGE
     if tracked:
         latency["end_to_end"] = recorder.latency["end_to_end"].summary(window)
         latency["end_to_end"]["sample_every"] = sample_every
     return latency
+
+
+# How the console and the report name each delivery_reports mode.
+DELIVERY_REPORT_MODES = {"all": "every message (per-message service time)",
+                         "failures": "failures only (acked = accepted - failed after the flush)"}
+
+
+def delivery_report_sections(scenario: Scenario, recorder: RunRecorder) -> dict[str, Any]:
+    """The result's `delivery_reports` (the mode that ran) and, with failures-only reports,
+    `client_latency_us`: librdkafka's own int_latency and rtt over the measured window."""
+    sections: dict[str, Any] = {"delivery_reports": scenario.delivery_reports}
+    if scenario.delivery_reports == "failures":
+        sections["client_latency_us"] = recorder.client_latency_summary()
+    return sections
 
 
 def run_throughput(series: Mapping[str, Any], warmup_s: float, message_bytes: int | None, *, acked: int,

@@ -28,7 +28,8 @@ from typing import Any, TextIO
 from bench.broker.ensure import BrokerInUse, ensure_broker, no_embedded_reason
 from bench.broker.fault_spec import broker_faults
 from bench.broker.faults import Fault, parse_faults
-from bench.core.audit import AuditOutcome, audit_method, run_verdict, trace_sample_every
+from bench.core.audit import OFFSET_COUNTS, AuditOutcome, audit_method, run_verdict, trace_sample_every
+from bench.core.client_stats import client_latency_warnings
 from bench.core.clients import check_client_settings, high_watermarks, scenario_admin, scenario_watermarks
 from bench.core.fault_watch import FaultWatch
 from bench.core.merge import RunMeasurements
@@ -36,9 +37,11 @@ from bench.core.producer import CHILD_START_TIMEOUT_S, INTERRUPT_DRAIN_S, produc
 from bench.core.progress import Progress, p99_scope, progress_line
 from bench.core.protocol import ERRORS_LOG, TRACKER, Drain, Inbox, producer_name, write_child_errors
 from bench.core.result import (
+    DELIVERY_REPORT_MODES,
     RunResult,
     broker_section,
     clamped_warnings,
+    delivery_report_sections,
     latency_summaries,
     run_counts,
     run_throughput,
@@ -213,8 +216,20 @@ class _Run:
             drain_s, idle = self.scenario.drain_timeout_s, True
             self._event("drain", f"waiting for the tracker to consume {acked:,} acked orders "
                                  f"(it gives up after {drain_s:g} s without progress)")
-        self.processes.control.put(Drain(self.measured.drain_target(self.method), drain_s, idle))
+        self.processes.control.put(Drain(self._drain_target(), drain_s, idle))
         self._collect(lambda: self.measured.tracker_done is not None)
+
+    def _drain_target(self) -> int | dict[int, int]:
+        """With the counts audit no report names an acked offset: the tracker reads to the end
+        of every partition this run wrote to, by the broker's offsets now."""
+        if self.method != OFFSET_COUNTS:
+            return self.measured.drain_target(self.method)
+        try:
+            ends = high_watermarks(scenario_watermarks(self.scenario, self.bootstrap_servers))
+        except RunFailed as error:
+            self.measured.failure = self.measured.failure or f"cannot read where the tracker must drain to: {error}"
+            return {}
+        return {p: end for p, end in ends.items() if end > self.start_offsets.get(p, 0)}
 
     def _end_faults(self) -> None:
         """End the current fault: the broker is up again before the drain."""
@@ -295,7 +310,8 @@ class _Run:
             series=recorder.series(), events=self.events + (self.fault_watch.events if self.fault_watch else []),
             warnings=_run_warnings(self.scenario, measured, totals, audit, offset_delta)
             + (self.fault_watch.warnings() if self.fault_watch else []),
-            sections={"failover": self.fault_watch.section(measured, recorder, self.t0_ns)} if self.fault_watch else {})
+            sections={**({"failover": self.fault_watch.section(measured, recorder, self.t0_ns)} if self.fault_watch else {}),
+                      **delivery_report_sections(self.scenario, recorder)})
         folder, document = write_run_folder(self.results_root, result, recorder)
         if measured.child_failures:
             write_child_errors(folder / ERRORS_LOG, measured.child_failures)
@@ -323,6 +339,12 @@ def _run_warnings(scenario: Scenario, measured: RunMeasurements, totals: dict[st
     purged = sum(outcome.undelivered for outcome in measured.producers.values())
     if purged:
         warnings.append(f"{purged:,} messages were not delivered before the flush deadline and were purged (counted as failed)")
+    timed_out = sum(outcome.timed_out for outcome in measured.producers.values())
+    if timed_out:
+        warnings.append(f"{timed_out:,} deliveries failed with a timeout and are possibly persisted (the broker may have "
+                        f"written them): the audit counts them neither lost nor duplicated")
+    if scenario.delivery_reports == "failures":
+        warnings += client_latency_warnings(measured.recorder.client_latency_summary())
     if audit.lost_examples:
         unit = " (producer/sequence)" if audit.method == "sequences" else ""
         warnings.append(f"lost{unit}, first ones: {', '.join(audit.lost_examples)}")
@@ -331,8 +353,10 @@ def _run_warnings(scenario: Scenario, measured: RunMeasurements, totals: dict[st
 
 def _describe_rate(scenario: Scenario) -> str:
     if scenario.phases:
-        return "phases " + ", ".join(f"{p.rate:,.0f}/s for {p.duration_s:g} s" for p in scenario.phases)
-    return "flat out (rate 0)" if scenario.rate == 0 else f"{scenario.rate:,.0f} msg/s"
+        reports = f"delivery reports: {DELIVERY_REPORT_MODES[scenario.delivery_reports]}"
+        return f"{reports}, phases " + ", ".join(f"{p.rate:,.0f}/s for {p.duration_s:g} s" for p in scenario.phases)
+    rate = "flat out (rate 0)" if scenario.rate == 0 else f"{scenario.rate:,.0f} msg/s"
+    return f"{rate}, delivery reports: {DELIVERY_REPORT_MODES[scenario.delivery_reports]}"
 
 
 def run_scenario(

@@ -51,6 +51,14 @@ COMPRESSIONS = ("none", "gzip", "snappy", "lz4", "zstd")
 COMPRESSION_LEVELS = {"none": (-1, -1), "snappy": (-1, -1), "gzip": (0, 9), "lz4": (0, 12), "zstd": (0, 12)}
 ACKS = ("all", "0", "1")
 KEY_MODES = ("none", "order_id")
+# Which deliveries get a report in Python: every one ("all": per-message service and response
+# times, acked offsets) or only the failed ones ("failures": librdkafka's
+# delivery.report.only.error; acked = accepted - failed once flushed). None picks by rate.
+DELIVERY_REPORTS = ("all", "failures")
+# The mode a scenario that does not say runs in: flat out "failures" (measured faster with the
+# same exact counts, docs/performance.md), at a fixed rate "all" (response time needs a report
+# per message).
+DEFAULT_DELIVERY_REPORTS = {"flat_out": "failures", "fixed_rate": "all"}
 # keys = "order_id" sends the order's id text as the key.
 ORDER_ID_KEY_BYTES = len(str(uuid.UUID(int=0)))
 # librdkafka's batch.size range.
@@ -65,6 +73,7 @@ _FIELD_OWNED_PRODUCER_KEYS = {key: f"the scenario field {field!r}; set that inst
     "linger.ms": "linger_ms", "queue.buffering.max.ms": "linger_ms",
     "batch.size": "batch_size",
     "enable.idempotence": "idempotence",
+    "delivery.report.only.error": "delivery_reports",
 }.items()}
 
 _TOPIC_NAME = re.compile(r"^[A-Za-z0-9._-]{1,249}$")
@@ -110,6 +119,8 @@ class Scenario:
     batch_size: int = 1_000_000
     idempotence: bool = False
     keys: str = "none"
+    # "all" | "failures"; None: "failures" flat out, "all" at a fixed rate (resolved on construction).
+    delivery_reports: str | None = None
     producer_config: Mapping[str, Any] = dataclasses.field(default_factory=dict)
     consumer_config: Mapping[str, Any] = dataclasses.field(default_factory=dict)
     # After producing, the tracker gives up after this long without consuming any of the run's messages.
@@ -263,10 +274,19 @@ def _validate(scenario: Scenario) -> None:
     if scenario.idempotence and scenario.acks != "all":
         raise UsageError(f"idempotence: needs acks = \"all\" (librdkafka refuses acks={scenario.acks} with idempotence)")
     _check_phases(scenario)
+    _check_delivery_reports(scenario)
     _check_faults(scenario)
     producer_config = check_client_config("producer_config", scenario.producer_config, _FIELD_OWNED_PRODUCER_KEYS)
     object.__setattr__(scenario, "producer_config", producer_config)
     object.__setattr__(scenario, "consumer_config", check_client_config("consumer_config", scenario.consumer_config, {}))
+
+
+def _check_delivery_reports(scenario: Scenario) -> None:
+    """None resolves by rate (DEFAULT_DELIVERY_REPORTS), so a result states the mode that ran."""
+    if scenario.delivery_reports is None:
+        object.__setattr__(scenario, "delivery_reports",
+                           DEFAULT_DELIVERY_REPORTS["flat_out" if scenario.rate == 0 else "fixed_rate"])
+    check_choice("delivery_reports", scenario.delivery_reports, DELIVERY_REPORTS)
 
 
 def _check_replication(scenario: Scenario) -> None:

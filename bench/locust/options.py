@@ -105,6 +105,8 @@ def scenario_from_options(options) -> Scenario:
         name = RESULT_NAME_PREFIX + "orders"
     values["name"] = name
     merged = merge_overrides(values, overrides)
+    # Locust's statistics take one report per request: every delivery is reported.
+    merged["delivery_reports"] = "all"
     # Locust's -t decides how long the test runs; the result records the real duration.
     merged["duration_s"] = max(float(merged.get("duration_s") or 0), float(merged.get("warmup_s") or 0) + 1)
     return Scenario.from_mapping(merged, source="locust options")

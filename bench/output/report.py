@@ -20,7 +20,7 @@ from bench.analysis.failover import FAILOVER_COLUMNS, failover_row
 from bench.analysis.stats import derive_warnings
 from bench.output import plots
 from bench.results.formatting import describe_environment, describe_scenario, format_change, format_us, format_value
-from bench.results.metrics import LATENCY_LABELS, METRICS, SUMMARY_PERCENTILES, latency_title
+from bench.results.metrics import CLIENT_LATENCY_LABELS, LATENCY_LABELS, METRICS, SUMMARY_PERCENTILES, latency_title
 from bench.results.store import load_result, write_text_atomic
 from streamstore.errors import UsageError
 
@@ -134,6 +134,29 @@ def _latency_table(result: Mapping[str, Any]) -> Block | None:
     return table(header, rows)
 
 
+def _delivery_report_blocks(result: Mapping[str, Any]) -> list[Block]:
+    """Failures-only delivery reports: why service time is missing, and librdkafka's own latencies."""
+    if result.get("delivery_reports") != "failures":
+        return []
+    reasons = {summary["not_measured"] for summary in (result.get("latency_us") or {}).values()
+               if isinstance(summary, Mapping) and summary.get("not_measured")}
+    blocks = [heading("librdkafka's own latency (failures-only delivery reports)"),
+              paragraph("Delivery reports for failed messages only; " + "; ".join(sorted(reasons)) + "."
+                        if reasons else "Delivery reports for failed messages only.")]
+    client = result.get("client_latency_us") or {}
+    rows = []
+    for window in CLIENT_LATENCY_LABELS:
+        for statistic in ("avg", "p50", "p99", "max"):
+            metric = METRICS[f"{window}_{statistic}"]
+            rows.append((metric.label, format_us(metric.read(result))))
+        figures = client.get(window)
+        if figures:
+            rows.append((f"{CLIENT_LATENCY_LABELS[window][0]} intervals (out of range)",
+                         f"{figures['intervals']:,} ({figures['intervals_out_of_range']:,})"))
+    blocks += [table(("figure", "value"), rows), paragraph(f"Window: {METRICS['rtt_p99'].window}.")]
+    return blocks
+
+
 # The figures of a run's summary table besides its latencies and counts (metric table names).
 SUMMARY_METRICS = ("throughput", "throughput_mb", "consumed_throughput", "lag_max", "lag_time_max")
 
@@ -209,6 +232,7 @@ def run_report_blocks(result: Mapping[str, Any], plot_files: Sequence[str]) -> l
     latency = _latency_table(result)
     if latency:
         blocks += [heading("Latency (warm-up excluded)"), latency]
+    blocks += _delivery_report_blocks(result)
     throughput = _throughput_rows(result)
     counts = result.get("counts") or {}
     if throughput or counts:

@@ -20,6 +20,9 @@ NOT_FINGERPRINTED = frozenset({"name", "topic", "duration_s", "warmup_s", "drain
 # Left at the broker's default these are left out, so fingerprints (and baselines) from before
 # the fields existed still match; so are phases and faults when there are none.
 _OMITTED_WHEN_EMPTY = ("min_insync_replicas", "unclean_leader_election", "phases", "faults")
+# Left out at the value every run had before the field existed, for the same reason: a report
+# per delivery was the only mode, so only "failures" (which measures differently) changes it.
+_OMITTED_AT = {"delivery_reports": "all"}
 
 
 def fingerprint_of(scenario: Mapping[str, Any]) -> str:
@@ -29,6 +32,9 @@ def fingerprint_of(scenario: Mapping[str, Any]) -> str:
     for field in _OMITTED_WHEN_EMPTY:
         if field in values and (values[field] is None or values[field] in ((), [])):
             values.pop(field)
+    for field, value in _OMITTED_AT.items():
+        if values.get(field, value) == value:
+            values.pop(field, None)
     canonical = json.dumps(values, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(canonical.encode()).hexdigest()[:16]
 

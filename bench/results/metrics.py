@@ -34,6 +34,16 @@ PLOTTED_LATENCIES = ("service_time", "response_time", "end_to_end")
 # Latencies written as `<name>.hlog` beside result.json (one interval per second).
 HLOG_LATENCIES = ("service_time", "end_to_end")
 
+# librdkafka's own latency figures (result["client_latency_us"], failures-only delivery reports):
+# statistics window -> label and the span it measures. Per broker and statistics interval;
+# bench/core/client_stats.py summarizes them.
+CLIENT_LATENCY_LABELS = {
+    "int_latency": ("librdkafka queue latency (int_latency)", "produce() -> request built"),
+    "rtt": ("librdkafka request round trip (rtt)", "request sent -> response"),
+}
+CLIENT_LATENCY_WINDOW = (f"{MEASURED}; from librdkafka's 1 s statistics intervals per broker: avg weighted by samples, "
+                         "p50 and p99 of the worst interval, max over all")
+
 # Keys of a latency summary, in order, with the percentile each one reads.
 SUMMARY_PERCENTILES = {"p50": 50.0, "p90": 90.0, "p99": 99.0, "p99_9": 99.9, "p99_99": 99.99}
 LATENCY_STATISTICS = (*SUMMARY_PERCENTILES, "max", "mean")
@@ -125,6 +135,10 @@ def _build() -> dict[str, Metric]:
             series = latency_series_key(kind, statistic) if statistic in LATENCY_SERIES.get(kind, ()) else None
             metrics.append(Metric(f"{kind}_{statistic}", f"{label} {statistic.replace('_', '.')}", "µs", "higher",
                                   ("latency_us", kind, statistic), MEASURED, series, LATENCY_FLOOR_US))
+    for window, (label, _span) in CLIENT_LATENCY_LABELS.items():
+        for statistic in ("avg", "p50", "p99", "max"):
+            metrics.append(Metric(f"{window}_{statistic}", f"{label} {statistic}", "µs", "higher",
+                                  ("client_latency_us", window, statistic), CLIENT_LATENCY_WINDOW, None, LATENCY_FLOOR_US))
     return {metric.name: metric for metric in metrics}
 
 
