@@ -22,6 +22,9 @@ from kafka_truth import assert_counts_match_broker, bench_run
 from bench.broker.embedded import EmbeddedBroker
 from bench.broker.proxy import ClientProxy
 
+# Latencies and timings that other tests on the same cores would distort (make test runs these alone).
+pytestmark = pytest.mark.timing
+
 INJECTED_DELAY_US = 20_000
 DELIVERY_TOLERANCE = 0.10
 # linger_ms=0: a lingering batch waits for librdkafka's timer, which on a busy machine moved

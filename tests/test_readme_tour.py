@@ -18,6 +18,9 @@ from kafka_truth import PROJECT_ROOT, broker_message_count
 
 from bench.results.store import load_result
 
+# Latencies and timings that other tests on the same cores would distort (make test runs these alone).
+pytestmark = pytest.mark.timing
+
 README = PROJECT_ROOT / "README.md"
 RUN_FOLDER = re.compile(r"results/\d{8}T\d{6}-([A-Za-z0-9_.-]+?)(?=/|\s|$)")
 TOUR_TIMEOUT_S = 300

@@ -16,6 +16,9 @@ from bench.analysis.compare import DEFAULT_CHECKS  # what CI uses: chosen from m
 from bench.cli import main
 from bench.results.store import load_result
 
+# Latencies and timings that other tests on the same cores would distort (make test runs these alone).
+pytestmark = pytest.mark.timing
+
 # The tracker sleeps this long after each consumed batch (seams.slowed_tracker: the same scenario,
 # so the same fingerprint, with a slower consumer path): end-to-end p50 goes from ~5 ms to ~13 ms
 # at 1,000 msg/s (measured: 5.26 -> 13.5 ms, +157 %), a regression the gate must catch.

@@ -72,7 +72,8 @@ def test_offsets_of_a_topic_no_node_serves_are_an_error_unless_the_caller_waits_
     """An unknown topic is what a node that has just started answers for an existing one: it is
     asked again up to the timeout, then a RunFailed naming the reason, never an empty {} that
     would read as a topic holding nothing. A caller waiting for the topic to appear gets {}."""
-    with pytest.raises(RunFailed, match=f"could not read offsets of topic '{unique_topic}': .*[Uu]nknown topic"):
+    # The reason is the node's answer, or, on a busy machine, that none came within the second.
+    with pytest.raises(RunFailed, match=f"could not read offsets of topic '{unique_topic}': .*([Uu]nknown topic|[Tt]imed out)"):
         topic_watermarks(kafka_bootstrap, unique_topic, timeout_s=1.0)
     assert topic_watermarks(kafka_bootstrap, unique_topic, missing_ok=True) == {}
 
