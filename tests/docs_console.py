@@ -33,9 +33,13 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import functools
 import io
+import json
 import re
 import shlex
+import subprocess
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -140,13 +144,27 @@ def _parsers():
             "streamstore.tracker": lambda: streamstore(tracker, "tracker")}
 
 
-def _locust_parser():
-    from locust.argument_parser import get_parser
+# Importing locust monkey-patches the process for gevent, which breaks a pytest-xdist worker's own
+# threads: a Locust command is parsed in a child Python process instead.
+_LOCUST_PARSE = """
+import json, sys
+sys.path.insert(0, sys.argv[1])
+from locust.argument_parser import get_parser
+from bench.locust.options import add_arguments
+from docs_console import _parse
+parser = get_parser(default_config_files=())
+add_arguments(parser)
+print(json.dumps(_parse(parser, json.loads(sys.argv[2]))))
+"""
 
-    from bench.locust.options import add_arguments
-    parser = get_parser(default_config_files=())
-    add_arguments(parser)
-    return parser
+
+@functools.cache
+def _locust_problem(argv: tuple[str, ...]) -> str | None:
+    completed = subprocess.run([sys.executable, "-c", _LOCUST_PARSE, str(Path(__file__).parent), json.dumps(argv)],
+                               capture_output=True, text=True, cwd=ROOT, timeout=120)
+    if completed.returncode != 0:
+        return f"locust's parser did not run: {(completed.stderr.strip().splitlines() or ['no output'])[-1]}"
+    return json.loads(completed.stdout.strip().splitlines()[-1])
 
 
 def _parse(parser: argparse.ArgumentParser, argv: list[str]) -> str | None:
@@ -202,7 +220,7 @@ def _check_argv(argv: list[str]) -> str | None:
     if missing:
         return "no such file: " + ", ".join(missing)
     if argv[0] == "locust":
-        return _parse(_locust_parser(), argv[1:])
+        return _locust_problem(tuple(argv[1:]))
     if argv[0] == "make":
         targets = set(re.findall(r"^([\w-]+):", (ROOT / "Makefile").read_text(), re.MULTILINE))
         unknown = [arg for arg in argv[1:] if "=" not in arg and not arg.startswith("-") and arg not in targets]

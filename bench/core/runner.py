@@ -28,25 +28,17 @@ from typing import Any, TextIO
 from bench.broker.ensure import BrokerInUse, ensure_broker, no_embedded_reason
 from bench.broker.fault_spec import broker_faults
 from bench.broker.faults import Fault, parse_faults
-from bench.core.audit import OFFSET_COUNTS, AuditOutcome, audit_method, run_verdict, trace_sample_every
-from bench.core.client_stats import client_latency_warnings
+from bench.core.audit import OFFSET_COUNTS, audit_method
 from bench.core.clients import check_client_settings, high_watermarks, scenario_admin, scenario_watermarks
 from bench.core.fault_watch import FaultWatch
 from bench.core.merge import RunMeasurements
 from bench.core.producer import CHILD_START_TIMEOUT_S, INTERRUPT_DRAIN_S, producer_main
 from bench.core.progress import Progress, p99_scope, progress_line
-from bench.core.protocol import ERRORS_LOG, TRACKER, Drain, Inbox, producer_name, write_child_errors
+from bench.core.protocol import TRACKER, Drain, Inbox, producer_name
 from bench.core.result import (
     DELIVERY_REPORT_MODES,
-    RunResult,
-    broker_section,
-    clamped_warnings,
-    delivery_report_sections,
-    latency_summaries,
-    run_counts,
-    run_throughput,
-    write_run_folder,
 )
+from bench.core.run_writer import RunTimes, write_run
 from bench.core.scenario import Scenario
 from bench.core.tracker import tracker_main
 from bench.results.environment import capture_environment
@@ -277,78 +269,10 @@ class _Run:
         self.events.append({"t_s": round(t_s, 3), "kind": kind, "detail": detail})
 
     def _write(self) -> tuple[int, Path, dict[str, Any]]:
-        ended_at = time.time()
-        measured = self.measured
-        recorder = measured.recorder
-        recorder.close_through(recorder.last_second)
-        totals = recorder.totals()
-        outcomes = measured.producers.values()
-        audit = measured.audit(self.method)
-        offset_delta, offset_unread = _broker_offset_delta(self.scenario, self.bootstrap_servers, self.start_offsets)
-        failed = max(totals["failed"], sum(o.sent - o.acked for o in outcomes))
-        first_error = next((o.first_error for o in outcomes if o.first_error), None)
-        failure = measured.failure
-        if measured.child_failures:  # the console keeps one line; the tracebacks go beside the result
-            failure = f"{failure} (traceback in {ERRORS_LOG})"
-        verdict = run_verdict(interrupted=self.interrupted, failure=failure, failed=failed,
-                              lost=audit.lost, first_error=first_error)
-        producing_s = max((o.producing_s for o in outcomes), default=0.0)
-        elapsed_s = max((o.elapsed_s for o in outcomes), default=0.0)
-        result = RunResult(
-            kind="run", run_id=self.run_id.hex, scenario=self.scenario.to_dict(), fingerprint=self.scenario.fingerprint(),
-            environment=self.environment,
-            broker=broker_section(self.broker, self.topic_settings, self.topic_settings_unread),
-            started_at=self.started_at, ended_at=ended_at, duration_s=producing_s, warmup_s=self.scenario.warmup_s,
-            verdict=verdict, audit=audit.method,
-            counts=run_counts(totals, failed=failed, audit=audit, tracker_ran=True, broker_offset_delta=offset_delta,
-                              offset_delta_reason=offset_unread),
-            throughput=run_throughput(recorder.series(), self.scenario.warmup_s, self.scenario.message_size,
-                                      acked=totals["acked"], producing_s=producing_s, elapsed_s=elapsed_s),
-            latency_us=latency_summaries(recorder, self.scenario, tracked=True,
-                                         sample_every=trace_sample_every(self.scenario),
-                                         service_sample_every=trace_sample_every(self.scenario)),
-            series=recorder.series(), events=self.events + (self.fault_watch.events if self.fault_watch else []),
-            warnings=_run_warnings(self.scenario, measured, totals, audit, offset_delta)
-            + (self.fault_watch.warnings() if self.fault_watch else []),
-            sections={**({"failover": self.fault_watch.section(measured, recorder, self.t0_ns)} if self.fault_watch else {}),
-                      **delivery_report_sections(self.scenario, recorder)})
-        folder, document = write_run_folder(self.results_root, result, recorder)
-        if measured.child_failures:
-            write_child_errors(folder / ERRORS_LOG, measured.child_failures)
-        return verdict.exit_code, folder, document
-
-
-def _broker_offset_delta(scenario: Scenario, bootstrap_servers: str,
-                         start_offsets: dict[int, int]) -> tuple[int | None, str]:
-    """How many records the topic gained during the run, by the broker's own offsets; None and
-    why when no node answered for them (after a fault, within the admin timeout)."""
-    try:
-        after = scenario_watermarks(scenario, bootstrap_servers)
-    except RunFailed as error:
-        return None, str(error)
-    return sum(high for _, high in after.values()) - sum(start_offsets.values()), ""
-
-
-def _run_warnings(scenario: Scenario, measured: RunMeasurements, totals: dict[str, int], audit: AuditOutcome,
-                  offset_delta: int | None) -> list[str]:
-    warnings = clamped_warnings(measured.recorder)
-    if measured.tracker_done is not None and measured.tracker_done.foreign:
-        warnings.append(f"{measured.tracker_done.foreign:,} messages on the topic did not come from this run (another producer?)")
-    if offset_delta is not None and offset_delta != totals["acked"] and scenario.acks != "0":
-        warnings.append(f"broker offsets grew by {offset_delta:,} but {totals['acked']:,} deliveries were acked")
-    purged = sum(outcome.undelivered for outcome in measured.producers.values())
-    if purged:
-        warnings.append(f"{purged:,} messages were not delivered before the flush deadline and were purged (counted as failed)")
-    timed_out = sum(outcome.timed_out for outcome in measured.producers.values())
-    if timed_out:
-        warnings.append(f"{timed_out:,} deliveries failed with a timeout and are possibly persisted (the broker may have "
-                        f"written them): the audit counts them neither lost nor duplicated")
-    if scenario.delivery_reports == "failures":
-        warnings += client_latency_warnings(measured.recorder.client_latency_summary())
-    if audit.lost_examples:
-        unit = " (producer/sequence)" if audit.method == "sequences" else ""
-        warnings.append(f"lost{unit}, first ones: {', '.join(audit.lost_examples)}")
-    return warnings
+        return write_run(self.scenario, self.broker, self.results_root, self.run_id.hex, self.measured, self.method,
+                         RunTimes(self.started_at, time.time(), self.t0_ns), interrupted=self.interrupted,
+                         environment=self.environment, topic_settings=(self.topic_settings, self.topic_settings_unread),
+                         start_offsets=self.start_offsets, events=self.events, fault_watch=self.fault_watch)
 
 
 def _describe_rate(scenario: Scenario) -> str:

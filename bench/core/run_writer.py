@@ -1,0 +1,114 @@
+"""The end of a measured run of `bench run`: the recorder's seconds closed, the audit, the broker's
+offsets read again, and the one typed result written as the run folder (result.json, .hlog,
+errors.log when a child process failed)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from bench.broker.ensure import BrokerInUse
+from bench.core.audit import AuditOutcome, run_verdict, trace_sample_every
+from bench.core.client_stats import client_latency_warnings
+from bench.core.clients import scenario_watermarks
+from bench.core.fault_watch import FaultWatch
+from bench.core.merge import RunMeasurements
+from bench.core.protocol import ERRORS_LOG, write_child_errors
+from bench.core.result import (
+    RunResult,
+    broker_section,
+    clamped_warnings,
+    delivery_report_sections,
+    latency_summaries,
+    run_counts,
+    run_throughput,
+    write_run_folder,
+)
+from bench.core.scenario import Scenario
+from streamstore.errors import RunFailed
+
+
+@dataclass(frozen=True)
+class RunTimes:
+    started_at: float   # wall clock of the first intended send, seconds since the epoch
+    ended_at: float     # wall clock when the run ended (after the drain)
+    t0_ns: int | None   # perf_counter_ns of the first intended send
+
+
+def write_run(scenario: Scenario, broker: BrokerInUse, results_root: Path, run_id: str, measured: RunMeasurements,
+              method: str, times: RunTimes, *, interrupted: bool, environment: Mapping[str, Any],
+              topic_settings: tuple[Mapping[str, str] | None, str | None], start_offsets: dict[int, int],
+              events: Sequence[Mapping[str, Any]], fault_watch: FaultWatch | None) -> tuple[int, Path, dict[str, Any]]:
+    """The run's result from what it measured, written as its run folder; (exit code, folder, result)."""
+    recorder = measured.recorder
+    recorder.close_through(recorder.last_second)
+    totals = recorder.totals()
+    outcomes = measured.producers.values()
+    audit = measured.audit(method)
+    offset_delta, offset_unread = _broker_offset_delta(scenario, broker.bootstrap_servers, start_offsets)
+    failed = max(totals["failed"], sum(o.sent - o.acked for o in outcomes))
+    first_error = next((o.first_error for o in outcomes if o.first_error), None)
+    failure = measured.failure
+    if measured.child_failures:  # the console keeps one line; the tracebacks go beside the result
+        failure = f"{failure} (traceback in {ERRORS_LOG})"
+    verdict = run_verdict(interrupted=interrupted, failure=failure, failed=failed,
+                          lost=audit.lost, first_error=first_error)
+    producing_s = max((o.producing_s for o in outcomes), default=0.0)
+    elapsed_s = max((o.elapsed_s for o in outcomes), default=0.0)
+    result = RunResult(
+        kind="run", run_id=run_id, scenario=scenario.to_dict(), fingerprint=scenario.fingerprint(),
+        environment=environment,
+        broker=broker_section(broker, topic_settings[0], topic_settings[1]),
+        started_at=times.started_at, ended_at=times.ended_at, duration_s=producing_s, warmup_s=scenario.warmup_s,
+        verdict=verdict, audit=audit.method,
+        counts=run_counts(totals, failed=failed, audit=audit, tracker_ran=True, broker_offset_delta=offset_delta,
+                          offset_delta_reason=offset_unread),
+        throughput=run_throughput(recorder.series(), scenario.warmup_s, scenario.message_size,
+                                  acked=totals["acked"], producing_s=producing_s, elapsed_s=elapsed_s),
+        latency_us=latency_summaries(recorder, scenario, tracked=True,
+                                     sample_every=trace_sample_every(scenario),
+                                     service_sample_every=trace_sample_every(scenario)),
+        series=recorder.series(), events=[*events, *(fault_watch.events if fault_watch else [])],
+        warnings=_run_warnings(scenario, measured, totals, audit, offset_delta)
+        + (fault_watch.warnings() if fault_watch else []),
+        sections={**({"failover": fault_watch.section(measured, recorder, times.t0_ns)} if fault_watch else {}),
+                  **delivery_report_sections(scenario, recorder)})
+    folder, document = write_run_folder(results_root, result, recorder)
+    if measured.child_failures:
+        write_child_errors(folder / ERRORS_LOG, measured.child_failures)
+    return verdict.exit_code, folder, document
+
+
+def _broker_offset_delta(scenario: Scenario, bootstrap_servers: str,
+                         start_offsets: dict[int, int]) -> tuple[int | None, str]:
+    """How many records the topic gained during the run, by the broker's own offsets; None and
+    why when no node answered for them (after a fault, within the admin timeout)."""
+    try:
+        after = scenario_watermarks(scenario, bootstrap_servers)
+    except RunFailed as error:
+        return None, str(error)
+    return sum(high for _, high in after.values()) - sum(start_offsets.values()), ""
+
+
+def _run_warnings(scenario: Scenario, measured: RunMeasurements, totals: dict[str, int], audit: AuditOutcome,
+                  offset_delta: int | None) -> list[str]:
+    warnings = clamped_warnings(measured.recorder)
+    if measured.tracker_done is not None and measured.tracker_done.foreign:
+        warnings.append(f"{measured.tracker_done.foreign:,} messages on the topic did not come from this run (another producer?)")
+    if offset_delta is not None and offset_delta != totals["acked"] and scenario.acks != "0":
+        warnings.append(f"broker offsets grew by {offset_delta:,} but {totals['acked']:,} deliveries were acked")
+    purged = sum(outcome.undelivered for outcome in measured.producers.values())
+    if purged:
+        warnings.append(f"{purged:,} messages were not delivered before the flush deadline and were purged (counted as failed)")
+    timed_out = sum(outcome.timed_out for outcome in measured.producers.values())
+    if timed_out:
+        warnings.append(f"{timed_out:,} deliveries failed with a timeout and are possibly persisted (the broker may have "
+                        f"written them): the audit counts them neither lost nor duplicated")
+    if scenario.delivery_reports == "failures":
+        warnings += client_latency_warnings(measured.recorder.client_latency_summary())
+    if audit.lost_examples:
+        unit = " (producer/sequence)" if audit.method == "sequences" else ""
+        warnings.append(f"lost{unit}, first ones: {', '.join(audit.lost_examples)}")
+    return warnings
