@@ -215,9 +215,11 @@ def topic_watermarks(
 # What a node answers for a moment while it, or the leader of a partition, changes: a failover
 # (the new leader has not taken over yet), a node that has just started (its metadata has not
 # caught up: it does not know a topic that exists), a node shutting down (the connection drops).
+# A request to a node that has just died may also end with its broker handle destroyed
+# (_DESTROY_BROKER: librdkafka dropped the node from its metadata); the next one goes elsewhere.
 _CATCHING_UP = frozenset({KafkaError.NOT_LEADER_FOR_PARTITION, KafkaError.LEADER_NOT_AVAILABLE,
                           KafkaError.UNKNOWN_TOPIC_OR_PART, KafkaError._TRANSPORT,
-                          KafkaError._ALL_BROKERS_DOWN, KafkaError.NOT_CONTROLLER})
+                          KafkaError._ALL_BROKERS_DOWN, KafkaError.NOT_CONTROLLER, KafkaError._DESTROY_BROKER})
 
 
 def retry_while_catching_up(call: Callable[[float], T], timeout_s: float) -> T:
