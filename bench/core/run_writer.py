@@ -57,6 +57,7 @@ def write_run(scenario: Scenario, broker: BrokerInUse, results_root: Path, run_i
                           lost=audit.lost, first_error=first_error)
     producing_s = max((o.producing_s for o in outcomes), default=0.0)
     elapsed_s = max((o.elapsed_s for o in outcomes), default=0.0)
+    series = recorder.series()  # every per-second series of the run: built once
     result = RunResult(
         kind="run", run_id=run_id, scenario=scenario.to_dict(), fingerprint=scenario.fingerprint(),
         environment=environment,
@@ -65,12 +66,12 @@ def write_run(scenario: Scenario, broker: BrokerInUse, results_root: Path, run_i
         verdict=verdict, audit=audit.method,
         counts=run_counts(totals, failed=failed, audit=audit, tracker_ran=True, broker_offset_delta=offset_delta,
                           offset_delta_reason=offset_unread),
-        throughput=run_throughput(recorder.series(), scenario.warmup_s, scenario.message_size,
+        throughput=run_throughput(series, scenario.warmup_s, scenario.message_size,
                                   acked=totals["acked"], producing_s=producing_s, elapsed_s=elapsed_s),
         latency_us=latency_summaries(recorder, scenario, tracked=True,
                                      sample_every=trace_sample_every(scenario),
                                      service_sample_every=trace_sample_every(scenario)),
-        series=recorder.series(), events=[*events, *(fault_watch.events if fault_watch else [])],
+        series=series, events=[*events, *(fault_watch.events if fault_watch else [])],
         warnings=_run_warnings(scenario, measured, totals, audit, offset_delta)
         + (fault_watch.warnings() if fault_watch else []),
         sections={**({"failover": fault_watch.section(measured, recorder, times.t0_ns)} if fault_watch else {}),
