@@ -266,6 +266,7 @@ def test_local_runner_counts_every_delivery_in_locust_stats_and_writes_result(ka
     assert (folders[0] / "report.md").exists()
 
 
+@pytest.mark.timing  # judges end-to-end against service latency: alone, not beside other workers
 def test_headless_two_processes_merge_counts(kafka_bootstrap, unique_topic, tmp_path):
     # A fixed rate keeps the volume small enough for the tracker to audit it within the drain
     # time (flat out, two workers send millions of messages in 10 s); flat out is the local test.
