@@ -10,10 +10,12 @@ itself and runs the real `tracker_main`.
 - `stalled_tracker(stall_s)`: the tracker reads nothing for stall_s after the start, then reads
   the partitions again from the run's start offsets (what was prefetched meanwhile is dropped),
   so a test can make the broker delete acked orders before they are read.
-- `slowed_tracker(delay_ms)`: the tracker sleeps delay_ms after every batch for the whole run, a
-  slower consumer path with the same scenario (and fingerprint) as an unslowed run, which the
-  regression gate must catch. (Users slow the consumer with the `slow-consumer` fault, which is
-  part of the scenario and so never compared with a run without it.)
+- `slowed_tracker(delay_ms, max_batch=None)`: the tracker sleeps delay_ms after every batch for
+  the whole run (and takes at most max_batch messages per batch, so its speed has a ceiling that
+  does not depend on how the producer batched), a slower consumer path with the same scenario
+  (and fingerprint) as an unslowed run, which the regression gate must catch. (Users slow the
+  consumer with the `slow-consumer` fault, which is part of the scenario and so never compared
+  with a run without it.)
 - `drop_first_acked(bootstrap, count)`: for the large-message sweep, a cell that produces all its
   messages, has the broker delete the first `count` (AdminClient.delete_records), then consumes:
   exactly those are lost.
@@ -33,8 +35,8 @@ def stalled_tracker(stall_s: float) -> functools.partial:
     return functools.partial(_stalled_tracker_main, stall_s)
 
 
-def slowed_tracker(delay_ms: float) -> functools.partial:
-    return functools.partial(_slowed_tracker_main, delay_ms)
+def slowed_tracker(delay_ms: float, max_batch: int | None = None) -> functools.partial:
+    return functools.partial(_slowed_tracker_main, delay_ms, max_batch)
 
 
 def _stalled_tracker_main(stall_s: float, scenario, bootstrap_servers, run_id, start_offsets, reports, control,
@@ -60,13 +62,13 @@ def _stalled_tracker_main(stall_s: float, scenario, bootstrap_servers, run_id, s
     module.tracker_main(scenario, bootstrap_servers, run_id, start_offsets, reports, control, start, t0_ns)
 
 
-def _slowed_tracker_main(delay_ms: float, scenario, bootstrap_servers, run_id, start_offsets, reports, control,
+def _slowed_tracker_main(delay_ms: float, max_batch: int | None, scenario, bootstrap_servers, run_id, start_offsets, reports, control,
                          start, t0_ns) -> None:
     from bench.core import tracker as module
 
     class SlowedTracker(module.OrderTracker):
         def consume(self, count, timeout):
-            messages = super().consume(count, timeout)
+            messages = super().consume(min(count, max_batch or count), timeout)
             if messages:
                 time.sleep(delay_ms / 1000)
             return messages
