@@ -62,9 +62,10 @@ def percentile_figure(runs: Sequence[Run]):
     fig, axes = plt.subplots(rows, 1, figsize=(FIGURE_SIZE[0], FIGURE_SIZE[1] if single else 1.2 + 2.9 * rows),
                              squeeze=False, sharex=True)
     x_max = HDR_X_MIN_EXTENT
+    drawn_on: dict[int, list[tuple[str, list[float]]]] = {}  # per panel: the curves drawn so far
     for index, kind in enumerate(kinds):
         ax = axes[0 if single else index][0]
-        drawn: list[tuple[str, list[float]]] = []
+        drawn = drawn_on.setdefault(id(ax), [])
         for run_index, (label, result) in enumerate(runs):
             if not has_latency(result, kind):
                 continue
