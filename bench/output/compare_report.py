@@ -36,18 +36,21 @@ def _cell(row: DeltaRow, index: int) -> str:
 
 
 def _summary_section(c: Comparison) -> list[Block]:
+    """What differs, how many figures got worse, and the headline figures side by side."""
     differences = scenario_differences(c.runs)
     lines = ["What differs: " + ("; ".join(f"{field} {' / '.join(values)}" for field, values in differences)
                                  if differences else "nothing in the scenarios (reruns)")]
-    by_name = {row.name: row for row in c.rows}
     for index, name in enumerate(c.names[1:], start=1):
         measured = [row for row in c.rows if row.values[0] is not None and row.values[index] is not None]
-        worse = [row for row in measured if row.is_worse(index)]
-        headline = [f"{row.label} {format_value(row.values[0], row.unit)} -> {format_value(row.values[index], row.unit)} "
-                    f"({_cell(row, index)})" for metric in HEADLINE_METRICS if (row := by_name.get(metric))
-                    and row.values[0] is not None and row.values[index] is not None]
-        lines.append(f"{name} vs {c.names[0]}: worse in {len(worse)} of {len(measured)} figures; " + ", ".join(headline))
-    return [summary(lines)]
+        worse = [row.label for row in measured if row.is_worse(index)]
+        lines.append(f"{name} vs {c.names[0]}: worse in {len(worse)} of {len(measured)} figures of one run each "
+                     "(whether a change is beyond noise takes repeated runs to tell)")
+    by_name = {row.name: row for row in c.rows}
+    headline = [(row.label, *(format_value(v, row.unit) for v in row.values),
+                 *(_cell(row, index) for index in range(1, len(c.names))))
+                for metric in HEADLINE_METRICS if (row := by_name.get(metric)) and any(v is not None for v in row.values)]
+    header = ["headline figure", *c.names, *(f"{name} vs {c.names[0]}" for name in c.names[1:])]
+    return [summary(lines), table(header, headline)]
 
 
 def _runs_section(c: Comparison) -> list[Block]:
