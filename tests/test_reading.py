@@ -197,3 +197,19 @@ def test_compare_of_an_acks_all_and_an_acks_1_run_names_them_so(kafka_bootstrap,
     assert f"acks=all: {folders['all']}" in lines[1] and f"acks=1: {folders['1']}" in lines[2]
     assert lines[3].split() == ["metric", "acks=all", "acks=1", "acks=1", "vs", "acks=all"]
     assert "| metric | acks=all | acks=1 | acks=1 vs acks=all |" in (tmp_path / "c" / "compare.md").read_text()
+
+
+def test_a_fault_that_acted_after_producing_ended_is_marked_in_the_table():
+    """A controller kill scheduled at 8 s acted at 30.2 s on a busy machine (finding the
+    controller took that long), after the 24 s run stopped producing: the row must say so."""
+    from bench.analysis.failover import Notes, table_row
+
+    result = _fault_run("all", 0, 0.0, 13_447.0)
+    result["throughput"]["producing_s"] = 24.0
+    result["failover"]["faults"][0].update(start_s=30.2, end_s=30.2, back_s=81.2)
+    notes = Notes()
+    row = table_row(result, notes)
+    assert row[3:6] == ["30.2 [1]", "81.2 [2]", "24.0"]
+    assert notes.texts[0] == ("the fault acted at 30.2 s, after producing ended at 24.0 s: the run measured nothing "
+                              "of it; run longer (--duration)")
+    assert notes.texts[1].startswith("short run: node 2 was back at 81.2 s and producing ended at 24.0 s")

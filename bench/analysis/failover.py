@@ -242,6 +242,16 @@ def _back_cell(fault: Mapping[str, Any], notes: Notes, producing_end_s: float | 
     return text
 
 
+def start_cell(fault: Mapping[str, Any], notes: Notes, producing_end_s: float | None) -> str:
+    """When the fault acted; marked when that was after producing ended (finding its target and
+    acting on it can take that long on a busy machine): then the run measured nothing of it."""
+    text = f"{fault['start_s']:.1f}"
+    if producing_end_s is not None and fault["start_s"] >= producing_end_s:
+        text += " " + notes.mark(f"the fault acted at {fault['start_s']:.1f} s, after producing ended at "
+                                 f"{producing_end_s:.1f} s: the run measured nothing of it; run longer (--duration)")
+    return text
+
+
 def _figure_cells(fault: Mapping[str, Any], notes: Notes) -> list[str]:
     return [_ms(fault.get("longest_ack_gap_ms"), notes, _reason(fault, "longest_ack_gap_ms", "not measured")),
             _ms(fault.get("longest_consume_gap_ms"), notes, _reason(fault, "longest_consume_gap_ms", "not measured")),
@@ -272,7 +282,7 @@ def failover_rows(faults: Sequence[Mapping[str, Any]], end_s: float | None = Non
     """A result's fault records as report rows (one per fault and node) and the notes their
     "n/a" and short-run marks point to (numbered on in `notes` when several tables share them)."""
     notes = notes if notes is not None else Notes()
-    rows = [[fault["fault"], fault_target(fault).removeprefix("node "), f"{fault['start_s']:.1f}",
+    rows = [[fault["fault"], fault_target(fault).removeprefix("node "), start_cell(fault, notes, end_s),
              notes.na("the fault never ended: the run ended first") if fault.get("end_s") is None
              else f"{fault['end_s']:.1f}", _back_cell(fault, notes, end_s), *_figure_cells(fault, notes)]
             for fault in faults]
@@ -327,7 +337,7 @@ def table_row(result: Mapping[str, Any], notes: Notes) -> list[str]:
     return [
         ", ".join(dict.fromkeys(f["fault"] for f in faults)) or ", ".join(result["scenario"].get("faults") or []),
         str(result["scenario"]["acks"]), result["status"],
-        ", ".join(f"{f['start_s']:.1f}" for f in faults) or notes.na("the run ended before the first fault"),
+        ", ".join(start_cell(f, notes, end_s) for f in faults) or notes.na("the run ended before the first fault"),
         ", ".join(_back_cell(f, notes, end_s) for f in faults) or "-",
         "-" if end_s is None else f"{end_s:.1f}",
         notes.na(not_measured.get("lost") or "not measured") if counts["lost"] is None else f"{counts['lost']:,}",
