@@ -152,17 +152,23 @@ def nan_for_none(values: Sequence[float | None]) -> list[float]:
     return [math.nan if v is None else v for v in values]
 
 
-def mark_time(ax, result: Mapping[str, Any], show_labels: bool = True) -> None:
-    """Shade the warm-up and draw a labelled vertical line for each event (faults, phases)."""
-    warmup_s = result.get("warmup_s") or 0
+def mark_time(ax, runs: Sequence[Run], show_labels: bool = True) -> None:
+    """Shade the first run's warm-up and draw a labelled vertical line for each event (faults,
+    phases) of every run: red for one run, each run's colour when several are overlaid."""
+    warmup_s = runs[0][1].get("warmup_s") or 0
     if warmup_s:
         ax.axvspan(0, warmup_s, color="#999", alpha=0.15, label="warm-up (excluded)" if show_labels else None)
-    for index, event in enumerate(result.get("events") or []):
-        ax.axvline(event["t_s"], color="#d62728", linestyle="--", linewidth=1)
-        # Staggered so that events close in time do not print over each other; legends sit
-        # outside the plot (legend_outside), so a label never lands on one.
-        if show_labels:
-            event_label(ax, event["kind"], event["t_s"], index, time_extent(result))
+    extent_s = max(time_extent(result) for _, result in runs)
+    index = 0
+    for run_index, (_, result) in enumerate(runs):
+        colour = "#d62728" if len(runs) == 1 else RUN_COLOURS[run_index % len(RUN_COLOURS)]
+        for event in result.get("events") or []:
+            ax.axvline(event["t_s"], color=colour, linestyle="--", linewidth=1)
+            # Staggered so that events close in time do not print over each other; legends sit
+            # outside the plot (legend_outside), so a label never lands on one.
+            if show_labels:
+                event_label(ax, event["kind"], event["t_s"], index, extent_s, colour)
+            index += 1
 
 
 def time_extent(result: Mapping[str, Any]) -> float:
@@ -171,12 +177,12 @@ def time_extent(result: Mapping[str, Any]) -> float:
     return max([seconds[-1], *(event["t_s"] for event in result.get("events") or [])])
 
 
-def event_label(ax, text: str, t_s: float, index: int, extent_s: float) -> None:
+def event_label(ax, text: str, t_s: float, index: int, extent_s: float, colour: str = "#d62728") -> None:
     """A label at the top of an event's line, right of it; left of it near the right edge, where
     it would run out of the plot into the legend."""
     left = extent_s > 0 and t_s > 0.8 * extent_s
     ax.annotate(text, xy=(t_s, 1), xycoords=("data", "axes fraction"), xytext=(-3 if left else 3, -12 - 11 * (index % 3)),
-                textcoords="offset points", color="#d62728", fontsize=8, ha="right" if left else "left",
+                textcoords="offset points", color=colour, fontsize=8, ha="right" if left else "left",
                 bbox={"facecolor": "white", "edgecolor": "none", "alpha": 0.8, "pad": 1})
 
 

@@ -112,7 +112,7 @@ def plot_latency_over_time(runs: Sequence[Run], path: Path) -> Path | None:
                 colour = RUN_COLOURS[(statistic_index if single else run_index) % len(RUN_COLOURS)]
                 ax.plot(seconds, to_ms(values), style, color=colour, linewidth=width,
                         label=statistic if single else f"{label} {statistic}")
-        mark_time(ax, runs[0][1], show_labels=row == 0)
+        mark_time(ax, runs, show_labels=row == 0)
         ms_axis(ax, "ms (log)")
         ax.set_title(LATENCY_KINDS[kind] + " per second", fontsize=10)
         legend_outside(ax)
@@ -137,7 +137,7 @@ def plot_throughput(runs: Sequence[Run], path: Path) -> Path | None:
             colour = RUN_COLOURS[(key_index if single else run_index) % len(RUN_COLOURS)]
             ax.plot(seconds, nan_for_none(values), styles[key], color=colour, linewidth=1.5,
                     label=key_label if single else f"{label} {key}")
-    mark_time(ax, runs[0][1])
+    mark_time(ax, runs)
     ax.set_ylim(bottom=0)
     ax.set_xlabel("time since start (s)")
     ax.set_ylabel("messages per second")
@@ -162,7 +162,7 @@ def plot_consumer_lag(runs: Sequence[Run], path: Path) -> Path | None:
         if lag_ms:
             time_ax.plot(seconds, nan_for_none(lag_ms), color=colour, linewidth=1.5, label=label)
     for ax in (messages_ax, time_ax):
-        mark_time(ax, runs[0][1], show_labels=ax is messages_ax)
+        mark_time(ax, runs, show_labels=ax is messages_ax)
         ax.set_ylim(bottom=0)
         ax.grid(True, alpha=0.35)
     messages_ax.set_ylabel("messages behind\n(high watermark - position)")
