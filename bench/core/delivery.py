@@ -31,6 +31,7 @@ from confluent_kafka import KafkaError, KafkaException, Message
 
 from bench.core.audit import audits_offsets, offset_ranges, trace_sample_every
 from bench.core.availability import PartitionActivity
+from bench.core.distributions import PAYLOAD_POOL_MAX_BYTES, KeyDistribution
 from bench.core.protocol import ProducerSecond
 from bench.core.scenario import Scenario
 from streamstore.orders import Order, make_payload
@@ -39,21 +40,31 @@ from streamstore.trace import TRACE_HEADER, TRACE_STRUCT, read_trace
 # A producer cycles through a pool of pre-built payloads: building an order (uuid, JSON) per
 # message would cost more than sending it. Power of two so the slot is `sequence & mask`.
 PAYLOAD_POOL_SIZE = 256
-# ... but never more than this much memory for the pool (large messages get fewer slots).
-PAYLOAD_POOL_MAX_BYTES = 64 * 1000**2
 
 DeliveryCallback: TypeAlias = Callable[[KafkaError | None, Message], None]
 
 
 def payload_pool(scenario: Scenario) -> tuple[list[bytes], list[bytes | None]]:
-    """Values and keys a producer cycles through (a power-of-two count)."""
-    slots = PAYLOAD_POOL_SIZE
-    while slots > 1 and slots * scenario.message_size > PAYLOAD_POOL_MAX_BYTES:
-        slots //= 2
+    """Values and keys a producer cycles through: two lists of one power-of-two length.
+
+    A size or key distribution (bench/core/distributions.py) is drawn here, before the run: its
+    pool is longer, and the shorter of the two lists repeats (the same objects, no copies), so
+    the send loop indexes both with one mask and pays nothing per message for the distribution.
+    """
+    sizes = scenario.value_sizes()  # a distribution's pool is within the memory budget already
+    slots = len(sizes)
+    if slots == 1:
+        slots = PAYLOAD_POOL_SIZE
+        while slots > 1 and slots * sizes[0] > PAYLOAD_POOL_MAX_BYTES:
+            slots //= 2
     orders = [Order.new() for _ in range(slots)]
-    values = [make_payload(scenario.payload, scenario.message_size, order) for order in orders]
-    keys = [order.order_id.encode() if scenario.keys == "order_id" else None for order in orders]
-    return values, keys
+    values = [make_payload(scenario.payload, sizes[i % len(sizes)], order) for i, order in enumerate(orders)]
+    if isinstance(scenario.keys, KeyDistribution):
+        keys: list[bytes | None] = list(scenario.keys.pool())
+    else:
+        keys = [order.order_id.encode() if scenario.keys == "order_id" else None for order in orders]
+    length = max(len(values), len(keys))
+    return [values[i % len(values)] for i in range(length)], [keys[i % len(keys)] for i in range(length)]
 
 
 def batch_message(value: bytes, key: bytes | None) -> dict[str, bytes]:

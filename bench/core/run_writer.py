@@ -66,7 +66,7 @@ def write_run(scenario: Scenario, broker: BrokerInUse, results_root: Path, run_i
         verdict=verdict, audit=audit.method,
         counts=run_counts(totals, failed=failed, audit=audit, tracker_ran=True, broker_offset_delta=offset_delta,
                           offset_delta_reason=offset_unread),
-        throughput=run_throughput(series, scenario.warmup_s, scenario.message_size,
+        throughput=run_throughput(series, scenario.warmup_s, scenario.mean_message_size(),
                                   acked=totals["acked"], producing_s=producing_s, elapsed_s=elapsed_s),
         latency_us=latency_summaries(recorder, scenario, tracked=True,
                                      sample_every=trace_sample_every(scenario),

@@ -154,7 +154,7 @@ def locust_result(run, ended_at: float, offset_delta: tuple[int | None, str]) ->
         warmup_s=run.scenario.warmup_s, verdict=verdict, audit=audit.method,
         counts=run_counts(totals, failed=totals["failed"], audit=audit, tracker_ran=run.tracker is not None,
                           broker_offset_delta=offset_delta[0], offset_delta_reason=offset_delta[1]),
-        throughput=run_throughput(series, run.scenario.warmup_s, run.scenario.message_size, acked=totals["acked"],
+        throughput=run_throughput(series, run.scenario.warmup_s, run.scenario.mean_message_size(), acked=totals["acked"],
                                   producing_s=timing["producing_s"], elapsed_s=timing["elapsed_s"]),
         latency_us=latency_summaries(run.recorder, run.tracked, tracked=run.tracker is not None,
                                      sample_every=trace_sample_every(run.tracked)),
