@@ -170,6 +170,8 @@ class RunResult:
             "warnings": [*self.warnings, *self.counts.warnings()],
             "large_message": None,
             "failover": None,
+            "partitions": None,
+            "transactions": None,
             **self.sections,
         }
         result["warnings"] = derive_warnings(result)

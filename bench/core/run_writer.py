@@ -10,11 +10,12 @@ from pathlib import Path
 from typing import Any
 
 from bench.broker.ensure import BrokerInUse
-from bench.core.audit import AuditOutcome, run_verdict, trace_sample_every
+from bench.core.audit import OFFSETS, AuditOutcome, run_verdict, trace_sample_every
 from bench.core.client_stats import client_latency_warnings
 from bench.core.clients import scenario_watermarks
 from bench.core.fault_watch import FaultWatch
 from bench.core.merge import RunMeasurements
+from bench.core.partitions import OFFSETS_UNREAD, partitions_section
 from bench.core.protocol import ERRORS_LOG, write_child_errors
 from bench.core.result import (
     RunResult,
@@ -27,6 +28,7 @@ from bench.core.result import (
     write_run_folder,
 )
 from bench.core.scenario import Scenario
+from bench.results.window import measured_seconds
 from streamstore.errors import RunFailed
 
 
@@ -47,7 +49,8 @@ def write_run(scenario: Scenario, broker: BrokerInUse, results_root: Path, run_i
     totals = recorder.totals()
     outcomes = measured.producers.values()
     audit = measured.audit(method)
-    offset_delta, offset_unread = _broker_offset_delta(scenario, broker.bootstrap_servers, start_offsets)
+    offset_deltas, offset_unread = _broker_offset_deltas(scenario, broker.bootstrap_servers, start_offsets)
+    offset_delta = None if offset_deltas is None else sum(offset_deltas.values())
     failed = max(totals["failed"], sum(o.sent - o.acked for o in outcomes))
     first_error = next((o.first_error for o in outcomes if o.first_error), None)
     failure = measured.failure
@@ -75,22 +78,39 @@ def write_run(scenario: Scenario, broker: BrokerInUse, results_root: Path, run_i
         warnings=_run_warnings(scenario, measured, totals, audit, offset_delta)
         + (fault_watch.warnings() if fault_watch else []),
         sections={**({"failover": fault_watch.section(measured, recorder, times.t0_ns)} if fault_watch else {}),
-                  **delivery_report_sections(scenario, recorder)})
+                  **delivery_report_sections(scenario, recorder),
+                  "partitions": _partitions(scenario, measured, method, offset_deltas, offset_unread, series)})
     folder, document = write_run_folder(results_root, result, recorder)
     if measured.child_failures:
         write_child_errors(folder / ERRORS_LOG, measured.child_failures)
     return verdict.exit_code, folder, document
 
 
-def _broker_offset_delta(scenario: Scenario, bootstrap_servers: str,
-                         start_offsets: dict[int, int]) -> tuple[int | None, str]:
-    """How many records the topic gained during the run, by the broker's own offsets; None and
-    why when no node answered for them (after a fault, within the admin timeout)."""
+def _broker_offset_deltas(scenario: Scenario, bootstrap_servers: str,
+                          start_offsets: dict[int, int]) -> tuple[dict[int, int] | None, str]:
+    """How many records each partition gained during the run, by the broker's own offsets; None
+    and why when no node answered for them (after a fault, within the admin timeout)."""
     try:
         after = scenario_watermarks(scenario, bootstrap_servers)
     except RunFailed as error:
         return None, str(error)
-    return sum(high for _, high in after.values()) - sum(start_offsets.values()), ""
+    return {partition: high - start_offsets.get(partition, 0) for partition, (_, high) in after.items()}, ""
+
+
+def _partitions(scenario: Scenario, measured: RunMeasurements, method: str, offset_deltas: dict[int, int] | None,
+                offset_unread: str, series: Mapping[str, Any]) -> dict[str, Any]:
+    """The result's `partitions` (bench/core/partitions.py) from what the run measured."""
+    if method == OFFSETS:
+        acked: dict[int, int] | None = {p: sum(end - start for start, end in offsets.ranges())
+                                        for p, offsets in measured.acked_offsets.items()}
+    elif scenario.rate or scenario.phases:  # every scheduled delivery notes its partition
+        acked = measured.partition_acks.totals()
+    else:
+        acked = None
+    window = measured_seconds(series.get("t_s") or [], scenario.warmup_s, series.get("sent"))
+    return partitions_section(acked=acked, consumed=measured.partition_consumed.totals(), offset_delta=offset_deltas,
+                              lag_by_partition=series.get("lag_messages_by_partition") or {}, window=window,
+                              offsets_unread=offset_unread or OFFSETS_UNREAD)
 
 
 def _run_warnings(scenario: Scenario, measured: RunMeasurements, totals: dict[str, int], audit: AuditOutcome,
