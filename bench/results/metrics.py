@@ -127,6 +127,9 @@ def _build() -> dict[str, Metric]:
                "lag_messages", LAG_FLOOR),
         Metric("lag_time_max", "consumer time lag max", "ms", "higher", ("lag", "max_time_ms"), MEASURED,
                "lag_time_ms", LAG_FLOOR),
+        # How unevenly the keys spread the records: the busiest partition over the mean (1 = even).
+        Metric("partition_skew", "partition skew (busiest / mean, consumed)", "ratio", "higher", ("partitions", "skew"),
+               WHOLE_RUN),
     ]
     metrics += [Metric(name, name, "messages", "higher" if name in ("failed", "lost", "duplicated", "malformed") else "lower",
                        ("counts", name), WHOLE_RUN) for name in COUNTS]
