@@ -112,7 +112,7 @@ def test_per_partition_panel_is_drawn_from_the_partitions_section(tmp_path, tran
     assert result["partitions"] is None
     rows = {str(p): {"acked": n, "consumed": n, "broker_offset_delta": n, "lag_max": 3} for p, n in enumerate((400, 60, 200))}
     if transactions:
-        for p, row in rows.items():
+        for row in rows.values():
             row.update(committed=row["consumed"], aborted=10, markers=4, broker_offset_delta=row["consumed"] + 14)
     result["partitions"] = {"by_partition": rows, "skew": 2.0, "not_measured": {}}
     written = plots.write_run_plots(result, tmp_path)

@@ -112,6 +112,8 @@ class DeliveryAccount:
         self.first_error: str | None = None
         # Acks per partition and the gaps between them (scheduled sends only: flat out pays no extra call).
         self.partition_acks = PartitionActivity()
+        # Transactions: acked records per partition since the transaction began (bench/core/transactions.py).
+        self.transaction_partitions: Counter[int] | None = Counter() if scenario.transaction_size else None
 
     def flat_out_callbacks(self) -> tuple[DeliveryCallback, DeliveryCallback]:
         """The delivery callbacks shared by every flat-out message, (untraced, traced): closures
@@ -124,6 +126,18 @@ class DeliveryAccount:
         if self.failures_only:
             # Called for failed deliveries only (delivery.report.only.error).
             return failed, failed
+        if self.transaction_partitions is not None:
+            # Transactions use the sequence audit (every message traced) and need each ack's partition.
+            in_transaction = self.transaction_partitions
+
+            def on_delivery_in_transaction(error: KafkaError | None, message: Message) -> None:
+                if error is None:
+                    record_service(message.latency())
+                    in_transaction[message.partition()] += 1
+                else:
+                    failed(error, message)
+
+            return on_delivery_in_transaction, on_delivery_in_transaction
         if not audits_offsets(self.scenario):
             def on_delivery(error: KafkaError | None, message: Message) -> None:
                 if error is None:
@@ -161,6 +175,8 @@ class DeliveryAccount:
             return
         latency_s = message.latency()
         self.partition_acks.note(message.partition())
+        if self.transaction_partitions is not None:
+            self.transaction_partitions[message.partition()] += 1
         self.service_s.append(latency_s)
         self.response_us.append(send_delay_us + round(latency_s * 1_000_000))
 
@@ -183,7 +199,8 @@ class DeliveryAccount:
         if self.first_error is None:
             self.first_error = text
 
-    def take_second(self, second: int, client_latency: list | None = None) -> ProducerSecond:
+    def take_second(self, second: int, client_latency: list | None = None,
+                    commit_us: list[int] | None = None) -> ProducerSecond:
         """What was sent and delivered since the last take, as one second's report."""
         self.accepted_total += self.sent
         self.failed_total += self.failed
@@ -199,7 +216,7 @@ class DeliveryAccount:
             self.producer_index, second, self.sent, acked, self.failed, self.service_s[:], self.response_us[:],
             self.send_delay_us[:], {partition: offset_ranges(offsets) for partition, offsets in self.acked_offsets.items()},
             dict(self.errors),
-            *self.partition_acks.take(), client_latency or [],
+            *self.partition_acks.take(), client_latency or [], commit_us or [],
         )
         self.sent = self.failed = 0
         self.errors.clear()

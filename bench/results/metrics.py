@@ -28,6 +28,8 @@ LATENCY_LABELS = {
     "response_time": ("response time", "intended send -> ack"),
     "send_delay": ("send delay", "actual - intended send"),
     "end_to_end": ("end-to-end", "send -> consumed"),
+    # Transactions: the producer's commit_transaction() call, after a flush (EndTxn and markers).
+    "commit": ("commit latency", "commit_transaction() call"),
 }
 # The latencies drawn as distributions and kept as interval logs (send delay is a diagnostic).
 PLOTTED_LATENCIES = ("service_time", "response_time", "end_to_end")
