@@ -250,6 +250,10 @@ def test_local_runner_counts_every_delivery_in_locust_stats_and_writes_result(ka
     assert result["kind"] == "locust" and result["status"] == "complete"
     assert result["locust"]["hdr_total_count"] == out["requests"] == result["counts"]["acked"]
     assert result["counts"]["consumed"] == result["counts"]["acked"] and result["counts"]["lost"] == 0
+    # Per partition too: what the tracker read is what the broker's offsets grew by.
+    rows = result["partitions"]["by_partition"]
+    assert rows and all(row["consumed"] == row["broker_offset_delta"] for row in rows.values()), rows
+    assert sum(row["consumed"] for row in rows.values()) == result["counts"]["broker_offset_delta"]
     service = result["latency_us"]["service_time"]
     # Every request is in the interval log; the summary holds the measured window of it.
     assert hlog_total(folders[0] / "service_time.hlog") == out["requests"]

@@ -20,7 +20,7 @@ OFFSETS_UNREAD = "the broker's offsets could not be read after the run"
 def partitions_section(*, acked: Mapping[int, int] | None, consumed: Mapping[int, int],
                        offset_delta: Mapping[int, int] | None, lag_by_partition: Mapping[str, list],
                        window: list[int], transactions: Mapping[str, Mapping[int, int]] | None = None,
-                       offsets_unread: str = OFFSETS_UNREAD) -> dict[str, Any]:
+                       offsets_unread: str = OFFSETS_UNREAD, acked_unknown: str = ACKED_UNKNOWN) -> dict[str, Any]:
     """{"by_partition": {"0": {...}, ...}, "not_measured": {figure: reason}}.
 
     acked: acked records per partition (None: not known, see ACKED_UNKNOWN); consumed: what the
@@ -45,7 +45,7 @@ def partitions_section(*, acked: Mapping[int, int] | None, consumed: Mapping[int
         rows[str(partition)] = row
     not_measured = {}
     if acked is None:
-        not_measured["acked"] = ACKED_UNKNOWN
+        not_measured["acked"] = acked_unknown
     if offset_delta is None:
         not_measured["broker_offset_delta"] = offsets_unread
     if rows and all(row["lag_max"] is None for row in rows.values()):
