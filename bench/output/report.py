@@ -208,6 +208,27 @@ def _large_message_table(result: Mapping[str, Any]) -> Block | None:
                   *(("Java EndToEndLatency end-to-end (mean)",) if peer else ())), body)
 
 
+def _partition_blocks(result: Mapping[str, Any]) -> list[Block]:
+    """Per-partition counts (the skew of the keys) and, with transactions, their account."""
+    blocks: list[Block] = []
+    section = result.get("partitions") or {}
+    rows = section.get("by_partition") or {}
+    if rows:
+        columns = [c for c in ("acked", "consumed", "committed", "aborted", "markers", "broker_offset_delta", "lag_max")
+                   if any(c in row for row in rows.values())]
+        blocks += [heading(f"Per partition (skew {section.get('skew')})"),
+                   table(("partition", *columns), [(p, *("-" if rows[p].get(c) is None else f"{rows[p][c]:,}" for c in columns))
+                                                   for p in sorted(rows, key=int)])]
+    transactions = result.get("transactions")
+    if transactions:
+        figures = [(k, f"{v:,}" if isinstance(v, int) else str(v)) for k, v in transactions.items() if k != "offsets"]
+        offsets = transactions["offsets"]
+        figures.append(("offsets check", f"{offsets['expected_delta']:,} expected, broker {offsets['broker_offset_delta']}"
+                                         f" ({'holds' if offsets['holds'] else 'not checked' if offsets['holds'] is None else 'FAILS'})"))
+        blocks += [heading("Transactions"), table(("figure", "value"), figures)]
+    return blocks
+
+
 def _flat_items(mapping: Mapping[str, Any], prefix: str = "") -> list[tuple[str, str]]:
     items = []
     for key, value in mapping.items():
@@ -239,6 +260,7 @@ def run_report_blocks(result: Mapping[str, Any], plot_files: Sequence[str]) -> l
         blocks += [heading("Throughput, lag and counts"),
                    table(("figure", "value"), throughput + [(f"count {k}", f"{v:,}") for k, v in counts.items()
                                                             if isinstance(v, int)])]
+    blocks += _partition_blocks(result)
     faults = (result.get("failover") or {}).get("faults") or []
     if faults:
         blocks += [heading("Failover (per fault and node)"), table(FAILOVER_COLUMNS, [failover_row(f) for f in faults])]

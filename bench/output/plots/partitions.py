@@ -44,8 +44,9 @@ def plot_partitions(runs: Sequence[Run], path: Path) -> Path | None:
             count_ax.scatter(xs, delta, marker="_", s=300, color="black", zorder=3,
                              label="broker offset delta" if run_index == 0 else None)
     count_ax.set_xlabel("partition")
+    count_ax.set_xticks(sorted({int(p) for _, result in runs for p in result["partitions"]["by_partition"]}))
     count_ax.set_ylabel("records")
-    count_ax.legend(fontsize=8, loc="upper right")
+    count_ax.legend(fontsize=8, loc="lower right", framealpha=0.9)
     count_ax.grid(True, axis="y", alpha=0.35)
     label, first = runs[0]
     series = first.get("series") or {}
