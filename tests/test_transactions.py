@@ -14,6 +14,7 @@ from bench.core.audit import SEQUENCES, ProducerAccount, SequenceAudit, TrackerA
 from bench.core.runner import run_scenario
 from bench.core.scenario import Scenario
 from bench.core.transactions import aborts, transactions_section
+from bench.output.report import run_report_blocks, to_markdown
 from bench.results.metrics import METRICS
 from streamstore.admin import topic_watermarks
 from streamstore.config import consumer_config
@@ -139,6 +140,8 @@ def test_read_committed_never_sees_an_aborted_order_and_sees_every_committed_one
     commit = result["latency_us"]["commit"]
     assert commit["count"] > 0 and commit["p50"] > 0
     assert result["latency_us"]["end_to_end"]["includes_commit"] is True
+    report = to_markdown(run_report_blocks(result, []))
+    assert "| aborted_consumed | 0 |" in report and "(holds)" in report and "## Per partition (skew" in report
 
 
 def test_read_uncommitted_flat_out_sees_the_aborted_orders_and_counts_them(kafka_bootstrap, unique_topic, tmp_path):
