@@ -135,6 +135,31 @@ def _large_message_table(result: Mapping[str, Any]) -> Block | None:
                   *(("Java EndToEndLatency end-to-end (mean)",) if peer else ())), body)
 
 
+def _partitions_section(result: Mapping[str, Any], _plots: Sequence[str]) -> list[Block]:
+    """Per-partition counts: the skew of the keys."""
+    section = result.get("partitions") or {}
+    rows = section.get("by_partition") or {}
+    if not rows:
+        return []
+    columns = [c for c in ("acked", "consumed", "committed", "aborted", "markers", "broker_offset_delta", "lag_max")
+               if any(c in row for row in rows.values())]
+    return [paragraph(f"Skew (busiest partition / mean): {section.get('skew')}."),
+            table(("partition", *columns), [(p, *("-" if rows[p].get(c) is None else f"{rows[p][c]:,}" for c in columns))
+                                            for p in sorted(rows, key=int)])]
+
+
+def _transactions_section(result: Mapping[str, Any], _plots: Sequence[str]) -> list[Block]:
+    """The transactions' account: committed + aborted records + markers = the broker's offset delta."""
+    transactions = result.get("transactions")
+    if not transactions:
+        return []
+    figures = [(k, f"{v:,}" if isinstance(v, int) else str(v)) for k, v in transactions.items() if k != "offsets"]
+    offsets = transactions["offsets"]
+    figures.append(("offsets check", f"{offsets['expected_delta']:,} expected, broker {offsets['broker_offset_delta']}"
+                                     f" ({'holds' if offsets['holds'] else 'not checked' if offsets['holds'] is None else 'FAILS'})"))
+    return [table(("figure", "value"), figures)]
+
+
 def _flat_items(mapping: Mapping[str, Any], prefix: str = "") -> list[tuple[str, str]]:
     items = []
     for key, value in mapping.items():
@@ -263,6 +288,8 @@ RUN_SECTIONS = (
     Section("Latency (warm-up excluded)", _latency_section),
     Section("librdkafka's own latency (failures-only delivery reports)", _client_latency_section),
     Section("Throughput, lag and counts", _counts_section),
+    Section("Per partition", _partitions_section),
+    Section("Transactions", _transactions_section),
     Section("Failover (per fault and node)", _failover_section),
     Section("Large-message sweep", _large_message_section),
     Section("Plots", _plots_section),

@@ -32,6 +32,16 @@ def format_bytes(size: float) -> str:
     return f"{size:,.0f} B"
 
 
+def format_size_field(value: Any) -> str:
+    """A scenario's `message_size`: a size, or its distribution in a few words."""
+    if not isinstance(value, Mapping):
+        return format_bytes(value)
+    if value.get("distribution") == "uniform":
+        return f"{format_bytes(value['min'])}-{format_bytes(value['max'])} uniform"
+    pairs = zip(value.get("sizes", []), value.get("weights", []))
+    return "weighted " + ", ".join(f"{format_bytes(size)} x{weight:g}" for size, weight in pairs)
+
+
 def format_us(value: float | None) -> str:
     """A latency in the unit a person reads: µs below 1 ms, ms below 10 s, else s."""
     if value is None:
@@ -92,7 +102,11 @@ def describe_scenario(result: Mapping[str, Any]) -> str:
     if scenario.get("duration_s") is not None:
         parts.append(f"{scenario['duration_s']:g} s (warm-up {scenario.get('warmup_s', 0):g} s)")
     if "message_size" in scenario:
-        parts.append(f"{format_bytes(scenario['message_size'])} {scenario.get('payload', '')}".strip())
+        parts.append(f"{format_size_field(scenario['message_size'])} {scenario.get('payload', '')}".strip())
+    if isinstance(scenario.get("keys"), Mapping):
+        keys = scenario["keys"]
+        parts.append(f"keys {keys['distribution']} over {keys['count']:,}"
+                     + (f" (s={keys['s']:g})" if "s" in keys else ""))
     if "partitions" in scenario:
         parts.append(f"{scenario['partitions']} partition{'s' if scenario['partitions'] != 1 else ''}")
     if scenario.get("producers", 1) != 1:

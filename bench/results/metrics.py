@@ -28,6 +28,8 @@ LATENCY_LABELS = {
     "response_time": ("response time", "intended send -> ack"),
     "send_delay": ("send delay", "actual - intended send"),
     "end_to_end": ("end-to-end", "send -> consumed"),
+    # Transactions: the producer's commit_transaction() call, after a flush (EndTxn and markers).
+    "commit": ("commit latency", "commit_transaction() call"),
 }
 # The latencies drawn as distributions and kept as interval logs (send delay is a diagnostic).
 PLOTTED_LATENCIES = ("service_time", "response_time", "end_to_end")
@@ -144,6 +146,9 @@ def _build() -> dict[str, Metric]:
                "lag_messages", LAG_FLOOR),
         Metric("lag_time_max", "consumer time lag max", "ms", "higher", ("lag", "max_time_ms"), MEASURED,
                "lag_time_ms", LAG_FLOOR),
+        # How unevenly the keys spread the records: the busiest partition over the mean (1 = even).
+        Metric("partition_skew", "partition skew (busiest / mean, consumed)", "ratio", "higher", ("partitions", "skew"),
+               WHOLE_RUN),
     ]
     metrics += [Metric(name, name, "messages", "higher" if name in ("failed", "lost", "duplicated", "malformed") else "lower",
                        ("counts", name), WHOLE_RUN) for name in COUNTS]
