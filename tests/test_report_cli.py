@@ -60,7 +60,7 @@ def _run_cli(*args: str) -> subprocess.CompletedProcess:
 
 
 @pytest.mark.parametrize("content, message", [
-    ('{"schema_version": 99, "kind": "run"}', "has schema_version 99; this harness reads version 1, 2, 3, 4"),
+    ('{"schema_version": 99, "kind": "run"}', "has schema_version 99; this harness reads version 1, 2, 3, 4, 5"),
     ('{"schema_version": 1, "kind": "run", "scen', "is corrupt: not valid JSON"),
 ])
 def test_report_refuses_unknown_schema_and_corrupt_file(tmp_path, content, message):

@@ -19,6 +19,7 @@ from bench.analysis.compare import DeltaRow, Verdict
 from bench.analysis.failover import FAILOVER_COLUMNS, failover_row
 from bench.analysis.stats import derive_warnings
 from bench.output import plots
+from bench.output.resources import RESOURCE_COLUMNS, resource_notes, resource_rows, verdict_lines
 from bench.results.formatting import describe_environment, describe_scenario, format_change, format_us, format_value
 from bench.results.metrics import CLIENT_LATENCY_LABELS, LATENCY_LABELS, METRICS, SUMMARY_PERCENTILES, latency_title
 from bench.results.store import load_result, write_text_atomic
@@ -229,6 +230,7 @@ def run_report_blocks(result: Mapping[str, Any], plot_files: Sequence[str]) -> l
     ]
     warnings = derive_warnings(result)
     blocks += [heading("Warnings"), bullet_list(warnings or ["none"])]
+    blocks += [heading("Bottleneck verdicts"), bullet_list(verdict_lines(result))]
     latency = _latency_table(result)
     if latency:
         blocks += [heading("Latency (warm-up excluded)"), latency]
@@ -239,6 +241,9 @@ def run_report_blocks(result: Mapping[str, Any], plot_files: Sequence[str]) -> l
         blocks += [heading("Throughput, lag and counts"),
                    table(("figure", "value"), throughput + [(f"count {k}", f"{v:,}") for k, v in counts.items()
                                                             if isinstance(v, int)])]
+    resources = resource_rows(result)
+    blocks += [heading("Resources"), *([table(RESOURCE_COLUMNS, resources)] if resources else []),
+               paragraph(" ".join(resource_notes(result)))]
     faults = (result.get("failover") or {}).get("faults") or []
     if faults:
         blocks += [heading("Failover (per fault and node)"), table(FAILOVER_COLUMNS, [failover_row(f) for f in faults])]

@@ -37,8 +37,15 @@ from bench.results.window import lag_summary, throughput_summary
 #      ack. load_result gives a file without these fields (versions 1-3, and version 4 files
 #      written before them) the version source inferred (only the embedded broker's version was
 #      recorded then) and a reason for every null.
-SCHEMA_VERSION = 4
-SUPPORTED_SCHEMA_VERSIONS = frozenset({1, 2, 3, 4})
+#   5  resources and bottleneck verdicts: per-second host_cpu_percent and, per process (producers,
+#      tracker, coordinator, embedded broker nodes), cpu_percent_by_process,
+#      main_thread_cpu_percent_by_process and rss_mb_by_process in `series`; a `resources`
+#      section (processes with role, pids and figures over the measured window, a summary per
+#      role, not_measured) or null with `resources_not_measured`; `verdicts`, the list of
+#      bottleneck verdicts (bench/analysis/bottlenecks.py). load_result gives older files
+#      resources and verdicts null with the reason "not recorded".
+SCHEMA_VERSION = 5
+SUPPORTED_SCHEMA_VERSIONS = frozenset({1, 2, 3, 4, 5})
 
 RESULT_KINDS = frozenset({"run", "large-message", "locust"})
 
@@ -141,6 +148,17 @@ def upgrade_v3(document: dict[str, Any]) -> dict[str, Any]:
     return document
 
 
+def upgrade_v4(document: dict[str, Any], written_as: int = 4) -> dict[str, Any]:
+    """A version 4 result in version 5's shape: resources and verdicts were not recorded."""
+    reason = f"not recorded (a schema version {written_as} file)"
+    if "resources" not in document:
+        document["resources"], document["resources_not_measured"] = None, reason
+    if "verdicts" not in document:
+        document["verdicts"], document["verdicts_not_measured"] = None, reason
+    document["schema_version"] = 5
+    return document
+
+
 def upgrade(document: dict[str, Any]) -> dict[str, Any]:
     """A result of any supported version in the current version's shape."""
     written_as = document["schema_version"]
@@ -152,6 +170,8 @@ def upgrade(document: dict[str, Any]) -> dict[str, Any]:
         document = upgrade_v3(document)
     if not isinstance(document.get("broker"), dict) or "version_source" not in document["broker"]:
         document = measured_environment(document, written_as)
+    if document["schema_version"] == 4:
+        document = upgrade_v4(document, written_as)
     return document
 
 

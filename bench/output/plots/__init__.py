@@ -12,6 +12,7 @@ from typing import Any
 
 from bench.output.plots.figure import Run, percentile_curve
 from bench.output.plots.large_message import java_by_compression, plot_large_message
+from bench.output.plots.resources import plot_resources
 from bench.output.plots.runs import (
     plot_consumer_lag,
     plot_failover,
@@ -33,6 +34,7 @@ RUN_PLOTS = (
     ("throughput.png", plot_throughput),
     ("consumer_lag.png", plot_consumer_lag),
     ("failover.png", plot_failover),
+    ("resources.png", plot_resources),
 )
 
 
