@@ -61,7 +61,7 @@ def write_run(scenario: Scenario, broker: BrokerInUse, results_root: Path, run_i
     elapsed_s = max((o.elapsed_s for o in outcomes), default=0.0)
     series = recorder.series()  # every per-second series of the run: built once
     resources_fields = ({"resources": resources.add_to(series, scenario.warmup_s)} if resources is not None
-                        else {"resources": None, "resources_not_measured": "the run ended before producing began"})
+                        else {"resources": None, "resources_not_measured": "resource sampling was turned off for this run"})
     result = RunResult(
         kind="run", run_id=run_id, scenario=scenario.to_dict(), fingerprint=scenario.fingerprint(),
         environment=environment,

@@ -127,7 +127,7 @@ class _Processes:
 
 class _Run:
     def __init__(self, scenario: Scenario, broker: BrokerInUse, results_root: Path, out: TextIO,
-                 faults: Sequence[Fault] = ()):
+                 faults: Sequence[Fault] = (), sample_resources: bool = True):
         self.scenario = scenario
         self.broker = broker
         self.bootstrap_servers = broker.bootstrap_servers
@@ -145,6 +145,7 @@ class _Run:
         self.faults = tuple(faults)
         self.fault_watch = FaultWatch(scenario, broker, self.faults) if faults else None
         self.resources: RunResources | None = None
+        self.sample_resources = sample_resources
         # Measured once, at run start (the broker's facts were measured by ensure_broker).
         self.environment = capture_environment()
 
@@ -172,7 +173,7 @@ class _Run:
                     signal.signal(signum, self._note_signal)
             processes.t0_ns.value = self.t0_ns = time.perf_counter_ns() + START_DELAY_NS
             self.started_at = time.time() + START_DELAY_NS / NS_PER_S
-            self.resources = self._watch_resources(processes)
+            self.resources = self._watch_resources(processes) if self.sample_resources else None
             processes.start.set()
             self._produce()
             self._end_faults()
@@ -304,12 +305,14 @@ def run_scenario(
     keep_broker: bool = False,
     out: TextIO | None = None,
     broker_state_dir: str | os.PathLike | None = None,
+    sample_resources: bool = True,
 ) -> tuple[int, Path, dict[str, Any]]:
     """Run one scenario end to end; returns (exit code, run folder, result dict).
 
     The exit code is 0 (complete), 3 (deliveries failed, orders lost, a process died) or 130
     (interrupted); the result folder is written in every case once producing has started.
     Set-up problems (bad topic, broker unreachable) raise UsageError / RunFailed instead.
+    sample_resources=False leaves out the resource sampler (to measure what it costs).
     """
     out = out if out is not None else sys.stdout
     faults = parse_faults(scenario.faults)
@@ -327,5 +330,5 @@ def run_scenario(
         broker.check_room(scenario.planned_bytes())
         if broker_faults(faults) and broker.embedded is None:
             raise UsageError(f"broker faults need the embedded broker: {no_embedded_reason(bootstrap_servers, broker_state_dir)}")
-        code, folder, result = _Run(scenario, broker, Path(results_root), out, faults).execute()
+        code, folder, result = _Run(scenario, broker, Path(results_root), out, faults, sample_resources).execute()
     return code, folder, result
