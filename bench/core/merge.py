@@ -44,6 +44,7 @@ class RunMeasurements:
             self.recorder.add_producer_report(message.second, message.sent, message.acked, message.failed,
                                               message.service_s, message.response_us, message.send_delay_us)
             self.recorder.add_client_latency(message.second, message.client_latency)
+            self.recorder.add_client_stats(message.second, message.client_stats)
             self.add_acked_ranges(message.acked_ranges)
             self.partition_acks.add(message.second, message.acked_by_partition, message.ack_gaps)
             self.reported_through[producer_name(message.producer)] = message.second

@@ -44,11 +44,11 @@ class ProducerLoop:
         self.scenario = scenario
         self.reports = reports
         config = scenario_producer_config(scenario, bootstrap_servers)
-        # Failures-only reports give no per-message service time: librdkafka's own per-broker
-        # latencies (bench/core/client_stats.py) are recorded instead.
-        self.client_stats = StatsCollector() if scenario.delivery_reports == "failures" else None
-        if self.client_stats is not None:
-            config.update({"statistics.interval.ms": STATISTICS_INTERVAL_MS, "stats_cb": self.client_stats.on_stats})
+        # librdkafka's statistics once a second, in every run: queue depth, retries, batch size and
+        # round trip per second beside the run's series; with failures-only reports (no
+        # per-message service time) also its per-broker latencies (bench/core/client_stats.py).
+        self.client_stats = StatsCollector(scenario.topic, latency_windows=scenario.delivery_reports == "failures")
+        config.update({"statistics.interval.ms": STATISTICS_INTERVAL_MS, "stats_cb": self.client_stats.on_stats})
         self.producer = OrderProducer(config, scenario.topic)
         client = self.producer.client
         # Metadata now, so the first timed message does not wait for it.
@@ -142,7 +142,7 @@ class ProducerLoop:
                                       producing_s, elapsed_s, account.first_error, undelivered, account.timed_out))
 
     def _take_second(self):
-        return self.account.take_second(self.second, self.client_stats.take() if self.client_stats else None)
+        return self.account.take_second(self.second, self.client_stats.take(), self.client_stats.take_figures())
 
 
 def producer_main(index: int, scenario: Scenario, bootstrap_servers: str, run_id: bytes,

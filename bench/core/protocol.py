@@ -82,6 +82,9 @@ class ProducerSecond:
     # Failures-only reports: librdkafka's per-broker latency windows of the second
     # (bench/core/client_stats.py).
     client_latency: list[Mapping[str, Any]] = field(default_factory=list)
+    # librdkafka's newest statistics of the second: queue depth, retries, batch size, rtt
+    # (bench/core/client_stats.py producer_figures); None when none arrived.
+    client_stats: Mapping[str, Any] | None = None
 
 
 @dataclass(frozen=True)

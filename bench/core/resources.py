@@ -203,13 +203,11 @@ def this_process(name: str = "coordinator", role: str = "coordinator") -> Watche
     return Watched(name, role, fixed_pid(os.getpid()), python=True)
 
 
-def broker_processes(embedded, recognised: bool = False) -> tuple[list[Watched], dict[str, str]]:
-    """The embedded broker's nodes to watch (embedded: an EmbeddedCluster or None), or why the
-    broker's processes are not measured."""
+def broker_processes(embedded) -> tuple[list[Watched], dict[str, str]]:
+    """The embedded broker's nodes to watch (embedded: the EmbeddedCluster found at the address,
+    or None), or why the broker's processes are not measured."""
     if embedded is None:
-        reason = ("the embedded broker was started by another command with its state elsewhere: its process is not "
-                  "tracked here" if recognised else "an external broker: its processes are not visible from here")
-        return [], {"broker": reason}
+        return [], {"broker": "not a broker started by this tool on this host: its processes are not visible here"}
     return [Watched(f"broker-node{node.node_id}", "broker", node.running_pid) for node in embedded.nodes], {}
 
 

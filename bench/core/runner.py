@@ -193,7 +193,7 @@ class _Run:
 
     def _watch_resources(self, processes: _Processes) -> RunResources:
         """CPU and RSS of every process of the run each second, sampled here (bench/core/resources.py)."""
-        brokers, not_measured = broker_processes(self.broker.embedded, self.broker.recognised_embedded)
+        brokers, not_measured = broker_processes(self.broker.observed_embedded)
         children = [Watched(child.name.removeprefix("bench-"), "tracker" if child.name == "bench-tracker" else "producer",
                             fixed_pid(child.pid), python=True) for child in processes.children]
         return RunResources([*children, this_process(), *brokers], not_measured, self.t0_ns).start()

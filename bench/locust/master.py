@@ -189,7 +189,7 @@ class LocustRun:
                            fixed_pid(os.getpid()), python=True)]
         if self.tracker is not None:
             watched.append(Watched("tracker", "tracker", fixed_pid(self.tracker.process.pid), python=True))
-        brokers, not_measured = broker_processes(self.broker.embedded, self.broker.recognised_embedded)
+        brokers, not_measured = broker_processes(self.broker.observed_embedded)
         t0_ns = time.perf_counter_ns() - int((time.time() - self.started_at) * NS_PER_S)
         return RunResources([*watched, *brokers], not_measured, t0_ns).start()
 

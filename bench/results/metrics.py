@@ -75,6 +75,14 @@ SERIES = {
     "lag_messages": ("consumer lag", "messages"),
     "lag_time_ms": ("consumer time lag", "ms"),
     "host_cpu_percent": ("host CPU", "% of all cores"),
+    # librdkafka's statistics, the newest interval of each second (bench/core/client_stats.py):
+    # summed or averaged over producers, the slowest producer's round trip.
+    "client_queue_messages": ("librdkafka queue depth (msg_cnt)", "messages"),
+    "client_retries": ("librdkafka retries (txretries)", "per second"),
+    "client_batch_bytes_avg": ("librdkafka batch size avg (batchsize)", "bytes"),
+    "client_batch_messages_avg": ("librdkafka messages per batch avg (batchcnt)", "messages"),
+    "client_rtt_avg_us": ("librdkafka broker round trip avg (rtt)", "µs"),
+    "client_rtt_p99_us": ("librdkafka broker round trip p99 (rtt)", "µs"),
 }
 # Resources sampled once a second by the coordinator (bench/core/resources.py), kept in
 # result["series"] beside the other per-second series: key -> (label, unit). The *_by_process
