@@ -24,6 +24,7 @@ from bench.peers.java_tools import (
     parse_producer_performance,
     producer_performance_properties,
 )
+from bench.results.schema import SCHEMA_VERSION
 from bench.results.store import load_result
 from streamstore.admin import connect_admin, delete_topic, topic_watermarks
 from streamstore.config import MAX_VALUE_BYTES
@@ -142,7 +143,7 @@ def test_uncompressed_cells_librdkafka_cannot_send_still_get_a_java_figure(kafka
     assert row["java"]["error"] is None and row["java"]["end_to_end_ms"] > 0
     assert row["java"]["messages"] == row["java"]["broker_offset_delta"] == 2
     assert row["java"]["warmup_message_left_out"] is True
-    assert result["large_message"]["peer"]["kafka_version"] and result["schema_version"] == 5
+    assert result["large_message"]["peer"]["kafka_version"] and result["schema_version"] == SCHEMA_VERSION
     assert result["counts"]["sent"] == 0
     assert "Java EndToEndLatency  end-to-end mean" in out and "not sent: librdkafka" in out
 

@@ -268,6 +268,9 @@ def test_local_runner_counts_every_delivery_in_locust_stats_and_writes_result(ka
     assert end_to_end["sample_every"] == 64 and hlog_total(folders[0] / "end_to_end.hlog") == (out["requests"] + 63) // 64
     assert (folders[0] / "service_time.hlog").exists() and (folders[0] / "end_to_end.hlog").exists()
     assert (folders[0] / "report.md").exists()
+    # The local runner's process is the producer: its resources are sampled as one.
+    roles = {name: info["role"] for name, info in result["resources"]["processes"].items()}
+    assert roles["locust-local"] == "producer" and roles["tracker"] == "tracker", roles
 
 
 @pytest.mark.timing  # judges end-to-end against service latency: alone, not beside other workers
@@ -311,6 +314,11 @@ def test_headless_two_processes_merge_counts(kafka_bootstrap, unique_topic, tmp_
     latency = result["latency_us"]
     assert hlog_total(folders[0] / "end_to_end.hlog") == result["counts"]["acked"] and latency["end_to_end"]["sample_every"] == 1
     assert latency["end_to_end"]["p50"] < 3 * latency["service_time"]["p50"] + 5_000
+    # Each worker on this host is sampled from its first report on, beside the master and tracker.
+    processes = result["resources"]["processes"]
+    assert {name: info["role"] for name, info in processes.items() if not name.startswith("broker")} == {
+        "locust-master": "coordinator", "tracker": "tracker", "worker-0": "producer", "worker-1": "producer"}
+    assert all(processes[f"worker-{i}"]["seconds"] > 0 for i in (0, 1)), processes
 
 
 def test_console_after_the_test_stops_has_no_stale_tables_or_false_worker_warnings(kafka_bootstrap, unique_topic,

@@ -260,7 +260,7 @@ def test_version_3_files_name_what_they_did_not_measure(tmp_path):
         "broker": {"bootstrap_servers": "127.0.0.1:9092", "version": None, "embedded": False},
         "locust": {"users": 4, "user_rate": 500.0}}))
     document = load_result(path)
-    assert document["schema_version"] == 5 and document["partitions"] is None
+    assert document["schema_version"] == SCHEMA_VERSION and document["partitions"] is None
     assert document["environment"]["harness_version"] is None
     assert document["environment"]["not_measured"]["harness_commit"] == "not recorded (a schema version 3 file)"
     assert document["broker"]["version_source"] is None

@@ -121,6 +121,16 @@ class KafkaNode:
     log_path = property(lambda self: self.config.log_path)
     console_log_path = property(lambda self: self.config.console_log_path)
 
+    def running_pid(self) -> int | None:
+        """The process id while it runs, else None, and nothing else: for a thread that watches
+        the node while a fault restarts it (`pid` removes a stale pid file, which could be the
+        new one being written)."""
+        try:
+            pid = int(self.config.pid_path.read_text().strip())
+        except (FileNotFoundError, ValueError):
+            return None
+        return pid if is_kafka_process(pid, self.config.properties_path, None) else None
+
     @property
     def pid(self) -> int | None:
         """The process id while it runs, else None (a stale pid file is removed)."""

@@ -59,6 +59,9 @@ class BrokerInUse:
     # The embedded broker, whether this command may act on it (`embedded`) or only recognised it
     # (started elsewhere with its state in another dir).
     recognised_embedded: bool = False
+    # The embedded broker or cluster found at the address, also one only recognised: its
+    # processes are watched (resources each second, read-only), never acted on.
+    observed_embedded: EmbeddedCluster | None = None
 
     @property
     def version(self) -> str | None:
@@ -204,6 +207,7 @@ def measure_broker(bootstrap_servers: str, client_settings: Mapping[str, object]
             recognised = recorded(answering.state_dir) if answering is not None else None
     if recognised is not None:
         broker.recognised_embedded = True
+        broker.observed_embedded = recognised
         broker.measured_version, broker.version_source = recognised.version, EMBEDDED_JAR
     elif configs.get(PROTOCOL_VERSION_SETTING):
         broker.measured_version, broker.version_source = configs[PROTOCOL_VERSION_SETTING], PROTOCOL_VERSION_SETTING

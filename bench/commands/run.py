@@ -9,6 +9,7 @@ from bench.commands._options import add_broker_arguments, add_results_argument
 from bench.core.result import DELIVERY_REPORT_MODES
 from bench.core.runner import run_scenario
 from bench.core.scenario import Scenario, parse_set_option
+from bench.output.resources import resource_line, verdict_lines
 from bench.results.formatting import format_us
 from bench.results.metrics import CLIENT_LATENCY_LABELS, METRICS
 
@@ -104,6 +105,8 @@ def summary_text(result: dict, folder) -> str:
                          f"p99.9 {format_us(summary['p99_9']):>9}  max {format_us(summary['max']):>9}  (n={summary['count']:,}"
                          + (f", every {summary['sample_every']}th message)" if summary.get("sample_every", 1) > 1 else ")"))
     lines += delivery_report_lines(result)
+    lines.append(resource_line(result))
+    lines += [f"bottleneck: {line}" for line in verdict_lines(result)]
     # A run that did not complete ends with "<status>: <failure>"; the warnings carry the same
     # text as "run <status>: ...", shown once.
     ending = f"{result['status']}: {result['failure']}" if result["status"] != "complete" and result["failure"] else None

@@ -42,22 +42,80 @@ def broker_windows(stats: Mapping[str, Any]) -> list[dict[str, Any]]:
     return entries
 
 
-class StatsCollector:
-    """The producer process's stats_cb: keeps each interval's per-broker windows until taken."""
+def producer_figures(stats: Mapping[str, Any], topic: str) -> dict[str, Any]:
+    """The producer's own state in one statistics document: messages in its queue (`msg_cnt`),
+    retries so far (`txretries`, summed over brokers), the topic's batches in this interval
+    (`batchsize` and `batchcnt` avg: bytes and messages per batch) and the round trip to the
+    brokers (`rtt` avg weighted by samples, p99 of the worst broker, µs). None where the interval
+    had no sample."""
+    brokers = [broker for broker in (stats.get("brokers") or {}).values() if isinstance(broker, Mapping)]
+    rtts = [broker["rtt"] for broker in brokers if (broker.get("rtt") or {}).get("cnt")]
+    samples = sum(rtt["cnt"] for rtt in rtts)
+    topic_stats = (stats.get("topics") or {}).get(topic) or {}
 
-    def __init__(self) -> None:
+    def window_avg(name: str) -> float | None:
+        window = topic_stats.get(name) or {}
+        return window.get("avg") if window.get("cnt") else None
+
+    return {"queue_messages": stats.get("msg_cnt"),
+            "retries_total": sum(broker.get("txretries", 0) for broker in brokers),
+            "batch_bytes_avg": window_avg("batchsize"), "batch_messages_avg": window_avg("batchcnt"),
+            "rtt_avg_us": round(sum(rtt["avg"] * rtt["cnt"] for rtt in rtts) / samples, 1) if samples else None,
+            "rtt_p99_us": max((rtt["p99"] for rtt in rtts), default=None)}
+
+
+class StatsCollector:
+    """The producer process's stats_cb: keeps each interval's per-broker latency windows (with
+    failures-only reports) and the newest producer figures (`producer_figures`) until taken."""
+
+    def __init__(self, topic: str, latency_windows: bool) -> None:
+        self.topic = topic
+        self.latency_windows = latency_windows
         self.pending: list[dict[str, Any]] = []
+        self.figures: dict[str, Any] | None = None
+        self.retries_taken = 0
         self.errors = 0
 
     def on_stats(self, text: str) -> None:
         try:
-            self.pending.extend(broker_windows(json.loads(text)))
-        except (ValueError, AttributeError, TypeError):
+            stats = json.loads(text)
+            if self.latency_windows:
+                self.pending.extend(broker_windows(stats))
+            self.figures = producer_figures(stats, self.topic)
+        except (ValueError, AttributeError, TypeError, KeyError):
             self.errors += 1  # a damaged statistics document: that interval has no figures
 
     def take(self) -> list[dict[str, Any]]:
         taken, self.pending = self.pending, []
         return taken
+
+    def take_figures(self) -> dict[str, Any] | None:
+        """The newest interval's figures with `retries`, the retries since the last take; None
+        when no statistics arrived since."""
+        figures, self.figures = self.figures, None
+        if figures is None:
+            return None
+        total = figures.pop("retries_total")
+        figures["retries"], self.retries_taken = max(0, total - self.retries_taken), max(total, self.retries_taken)
+        return figures
+
+
+def client_stats_series(by_second: Mapping[int, list[Mapping[str, Any]]], seconds: int) -> dict[str, list]:
+    """Per second over every producer: queue depth and retries summed, batch size averaged, the
+    round trip of the slowest producer (bench/results/metrics.py CLIENT_STATS_SERIES)."""
+    def column(key: str, combine) -> list:
+        values = []
+        for second in range(seconds):
+            figures = [f[key] for f in by_second.get(second, ()) if f.get(key) is not None]
+            values.append(combine(figures) if figures else None)
+        return values
+
+    return {"client_queue_messages": column("queue_messages", sum),
+            "client_retries": column("retries", sum),
+            "client_batch_bytes_avg": column("batch_bytes_avg", lambda v: round(sum(v) / len(v), 1)),
+            "client_batch_messages_avg": column("batch_messages_avg", lambda v: round(sum(v) / len(v), 1)),
+            "client_rtt_avg_us": column("rtt_avg_us", max),
+            "client_rtt_p99_us": column("rtt_p99_us", max)}
 
 
 def summarize_client_latency(entries: Iterable[Mapping[str, Any]]) -> dict[str, Any]:

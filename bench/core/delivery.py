@@ -200,7 +200,7 @@ class DeliveryAccount:
             self.first_error = text
 
     def take_second(self, second: int, client_latency: list | None = None,
-                    commit_us: list[int] | None = None) -> ProducerSecond:
+                    commit_us: list[int] | None = None, client_stats: dict | None = None) -> ProducerSecond:
         """What was sent and delivered since the last take, as one second's report."""
         self.accepted_total += self.sent
         self.failed_total += self.failed
@@ -216,7 +216,7 @@ class DeliveryAccount:
             self.producer_index, second, self.sent, acked, self.failed, self.service_s[:], self.response_us[:],
             self.send_delay_us[:], {partition: offset_ranges(offsets) for partition, offsets in self.acked_offsets.items()},
             dict(self.errors),
-            *self.partition_acks.take(), client_latency or [], commit_us or [],
+            *self.partition_acks.take(), client_latency or [], commit_us or [], client_stats,
         )
         self.sent = self.failed = 0
         self.errors.clear()

@@ -45,6 +45,7 @@ class RunMeasurements:
                                               message.service_s, message.response_us, message.send_delay_us)
             self.recorder.add_client_latency(message.second, message.client_latency)
             self.recorder.add_commit_latency(message.second, message.commit_us)
+            self.recorder.add_client_stats(message.second, message.client_stats)
             self.add_acked_ranges(message.acked_ranges)
             self.partition_acks.add(message.second, message.acked_by_partition, message.ack_gaps)
             self.reported_through[producer_name(message.producer)] = message.second

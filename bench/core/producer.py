@@ -45,11 +45,11 @@ class ProducerLoop:
         self.scenario = scenario
         self.reports = reports
         config = scenario_producer_config(scenario, bootstrap_servers)
-        # Failures-only reports give no per-message service time: librdkafka's own per-broker
-        # latencies (bench/core/client_stats.py) are recorded instead.
-        self.client_stats = StatsCollector() if scenario.delivery_reports == "failures" else None
-        if self.client_stats is not None:
-            config.update({"statistics.interval.ms": STATISTICS_INTERVAL_MS, "stats_cb": self.client_stats.on_stats})
+        # librdkafka's statistics once a second, in every run: queue depth, retries, batch size and
+        # round trip per second beside the run's series; with failures-only reports (no
+        # per-message service time) also its per-broker latencies (bench/core/client_stats.py).
+        self.client_stats = StatsCollector(scenario.topic, latency_windows=scenario.delivery_reports == "failures")
+        config.update({"statistics.interval.ms": STATISTICS_INTERVAL_MS, "stats_cb": self.client_stats.on_stats})
         if scenario.transaction_size:
             # One id per producer process and run: a shared id would fence the other process.
             config["transactional.id"] = transactional_id(run_id, index)
@@ -175,8 +175,9 @@ class ProducerLoop:
                                       self.transactions.summary() if self.transactions is not None else None))
 
     def _take_second(self):
-        return self.account.take_second(self.second, self.client_stats.take() if self.client_stats else None,
-                                        self.transactions.take_commit_us() if self.transactions is not None else None)
+        return self.account.take_second(self.second, self.client_stats.take(),
+                                        self.transactions.take_commit_us() if self.transactions is not None else None,
+                                        self.client_stats.take_figures())
 
 
 def producer_main(index: int, scenario: Scenario, bootstrap_servers: str, run_id: bytes,

@@ -84,6 +84,9 @@ class ProducerSecond:
     client_latency: list[Mapping[str, Any]] = field(default_factory=list)
     # Transactions: the commit_transaction() calls that ended in the second, in µs.
     commit_us: list[int] = field(default_factory=list)
+    # librdkafka's newest statistics of the second: queue depth, retries, batch size, rtt
+    # (bench/core/client_stats.py producer_figures); None when none arrived.
+    client_stats: Mapping[str, Any] | None = None
 
 
 @dataclass(frozen=True)

@@ -18,7 +18,7 @@ from typing import Any
 
 from hdrh.histogram import HdrHistogram
 
-from bench.core.client_stats import summarize_client_latency
+from bench.core.client_stats import client_stats_series, summarize_client_latency
 from bench.results.histograms import (
     LATENCY_HIGHEST_US,
     LATENCY_LOWEST_US,
@@ -157,6 +157,8 @@ class RunRecorder:
         self.lag_time_ms: dict[int, float] = {}
         # librdkafka's per-broker latency windows per second (failures-only reports).
         self.client_latency: dict[int, list] = {}
+        # librdkafka's producer figures per second, one entry per producer that had statistics.
+        self.client_stats: dict[int, list] = {}
         self.last_second = -1
 
     def add_producer_report(self, second: int, sent: int, acked: int, failed: int,
@@ -173,6 +175,10 @@ class RunRecorder:
     def add_client_latency(self, second: int, entries: list) -> None:
         if entries:
             self.client_latency.setdefault(second, []).extend(entries)
+
+    def add_client_stats(self, second: int, figures: Mapping[str, Any] | None) -> None:
+        if figures:
+            self.client_stats.setdefault(second, []).append(figures)
 
     def client_latency_summary(self) -> dict[str, Any]:
         """librdkafka's int_latency and rtt over the measured window (bench/core/client_stats.py)."""
@@ -239,4 +245,6 @@ class RunRecorder:
             for partition in partitions
         }
         series["lag_time_ms"] = [self.lag_time_ms.get(second) for second in seconds]
+        if self.client_stats:
+            series.update(client_stats_series(self.client_stats, self.seconds()))
         return series

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from bench.analysis.bottlenecks import bottleneck_verdicts
 from bench.analysis.stats import derive_warnings
 from bench.broker.ensure import BrokerInUse
 from bench.core.audit import AuditOutcome, Verdict
@@ -172,9 +173,15 @@ class RunResult:
             "failover": None,
             "partitions": None,
             "transactions": None,
+            # Engines that sample resources put them in `sections`; the others say why not.
+            "resources": None,
+            "resources_not_measured": f"the {self.kind} engine does not sample resources",
             **self.sections,
         }
+        if result["resources"] is not None:
+            result.pop("resources_not_measured")
         result["warnings"] = derive_warnings(result)
+        result["verdicts"] = bottleneck_verdicts(result)
         return result
 
 

@@ -17,6 +17,7 @@ from bench.core.fault_watch import FaultWatch
 from bench.core.merge import RunMeasurements
 from bench.core.partitions import OFFSETS_UNREAD, partitions_section
 from bench.core.protocol import ERRORS_LOG, write_child_errors
+from bench.core.resources import RunResources
 from bench.core.result import (
     RunResult,
     broker_section,
@@ -43,7 +44,8 @@ class RunTimes:
 def write_run(scenario: Scenario, broker: BrokerInUse, results_root: Path, run_id: str, measured: RunMeasurements,
               method: str, times: RunTimes, *, interrupted: bool, environment: Mapping[str, Any],
               topic_settings: tuple[Mapping[str, str] | None, str | None], start_offsets: dict[int, int],
-              events: Sequence[Mapping[str, Any]], fault_watch: FaultWatch | None) -> tuple[int, Path, dict[str, Any]]:
+              events: Sequence[Mapping[str, Any]], fault_watch: FaultWatch | None,
+              resources: RunResources | None = None) -> tuple[int, Path, dict[str, Any]]:
     """The run's result from what it measured, written as its run folder; (exit code, folder, result)."""
     recorder = measured.recorder
     recorder.close_through(recorder.last_second)
@@ -65,6 +67,8 @@ def write_run(scenario: Scenario, broker: BrokerInUse, results_root: Path, run_i
     producing_s = max((o.producing_s for o in outcomes), default=0.0)
     elapsed_s = max((o.elapsed_s for o in outcomes), default=0.0)
     series = recorder.series()  # every per-second series of the run: built once
+    resources_fields = ({"resources": resources.add_to(series, scenario.warmup_s)} if resources is not None
+                        else {"resources": None, "resources_not_measured": "resource sampling was turned off for this run"})
     result = RunResult(
         kind="run", run_id=run_id, scenario=scenario.to_dict(), fingerprint=scenario.fingerprint(),
         environment=environment,
@@ -86,7 +90,7 @@ def write_run(scenario: Scenario, broker: BrokerInUse, results_root: Path, run_i
                   "partitions": _partitions(scenario, measured, method, offset_deltas, offset_unread, series, summaries),
                   "transactions": transactions_section(summaries, isolation_level=scenario.isolation_level,
                                                        aborted_consumed=audit.aborted_consumed, offset_delta=offset_delta)
-                  if scenario.transaction_size else None})
+                  if scenario.transaction_size else None, **resources_fields})
     folder, document = write_run_folder(results_root, result, recorder)
     if measured.child_failures:
         write_child_errors(folder / ERRORS_LOG, measured.child_failures)

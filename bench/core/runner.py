@@ -35,6 +35,7 @@ from bench.core.merge import RunMeasurements
 from bench.core.producer import CHILD_START_TIMEOUT_S, INTERRUPT_DRAIN_S, producer_main
 from bench.core.progress import Progress, p99_scope, progress_line
 from bench.core.protocol import TRACKER, Drain, Inbox, producer_name
+from bench.core.resources import RunResources, Watched, broker_processes, fixed_pid, this_process
 from bench.core.result import (
     DELIVERY_REPORT_MODES,
 )
@@ -126,7 +127,7 @@ class _Processes:
 
 class _Run:
     def __init__(self, scenario: Scenario, broker: BrokerInUse, results_root: Path, out: TextIO,
-                 faults: Sequence[Fault] = ()):
+                 faults: Sequence[Fault] = (), sample_resources: bool = True):
         self.scenario = scenario
         self.broker = broker
         self.bootstrap_servers = broker.bootstrap_servers
@@ -143,6 +144,8 @@ class _Run:
         self.t0_ns: int | None = None
         self.faults = tuple(faults)
         self.fault_watch = FaultWatch(scenario, broker, self.faults) if faults else None
+        self.resources: RunResources | None = None
+        self.sample_resources = sample_resources
         # Measured once, at run start (the broker's facts were measured by ensure_broker).
         self.environment = capture_environment()
 
@@ -170,6 +173,7 @@ class _Run:
                     signal.signal(signum, self._note_signal)
             processes.t0_ns.value = self.t0_ns = time.perf_counter_ns() + START_DELAY_NS
             self.started_at = time.time() + START_DELAY_NS / NS_PER_S
+            self.resources = self._watch_resources(processes) if self.sample_resources else None
             processes.start.set()
             self._produce()
             self._end_faults()
@@ -180,10 +184,19 @@ class _Run:
                 signal.signal(signum, handler)
             self._end_faults()
             processes.stop_all()
+            if self.resources is not None:
+                self.resources.stop()
             if self.fault_watch is not None:
                 self.fault_watch.stop()
             self.progress.end_line()
         return self._write()
+
+    def _watch_resources(self, processes: _Processes) -> RunResources:
+        """CPU and RSS of every process of the run each second, sampled here (bench/core/resources.py)."""
+        brokers, not_measured = broker_processes(self.broker.observed_embedded)
+        children = [Watched(child.name.removeprefix("bench-"), "tracker" if child.name == "bench-tracker" else "producer",
+                            fixed_pid(child.pid), python=True) for child in processes.children]
+        return RunResources([*children, this_process(), *brokers], not_measured, self.t0_ns).start()
 
     def _produce(self) -> None:
         phase_start_s = 0.0
@@ -272,7 +285,8 @@ class _Run:
         return write_run(self.scenario, self.broker, self.results_root, self.run_id.hex, self.measured, self.method,
                          RunTimes(self.started_at, time.time(), self.t0_ns), interrupted=self.interrupted,
                          environment=self.environment, topic_settings=(self.topic_settings, self.topic_settings_unread),
-                         start_offsets=self.start_offsets, events=self.events, fault_watch=self.fault_watch)
+                         start_offsets=self.start_offsets, events=self.events, fault_watch=self.fault_watch,
+                         resources=self.resources)
 
 
 def _describe_rate(scenario: Scenario) -> str:
@@ -291,12 +305,14 @@ def run_scenario(
     keep_broker: bool = False,
     out: TextIO | None = None,
     broker_state_dir: str | os.PathLike | None = None,
+    sample_resources: bool = True,
 ) -> tuple[int, Path, dict[str, Any]]:
     """Run one scenario end to end; returns (exit code, run folder, result dict).
 
     The exit code is 0 (complete), 3 (deliveries failed, orders lost, a process died) or 130
     (interrupted); the result folder is written in every case once producing has started.
     Set-up problems (bad topic, broker unreachable) raise UsageError / RunFailed instead.
+    sample_resources=False leaves out the resource sampler (to measure what it costs).
     """
     out = out if out is not None else sys.stdout
     faults = parse_faults(scenario.faults)
@@ -314,5 +330,5 @@ def run_scenario(
         broker.check_room(scenario.planned_bytes())
         if broker_faults(faults) and broker.embedded is None:
             raise UsageError(f"broker faults need the embedded broker: {no_embedded_reason(bootstrap_servers, broker_state_dir)}")
-        code, folder, result = _Run(scenario, broker, Path(results_root), out, faults).execute()
+        code, folder, result = _Run(scenario, broker, Path(results_root), out, faults, sample_resources).execute()
     return code, folder, result

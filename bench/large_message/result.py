@@ -323,4 +323,6 @@ def sweep_result(options: SweepOptions, run_id: str, rows: Sequence[Mapping[str,
             # The peer measured beside each cell (row["java"]), or null without --peer.
             "peer": {"name": "java", "tool": END_TO_END_LATENCY, "kafka_version": peer_version,
                      "payload": JAVA_PAYLOAD} if options.peer == "java" else None,
-        }})
+        },
+            "resources_not_measured": "the large-message sweep has no per-second series (one message in flight per "
+                                      "cell): each cell records its clients' peak RSS instead (large_message.memory)"})

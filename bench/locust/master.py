@@ -7,6 +7,8 @@ from __future__ import annotations
 import logging
 import multiprocessing
 import multiprocessing.connection
+import os
+import socket
 import time
 import uuid
 from collections.abc import Mapping
@@ -24,6 +26,7 @@ from bench.core.merge import RunMeasurements
 from bench.core.producer import CHILD_START_TIMEOUT_S
 from bench.core.protocol import TRACKER, Drain, Inbox, TrackerSecond
 from bench.core.recorder import RunRecorder
+from bench.core.resources import RunResources, Watched, broker_processes, fixed_pid
 from bench.core.result import (
     OFFSETS_NOT_READ,
     write_run_folder,
@@ -157,6 +160,7 @@ class LocustRun:
         # Measured once, at the start, as `bench run` does (the broker in start()).
         self.machine = capture_environment()
         self.broker: BrokerInUse | None = None
+        self.resources: RunResources | None = None
 
     def start(self) -> None:
         bootstrap = options_bootstrap(self.environment)
@@ -171,9 +175,33 @@ class LocustRun:
             # yields the CPU to the producers and catches up in the drain, as in `bench run`).
             self.tracker = TrackerProcess(bootstrap, self.tracked, self.run_id, self.started_at,
                                           self.start_offsets, self.measured)
+        self.resources = self._watch_resources()
         self._greenlets.append(gevent.spawn(self._status_forever))
         if isinstance(self.environment.runner, LocalRunner):
             self._greenlets.append(gevent.spawn(self._pull_local_reports_forever))
+
+    def _watch_resources(self) -> RunResources:
+        """CPU and RSS each second of this process (with the local runner, the producer too), the
+        tracker, the embedded broker, and each worker on this host once it reports
+        (bench/core/resources.py), on the seconds the workers count from `started_at`."""
+        local = isinstance(self.environment.runner, LocalRunner)
+        watched = [Watched("locust-local" if local else "locust-master", "producer" if local else "coordinator",
+                           fixed_pid(os.getpid()), python=True)]
+        if self.tracker is not None:
+            watched.append(Watched("tracker", "tracker", fixed_pid(self.tracker.process.pid), python=True))
+        brokers, not_measured = broker_processes(self.broker.observed_embedded)
+        t0_ns = time.perf_counter_ns() - int((time.time() - self.started_at) * NS_PER_S)
+        return RunResources([*watched, *brokers], not_measured, t0_ns).start()
+
+    def _watch_worker(self, worker_id: str, report: Mapping[str, Any]) -> None:
+        if self.resources is None or worker_id == LOCAL_WORKER or worker_id in self.workers.by_id:
+            return
+        host = worker_id.rsplit("_", 1)[0]
+        if host == socket.gethostname() and report.get("pid"):
+            self.resources.sampler.add(Watched(f"worker-{report['producer']}", "producer", fixed_pid(report["pid"]),
+                                               python=True))
+        else:
+            self.resources.not_measured[f"worker-{report['producer']}"] = f"runs on host {host}, not visible from here"
 
     def _pull_local_reports_forever(self) -> None:
         """The local runner's producer reports once a second, as a worker would to a master."""
@@ -186,6 +214,7 @@ class LocustRun:
     def add_worker_report(self, worker_id: str, report: Mapping[str, Any]) -> None:
         if report.get("run_id") != self.run_id.hex():
             return  # a report of an earlier test that arrived late
+        self._watch_worker(worker_id, report)
         self.workers.add(worker_id, report, self.measured)
         self._pump_tracker()
         self._close_finished_seconds()
@@ -236,6 +265,8 @@ class LocustRun:
             if self.tracker.error and self.failure is None:
                 self.failure = f"tracker failed: {self.tracker.error}"
         self.recorder.close_through(self.recorder.seconds())
+        if self.resources is not None:
+            self.resources.stop()
         bootstrap = options_bootstrap(self.environment)
         offset_delta = in_native_thread(_offset_delta, bootstrap, self.scenario, self.start_offsets)
         folder, document = write_run_folder(self.environment.parsed_options.results_dir,

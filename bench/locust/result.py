@@ -147,6 +147,8 @@ def locust_result(run, ended_at: float, offset_deltas: tuple[dict[int, int] | No
     scenario = locust_scenario(run.scenario, run.rate_per_user, asked_users(options), asked_run_time_s(options))
     stats = run.environment.runner.stats.total
     series = run.recorder.series()
+    resources = ({"resources": run.resources.add_to(series, run.scenario.warmup_s)} if run.resources is not None
+                 else {"resources_not_measured": "the test ended before it started"})
     hosts = {worker_id.rsplit("_", 1)[0] for worker_id in run.workers.by_id}
     warnings = clamped_warnings(run.recorder)
     warnings += [f"{name} not measured: {reason}" for name, reason in not_measured.items()]
@@ -181,7 +183,7 @@ def locust_result(run, ended_at: float, offset_deltas: tuple[dict[int, int] | No
             "hdr_total_count": run.workers.all_service_time.get_total_count(),
             "workers": run.workers.section(),
             "tracker": run.tracker is not None,
-        }})
+        }, **resources})
 
 
 

@@ -244,6 +244,8 @@ class WorkerProducer:
         self._acked_ranges.clear()
         return {
             "run_id": self.run_id.hex(), "producer": self.producer_index, "seconds": seconds,
+            # The master samples this process's CPU and RSS when it runs on the same host.
+            "pid": os.getpid(),
             "through": None if self.final else self._second - 1, "final": self.final,
             "sent_total": self.sender.sequence, "failed_sequences": failed_sequences,
             "acked_offsets": acked_offsets,

@@ -33,6 +33,7 @@ from bench.output.document import (
     to_markdown,
     write_documents,
 )
+from bench.output.resources import RESOURCE_COLUMNS, resource_notes, resource_rows, verdict_lines
 from bench.results.formatting import describe_environment, describe_scenario, format_change, format_us, format_value
 from bench.results.metrics import CLIENT_LATENCY_LABELS, LATENCY_LABELS, METRICS, SUMMARY_PERCENTILES, latency_title
 from bench.results.store import load_result
@@ -218,6 +219,7 @@ def summary_lines(result: Mapping[str, Any]) -> list[str]:
     failover = failover_summary(result)
     if failover:
         lines.append("Failover: " + failover)
+    lines += [f"Bottleneck: {verdict['text']}" for verdict in result.get("verdicts") or []]
     return lines
 
 
@@ -227,6 +229,15 @@ def _summary_section(result: Mapping[str, Any], _plots: Sequence[str]) -> list[B
 
 def _warnings_section(result: Mapping[str, Any], _plots: Sequence[str]) -> list[Block]:
     return [bullet_list(derive_warnings(result) or ["none"])]
+
+
+def _verdicts_section(result: Mapping[str, Any], _plots: Sequence[str]) -> list[Block]:
+    return [bullet_list(verdict_lines(result))]
+
+
+def _resources_section(result: Mapping[str, Any], _plots: Sequence[str]) -> list[Block]:
+    rows = resource_rows(result)
+    return [*([table(RESOURCE_COLUMNS, rows)] if rows else []), paragraph(" ".join(resource_notes(result)))]
 
 
 def _latency_section(result: Mapping[str, Any], _plots: Sequence[str]) -> list[Block]:
@@ -285,11 +296,13 @@ def _environment_section(result: Mapping[str, Any], _plots: Sequence[str]) -> li
 RUN_SECTIONS = (
     Section("Summary", _summary_section),
     Section("Warnings", _warnings_section),
+    Section("Bottleneck verdicts", _verdicts_section),
     Section("Latency (warm-up excluded)", _latency_section),
     Section("librdkafka's own latency (failures-only delivery reports)", _client_latency_section),
     Section("Throughput, lag and counts", _counts_section),
     Section("Per partition", _partitions_section),
     Section("Transactions", _transactions_section),
+    Section("Resources", _resources_section),
     Section("Failover (per fault and node)", _failover_section),
     Section("Large-message sweep", _large_message_section),
     Section("Plots", _plots_section),

@@ -76,7 +76,34 @@ SERIES = {
     "end_to_end_max_us": ("end-to-end max per second", "µs"),
     "lag_messages": ("consumer lag", "messages"),
     "lag_time_ms": ("consumer time lag", "ms"),
+    "host_cpu_percent": ("host CPU", "% of all cores"),
+    # librdkafka's statistics, the newest interval of each second (bench/core/client_stats.py):
+    # summed or averaged over producers, the slowest producer's round trip.
+    "client_queue_messages": ("librdkafka queue depth (msg_cnt)", "messages"),
+    "client_retries": ("librdkafka retries (txretries)", "per second"),
+    "client_batch_bytes_avg": ("librdkafka batch size avg (batchsize)", "bytes"),
+    "client_batch_messages_avg": ("librdkafka messages per batch avg (batchcnt)", "messages"),
+    "client_rtt_avg_us": ("librdkafka broker round trip avg (rtt)", "µs"),
+    "client_rtt_p99_us": ("librdkafka broker round trip p99 (rtt)", "µs"),
 }
+# Resources sampled once a second by the coordinator (bench/core/resources.py), kept in
+# result["series"] beside the other per-second series: key -> (label, unit). The *_by_process
+# series are {process name: [...]} (producer-0, tracker, coordinator, broker-node1, ...).
+RESOURCE_SERIES = {
+    "host_cpu_percent": SERIES["host_cpu_percent"],
+    "cpu_percent_by_process": ("CPU", "% of one core"),
+    "main_thread_cpu_percent_by_process": ("main thread CPU", "% of one core"),
+    "main_thread_wait_percent_by_process": ("main thread waiting for a CPU", "% of the time"),
+    "rss_mb_by_process": ("RSS", "MB"),
+}
+# The roles a watched process plays; result["resources"]["summary"] has one entry per role (the
+# busiest process of the role) and "host".
+RESOURCE_ROLES = ("producer", "tracker", "coordinator", "broker")
+RESOURCE_WINDOW = f"{MEASURED}; sampled once a second by the coordinating process (psutil)"
+# Smallest CPU (percentage points) and RSS (MB) change that can be a regression.
+CPU_FLOOR = 5.0
+RSS_FLOOR_MB = 50.0
+
 # The per-second latency statistics in SERIES: latency -> statistics.
 LATENCY_SERIES = {"service_time": ("p50", "p99", "max"), "response_time": ("p99",), "end_to_end": ("p50", "p99", "max")}
 
@@ -169,6 +196,17 @@ def _build() -> dict[str, Metric]:
         for statistic in ("avg", "p50", "p99", "max"):
             metrics.append(Metric(f"{window}_{statistic}", f"{label} {statistic}", "µs", "higher",
                                   ("client_latency_us", window, statistic), CLIENT_LATENCY_WINDOW, None, LATENCY_FLOOR_US))
+    metrics.append(Metric("host_cpu_percent", "host CPU mean", "% of all cores", "higher",
+                          ("resources", "summary", "host", "cpu_percent_mean"), RESOURCE_WINDOW, None, CPU_FLOOR))
+    for role in RESOURCE_ROLES:
+        metrics += [
+            Metric(f"{role}_cpu_percent", f"{role} CPU mean (busiest {role} process)", "% of one core", "higher",
+                   ("resources", "summary", role, "cpu_percent_mean"), RESOURCE_WINDOW, None, CPU_FLOOR),
+            Metric(f"{role}_rss_mb", f"{role} RSS max (largest {role} process)", "MB", "higher",
+                   ("resources", "summary", role, "rss_mb_max"), RESOURCE_WINDOW, None, RSS_FLOOR_MB)]
+    metrics.append(Metric("producer_main_thread_cpu_percent", "producer main thread CPU mean (busiest producer)",
+                          "% of one core", "higher", ("resources", "summary", "producer", "main_thread_cpu_percent_mean"),
+                          RESOURCE_WINDOW, None, CPU_FLOOR))
     return {metric.name: metric for metric in metrics}
 
 

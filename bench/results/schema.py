@@ -41,8 +41,15 @@ from bench.results.window import lag_summary, throughput_summary
 #      consumed, broker_offset_delta, lag_max, with transactions committed, aborted and markers;
 #      `skew`, the busiest partition over the mean; `not_measured`), a `transactions` section
 #      (null without transactions) and latency_us.commit (the commit_transaction() call).
-#      scenario.message_size and scenario.keys may be distribution tables. load_result reads
-#      version 4 files with both sections null (they were not measured).
+#      scenario.message_size and scenario.keys may be distribution tables.
+#      Also in version 5, resources and bottleneck verdicts: per-second host_cpu_percent and, per
+#      process (producers, tracker, coordinator, embedded broker nodes), cpu_percent_by_process,
+#      main_thread_cpu_percent_by_process and rss_mb_by_process in `series`; a `resources`
+#      section (processes with role, pids and figures over the measured window, a summary per
+#      role, not_measured) or null with `resources_not_measured`; `verdicts`, the list of
+#      bottleneck verdicts (bench/analysis/bottlenecks.py). load_result reads version 4 files with
+#      partitions and transactions null, and resources and verdicts null with the reason "not
+#      recorded".
 SCHEMA_VERSION = 5
 SUPPORTED_SCHEMA_VERSIONS = frozenset({1, 2, 3, 4, 5})
 
@@ -147,11 +154,17 @@ def upgrade_v3(document: dict[str, Any]) -> dict[str, Any]:
     return document
 
 
-def upgrade_v4(document: dict[str, Any]) -> dict[str, Any]:
-    """A version 4 result in version 5's shape: no per-partition figures or transactions were
-    kept, so both sections are null (never an empty table that would read as "no partitions")."""
+def upgrade_v4(document: dict[str, Any], written_as: int = 4) -> dict[str, Any]:
+    """A version 4 result in version 5's shape. No per-partition figures or transactions were kept,
+    so both sections are null (never an empty table that would read as "no partitions");
+    resources and verdicts were not recorded."""
     document.setdefault("partitions", None)
     document.setdefault("transactions", None)
+    reason = f"not recorded (a schema version {written_as} file)"
+    if "resources" not in document:
+        document["resources"], document["resources_not_measured"] = None, reason
+    if "verdicts" not in document:
+        document["verdicts"], document["verdicts_not_measured"] = None, reason
     document["schema_version"] = 5
     return document
 
@@ -165,10 +178,10 @@ def upgrade(document: dict[str, Any]) -> dict[str, Any]:
         document = upgrade_v2(document)
     if document["schema_version"] == 3:
         document = upgrade_v3(document)
-    if document["schema_version"] == 4:
-        document = upgrade_v4(document)
     if not isinstance(document.get("broker"), dict) or "version_source" not in document["broker"]:
         document = measured_environment(document, written_as)
+    if document["schema_version"] == 4:
+        document = upgrade_v4(document, written_as)
     return document
 
 

@@ -29,7 +29,7 @@ def __getattr__(name: str) -> Any:
 
 
 def _run_plots() -> tuple:
-    from bench.output.plots import runs
+    from bench.output.plots import resources, runs
     from bench.output.plots.partitions import plot_partitions
 
     return (
@@ -39,6 +39,7 @@ def _run_plots() -> tuple:
         ("consumer_lag.png", runs.plot_consumer_lag),
         ("failover.png", runs.plot_failover),
         ("partitions.png", plot_partitions),
+        ("resources.png", resources.plot_resources),
     )
 
 
