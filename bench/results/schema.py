@@ -37,10 +37,12 @@ from bench.results.window import lag_summary, throughput_summary
 #      ack. load_result gives a file without these fields (versions 1-3, and version 4 files
 #      written before them) the version source inferred (only the embedded broker's version was
 #      recorded then) and a reason for every null.
+#      Also in version 4, the kind "capacity" (capacity.json of `bench capacity`: the search's
+#      settings, one row per step, the answer); a harness without it refuses the file by its kind.
 SCHEMA_VERSION = 4
 SUPPORTED_SCHEMA_VERSIONS = frozenset({1, 2, 3, 4})
 
-RESULT_KINDS = frozenset({"run", "large-message", "locust"})
+RESULT_KINDS = frozenset({"run", "large-message", "locust", "capacity"})
 
 
 def _renamed(mapping: Any, old: str, new: str) -> None:
