@@ -150,7 +150,7 @@ class SearchSettings:
 
 
 @dataclass(frozen=True)
-class Tested:
+class StepOutcome:
     """What the search keeps of one judged step."""
 
     rate: float
@@ -167,7 +167,7 @@ class Bracket:
     confirmations: int  # passing steps at `passed`
 
 
-def bracket(history: Sequence[Tested]) -> Bracket:
+def bracket(history: Sequence[StepOutcome]) -> Bracket:
     failed = min((t.rate for t in history if not t.passed), default=None)
     failed_rates = {t.rate for t in history if not t.passed}
     passing = [t.rate for t in history if t.passed and t.rate not in failed_rates and (failed is None or t.rate < failed)]
@@ -189,7 +189,7 @@ def _round_rate(rate: float) -> float:
     return float(round(rate, digits))
 
 
-def next_step(history: Sequence[Tested], settings: SearchSettings) -> Next | None:
+def next_step(history: Sequence[StepOutcome], settings: SearchSettings) -> Next | None:
     """The next rate to try, or None when the search is over (converged and confirmed, or no
     rate down to min_rate passed)."""
     if not history:
@@ -220,6 +220,6 @@ class Answer:
     failed_above: float | None  # the lowest failed rate (None: none failed)
 
 
-def answer(history: Sequence[Tested]) -> Answer:
+def answer(history: Sequence[StepOutcome]) -> Answer:
     found = bracket(history)
     return Answer(found.passed, found.confirmations >= 2, found.failed)

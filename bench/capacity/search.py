@@ -20,7 +20,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, TextIO
 
-from bench.analysis.capacity import Criteria, SearchSettings, Tested, answer, judge_step, next_step
+from bench.analysis.capacity import Criteria, SearchSettings, StepOutcome, answer, judge_step, next_step
 from bench.analysis.thresholds import Limit
 from bench.broker.ensure import BrokerInUse, ensure_broker
 from bench.capacity.document import capacity_document, focus_latency, interrupted_row, step_row, write_capacity
@@ -76,7 +76,7 @@ class CapacitySearch:
         self.folder = run_folder(results_root, f"capacity-{base.name}", self.started_at)
         self.steps_root = self.folder / "steps"
         self.steps: list[dict[str, Any]] = []
-        self.history: list[Tested] = []
+        self.history: list[StepOutcome] = []
         self.first_result: dict[str, Any] | None = None
         self.producers = base.producers
         self.status, self.failure = "running", None
@@ -130,7 +130,7 @@ class CapacitySearch:
                 self.say(f"         the generator set this limit: retrying {plan.rate:,.0f} msg/s with "
                          f"{self.producers} producer processes")
             else:
-                self.history.append(Tested(plan.rate, row["verdict"] == "pass"))
+                self.history.append(StepOutcome(plan.rate, row["verdict"] == "pass"))
                 plan = next_step(self.history, self.options.search)
             self._write()
         self.status = "complete"
