@@ -114,7 +114,7 @@ def test_a_generator_saturated_verdict_makes_the_step_the_harness_s_limit_and_ot
 
 
 def test_lost_orders_a_growing_lag_unacknowledged_sends_and_a_failed_run_each_fail_a_step():
-    assert "3 orders lost" in judge_step(step_result(1000, lost=3), 1000, E2E_50MS).reasons
+    assert "3 acked orders lost" in judge_step(step_result(1000, lost=3), 1000, E2E_50MS).reasons
     growing = judge_step(step_result(1000, lag=[10, 20, 500, 1000, 1500, 2000, 2500, 3000]), 1000, E2E_50MS)
     assert any(reason.startswith("consumer lag grew 500 msg/s") for reason in growing.reasons)
     assert growing.lag_slope.per_s == pytest.approx(500)

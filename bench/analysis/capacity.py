@@ -101,14 +101,15 @@ def judge_step(result: Mapping[str, Any], rate: float, limits: Sequence[Limit], 
     """Whether a step's result (a `bench run` result dict at `rate`) passes; every reason it does not."""
     reasons: list[str] = []
     harness: list[str] = []
+    failure = result.get("failure") or "no reason recorded"
     if result.get("status") != "complete":
-        reasons.append(f"run {result.get('status')}: {result.get('failure') or 'no reason recorded'}")
+        reasons.append(f"run {result.get('status')}: {failure}")
     counts = result.get("counts") or {}
-    for name in ("failed", "lost"):
+    for name, words in (("failed", "deliveries failed"), ("lost", "acked orders lost")):
         if counts.get(name) is None:
             reasons.append(f"{name} not measured: {(result.get('counts_not_measured') or {}).get(name, 'no reason')}")
-        elif counts[name]:
-            reasons.append(f"{counts[name]:,} {'deliveries failed' if name == 'failed' else 'orders lost'}")
+        elif counts[name] and f"{counts[name]:,} {words}" not in failure:  # said once
+            reasons.append(f"{counts[name]:,} {words}")
     for outcome in evaluate_limits(limits, result):
         if not outcome.met:
             reasons.append(f"SLO {outcome.describe()}")
