@@ -146,6 +146,5 @@ def test_ctrl_c_ends_the_search_with_a_valid_partial_result_and_exit_130(kafka_b
     document = load_result(folder)
     assert document["status"] == "interrupted"
     assert document["steps"][0]["verdict"] in ("pass", "fail")
-    assert rest.splitlines()[1].startswith("interrupted:") or "interrupted" in rest
     held = broker_message_count(kafka_bootstrap, unique_topic)
     assert not count_problems(summed_counts(folder, document), held)

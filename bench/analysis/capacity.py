@@ -17,6 +17,7 @@ from typing import Any
 
 from bench.analysis.stats import GENERATOR_BEHIND_SEND_DELAY_P99_US
 from bench.analysis.thresholds import Limit, evaluate_limits
+from bench.results.metrics import METRICS
 from bench.results.window import measured_indices, series_samples
 
 # A generator that keeps up sends the rate it was asked in every measured second (a scheduled
@@ -121,7 +122,7 @@ def judge_step(result: Mapping[str, Any], rate: float, limits: Sequence[Limit], 
         harness.append(f"generator could not keep up: sent {sent:,.0f} msg/s of {rate:,.0f} asked")
     send_delay = ((result.get("latency_us") or {}).get("send_delay") or {}).get("p99")
     if send_delay is not None and send_delay > criteria.send_delay_limit_us:
-        harness.append(f"generator fell behind: send delay p99 {send_delay / 1000:.1f} ms "
+        harness.append(f"generator fell behind: {METRICS['send_delay_p99'].label} {send_delay / 1000:.1f} ms "
                        f"> {criteria.send_delay_limit_us / 1000:g} ms")
     for verdict in result.get("verdicts") or []:
         if verdict.get("kind") == GENERATOR_SATURATED:

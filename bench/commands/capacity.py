@@ -16,6 +16,7 @@ from bench.capacity.search import CapacityOptions, run_capacity
 from bench.commands._options import add_broker_arguments, add_results_argument
 from bench.core.field_checks import check_number
 from bench.core.scenario import Scenario, parse_set_option
+from bench.results.metrics import METRICS
 from streamstore.errors import UsageError
 
 NAME = "capacity"
@@ -50,7 +51,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--max-time", type=float, default=DEFAULT_MAX_TIME_S,
                         help="seconds the whole search may take; no step starts that would not fit (default %(default)g)")
     parser.add_argument("--send-delay-limit", type=float, default=GENERATOR_BEHIND_SEND_DELAY_P99_US / 1000,
-                        help="ms of send delay p99 beyond which the generator fell behind (default %(default)g)")
+                        help=f"ms of {METRICS['send_delay_p99'].label} beyond which the generator fell behind "
+                             "(default %(default)g)")
     parser.add_argument("--lag-slope", type=float, default=LAG_SLOPE_FRACTION * 100,
                         help="%% of the rate per second the consumer lag may grow by over a step (default %(default)g)")
     parser.add_argument("--verbose", action="store_true", help="show each step's run output (a line a second)")

@@ -11,7 +11,7 @@ from typing import Any
 from bench.output.plots.capacity import plot_capacity
 from bench.output.report import Block, bullet_list, heading, image, paragraph, table, write_documents
 from bench.results.formatting import describe_environment, describe_scenario, format_us, format_value
-from bench.results.metrics import latency_title
+from bench.results.metrics import METRICS, latency_title
 from bench.results.store import load_result
 from streamstore.errors import UsageError
 
@@ -48,7 +48,7 @@ def capacity_report_blocks(document: Mapping[str, Any], plot_files: Sequence[str
                   f"Started {document.get('started_at')}, ended {document.get('ended_at')}."),
         paragraph(f"SLO: {' and '.join(document.get('slo') or [])}. Each step: {search.get('step_s', 0):g} measured "
                   f"seconds after {search.get('warmup_s', 0):g} s of warm-up; it passes when every SLO holds, the "
-                  f"generator keeps up (send delay p99 under {search.get('send_delay_limit_us', 0) / 1000:g} ms, the "
+                  f"generator keeps up ({METRICS['send_delay_p99'].label} under {search.get('send_delay_limit_us', 0) / 1000:g} ms, the "
                   f"asked rate sent), the consumer lag does not grow (slope under "
                   f"{search.get('lag_slope_fraction', 0):.0%} of the rate per second) and nothing fails or is lost."),
         paragraph(f"Scenario: {describe_scenario(document)}."),
