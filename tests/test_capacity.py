@@ -130,7 +130,7 @@ def test_with_responses_delayed_beyond_the_slo_no_rate_meets_it_exit_1_with_the_
 def test_ctrl_c_ends_the_search_with_a_valid_partial_result_and_exit_130(kafka_bootstrap, unique_topic, tmp_path):
     args = [sys.executable, "-m", "bench", "capacity", str(STEADY_SCENARIO), "--slo", "end_to_end_p99<5s",
             "--bootstrap-servers", kafka_bootstrap, "--broker", "external", "--topic", unique_topic,
-            "--results-dir", str(tmp_path), "--no-report", "--start-rate", "200", *SHORT_STEPS]
+            "--results-dir", str(tmp_path), "--no-report", "--start-rate", "100", *SHORT_STEPS]
     with signalable_child(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=PROJECT_ROOT) as child:
         seen = []
         for line in child.stdout:  # the first step judged: the search is in its second
@@ -144,7 +144,15 @@ def test_ctrl_c_ends_the_search_with_a_valid_partial_result_and_exit_130(kafka_b
     assert "interrupted: the search ends with the steps measured so far" in rest
     (folder,) = tmp_path.iterdir()
     document = load_result(folder)
-    assert document["status"] == "interrupted"
-    assert document["steps"][0]["verdict"] in ("pass", "fail")
+    assert document["status"] == "interrupted", document
+    assert document["steps"][0]["verdict"] in ("pass", "fail", "harness-limit"), document
+    # The steps that ran to the end account for every message; the interrupted one purged what
+    # was still in flight (failed, possibly written by the broker), as an interrupted bench run does.
+    # (A signal before the next step produced ends the search without a row for it.)
+    assert all(row["verdict"] != "interrupted" for row in document["steps"][:-1])
+    for row in document["steps"]:
+        counts = row["counts"]
+        assert counts["acked"] + counts["failed"] == counts["sent"], row
+        assert counts["consumed"] == counts["broker_offset_delta"] >= counts["acked"], row
     held = broker_message_count(kafka_bootstrap, unique_topic)
-    assert not count_problems(summed_counts(folder, document), held)
+    assert not count_problems(summed_counts(folder, document), held, faults=True)

@@ -56,15 +56,6 @@ def step_row(index: int, purpose: str, rate: float, producers: int, folder: Path
     }
 
 
-def interrupted_row(index: int, purpose: str, rate: float, producers: int, folder: Path | None,
-                    capacity_folder: Path, wall_s: float) -> dict[str, Any]:
-    """A step cut short by Ctrl+C: in the table, but judged neither way."""
-    return {"index": index, "purpose": purpose, "rate": rate, "producers": producers,
-            "run_folder": str(folder.relative_to(capacity_folder)) if folder else None, "status": "interrupted",
-            "wall_s": round(wall_s, 1), "latency_us": {}, "verdict": "interrupted", "harness_limited": False,
-            "reasons": ["interrupted"], "retried_with_producers": None}
-
-
 def answer_section(found: Answer, steps: Sequence[Mapping[str, Any]], kind: str) -> dict[str, Any]:
     """The answer: the highest passing rate with its figures (its last passing step's), the rate
     above it that failed and why, and whether the harness or the system under test set the limit."""
@@ -145,7 +136,7 @@ def step_table(document: Mapping[str, Any]) -> tuple[tuple[str, ...], list[tuple
         achieved = row.get("achieved_per_s")
         slope = row.get("lag_slope_per_s")
         verdict = row["verdict"]
-        if row.get("reasons") and verdict != "pass":
+        if row.get("reasons") and verdict not in ("pass", "interrupted"):
             verdict += ": " + "; ".join(row["reasons"])
         if row.get("retried_with_producers"):
             verdict += f" (retried with {row['retried_with_producers']} producers)"

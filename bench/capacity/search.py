@@ -23,7 +23,7 @@ from typing import Any, TextIO
 from bench.analysis.capacity import Criteria, SearchSettings, StepOutcome, answer, judge_step, next_step
 from bench.analysis.thresholds import Limit
 from bench.broker.ensure import BrokerInUse, ensure_broker
-from bench.capacity.document import capacity_document, focus_latency, interrupted_row, step_row, write_capacity
+from bench.capacity.document import capacity_document, focus_latency, step_row, write_capacity
 from bench.core.clients import check_client_settings
 from bench.core.runner import run_on_broker
 from bench.core.scenario import Scenario
@@ -56,12 +56,6 @@ class CapacityOptions:
                 "warmup_s": self.warmup_s, "max_time_s": self.max_time_s, "max_producers": self.max_producers}
 
 
-class _Terminated(KeyboardInterrupt):
-    """SIGTERM between steps, taken the way Ctrl+C is."""
-
-
-def _raise_terminated(signum, frame) -> None:
-    raise _Terminated()
 
 
 class CapacitySearch:
@@ -80,13 +74,19 @@ class CapacitySearch:
         self.first_result: dict[str, Any] | None = None
         self.producers = base.producers
         self.status, self.failure = "running", None
+        self.signalled = self.recording = False
         self.warnings: list[str] = []
 
     # -- the loop ---------------------------------------------------------------------------
 
     def run(self, bootstrap_servers: str, broker_mode: str, keep_broker: bool) -> tuple[int, Path, dict[str, Any]]:
         check_client_settings(self.base, bootstrap_servers)
-        previous = signal.signal(signal.SIGTERM, _raise_terminated)
+        # Ctrl+C and SIGTERM between steps end the search, as they end a step; while a finished
+        # step is being recorded they are only noted, and act once its row is in capacity.json.
+        # An inherited SIG_IGN for SIGINT (a background job) stays, as Unix intends.
+        previous = {signal.SIGTERM: signal.signal(signal.SIGTERM, self._on_signal)}
+        if signal.getsignal(signal.SIGINT) is not signal.SIG_IGN:
+            previous[signal.SIGINT] = signal.signal(signal.SIGINT, self._on_signal)
         began = time.monotonic()
         try:
             with ensure_broker(bootstrap_servers, broker_mode, keep=keep_broker,
@@ -106,8 +106,14 @@ class CapacitySearch:
                 raise
             self.status, self.failure = "failed", str(error)
         finally:
-            signal.signal(signal.SIGTERM, previous)
+            for signum, handler in previous.items():
+                signal.signal(signum, handler)
         return self._finish()
+
+    def _on_signal(self, signum, frame) -> None:
+        self.signalled = True
+        if not self.recording:
+            raise KeyboardInterrupt
 
     def _search(self, broker: BrokerInUse, began: float) -> None:
         plan = next_step(self.history, self.options.search)
@@ -133,6 +139,9 @@ class CapacitySearch:
                 self.history.append(StepOutcome(plan.rate, row["verdict"] == "pass"))
                 plan = next_step(self.history, self.options.search)
             self._write()
+            self.recording = False
+            if self.signalled:
+                raise KeyboardInterrupt
         self.status = "complete"
 
     def _next_step_guess(self) -> float:
@@ -151,15 +160,16 @@ class CapacitySearch:
         run_out = self.out if options.verbose or self.out.isatty() else io.StringIO()
         started = time.monotonic()
         code, folder, result = run_on_broker(scenario, broker, self.steps_root, run_out)
+        self.recording = True  # until the step's row is written (_search)
         wall_s = time.monotonic() - started
-        if code == EXIT_INTERRUPTED:
-            row = interrupted_row(index, purpose, rate, self.producers, folder, self.folder, wall_s)
-        else:
-            self.first_result = self.first_result or result
-            judgement = judge_step(result, rate, options.limits, options.criteria)
-            row = step_row(index, purpose, rate, self.producers, folder, self.folder, result, judgement, wall_s)
-            self.say(self._step_line(row))
+        self.first_result = self.first_result or result
+        judgement = judge_step(result, rate, options.limits, options.criteria)
+        row = step_row(index, purpose, rate, self.producers, folder, self.folder, result, judgement, wall_s)
+        if code == EXIT_INTERRUPTED:  # in the table with what it measured, judged neither way
+            row.update(verdict="interrupted", harness_limited=False, reasons=["interrupted (Ctrl+C or SIGTERM)"])
         self.steps.append(row)
+        if row["verdict"] != "interrupted":
+            self.say(self._step_line(row))
         return row
 
     def _step_line(self, row: dict[str, Any]) -> str:
