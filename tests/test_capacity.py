@@ -83,7 +83,7 @@ def test_a_generous_search_finds_a_confirmed_rate_below_the_first_failed_one_in_
     failing = [row for row in steps if row["rate"] == higher]
     assert all(row["verdict"] == "fail" and row["reasons"] for row in failing)
     assert answer["text"].startswith(f"max sustainable rate {answer['rate']:,.0f} msg/s (confirmed")
-    assert 500 > answer["rate"] >= 200  # the tracker's ceiling is under 500/s
+    assert answer["rate"] < 500  # the tracker's ceiling: every rate above 500/s fails
     # Every step's counts, added up, are what the broker holds.
     held = broker_message_count(kafka_bootstrap, unique_topic)
     assert not count_problems(summed_counts(folder, document), held)
