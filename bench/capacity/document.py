@@ -56,6 +56,17 @@ def step_row(index: int, purpose: str, rate: float, producers: int, folder: Path
     }
 
 
+def step_line(row: Mapping[str, Any], kind: str) -> str:
+    """A judged step on the console: what it achieved, its percentiles, the lag slope, the verdict."""
+    summary = row["latency_us"].get(kind)
+    figures = (f"p50 {format_us(summary['p50'])} p99 {format_us(summary['p99'])} p99.9 {format_us(summary['p99_9'])}"
+               if summary else "not measured")
+    achieved = f"{row['achieved_per_s']:,.0f}" if row["achieved_per_s"] is not None else "-"
+    slope = f"{row['lag_slope_per_s']:+,.0f}/s" if row["lag_slope_per_s"] is not None else "-"
+    verdict = "pass" if row["verdict"] == "pass" else "FAIL: " + "; ".join(row["reasons"])
+    return f"         achieved {achieved} msg/s, {LATENCY_LABELS[kind][0]} {figures}, lag slope {slope}: {verdict}"
+
+
 def answer_section(found: Answer, steps: Sequence[Mapping[str, Any]], kind: str) -> dict[str, Any]:
     """The answer: the highest passing rate with its figures (its last passing step's), the rate
     above it that failed and why, and whether the harness or the system under test set the limit."""

@@ -23,13 +23,11 @@ from typing import Any, TextIO
 from bench.analysis.capacity import Criteria, SearchSettings, StepOutcome, answer, judge_step, next_step
 from bench.analysis.thresholds import Limit
 from bench.broker.ensure import BrokerInUse, ensure_broker
-from bench.capacity.document import capacity_document, focus_latency, step_row, write_capacity
+from bench.capacity.document import capacity_document, focus_latency, step_line, step_row, write_capacity
 from bench.core.clients import check_client_settings
 from bench.core.runner import run_on_broker
 from bench.core.scenario import Scenario
 from bench.results.fingerprint import fingerprint_of
-from bench.results.formatting import format_us
-from bench.results.metrics import LATENCY_LABELS
 from bench.results.store import check_results_root, run_folder
 from streamstore.errors import EXIT_INTERRUPTED, EXIT_OK, EXIT_REGRESSION, EXIT_RUN_FAILED, RunFailed, UsageError
 
@@ -169,17 +167,8 @@ class CapacitySearch:
             row.update(verdict="interrupted", harness_limited=False, reasons=["interrupted (Ctrl+C or SIGTERM)"])
         self.steps.append(row)
         if row["verdict"] != "interrupted":
-            self.say(self._step_line(row))
+            self.say(step_line(row, self.kind))
         return row
-
-    def _step_line(self, row: dict[str, Any]) -> str:
-        summary = row["latency_us"].get(self.kind)
-        figures = (f"p50 {format_us(summary['p50'])} p99 {format_us(summary['p99'])} p99.9 {format_us(summary['p99_9'])}"
-                   if summary else "not measured")
-        achieved = f"{row['achieved_per_s']:,.0f}" if row["achieved_per_s"] is not None else "-"
-        slope = f"{row['lag_slope_per_s']:+,.0f}/s" if row["lag_slope_per_s"] is not None else "-"
-        verdict = "pass" if row["verdict"] == "pass" else "FAIL: " + "; ".join(row["reasons"])
-        return (f"         achieved {achieved} msg/s, {LATENCY_LABELS[self.kind][0]} {figures}, lag slope {slope}: {verdict}")
 
     # -- the result -------------------------------------------------------------------------
 
