@@ -258,3 +258,25 @@ def test_a_capacity_search_and_a_run_do_not_compare(tmp_path, capsys):
     (run / "result.json").write_text('{"schema_version": 4, "kind": "run"}')
     assert main(["compare", str(first), str(run), "--out", str(tmp_path / "c")]) == 2
     assert "is a 'run' result; a capacity search compares with capacity searches" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(("e2e_p99_us", "limited_by", "ending"), [
+    (5_000, "harness", "— the harness's limit (the generator, 1 producer process), not Kafka's"),
+    (72_000, "harness and system", "— the generator (1 producer process) fell behind too: the harness may have set this limit"),
+    (None, "system", "failed: SLO end_to_end_p99<50ms: measured 72 ms"),
+])
+def test_the_answer_says_whether_the_generator_or_the_system_set_the_limit(tmp_path, e2e_p99_us, limited_by, ending):
+    from bench.capacity.document import answer_section, step_row
+
+    failing = (step_result(2000, sent=1500, e2e_p99_us=e2e_p99_us) if e2e_p99_us is not None
+               else step_result(2000, e2e_p99_us=72_000))
+    steps = [(1000, step_result(1000)), (2000, failing), (1000, step_result(1000))]
+    rows, history = [], []
+    for index, (rate, result) in enumerate(steps, start=1):
+        judgement = judge_step(result, rate, E2E_50MS)
+        rows.append(step_row(index, "raise", rate, 1, tmp_path / str(index), tmp_path, result, judgement, 10.0))
+        history.append(StepOutcome(rate, judgement.passed))
+    section = answer_section(answer(history), rows, "end_to_end")
+    assert section["limited_by"] == limited_by
+    assert section["text"].endswith(ending), section["text"]
+    assert section["rate"] == 1000 and section["confirmed"] and section["failed_above"] == 2000

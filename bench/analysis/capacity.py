@@ -92,6 +92,7 @@ class Judgement:
     harness_limited: bool
     sent_per_s: float | None
     lag_slope: Slope | None
+    harness_only: bool = False  # every reason is the generator's: the system under test was not the limit
 
 
 def _mean(values: Sequence[float]) -> float | None:
@@ -135,7 +136,7 @@ def judge_step(result: Mapping[str, Any], rate: float, limits: Sequence[Limit], 
     elif lag_grows(slope, rate, criteria.lag_slope_fraction):
         reasons.append(f"consumer lag grew {slope.per_s:,.0f} msg/s over the step")
     all_reasons = tuple(harness + reasons)
-    return Judgement(not all_reasons, all_reasons, bool(harness), sent, slope)
+    return Judgement(not all_reasons, all_reasons, bool(harness), sent, slope, bool(harness) and not reasons)
 
 
 # ---------------------------------------------------------------------------------------------

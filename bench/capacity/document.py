@@ -49,7 +49,7 @@ def step_row(index: int, purpose: str, rate: float, producers: int, folder: Path
         "lag_slope_se": round(slope.standard_error, 2) if slope is not None and slope.standard_error is not None else None,
         "counts": {name: counts.get(name) for name in ROW_COUNTS},
         "verdict": "pass" if judgement.passed else "fail",
-        "harness_limited": judgement.harness_limited,
+        "harness_limited": judgement.harness_limited, "harness_only": judgement.harness_only,
         "reasons": list(judgement.reasons),
         "retried_with_producers": None,
         "verdicts": result.get("verdicts"),
@@ -75,7 +75,8 @@ def answer_section(found: Answer, steps: Sequence[Mapping[str, Any]], kind: str)
     failing = next((row for row in judged if row["rate"] == found.failed_above and row["verdict"] == "fail"), None)
     limit = None
     if failing is not None:
-        limit = "harness" if failing["harness_limited"] else "system"
+        limit = ("harness" if failing.get("harness_only") else "harness and system" if failing["harness_limited"]
+                 else "system")
     return {
         "rate": found.rate, "confirmed": found.confirmed,
         "achieved_per_s": best["achieved_per_s"] if best else None,
@@ -109,9 +110,11 @@ def answer_text(found: Answer, best: Mapping[str, Any] | None, failing: Mapping[
     if failing is None:
         return text + "; no tested rate failed"
     text += f"; {failing['rate']:,.0f} msg/s failed: {why}"
-    if failing["harness_limited"]:
-        text += (f" — the harness's limit (the generator, {failing['producers']} producer process"
-                 f"{'es' if failing['producers'] > 1 else ''}), not Kafka's")
+    processes = f"{failing['producers']} producer process{'es' if failing['producers'] > 1 else ''}"
+    if failing.get("harness_only"):
+        text += f" — the harness's limit (the generator, {processes}), not Kafka's"
+    elif failing["harness_limited"]:
+        text += f" — the generator ({processes}) fell behind too: the harness may have set this limit"
     return text
 
 
