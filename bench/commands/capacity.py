@@ -35,9 +35,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="override a scenario field (repeatable), e.g. --set partitions=6")
     parser.add_argument("--topic", help="topic to use (created if missing)")
     parser.add_argument("--producers", type=int, help="producer processes to start with (default: the scenario's)")
-    parser.add_argument("--max-producers", type=int, default=os.cpu_count() or 1,
+    parser.add_argument("--max-producers", type=int,
                         help="a step the generator cannot keep up with is retried with twice the producers, "
-                             "up to this many (default: the CPU count)")
+                             "up to this many (default: the CPU count, or the scenario's producers if more)")
     parser.add_argument("--start-rate", type=float, default=SearchSettings.start_rate,
                         help="msg/s of the first step (default %(default)g)")
     parser.add_argument("--min-rate", type=float, default=SearchSettings.min_rate,
@@ -85,16 +85,17 @@ def options_from_args(args: argparse.Namespace, base: Scenario) -> CapacityOptio
     check_number("--max-time", args.max_time, 0, None, open_low=True)
     check_number("--send-delay-limit", args.send_delay_limit, 0, None, open_low=True)
     check_number("--lag-slope", args.lag_slope, 0, None, open_low=True)
-    if not 1 <= args.max_producers <= 64:
-        raise UsageError(f"--max-producers: {args.max_producers} is outside 1..64")
-    if args.max_producers < base.producers:
-        raise UsageError(f"--max-producers {args.max_producers} is below the {base.producers} producers it starts with")
+    max_producers = args.max_producers if args.max_producers is not None else max(os.cpu_count() or 1, base.producers)
+    if not 1 <= max_producers <= 64:
+        raise UsageError(f"--max-producers: {max_producers} is outside 1..64")
+    if max_producers < base.producers:
+        raise UsageError(f"--max-producers {max_producers} is below the {base.producers} producers it starts with")
     return CapacityOptions(
         slo=tuple(limit.describe() for limit in limits), limits=limits,
         search=SearchSettings(start_rate=args.start_rate, min_rate=args.min_rate, max_rate=args.max_rate,
                               tolerance=args.tolerance / 100),
         criteria=Criteria(send_delay_limit_us=args.send_delay_limit * 1000, lag_slope_fraction=args.lag_slope / 100),
-        step_s=args.step_s, warmup_s=warmup, max_time_s=args.max_time, max_producers=args.max_producers,
+        step_s=args.step_s, warmup_s=warmup, max_time_s=args.max_time, max_producers=max_producers,
         verbose=args.verbose)
 
 
