@@ -80,8 +80,8 @@ def test_a_generous_search_finds_a_confirmed_rate_below_the_first_failed_one_in_
     # The next higher rate tested failed, and why is said.
     higher = min(row["rate"] for row in steps if row["rate"] > answer["rate"])
     assert answer["failed_above"] == higher
-    failing = [row for row in steps if row["rate"] == higher]
-    assert all(row["verdict"] == "fail" and row["reasons"] for row in failing)
+    # (A rate that passed once and failed its confirmation counts as failed.)
+    assert any(row["verdict"] == "fail" and row["reasons"] for row in steps if row["rate"] == higher), steps
     assert answer["text"].startswith(f"max sustainable rate {answer['rate']:,.0f} msg/s (confirmed")
     assert answer["rate"] < 500  # the tracker's ceiling: every rate above 500/s fails
     # Every step's counts, added up, are what the broker holds.
