@@ -8,8 +8,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from bench.output.plots.capacity import plot_capacity
-from bench.output.report import Block, bullet_list, heading, image, paragraph, table, write_documents
+from bench.output.document import Block, bullet_list, heading, image, paragraph, table, write_documents
 from bench.results.formatting import describe_environment, describe_scenario, format_us, format_value
 from bench.results.metrics import METRICS, latency_title
 from bench.results.store import load_result
@@ -72,6 +71,8 @@ def write_capacity_report(folder: str | os.PathLike, document: Mapping[str, Any]
         document = load_result(folder)
     if not os.access(folder, os.W_OK):
         raise UsageError(f"cannot write the report into {folder}: folder is not writable")
+    from bench.output.plots.capacity import plot_capacity  # matplotlib only when drawing
+
     name = (document.get("scenario") or {}).get("name") or "capacity"
     plot = plot_capacity([(name, document)], folder / PLOT_FILE)
     blocks = capacity_report_blocks(document, [plot.name] if plot else [])
@@ -98,6 +99,8 @@ COMPARE_HEADER = ("search", "SLO", "max rate msg/s", "confirmed", "achieved", "p
 
 def write_capacity_compare(folder: Path, labels: Sequence[str], documents: Sequence[Mapping[str, Any]]) -> list[Path]:
     """Both (all) curves on one plot, and compare.md/html with the answers side by side."""
+    from bench.output.plots.capacity import plot_capacity  # matplotlib only when drawing
+
     plot = plot_capacity(list(zip(labels, documents)), folder / f"compare_{PLOT_FILE}")
     blocks = [heading(f"Capacity comparison: {' vs '.join(labels)}", 1),
               bullet_list([f"{label}: {describe_scenario(d)} ({describe_environment(d)})" for label, d in zip(labels, documents)]),

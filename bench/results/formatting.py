@@ -58,6 +58,16 @@ def format_change(change: float | None) -> str:
     return "-" if change is None else f"{change:+.1%}"
 
 
+def format_delta(change: float | None, difference: float | None, unit: str) -> str:
+    """A change against a reference: relative, or absolute where the reference is 0 (lost 0 -> 12
+    is "+12 messages", not a ratio)."""
+    if change is not None or difference is None:
+        return format_change(change)
+    if difference == 0:
+        return "±0"
+    return ("+" if difference > 0 else "-") + format_value(abs(difference), unit)
+
+
 def describe_scenario(result: Mapping[str, Any]) -> str:
     """The scenario as a person reads it: what load, what message, which client settings."""
     scenario = result.get("scenario") or {}
@@ -87,9 +97,20 @@ def describe_scenario(result: Mapping[str, Any]) -> str:
         parts.append(f"{scenario['partitions']} partition{'s' if scenario['partitions'] != 1 else ''}")
     if scenario.get("producers", 1) != 1:
         parts.append(f"{scenario['producers']} producers")
-    for key, label in (("acks", "acks="), ("compression", "compression "), ("linger_ms", "linger.ms=")):
+    # The settings that decide durability and cost, each said even at its default: a reader
+    # comparing two runs must not have to guess whether idempotence was on.
+    if "replication_factor" in scenario:
+        parts.append(f"replication factor {scenario['replication_factor']}")
+    if "min_insync_replicas" in scenario:
+        parts.append(f"min ISR {scenario['min_insync_replicas'] if scenario['min_insync_replicas'] is not None else 'broker default'}")
+    for key, label in (("acks", "acks="), ("idempotence", "idempotence "), ("compression", "compression "),
+                       ("linger_ms", "linger.ms=")):
         if key in scenario:
-            parts.append(f"{label}{scenario[key]:g}" if isinstance(scenario[key], float) else f"{label}{scenario[key]}")
+            value = scenario[key]
+            text = ("on" if value else "off") if isinstance(value, bool) else f"{value:g}" if isinstance(value, float) else value
+            parts.append(f"{label}{text}")
+    if scenario.get("faults"):
+        parts.append("faults " + " ".join(scenario["faults"]))
     return ", ".join(parts)
 
 
