@@ -68,13 +68,13 @@ _OLD_NAMES = {"delivered_per_s": "throughput"}
 EXAMPLES = "e.g. service_time_p99<50ms, lost<=0, throughput>=1000, or against a baseline service_time_p99:+25%"
 
 
-def _unknown(text: str, name: str) -> UsageError:
-    return UsageError(f"--check {text!r}: unknown metric {name!r} (latencies are KIND_STAT with KIND in "
+def _unknown(text: str, name: str, flag: str) -> UsageError:
+    return UsageError(f"{flag} {text!r}: unknown metric {name!r} (latencies are KIND_STAT with KIND in "
                       f"{'/'.join(LATENCY_LABELS)} and STAT in {'/'.join(LATENCY_STATISTICS)}; others: "
                       f"{', '.join(name for name, m in METRICS.items() if m.unit != 'µs')})")
 
 
-def _parse_limit(text: str, match: re.Match) -> Limit:
+def _parse_limit(text: str, match: re.Match, flag: str) -> Limit:
     name, number, unit, new_spelling = match["metric"], float(match["number"]), match["unit"], None
     old = _OLD_LATENCY.match(name)
     if old and unit is None:
@@ -84,56 +84,57 @@ def _parse_limit(text: str, match: re.Match) -> Limit:
         name = _OLD_NAMES[name]
         new_spelling = f"{name}{match['compare']}{match['number']}{unit or ''}"
     if name not in METRICS:
-        raise _unknown(text, name)
+        raise _unknown(text, name, flag)
     metric = METRICS[name]
     if metric.unit == "µs":
         if unit is None:
-            raise UsageError(f"--check {text!r}: a latency limit needs a unit: us, ms or s (e.g. {name}<50ms)")
+            raise UsageError(f"{flag} {text!r}: a latency limit needs a unit: us, ms or s (e.g. {name}<50ms)")
         number *= _UNITS_US[unit]
     elif unit is not None:
-        raise UsageError(f"--check {text!r}: {name} is in {metric.unit}; write the number without a unit")
+        raise UsageError(f"{flag} {text!r}: {name} is in {metric.unit}; write the number without a unit")
     return Limit(text, metric, match["compare"], number, new_spelling)
 
 
-def _parse_relative(text: str, match: re.Match) -> Check:
+def _parse_relative(text: str, match: re.Match, flag: str) -> Check:
     name = match["metric"]
     if name not in METRICS:
-        raise _unknown(text, name)
+        raise _unknown(text, name, flag)
     metric = METRICS[name]
     if metric.series_key is None:
-        raise UsageError(f"--check {text!r}: {name} has no per-second series to compare "
+        raise UsageError(f"{flag} {text!r}: {name} has no per-second series to compare "
                          f"(relative checks take {', '.join(RELATIVE_METRICS)}); give it an absolute limit instead")
     bad_sign = "+" if metric.worse_when == "higher" else "-"
     if match["sign"] and match["sign"] != bad_sign:
         word = "up" if metric.worse_when == "higher" else "down"
-        raise UsageError(f"--check {text!r}: {name} gets worse when it goes {word}; write {name}:{bad_sign}{match['percent']}%")
+        raise UsageError(f"{flag} {text!r}: {name} gets worse when it goes {word}; write {name}:{bad_sign}{match['percent']}%")
     floor = metric.floor
     if match["floor"]:
         floor_match = _FLOOR.match(match["floor"].strip())
         if not floor_match or (floor_match["unit"] and metric.unit != "µs"):
-            raise UsageError(f"--check {text!r}: floor must be a number in {metric.unit}"
+            raise UsageError(f"{flag} {text!r}: floor must be a number in {metric.unit}"
                              + (" or with us/ms/s" if metric.unit == "µs" else ""))
         floor = float(floor_match["number"]) * (_UNITS_US[floor_match["unit"] or "us"] if metric.unit == "µs" else 1)
     return Check(metric, float(match["percent"]) / 100, floor)
 
 
-def parse_check(text: str) -> Limit | Check:
-    """One `--check` item in either form (see the module docstring)."""
+def parse_check(text: str, flag: str = "--check") -> Limit | Check:
+    """One `--check` item in either form (see the module docstring); `flag` names the option in
+    an error (`bench capacity --slo` takes the same syntax)."""
     item = text.strip()
     relative = _CHECK.match(item)
     if relative:
-        return _parse_relative(item, relative)
+        return _parse_relative(item, relative, flag)
     limit = _LIMIT.match(item)
     if limit:
-        return _parse_limit(item, limit)
-    raise UsageError(f"--check {item!r}: expected METRIC<LIMIT or METRIC:+PERCENT% ({EXAMPLES})")
+        return _parse_limit(item, limit, flag)
+    raise UsageError(f"{flag} {item!r}: expected METRIC<LIMIT or METRIC:+PERCENT% ({EXAMPLES})")
 
 
-def parse_checks(texts: Sequence[str] | str | None) -> list[Limit | Check]:
+def parse_checks(texts: Sequence[str] | str | None, flag: str = "--check") -> list[Limit | Check]:
     """Every item of one or more `--check` values; each value may hold a comma-separated list."""
     if isinstance(texts, str):
         texts = [texts]
-    return [parse_check(item) for text in texts or () for item in text.split(",") if item.strip()]
+    return [parse_check(item, flag) for text in texts or () for item in text.split(",") if item.strip()]
 
 
 def deprecation_lines(checks: Sequence[Limit | Check]) -> list[str]:

@@ -8,9 +8,10 @@ from pathlib import Path
 
 from bench.analysis.compare import delta_rows, differing_fields, require_comparable_kind
 from bench.analysis.naming import run_names
+from bench.output.capacity_report import COMPARE_HEADER, capacity_compare_rows, write_capacity_compare
 from bench.output.report import write_compare_report
 from bench.results.formatting import format_delta, format_value
-from bench.results.store import DEFAULT_RESULTS_ROOT, load_result, result_path
+from bench.results.store import CAPACITY_FILE_NAME, DEFAULT_RESULTS_ROOT, RESULT_FILE_NAME, load_result, result_path
 from streamstore.errors import UsageError
 
 NAME = "compare"
@@ -28,7 +29,38 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def _label(run: str) -> str:
     path = result_path(run)
-    return path.parent.name if path.name == "result.json" else path.stem
+    return path.parent.name if path.name in (RESULT_FILE_NAME, CAPACITY_FILE_NAME) else path.stem
+
+
+def _out_folder(args: argparse.Namespace, labels: list[str]) -> Path:
+    out = args.out or DEFAULT_RESULTS_ROOT / ("compare-" + "-vs-".join(
+        re.sub(r"[^A-Za-z0-9._-]+", "_", label)[:_LABEL_IN_FOLDER_NAME] for label in labels))
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise UsageError(f"cannot create {out}: {error.strerror or error}") from None
+    return out
+
+
+def _compare_capacity(args: argparse.Namespace, labels: list[str], results: list[dict]) -> int:
+    """Capacity searches: their answers side by side and every curve on one plot."""
+    for label, result in zip(labels, results):
+        if result.get("kind") != "capacity":
+            raise UsageError(f"{label} is a {result.get('kind')!r} result; a capacity search compares with capacity searches")
+    differ = [label for label, result in zip(labels[1:], results[1:]) if result.get("fingerprint") != results[0].get("fingerprint")]
+    if differ and not args.force:
+        raise UsageError(f"not comparable with {labels[0]}: {', '.join(differ)} searched another scenario "
+                         "(use --force to compare anyway)")
+    for label in differ:
+        print(f"NOT COMPARABLE: {label} searched another scenario than {labels[0]}")
+    out = _out_folder(args, labels)
+    rows = capacity_compare_rows(labels, results)
+    widths = [max(len(cell) for cell in column) for column in zip(COMPARE_HEADER, *rows)]
+    for cells in (COMPARE_HEADER, *rows):
+        print("  ".join(cell.ljust(width) if i == 0 else cell.rjust(width) for i, (cell, width) in enumerate(zip(cells, widths))))
+    written = write_capacity_compare(out, labels, results)
+    print(f"written to {out}/: {', '.join(path.name for path in written)}")
+    return 0
 
 
 def run(args: argparse.Namespace) -> int:
@@ -37,6 +69,8 @@ def run(args: argparse.Namespace) -> int:
     results = [load_result(run) for run in args.runs]
     labels = [_label(run) for run in args.runs]
     labels = [label if labels.count(label) == 1 else f"{label} ({index + 1})" for index, label in enumerate(labels)]
+    if any(result.get("kind") == "capacity" for result in results):
+        return _compare_capacity(args, labels, results)
     for label, result in zip(labels, results):
         require_comparable_kind(result, label)
 
@@ -46,12 +80,7 @@ def run(args: argparse.Namespace) -> int:
         reasons = "; ".join(f"{label} differs in {', '.join(fields)}" for label, fields in not_comparable.items())
         raise UsageError(f"not comparable with {labels[0]}: {reasons} (use --force to compare anyway)")
 
-    out = args.out or DEFAULT_RESULTS_ROOT / ("compare-" + "-vs-".join(
-        re.sub(r"[^A-Za-z0-9._-]+", "_", label)[:_LABEL_IN_FOLDER_NAME] for label in labels))
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-    except OSError as error:
-        raise UsageError(f"cannot create {out}: {error.strerror or error}") from None
+    out = _out_folder(args, labels)
 
     # Runs are shown by what differs between them ("acks=all" / "acks=1"); their folders and start
     # times are listed once, above the table and in the footers.

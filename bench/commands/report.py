@@ -5,8 +5,9 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from bench.output.capacity_report import write_capacity_report
 from bench.output.report import write_run_report
-from bench.results.store import RESULT_FILE_NAME
+from bench.results.store import CAPACITY_FILE_NAME, RESULT_FILE_NAME
 from streamstore.errors import UsageError
 
 NAME = "report"
@@ -14,7 +15,8 @@ HELP = "regenerate the plots, report.md and report.html of run folders from thei
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("run_dirs", nargs="+", type=Path, metavar="RUN_DIR", help="a results/<time>-<scenario> folder")
+    parser.add_argument("run_dirs", nargs="+", type=Path, metavar="RUN_DIR",
+                        help="a results/<time>-<scenario> folder (or a capacity search's)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -22,6 +24,7 @@ def run(args: argparse.Namespace) -> int:
         if not folder.is_dir():
             raise UsageError(f"{folder} is not a run folder (expected a folder holding {RESULT_FILE_NAME})")
     for folder in args.run_dirs:
-        written = write_run_report(folder)
+        capacity = not (folder / RESULT_FILE_NAME).exists() and (folder / CAPACITY_FILE_NAME).exists()
+        written = write_capacity_report(folder) if capacity else write_run_report(folder)
         print(f"{folder}: {', '.join(path.name for path in written)}")
     return 0

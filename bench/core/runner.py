@@ -9,7 +9,7 @@ Processes (spawned: librdkafka threads and fork do not mix):
               tracker drain after the producers finish, then audits (bench/core/audit.py)
               and writes one RunResult (bench/core/result.py).
 
-Public entry point: `run_scenario`.
+Public entry points: `run_scenario`, and `run_on_broker` for an engine that holds the broker.
 """
 
 from __future__ import annotations
@@ -315,7 +315,7 @@ def run_scenario(
     sample_resources=False leaves out the resource sampler (to measure what it costs).
     """
     out = out if out is not None else sys.stdout
-    faults = parse_faults(scenario.faults)
+    parse_faults(scenario.faults)  # a bad fault is one line before any broker starts
     check_client_settings(scenario, bootstrap_servers)
     check_results_root(results_root)
     # The scenario's client settings (SASL, SSL) also reach the broker checks.
@@ -327,8 +327,17 @@ def run_scenario(
                        client_settings=scenario.producer_config, announce=say) as broker:
         if broker.started_here:
             say(f"broker {broker.describe('run')}")
-        broker.check_room(scenario.planned_bytes())
-        if broker_faults(faults) and broker.embedded is None:
-            raise UsageError(f"broker faults need the embedded broker: {no_embedded_reason(bootstrap_servers, broker_state_dir)}")
-        code, folder, result = _Run(scenario, broker, Path(results_root), out, faults, sample_resources).execute()
-    return code, folder, result
+        return run_on_broker(scenario, broker, results_root, out, broker_state_dir, sample_resources)
+
+
+def run_on_broker(scenario: Scenario, broker: BrokerInUse, results_root: str | os.PathLike, out: TextIO,
+                  broker_state_dir: str | os.PathLike | None = None,
+                  sample_resources: bool = True) -> tuple[int, Path, dict[str, Any]]:
+    """One measured run on a broker the caller holds (`ensure_broker`): what `run_scenario` does
+    inside its broker block, for an engine that runs many (the capacity search's steps)."""
+    faults = parse_faults(scenario.faults)
+    broker.check_room(scenario.planned_bytes())
+    if broker_faults(faults) and broker.embedded is None:
+        raise UsageError(f"broker faults need the embedded broker: "
+                         f"{no_embedded_reason(broker.bootstrap_servers, broker_state_dir)}")
+    return _Run(scenario, broker, Path(results_root), out, faults, sample_resources).execute()

@@ -50,10 +50,12 @@ from bench.results.window import lag_summary, throughput_summary
 #      bottleneck verdicts (bench/analysis/bottlenecks.py). load_result reads version 4 files with
 #      partitions and transactions null, and resources and verdicts null with the reason "not
 #      recorded".
+#      Also in version 5, the kind "capacity" (capacity.json of `bench capacity`: the search's
+#      settings, one row per step, the answer); a harness without it refuses the file by its kind.
 SCHEMA_VERSION = 5
 SUPPORTED_SCHEMA_VERSIONS = frozenset({1, 2, 3, 4, 5})
 
-RESULT_KINDS = frozenset({"run", "large-message", "locust"})
+RESULT_KINDS = frozenset({"run", "large-message", "locust", "capacity"})
 
 
 def _renamed(mapping: Any, old: str, new: str) -> None:

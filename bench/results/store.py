@@ -19,6 +19,8 @@ from bench.results.schema import RESULT_KINDS, SCHEMA_VERSION, SUPPORTED_SCHEMA_
 from streamstore.errors import UsageError
 
 RESULT_FILE_NAME = "result.json"
+# A capacity search's folder holds this instead (its steps are run folders under steps/).
+CAPACITY_FILE_NAME = "capacity.json"
 # Where run folders go unless a command is told otherwise (relative to the working directory).
 DEFAULT_RESULTS_ROOT = Path("results")
 _FOLDER_UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
@@ -119,9 +121,14 @@ def write_result(folder: str | os.PathLike, result: Mapping[str, Any], file_name
 
 
 def result_path(path_or_folder: str | os.PathLike) -> Path:
-    """The result.json inside a run folder, or the file itself (e.g. a baseline)."""
+    """The result.json inside a run folder (capacity.json inside a capacity search's folder), or
+    the file itself (e.g. a baseline)."""
     path = Path(path_or_folder)
-    return path / RESULT_FILE_NAME if path.is_dir() else path
+    if not path.is_dir():
+        return path
+    if not (path / RESULT_FILE_NAME).exists() and (path / CAPACITY_FILE_NAME).exists():
+        return path / CAPACITY_FILE_NAME
+    return path / RESULT_FILE_NAME
 
 
 def load_result(path_or_folder: str | os.PathLike) -> dict[str, Any]:
