@@ -40,7 +40,7 @@ from bench.results.window import lag_summary, throughput_summary
 SCHEMA_VERSION = 4
 SUPPORTED_SCHEMA_VERSIONS = frozenset({1, 2, 3, 4})
 
-RESULT_KINDS = frozenset({"run", "large-message", "locust"})
+RESULT_KINDS = frozenset({"run", "large-message", "locust", "ab"})
 
 
 def _renamed(mapping: Any, old: str, new: str) -> None:
