@@ -85,6 +85,8 @@ def test_rounds_that_separate_give_a_direction_and_judge_worse_or_better():
     assert faster_throughput.verdict == "B higher in every round (better)" and not faster_throughput.b_worse
     with pytest.raises(ValueError):
         side_by_side([1.0], [1.0, 2.0], "higher")
+    within_floor = side_by_side([5000, 5100, 5050], [5300, 5400, 5350], "higher", floor=1000, unit="µs")
+    assert within_floor.verdict == f"{NO_DIFFERENCE} (B higher in every round, by less than the 1 ms floor)"
 
 
 def test_separation_chance_is_the_exact_mann_whitney_p_of_no_overlap():

@@ -22,6 +22,7 @@ from typing import Any
 
 from bench.analysis.stats import Spread, spread
 from bench.analysis.thresholds import Check
+from bench.results.formatting import format_value
 from bench.results.metrics import METRICS
 
 # ---------------------------------------------------------------------------------------------
@@ -94,13 +95,18 @@ class SideBySide:
     ratio: Spread | None  # B/A, round by round (the two measured in the same round)
     higher: str | None  # "a" or "b" when every round of one side is above every round of the other
     worse_when: str
+    floor: float = 0.0  # a smaller difference of the means is noise even when the rounds separate
+    unit: str = ""
 
     @property
     def verdict(self) -> str:
         if self.higher is None:
             return NO_DIFFERENCE
-        worse = (self.higher == "b") == (self.worse_when == "higher")
         direction = "higher" if self.higher == "b" else "lower"
+        if abs(self.b_spread.mean - self.a_spread.mean) < self.floor:
+            return (f"{NO_DIFFERENCE} (B {direction} in every round, by less than the "
+                    f"{format_value(self.floor, self.unit)} floor)")
+        worse = (self.higher == "b") == (self.worse_when == "higher")
         return f"B {direction} in every round ({'worse' if worse else 'better'})"
 
     @property
@@ -108,14 +114,15 @@ class SideBySide:
         return self.higher is not None and (self.higher == "b") == (self.worse_when == "higher")
 
 
-def side_by_side(a: Sequence[float], b: Sequence[float], worse_when: str) -> SideBySide:
+def side_by_side(a: Sequence[float], b: Sequence[float], worse_when: str, floor: float = 0.0,
+                 unit: str = "") -> SideBySide:
     """The figures of the rounds that both sides measured (a[i] and b[i] from round i). The sides "overlap" (no difference
     within noise) unless every B round lies beyond every A round in one direction."""
     if not a or len(a) != len(b):
         raise ValueError(f"side_by_side needs the same rounds on both sides, not {len(a)} and {len(b)}")
     higher = "b" if min(b) > max(a) else "a" if max(b) < min(a) else None
     ratio = spread([y / x for x, y in zip(a, b)]) if all(a) else None
-    return SideBySide(tuple(a), tuple(b), spread(a), spread(b), ratio, higher, worse_when)
+    return SideBySide(tuple(a), tuple(b), spread(a), spread(b), ratio, higher, worse_when, floor, unit)
 
 
 @dataclass(frozen=True)
@@ -170,7 +177,7 @@ def metric_table(pairs: Sequence[tuple[Mapping[str, Any], Mapping[str, Any]]],
         a = [metric.read(result_a) for result_a, _ in pairs]
         b = [metric.read(result_b) for _, result_b in pairs]
         if pairs and None not in a and None not in b:
-            table[name] = side_by_side(a, b, metric.worse_when)
+            table[name] = side_by_side(a, b, metric.worse_when, metric.floor, metric.unit)
     return table
 
 

@@ -37,6 +37,9 @@ from bench.results.window import lag_summary, throughput_summary
 #      ack. load_result gives a file without these fields (versions 1-3, and version 4 files
 #      written before them) the version source inferred (only the embedded broker's version was
 #      recorded then) and a reason for every null.
+#      Also in version 4, without a new number (an older reader refuses an unknown kind in one
+#      line, and reads the new field as absent): the kind "ab" (bench ab's ab.json, rounds of two
+#      sides) and environment.load_average_1m (the 1-minute load at run start).
 SCHEMA_VERSION = 4
 SUPPORTED_SCHEMA_VERSIONS = frozenset({1, 2, 3, 4})
 
@@ -80,7 +83,7 @@ def upgrade_v2(document: dict[str, Any]) -> dict[str, Any]:
 
 # What an environment field of an older file was, when it was null there.
 _ENVIRONMENT_FIELDS = ("host", "cpu_model", "cpu_count", "os", "python", "confluent_kafka", "librdkafka",
-                       "harness_version", "harness_commit")
+                       "harness_version", "harness_commit")  # not load_average_1m: absent stays absent
 EMBEDDED_JAR = "embedded broker jar"
 
 
