@@ -11,6 +11,7 @@ import pytest
 from bench.analysis import compare
 from bench.analysis.rounds import (
     NO_DIFFERENCE,
+    ONE_ROUND,
     autocorrelation,
     batch_means,
     block_length,
@@ -85,6 +86,7 @@ def test_rounds_that_separate_give_a_direction_and_judge_worse_or_better():
     assert faster_throughput.verdict == "B higher in every round (better)" and not faster_throughput.b_worse
     with pytest.raises(ValueError):
         side_by_side([1.0], [1.0, 2.0], "higher")
+    assert side_by_side([5.0], [11.0], "higher").verdict == ONE_ROUND
     within_floor = side_by_side([5000, 5100, 5050], [5300, 5400, 5350], "higher", floor=1000, unit="µs")
     assert within_floor.verdict == f"{NO_DIFFERENCE} (B higher in every round, by less than the 1 ms floor)"
 

@@ -75,6 +75,7 @@ def batch_means(values: Sequence[float], block: int) -> list[float]:
 
 
 NO_DIFFERENCE = "no difference within noise"
+ONE_ROUND = "one round: no noise to judge by (--rounds 3 or more)"
 
 
 def separation_chance(rounds_a: int, rounds_b: int) -> float:
@@ -100,6 +101,8 @@ class SideBySide:
 
     @property
     def verdict(self) -> str:
+        if len(self.a) < 2:
+            return ONE_ROUND
         if self.higher is None:
             return NO_DIFFERENCE
         direction = "higher" if self.higher == "b" else "lower"
@@ -111,7 +114,7 @@ class SideBySide:
 
     @property
     def b_worse(self) -> bool:
-        return self.higher is not None and (self.higher == "b") == (self.worse_when == "higher")
+        return len(self.a) >= 2 and self.higher is not None and (self.higher == "b") == (self.worse_when == "higher")
 
 
 def side_by_side(a: Sequence[float], b: Sequence[float], worse_when: str, floor: float = 0.0,

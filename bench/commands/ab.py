@@ -48,6 +48,7 @@ NAME = "ab"
 HELP = "measure two scenarios (or two --set variants) in alternating rounds: per metric B/A with its range and a verdict"
 
 AB_FILE_NAME = "ab.json"
+AB_PLOT_NAME = "ab_latency_percentiles.png"
 # The metrics the table shows: compare's delta rows, in their order (those both sides measured).
 AB_METRICS = DELTA_METRICS
 _SHORTCUTS = {"rate": "rate", "duration": "duration_s", "warmup": "warmup_s"}
@@ -274,7 +275,9 @@ def _finish(args, folder: Path, labels, sides, rounds, warm_ups, checks, limits,
         + [{"check": o.limit.describe(), "b_worse": not o.met, "reason": o.describe()} for o in limit_outcomes],
     }
     write_result(folder, document, file_name=AB_FILE_NAME)
-    print(f"{status}: {folder / AB_FILE_NAME} ({len(pairs)} of {args.rounds} rounds compared)")
+    plotted = write_ab_plot(folder, labels, pairs)
+    print(f"{status}: {folder / AB_FILE_NAME}{f', {plotted.name}' if plotted else ''} "
+          f"({len(pairs)} of {args.rounds} rounds compared)")
     if status == "interrupted":
         return EXIT_INTERRUPTED
     if status == "failed":
@@ -284,6 +287,13 @@ def _finish(args, folder: Path, labels, sides, rounds, warm_ups, checks, limits,
         print(f"ab: B is worse beyond {len(worse)} of {len(judged) + len(limit_outcomes)} checks" if worse
               else f"ab: ok, B within all {len(judged) + len(limit_outcomes)} checks")
     return EXIT_REGRESSION if worse else EXIT_OK
+
+
+def write_ab_plot(folder: Path, labels: tuple[str, str], pairs) -> Path | None:
+    """Every compared round's latency percentiles, overlaid (matplotlib only when drawing)."""
+    from bench.output.plots.ab import plot_ab_rounds
+
+    return plot_ab_rounds(labels, pairs, folder / AB_PLOT_NAME)
 
 
 def _figures_for(check: Check, pairs):
