@@ -147,8 +147,8 @@ def run(args: argparse.Namespace) -> int:
     for line in weaknesses:
         print(f"weak comparison: {line}")
     if weaknesses:
-        print("weak comparison: a stored baseline is judged at the 2x level at best here; a reference measured in "
-              "the same job, in alternating rounds, is not (bench ab)")
+        print("weak comparison: whatever differs between the two machines' states counts as the candidate's "
+              "change here; bench ab measures the reference in the same job, in alternating rounds")
     for limit_outcome in limit_outcomes:
         print(f"limit {limit_outcome.describe()}  {'met' if limit_outcome.met else 'NOT MET'}")
     width = max((len(v.check.describe()) for v in verdicts), default=5)
