@@ -194,8 +194,9 @@ def run(args: argparse.Namespace) -> int:
     sides = {side: _Side(scenario, files[side], texts[side], trees[side]) for side, scenario in (("a", a), ("b", b))}
     folder = run_folder(args.results_dir, f"ab-{a.name}-vs-{b.name}", time.time())
     started = time.time()
-    print(f"ab: A = {labels[0]}, B = {labels[1]}; {args.rounds} round(s) of {a.duration_s:g} s + "
-          f"{b.duration_s:g} s runs, order A B then B A; run folders in {folder}", flush=True)
+    sides_text = f"A = B = {a.name}" if labels == ("A", "B") else f"A = {labels[0]}, B = {labels[1]}"
+    print(f"ab: {sides_text}; {args.rounds} round(s) of {a.duration_s:g} s + {b.duration_s:g} s runs, "
+          f"order A B then B A; run folders in {folder}", flush=True)
     if labels == ("A", "B"):
         print("ab: the two sides are the same scenario: the rounds measure the noise of this set-up", flush=True)
     rounds: list[dict[str, Any]] = []
@@ -231,10 +232,11 @@ def run(args: argparse.Namespace) -> int:
         status, failure = "interrupted", f"interrupted in round {len(rounds)}"
     except RunFailed as error:
         status, failure = "failed", f"round {len(rounds)}: {error}"
-    except UsageError:
-        if not any(entry.get("a") or entry.get("b") for entry in rounds):
+    except UsageError as error:
+        if not any(folder.iterdir()):
             shutil.rmtree(folder, ignore_errors=True)  # nothing measured: leave no empty ab folder behind
-        raise
+            raise
+        status, failure = "failed", f"round {len(rounds)}: {error}"  # keep what was measured
     return _finish(args, folder, labels, sides, rounds, warm_ups, checks, limits, started, status, failure)
 
 
