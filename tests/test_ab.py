@@ -34,15 +34,22 @@ def _ab(tmp_path: Path, bootstrap: str, topic: str, *extra: str) -> tuple[int, d
     folders = [entry[side]["folder"] for entry in document["rounds"] for side in "ab"]
     folders += [run["folder"] for run in document["warmup_runs"]]
     assert sorted(folders) == sorted(path.parent.name for path in ab_file.parent.glob("*/result.json"))
-    # Each side's runs share its topic: per topic the broker holds what they acknowledged.
+    # Each side's runs share its topic: per topic the broker holds what they acknowledged. A
+    # warm-up run may fail on a fresh broker of a busy machine (that is what it is for): its
+    # timed-out deliveries may have been written, so the broker may hold more, never fewer.
     by_topic: dict[str, list[dict]] = {}
     for name in folders:
         result = load_result(ab_file.parent / name)
-        by_topic.setdefault(result["scenario"]["topic"], []).append(result["counts"])
+        by_topic.setdefault(result["scenario"]["topic"], []).append(result)
     assert sorted(by_topic) == [f"{topic}-a", f"{topic}-b"]
-    for side_topic, counts in by_topic.items():
-        assert sum(c["acked"] for c in counts) == broker_message_count(bootstrap, side_topic), (side_topic, counts)
-        assert all(c["consumed"] == c["acked"] == c["sent"] and c["lost"] == c["duplicated"] == 0 for c in counts)
+    for side_topic, results in by_topic.items():
+        held = broker_message_count(bootstrap, side_topic)
+        acked, sent = (sum(r["counts"][key] for r in results) for key in ("acked", "sent"))
+        assert acked <= held <= sent and all(r["counts"]["lost"] == 0 for r in results), (side_topic, held, results)
+        assert all(r["counts"]["consumed"] == r["counts"]["acked"] == r["counts"]["sent"] and not r["counts"]["duplicated"]
+                   for r in results if r["status"] == "complete")
+        if all(r["status"] == "complete" for r in results):
+            assert acked == held, (side_topic, held)
     return code, document
 
 
