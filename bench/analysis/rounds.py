@@ -142,13 +142,12 @@ MIN_CHECK_ROUNDS = 3
 
 
 def judge_rounds(check: Check, figures: SideBySide | None) -> RoundCheck:
-    """B is worse beyond the check when all three hold: B worse than A in every round (each
-    round's pair, measured back to back, so load that comes and goes hits both), the change
-    beyond the threshold (the mean of the rounds' ratios B/A; the means' change when an A figure
-    is 0), and the means at least the metric's floor apart (sub-millisecond noise never fails a
-    build). With two identical sides every pair leans one way by chance 1 time in 2^n per
-    direction, and then the change must still pass the threshold: a 2x latency does, noise on
-    a shared machine seldom does."""
+    """B is worse beyond the check when all three hold: every round's pair (A and B measured back
+    to back, so load that comes and goes hits both) shows B worse by at least half the
+    threshold, the mean of the rounds' ratios B/A is beyond the threshold (the means' change
+    when an A figure is 0), and the means are at least the metric's floor apart (sub-millisecond
+    noise never fails a build). A change of the code shows in every round; a burst of a
+    neighbour's load lifts one or two runs, whose ratio alone must not carry the mean."""
     metric = check.metric
     if figures is None:
         return RoundCheck(check, None, False, f"{metric.name}: not measured on both sides")
@@ -160,16 +159,19 @@ def judge_rounds(check: Check, figures: SideBySide | None) -> RoundCheck:
     absolute = figures.b_spread.mean - figures.a_spread.mean
     shown = (f"B/A {figures.ratio.mean:.3f} ({figures.ratio.low:.3f}-{figures.ratio.high:.3f})" if figures.ratio
              else "B/A not defined (an A figure is 0)")
-    worse_in_each = len(figures.a) >= 2 and all(sign * (b - a) > 0 for a, b in zip(figures.a, figures.b))
+    each = check.threshold / 2
+    worse_in_each = len(figures.a) >= 2 and all(
+        sign * (b - a) > 0 and (not a or sign * (b / a - 1) > each) for a, b in zip(figures.a, figures.b))
     if not worse_in_each:
-        return RoundCheck(check, figures, False, f"ok: not worse in every round ({figures.verdict}); {shown}")
+        return RoundCheck(check, figures, False, f"ok: not worse by {each:.0%} in every round ({figures.verdict}); "
+                                                 f"{shown}")
     if change is None or sign * change <= check.threshold:
         return RoundCheck(check, figures, False, f"ok: worse in every round but within {check.threshold:.0%}; {shown}")
     if abs(absolute) < check.floor:
         return RoundCheck(check, figures, False, f"ok: worse in every round but under the floor; {shown}")
     separated = "; the rounds do not overlap" if figures.b_worse else ""
-    return RoundCheck(check, figures, True, f"WORSE: B worse than A in every round, mean change {change:+.1%} "
-                                            f"beyond {check.threshold:.0%}{separated}; {shown}")
+    return RoundCheck(check, figures, True, f"WORSE: B worse than A by over {each:.0%} in every round, mean change "
+                                            f"{change:+.1%} beyond {check.threshold:.0%}{separated}; {shown}")
 
 
 def compared_rounds(rounds: Sequence[Mapping[str, Any]]) -> list[tuple[Mapping[str, Any], Mapping[str, Any]]]:
