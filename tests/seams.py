@@ -16,6 +16,9 @@ itself and runs the real `tracker_main`.
   (and fingerprint) as an unslowed run, which the regression gate must catch. (Users slow the
   consumer with the `slow-consumer` fault, which is part of the scenario and so never compared
   with a run without it.)
+- `slowed_tracker_on(topic_suffix, delay_ms)`: `slowed_tracker(delay_ms)` for the runs whose topic
+  ends with topic_suffix, the plain tracker for the others: one side of a `bench ab` (its runs'
+  topics end with -a and -b) gets the slower consumer path.
 - `drop_first_acked(bootstrap, count)`: for the large-message sweep, a cell that produces all its
   messages, has the broker delete the first `count` (AdminClient.delete_records), then consumes:
   exactly those are lost.
@@ -37,6 +40,19 @@ def stalled_tracker(stall_s: float) -> functools.partial:
 
 def slowed_tracker(delay_ms: float, max_batch: int | None = None) -> functools.partial:
     return functools.partial(_slowed_tracker_main, delay_ms, max_batch)
+
+
+def slowed_tracker_on(topic_suffix: str, delay_ms: float, max_batch: int | None = None) -> functools.partial:
+    return functools.partial(_slowed_tracker_on_main, topic_suffix, delay_ms, max_batch)
+
+
+def _slowed_tracker_on_main(topic_suffix: str, delay_ms: float, max_batch: int | None, scenario, *args) -> None:
+    if scenario.topic.endswith(topic_suffix):
+        _slowed_tracker_main(delay_ms, max_batch, scenario, *args)
+        return
+    from bench.core import tracker as module
+
+    module.tracker_main(scenario, *args)
 
 
 def _stalled_tracker_main(stall_s: float, scenario, bootstrap_servers, run_id, start_offsets, reports, control,

@@ -53,7 +53,7 @@ def _with_real_folders(command: str, cwd: Path) -> str:
 def test_the_readme_tour_runs_in_order(kafka_bootstrap, tmp_path):
     commands = tour_commands(README.read_text())
     assert [c.split()[0:3] for c in commands][:1] == [["python", "-m", "bench"]], commands
-    assert any(c.startswith("locust ") for c in commands) and any(" regress " in f" {c} " for c in commands)
+    assert any(c.startswith("locust ") for c in commands) and any(" ab " in f" {c} " for c in commands)
     # A fresh working directory: what a clone has (scenarios, committed baselines), nothing else.
     shutil.copytree(PROJECT_ROOT / "scenarios", tmp_path / "scenarios")
     shutil.copytree(PROJECT_ROOT / "results" / "baselines", tmp_path / "results" / "baselines")

@@ -5,17 +5,25 @@ No I/O and no printing: `bench compare` and `bench regress` render what these re
 A regression needs all three of:
   1. a change in the metric's bad direction beyond the check's threshold (e.g. p99 +25 %),
   2. an absolute change of at least the metric's floor (sub-millisecond noise never fails a build),
-  3. a significant difference between the per-second samples of the two runs: one-sided
-     Mann-Whitney U in the bad direction, p < alpha.
+  3. a significant difference between independent samples of the two runs: one-sided
+     Mann-Whitney U in the bad direction, p < alpha, over batch means of the per-second series
+     (blocks of seconds as long as the series' autocorrelation lasts, bench/analysis/rounds.py):
+     seconds themselves are not independent, and a test that took them as such called any shift
+     of a shared machine's state significant.
+
+A stored baseline is another machine's or another day's measurement: `weak_comparison` says
+when the candidate's host, day or load makes the comparison weak (the gate still judges).
 """
 
 from __future__ import annotations
 
+import datetime as dt
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from bench.analysis.rounds import batch_means, block_length
 from bench.analysis.stats import mann_whitney_u, relative_change, run_faults
 from bench.analysis.thresholds import Check
 from bench.results.fingerprint import changes_fingerprint
@@ -26,8 +34,11 @@ from streamstore.errors import UsageError
 
 COMPARABLE_KINDS = frozenset({"run", "locust"})
 DEFAULT_ALPHA = 0.05
-# Below this many per-second samples per side the normal approximation of U says nothing.
-MIN_SAMPLES = 8
+# Below this many independent samples (block means) per side U says nothing: at 4 and 4 the
+# smallest one-sided p is 1/70. And below this many seconds a series' autocorrelation (the block
+# length) cannot be estimated.
+MIN_BLOCKS = 4
+MIN_SECONDS = 8
 
 # Chosen from the measured spread of identical reruns (docs/reports.md, "How the default checks
 # were chosen"): 10 reruns of scenarios/ci-gate.toml on a quiet 2-core machine moved no p50 or p99
@@ -233,9 +244,10 @@ class Verdict:
     candidate: float | None
     change: float | None  # relative, signed
     p_value: float | None  # one-sided, in the bad direction
-    samples: tuple[int, int]  # per-second samples (baseline, candidate)
+    samples: tuple[int, int]  # independent samples: block means (baseline, candidate)
     outcome: str
     reason: str
+    block_s: int = 1  # seconds per block
 
     @property
     def is_regression(self) -> bool:
@@ -245,22 +257,28 @@ class Verdict:
 def verdict(check: Check, baseline: Mapping[str, Any], candidate: Mapping[str, Any], alpha: float) -> Verdict:
     metric = check.metric
     base_value, cand_value = metric.read(baseline), metric.read(candidate)
-    base_samples, cand_samples = series_samples(baseline, metric.series_key), series_samples(candidate, metric.series_key)
+    base_seconds = series_samples(baseline, metric.series_key)
+    cand_seconds = series_samples(candidate, metric.series_key)
+    # One block length for both runs, from the more correlated of the two.
+    block = max(block_length(base_seconds), block_length(cand_seconds))
+    base_samples, cand_samples = batch_means(base_seconds, block), batch_means(cand_seconds, block)
     counts = (len(base_samples), len(cand_samples))
 
     def make(outcome: str, reason: str, change=None, p_value=None) -> Verdict:
-        return Verdict(check, base_value, cand_value, change, p_value, counts, outcome, reason)
+        return Verdict(check, base_value, cand_value, change, p_value, counts, outcome, reason, block)
 
     if base_value is None or cand_value is None:
         side = "baseline" if base_value is None else "candidate"
         return make(MISSING, f"no {metric.label} in the {side}")
-    if min(counts) < MIN_SAMPLES:
+    needed = max(MIN_SECONDS, MIN_BLOCKS * block)
+    if min(len(base_seconds), len(cand_seconds)) < needed:
         # The measured seconds are those after warm-up, without the last (partial) sending second.
-        shorter = baseline if counts[0] < counts[1] else candidate
-        needed_s = (shorter.get("warmup_s") or 0) + MIN_SAMPLES + 1
-        return make(INCONCLUSIVE, f"only {min(counts)} per-second samples of {metric.series_key} "
-                                  f"(need {MIN_SAMPLES} per run): run for at least {needed_s:g} s "
-                                  f"(warm-up + {MIN_SAMPLES + 1} s)")
+        shorter = baseline if len(base_seconds) < len(cand_seconds) else candidate
+        needed_s = (shorter.get("warmup_s") or 0) + needed + 1
+        return make(INCONCLUSIVE, f"only {min(len(base_seconds), len(cand_seconds))} measured seconds of "
+                                  f"{metric.series_key} (need {needed} per run: {MIN_BLOCKS} blocks of {block} s, "
+                                  f"the series' correlation length, and at least {MIN_SECONDS} s): run for at least "
+                                  f"{needed_s:g} s (warm-up + {needed + 1} s)")
 
     worse_sign = 1 if metric.worse_when == "higher" else -1
     change = relative_change(base_value, cand_value)
@@ -271,6 +289,7 @@ def verdict(check: Check, baseline: Mapping[str, Any], candidate: Mapping[str, A
     worse_fraction = worse_sign * change if change is not None else (float("inf") if worse_sign * absolute > 0 else 0.0)
     shown = f"{format_value(base_value, metric.unit)} -> {format_value(cand_value, metric.unit)}"
     shown += f" ({change:+.1%})" if change is not None else ""
+    samples = f"{counts[0]}/{counts[1]} means of {block} s blocks"
 
     if worse_fraction > check.threshold:
         if abs(absolute) < check.floor:
@@ -278,9 +297,9 @@ def verdict(check: Check, baseline: Mapping[str, Any], candidate: Mapping[str, A
                                      f"{format_value(check.floor, metric.unit)} floor", change, p_worse)
         if p_worse >= alpha:
             return make(NOT_SIGNIFICANT, f"not a regression: {shown} is beyond {check.threshold:.0%} but not "
-                                         f"significant (p = {p_worse:.3g} >= {alpha:g})", change, p_worse)
+                                         f"significant (p = {p_worse:.3g} >= {alpha:g}, {samples})", change, p_worse)
         return make(REGRESSION, f"REGRESSION: {shown}, beyond {check.threshold:.0%} and significant "
-                                f"(p = {p_worse:.3g} < {alpha:g})", change, p_worse)
+                                f"(p = {p_worse:.3g} < {alpha:g}, {samples})", change, p_worse)
     if -worse_fraction > check.threshold and p_better < alpha and abs(absolute) >= check.floor:
         return make(IMPROVED, f"improved: {shown} (p = {p_better:.3g})", change, p_worse)
     return make(OK, f"ok: {shown} within {check.threshold:.0%}", change, p_worse)
@@ -313,3 +332,51 @@ def regress(
     if not explicit:
         verdicts = [v for v in verdicts if not (v.outcome == MISSING and v.baseline is None and v.candidate is None)]
     return verdicts
+
+
+# ---------------------------------------------------------------------------------------------
+# How much a stored baseline can say about this candidate
+
+# Another day's measurement on a shared machine: other neighbours, other cache and disk state.
+STALE_BASELINE_S = 24 * 3600
+# Load (1-minute average, runnable processes) per CPU above which a machine is busy: latencies
+# measured there carry other processes' scheduling, not only the harness's and the broker's.
+BUSY_LOAD_PER_CPU = 0.5
+
+
+def _load_per_cpu(result: Mapping[str, Any]) -> float | None:
+    environment = result.get("environment") or {}
+    load, cpus = environment.get("load_average_1m"), environment.get("cpu_count")
+    return load / cpus if isinstance(load, (int, float)) and cpus else None
+
+
+def _started(result: Mapping[str, Any]) -> float | None:
+    try:
+        return dt.datetime.fromisoformat(str(result.get("started_at"))).timestamp()
+    except ValueError:
+        return None
+
+
+def weak_comparison(baseline: Mapping[str, Any], candidate: Mapping[str, Any]) -> list[str]:
+    """Why a stored baseline is a weak reference for this candidate (empty when nothing says so):
+    another host of the same kind, another day, a busy machine on either side, or a load that was
+    not recorded. The gate still judges; this says how far to trust it. A reference measured in
+    the same job, in alternating rounds (`bench ab`), has none of these weaknesses."""
+    reasons = []
+    a, b = baseline.get("environment") or {}, candidate.get("environment") or {}
+    if a.get("host") and b.get("host") and a["host"] != b["host"]:
+        reasons.append(f"another host: the baseline was measured on {a['host']!r}, the candidate on {b['host']!r} "
+                       "(same machine kind, other neighbours)")
+    started_a, started_b = _started(baseline), _started(candidate)
+    if started_a is not None and started_b is not None and abs(started_b - started_a) > STALE_BASELINE_S:
+        reasons.append(f"another day: the baseline was measured {abs(started_b - started_a) / 86400:.1f} days "
+                       "before or after the candidate")
+    for label, result in (("baseline", baseline), ("candidate", candidate)):
+        per_cpu = _load_per_cpu(result)
+        if per_cpu is None:
+            reasons.append(f"the {label}'s machine load was not recorded")
+        elif per_cpu > BUSY_LOAD_PER_CPU:
+            environment = result.get("environment") or {}
+            reasons.append(f"busy machine: the {label} ran at load {environment['load_average_1m']:.2f} on "
+                           f"{environment['cpu_count']} CPUs")
+    return reasons

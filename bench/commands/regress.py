@@ -19,12 +19,13 @@ from bench.analysis.compare import (
     differing_environment,
     environment_slug,
     regress,
+    weak_comparison,
 )
 from bench.analysis.thresholds import RELATIVE_METRICS, Check, Limit, deprecation_lines, evaluate_limits, parse_checks
 from bench.commands import run as run_command
 from bench.commands._options import add_broker_arguments, add_results_argument
 from bench.core.scenario import Scenario, parse_set_option
-from bench.output.report import regress_summary_blocks, to_markdown
+from bench.output.report import bullet_list, regress_summary_blocks, to_markdown
 from bench.results.formatting import format_change, format_value
 from bench.results.store import DEFAULT_RESULTS_ROOT, load_result, result_path, write_result, write_text_atomic
 from streamstore.errors import EXIT_OK, EXIT_REGRESSION, RunFailed, UsageError
@@ -142,6 +143,12 @@ def run(args: argparse.Namespace) -> int:
 
     print(f"baseline:  {baseline_path}  ({baseline.get('started_at')})")
     print(f"candidate: {args.candidate}  ({candidate.get('started_at')})")
+    weaknesses = weak_comparison(baseline, candidate)
+    for line in weaknesses:
+        print(f"weak comparison: {line}")
+    if weaknesses:
+        print("weak comparison: whatever differs between the two machines' states counts as the candidate's "
+              "change here; bench ab measures the reference in the same job, in alternating rounds")
     for limit_outcome in limit_outcomes:
         print(f"limit {limit_outcome.describe()}  {'met' if limit_outcome.met else 'NOT MET'}")
     width = max((len(v.check.describe()) for v in verdicts), default=5)
@@ -156,6 +163,8 @@ def run(args: argparse.Namespace) -> int:
             print(f"  {v.check.metric.name}: {v.reason}")
     if args.summary:
         blocks = regress_summary_blocks(str(baseline_path), str(args.candidate), verdicts, args.alpha, outcome)
+        if weaknesses:
+            blocks.append(bullet_list([f"weak comparison: {line}" for line in weaknesses]))
         write_text_atomic(args.summary, to_markdown(blocks))
     print(f"regress: {outcome}")
 

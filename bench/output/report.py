@@ -355,8 +355,8 @@ def regress_summary_blocks(
     return [
         heading(f"bench regress: {outcome_line}", 2),
         paragraph(f"Baseline {baseline_label}, candidate {candidate_label}. A regression needs a change beyond "
-                  f"the threshold and the floor, and a one-sided Mann-Whitney U test on the per-second samples "
-                  f"with p < {alpha:g}."),
-        table(("check", "baseline", "candidate", "change", "p", "samples", "verdict"), body),
+                  f"the threshold and the floor, and a one-sided Mann-Whitney U test with p < {alpha:g} on "
+                  f"independent samples: the means of blocks of seconds as long as each series' autocorrelation."),
+        table(("check", "baseline", "candidate", "change", "p", "blocks", "verdict"), body),
         bullet_list([v.reason for v in verdicts]),
     ]

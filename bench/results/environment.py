@@ -35,6 +35,13 @@ def _cpu_model() -> str | None:
     return platform.processor() or None
 
 
+def _load_average() -> float | None:
+    try:
+        return round(os.getloadavg()[0], 2)
+    except (OSError, AttributeError):
+        return None
+
+
 def harness_version() -> tuple[str | None, str | None]:
     """(the installed package's version, None) or (None, why there is none)."""
     try:
@@ -111,10 +118,14 @@ def capture_environment() -> dict[str, Any]:
         "librdkafka": confluent_kafka.libversion()[0],
         "harness_version": version,
         "harness_commit": commit,
+        # How busy the machine was when the run started: a comparison with a run measured at
+        # another load says so (bench/analysis/compare.py weak_comparison).
+        "load_average_1m": _load_average(),
     }
     reasons = {"cpu_model": "neither /proc/cpuinfo nor the platform names the CPU",
                "cpu_count": "the OS does not tell the CPU count",
-               "harness_version": version_reason, "harness_commit": commit_reason}
+               "harness_version": version_reason, "harness_commit": commit_reason,
+               "load_average_1m": "the OS does not report a load average"}
     for key, value in environment.items():
         if value is None:
             not_measured[key] = reasons.get(key) or "not reported"

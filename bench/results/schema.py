@@ -51,11 +51,13 @@ from bench.results.window import lag_summary, throughput_summary
 #      partitions and transactions null, and resources and verdicts null with the reason "not
 #      recorded".
 #      Also in version 5, the kind "capacity" (capacity.json of `bench capacity`: the search's
-#      settings, one row per step, the answer); a harness without it refuses the file by its kind.
+#      settings, one row per step, the answer), the kind "ab" (bench ab's ab.json, rounds of two
+#      sides) and environment.load_average_1m (the 1-minute load at run start); an older reader
+#      refuses an unknown kind in one line and reads the new field as absent.
 SCHEMA_VERSION = 5
 SUPPORTED_SCHEMA_VERSIONS = frozenset({1, 2, 3, 4, 5})
 
-RESULT_KINDS = frozenset({"run", "large-message", "locust", "capacity"})
+RESULT_KINDS = frozenset({"run", "large-message", "locust", "capacity", "ab"})
 
 
 def _renamed(mapping: Any, old: str, new: str) -> None:
@@ -95,7 +97,7 @@ def upgrade_v2(document: dict[str, Any]) -> dict[str, Any]:
 
 # What an environment field of an older file was, when it was null there.
 _ENVIRONMENT_FIELDS = ("host", "cpu_model", "cpu_count", "os", "python", "confluent_kafka", "librdkafka",
-                       "harness_version", "harness_commit")
+                       "harness_version", "harness_commit")  # not load_average_1m: absent stays absent
 EMBEDDED_JAR = "embedded broker jar"
 
 
