@@ -104,6 +104,9 @@ def test_client_latency_from_librdkafka_statistics():
                                       "intervals_out_of_range": 1, "range_us": 100_000}
     assert summary["rtt"]["avg"] == 2000.0 and summary["rtt"]["intervals"] == 1
     assert summarize_client_latency([]) == {"int_latency": None, "rtt": None}
+    # A null window says why.
+    assert [w.split(",")[0] for w in client_latency_warnings(summarize_client_latency([]))] == [
+        "int_latency: null", "rtt: null"]
     warnings = client_latency_warnings(summary)
     assert len(warnings) == 1 and warnings[0].startswith("int_latency: 1 of 2 intervals")
     # The metric table reads them where the result keeps them.

@@ -323,7 +323,8 @@ def test_console_after_the_test_stops_has_no_stale_tables_or_false_worker_warnin
                                cwd=REPO, capture_output=True, text=True, timeout=CHILD_TIMEOUT_S)
     assert completed.returncode == 0, completed.stderr[-3000:]
     lines = completed.stderr.splitlines()
-    stopped = next(i for i, line in enumerate(lines) if "Shape test stopping" in line)
+    # The shape stops the test at 6 s, as does -t 6s: on a busy machine either may come first.
+    stopped = next(i for i, line in enumerate(lines) if "Shape test stopping" in line or "--run-time limit reached" in line)
     tables = [line for line in lines[stopped:] if line.startswith("Type ") and "# fails" in line]
     assert len(tables) == 1, completed.stderr  # the final summary only
     assert "Discarded report from unrecognized worker" not in completed.stderr
@@ -498,16 +499,14 @@ def _processes_with(marker: str) -> list[int]:
 def test_failed_start_with_processes_leaves_no_worker_behind(kafka_bootstrap, unique_topic, tmp_path, case):
     """The master exits on a bad option (2) or an unreachable broker (3) before any user starts;
     its forked workers must go with it, not linger under init holding the output open."""
-    # Promptly: Locust's start-up on a busy machine, plus 10 s waiting for a broker to answer.
-    bootstrap, expected_code, extra, within_s = kafka_bootstrap, 2, ["--message-size", "2XB"], 20
+    bootstrap, expected_code, extra = kafka_bootstrap, 2, ["--message-size", "2XB"]
     if case == "unreachable-broker":
-        bootstrap, expected_code, extra, within_s = f"127.0.0.1:{free_port_pair()[0]}", 3, [], 30
+        bootstrap, expected_code, extra = f"127.0.0.1:{free_port_pair()[0]}", 3, []
     master_port = str(free_port_pair()[0])
     # Output to files, not pipes: a leftover worker holding a pipe would block the read instead
     # of failing the check below. The results dir is unique to this test: it marks its processes.
     marker = str(tmp_path / "results")
     with open(tmp_path / "out", "w") as out, open(tmp_path / "err", "w") as err:
-        began = time.monotonic()
         master = subprocess.Popen([LOCUST, "-f", LOCUSTFILE, "--headless", "-u", "4", "-t", "5s", "--processes", "2",
                                    "--master-bind-port", master_port, "--master-port", master_port,
                                    "--kafka-bootstrap-servers", bootstrap, "--kafka-topic", unique_topic,
@@ -516,10 +515,10 @@ def test_failed_start_with_processes_leaves_no_worker_behind(kafka_bootstrap, un
             code = master.wait(timeout=CHILD_TIMEOUT_S)
         finally:
             master.kill()
-        took_s = time.monotonic() - began
     stderr = (tmp_path / "err").read_text()
     assert code == expected_code, stderr
-    assert took_s < within_s, f"took {took_s:.1f} s"
+    # Before any user started (Locust logs each ramp), however long start-up took on this machine.
+    assert "Ramping to" not in stderr, stderr
     deadline = time.monotonic() + 3.0
     while (left := _processes_with(marker)) and time.monotonic() < deadline:
         time.sleep(0.05)

@@ -309,6 +309,9 @@ def test_flat_out_run_samples_the_trace_and_audits_by_offsets(kafka_bootstrap, u
     assert service_time["count"] == window_count(folder / "service_time.hlog", document)
 
 
+# timing: librdkafka's statistics intervals must fall in the 3 s measured window, which producers
+# starved of CPU by other workers' brokers can miss (the window is then null, with a warning).
+@pytest.mark.timing
 def test_flat_out_run_with_failures_only_reports_counts_exactly_and_records_librdkafka_latency(
         kafka_bootstrap, unique_topic, tmp_path):
     """The flat-out default: acked = accepted - failed, the counts audit, service time null with the
@@ -328,7 +331,9 @@ def test_flat_out_run_with_failures_only_reports_counts_exactly_and_records_libr
     assert service_time["count"] == 0 and service_time["p99"] is None and "no delivery report per message" in service_time["not_measured"]
     assert not (folder / "service_time.hlog").exists() or hlog_total(folder / "service_time.hlog") == 0
     end_to_end = document["latency_us"]["end_to_end"]
-    assert end_to_end["sample_every"] == 64 and end_to_end["count"] > 0
+    # Every traced order was consumed and timed (on a busy machine the tracker may read them all
+    # after the measured window, so the whole run's log is what is checked).
+    assert end_to_end["sample_every"] == 64 and hlog_total(folder / "end_to_end.hlog") == (counts["sent"] + 63) // 64
     for window in ("int_latency", "rtt"):
         figures = document["client_latency_us"][window]
         assert figures is not None and figures["samples"] > 0 and 0 < figures["avg"] <= figures["max"], figures

@@ -87,7 +87,12 @@ def summarize_client_latency(entries: Iterable[Mapping[str, Any]]) -> dict[str, 
 
 
 def client_latency_warnings(summary: Mapping[str, Any]) -> list[str]:
-    return [f"{window}: {figures['intervals_out_of_range']} of {figures['intervals']} intervals had values above "
+    """Why a window is null (no statistics interval with samples fell in the measured window), and
+    where its percentiles are approximate."""
+    unmeasured = [f"{window}: null, no librdkafka statistics interval with samples fell in the measured window "
+                  f"(statistics every {STATISTICS_INTERVAL_MS} ms; a window that short, or producers starved of CPU)"
+                  for window, figures in summary.items() if figures is None]
+    return unmeasured + [f"{window}: {figures['intervals_out_of_range']} of {figures['intervals']} intervals had values above "
             f"librdkafka's nominal {figures['range_us'] // 1000} ms histogram range (counted out of range): read its "
             f"p50/p99 as approximate there, avg and max as exact"
             for window, figures in summary.items() if figures and figures["intervals_out_of_range"]]

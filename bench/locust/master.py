@@ -44,9 +44,9 @@ logger = logging.getLogger("bench.locust")
 NS_PER_S = 1_000_000_000
 
 
-# How long the master waits for each worker's last report after the workers stopped (Locust
-# workers report every 3 s).
-FINAL_REPORT_TIMEOUT_S = 10.0
+# How long the master waits for each worker's last report beyond the worker's own flush, which may
+# take the scenario's drain_timeout_s (Locust workers report every 3 s).
+FINAL_REPORT_GRACE_S = 10.0
 
 
 # How often the gevent side reads the tracker process's reports while it waits for one.
@@ -253,12 +253,13 @@ class LocustRun:
         for client in runner.clients.all:
             if client.state in (STATE_RUNNING, STATE_SPAWNING):
                 runner.send_message("stop", client_id=client.id)
-        deadline = time.monotonic() + FINAL_REPORT_TIMEOUT_S
+        wait_s = self.scenario.drain_timeout_s + FINAL_REPORT_GRACE_S
+        deadline = time.monotonic() + wait_s
         while self.workers.not_final() and time.monotonic() < deadline:
             gevent.sleep(0.1)
         missing = self.workers.not_final()
         if missing:
-            self.failure = f"no final report from worker(s) {', '.join(missing)} within {FINAL_REPORT_TIMEOUT_S:g} s"
+            self.failure = f"no final report from worker(s) {', '.join(missing)} within {wait_s:g} s"
 
 
 def status_text(recorder: RunRecorder, through: int, service_time, tracked: bool) -> str:

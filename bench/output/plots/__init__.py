@@ -6,47 +6,53 @@ without a broker; `write_compare_plots` overlays several runs, one colour per ru
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from bench.output.plots.figure import Run, percentile_curve
-from bench.output.plots.large_message import java_by_compression, plot_large_message
-from bench.output.plots.runs import (
-    plot_consumer_lag,
-    plot_failover,
-    plot_latency_over_time,
-    plot_latency_percentiles,
-    plot_throughput,
-)
-
 __all__ = ["Run", "java_by_compression", "percentile_curve", "write_compare_plots", "write_run_plots"]
+
+# matplotlib is imported when a figure is drawn, not when a command that draws none starts: its
+# import costs about a second, and on a fresh home it first prints a font-cache notice.
+_LAZY = {"Run": "figure", "percentile_curve": "figure", "java_by_compression": "large_message"}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        return getattr(importlib.import_module(f"bench.output.plots.{_LAZY[name]}"), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 # ---------------------------------------------------------------------------------------------
 # Entry points
 
 
-RUN_PLOTS = (
-    ("latency_percentiles.png", plot_latency_percentiles),
-    ("latency_over_time.png", plot_latency_over_time),
-    ("throughput.png", plot_throughput),
-    ("consumer_lag.png", plot_consumer_lag),
-    ("failover.png", plot_failover),
-)
+def _run_plots() -> tuple:
+    from bench.output.plots import runs
+
+    return (
+        ("latency_percentiles.png", runs.plot_latency_percentiles),
+        ("latency_over_time.png", runs.plot_latency_over_time),
+        ("throughput.png", runs.plot_throughput),
+        ("consumer_lag.png", runs.plot_consumer_lag),
+        ("failover.png", runs.plot_failover),
+    )
 
 
 def write_run_plots(result: Mapping[str, Any], folder: Path) -> list[Path]:
     """Every plot a result supports, written into `folder`; returns the files written."""
     folder = Path(folder)
     if result.get("kind") == "large-message":
+        from bench.output.plots.large_message import plot_large_message
+
         return plot_large_message(result, folder)
     runs = [(str((result.get("scenario") or {}).get("name") or "run"), result)]
-    return [p for name, plot in RUN_PLOTS if (p := plot(runs, folder / name)) is not None]
+    return [p for name, plot in _run_plots() if (p := plot(runs, folder / name)) is not None]
 
 
-def write_compare_plots(runs: Sequence[Run], folder: Path) -> list[Path]:
+def write_compare_plots(runs: Sequence[tuple[str, Mapping[str, Any]]], folder: Path) -> list[Path]:
     """The run plots with every run overlaid, one colour per run."""
     folder = Path(folder)
-    return [p for name, plot in RUN_PLOTS if (p := plot(runs, folder / f"compare_{name}")) is not None]
+    return [p for name, plot in _run_plots() if (p := plot(runs, folder / f"compare_{name}")) is not None]
 
