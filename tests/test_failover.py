@@ -242,7 +242,9 @@ def test_the_failover_plot_shades_the_fault_and_shows_acks_and_isr(tmp_path):
 
     markdown = to_markdown(run_report_blocks(result, ["failover.png"]))
     assert "## Failover (per fault and node)" in markdown
-    assert "| kill:leader@20+10 | 1 (leader) | 20.0 | 30.0 | 41.0 | 9,060 ms | 0 ms | 9,000 ms |" in markdown
+    # The node was back after the 30 s run stopped producing: marked, and the note says so.
+    assert "| kill:leader@20+10 | 1 (leader) | 20.0 | 30.0 | 41.0 [1] | 9,060 | 0 | 9,000 |" in markdown
+    assert "- [1] short run: node 1 was back at 41.0 s and producing ended at 30.0 s" in markdown
     # A run without faults has no failover plot.
     (tmp_path / "plain").mkdir()
     written = plots.write_run_plots(load_result(FIXTURES / "with-fault"), tmp_path / "plain")
@@ -485,24 +487,42 @@ def test_a_rolling_restart_under_load_loses_nothing(kafka_cluster, unique_topic,
 
 
 def test_the_failover_table_row_is_the_worst_over_a_runs_faults():
-    from bench.analysis.failover import markdown_table, table_row
+    """A row shows when the faults happened, the worst figure of each column in the column's
+    one unit, and every "n/a" with a note under the table that says why."""
+    from bench.analysis.failover import TABLE_COLUMNS, Notes, markdown_table, table_row
 
-    def fault(gap_ms, leader_ms, during_us):
-        return {"fault": "pause:followers@5+9", "longest_ack_gap_ms": gap_ms, "longest_consume_gap_ms": None,
+    def fault(start_s, back_s, gap_ms, leader_ms, during_us):
+        return {"fault": "kill:followers@5+9", "kind": "kill", "node_id": 2, "role": "follower", "start_s": start_s,
+                "end_s": start_s + 9, "back_s": back_s, "longest_ack_gap_ms": gap_ms, "longest_consume_gap_ms": None,
                 "new_leader_ms": leader_ms,
+                "not_measured": {"longest_consume_gap_ms": "the tracker consumed nothing during the run",
+                                 **({} if leader_ms else {"new_leader_ms": "node 2 led no partition of the topic"})},
                 "latency_us": {"service_time": {"during": {"p99_9": during_us}, "before": {"p99_9": 2_000}}}}
 
-    result = {"scenario": {"acks": "1", "faults": ["pause:followers@5+9"]}, "status": "failed",
-              "counts": {"lost": 3767, "duplicated": 0}, "failover": {"faults": [fault(9_000.4, None, 14_600_000),
-                                                                               fault(14_818.0, 13_364.0, 9_000)]}}
-    row = table_row(result)
-    assert row == ["pause:followers@5+9", "1", "failed", "3,767", "0", "14,818 ms", "n/a", "13,364 ms", "14.6 s", "2.0 ms"]
-    table = markdown_table([row])
-    assert table.splitlines()[0].startswith("| fault | acks | status | lost |") and table.count("\n") == 2
+    result = {"scenario": {"acks": "1", "faults": ["kill:followers@5+9"], "duration_s": 30.0},
+              "throughput": {"producing_s": 30.0}, "status": "failed",
+              "counts": {"lost": 3767, "duplicated": None}, "counts_not_measured": {"duplicated": "no audit"},
+              "failover": {"faults": [fault(7.2, 22.1, 9_000.4, None, 14_600_000),
+                                      fault(7.3, None, 14_818.0, 13_364.0, 9_000)]}}
+    notes = Notes()
+    row = table_row(result, notes)
+    assert row == ["kill:followers@5+9", "1", "failed", "7.2, 7.3", "22.1 [1], n/a [2]", "30.0", "3,767", "n/a [3]",
+                   "14,818", "n/a [4]", "13,364", "14,600.0", "2.0"]
+    assert notes.lines() == [
+        "[1] short run: node 2 was back at 22.1 s and producing ended at 30.0 s: the run did not see the cluster "
+        "settle for 10 s after the fault, so figures may miss its tail; --duration 33 or more does",
+        "[2] the node did not answer again before the run ended: run longer (--duration)",
+        "[3] no audit", "[4] the tracker consumed nothing during the run"]
+    # One unit per column, in its header; cells are bare numbers.
+    assert all(("(ms)" in column or "(s)" in column) for column in TABLE_COLUMNS[3:6] + TABLE_COLUMNS[8:])
+    table = markdown_table([row], notes)
+    assert table.splitlines()[0].startswith("| fault (as scheduled) | acks | status | fault at (s) | node back (s) |")
+    assert table.splitlines()[-5:] == ["Notes:", *notes.lines()]
+    assert not [cell for cell in row if cell.endswith((" ms", " s"))]
 
 
 def test_a_slow_consumer_record_reads_as_the_consumer_not_a_node():
-    from bench.analysis.failover import failover_row
+    from bench.analysis.failover import failover_rows
     from bench.commands.chaos import failover_lines
 
     record = {"fault": "slow-consumer=20ms@8+6", "kind": "slow-consumer", "node_id": None, "role": "consumer",
@@ -514,4 +534,6 @@ def test_a_slow_consumer_record_reads_as_the_consumer_not_a_node():
     assert failover_lines({"faults": [record]}) == [
         "failover slow-consumer=20ms@8+6 on the consumer at 8.000 s: longest gap without a consumed message 249 ms, "
         "end-to-end p50 18.1 ms during vs 9.66 ms before, end-to-end p99 302 ms vs 429 ms"]
-    assert failover_row(record)[:2] == ["slow-consumer=20ms@8+6", "the consumer"]
+    rows, notes = failover_rows([record])
+    assert rows[0][:2] == ["slow-consumer=20ms@8+6", "the consumer"]
+    assert rows[0][4] == "n/a [1]" and notes[0] == "[1] a slow-consumer fault restarts no node"

@@ -142,7 +142,7 @@ def test_uncompressed_cells_librdkafka_cannot_send_still_get_a_java_figure(kafka
     assert row["java"]["error"] is None and row["java"]["end_to_end_ms"] > 0
     assert row["java"]["messages"] == row["java"]["broker_offset_delta"] == 2
     assert row["java"]["warmup_message_left_out"] is True
-    assert result["large_message"]["peer"]["kafka_version"] and result["schema_version"] == 4
+    assert result["large_message"]["peer"]["kafka_version"] and result["schema_version"] == 5
     assert result["counts"]["sent"] == 0
     assert "Java EndToEndLatency  end-to-end mean" in out and "not sent: librdkafka" in out
 

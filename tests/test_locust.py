@@ -250,6 +250,10 @@ def test_local_runner_counts_every_delivery_in_locust_stats_and_writes_result(ka
     assert result["kind"] == "locust" and result["status"] == "complete"
     assert result["locust"]["hdr_total_count"] == out["requests"] == result["counts"]["acked"]
     assert result["counts"]["consumed"] == result["counts"]["acked"] and result["counts"]["lost"] == 0
+    # Per partition too: what the tracker read is what the broker's offsets grew by.
+    rows = result["partitions"]["by_partition"]
+    assert rows and all(row["consumed"] == row["broker_offset_delta"] for row in rows.values()), rows
+    assert sum(row["consumed"] for row in rows.values()) == result["counts"]["broker_offset_delta"]
     service = result["latency_us"]["service_time"]
     # Every request is in the interval log; the summary holds the measured window of it.
     assert hlog_total(folders[0] / "service_time.hlog") == out["requests"]
@@ -398,7 +402,9 @@ def test_the_master_creates_the_topic_with_the_scenarios_topic_settings(kafka_bo
 def test_bad_option_is_one_line_and_exit_2_before_any_user(kafka_bootstrap, unique_topic, tmp_path):
     for bad, expected in ((["--message-size", "2XB"], "error: message_size: unknown size unit 'XB'"),
                           (["--check", "p99_latency<3"], "error: --check 'p99_latency<3'"),
-                          (["--compression", "brotli"], "error: compression: 'brotli' is not allowed")):
+                          (["--compression", "brotli"], "error: compression: 'brotli' is not allowed"),
+                          (["--scenario", "scenarios/transactions.toml"],
+                           "error: scenarios/transactions.toml: transactions do not apply to Locust")):
         completed = _locust("-u", "2", "-t", "5s", "--processes", "2", "--kafka-bootstrap-servers", kafka_bootstrap,
                             "--kafka-topic", unique_topic, "--results-dir", str(tmp_path), *bad)
         assert completed.returncode == 2, completed.stderr[-3000:]

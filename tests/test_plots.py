@@ -102,3 +102,19 @@ def test_large_message_plots_carry_the_java_peer_even_where_the_harness_did_not_
     table = _large_message_table(result)
     assert table.header[-1] == "Java EndToEndLatency end-to-end (mean)"
     assert all(row[-1] != "-" for row in table.rows), "every cell has its Java figure"
+
+
+@pytest.mark.parametrize("transactions", [False, True])
+def test_per_partition_panel_is_drawn_from_the_partitions_section(tmp_path, transactions):
+    """A version 4 fixture has no per-partition figures (null after the upgrade, no panel); with
+    the section (as version 5 writes it) the panel is drawn, stacked with transactions."""
+    result = load_result(FIXTURES / "with-fault")
+    assert result["partitions"] is None
+    rows = {str(p): {"acked": n, "consumed": n, "broker_offset_delta": n, "lag_max": 3} for p, n in enumerate((400, 60, 200))}
+    if transactions:
+        for row in rows.values():
+            row.update(committed=row["consumed"], aborted=10, markers=4, broker_offset_delta=row["consumed"] + 14)
+    result["partitions"] = {"by_partition": rows, "skew": 2.0, "not_measured": {}}
+    written = plots.write_run_plots(result, tmp_path)
+    assert written[-1].name == "partitions.png"
+    assert_real_png(written[-1])

@@ -49,7 +49,7 @@ def test_bad_sizes_name_the_field_and_the_units(text, words):
     ({"compression": "brotli"}, "compression: 'brotli' is not allowed (allowed: none, gzip, snappy, lz4, zstd)"),
     ({"payload": "json"}, "payload: 'json' is not allowed (allowed: order, text, random)"),
     ({"acks": "2"}, "acks: '2' is not allowed (allowed: all, 0, 1)"),
-    ({"keys": "uuid"}, "keys: 'uuid' is not allowed (allowed: none, order_id)"),
+    ({"keys": "uuid"}, "keys: 'uuid' is not allowed (allowed: none, order_id, or a table"),
     ({"partitions": 0}, "partitions: 0 is out of range (allowed 1..10000)"),
     ({"producers": 1.5}, "producers: expected a whole number"),
     ({"duration_s": 0}, "duration_s: 0 is out of range (allowed > 0)"),

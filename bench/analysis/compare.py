@@ -165,36 +165,52 @@ def differing_fields(first: Mapping[str, Any], second: Mapping[str, Any]) -> lis
 
 @dataclass(frozen=True)
 class DeltaRow:
+    name: str  # the metric table's name
     label: str
     unit: str
     worse_when: str
     values: tuple[float | None, ...]  # one per run, in the order given
     changes: tuple[float | None, ...]  # relative to the first run; None for the first run itself
+    differences: tuple[float | None, ...] = ()  # absolute, against the first run (a count from 0 has no ratio)
+
+    def is_worse(self, index: int) -> bool:
+        """Whether run `index` is worse than the first run in this row."""
+        difference = self.differences[index] if index < len(self.differences) else None
+        if not difference:
+            return False
+        return difference > 0 if self.worse_when == "higher" else difference < 0
 
 
 # The rows of the delta table: metric names from the metric table, in this order (latencies
-# only when a run measured them).
+# only when a run measured them, failover rows only for fault runs).
 DELTA_METRICS = ("throughput", "throughput_mb", "consumed_throughput",
                  *(f"{kind}_{statistic}" for kind in PLOTTED_LATENCIES for statistic in ("p50", "p99", "p99_9", "max")),
-                 "lag_max", "lag_time_max", "failed", "lost", "duplicated")
+                 "lag_max", "lag_time_max", "failed", "lost", "duplicated",
+                 "longest_ack_gap", "longest_consume_gap", "new_leader")
+_FAILOVER_ROWS = ("longest_ack_gap", "longest_consume_gap", "new_leader")
 
 
 def delta_rows(results: Sequence[Mapping[str, Any]]) -> list[DeltaRow]:
     """One row per metric of DELTA_METRICS that any run measured, with changes against run 1.
     Every figure covers the window the metric table gives it (the measured window, counts the
-    whole run)."""
+    whole run, failover figures each fault's window)."""
     rows = []
+    faulted = any(result.get("failover") for result in results)
     for name in DELTA_METRICS:
         metric = METRICS[name]
         values = tuple(metric.read(result) for result in results)
         if metric.path[0] == "latency_us" and all(value is None for value in values):
+            continue
+        if name in _FAILOVER_ROWS and not faulted:
             continue
         base = values[0]
         changes = tuple(
             None if index == 0 or base is None or value is None else relative_change(base, value)
             for index, value in enumerate(values)
         )
-        rows.append(DeltaRow(metric.label, metric.unit, metric.worse_when, values, changes))
+        differences = tuple(None if index == 0 or base is None or value is None else value - base
+                            for index, value in enumerate(values))
+        rows.append(DeltaRow(name, metric.label, metric.unit, metric.worse_when, values, changes, differences))
     return rows
 
 

@@ -178,43 +178,90 @@ def failover_section(records: Sequence[Mapping[str, Any]], ack_gaps: Sequence[Ma
     }
 
 
-TABLE_COLUMNS = ("fault", "acks", "status", "lost", "duplicated", "longest ack gap", "longest consume gap",
-                 "new leader", "service p99.9 during", "service p99.9 before")
+# ---------------------------------------------------------------------------------------------
+# Tables: one unit per column (in its header), every "n/a" numbered and explained in the notes.
+
+# A restarted node back less than this long before producing ended: the run did not watch the
+# cluster settle (leaders move back, the ISR fills), so its figures may miss the tail of the fault.
+SETTLE_S = 10.0
+# Faults that restart a node (and so have a time it was back).
+RESTARTING = ("kill", "stop", "rolling-restart")
 
 
-def _ms_text(value: float | None) -> str:
-    return "n/a" if value is None else f"{value:,.0f} ms"
+class Notes:
+    """Numbered notes under a table: the same text keeps its number."""
+
+    def __init__(self) -> None:
+        self.texts: list[str] = []
+
+    def mark(self, text: str) -> str:
+        if text not in self.texts:
+            self.texts.append(text)
+        return f"[{self.texts.index(text) + 1}]"
+
+    def na(self, why: str) -> str:
+        return "n/a " + self.mark(why)
+
+    def lines(self) -> list[str]:
+        return [f"[{index + 1}] {text}" for index, text in enumerate(self.texts)]
 
 
-def _us_text(value: int | None) -> str:
-    return "n/a" if value is None else (f"{value / 1000:,.1f} ms" if value < 10_000_000 else f"{value / 1e6:,.1f} s")
+def _ms(value: float | None, notes: Notes, why: str) -> str:
+    return notes.na(why) if value is None else f"{value:,.0f}"
 
 
-def table_row(result: Mapping[str, Any]) -> list[str]:
-    """One row of the failover table from a fault run's result: the worst over its faults."""
-    faults = (result.get("failover") or {}).get("faults") or []
-    counts = result["counts"]
-
-    def worst(values: Iterable[float | None]) -> float | None:
-        known = [v for v in values if v is not None]
-        return max(known) if known else None
-
-    latency = [f["latency_us"].get("service_time", {}) for f in faults]
-    return [
-        ", ".join(dict.fromkeys(f["fault"] for f in faults)) or ", ".join(result["scenario"].get("faults") or []),
-        str(result["scenario"]["acks"]), result["status"],
-        "n/a" if counts["lost"] is None else f"{counts['lost']:,}",
-        "n/a" if counts["duplicated"] is None else f"{counts['duplicated']:,}",
-        _ms_text(worst(f["longest_ack_gap_ms"] for f in faults)),
-        _ms_text(worst(f["longest_consume_gap_ms"] for f in faults)),
-        _ms_text(worst(f["new_leader_ms"] for f in faults)),
-        _us_text(worst(window.get("during", {}).get("p99_9") for window in latency)),
-        _us_text(worst(window.get("before", {}).get("p99_9") for window in latency)),
-    ]
+def _us_as_ms(value: int | None, notes: Notes, why: str) -> str:
+    return notes.na(why) if value is None else f"{value / 1000:,.1f}"
 
 
-FAILOVER_COLUMNS = ("fault", "node", "start (s)", "end (s)", "node back (s)", "longest ack gap", "longest consume gap",
-                    "new leader", "service p99.9 during", "service p99.9 before")
+def _reason(fault: Mapping[str, Any], key: str, default: str) -> str:
+    return (fault.get("not_measured") or {}).get(key) or default
+
+
+def _latency_cells(fault: Mapping[str, Any], notes: Notes) -> list[str]:
+    latency = (fault.get("latency_us") or {}).get("service_time")
+    if not latency:
+        why = "service time was not measured (failures-only delivery reports time no single message)"
+        return [notes.na(why), notes.na(why)]
+    return [_us_as_ms((latency.get("during") or {}).get("p99_9"), notes, "no message was acked while the fault lasted"),
+            _us_as_ms((latency.get("before") or {}).get("p99_9"), notes,
+                      _reason(fault, "latency_us.before", "no message was acked in the seconds before the fault"))]
+
+
+def _back_cell(fault: Mapping[str, Any], notes: Notes, producing_end_s: float | None) -> str:
+    if fault.get("back_s") is None:
+        if fault.get("kind") in RESTARTING:
+            return notes.na("the node did not answer again before the run ended: run longer (--duration)")
+        return notes.na(f"a {fault.get('kind')} fault restarts no node")
+    text = f"{fault['back_s']:.1f}"
+    if producing_end_s is not None and fault["back_s"] > producing_end_s - SETTLE_S:
+        text += " " + notes.mark(
+            f"short run: node {fault.get('node_id')} was back at {fault['back_s']:.1f} s and producing ended at "
+            f"{producing_end_s:.1f} s: the run did not see the cluster settle for {SETTLE_S:g} s after the fault, so "
+            f"figures may miss its tail; --duration {math.ceil(fault['back_s'] + SETTLE_S)} or more does")
+    return text
+
+
+def start_cell(fault: Mapping[str, Any], notes: Notes, producing_end_s: float | None) -> str:
+    """When the fault acted; marked when that was after producing ended (finding its target and
+    acting on it can take that long on a busy machine): then the run measured nothing of it."""
+    text = f"{fault['start_s']:.1f}"
+    if producing_end_s is not None and fault["start_s"] >= producing_end_s:
+        text += " " + notes.mark(f"the fault acted at {fault['start_s']:.1f} s, after producing ended at "
+                                 f"{producing_end_s:.1f} s: the run measured nothing of it; run longer (--duration)")
+    return text
+
+
+def _figure_cells(fault: Mapping[str, Any], notes: Notes) -> list[str]:
+    return [_ms(fault.get("longest_ack_gap_ms"), notes, _reason(fault, "longest_ack_gap_ms", "not measured")),
+            _ms(fault.get("longest_consume_gap_ms"), notes, _reason(fault, "longest_consume_gap_ms", "not measured")),
+            _ms(fault.get("new_leader_ms"), notes, _reason(fault, "new_leader_ms", "not measured")),
+            *_latency_cells(fault, notes)]
+
+
+FIGURE_COLUMNS = ("longest ack gap (ms)", "longest consume gap (ms)", "new leader after (ms)",
+                  "service p99.9 during (ms)", "service p99.9 before (ms)")
+FAILOVER_COLUMNS = ("fault", "node", "start (s)", "end (s)", "node back (s)", *FIGURE_COLUMNS)
 
 
 def fault_target(fault: Mapping[str, Any]) -> str:
@@ -224,18 +271,87 @@ def fault_target(fault: Mapping[str, Any]) -> str:
     return f"node {fault['node_id']} ({fault['role']})"
 
 
-def failover_row(fault: Mapping[str, Any]) -> list[str]:
-    """One fault record of a result's failover section, as a report row."""
-    latency = fault["latency_us"].get("service_time", {})
-    return [fault["fault"], fault_target(fault).removeprefix("node "), f"{fault['start_s']:.1f}",
-            "n/a" if fault["end_s"] is None else f"{fault['end_s']:.1f}",
-            "n/a" if fault["back_s"] is None else f"{fault['back_s']:.1f}",
-            _ms_text(fault["longest_ack_gap_ms"]), _ms_text(fault["longest_consume_gap_ms"]),
-            _ms_text(fault["new_leader_ms"]), _us_text(latency.get("during", {}).get("p99_9")),
-            _us_text(latency.get("before", {}).get("p99_9"))]
+def producing_end_s(result: Mapping[str, Any]) -> float | None:
+    """When the run stopped producing (s from its start), as measured, else as scheduled."""
+    measured = (result.get("throughput") or {}).get("producing_s")
+    return measured if measured is not None else (result.get("scenario") or {}).get("duration_s")
 
 
-def markdown_table(rows: Iterable[Sequence[str]]) -> str:
+def failover_rows(faults: Sequence[Mapping[str, Any]], end_s: float | None = None,
+                  notes: Notes | None = None) -> tuple[list[list[str]], list[str]]:
+    """A result's fault records as report rows (one per fault and node) and the notes their
+    "n/a" and short-run marks point to (numbered on in `notes` when several tables share them)."""
+    notes = notes if notes is not None else Notes()
+    rows = [[fault["fault"], fault_target(fault).removeprefix("node "), start_cell(fault, notes, end_s),
+             notes.na("the fault never ended: the run ended first") if fault.get("end_s") is None
+             else f"{fault['end_s']:.1f}", _back_cell(fault, notes, end_s), *_figure_cells(fault, notes)]
+            for fault in faults]
+    return rows, notes.lines()
+
+
+def failover_summary(result: Mapping[str, Any]) -> str | None:
+    """A fault run's failover in one line: where and when each fault acted, and the worst figures."""
+    faults = (result.get("failover") or {}).get("faults") or []
+    if not faults:
+        return None
+
+    def worst(key: str) -> str:
+        known = [f[key] for f in faults if f.get(key) is not None]
+        return f"{max(known):,.0f} ms" if known else "not measured"
+
+    where = "; ".join(
+        f"{f['fault']} on {fault_target(f)} at {f['start_s']:.1f} s"
+        + (f", back at {f['back_s']:.1f} s" if f.get("back_s") is not None else "") for f in faults)
+    end_s = producing_end_s(result)
+    late = [f for f in faults if f.get("back_s") is not None and end_s is not None and f["back_s"] > end_s - SETTLE_S]
+    return (f"{where}; longest ack gap {worst('longest_ack_gap_ms')}, longest consume gap "
+            f"{worst('longest_consume_gap_ms')}, new leader after {worst('new_leader_ms')}"
+            + (f" (short run: producing ended at {end_s:.1f} s, before the cluster settled)" if late else ""))
+
+
+TABLE_COLUMNS = ("fault (as scheduled)", "acks", "status", "fault at (s)", "node back (s)", "producing ended (s)",
+                 "lost", "duplicated", *FIGURE_COLUMNS)
+
+
+def table_row(result: Mapping[str, Any], notes: Notes) -> list[str]:
+    """One row of the failover table from a fault run's result: the actual times of its faults,
+    and the worst figures over them."""
+    faults = (result.get("failover") or {}).get("faults") or []
+    counts = result["counts"]
+    not_measured = result.get("counts_not_measured") or {}
+    end_s = producing_end_s(result)
+
+    # Each fault's cells with notes of their own: only the note of a cell the row shows is kept.
+    fault_notes = Notes()
+    figure_cells = [_figure_cells(fault, fault_notes) for fault in faults]
+
+    def worst(cells: Iterable[str]) -> str:
+        cells = list(cells)
+        numbers = [cell for cell in cells if not cell.startswith("n/a")]
+        if numbers:
+            return max(numbers, key=lambda cell: float(cell.replace(",", "")))
+        if not cells:
+            return notes.na("the run recorded no fault (it ended before the first)")
+        return notes.na(fault_notes.texts[int(cells[0].split("[")[1].rstrip("]")) - 1])
+
+    return [
+        ", ".join(dict.fromkeys(f["fault"] for f in faults)) or ", ".join(result["scenario"].get("faults") or []),
+        str(result["scenario"]["acks"]), result["status"],
+        ", ".join(start_cell(f, notes, end_s) for f in faults) or notes.na("the run ended before the first fault"),
+        ", ".join(_back_cell(f, notes, end_s) for f in faults) or "-",
+        "-" if end_s is None else f"{end_s:.1f}",
+        notes.na(not_measured.get("lost") or "not measured") if counts["lost"] is None else f"{counts['lost']:,}",
+        notes.na(not_measured.get("duplicated") or "not measured") if counts["duplicated"] is None
+        else f"{counts['duplicated']:,}",
+        *(worst(cells[column] for cells in figure_cells) for column in range(len(FIGURE_COLUMNS))),
+    ]
+
+
+def markdown_table(rows: Iterable[Sequence[str]], notes: Notes | None = None) -> str:
     lines = ["| " + " | ".join(TABLE_COLUMNS) + " |", "|" + "---|" * len(TABLE_COLUMNS)]
     lines += ["| " + " | ".join(row) + " |" for row in rows]
+    lines += ["", "Faults are named as scheduled (@AT+FOR, seconds into the run); \"fault at\" and \"node back\" are "
+              "when they happened. Figures are the worst over a row's faults."]
+    if notes is not None and notes.texts:
+        lines += ["", "Notes:", *notes.lines()]
     return "\n".join(lines)

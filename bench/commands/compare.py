@@ -7,8 +7,9 @@ import re
 from pathlib import Path
 
 from bench.analysis.compare import delta_rows, differing_fields, require_comparable_kind
+from bench.analysis.naming import run_names
 from bench.output.report import write_compare_report
-from bench.results.formatting import format_change, format_value
+from bench.results.formatting import format_delta, format_value
 from bench.results.store import DEFAULT_RESULTS_ROOT, load_result, result_path
 from streamstore.errors import UsageError
 
@@ -52,17 +53,23 @@ def run(args: argparse.Namespace) -> int:
     except OSError as error:
         raise UsageError(f"cannot create {out}: {error.strerror or error}") from None
 
+    # Runs are shown by what differs between them ("acks=all" / "acks=1"); their folders and start
+    # times are listed once, above the table and in the footers.
+    names = run_names(results, labels)
     rows = [row for row in delta_rows(results) if any(value is not None for value in row.values)]
-    width = max(len(row.label) for row in rows)
-    column = max(12, *(len(label) for label in labels))
     for label, fields in not_comparable.items():
         print(f"NOT COMPARABLE: {label} differs from {labels[0]} in {', '.join(fields)}")
-    print(f"{'metric':<{width}}  " + "  ".join(f"{label:>{column}}" for label in labels) + "  "
-          + "  ".join(f"{'vs ' + str(index + 1):>8}" for index in range(1, len(labels))))
-    for row in rows:
-        values = "  ".join(f"{format_value(value, row.unit):>{column}}" for value in row.values)
-        changes = "  ".join(f"{format_change(change):>8}" for change in row.changes[1:])
-        print(f"{row.label:<{width}}  {values}  {changes}")
-    written = write_compare_report(out, labels, results, rows, not_comparable)
+    for name, run_arg, result in zip(names, args.runs, results):
+        print(f"{name}: {run_arg} (started {result.get('started_at')})")
+    header = ["metric", *names, *(f"{name} vs {names[0]}" for name in names[1:])]
+    lines = [[row.label, *(format_value(value, row.unit) for value in row.values),
+              *(format_delta(change, difference, row.unit) + (" (worse)" if row.is_worse(index + 1) else "")
+                for index, (change, difference) in enumerate(zip(row.changes[1:], row.differences[1:])))]
+             for row in rows]
+    widths = [max(len(line[column]) for line in [header, *lines]) for column in range(len(header))]
+    for line in [header, *lines]:
+        print("  ".join(cell.ljust(width) if column == 0 else cell.rjust(width)
+                        for column, (cell, width) in enumerate(zip(line, widths))).rstrip())
+    written = write_compare_report(out, names, results, rows, not_comparable, labels)
     print(f"written to {out}/: {', '.join(path.name for path in written)}")
     return 0

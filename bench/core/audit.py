@@ -14,7 +14,10 @@ Two exact methods (see docs/measurement.md):
              way plus offsets consumed twice. Exact while no message is written twice (a retried
              send's first copy would hide one lost one; idempotence rules that out), and the
              sequences of the traced messages are not needed.
-With acks=0 the broker returns no offsets, so a flat-out run with acks=0 uses sequences.
+With acks=0 the broker returns no offsets, so a flat-out run with acks=0 uses sequences; so does a
+run with transactions (every message traced): the aborted transactions' sequences are known, and
+the audit expects them never consumed under read_committed, counting any that are
+(`aborted_consumed`); an aborted order is never lost.
 A delivery that failed with a timeout may still have been written ("possibly persisted"): no
 method counts it lost, and `counts` does not count its copy as a duplicate.
 
@@ -46,7 +49,7 @@ LOST_EXAMPLES = 10
 def audit_method(scenario: Scenario) -> str:
     """offsets flat out (sampled trace; counts with failures-only reports), sequences at a
     fixed rate or with acks=0."""
-    if scenario.rate != 0 or scenario.acks == "0":
+    if scenario.rate != 0 or scenario.acks == "0" or scenario.transaction_size:
         return SEQUENCES
     return OFFSET_COUNTS if scenario.delivery_reports == "failures" else OFFSETS
 
@@ -87,17 +90,33 @@ class SequenceAudit:
         return False
 
 
-def lost_sequences(seen: bytes | None, sent: int, failed: Iterable[int], limit: int = 10) -> tuple[int, list[int]]:
+def sequence_bits(ranges: Iterable[tuple[int, int]]) -> int:
+    """Sequences start..end-1 of each range as bits of one integer (bit i = sequence i)."""
+    bits = 0
+    for start, end in ranges:
+        bits |= ((1 << (end - start)) - 1) << start
+    return bits
+
+
+def aborted_seen(seen: bytes | None, aborted: Iterable[tuple[int, int]]) -> int:
+    """How many sequences of aborted transactions were consumed anyway. Pure."""
+    return (int.from_bytes(seen or b"", "little") & sequence_bits(aborted)).bit_count()
+
+
+def lost_sequences(seen: bytes | None, sent: int, failed: Iterable[int], limit: int = 10,
+                   aborted: Iterable[tuple[int, int]] = ()) -> tuple[int, list[int]]:
     """How many of sequences 0..sent-1 were acked (not failed) but never seen, and the first few.
 
     Pure: `seen` is a SequenceAudit bitmap (bit i = sequence i), `failed` the sequences
-    whose delivery failed (those are not lost: the producer knows they did not arrive).
+    whose delivery failed (those are not lost: the producer knows they did not arrive),
+    `aborted` the [start, end) sequence ranges of aborted transactions (not lost either).
     """
     failed_bits = bytearray((sent + 7) // 8)
     for sequence in failed:
         if sequence < sent:
             failed_bits[sequence >> 3] |= 1 << (sequence & 7)
-    accounted = int.from_bytes(seen or b"", "little") | int.from_bytes(failed_bits, "little")
+    accounted = (int.from_bytes(seen or b"", "little") | int.from_bytes(failed_bits, "little")
+                 | sequence_bits(aborted))
     missing = ((1 << sent) - 1) & ~accounted
     first: list[int] = []
     remaining = missing
@@ -222,6 +241,8 @@ class ProducerAccount:
     failed_sequences: Sequence[int] = ()
     # Failed with a timeout: possibly persisted.
     timed_out: int = 0
+    # Sequence ranges [start, end) of aborted transactions; None: the producer was not transactional.
+    aborted: Sequence[tuple[int, int]] | None = None
 
 
 @dataclass(frozen=True)
@@ -244,6 +265,8 @@ class AuditOutcome:
     lost_examples: tuple[str, ...] = ()
     # Why lost/duplicated are null (nothing consumed them), else None.
     not_audited: str | None = None
+    # Transactions: orders of aborted transactions the tracker consumed (None without transactions).
+    aborted_consumed: int | None = None
 
 
 def evaluate_audit(method: str, producers: Iterable[ProducerAccount], tracker: TrackerAccount | None,
@@ -264,9 +287,12 @@ def evaluate_audit(method: str, producers: Iterable[ProducerAccount], tracker: T
         lost, unclaimed, first = audit_offsets(acked_offsets or {}, tracker.consumed_offsets)
         return AuditOutcome(method, lost, unclaimed + tracker.offsets_consumed_twice,
                             tuple(f"partition {p} offset {offset}" for p, offset in first))
-    lost, examples = 0, []
+    lost, examples, aborted_consumed, transactional = 0, [], 0, False
     for producer in sorted(producers, key=lambda p: p.producer):
-        count, first = lost_sequences(tracker.seen.get(producer.producer), producer.sent, producer.failed_sequences)
+        seen = tracker.seen.get(producer.producer)
+        count, first = lost_sequences(seen, producer.sent, producer.failed_sequences, aborted=producer.aborted or ())
+        transactional = transactional or producer.aborted is not None
+        aborted_consumed += aborted_seen(seen, producer.aborted or ())
         # A failed delivery whose report carried no trace header has an unknown sequence: it
         # shows up as "not seen" here but is not lost, so the count is corrected and its
         # examples are unsure.
@@ -274,7 +300,8 @@ def evaluate_audit(method: str, producers: Iterable[ProducerAccount], tracker: T
         lost += max(0, count - failed_untraced)
         if not failed_untraced:
             examples += [f"{producer.producer}/{sequence}" for sequence in first]
-    return AuditOutcome(method, lost, tracker.duplicated, tuple(examples[:LOST_EXAMPLES]))
+    return AuditOutcome(method, lost, tracker.duplicated, tuple(examples[:LOST_EXAMPLES]),
+                        aborted_consumed=aborted_consumed if transactional else None)
 
 
 @dataclass(frozen=True)

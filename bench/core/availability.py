@@ -90,6 +90,13 @@ class ActivityLog:
                  "end_ms": round((end - t0_ns) / NS_PER_MS, 1), "gap_ms": round((end - start) / NS_PER_MS, 1)}
                 for partition, start, end in sorted(self.gaps_ns, key=lambda gap: gap[1])]
 
+    def totals(self) -> dict[int, int]:
+        """partition -> count over the whole run."""
+        totals: Counter[int] = Counter()
+        for counts in self.by_second.values():
+            totals.update(counts)
+        return dict(totals)
+
     def series(self, seconds: int) -> dict[str, list[int]]:
         """partition (as text, a JSON key) -> count in each second 0..seconds-1."""
         partitions = sorted({p for counts in self.by_second.values() for p in counts})

@@ -37,6 +37,9 @@ def scenario_consumer_config(scenario: Scenario, bootstrap_servers: str, run_id:
     extra = {
         # Offsets are assigned explicitly per run; committing them would only cost requests.
         "enable.auto.commit": False,
+        # The scenario's choice: read_committed skips aborted transactions' records and waits for
+        # each commit (librdkafka's default too); read_uncommitted reads every record at once.
+        "isolation.level": scenario.isolation_level,
         **scenario.consumer_config,
     }
     return consumer_config(bootstrap_servers, group_id=f"bench-tracker-{run_id}", extra=extra)

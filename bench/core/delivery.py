@@ -31,6 +31,7 @@ from confluent_kafka import KafkaError, KafkaException, Message
 
 from bench.core.audit import audits_offsets, offset_ranges, trace_sample_every
 from bench.core.availability import PartitionActivity
+from bench.core.distributions import PAYLOAD_POOL_MAX_BYTES, KeyDistribution
 from bench.core.protocol import ProducerSecond
 from bench.core.scenario import Scenario
 from streamstore.orders import Order, make_payload
@@ -39,21 +40,31 @@ from streamstore.trace import TRACE_HEADER, TRACE_STRUCT, read_trace
 # A producer cycles through a pool of pre-built payloads: building an order (uuid, JSON) per
 # message would cost more than sending it. Power of two so the slot is `sequence & mask`.
 PAYLOAD_POOL_SIZE = 256
-# ... but never more than this much memory for the pool (large messages get fewer slots).
-PAYLOAD_POOL_MAX_BYTES = 64 * 1000**2
 
 DeliveryCallback: TypeAlias = Callable[[KafkaError | None, Message], None]
 
 
 def payload_pool(scenario: Scenario) -> tuple[list[bytes], list[bytes | None]]:
-    """Values and keys a producer cycles through (a power-of-two count)."""
-    slots = PAYLOAD_POOL_SIZE
-    while slots > 1 and slots * scenario.message_size > PAYLOAD_POOL_MAX_BYTES:
-        slots //= 2
+    """Values and keys a producer cycles through: two lists of one power-of-two length.
+
+    A size or key distribution (bench/core/distributions.py) is drawn here, before the run: its
+    pool is longer, and the shorter of the two lists repeats (the same objects, no copies), so
+    the send loop indexes both with one mask and pays nothing per message for the distribution.
+    """
+    sizes = scenario.value_sizes()  # a distribution's pool is within the memory budget already
+    slots = len(sizes)
+    if slots == 1:
+        slots = PAYLOAD_POOL_SIZE
+        while slots > 1 and slots * sizes[0] > PAYLOAD_POOL_MAX_BYTES:
+            slots //= 2
     orders = [Order.new() for _ in range(slots)]
-    values = [make_payload(scenario.payload, scenario.message_size, order) for order in orders]
-    keys = [order.order_id.encode() if scenario.keys == "order_id" else None for order in orders]
-    return values, keys
+    values = [make_payload(scenario.payload, sizes[i % len(sizes)], order) for i, order in enumerate(orders)]
+    if isinstance(scenario.keys, KeyDistribution):
+        keys: list[bytes | None] = list(scenario.keys.pool())
+    else:
+        keys = [order.order_id.encode() if scenario.keys == "order_id" else None for order in orders]
+    length = max(len(values), len(keys))
+    return [values[i % len(values)] for i in range(length)], [keys[i % len(keys)] for i in range(length)]
 
 
 def batch_message(value: bytes, key: bytes | None) -> dict[str, bytes]:
@@ -101,6 +112,8 @@ class DeliveryAccount:
         self.first_error: str | None = None
         # Acks per partition and the gaps between them (scheduled sends only: flat out pays no extra call).
         self.partition_acks = PartitionActivity()
+        # Transactions: acked records per partition since the transaction began (bench/core/transactions.py).
+        self.transaction_partitions: Counter[int] | None = Counter() if scenario.transaction_size else None
 
     def flat_out_callbacks(self) -> tuple[DeliveryCallback, DeliveryCallback]:
         """The delivery callbacks shared by every flat-out message, (untraced, traced): closures
@@ -113,6 +126,18 @@ class DeliveryAccount:
         if self.failures_only:
             # Called for failed deliveries only (delivery.report.only.error).
             return failed, failed
+        if self.transaction_partitions is not None:
+            # Transactions use the sequence audit (every message traced) and need each ack's partition.
+            in_transaction = self.transaction_partitions
+
+            def on_delivery_in_transaction(error: KafkaError | None, message: Message) -> None:
+                if error is None:
+                    record_service(message.latency())
+                    in_transaction[message.partition()] += 1
+                else:
+                    failed(error, message)
+
+            return on_delivery_in_transaction, on_delivery_in_transaction
         if not audits_offsets(self.scenario):
             def on_delivery(error: KafkaError | None, message: Message) -> None:
                 if error is None:
@@ -150,6 +175,8 @@ class DeliveryAccount:
             return
         latency_s = message.latency()
         self.partition_acks.note(message.partition())
+        if self.transaction_partitions is not None:
+            self.transaction_partitions[message.partition()] += 1
         self.service_s.append(latency_s)
         self.response_us.append(send_delay_us + round(latency_s * 1_000_000))
 
@@ -172,7 +199,8 @@ class DeliveryAccount:
         if self.first_error is None:
             self.first_error = text
 
-    def take_second(self, second: int, client_latency: list | None = None) -> ProducerSecond:
+    def take_second(self, second: int, client_latency: list | None = None,
+                    commit_us: list[int] | None = None) -> ProducerSecond:
         """What was sent and delivered since the last take, as one second's report."""
         self.accepted_total += self.sent
         self.failed_total += self.failed
@@ -188,7 +216,7 @@ class DeliveryAccount:
             self.producer_index, second, self.sent, acked, self.failed, self.service_s[:], self.response_us[:],
             self.send_delay_us[:], {partition: offset_ranges(offsets) for partition, offsets in self.acked_offsets.items()},
             dict(self.errors),
-            *self.partition_acks.take(), client_latency or [],
+            *self.partition_acks.take(), client_latency or [], commit_us or [],
         )
         self.sent = self.failed = 0
         self.errors.clear()

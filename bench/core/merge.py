@@ -44,6 +44,7 @@ class RunMeasurements:
             self.recorder.add_producer_report(message.second, message.sent, message.acked, message.failed,
                                               message.service_s, message.response_us, message.send_delay_us)
             self.recorder.add_client_latency(message.second, message.client_latency)
+            self.recorder.add_commit_latency(message.second, message.commit_us)
             self.add_acked_ranges(message.acked_ranges)
             self.partition_acks.add(message.second, message.acked_by_partition, message.ack_gaps)
             self.reported_through[producer_name(message.producer)] = message.second
@@ -78,17 +79,22 @@ class RunMeasurements:
     def closed_through(self) -> int:
         return min(self.reported_through.values()) if self.reported_through else self.recorder.last_second
 
-    def drain_target(self, method: str) -> int | dict[int, int]:
+    def drain_target(self, method: str, read_committed: bool = True) -> int | dict[int, int]:
         """What the tracker must have consumed: the offset after the last acked one per partition
-        (offset audit) or the acked count (sequence audit)."""
+        (offset audit) or the acked count (sequence audit), less the records of aborted
+        transactions, which a read_committed tracker never sees."""
         if method == OFFSETS:
             return {p: offsets.ends[-1] for p, offsets in self.acked_offsets.items() if offsets.ends}
-        return self.recorder.totals()["acked"]
+        return self.recorder.totals()["acked"] - (self.aborted_records() if read_committed else 0)
+
+    def aborted_records(self) -> int:
+        return sum((p.transactions or {}).get("aborted_records", 0) for p in self.producers.values())
 
     def audit(self, method: str, producers: Iterable[ProducerAccount] | None = None) -> AuditOutcome:
         """Lost and duplicated (None when no tracker reported its account)."""
         if producers is None:
-            producers = [ProducerAccount(p.producer, p.sent, p.acked, p.failed_sequences, p.timed_out)
+            producers = [ProducerAccount(p.producer, p.sent, p.acked, p.failed_sequences, p.timed_out,
+                                         None if p.transactions is None else p.transactions["aborted_ranges"])
                          for p in self.producers.values()]
         done = self.tracker_done
         tracker = None if done is None else TrackerAccount(done.seen, done.duplicated, done.foreign,

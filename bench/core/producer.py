@@ -17,6 +17,7 @@ from bench.core.clients import describe_error, scenario_producer_config
 from bench.core.delivery import DeliveryAccount, Sender, payload_pool
 from bench.core.protocol import ChildFailed, ProducerDone, Ready, producer_name
 from bench.core.scenario import Scenario
+from bench.core.transactions import Transactions, transactional_id
 from streamstore.producer import OrderProducer
 
 NS_PER_S = 1_000_000_000
@@ -49,6 +50,12 @@ class ProducerLoop:
         self.client_stats = StatsCollector() if scenario.delivery_reports == "failures" else None
         if self.client_stats is not None:
             config.update({"statistics.interval.ms": STATISTICS_INTERVAL_MS, "stats_cb": self.client_stats.on_stats})
+        if scenario.transaction_size:
+            # One id per producer process and run: a shared id would fence the other process.
+            config["transactional.id"] = transactional_id(run_id, index)
+            # librdkafka refuses a message timeout longer than the transaction's; the coordinator
+            # aborts a transaction open longer than this (the broker allows up to 15 min).
+            config.setdefault("transaction.timeout.ms", max(60_000, int(config.get("message.timeout.ms", 0))))
         self.producer = OrderProducer(config, scenario.topic)
         client = self.producer.client
         # Metadata now, so the first timed message does not wait for it.
@@ -61,6 +68,12 @@ class ProducerLoop:
         # A full queue empties as deliveries are served: serve them, then retry.
         self.sender = Sender(client, scenario, run_id, self.account, values, keys,
                              functools.partial(client.poll, QUEUE_FULL_POLL_S))
+        self.transactions = None
+        if scenario.transaction_size:
+            self.transactions = Transactions(client, scenario.transaction_size, scenario.transaction_abort_ratio,
+                                             self.account.transaction_partitions)
+            # Registers the id with its coordinator (fencing an older producer with it) before t0.
+            self.transactions.init()
         self.second = 0
         self.next_second_ns = 0
         self.stop = None
@@ -76,6 +89,8 @@ class ProducerLoop:
     def run(self, t0_ns: int, stop) -> None:
         self.stop = stop
         self.next_second_ns = t0_ns + NS_PER_S
+        if self.transactions is not None:
+            self.transactions.begin(self.sender.sequence)
         if self.scenario.rate == 0:
             self._flat_out(t0_ns, t0_ns + int(self.scenario.duration_s * NS_PER_S))
         else:
@@ -85,13 +100,26 @@ class ProducerLoop:
 
     def _flat_out(self, t0_ns: int, end_ns: int) -> None:
         send, clock, poll = self.sender.send_flat_out, time.perf_counter_ns, self.producer.client.poll
+        transactions = self.transactions
         while clock() < t0_ns:
             poll(0.001)
         while True:
             now = clock()
             if now >= end_ns or (now >= self.next_second_ns and self.report_due(now)):
                 return
-            send(CLOCK_CHECK_EVERY)
+            if transactions is None:
+                send(CLOCK_CHECK_EVERY)
+                continue
+            # A burst never crosses a transaction's end.
+            send(min(CLOCK_CHECK_EVERY, transactions.remaining(self.sender.sequence)))
+            self._transaction_boundary()
+
+    def _transaction_boundary(self) -> None:
+        """Ends the open transaction once it holds transaction_size orders, and begins the next."""
+        sequence = self.sender.sequence
+        if self.transactions.remaining(sequence) == 0:
+            self.transactions.end(sequence)
+            self.transactions.begin(sequence)
 
     def _scheduled(self, t0_ns: int) -> None:
         send, clock, poll = self.sender.send_scheduled, time.perf_counter_ns, self.producer.client.poll
@@ -118,11 +146,15 @@ class ProducerLoop:
                 if now >= self.next_second_ns and self.report_due(now):
                     return
                 send(intended_ns)
+                if self.transactions is not None:
+                    self._transaction_boundary()
             phase_start_ns += int(phase.duration_s * NS_PER_S)
 
     def _finish(self, t0_ns: int, producing_s: float) -> None:
         """Deliver what is queued (reports keep coming each second), then the final report."""
         client = self.producer.client
+        if self.transactions is not None and self.transactions.open:
+            self.transactions.end(self.sender.sequence)
         flush_s = INTERRUPT_DRAIN_S if self.stop.is_set() else max(MIN_FLUSH_S, self.scenario.drain_timeout_s)
         deadline_ns = time.perf_counter_ns() + int(flush_s * NS_PER_S)
         while len(client) and time.perf_counter_ns() < deadline_ns:
@@ -139,10 +171,12 @@ class ProducerLoop:
         self.reports.put(self._take_second())
         account = self.account
         self.reports.put(ProducerDone(self.index, self.sender.sequence, account.acked_total, account.failed_sequences,
-                                      producing_s, elapsed_s, account.first_error, undelivered, account.timed_out))
+                                      producing_s, elapsed_s, account.first_error, undelivered, account.timed_out,
+                                      self.transactions.summary() if self.transactions is not None else None))
 
     def _take_second(self):
-        return self.account.take_second(self.second, self.client_stats.take() if self.client_stats else None)
+        return self.account.take_second(self.second, self.client_stats.take() if self.client_stats else None,
+                                        self.transactions.take_commit_us() if self.transactions is not None else None)
 
 
 def producer_main(index: int, scenario: Scenario, bootstrap_servers: str, run_id: bytes,

@@ -82,6 +82,8 @@ class ProducerSecond:
     # Failures-only reports: librdkafka's per-broker latency windows of the second
     # (bench/core/client_stats.py).
     client_latency: list[Mapping[str, Any]] = field(default_factory=list)
+    # Transactions: the commit_transaction() calls that ended in the second, in µs.
+    commit_us: list[int] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -97,6 +99,8 @@ class ProducerDone:
     undelivered: int
     # Failed with a timeout: possibly persisted (the broker may have written them).
     timed_out: int = 0
+    # Transactions: Transactions.summary() (bench/core/transactions.py); None without.
+    transactions: Mapping[str, Any] | None = None
 
 
 @dataclass(frozen=True)

@@ -166,6 +166,10 @@ class RunRecorder:
         self.latency["response_time"].record(second, fold_latencies(response_us))
         self.latency["send_delay"].record(second, fold_latencies(send_delay_us))
 
+    def add_commit_latency(self, second: int, commit_us: list[int]) -> None:
+        if commit_us:
+            self.latency["commit"].record(second, fold_latencies(commit_us))
+
     def add_client_latency(self, second: int, entries: list) -> None:
         if entries:
             self.client_latency.setdefault(second, []).extend(entries)

@@ -170,6 +170,8 @@ class RunResult:
             "warnings": [*self.warnings, *self.counts.warnings()],
             "large_message": None,
             "failover": None,
+            "partitions": None,
+            "transactions": None,
             **self.sections,
         }
         result["warnings"] = derive_warnings(result)
@@ -195,6 +197,11 @@ def latency_summaries(recorder: RunRecorder, scenario: Scenario, *, tracked: boo
     if tracked:
         latency["end_to_end"] = recorder.latency["end_to_end"].summary(window)
         latency["end_to_end"]["sample_every"] = sample_every
+        if scenario.transaction_size and scenario.isolation_level == "read_committed":
+            # A record becomes visible to a read_committed consumer only once its transaction commits.
+            latency["end_to_end"]["includes_commit"] = True
+    if scenario.transaction_size:
+        latency["commit"] = recorder.latency["commit"].summary(window)
     return latency
 
 

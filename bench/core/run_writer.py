@@ -10,11 +10,12 @@ from pathlib import Path
 from typing import Any
 
 from bench.broker.ensure import BrokerInUse
-from bench.core.audit import AuditOutcome, run_verdict, trace_sample_every
+from bench.core.audit import OFFSETS, AuditOutcome, run_verdict, trace_sample_every
 from bench.core.client_stats import client_latency_warnings
 from bench.core.clients import scenario_watermarks
 from bench.core.fault_watch import FaultWatch
 from bench.core.merge import RunMeasurements
+from bench.core.partitions import OFFSETS_UNREAD, partitions_section
 from bench.core.protocol import ERRORS_LOG, write_child_errors
 from bench.core.result import (
     RunResult,
@@ -27,6 +28,8 @@ from bench.core.result import (
     write_run_folder,
 )
 from bench.core.scenario import Scenario
+from bench.core.transactions import merged_by_partition, transactions_section
+from bench.results.window import measured_seconds
 from streamstore.errors import RunFailed
 
 
@@ -47,12 +50,16 @@ def write_run(scenario: Scenario, broker: BrokerInUse, results_root: Path, run_i
     totals = recorder.totals()
     outcomes = measured.producers.values()
     audit = measured.audit(method)
-    offset_delta, offset_unread = _broker_offset_delta(scenario, broker.bootstrap_servers, start_offsets)
+    offset_deltas, offset_unread = _broker_offset_deltas(scenario, broker.bootstrap_servers, start_offsets)
+    offset_delta = None if offset_deltas is None else sum(offset_deltas.values())
     failed = max(totals["failed"], sum(o.sent - o.acked for o in outcomes))
     first_error = next((o.first_error for o in outcomes if o.first_error), None)
     failure = measured.failure
     if measured.child_failures:  # the console keeps one line; the tracebacks go beside the result
         failure = f"{failure} (traceback in {ERRORS_LOG})"
+    summaries = [o.transactions for o in outcomes if o.transactions is not None]
+    if failure is None and audit.aborted_consumed and scenario.isolation_level == "read_committed":
+        failure = f"{audit.aborted_consumed:,} orders of aborted transactions were consumed with read_committed"
     verdict = run_verdict(interrupted=interrupted, failure=failure, failed=failed,
                           lost=audit.lost, first_error=first_error)
     producing_s = max((o.producing_s for o in outcomes), default=0.0)
@@ -66,40 +73,67 @@ def write_run(scenario: Scenario, broker: BrokerInUse, results_root: Path, run_i
         verdict=verdict, audit=audit.method,
         counts=run_counts(totals, failed=failed, audit=audit, tracker_ran=True, broker_offset_delta=offset_delta,
                           offset_delta_reason=offset_unread),
-        throughput=run_throughput(series, scenario.warmup_s, scenario.message_size,
+        throughput=run_throughput(series, scenario.warmup_s, scenario.mean_message_size(),
                                   acked=totals["acked"], producing_s=producing_s, elapsed_s=elapsed_s),
         latency_us=latency_summaries(recorder, scenario, tracked=True,
                                      sample_every=trace_sample_every(scenario),
                                      service_sample_every=trace_sample_every(scenario)),
         series=series, events=[*events, *(fault_watch.events if fault_watch else [])],
-        warnings=_run_warnings(scenario, measured, totals, audit, offset_delta)
+        warnings=_run_warnings(scenario, measured, totals, audit, offset_delta, summaries)
         + (fault_watch.warnings() if fault_watch else []),
         sections={**({"failover": fault_watch.section(measured, recorder, times.t0_ns)} if fault_watch else {}),
-                  **delivery_report_sections(scenario, recorder)})
+                  **delivery_report_sections(scenario, recorder),
+                  "partitions": _partitions(scenario, measured, method, offset_deltas, offset_unread, series, summaries),
+                  "transactions": transactions_section(summaries, isolation_level=scenario.isolation_level,
+                                                       aborted_consumed=audit.aborted_consumed, offset_delta=offset_delta)
+                  if scenario.transaction_size else None})
     folder, document = write_run_folder(results_root, result, recorder)
     if measured.child_failures:
         write_child_errors(folder / ERRORS_LOG, measured.child_failures)
     return verdict.exit_code, folder, document
 
 
-def _broker_offset_delta(scenario: Scenario, bootstrap_servers: str,
-                         start_offsets: dict[int, int]) -> tuple[int | None, str]:
-    """How many records the topic gained during the run, by the broker's own offsets; None and
-    why when no node answered for them (after a fault, within the admin timeout)."""
+def _broker_offset_deltas(scenario: Scenario, bootstrap_servers: str,
+                          start_offsets: dict[int, int]) -> tuple[dict[int, int] | None, str]:
+    """How many records each partition gained during the run, by the broker's own offsets; None
+    and why when no node answered for them (after a fault, within the admin timeout)."""
     try:
         after = scenario_watermarks(scenario, bootstrap_servers)
     except RunFailed as error:
         return None, str(error)
-    return sum(high for _, high in after.values()) - sum(start_offsets.values()), ""
+    return {partition: high - start_offsets.get(partition, 0) for partition, (_, high) in after.items()}, ""
+
+
+def _partitions(scenario: Scenario, measured: RunMeasurements, method: str, offset_deltas: dict[int, int] | None,
+                offset_unread: str, series: Mapping[str, Any], summaries: list[Mapping[str, Any]]) -> dict[str, Any]:
+    """The result's `partitions` (bench/core/partitions.py) from what the run measured."""
+    transactions = merged_by_partition(summaries) if scenario.transaction_size else None
+    if transactions is not None:  # every transactional delivery noted its partition
+        acked: dict[int, int] | None = {p: transactions["committed"].get(p, 0) + transactions["aborted"].get(p, 0)
+                                        for p in {*transactions["committed"], *transactions["aborted"]}}
+    elif method == OFFSETS:
+        acked: dict[int, int] | None = {p: sum(end - start for start, end in offsets.ranges())
+                                        for p, offsets in measured.acked_offsets.items()}
+    elif scenario.rate or scenario.phases:  # every scheduled delivery notes its partition
+        acked = measured.partition_acks.totals()
+    else:
+        acked = None
+    window = measured_seconds(series.get("t_s") or [], scenario.warmup_s, series.get("sent"))
+    return partitions_section(acked=acked, consumed=measured.partition_consumed.totals(), offset_delta=offset_deltas,
+                              lag_by_partition=series.get("lag_messages_by_partition") or {}, window=window,
+                              transactions=transactions, offsets_unread=offset_unread or OFFSETS_UNREAD)
 
 
 def _run_warnings(scenario: Scenario, measured: RunMeasurements, totals: dict[str, int], audit: AuditOutcome,
-                  offset_delta: int | None) -> list[str]:
+                  offset_delta: int | None, summaries: list[Mapping[str, Any]]) -> list[str]:
     warnings = clamped_warnings(measured.recorder)
     if measured.tracker_done is not None and measured.tracker_done.foreign:
         warnings.append(f"{measured.tracker_done.foreign:,} messages on the topic did not come from this run (another producer?)")
-    if offset_delta is not None and offset_delta != totals["acked"] and scenario.acks != "0":
-        warnings.append(f"broker offsets grew by {offset_delta:,} but {totals['acked']:,} deliveries were acked")
+    # With transactions the offsets also hold one commit or abort marker per transaction and partition.
+    markers = sum(summary["markers"] for summary in summaries)
+    if offset_delta is not None and offset_delta != totals["acked"] + markers and scenario.acks != "0":
+        warnings.append(f"broker offsets grew by {offset_delta:,} but {totals['acked']:,} deliveries were acked"
+                        + (f" and {markers:,} transaction markers written" if scenario.transaction_size else ""))
     purged = sum(outcome.undelivered for outcome in measured.producers.values())
     if purged:
         warnings.append(f"{purged:,} messages were not delivered before the flush deadline and were purged (counted as failed)")

@@ -215,7 +215,7 @@ class _Run:
         """With the counts audit no report names an acked offset: the tracker reads to the end
         of every partition this run wrote to, by the broker's offsets now."""
         if self.method != OFFSET_COUNTS:
-            return self.measured.drain_target(self.method)
+            return self.measured.drain_target(self.method, self.scenario.isolation_level == "read_committed")
         try:
             ends = high_watermarks(scenario_watermarks(self.scenario, self.bootstrap_servers))
         except RunFailed as error:

@@ -27,7 +27,14 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from bench.broker.fault_spec import check_schedule, parse_faults
+from bench.core.distributions import (
+    KeyDistribution,
+    SizeDistribution,
+    parse_keys,
+    parse_message_size,
+    pool_mean,
+    size_pool,
+)
 from bench.core.field_checks import (
     check_choice,
     check_client_config,
@@ -37,6 +44,7 @@ from bench.core.field_checks import (
     flatten_settings,
     parse_size,
 )
+from bench.core.scenario_checks import Phase, check_faults, check_phases, check_replication, check_transactions
 from bench.core.scenario_files import resolve_scenario_path, scenarios_held, unknown_name
 from bench.results.fingerprint import fingerprint_of
 from bench.results.redaction import redact_secrets
@@ -56,8 +64,8 @@ KEY_MODES = ("none", "order_id")
 # delivery.report.only.error; acked = accepted - failed once flushed). None picks by rate.
 DELIVERY_REPORTS = ("all", "failures")
 # The mode a scenario that does not say runs in: flat out "failures" (measured faster with the
-# same exact counts, docs/performance.md), at a fixed rate "all" (response time needs a report
-# per message).
+# same exact counts, docs/performance.md), at a fixed rate or with transactions "all" (response
+# time, and a transaction's partitions, need a report per message).
 DEFAULT_DELIVERY_REPORTS = {"flat_out": "failures", "fixed_rate": "all"}
 # keys = "order_id" sends the order's id text as the key.
 ORDER_ID_KEY_BYTES = len(str(uuid.UUID(int=0)))
@@ -74,7 +82,9 @@ _FIELD_OWNED_PRODUCER_KEYS = {key: f"the scenario field {field!r}; set that inst
     "batch.size": "batch_size",
     "enable.idempotence": "idempotence",
     "delivery.report.only.error": "delivery_reports",
+    "transactional.id": "transaction_size",
 }.items()}
+_FIELD_OWNED_CONSUMER_KEYS = {"isolation.level": "the scenario field 'isolation_level'; set that instead"}
 
 _TOPIC_NAME = re.compile(r"^[A-Za-z0-9._-]{1,249}$")
 
@@ -83,17 +93,16 @@ _RETIRED_FIELDS = {"fault_consumer_delay_ms": 'the slow-consumer fault, e.g. fau
                    "fault_tracker_stall_s": "nothing: it was a test seam"}
 
 
-def max_message_size(keys: str) -> int:
+def key_size(keys: str | KeyDistribution) -> int:
+    """Bytes of each message's key (every key of a distribution has the same length)."""
+    if isinstance(keys, KeyDistribution):
+        return keys.key_bytes()
+    return ORDER_ID_KEY_BYTES if keys == "order_id" else 0
+
+
+def max_message_size(keys: str | KeyDistribution) -> int:
     """The largest value librdkafka accepts with the trace headers and the chosen key."""
-    return MAX_VALUE_BYTES - TRACE_HEADERS_BYTES - (ORDER_ID_KEY_BYTES if keys == "order_id" else 0)
-
-
-@dataclasses.dataclass(frozen=True)
-class Phase:
-    """One step of a rate schedule."""
-
-    duration_s: float
-    rate: float
+    return MAX_VALUE_BYTES - TRACE_HEADERS_BYTES - key_size(keys)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -105,7 +114,8 @@ class Scenario:
     # Topic settings; None leaves the broker's default (not set on the topic, not checked).
     min_insync_replicas: int | None = None
     unclean_leader_election: bool | None = None
-    message_size: int = 200
+    # Bytes, or a distribution of sizes (bench/core/distributions.py).
+    message_size: int | SizeDistribution = 200
     payload: str = "order"
     compression: str = "none"
     compression_level: int = -1
@@ -118,13 +128,22 @@ class Scenario:
     linger_ms: float = 5.0
     batch_size: int = 1_000_000
     idempotence: bool = False
-    keys: str = "none"
+    # "none" | "order_id", or a distribution of keys (bench/core/distributions.py).
+    keys: str | KeyDistribution = "none"
     # "all" | "failures"; None: "failures" flat out, "all" at a fixed rate (resolved on construction).
     delivery_reports: str | None = None
     producer_config: Mapping[str, Any] = dataclasses.field(default_factory=dict)
     consumer_config: Mapping[str, Any] = dataclasses.field(default_factory=dict)
     # After producing, the tracker gives up after this long without consuming any of the run's messages.
     drain_timeout_s: float = 10.0
+    # Messages per transaction (0: none). Each producer process is transactional, with its own
+    # transactional.id, and commits or aborts every transaction_size messages.
+    transaction_size: int = 0
+    # Share of transactions aborted: transaction t aborts when floor((t+1)r) > floor(tr), so
+    # exactly that share of every 1/r transactions.
+    transaction_abort_ratio: float = 0.0
+    # The tracker's isolation.level: read_committed sees committed transactions only.
+    isolation_level: str = "read_committed"
     # Faults during the run, in the --fault syntax (docs/faults.md), e.g. "kill:leader@20+10" or
     # "slow-consumer=20ms@10+15".
     faults: tuple[str, ...] = ()
@@ -156,9 +175,8 @@ class Scenario:
         unknown = sorted(set(fields) - FIELD_NAMES)
         if unknown:
             raise UsageError(f"{source}: {unknown_field(unknown[0])}")
-        for size_field in ("message_size", "batch_size"):
-            if size_field in fields:
-                fields[size_field] = parse_size(fields[size_field], size_field)
+        if "batch_size" in fields:
+            fields["batch_size"] = parse_size(fields["batch_size"], "batch_size")
         if "acks" in fields and isinstance(fields["acks"], int) and not isinstance(fields["acks"], bool):
             fields["acks"] = str(fields["acks"])
         if fields.get("acks") == "-1":
@@ -206,13 +224,27 @@ class Scenario:
         if self.rate == 0 and not self.phases:
             return None
         messages = sum(phase.rate * phase.duration_s for phase in self.schedule())
-        return round(messages * self.message_size * self.replication_factor)
+        return round(messages * self.mean_message_size() * self.replication_factor)
+
+    def value_sizes(self) -> list[int]:
+        """The value sizes a producer cycles through (one for a fixed size)."""
+        if isinstance(self.message_size, SizeDistribution):
+            return size_pool(self.message_size)
+        return [self.message_size]
+
+    def mean_message_size(self) -> float:
+        """Mean value bytes per message as sent (over the pool's whole cycles: exact for a fixed size)."""
+        return pool_mean(self.value_sizes())
 
     def to_dict(self) -> dict[str, Any]:
         """Every field as plain JSON values, secret settings redacted."""
         values = dataclasses.asdict(self)
         values["producer_config"] = dict(self.producer_config)
         values["consumer_config"] = dict(self.consumer_config)
+        for field in ("message_size", "keys"):
+            value = getattr(self, field)
+            if isinstance(value, (SizeDistribution, KeyDistribution)):
+                values[field] = value.to_dict()
         return redact_secrets(values)
 
     def fingerprint(self) -> str:
@@ -237,11 +269,11 @@ def _validate(scenario: Scenario) -> None:
         raise UsageError(f"topic: {scenario.topic!r} is not a Kafka topic name (1-249 of A-Z a-z 0-9 . _ -)")
     check_int("partitions", scenario.partitions, 1, 10_000)
     check_int("replication_factor", scenario.replication_factor, 1, 32)
-    _check_replication(scenario)
+    check_replication(scenario)
     check_choice("payload", scenario.payload, PAYLOAD_KINDS)
     check_choice("compression", scenario.compression, COMPRESSIONS)
     check_choice("acks", scenario.acks, ACKS)
-    check_choice("keys", scenario.keys, KEY_MODES)
+    object.__setattr__(scenario, "keys", parse_keys(scenario.keys, KEY_MODES))
     low, high = COMPRESSION_LEVELS[scenario.compression]
     if high == -1 and scenario.compression_level != -1:
         raise UsageError(f"compression_level: {scenario.compression} has no levels (allowed -1 = default)")
@@ -249,13 +281,16 @@ def _validate(scenario: Scenario) -> None:
     if scenario.compression_level != -1 and scenario.compression_level < low:
         raise UsageError(f"compression_level: {scenario.compression_level} is out of range for {scenario.compression} "
                          f"(allowed -1 or {low}..{high})")
-    check_int("message_size", scenario.message_size, 1, None)
+    size = parse_message_size(scenario.message_size)
+    object.__setattr__(scenario, "message_size", size)
+    largest = size.largest if isinstance(size, SizeDistribution) else size
+    check_int("message_size", largest, 1, None)
     limit = max_message_size(scenario.keys)
-    if scenario.message_size > limit:
+    if largest > limit:
         raise UsageError(
-            f"message_size: {scenario.message_size:,} bytes is above the client limit; at most {limit:,} bytes "
+            f"message_size: {largest:,} bytes is above the client limit; at most {limit:,} bytes "
             f"(librdkafka message.max.bytes {CLIENT_MESSAGE_MAX_BYTES:,} minus record, trace header"
-            f"{' and order-id key' if scenario.keys == 'order_id' else ''} overhead)"
+            f"{' and key' if key_size(scenario.keys) else ''} overhead)"
         )
     check_int("batch_size", scenario.batch_size, *BATCH_SIZE_RANGE)
     check_number("rate", scenario.rate, 0, None)
@@ -273,51 +308,22 @@ def _validate(scenario: Scenario) -> None:
         raise UsageError(f"idempotence: expected true or false, not {scenario.idempotence!r}")
     if scenario.idempotence and scenario.acks != "all":
         raise UsageError(f"idempotence: needs acks = \"all\" (librdkafka refuses acks={scenario.acks} with idempotence)")
-    _check_phases(scenario)
+    check_phases(scenario)
     _check_delivery_reports(scenario)
-    _check_faults(scenario)
+    check_transactions(scenario)
+    check_faults(scenario)
     producer_config = check_client_config("producer_config", scenario.producer_config, _FIELD_OWNED_PRODUCER_KEYS)
     object.__setattr__(scenario, "producer_config", producer_config)
-    object.__setattr__(scenario, "consumer_config", check_client_config("consumer_config", scenario.consumer_config, {}))
+    object.__setattr__(scenario, "consumer_config", check_client_config("consumer_config", scenario.consumer_config,
+                                                                              _FIELD_OWNED_CONSUMER_KEYS))
 
 
 def _check_delivery_reports(scenario: Scenario) -> None:
     """None resolves by rate (DEFAULT_DELIVERY_REPORTS), so a result states the mode that ran."""
     if scenario.delivery_reports is None:
-        object.__setattr__(scenario, "delivery_reports",
-                           DEFAULT_DELIVERY_REPORTS["flat_out" if scenario.rate == 0 else "fixed_rate"])
+        mode = "fixed_rate" if scenario.rate or scenario.transaction_size else "flat_out"
+        object.__setattr__(scenario, "delivery_reports", DEFAULT_DELIVERY_REPORTS[mode])
     check_choice("delivery_reports", scenario.delivery_reports, DELIVERY_REPORTS)
-
-
-def _check_replication(scenario: Scenario) -> None:
-    if scenario.min_insync_replicas is not None:
-        check_int("min_insync_replicas", scenario.min_insync_replicas, 1, 32)
-        if scenario.min_insync_replicas > scenario.replication_factor:
-            raise UsageError(
-                f"min_insync_replicas: {scenario.min_insync_replicas} is more than replication_factor "
-                f"({scenario.replication_factor}); no acks=all write could ever succeed"
-            )
-    if scenario.unclean_leader_election is not None and not isinstance(scenario.unclean_leader_election, bool):
-        raise UsageError(f"unclean_leader_election: expected true or false, not {scenario.unclean_leader_election!r}")
-
-def _check_phases(scenario: Scenario) -> None:
-    if not isinstance(scenario.phases, tuple) or not all(isinstance(p, Phase) for p in scenario.phases):
-        raise UsageError("phases: expected a list of {duration_s, rate} tables")
-    for index, phase in enumerate(scenario.phases):
-        check_number(f"phases[{index}].duration_s", phase.duration_s, 0, None, open_low=True)
-        check_number(f"phases[{index}].rate", phase.rate, 0, None, open_low=True)
-    if scenario.phases:
-        if abs(sum(p.duration_s for p in scenario.phases) - scenario.duration_s) > 1e-9:
-            raise UsageError("duration_s: with phases it is their sum; leave duration_s out")
-        if scenario.rate != max(p.rate for p in scenario.phases):
-            raise UsageError("rate: with phases the rate comes from them; leave rate out")
-
-def _check_faults(scenario: Scenario) -> None:
-    if isinstance(scenario.faults, str) or not isinstance(scenario.faults, (list, tuple)):
-        raise UsageError('faults: expected a list of faults like ["kill:leader@20+10"]')
-    parsed = parse_faults([text if isinstance(text, str) else repr(text) for text in scenario.faults])
-    check_schedule(parsed, scenario.duration_s)
-    object.__setattr__(scenario, "faults", tuple(str(fault) for fault in parsed))
 
 
 # -- overrides ------------------------------------------------------------------------------

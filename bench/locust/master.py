@@ -307,12 +307,13 @@ def in_native_thread(function, *args):
     return value
 
 
-def _offset_delta(bootstrap: str, scenario: Scenario, start_offsets: Mapping[int, int]) -> tuple[int | None, str]:
-    """How many records the topic gained during the test by the broker's own offsets, read with
-    the scenario's client settings (a SASL/SSL cluster answers nothing without them); None with
-    the reason when they could not be read."""
+def _offset_delta(bootstrap: str, scenario: Scenario,
+                  start_offsets: Mapping[int, int]) -> tuple[dict[int, int] | None, str]:
+    """How many records each partition gained during the test by the broker's own offsets, read
+    with the scenario's client settings (a SASL/SSL cluster answers nothing without them); None
+    with the reason when they could not be read."""
     try:
         end = scenario_watermarks(scenario, bootstrap)
     except StreamStoreError as error:
         return None, f"{OFFSETS_NOT_READ}: {error}"
-    return sum(high - start_offsets.get(p, 0) for p, (_, high) in end.items()), OFFSETS_NOT_READ
+    return {p: high - start_offsets.get(p, 0) for p, (_, high) in end.items()}, OFFSETS_NOT_READ

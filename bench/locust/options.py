@@ -96,6 +96,10 @@ def scenario_from_options(options) -> Scenario:
         base = Scenario.from_toml(options.scenario)
         if base.phases:
             raise UsageError(f"{options.scenario}: rate phases do not apply to Locust; use --load-steps for steps")
+        if base.transaction_size:
+            # Commit and abort block until the coordinator answers: in gevent that stalls every user.
+            raise UsageError(f"{options.scenario}: transactions do not apply to Locust (a commit blocks the whole "
+                             "worker); run it with bench run")
         values = {**base.to_dict(), "producer_config": dict(base.producer_config),
                   "consumer_config": dict(base.consumer_config)}
         values.pop("phases")

@@ -11,11 +11,13 @@ from typing import Any
 
 from bench.core.audit import ProducerAccount, run_verdict, trace_sample_every
 from bench.core.merge import RunMeasurements
+from bench.core.partitions import partitions_section
 from bench.core.result import RunResult, broker_section, clamped_warnings, latency_summaries, run_counts, run_throughput
 from bench.core.scenario import Scenario
 from bench.locust.options import parse_load_steps
 from bench.results.fingerprint import fingerprint_of
 from bench.results.histograms import decode_histogram, encode_histogram, new_latency_histogram
+from bench.results.window import measured_seconds
 
 # The worker name of the local runner's own producer in the merged counts.
 LOCAL_WORKER = "local"
@@ -130,8 +132,11 @@ def locust_scenario(scenario: Scenario, user_rate: float, users: int, run_time_s
     return {**values, "user_rate": user_rate, "users": users, "duration_s": run_time_s}
 
 
-def locust_result(run, ended_at: float, offset_delta: tuple[int | None, str]) -> RunResult:
-    """The test's result as the master (or local runner) writes it; run: the LocustRun."""
+def locust_result(run, ended_at: float, offset_deltas: tuple[dict[int, int] | None, str]) -> RunResult:
+    """The test's result as the master (or local runner) writes it; run: the LocustRun.
+    offset_deltas: per partition, the records the topic gained (None: unread, and why)."""
+    per_partition = offset_deltas[0]
+    offset_delta = (None if per_partition is None else sum(per_partition.values()), offset_deltas[1])
     totals = run.recorder.totals()
     audit = run.measured.audit(run.method, run.workers.producer_accounts())
     verdict = run_verdict(interrupted=False, failure=run.failure, failed=totals["failed"], lost=audit.lost)
@@ -154,13 +159,19 @@ def locust_result(run, ended_at: float, offset_delta: tuple[int | None, str]) ->
         warmup_s=run.scenario.warmup_s, verdict=verdict, audit=audit.method,
         counts=run_counts(totals, failed=totals["failed"], audit=audit, tracker_ran=run.tracker is not None,
                           broker_offset_delta=offset_delta[0], offset_delta_reason=offset_delta[1]),
-        throughput=run_throughput(series, run.scenario.warmup_s, run.scenario.message_size, acked=totals["acked"],
+        throughput=run_throughput(series, run.scenario.warmup_s, run.scenario.mean_message_size(), acked=totals["acked"],
                                   producing_s=timing["producing_s"], elapsed_s=timing["elapsed_s"]),
         latency_us=latency_summaries(run.recorder, run.tracked, tracked=run.tracker is not None,
                                      sample_every=trace_sample_every(run.tracked)),
         series=series, warnings=warnings,
         same_host=hosts <= {socket.gethostname(), LOCAL_WORKER},
-        sections={"locust": {
+        sections={"partitions": partitions_section(
+            acked=None, acked_unknown="the Locust workers report acks per second, not per partition",
+            consumed=run.measured.partition_consumed.totals(), offset_delta=per_partition,
+            lag_by_partition=series.get("lag_messages_by_partition") or {},
+            window=measured_seconds(series.get("t_s") or [], run.scenario.warmup_s, series.get("sent")),
+            offsets_unread=offset_deltas[1]) if run.tracker is not None else None,
+            "locust": {
             "users": run.peak_users,
             "user_rate": run.rate_per_user,
             "first_send_at": timing["first_send_at"],

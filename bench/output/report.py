@@ -1,117 +1,45 @@
-"""report.md and self-contained report.html for a run folder, a comparison or a regression gate.
+"""report.md and self-contained report.html for a run folder, and the summary of a regression
+gate (the blocks and their rendering are bench/output/document.py; a comparison's report is
+bench/output/compare_report.py).
 
-A report is a list of blocks rendered twice: to Markdown (images linked) and to HTML (images
-embedded as base64, so the file can be mailed or uploaded as one artifact).
+A run's report reads top-down: a summary (verdict, throughput, the percentiles that matter,
+lost and duplicated, failover in one line), then the sections of RUN_SECTIONS, linked from the top.
 """
 
 from __future__ import annotations
 
-import base64
-import html
 import json
 import os
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from bench.analysis.compare import DeltaRow, Verdict
-from bench.analysis.failover import FAILOVER_COLUMNS, failover_row
+from bench.analysis.compare import Verdict
+from bench.analysis.failover import FAILOVER_COLUMNS, failover_rows, failover_summary, producing_end_s
 from bench.analysis.stats import derive_warnings
 from bench.output import plots
+from bench.output.compare_report import write_compare_report
+from bench.output.document import (
+    Block,
+    Section,
+    assemble,
+    bullet_list,
+    heading,
+    image,
+    paragraph,
+    summary,
+    table,
+    to_html,
+    to_markdown,
+    write_documents,
+)
 from bench.results.formatting import describe_environment, describe_scenario, format_change, format_us, format_value
 from bench.results.metrics import CLIENT_LATENCY_LABELS, LATENCY_LABELS, METRICS, SUMMARY_PERCENTILES, latency_title
-from bench.results.store import load_result, write_text_atomic
+from bench.results.store import load_result
 from streamstore.errors import UsageError
 
-
-@dataclass(frozen=True)
-class Block:
-    kind: str  # "h1" | "h2" | "h3" | "p" | "ul" | "table" | "img"
-    text: str = ""
-    items: tuple[str, ...] = ()
-    header: tuple[str, ...] = ()
-    rows: tuple[tuple[str, ...], ...] = ()
-
-
-def heading(text: str, level: int = 2) -> Block:
-    return Block(f"h{level}", text)
-
-
-def paragraph(text: str) -> Block:
-    return Block("p", text)
-
-
-def bullet_list(items: Sequence[str]) -> Block:
-    return Block("ul", items=tuple(items))
-
-
-def table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> Block:
-    return Block("table", header=tuple(header), rows=tuple(tuple(r) for r in rows))
-
-
-def image(file_name: str) -> Block:
-    return Block("img", file_name)
-
-
-# ---------------------------------------------------------------------------------------------
-# Rendering
-
-
-def _markdown_row(cells: Sequence[str]) -> str:
-    return "| " + " | ".join(cell.replace("|", "\\|") for cell in cells) + " |"
-
-
-def to_markdown(blocks: Sequence[Block]) -> str:
-    out = []
-    for block in blocks:
-        if block.kind in ("h1", "h2", "h3"):
-            out.append("#" * int(block.kind[1]) + " " + block.text)
-        elif block.kind == "p":
-            out.append(block.text)
-        elif block.kind == "ul":
-            out.append("\n".join(f"- {item}" for item in block.items))
-        elif block.kind == "table":
-            lines = [_markdown_row(block.header), "|" + "---|" * len(block.header)]
-            lines += [_markdown_row(row) for row in block.rows]
-            out.append("\n".join(lines))
-        elif block.kind == "img":
-            out.append(f"![{Path(block.text).stem.replace('_', ' ')}]({block.text})")
-    return "\n\n".join(out) + "\n"
-
-
-_HTML_STYLE = """body{font-family:system-ui,sans-serif;max-width:1150px;margin:2em auto;padding:0 1em;color:#222}
-table{border-collapse:collapse;margin:.5em 0}th,td{border:1px solid #ccc;padding:.25em .6em;text-align:right}
-th{background:#f3f3f3}td:first-child,th:first-child{text-align:left}img{max-width:100%;border:1px solid #eee}
-"""
-
-
-def to_html(blocks: Sequence[Block], title: str, image_folder: Path) -> str:
-    out = [f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
-           f"<style>{_HTML_STYLE}</style></head><body>"]
-    for block in blocks:
-        if block.kind in ("h1", "h2", "h3"):
-            out.append(f"<{block.kind}>{html.escape(block.text)}</{block.kind}>")
-        elif block.kind == "p":
-            out.append(f"<p>{html.escape(block.text)}</p>")
-        elif block.kind == "ul":
-            out.append("<ul>" + "".join(f"<li>{html.escape(i)}</li>" for i in block.items) + "</ul>")
-        elif block.kind == "table":
-            head = "".join(f"<th>{html.escape(c)}</th>" for c in block.header)
-            body = "".join("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in row) + "</tr>" for row in block.rows)
-            out.append(f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>")
-        elif block.kind == "img":
-            data = base64.b64encode((image_folder / block.text).read_bytes()).decode("ascii")
-            out.append(f"<p><img alt='{html.escape(block.text)}' src='data:image/png;base64,{data}'></p>")
-    out.append("</body></html>")
-    return "\n".join(out) + "\n"
-
-
-def write_documents(folder: Path, blocks: Sequence[Block], title: str, stem: str = "report") -> list[Path]:
-    markdown, page = folder / f"{stem}.md", folder / f"{stem}.html"
-    write_text_atomic(markdown, to_markdown(blocks))
-    write_text_atomic(page, to_html(blocks, title, folder))
-    return [markdown, page]
+__all__ = ["Block", "to_html", "to_markdown", "write_compare_report", "write_documents", "write_run_report",
+           "run_report_blocks", "regress_summary_blocks", "SUMMARY_METRICS", "RUN_SECTIONS"]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -140,8 +68,7 @@ def _delivery_report_blocks(result: Mapping[str, Any]) -> list[Block]:
         return []
     reasons = {summary["not_measured"] for summary in (result.get("latency_us") or {}).values()
                if isinstance(summary, Mapping) and summary.get("not_measured")}
-    blocks = [heading("librdkafka's own latency (failures-only delivery reports)"),
-              paragraph("Delivery reports for failed messages only; " + "; ".join(sorted(reasons)) + "."
+    blocks = [paragraph("Delivery reports for failed messages only; " + "; ".join(sorted(reasons)) + "."
                         if reasons else "Delivery reports for failed messages only.")]
     client = result.get("client_latency_us") or {}
     rows = []
@@ -208,6 +135,31 @@ def _large_message_table(result: Mapping[str, Any]) -> Block | None:
                   *(("Java EndToEndLatency end-to-end (mean)",) if peer else ())), body)
 
 
+def _partitions_section(result: Mapping[str, Any], _plots: Sequence[str]) -> list[Block]:
+    """Per-partition counts: the skew of the keys."""
+    section = result.get("partitions") or {}
+    rows = section.get("by_partition") or {}
+    if not rows:
+        return []
+    columns = [c for c in ("acked", "consumed", "committed", "aborted", "markers", "broker_offset_delta", "lag_max")
+               if any(c in row for row in rows.values())]
+    return [paragraph(f"Skew (busiest partition / mean): {section.get('skew')}."),
+            table(("partition", *columns), [(p, *("-" if rows[p].get(c) is None else f"{rows[p][c]:,}" for c in columns))
+                                            for p in sorted(rows, key=int)])]
+
+
+def _transactions_section(result: Mapping[str, Any], _plots: Sequence[str]) -> list[Block]:
+    """The transactions' account: committed + aborted records + markers = the broker's offset delta."""
+    transactions = result.get("transactions")
+    if not transactions:
+        return []
+    figures = [(k, f"{v:,}" if isinstance(v, int) else str(v)) for k, v in transactions.items() if k != "offsets"]
+    offsets = transactions["offsets"]
+    figures.append(("offsets check", f"{offsets['expected_delta']:,} expected, broker {offsets['broker_offset_delta']}"
+                                     f" ({'holds' if offsets['holds'] else 'not checked' if offsets['holds'] is None else 'FAILS'})"))
+    return [table(("figure", "value"), figures)]
+
+
 def _flat_items(mapping: Mapping[str, Any], prefix: str = "") -> list[tuple[str, str]]:
     items = []
     for key, value in mapping.items():
@@ -218,43 +170,144 @@ def _flat_items(mapping: Mapping[str, Any], prefix: str = "") -> list[tuple[str,
     return items
 
 
-def run_report_blocks(result: Mapping[str, Any], plot_files: Sequence[str]) -> list[Block]:
-    scenario_name = (result.get("scenario") or {}).get("name") or result.get("kind")
-    blocks = [
-        heading(f"{result.get('kind', 'run')} report: {scenario_name}", 1),
-        paragraph(f"Status: {result.get('status')}{' - ' + result['failure'] if result.get('failure') else ''}. "
-                  f"Started {result.get('started_at')}, ended {result.get('ended_at')}."),
-        paragraph(f"Scenario: {describe_scenario(result)}."),
-        paragraph(f"Environment: {describe_environment(result)}."),
-    ]
+# The latencies whose percentiles the summary gives, and which percentiles.
+SUMMARY_LATENCIES = ("service_time", "end_to_end")
+SUMMARY_LATENCY_STATISTICS = ("p50", "p99", "p99_9")
+
+
+def _verdict_line(result: Mapping[str, Any]) -> str:
+    counts = result.get("counts") or {}
+    status = str(result.get("status") or "status not recorded")
+    if result.get("failure"):
+        status += f" ({result['failure']})"
+    lost, duplicated = counts.get("lost"), counts.get("duplicated")
+    if lost is None or duplicated is None:
+        not_measured = result.get("counts_not_measured") or {}
+        audit = "lost/duplicated not measured: " + (not_measured.get("lost") or not_measured.get("duplicated")
+                                                    or "no audit")
+    elif lost == duplicated == 0:
+        audit = f"every acked order consumed exactly once (0 lost, 0 duplicated of {counts.get('acked') or 0:,} acked)"
+    else:
+        audit = f"{lost:,} lost, {duplicated:,} duplicated of {counts.get('acked') or 0:,} acked"
     warnings = derive_warnings(result)
-    blocks += [heading("Warnings"), bullet_list(warnings or ["none"])]
+    return f"Verdict: {status}; {audit}; " + (f"{len(warnings)} warning(s), see Warnings" if warnings else "no warnings")
+
+
+def _latency_line(result: Mapping[str, Any], kind: str) -> str | None:
+    summary_us = (result.get("latency_us") or {}).get(kind) or {}
+    if not summary_us.get("count"):
+        return None
+    figures = ", ".join(f"{statistic.replace('_', '.')} {format_us(summary_us.get(statistic))}"
+                        for statistic in SUMMARY_LATENCY_STATISTICS)
+    return f"{latency_title(kind)}: {figures}"
+
+
+def summary_lines(result: Mapping[str, Any]) -> list[str]:
+    """The summary at the top of a run's report: what a reader needs before any table."""
+    lines = [_verdict_line(result)]
+    throughput = [f"{METRICS[name].label} {format_value(value, METRICS[name].unit)}"
+                  for name in ("throughput", "consumed_throughput") if (value := METRICS[name].read(result)) is not None]
+    if throughput:
+        seconds = (result.get("throughput") or {}).get("measured_s")
+        lines.append(", ".join(throughput) + (f" (over {seconds} measured seconds)" if seconds else ""))
+    kinds = list(SUMMARY_LATENCIES)
+    send_delay_p99 = ((result.get("latency_us") or {}).get("send_delay") or {}).get("p99")
+    if send_delay_p99 and send_delay_p99 >= 1000:  # the generator was late: response time tells more
+        kinds.insert(1, "response_time")
+    lines += [line for kind in kinds if (line := _latency_line(result, kind))]
+    failover = failover_summary(result)
+    if failover:
+        lines.append("Failover: " + failover)
+    return lines
+
+
+def _summary_section(result: Mapping[str, Any], _plots: Sequence[str]) -> list[Block]:
+    return [summary(summary_lines(result))]
+
+
+def _warnings_section(result: Mapping[str, Any], _plots: Sequence[str]) -> list[Block]:
+    return [bullet_list(derive_warnings(result) or ["none"])]
+
+
+def _latency_section(result: Mapping[str, Any], _plots: Sequence[str]) -> list[Block]:
     latency = _latency_table(result)
-    if latency:
-        blocks += [heading("Latency (warm-up excluded)"), latency]
-    blocks += _delivery_report_blocks(result)
+    return [latency] if latency else []
+
+
+def _client_latency_section(result: Mapping[str, Any], _plots: Sequence[str]) -> list[Block]:
+    return _delivery_report_blocks(result)
+
+
+def _counts_section(result: Mapping[str, Any], _plots: Sequence[str]) -> list[Block]:
     throughput = _throughput_rows(result)
     counts = result.get("counts") or {}
-    if throughput or counts:
-        blocks += [heading("Throughput, lag and counts"),
-                   table(("figure", "value"), throughput + [(f"count {k}", f"{v:,}") for k, v in counts.items()
-                                                            if isinstance(v, int)])]
+    if not (throughput or counts):
+        return []
+    return [table(("figure", "value"), throughput + [(f"count {k}", f"{v:,}") for k, v in counts.items()
+                                                     if isinstance(v, int)])]
+
+
+def _failover_section(result: Mapping[str, Any], _plots: Sequence[str]) -> list[Block]:
     faults = (result.get("failover") or {}).get("faults") or []
-    if faults:
-        blocks += [heading("Failover (per fault and node)"), table(FAILOVER_COLUMNS, [failover_row(f) for f in faults])]
+    if not faults:
+        return []
+    rows, notes = failover_rows(faults, producing_end_s(result))
+    return [table(FAILOVER_COLUMNS, rows)] + ([paragraph("Notes:"), bullet_list(notes)] if notes else [])
+
+
+def _large_message_section(result: Mapping[str, Any], _plots: Sequence[str]) -> list[Block]:
     large = _large_message_table(result)
-    if large:
-        blocks += [heading("Large-message sweep"), large]
-    if result.get("events"):
-        blocks += [heading("Events"), table(("t (s)", "event", "detail"),
-                                            [(f"{e['t_s']:g}", e["kind"], e.get("detail") or "") for e in result["events"]])]
-    if plot_files:
-        blocks.append(heading("Plots"))
-        blocks += [image(name) for name in plot_files]
-    blocks += [heading("Scenario as run"), table(("field", "value"), _flat_items(result.get("scenario") or {}))]
+    return [large] if large else []
+
+
+def _events_section(result: Mapping[str, Any], _plots: Sequence[str]) -> list[Block]:
+    if not result.get("events"):
+        return []
+    return [table(("t (s)", "event", "detail"), [(f"{e['t_s']:g}", e["kind"], e.get("detail") or "")
+                                                 for e in result["events"]])]
+
+
+def _plots_section(_result: Mapping[str, Any], plot_files: Sequence[str]) -> list[Block]:
+    return [image(name) for name in plot_files]
+
+
+def _scenario_section(result: Mapping[str, Any], _plots: Sequence[str]) -> list[Block]:
+    return [table(("field", "value"), _flat_items(result.get("scenario") or {}))]
+
+
+def _environment_section(result: Mapping[str, Any], _plots: Sequence[str]) -> list[Block]:
     environment = {**(result.get("environment") or {}), "broker": result.get("broker") or {}}
-    blocks += [heading("Environment"), table(("field", "value"), _flat_items(environment))]
-    return blocks
+    return [table(("field", "value"), _flat_items(environment))]
+
+
+# A run's report, top-down. Each builder takes (result, plot file names) and returns the
+# section's body; an empty body leaves the section (and its link) out.
+RUN_SECTIONS = (
+    Section("Summary", _summary_section),
+    Section("Warnings", _warnings_section),
+    Section("Latency (warm-up excluded)", _latency_section),
+    Section("librdkafka's own latency (failures-only delivery reports)", _client_latency_section),
+    Section("Throughput, lag and counts", _counts_section),
+    Section("Per partition", _partitions_section),
+    Section("Transactions", _transactions_section),
+    Section("Failover (per fault and node)", _failover_section),
+    Section("Large-message sweep", _large_message_section),
+    Section("Plots", _plots_section),
+    Section("Events", _events_section),
+    Section("Scenario as run", _scenario_section),
+    Section("Environment", _environment_section),
+)
+
+
+def run_report_blocks(result: Mapping[str, Any], plot_files: Sequence[str]) -> list[Block]:
+    scenario_name = (result.get("scenario") or {}).get("name") or result.get("kind")
+    intro = [
+        paragraph(f"Scenario: {describe_scenario(result)}."),
+        paragraph(f"Status: {result.get('status')}{' - ' + result['failure'] if result.get('failure') else ''}. "
+                  f"Started {result.get('started_at')}, ended {result.get('ended_at')}. "
+                  f"Environment: {describe_environment(result)}."),
+    ]
+    return assemble(f"{result.get('kind', 'run')} report: {scenario_name}", intro, RUN_SECTIONS, result, plot_files)
 
 
 def write_run_report(folder: str | os.PathLike, result: Mapping[str, Any] | None = None) -> list[Path]:
@@ -271,60 +324,6 @@ def write_run_report(folder: str | os.PathLike, result: Mapping[str, Any] | None
     blocks = run_report_blocks(result, [p.name for p in plot_paths])
     title = f"{(result.get('scenario') or {}).get('name') or result.get('kind')} - StreamStore Bench"
     return plot_paths + write_documents(folder, blocks, title)
-
-
-# ---------------------------------------------------------------------------------------------
-# A comparison
-
-
-def compare_report_blocks(
-    labels: Sequence[str],
-    runs: Sequence[Mapping[str, Any]],
-    rows: Sequence[DeltaRow],
-    not_comparable: Mapping[str, Sequence[str]],
-    plot_files: Sequence[str],
-) -> list[Block]:
-    blocks = [heading(f"Comparison: {' vs '.join(labels)}", 1)]
-    blocks.append(bullet_list([f"{label}: {describe_scenario(run)} ({describe_environment(run)})"
-                               for label, run in zip(labels, runs)]))
-    if not_comparable:
-        blocks += [heading("Not comparable"),
-                   paragraph("These runs measured different scenarios (compared anyway with --force):"),
-                   bullet_list([f"{label} differs from {labels[0]}: {'; '.join(fields)}"
-                                for label, fields in not_comparable.items()])]
-    header = ["metric", *labels] + [f"{label} vs {labels[0]}" for label in labels[1:]]
-    body = []
-    for row in rows:
-        if all(v is None for v in row.values):
-            continue
-        changes = [format_change(c) + (" (worse)" if _is_worse(row, c) else "") for c in row.changes[1:]]
-        body.append((f"{row.label} ({row.unit})", *(format_value(v, row.unit) for v in row.values), *changes))
-    blocks += [heading("Deltas"), paragraph(f"Changes are relative to {labels[0]}; "
-                                            "latencies exclude warm-up. Significance: see bench regress."),
-               table(header, body)]
-    for label, run in zip(labels, runs):
-        warnings = derive_warnings(run)
-        if warnings:
-            blocks += [heading(f"Warnings: {label}", 3), bullet_list(warnings)]
-    if plot_files:
-        blocks.append(heading("Plots"))
-        blocks += [image(name) for name in plot_files]
-    return blocks
-
-
-def _is_worse(row: DeltaRow, change: float | None) -> bool:
-    if change is None:
-        return False
-    return change > 0 if row.worse_when == "higher" else change < 0
-
-
-def write_compare_report(
-    folder: Path, labels: Sequence[str], runs: Sequence[Mapping[str, Any]], rows: Sequence[DeltaRow],
-    not_comparable: Mapping[str, Sequence[str]],
-) -> list[Path]:
-    plot_paths = plots.write_compare_plots(list(zip(labels, runs)), folder)
-    blocks = compare_report_blocks(labels, runs, rows, not_comparable, [p.name for p in plot_paths])
-    return plot_paths + write_documents(folder, blocks, f"Comparison {' vs '.join(labels)}", stem="compare")
 
 
 # ---------------------------------------------------------------------------------------------

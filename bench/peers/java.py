@@ -85,8 +85,11 @@ class JavaPeer:
                 payload_path = Path(folder) / "payloads.txt"
                 payload_path.write_bytes(b"\n".join(payloads))
                 arguments += ["--payload-file", str(payload_path)]
-            else:
+            elif isinstance(scenario.message_size, int):
                 arguments += ["--record-size", str(scenario.message_size)]
+            else:
+                raise UsageError("--peer java: ProducerPerformance takes one --record-size; a message_size "
+                                 "distribution of random payloads has no payload file it can read")
             stdout = self._run(PRODUCER_PERFORMANCE, PRODUCER_PERFORMANCE_HEAP, arguments, timeout_s)
         try:
             return parse_producer_performance(stdout)

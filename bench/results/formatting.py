@@ -32,6 +32,16 @@ def format_bytes(size: float) -> str:
     return f"{size:,.0f} B"
 
 
+def format_size_field(value: Any) -> str:
+    """A scenario's `message_size`: a size, or its distribution in a few words."""
+    if not isinstance(value, Mapping):
+        return format_bytes(value)
+    if value.get("distribution") == "uniform":
+        return f"{format_bytes(value['min'])}-{format_bytes(value['max'])} uniform"
+    pairs = zip(value.get("sizes", []), value.get("weights", []))
+    return "weighted " + ", ".join(f"{format_bytes(size)} x{weight:g}" for size, weight in pairs)
+
+
 def format_us(value: float | None) -> str:
     """A latency in the unit a person reads: µs below 1 ms, ms below 10 s, else s."""
     if value is None:
@@ -58,6 +68,16 @@ def format_change(change: float | None) -> str:
     return "-" if change is None else f"{change:+.1%}"
 
 
+def format_delta(change: float | None, difference: float | None, unit: str) -> str:
+    """A change against a reference: relative, or absolute where the reference is 0 (lost 0 -> 12
+    is "+12 messages", not a ratio)."""
+    if change is not None or difference is None:
+        return format_change(change)
+    if difference == 0:
+        return "±0"
+    return ("+" if difference > 0 else "-") + format_value(abs(difference), unit)
+
+
 def describe_scenario(result: Mapping[str, Any]) -> str:
     """The scenario as a person reads it: what load, what message, which client settings."""
     scenario = result.get("scenario") or {}
@@ -82,14 +102,29 @@ def describe_scenario(result: Mapping[str, Any]) -> str:
     if scenario.get("duration_s") is not None:
         parts.append(f"{scenario['duration_s']:g} s (warm-up {scenario.get('warmup_s', 0):g} s)")
     if "message_size" in scenario:
-        parts.append(f"{format_bytes(scenario['message_size'])} {scenario.get('payload', '')}".strip())
+        parts.append(f"{format_size_field(scenario['message_size'])} {scenario.get('payload', '')}".strip())
+    if isinstance(scenario.get("keys"), Mapping):
+        keys = scenario["keys"]
+        parts.append(f"keys {keys['distribution']} over {keys['count']:,}"
+                     + (f" (s={keys['s']:g})" if "s" in keys else ""))
     if "partitions" in scenario:
         parts.append(f"{scenario['partitions']} partition{'s' if scenario['partitions'] != 1 else ''}")
     if scenario.get("producers", 1) != 1:
         parts.append(f"{scenario['producers']} producers")
-    for key, label in (("acks", "acks="), ("compression", "compression "), ("linger_ms", "linger.ms=")):
+    # The settings that decide durability and cost, each said even at its default: a reader
+    # comparing two runs must not have to guess whether idempotence was on.
+    if "replication_factor" in scenario:
+        parts.append(f"replication factor {scenario['replication_factor']}")
+    if "min_insync_replicas" in scenario:
+        parts.append(f"min ISR {scenario['min_insync_replicas'] if scenario['min_insync_replicas'] is not None else 'broker default'}")
+    for key, label in (("acks", "acks="), ("idempotence", "idempotence "), ("compression", "compression "),
+                       ("linger_ms", "linger.ms=")):
         if key in scenario:
-            parts.append(f"{label}{scenario[key]:g}" if isinstance(scenario[key], float) else f"{label}{scenario[key]}")
+            value = scenario[key]
+            text = ("on" if value else "off") if isinstance(value, bool) else f"{value:g}" if isinstance(value, float) else value
+            parts.append(f"{label}{text}")
+    if scenario.get("faults"):
+        parts.append("faults " + " ".join(scenario["faults"]))
     return ", ".join(parts)
 
 

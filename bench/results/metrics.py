@@ -28,6 +28,8 @@ LATENCY_LABELS = {
     "response_time": ("response time", "intended send -> ack"),
     "send_delay": ("send delay", "actual - intended send"),
     "end_to_end": ("end-to-end", "send -> consumed"),
+    # Transactions: the producer's commit_transaction() call, after a flush (EndTxn and markers).
+    "commit": ("commit latency", "commit_transaction() call"),
 }
 # The latencies drawn as distributions and kept as interval logs (send delay is a diagnostic).
 PLOTTED_LATENCIES = ("service_time", "response_time", "end_to_end")
@@ -89,6 +91,13 @@ def latency_title(kind: str) -> str:
     return f"{name} ({span})"
 
 
+# In a metric's path: every item of the list there, the worst of them counts.
+EACH = "*"
+# A fault run's figures per fault (result["failover"]["faults"], bench/analysis/failover.py).
+FAULT_WINDOW = ("each fault's window (its start to the end of the longest gap it caused); "
+                "the worst over the run's faults")
+
+
 @dataclass(frozen=True)
 class Metric:
     """One figure of a result: where it is kept and how to read and judge it."""
@@ -103,12 +112,22 @@ class Metric:
     floor: float = 0.0  # smallest absolute change (in `unit`) that can be a regression
 
     def read(self, result: Mapping[str, Any]) -> float | None:
-        value: Any = result
-        for key in self.path:
-            if not isinstance(value, Mapping):
+        return _read(result, self.path, self.worse_when)
+
+
+def _read(value: Any, path: tuple[str, ...], worse_when: str) -> float | None:
+    """The number at `path`; EACH in the path reads every item of a list there and keeps the
+    worst (a fault run's longest gap over its faults), None when no item has the figure."""
+    for index, key in enumerate(path):
+        if key == EACH:
+            if not isinstance(value, list):
                 return None
-            value = value.get(key)
-        return value if isinstance(value, (int, float)) and not isinstance(value, bool) else None
+            found = [v for item in value if (v := _read(item, path[index + 1:], worse_when)) is not None]
+            return (max if worse_when == "higher" else min)(found) if found else None
+        if not isinstance(value, Mapping):
+            return None
+        value = value.get(key)
+    return value if isinstance(value, (int, float)) and not isinstance(value, bool) else None
 
 
 # Smallest latency change that can be a regression: sub-millisecond noise never fails a build.
@@ -127,9 +146,20 @@ def _build() -> dict[str, Metric]:
                "lag_messages", LAG_FLOOR),
         Metric("lag_time_max", "consumer time lag max", "ms", "higher", ("lag", "max_time_ms"), MEASURED,
                "lag_time_ms", LAG_FLOOR),
+        # How unevenly the keys spread the records: the busiest partition over the mean (1 = even).
+        Metric("partition_skew", "partition skew (busiest / mean, consumed)", "ratio", "higher", ("partitions", "skew"),
+               WHOLE_RUN),
     ]
     metrics += [Metric(name, name, "messages", "higher" if name in ("failed", "lost", "duplicated", "malformed") else "lower",
                        ("counts", name), WHOLE_RUN) for name in COUNTS]
+    metrics += [
+        Metric("longest_ack_gap", "longest ack gap", "ms", "higher",
+               ("failover", "faults", EACH, "longest_ack_gap_ms"), FAULT_WINDOW),
+        Metric("longest_consume_gap", "longest consume gap", "ms", "higher",
+               ("failover", "faults", EACH, "longest_consume_gap_ms"), FAULT_WINDOW),
+        Metric("new_leader", "new leader after", "ms", "higher",
+               ("failover", "faults", EACH, "new_leader_ms"), FAULT_WINDOW),
+    ]
     for kind, (label, _span) in LATENCY_LABELS.items():
         for statistic in LATENCY_STATISTICS:
             series = latency_series_key(kind, statistic) if statistic in LATENCY_SERIES.get(kind, ()) else None

@@ -37,8 +37,14 @@ from bench.results.window import lag_summary, throughput_summary
 #      ack. load_result gives a file without these fields (versions 1-3, and version 4 files
 #      written before them) the version source inferred (only the embedded broker's version was
 #      recorded then) and a reason for every null.
-SCHEMA_VERSION = 4
-SUPPORTED_SCHEMA_VERSIONS = frozenset({1, 2, 3, 4})
+#   5  per-partition figures and transactions: a `partitions` section (per partition acked,
+#      consumed, broker_offset_delta, lag_max, with transactions committed, aborted and markers;
+#      `skew`, the busiest partition over the mean; `not_measured`), a `transactions` section
+#      (null without transactions) and latency_us.commit (the commit_transaction() call).
+#      scenario.message_size and scenario.keys may be distribution tables. load_result reads
+#      version 4 files with both sections null (they were not measured).
+SCHEMA_VERSION = 5
+SUPPORTED_SCHEMA_VERSIONS = frozenset({1, 2, 3, 4, 5})
 
 RESULT_KINDS = frozenset({"run", "large-message", "locust"})
 
@@ -141,6 +147,15 @@ def upgrade_v3(document: dict[str, Any]) -> dict[str, Any]:
     return document
 
 
+def upgrade_v4(document: dict[str, Any]) -> dict[str, Any]:
+    """A version 4 result in version 5's shape: no per-partition figures or transactions were
+    kept, so both sections are null (never an empty table that would read as "no partitions")."""
+    document.setdefault("partitions", None)
+    document.setdefault("transactions", None)
+    document["schema_version"] = 5
+    return document
+
+
 def upgrade(document: dict[str, Any]) -> dict[str, Any]:
     """A result of any supported version in the current version's shape."""
     written_as = document["schema_version"]
@@ -150,6 +165,8 @@ def upgrade(document: dict[str, Any]) -> dict[str, Any]:
         document = upgrade_v2(document)
     if document["schema_version"] == 3:
         document = upgrade_v3(document)
+    if document["schema_version"] == 4:
+        document = upgrade_v4(document)
     if not isinstance(document.get("broker"), dict) or "version_source" not in document["broker"]:
         document = measured_environment(document, written_as)
     return document

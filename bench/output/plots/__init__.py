@@ -30,6 +30,7 @@ def __getattr__(name: str) -> Any:
 
 def _run_plots() -> tuple:
     from bench.output.plots import runs
+    from bench.output.plots.partitions import plot_partitions
 
     return (
         ("latency_percentiles.png", runs.plot_latency_percentiles),
@@ -37,6 +38,7 @@ def _run_plots() -> tuple:
         ("throughput.png", runs.plot_throughput),
         ("consumer_lag.png", runs.plot_consumer_lag),
         ("failover.png", runs.plot_failover),
+        ("partitions.png", plot_partitions),
     )
 
 

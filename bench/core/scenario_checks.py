@@ -1,0 +1,77 @@
+"""Checks of a scenario that span several fields (replication, phases, faults, transactions),
+each failing with the one-line UsageError a user sees. Split from bench/core/scenario.py, which
+calls them on construction; `scenario` is the Scenario being built (may be normalized in place)."""
+
+from __future__ import annotations
+
+import dataclasses
+
+from bench.broker.fault_spec import check_schedule, parse_faults
+from bench.core.field_checks import check_choice, check_int, check_number
+from streamstore.errors import UsageError
+
+ISOLATION_LEVELS = ("read_committed", "read_uncommitted")
+# Messages per transaction at most (a transaction's records wait in the producer until it ends).
+MAX_TRANSACTION_SIZE = 1_000_000
+
+
+@dataclasses.dataclass(frozen=True)
+class Phase:
+    """One step of a rate schedule."""
+
+    duration_s: float
+    rate: float
+
+
+def check_replication(scenario) -> None:
+    if scenario.min_insync_replicas is not None:
+        check_int("min_insync_replicas", scenario.min_insync_replicas, 1, 32)
+        if scenario.min_insync_replicas > scenario.replication_factor:
+            raise UsageError(
+                f"min_insync_replicas: {scenario.min_insync_replicas} is more than replication_factor "
+                f"({scenario.replication_factor}); no acks=all write could ever succeed"
+            )
+    if scenario.unclean_leader_election is not None and not isinstance(scenario.unclean_leader_election, bool):
+        raise UsageError(f"unclean_leader_election: expected true or false, not {scenario.unclean_leader_election!r}")
+
+def check_phases(scenario) -> None:
+    if not isinstance(scenario.phases, tuple) or not all(isinstance(p, Phase) for p in scenario.phases):
+        raise UsageError("phases: expected a list of {duration_s, rate} tables")
+    for index, phase in enumerate(scenario.phases):
+        check_number(f"phases[{index}].duration_s", phase.duration_s, 0, None, open_low=True)
+        check_number(f"phases[{index}].rate", phase.rate, 0, None, open_low=True)
+    if scenario.phases:
+        if abs(sum(p.duration_s for p in scenario.phases) - scenario.duration_s) > 1e-9:
+            raise UsageError("duration_s: with phases it is their sum; leave duration_s out")
+        if scenario.rate != max(p.rate for p in scenario.phases):
+            raise UsageError("rate: with phases the rate comes from them; leave rate out")
+
+def check_faults(scenario) -> None:
+    if isinstance(scenario.faults, str) or not isinstance(scenario.faults, (list, tuple)):
+        raise UsageError('faults: expected a list of faults like ["kill:leader@20+10"]')
+    parsed = parse_faults([text if isinstance(text, str) else repr(text) for text in scenario.faults])
+    check_schedule(parsed, scenario.duration_s)
+    object.__setattr__(scenario, "faults", tuple(str(fault) for fault in parsed))
+
+
+def check_transactions(scenario) -> None:
+    """transaction_size, transaction_abort_ratio, isolation_level. A transactional producer is
+    idempotent (librdkafka enables it), so `idempotence` is set to say so in the result; it
+    needs acks=all and a delivery report per message (the audit needs each transaction's
+    partitions: one commit or abort marker per partition and transaction)."""
+    check_int("transaction_size", scenario.transaction_size, 0, MAX_TRANSACTION_SIZE)
+    check_number("transaction_abort_ratio", scenario.transaction_abort_ratio, 0, 1)
+    object.__setattr__(scenario, "transaction_abort_ratio", float(scenario.transaction_abort_ratio))
+    check_choice("isolation_level", scenario.isolation_level, ISOLATION_LEVELS)
+    if not scenario.transaction_size:
+        if scenario.transaction_abort_ratio:
+            raise UsageError("transaction_abort_ratio: needs transactions; set transaction_size (messages per transaction)")
+        return
+    if scenario.transaction_abort_ratio >= 1:
+        raise UsageError("transaction_abort_ratio: 1 aborts every transaction; allowed 0 <= ratio < 1")
+    if scenario.acks != "all":
+        raise UsageError(f'transaction_size: transactions need acks = "all" (not {scenario.acks})')
+    if scenario.delivery_reports == "failures":
+        raise UsageError('delivery_reports: transactions need "all" (a report per message tells the audit '
+                         "which partitions each transaction wrote)")
+    object.__setattr__(scenario, "idempotence", True)
