@@ -25,11 +25,15 @@ bench: $(STAMP)
 # own embedded broker; the brokers that tests fault are started once and their tests kept on one
 # worker (--dist loadgroup, tests/conftest.py). The 15 slowest tests are listed at the end.
 TEST_WORKERS ?= 4
+# tests/test_kafka_versions.py also runs one short run on the previous default (3.x line), on
+# its own embedded broker: its jars are fetched before the tests too.
+PREVIOUS_KAFKA_VERSION := 3.8.1
 PYTEST_PARALLEL = -n $(TEST_WORKERS) --dist loadgroup --durations=15
 # Tests marked timing (latency truth, the regression gate, a stalled generator) judge latencies
 # that the other workers' brokers on the same cores would distort: they run alone, afterwards.
 test: $(STAMP)
 	@[ -n "$$KAFKA_BOOTSTRAP_SERVERS" ] || $(PY) -m bench broker provision
+	$(PY) -m bench broker provision --kafka-version $(PREVIOUS_KAFKA_VERSION)
 	$(PY) -m pytest $(PYTEST_PARALLEL) -m "not timing"
 	$(PY) -m pytest -m timing --durations=5
 
@@ -37,6 +41,7 @@ test: $(STAMP)
 # the 1 GB message, the regression gate's three runs).
 test-fast: $(STAMP)
 	@[ -n "$$KAFKA_BOOTSTRAP_SERVERS" ] || $(PY) -m bench broker provision
+	$(PY) -m bench broker provision --kafka-version $(PREVIOUS_KAFKA_VERSION)
 	$(PY) -m pytest $(PYTEST_PARALLEL) -m "not slow and not timing"
 	$(PY) -m pytest -m "timing and not slow"
 

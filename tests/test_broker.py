@@ -192,10 +192,11 @@ def test_storage_format_that_hangs_is_stopped_at_its_timeout_with_one_line(broke
 
 
 def test_unsupported_kafka_version_is_one_clear_line(broker_flags):
-    started = bench_broker("start", "--kafka-version", "4.0.0", *broker_flags)
+    started = bench_broker("start", "--kafka-version", "4.5.0", *broker_flags)
     assert started.returncode == 2
     assert len(started.stderr.splitlines()) == 1
-    assert started.stderr.startswith("error: --kafka-version '4.0.0': the embedded broker runs Apache Kafka 3.3.x-3.9.x")
+    assert started.stderr.startswith(
+        "error: --kafka-version '4.5.0': the embedded broker runs Apache Kafka 3.3.x-3.9.x and 4.0.x-4.4.x")
 
 
 def test_port_in_use_is_a_usage_error(broker_flags):
@@ -314,10 +315,10 @@ def test_ensure_broker_auto_starts_and_stops_the_embedded_broker(tmp_path):
 def test_older_kafka_on_newer_data_is_a_usage_error(broker_flags):
     state_dir = Path(broker_flags[-1])
     state_dir.mkdir(parents=True)
-    (state_dir / "formatted-by.version").write_text("3.9.0\n")
+    (state_dir / "formatted-by.version").write_text("4.9.0\n")
     started = bench_broker("start", *broker_flags)
     assert started.returncode == 2
     assert started.stderr == (
-        f"error: {state_dir} holds data of Apache Kafka 3.9.0, which {DEFAULT_KAFKA_VERSION} cannot read: "
+        f"error: {state_dir} holds data of Apache Kafka 4.9.0, which {DEFAULT_KAFKA_VERSION} cannot read: "
         "choose another --state-dir (or delete that one)\n"
     )

@@ -20,7 +20,7 @@ from kafka_truth import PROJECT_ROOT, assert_counts_match_broker, bench_command,
 from test_broker import process_alive
 
 from bench.broker.cluster import EmbeddedCluster
-from bench.broker.embedded import PROPERTIES_HEADER, EmbeddedBroker, port_is_free
+from bench.broker.embedded import DEFAULT_KAFKA_VERSION, PROPERTIES_HEADER, EmbeddedBroker, port_is_free
 from bench.broker.probe import broker_answers
 from bench.results.store import load_result
 from streamstore.admin import connect_admin, ensure_topic, topic_configs
@@ -69,7 +69,7 @@ def test_cli_starts_lists_shows_logs_of_and_stops_a_3_node_cluster(tmp_path: Pat
     try:
         assert started.returncode == 0, started.stderr
         lines = started.stdout.splitlines()
-        assert lines[0].startswith("started a 3-node Apache Kafka 3.8.1 cluster in ")
+        assert lines[0].startswith(f"started a 3-node Apache Kafka {DEFAULT_KAFKA_VERSION} cluster in ")
         for node_id, line in zip((1, 2, 3), lines[1:4], strict=True):
             assert line.startswith(f"  node {node_id}: 127.0.0.1:{base + node_id - 1} (pid ")
             pids.append(int(line.split("(pid ")[1].split(",")[0]))
@@ -353,7 +353,7 @@ def test_later_commands_find_the_cluster_broker_start_left_in_the_working_dir(tm
         f"{tmp_path / '.state' / f'broker-{base}'} and the 3-node cluster in {state_dir}; neither runs): "
         "pick one with --nodes 1 or --nodes 3 (or --state-dir)\n")
     picked = bench_in(tmp_path, "broker", "status", "--port", str(base), "--state-dir", str(state_dir))
-    assert picked.stdout.startswith(f"cluster: 0 of 3 nodes running, Apache Kafka 3.8.1, state {state_dir}\n")
+    assert picked.stdout.startswith(f"cluster: 0 of 3 nodes running, Apache Kafka {DEFAULT_KAFKA_VERSION}, state {state_dir}\n")
 
 
 @pytest.fixture

@@ -13,6 +13,7 @@ from bench.broker.cluster import EmbeddedCluster
 from bench.broker.embedded import (
     BROKER_HEAP_OPTS,
     CLUSTER_NODE_HEAP,
+    DEFAULT_KAFKA_VERSION,
     LARGE_MESSAGE_BROKER_SETTINGS,
     SINGLE_NODE_BROKER_SETTINGS,
     EmbeddedBroker,
@@ -21,7 +22,7 @@ from bench.broker.embedded import (
 )
 
 COMPOSE_FILE = Path(__file__).resolve().parent.parent / "docker-compose.yaml"
-# cp-kafka's launcher handles these itself; every other KAFKA_* variable becomes a broker setting.
+# The image's launcher handles these itself; every other KAFKA_* variable becomes a broker setting.
 JVM_VARIABLES = {"KAFKA_HEAP_OPTS", "KAFKA_OPTS", "KAFKA_JVM_PERFORMANCE_OPTS"}
 CLUSTER_SERVICES = ("kafka-1", "kafka-2", "kafka-3")
 # Listeners and paths differ by nature (container vs. state dir); everything else agrees.
@@ -39,7 +40,7 @@ def kafka_service() -> dict:
 
 
 def broker_settings_from_environment(environment: dict[str, str]) -> dict[str, str]:
-    """cp-kafka's rule: KAFKA_FOO_BAR=v -> foo.bar=v ('___' -> '-', '__' -> '_')."""
+    """The image's rule (apache/kafka, as cp-kafka): KAFKA_FOO_BAR=v -> foo.bar=v ('___' -> '-', '__' -> '_')."""
     settings = {}
     for name, value in environment.items():
         if name.startswith("KAFKA_") and name not in JVM_VARIABLES:
@@ -68,7 +69,8 @@ def test_compose_jvm_options_equal_the_embedded_broker(kafka_service):
 
 
 def test_compose_runs_the_seed_broker_in_kraft_mode(kafka_service):
-    assert kafka_service["image"] == "confluentinc/cp-kafka:7.8.3"
+    # The embedded broker's release: users with Docker measure the same broker.
+    assert kafka_service["image"] == f"apache/kafka:{DEFAULT_KAFKA_VERSION}"
     assert kafka_service["container_name"] == "kafka_server"
     assert kafka_service["ports"] == ["127.0.0.1:9092:9092"]
     assert kafka_service["volumes"] == ["kafka_kraft:/var/lib/kafka/data"]
@@ -119,7 +121,7 @@ def test_compose_cluster_is_a_profile_beside_the_default_single_node(services):
     for name in CLUSTER_SERVICES:
         service = services[name]
         assert service["profiles"] == ["cluster"]
-        assert service["image"] == "confluentinc/cp-kafka:7.8.3"
+        assert service["image"] == f"apache/kafka:{DEFAULT_KAFKA_VERSION}"
         assert service["environment"]["KAFKA_PROCESS_ROLES"] == "broker,controller"
         cluster_ids.add(service["environment"]["CLUSTER_ID"])
     assert len(cluster_ids) == 1

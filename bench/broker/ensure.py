@@ -65,7 +65,9 @@ class BrokerInUse:
 
     @property
     def version(self) -> str | None:
-        """The exact Kafka release when known (the embedded broker's), else None."""
+        """The exact Kafka release when known (the embedded broker's, also one only recognised), else None."""
+        if self.version_source == EMBEDDED_JAR:
+            return self.measured_version
         return self.embedded.version if self.embedded else None
 
     def section(self, topic_settings: Mapping[str, str] | None) -> dict[str, Any]:

@@ -1,5 +1,5 @@
-"""The broker's jars: which Apache Kafka versions the embedded broker runs, and their download
-with Maven into a cache outside git (`$XDG_CACHE_HOME/streamstore-bench/kafka-<version>/libs`,
+"""The broker's jars (of the releases bench/broker/versions.py names): their download with Maven
+into a cache outside git (`$XDG_CACHE_HOME/streamstore-bench/kafka-<version>/libs`,
 default `~/.cache`), once per version."""
 
 from __future__ import annotations
@@ -7,27 +7,29 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import os
-import re
 import shutil
 import signal
 import subprocess
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
+from bench.broker.versions import (
+    DEFAULT_KAFKA_VERSION,
+    SUPPORTED_RELEASES,
+    is_supported,
+    pom_path,
+    version_key,
+)
 from streamstore.errors import RunFailed, UsageError
 
-DEFAULT_KAFKA_VERSION = "3.8.1"
-KAFKA_RESOURCES = Path(__file__).resolve().parent / "kafka"
+# Re-exported: the broker modules know the versions by this module.
+__all__ = ["DEFAULT_KAFKA_VERSION", "version_key"]
+
 DOCKER_ALTERNATIVE = "with Docker instead: docker compose up -d"
 
 # Maven fetches the broker's jars (tens of MB) once per version: minutes on a slow link, never
 # an hour. A download that hangs (a proxy that never answers) ends here, with one line.
 MAVEN_TIMEOUT_S = 900.0
-
-# Versions whose jars, StorageTool usage and log4j 1 backend this module knows; 4.x switched
-# to log4j2 and changed storage formatting.
-_SUPPORTED_VERSION = re.compile(r"^3\.([3-9])\.\d+$")
-
 
 def missing_tool(tool: str, purpose: str, install_hint: str) -> UsageError:
     return UsageError(f"{tool} not found on PATH: {purpose} ({install_hint}); {DOCKER_ALTERNATIVE}")
@@ -53,16 +55,12 @@ def run_bounded(command: Sequence[str], timeout_s: float) -> subprocess.Complete
 
 
 def check_kafka_version(kafka_version: str) -> str:
-    if not _SUPPORTED_VERSION.match(kafka_version):
+    if not is_supported(kafka_version):
         raise UsageError(
-            f"--kafka-version {kafka_version!r}: the embedded broker runs Apache Kafka 3.3.x-3.9.x "
+            f"--kafka-version {kafka_version!r}: the embedded broker runs Apache Kafka {SUPPORTED_RELEASES} "
             f"(default {DEFAULT_KAFKA_VERSION}); for other versions use Docker: docker compose up -d"
         )
     return kafka_version
-
-
-def version_key(kafka_version: str) -> tuple[int, ...]:
-    return tuple(int(part) for part in kafka_version.split("."))
 
 
 def jar_cache_dir(kafka_version: str) -> Path:
@@ -119,7 +117,7 @@ def provision_jars(kafka_version: str = DEFAULT_KAFKA_VERSION, timeout_s: float 
             )
         staging = libs.parent / f"libs.partial-{os.getpid()}"
         shutil.rmtree(staging, ignore_errors=True)
-        command = [mvn, "-q", "-B", "-f", str(KAFKA_RESOURCES / "pom.xml"), f"-Dkafka.version={kafka_version}",
+        command = [mvn, "-q", "-B", "-f", str(pom_path(kafka_version)), f"-Dkafka.version={kafka_version}",
                    "dependency:copy-dependencies", f"-DoutputDirectory={staging}"]
         timeout_s = MAVEN_TIMEOUT_S if timeout_s is None else timeout_s
         try:

@@ -14,8 +14,9 @@ import uuid
 from collections.abc import Mapping
 from pathlib import Path
 
-from bench.broker.jars import DEFAULT_KAFKA_VERSION, KAFKA_RESOURCES, missing_tool, run_bounded, version_key
+from bench.broker.jars import DEFAULT_KAFKA_VERSION, missing_tool, run_bounded, version_key
 from bench.broker.settings import BROKER_HEAP_OPTS, BROKER_PERFORMANCE_JVM_OPTS, LARGE_MESSAGE_BROKER_SETTINGS
+from bench.broker.versions import log_config_option
 from streamstore.errors import RunFailed, UsageError
 
 # The first line of every server.properties a node writes: how its processes are known as ours.
@@ -152,7 +153,7 @@ class NodeConfig:
             java,
             *self.heap_opts,
             *BROKER_PERFORMANCE_JVM_OPTS,
-            f"-Dlog4j.configuration=file:{KAFKA_RESOURCES / 'log4j.properties'}",
+            log_config_option(self.kafka_version),
             f"-Dkafka.logs.dir={self.log_path.parent}",
             "-cp", f"{libs}/*",
             main_class,

@@ -19,6 +19,7 @@ from confluent_kafka.admin import AdminClient
 
 from bench.broker.fault_spec import Fault
 from bench.broker.jars import DEFAULT_KAFKA_VERSION, jar_cache_dir
+from bench.broker.versions import log_config_option
 from streamstore.config import admin_config
 from streamstore.errors import RunFailed, UsageError
 
@@ -103,7 +104,9 @@ def active_controller(bootstrap_servers: str, kafka_version: str = DEFAULT_KAFKA
     classpath = f"{jar_cache_dir(kafka_version)}/*"
     try:
         completed = subprocess.run(
-            [java, "-Xmx256m", "-cp", classpath, "org.apache.kafka.tools.MetadataQuorumCommand",
+            # The tool's jars and logging file are those of the cluster's own release.
+            [java, "-Xmx256m", log_config_option(kafka_version, tools=True), "-cp", classpath,
+             "org.apache.kafka.tools.MetadataQuorumCommand",
              "--bootstrap-server", bootstrap_servers, "describe", "--status"],
             capture_output=True, text=True, timeout=QUORUM_COMMAND_TIMEOUT_S, stdin=subprocess.DEVNULL)
     except subprocess.TimeoutExpired:

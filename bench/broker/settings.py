@@ -109,5 +109,8 @@ REPORTED_BROKER_SETTING_NAMES: tuple[str, ...] = (
     "log.flush.interval.messages",
     "num.network.threads",
     "compression.type",
+    # Kafka 3.x only (4.0 removed it): the protocol version an external 3.x broker is known by.
     "inter.broker.protocol.version",
+    # Which group protocols the broker serves (classic; consumer, KIP-848, on by default from 4.0).
+    "group.coordinator.rebalance.protocols",
 )

@@ -19,6 +19,7 @@ from bench.broker.embedded import (
 )
 from bench.broker.locate import answering_embedded, describe, find_embedded, recorded_under
 from bench.broker.probe import broker_answers
+from bench.broker.versions import SUPPORTED_RELEASES
 from streamstore.errors import UsageError
 
 NAME = "broker"
@@ -36,7 +37,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--port", type=int, default=DEFAULT_PORT, help="client port on 127.0.0.1 (default %(default)s)")
     parser.add_argument("--controller-port", type=int, help="KRaft controller port (default: --port + 1)")
     parser.add_argument(
-        "--kafka-version", default=DEFAULT_KAFKA_VERSION, help="Apache Kafka version, 3.3.x-3.9.x (default %(default)s)"
+        "--kafka-version", default=DEFAULT_KAFKA_VERSION,
+        help=f"Apache Kafka version, {SUPPORTED_RELEASES} (default %(default)s)"
     )
     parser.add_argument("--state-dir", type=Path,
                         help="data, logs and pid file (start: default .state/broker-<port>, a cluster "

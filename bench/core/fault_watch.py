@@ -47,7 +47,8 @@ class FaultWatch:
             check_targets(faults, len(nodes_of(broker.embedded)), scenario.partitions, proxied=bool(proxies))
             self.injector = FaultInjector(
                 broker.embedded, broker_faults(faults), admin=self._metadata(), topic=scenario.topic,
-                controller=lambda: active_controller(self.bootstrap_servers), proxies=proxies)
+                controller=lambda: active_controller(self.bootstrap_servers, broker.embedded.version),
+                proxies=proxies)
         self.ended = False
         self.t0_ns = 0
         self.sampler: MetadataSampler | None = None

@@ -13,7 +13,8 @@ import tempfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-from bench.broker.jars import DEFAULT_KAFKA_VERSION, KAFKA_RESOURCES, provision_jars
+from bench.broker.jars import DEFAULT_KAFKA_VERSION, provision_jars
+from bench.broker.versions import log_config_option
 from bench.core.scenario import Scenario
 from bench.peers.java_tools import (
     END_TO_END_LATENCY,
@@ -31,8 +32,6 @@ from bench.peers.java_tools import (
 )
 from streamstore.errors import RunFailed, UsageError
 
-# Client log lines (warnings and errors only) go to stderr, where a failure's reason is read.
-TOOLS_LOG4J = KAFKA_RESOURCES / "tools-log4j.properties"
 # ProducerPerformance keeps a 200-byte flat-out run's batches in its 32 MiB buffer: 1 GiB is ample.
 PRODUCER_PERFORMANCE_HEAP = ("-Xmx1g",)
 # The JVM start, metadata and connections, before the first message.
@@ -56,7 +55,8 @@ class JavaPeer:
         return f"Kafka {self.kafka_version} kafka-tools ({self.java})"
 
     def _run(self, main_class: str, heap: Sequence[str], arguments: Sequence[str], timeout_s: float) -> str:
-        command = [self.java, *heap, f"-Dlog4j.configuration=file:{TOOLS_LOG4J}", "-cp", f"{self.libs}/*",
+        # Client log lines (warnings and errors only) go to stderr, where a failure's reason is read.
+        command = [self.java, *heap, log_config_option(self.kafka_version, tools=True), "-cp", f"{self.libs}/*",
                    main_class, *arguments]
         tool = main_class.rsplit(".", 1)[-1]
         try:
