@@ -155,6 +155,26 @@ def _started_embedded_broker(tmp_path_factory: pytest.TempPathFactory, name: str
     return broker
 
 
+@pytest.fixture(scope="module")
+def proxied_broker(tmp_path_factory: pytest.TempPathFactory):
+    """(broker, bootstrap through the proxy): a broker that advertises its client proxy, the proxy
+    run as `bench proxy start` runs it, so a `delay:` fault delays every response."""
+    from bench.broker.proxy_control import ProxySet
+
+    port, controller_port = free_port_pair()
+    proxy_port, _ = free_port_pair()
+    state_dir = tmp_path_factory.mktemp("proxied")
+    proxies = ProxySet(state_dir, {1: (proxy_port, port)}).start()
+    broker = EmbeddedBroker(port=port, controller_port=controller_port, state_dir=state_dir,
+                            extra_properties={"advertised.listeners": f"PLAINTEXT://127.0.0.1:{proxy_port}"})
+    try:
+        broker.start(timeout_s=BROKER_START_TIMEOUT_S)
+        yield broker, f"127.0.0.1:{proxy_port}"
+    finally:
+        broker.stop(grace_s=10)
+        proxies.stop()
+
+
 @pytest.fixture(scope="session")
 def kafka_bootstrap(tmp_path_factory: pytest.TempPathFactory):
     external = os.environ.get("KAFKA_BOOTSTRAP_SERVERS")

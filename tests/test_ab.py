@@ -100,28 +100,6 @@ def test_gate_with_a_busy_neighbour_passes_identical_sides_and_fails_a_doubled_e
     assert check["b_worse"] and check["reason"].startswith("WORSE: B worse than A by over 25% in every round"), printed
 
 
-@pytest.fixture(scope="module")
-def proxied_broker(tmp_path_factory):
-    """A broker that advertises its client proxy, so a `delay:` fault delays every response."""
-    from conftest import BROKER_START_TIMEOUT_S, free_port_pair
-
-    from bench.broker.embedded import EmbeddedBroker
-    from bench.broker.proxy_control import ProxySet
-
-    port, controller_port = free_port_pair()
-    proxy_port, _ = free_port_pair()
-    state_dir = tmp_path_factory.mktemp("ab-proxied")
-    proxies = ProxySet(state_dir, {1: (proxy_port, port)}).start()
-    broker = EmbeddedBroker(port=port, controller_port=controller_port, state_dir=state_dir,
-                            extra_properties={"advertised.listeners": f"PLAINTEXT://127.0.0.1:{proxy_port}"})
-    try:
-        broker.start(timeout_s=BROKER_START_TIMEOUT_S)
-        yield broker, f"127.0.0.1:{proxy_port}"
-    finally:
-        broker.stop(grace_s=10)
-        proxies.stop()
-
-
 @pytest.mark.timing
 @pytest.mark.slow
 def test_a_20ms_response_delay_on_side_b_shows_as_b_over_a_and_fails_the_check(proxied_broker, unique_topic, tmp_path,

@@ -12,7 +12,7 @@ from matplotlib.ticker import FuncFormatter
 
 from bench.analysis.bottlenecks import SATURATED_PERCENT
 from bench.analysis.resources import main_thread_demand
-from bench.output.plots.figure import FIGURE_SIZE, RUN_COLOURS, Run, caption, mark_time, nan_for_none, save
+from bench.output.plots.figure import FIGURE_SIZE, RUN_COLOURS, Run, caption, legend_outside, mark_time, nan_for_none, save
 from bench.results.metrics import RESOURCE_SERIES
 
 _LINE_STYLES = ("-", "--", ":", "-.")
@@ -55,10 +55,10 @@ def plot_resources(runs: Sequence[Run], path: Path) -> Path | None:
     rss_ax.yaxis.set_major_formatter(FuncFormatter(lambda y, _: f"{y:,.0f}"))
     rss_ax.set_xlabel("time since start (s)")
     for ax in (cpu_ax, host_ax, rss_ax):
-        mark_time(ax, measured[0][1], show_labels=ax is cpu_ax)
+        mark_time(ax, measured, show_labels=ax is cpu_ax)
         ax.set_ylim(bottom=0)
         ax.grid(True, alpha=0.35)
-        ax.legend(fontsize=7, loc="upper right", ncol=3)
+        legend_outside(ax)
     fig.suptitle(f"Resources per second (dotted red: {SATURATED_PERCENT:g} %, where the verdicts call it saturated)",
                  fontsize=12)
     caption(fig, measured)
