@@ -1,7 +1,8 @@
 """The CI gate against a real broker: an identical rerun passes, a 2x slower consumer path fails.
 
-Runs scenarios/ci-gate.toml three times (shortened to 15 s; duration is not part of the
-fingerprint) through `bench regress --scenario`, the path .ci/run uses.
+Runs scenarios/ci-gate.toml three times (shortened to 30 s, long enough for the 4 independent blocks
+of seconds the gate's statistics need; duration is not part of the fingerprint) through
+`bench regress --scenario`, the path .ci/run uses.
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ CI_SCENARIO = Path(__file__).parent.parent / "scenarios" / "ci-gate.toml"
 def _gate(kafka_bootstrap, topic, tmp_path, *extra):
     """Run the gate on a fresh topic; the candidate's counts must match what the broker holds."""
     runs_before = set((tmp_path / "results").glob("*-ci-gate"))
-    args = ["regress", "--scenario", str(CI_SCENARIO), "--set", "duration_s=15", "--set", "warmup_s=3",
+    args = ["regress", "--scenario", str(CI_SCENARIO), "--set", "duration_s=30", "--set", "warmup_s=3",
             "--set", f"topic={topic}", "--bootstrap-servers", kafka_bootstrap, "--broker", "external",
             "--results", str(tmp_path / "results"), "--baselines-dir", str(tmp_path / "baselines")]
     code = main([*args, *extra])
@@ -46,13 +47,21 @@ def test_gate_passes_identical_rerun_and_catches_a_2x_slower_consumer(kafka_boot
     assert baseline["status"] == "complete" and baseline["counts"]["lost"] == 0
     capsys.readouterr()
 
-    assert _gate(kafka_bootstrap, f"{unique_topic}-2", tmp_path) == 0
-    assert capsys.readouterr().out.strip().splitlines()[-1] == f"regress: ok, {len(DEFAULT_CHECKS)} checks passed"
+    # An identical rerun raises no alarm. On batch means a noisy p99 series may have too few
+    # independent blocks in a short run: that check says "cannot decide" (exit 2), never REGRESSION.
+    code = _gate(kafka_bootstrap, f"{unique_topic}-2", tmp_path)
+    printed = capsys.readouterr().out
+    assert code in (0, 2) and "REGRESSION" not in printed, printed
+    if code == 0:
+        assert printed.strip().splitlines()[-1] == f"regress: ok, {len(DEFAULT_CHECKS)} checks passed"
 
     summary = tmp_path / "summary.md"
     monkeypatch.setattr("bench.core.runner.tracker_main", slowed_tracker(CONSUMER_DELAY_MS))
     code = _gate(kafka_bootstrap, f"{unique_topic}-3", tmp_path, "--summary", str(summary))
     printed = capsys.readouterr().out
     assert code == 1, printed
-    assert "end_to_end_p50: REGRESSION: " in printed
+    # The slower consumer path shows in end-to-end latency (its p50 or its p99, whichever has the
+    # independent blocks to be significant), and in no figure the tracker does not touch.
+    regressions = [line.split(":")[0].strip() for line in printed.splitlines() if ": REGRESSION: " in line]
+    assert regressions and all(name.startswith("end_to_end_") for name in regressions), printed
     assert "| end_to_end_p50:+50% (floor 1 ms) |" in summary.read_text()
