@@ -41,6 +41,7 @@ from bench.broker.node_config import (
     log_tail,
     new_cluster_id,
     port_is_free,
+    recorded_pid,
 )
 from bench.broker.probe import broker_answers
 from bench.broker.settings import (
@@ -101,6 +102,13 @@ def _release(config: NodeConfig, pid: int | None) -> None:
         time.sleep(0.05)
 
 
+def _refuse_busy_ports(ports) -> None:
+    for port in ports:
+        if not port_is_free(port):
+            raise UsageError(f"port {port} on 127.0.0.1 is in use by another process "
+                             "(another broker? choose --port/--controller-port)")
+
+
 class KafkaNode:
     """One Apache Kafka process (KRaft combined mode) owned through its state dir.
 
@@ -125,20 +133,14 @@ class KafkaNode:
         """The process id while it runs, else None, and nothing else: for a thread that watches
         the node while a fault restarts it (`pid` removes a stale pid file, which could be the
         new one being written)."""
-        try:
-            pid = int(self.config.pid_path.read_text().strip())
-        except (FileNotFoundError, ValueError):
-            return None
-        return pid if is_kafka_process(pid, self.config.properties_path, None) else None
+        pid = recorded_pid(self.config.pid_path)
+        return pid if pid is not None and is_kafka_process(pid, self.config.properties_path, None) else None
 
     @property
     def pid(self) -> int | None:
         """The process id while it runs, else None (a stale pid file is removed)."""
-        try:
-            pid = int(self.config.pid_path.read_text().strip())
-        except (FileNotFoundError, ValueError):
-            return None
-        if self._is_our_process(pid):
+        pid = recorded_pid(self.config.pid_path)
+        if pid is None or self._is_our_process(pid):
             return pid
         self.config.pid_path.unlink(missing_ok=True)
         return None
@@ -187,10 +189,7 @@ class KafkaNode:
 
     def _spawn(self, java: str) -> None:
         config = self.config
-        for port in config.ports:
-            if not port_is_free(port):
-                raise UsageError(f"port {port} on 127.0.0.1 is in use by another process "
-                                 "(another broker? choose --port/--controller-port)")
+        _refuse_busy_ports(config.ports)
         check_storage_version(config)
         libs, _ = provision_jars(config.kafka_version)
         lines = [f"{key}={value}" for key, value in self.server_properties().items()]

@@ -196,6 +196,14 @@ def check_storage_version(config: NodeConfig) -> None:
             )
 
 
+def recorded_pid(pid_path: Path) -> int | None:
+    """The pid a node's pid file holds, whether or not that process still runs."""
+    try:
+        return int(pid_path.read_text().strip())
+    except (FileNotFoundError, ValueError):
+        return None
+
+
 def is_kafka_process(pid: int, properties_path: Path, child: subprocess.Popen | None) -> bool:
     """pid is the Kafka JVM started with properties_path, alive and no zombie."""
     if child is not None and child.pid == pid and child.poll() is not None:

@@ -72,6 +72,19 @@ def batch_message(value: bytes, key: bytes | None) -> dict[str, bytes]:
     return {"value": value} if key is None else {"value": value, "key": key}
 
 
+def _transaction_callback(record_service: Callable[[float], None], in_transaction: dict[int, int],
+                          failed: Callable[[KafkaError, Message], None]) -> DeliveryCallback:
+    """Transactions use the sequence audit (every message traced) and need each ack's partition."""
+    def on_delivery_in_transaction(error: KafkaError | None, message: Message) -> None:
+        if error is None:
+            record_service(message.latency())
+            in_transaction[message.partition()] += 1
+        else:
+            failed(error, message)
+
+    return on_delivery_in_transaction
+
+
 class DeliveryAccount:
     """Counts and raw latencies of one producer's deliveries since the last `take_second`.
 
@@ -127,16 +140,7 @@ class DeliveryAccount:
             # Called for failed deliveries only (delivery.report.only.error).
             return failed, failed
         if self.transaction_partitions is not None:
-            # Transactions use the sequence audit (every message traced) and need each ack's partition.
-            in_transaction = self.transaction_partitions
-
-            def on_delivery_in_transaction(error: KafkaError | None, message: Message) -> None:
-                if error is None:
-                    record_service(message.latency())
-                    in_transaction[message.partition()] += 1
-                else:
-                    failed(error, message)
-
+            on_delivery_in_transaction = _transaction_callback(record_service, self.transaction_partitions, failed)
             return on_delivery_in_transaction, on_delivery_in_transaction
         if not audits_offsets(self.scenario):
             def on_delivery(error: KafkaError | None, message: Message) -> None:

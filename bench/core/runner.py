@@ -173,7 +173,7 @@ class _Run:
                     signal.signal(signum, self._note_signal)
             processes.t0_ns.value = self.t0_ns = time.perf_counter_ns() + START_DELAY_NS
             self.started_at = time.time() + START_DELAY_NS / NS_PER_S
-            self.resources = self._watch_resources(processes) if self.sample_resources else None
+            self.resources = _watch_resources(processes, self.broker, self.t0_ns) if self.sample_resources else None
             processes.start.set()
             self._produce()
             self._end_faults()
@@ -190,13 +190,6 @@ class _Run:
                 self.fault_watch.stop()
             self.progress.end_line()
         return self._write()
-
-    def _watch_resources(self, processes: _Processes) -> RunResources:
-        """CPU and RSS of every process of the run each second, sampled here (bench/core/resources.py)."""
-        brokers, not_measured = broker_processes(self.broker.observed_embedded)
-        children = [Watched(child.name.removeprefix("bench-"), "tracker" if child.name == "bench-tracker" else "producer",
-                            fixed_pid(child.pid), python=True) for child in processes.children]
-        return RunResources([*children, this_process(), *brokers], not_measured, self.t0_ns).start()
 
     def _produce(self) -> None:
         phase_start_s = 0.0
@@ -265,17 +258,9 @@ class _Run:
 
     def _show_progress(self) -> None:
         through = self.measured.closed_through()
-        if through <= self.shown_second:
-            return
-        self.shown_second = through
-        recorder = self.measured.recorder
-        counts = recorder.counts_by_second
-        self.progress.update(progress_line(
-            through + 1, counts["sent"][through], counts["acked"][through], counts["consumed"][through],
-            recorder.p99_so_far("service_time", through),
-            recorder.p99_so_far("response_time", through) if self.scenario.rate else None,
-            recorder.p99_so_far("end_to_end", through), recorder.lag_messages.get(through),
-            p99_scope(through, self.scenario.warmup_s)))
+        if through > self.shown_second:
+            self.shown_second = through
+            self.progress.update(_second_line(self.measured.recorder, self.scenario, through))
 
     def _event(self, kind: str, detail: str) -> None:
         t_s = (time.perf_counter_ns() - self.t0_ns) / NS_PER_S if self.t0_ns else 0.0
@@ -287,6 +272,26 @@ class _Run:
                          environment=self.environment, topic_settings=(self.topic_settings, self.topic_settings_unread),
                          start_offsets=self.start_offsets, events=self.events, fault_watch=self.fault_watch,
                          resources=self.resources)
+
+
+def _watch_resources(processes: _Processes, broker: BrokerInUse, t0_ns: int) -> RunResources:
+    """CPU and RSS of every process of the run each second, sampled in the coordinator
+    (bench/core/resources.py)."""
+    brokers, not_measured = broker_processes(broker.observed_embedded)
+    children = [Watched(child.name.removeprefix("bench-"), "tracker" if child.name == "bench-tracker" else "producer",
+                        fixed_pid(child.pid), python=True) for child in processes.children]
+    return RunResources([*children, this_process(), *brokers], not_measured, t0_ns).start()
+
+
+def _second_line(recorder, scenario: Scenario, through: int) -> str:
+    """The progress line of the newest second every producer and the tracker have reported."""
+    counts = recorder.counts_by_second
+    return progress_line(
+        through + 1, counts["sent"][through], counts["acked"][through], counts["consumed"][through],
+        recorder.p99_so_far("service_time", through),
+        recorder.p99_so_far("response_time", through) if scenario.rate else None,
+        recorder.p99_so_far("end_to_end", through), recorder.lag_messages.get(through),
+        p99_scope(through, scenario.warmup_s))
 
 
 def _describe_rate(scenario: Scenario) -> str:

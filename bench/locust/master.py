@@ -175,23 +175,11 @@ class LocustRun:
             # yields the CPU to the producers and catches up in the drain, as in `bench run`).
             self.tracker = TrackerProcess(bootstrap, self.tracked, self.run_id, self.started_at,
                                           self.start_offsets, self.measured)
-        self.resources = self._watch_resources()
+        self.resources = _watch_resources(isinstance(self.environment.runner, LocalRunner), self.tracker, self.broker,
+                                          self.started_at)
         self._greenlets.append(gevent.spawn(self._status_forever))
         if isinstance(self.environment.runner, LocalRunner):
             self._greenlets.append(gevent.spawn(self._pull_local_reports_forever))
-
-    def _watch_resources(self) -> RunResources:
-        """CPU and RSS each second of this process (with the local runner, the producer too), the
-        tracker, the embedded broker, and each worker on this host once it reports
-        (bench/core/resources.py), on the seconds the workers count from `started_at`."""
-        local = isinstance(self.environment.runner, LocalRunner)
-        watched = [Watched("locust-local" if local else "locust-master", "producer" if local else "coordinator",
-                           fixed_pid(os.getpid()), python=True)]
-        if self.tracker is not None:
-            watched.append(Watched("tracker", "tracker", fixed_pid(self.tracker.process.pid), python=True))
-        brokers, not_measured = broker_processes(self.broker.observed_embedded)
-        t0_ns = time.perf_counter_ns() - int((time.time() - self.started_at) * NS_PER_S)
-        return RunResources([*watched, *brokers], not_measured, t0_ns).start()
 
     def _watch_worker(self, worker_id: str, report: Mapping[str, Any]) -> None:
         if self.resources is None or worker_id == LOCAL_WORKER or worker_id in self.workers.by_id:
@@ -291,6 +279,19 @@ class LocustRun:
         missing = self.workers.not_final()
         if missing:
             self.failure = f"no final report from worker(s) {', '.join(missing)} within {wait_s:g} s"
+
+
+def _watch_resources(local: bool, tracker: TrackerProcess | None, broker: BrokerInUse, started_at: float) -> RunResources:
+    """CPU and RSS each second of this process (with the local runner, the producer too), the
+    tracker, the embedded broker, and each worker on this host once it reports
+    (bench/core/resources.py), on the seconds the workers count from `started_at`."""
+    watched = [Watched("locust-local" if local else "locust-master", "producer" if local else "coordinator",
+                       fixed_pid(os.getpid()), python=True)]
+    if tracker is not None:
+        watched.append(Watched("tracker", "tracker", fixed_pid(tracker.process.pid), python=True))
+    brokers, not_measured = broker_processes(broker.observed_embedded)
+    t0_ns = time.perf_counter_ns() - int((time.time() - started_at) * NS_PER_S)
+    return RunResources([*watched, *brokers], not_measured, t0_ns).start()
 
 
 def status_text(recorder: RunRecorder, through: int, service_time, tracked: bool) -> str:
