@@ -15,13 +15,12 @@ from bench.analysis.capacity import (
     answer,
     judge_step,
     lag_grows,
-    lag_slope,
-    linear_slope,
     next_step,
 )
 from bench.analysis.thresholds import parse_checks
 from bench.cli import main
 from bench.commands.capacity import slo_limits
+from bench.results.window import lag_slope, linear_slope
 from streamstore.errors import UsageError
 
 # -- the lag slope --------------------------------------------------------------------------

@@ -27,6 +27,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from bench.analysis.resources import main_thread_demand, resource_window, window_values
+from bench.results.window import linear_slope
 
 # A process's main thread (or the host's CPUs) this busy is saturated: 100 % is never reached in
 # a 1 s sample of a busy thread (sampling edges, the moments it waits for the GIL or a lock).
@@ -47,16 +48,6 @@ def min_seconds(window_s: int) -> int:
 
 def _saturated(values: Sequence[float], threshold: float) -> list[float]:
     return [value for value in values if value >= threshold]
-
-
-def _slope(values: Sequence[float]) -> float | None:
-    """Least-squares slope per sample of a series of consecutive seconds."""
-    n = len(values)
-    if n < 3:
-        return None
-    mean_x, mean_y = (n - 1) / 2, sum(values) / n
-    var = sum((x - mean_x) ** 2 for x in range(n))
-    return sum((x - mean_x) * (y - mean_y) for x, y in enumerate(values)) / var
 
 
 def _asked_rate(result: Mapping[str, Any]) -> float | None:
@@ -108,7 +99,9 @@ def _generator(result, series, window, need, host_busy: list[float]) -> list[dic
 
 def _tracker(result, series, window) -> list[dict[str, Any]]:
     lag = window_values(series.get("lag_messages"), window)
-    slope = _slope(lag)
+    # The lag's least-squares slope, as the capacity search judges a step's lag (three points at least).
+    fit = linear_slope(list(range(len(lag))), lag) if len(lag) >= 3 else None
+    slope = fit.per_s if fit is not None else None
     acked = window_values(series.get("acked"), window)
     acked_rate = sum(acked) / len(acked) if acked else 0.0
     limit = max(TRACKER_BEHIND_MIN_SLOPE, TRACKER_BEHIND_SHARE * acked_rate)

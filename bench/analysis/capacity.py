@@ -18,7 +18,7 @@ from typing import Any
 from bench.analysis.stats import GENERATOR_BEHIND_SEND_DELAY_P99_US
 from bench.analysis.thresholds import Limit, evaluate_limits
 from bench.results.metrics import METRICS
-from bench.results.window import measured_indices, series_samples
+from bench.results.window import Slope, lag_slope, series_samples
 
 # A generator that keeps up sends the rate it was asked in every measured second (a scheduled
 # sender is exact to a message per second); below this share of it, it fell behind.
@@ -41,37 +41,6 @@ class Criteria:
 
     send_delay_limit_us: float = GENERATOR_BEHIND_SEND_DELAY_P99_US
     lag_slope_fraction: float = LAG_SLOPE_FRACTION
-
-
-@dataclass(frozen=True)
-class Slope:
-    per_s: float             # least-squares slope (units per second)
-    standard_error: float | None  # None with fewer than 3 points
-
-
-def linear_slope(xs: Sequence[float], ys: Sequence[float]) -> Slope | None:
-    """The least-squares slope of ys over xs and its standard error; None below 2 points or
-    when every x is the same."""
-    n = len(xs)
-    if n < 2 or n != len(ys):
-        return None
-    mean_x, mean_y = sum(xs) / n, sum(ys) / n
-    sxx = sum((x - mean_x) ** 2 for x in xs)
-    if sxx == 0:
-        return None
-    slope = sum((x - mean_x) * (y - mean_y) for x, y in zip(xs, ys)) / sxx
-    if n < 3:
-        return Slope(slope, None)
-    residual = sum((y - mean_y - slope * (x - mean_x)) ** 2 for x, y in zip(xs, ys))
-    return Slope(slope, math.sqrt(residual / (n - 2) / sxx))
-
-
-def lag_slope(result: Mapping[str, Any]) -> Slope | None:
-    """The slope of the consumer lag (messages per second) over the run's measured window."""
-    series = result.get("series") or {}
-    lags, seconds = series.get("lag_messages") or [], series.get("t_s") or []
-    points = [(seconds[i], lags[i]) for i in measured_indices(result) if i < len(lags) and lags[i] is not None]
-    return linear_slope([t for t, _ in points], [lag for _, lag in points])
 
 
 def lag_grows(slope: Slope, rate: float, fraction: float = LAG_SLOPE_FRACTION) -> bool:

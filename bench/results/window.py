@@ -5,7 +5,9 @@ read one figure."""
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 
@@ -69,3 +71,34 @@ def lag_summary(series: Mapping[str, Any], warmup_s: float) -> dict[str, Any]:
         return max(inside) if inside else None
 
     return {"max_messages": peak("lag_messages"), "max_time_ms": peak("lag_time_ms")}
+
+
+@dataclass(frozen=True)
+class Slope:
+    per_s: float             # least-squares slope (units per second)
+    standard_error: float | None  # None with fewer than 3 points
+
+
+def linear_slope(xs: Sequence[float], ys: Sequence[float]) -> Slope | None:
+    """The least-squares slope of ys over xs and its standard error; None below 2 points or
+    when every x is the same."""
+    n = len(xs)
+    if n < 2 or n != len(ys):
+        return None
+    mean_x, mean_y = sum(xs) / n, sum(ys) / n
+    sxx = sum((x - mean_x) ** 2 for x in xs)
+    if sxx == 0:
+        return None
+    slope = sum((x - mean_x) * (y - mean_y) for x, y in zip(xs, ys)) / sxx
+    if n < 3:
+        return Slope(slope, None)
+    residual = sum((y - mean_y - slope * (x - mean_x)) ** 2 for x, y in zip(xs, ys))
+    return Slope(slope, math.sqrt(residual / (n - 2) / sxx))
+
+
+def lag_slope(result: Mapping[str, Any]) -> Slope | None:
+    """The slope of the consumer lag (messages per second) over the run's measured window."""
+    series = result.get("series") or {}
+    lags, seconds = series.get("lag_messages") or [], series.get("t_s") or []
+    points = [(seconds[i], lags[i]) for i in measured_indices(result) if i < len(lags) and lags[i] is not None]
+    return linear_slope([t for t, _ in points], [lag for _, lag in points])
