@@ -20,7 +20,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from bench.analysis.stats import Spread, spread
+from bench.analysis.stats import Spread, ratio_spread, spread
 from bench.analysis.thresholds import Check
 from bench.results.formatting import format_value
 from bench.results.metrics import METRICS
@@ -124,7 +124,7 @@ def side_by_side(a: Sequence[float], b: Sequence[float], worse_when: str, floor:
     if not a or len(a) != len(b):
         raise ValueError(f"side_by_side needs the same rounds on both sides, not {len(a)} and {len(b)}")
     higher = "b" if min(b) > max(a) else "a" if max(b) < min(a) else None
-    ratio = spread([y / x for x, y in zip(a, b)]) if all(a) else None
+    ratio = ratio_spread(b, a) if all(a) else None
     return SideBySide(tuple(a), tuple(b), spread(a), spread(b), ratio, higher, worse_when, floor, unit)
 
 

@@ -218,6 +218,12 @@ class RunResources:
         self.sampler = ResourceSampler(watched, t0_ns)
         self.not_measured = dict(not_measured)
 
+    @classmethod
+    def started(cls, watched: Iterable[Watched], embedded, t0_ns: int) -> RunResources:
+        """Sampling of the run's own processes and the embedded broker's nodes, begun."""
+        brokers, not_measured = broker_processes(embedded)
+        return cls([*watched, *brokers], not_measured, t0_ns).start()
+
     def start(self) -> RunResources:
         self.sampler.start()
         return self

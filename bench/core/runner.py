@@ -35,7 +35,7 @@ from bench.core.merge import RunMeasurements
 from bench.core.producer import CHILD_START_TIMEOUT_S, INTERRUPT_DRAIN_S, producer_main
 from bench.core.progress import Progress, p99_scope, progress_line
 from bench.core.protocol import TRACKER, Drain, Inbox, producer_name
-from bench.core.resources import RunResources, Watched, broker_processes, fixed_pid, this_process
+from bench.core.resources import RunResources, Watched, fixed_pid, this_process
 from bench.core.result import (
     DELIVERY_REPORT_MODES,
 )
@@ -277,10 +277,9 @@ class _Run:
 def _watch_resources(processes: _Processes, broker: BrokerInUse, t0_ns: int) -> RunResources:
     """CPU and RSS of every process of the run each second, sampled in the coordinator
     (bench/core/resources.py)."""
-    brokers, not_measured = broker_processes(broker.observed_embedded)
     children = [Watched(child.name.removeprefix("bench-"), "tracker" if child.name == "bench-tracker" else "producer",
                         fixed_pid(child.pid), python=True) for child in processes.children]
-    return RunResources([*children, this_process(), *brokers], not_measured, t0_ns).start()
+    return RunResources.started([*children, this_process()], broker.observed_embedded, t0_ns)
 
 
 def _second_line(recorder, scenario: Scenario, through: int) -> str:

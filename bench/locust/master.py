@@ -26,7 +26,7 @@ from bench.core.merge import RunMeasurements
 from bench.core.producer import CHILD_START_TIMEOUT_S
 from bench.core.protocol import TRACKER, Drain, Inbox, TrackerSecond
 from bench.core.recorder import RunRecorder
-from bench.core.resources import RunResources, Watched, broker_processes, fixed_pid
+from bench.core.resources import RunResources, Watched, fixed_pid
 from bench.core.result import (
     OFFSETS_NOT_READ,
     write_run_folder,
@@ -289,9 +289,8 @@ def _watch_resources(local: bool, tracker: TrackerProcess | None, broker: Broker
                        fixed_pid(os.getpid()), python=True)]
     if tracker is not None:
         watched.append(Watched("tracker", "tracker", fixed_pid(tracker.process.pid), python=True))
-    brokers, not_measured = broker_processes(broker.observed_embedded)
     t0_ns = time.perf_counter_ns() - int((time.time() - started_at) * NS_PER_S)
-    return RunResources([*watched, *brokers], not_measured, t0_ns).start()
+    return RunResources.started(watched, broker.observed_embedded, t0_ns)
 
 
 def status_text(recorder: RunRecorder, through: int, service_time, tracked: bool) -> str:
