@@ -99,9 +99,9 @@ def test_a_kill_that_leaves_too_little_run_time_is_warned_about():
     warnings = schedule_warnings([parse_fault("kill@5+3")], 10)
     assert warnings == [
         f"--fault kill@5+3: the broker restarts 8 s into the 10 s run, 2 s before it ends, and a killed broker took "
-        f"up to {KILL_RECOVERY_S:g} s to answer again: acks may not resume before the run ends, and deliveries still "
-        f"queued when the producers' flush ends are purged (failed, exit 3); --duration {8 + KILL_RECOVERY_S:g} or "
-        "more lets the run see the broker back"]
+        f"up to {KILL_RECOVERY_S:g} s to answer again: acks may not resume before the run ends, and the producers "
+        "then hold what they queued until it answers (the run ends that much later, its acks after the measured "
+        f"window); --duration {8 + KILL_RECOVERY_S:g} or more lets the run see the broker back"]
     # Enough time after the restart, or a pause (the broker process never went away): nothing to say.
     assert schedule_warnings([parse_fault("kill@20+5")], 25 + KILL_RECOVERY_S) == []
     assert schedule_warnings([parse_fault("pause@5+3")], 10) == []

@@ -151,9 +151,13 @@ def _sasl_scenario(path: Path, password: str) -> Path:
 def test_sasl_settings_reach_every_client_and_the_secret_no_output(sasl_broker, unique_topic, tmp_path):
     scenario = _sasl_scenario(tmp_path / "sasl-orders.toml", PLANTED_SECRET)
     results = tmp_path / "results"
+    # What is tested is where the settings go, not speed: this module's broker starts cold, and on
+    # a loaded CI machine it acknowledged about 100 orders/s at first; a low rate and a long flush
+    # keep that from purging deliveries.
     completed = bench_command(
         "run", str(scenario), "--bootstrap-servers", sasl_broker, "--broker", "external", "--topic", unique_topic,
-        "--results", str(results), "--rate", "500", "--duration", "4", "--warmup", "1",
+        "--results", str(results), "--rate", "200", "--duration", "4", "--warmup", "1",
+        "--set", "drain_timeout_s=60",
     )
     assert completed.returncode == 0, completed.stdout + completed.stderr
     # The broker has no plaintext path to this address: admin (topic, watermarks, broker
@@ -161,7 +165,7 @@ def test_sasl_settings_reach_every_client_and_the_secret_no_output(sasl_broker, 
     [folder] = [path.parent for path in results.glob("*/result.json")]
     result = load_result(folder)
     assert_counts_match_broker(result, sasl_broker, extra=SASL_CLIENT_SETTINGS)
-    assert result["counts"]["consumed"] == 2000
+    assert result["counts"]["consumed"] == 800
     assert result["scenario"]["producer_config"]["sasl.password"] == "***"
     assert result["scenario"]["producer_config"]["sasl.username"] == SASL_USER
     outputs = {"stdout": completed.stdout, "stderr": completed.stderr}

@@ -59,9 +59,9 @@ def schedule_warnings(faults: Sequence[Fault], duration_s: float) -> list[str]:
             warnings.append(
                 f"--fault {fault}: the broker restarts {restart_s:g} s into the {duration_s:g} s run, "
                 f"{duration_s - restart_s:g} s before it ends, and a killed broker took up to {KILL_RECOVERY_S:g} s "
-                "to answer again: acks may not resume before the run ends, and deliveries still queued when the "
-                f"producers' flush ends are purged (failed, exit 3); --duration {restart_s + KILL_RECOVERY_S:g} "
-                "or more lets the run see the broker back")
+                "to answer again: acks may not resume before the run ends, and the producers then hold what they "
+                "queued until it answers (the run ends that much later, its acks after the measured window); "
+                f"--duration {restart_s + KILL_RECOVERY_S:g} or more lets the run see the broker back")
     return warnings
 
 
@@ -91,12 +91,17 @@ class FaultInjector:
     """
 
     def __init__(self, broker, faults: Iterable[Fault], *, admin=None, topic: str | None = None,
-                 controller: Callable[[], int] | None = None, proxies: Mapping[int, Any] | None = None):
+                 controller: Callable[[], int] | None = None, proxies: Mapping[int, Any] | None = None,
+                 on_outage: Callable[[bool], None] | None = None):
         self.broker = broker
         self.nodes = nodes_of(broker)
         self.faults = sorted(faults, key=lambda fault: fault.at_s)
         self.admin, self.topic, self.controller = admin, topic, controller
         self.proxies = dict(proxies or {})
+        # Nodes killed or stopped and not answering again yet; on_outage(True) when the first goes
+        # down, on_outage(False) when the last is back (producers keep flushing meanwhile).
+        self.nodes_down: set[int] = set()
+        self.on_outage = on_outage
         self.events: list[dict[str, Any]] = []
         self.records: list[dict[str, Any]] = []
         self.error: StreamStoreError | None = None
@@ -133,6 +138,12 @@ class FaultInjector:
         if node_id is not None:
             event.update(node_id=node_id, role=role)
         self.events.append(event)
+
+    def mark_down(self, node_id: int, down: bool) -> None:
+        was_down = bool(self.nodes_down)
+        (self.nodes_down.add if down else self.nodes_down.discard)(node_id)
+        if self.on_outage is not None and was_down != bool(self.nodes_down):
+            self.on_outage(bool(self.nodes_down))
 
     def _wait_until(self, offset_s: float) -> bool:
         """Sleep until offset_s after start; False when cancelled first."""
@@ -200,6 +211,8 @@ class FaultInjector:
         node, who = self.nodes[node_id], f"node {node_id} ({role})"
         if kind in ("kill", "pause") and not node.is_running():
             raise UsageError(f"{who} is not running; nothing to {kind}")
+        if kind in ("kill", "stop"):
+            self.mark_down(node_id, True)
         if kind == "kill":
             pid = node.kill()
             self.event("broker-kill", f"SIGKILL {who}" + (f" pid {pid}" if pid else ""), node_id, role)
@@ -232,7 +245,10 @@ def end_fault_on(injector: FaultInjector, kind: str, node_id: int, role: str) ->
     else:
         began = time.perf_counter()
         injector.event("broker-restart", f"starting {who} again", node_id, role)
-        node.start(timeout_s=RESTART_TIMEOUT_S)
+        try:
+            node.start(timeout_s=RESTART_TIMEOUT_S)
+        finally:
+            injector.mark_down(node_id, False)  # back, or failed to come back: nothing to wait for
         injector.event("broker-up", f"{who} answering after {time.perf_counter() - began:.1f} s", node_id, role)
         return injector.now()
     return None

@@ -75,6 +75,17 @@ def high_watermarks(watermarks: Mapping[int, tuple[int, int]]) -> dict[int, int]
     return {partition: high for partition, (_, high) in watermarks.items()}
 
 
+# librdkafka's reconnect.backoff.max.ms default; it applies -25 % to +50 % jitter to each backoff.
+RECONNECT_BACKOFF_MAX_MS = 10_000
+RECONNECT_JITTER = 1.5
+
+
+def reconnect_allowance_s(config: Mapping[str, object]) -> float:
+    """How long a client may wait before it tries a restarted broker again: after a long outage
+    its reconnect backoff has grown to reconnect.backoff.max.ms, jitter included."""
+    return RECONNECT_JITTER * float(config.get("reconnect.backoff.max.ms", RECONNECT_BACKOFF_MAX_MS)) / 1000
+
+
 def is_fatal(error: KafkaException) -> bool:
     return bool(error.args) and isinstance(error.args[0], KafkaError) and error.args[0].fatal()
 

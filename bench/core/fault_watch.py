@@ -9,8 +9,9 @@ clock; here it gets its events and its record, so its figures are measured like 
 
 from __future__ import annotations
 
+import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from bench.analysis.failover import failover_section
@@ -52,6 +53,7 @@ class FaultWatch:
         self.ended = False
         self.t0_ns = 0
         self.sampler: MetadataSampler | None = None
+        self.schedule_end: threading.Timer | None = None
         self.events: list[dict[str, Any]] = []
         self.records: list[dict[str, Any]] = []
         self.error: str | None = None
@@ -59,23 +61,38 @@ class FaultWatch:
     def _metadata(self) -> AnyNodeMetadata:
         return AnyNodeMetadata(scenario_admin(self.scenario, self.bootstrap_servers), self.scenario.producer_config)
 
-    def start(self, t0_ns: int) -> None:
+    def start(self, t0_ns: int, on_outage: Callable[[bool], None] | None = None) -> None:
+        """on_outage(True/False): a killed or stopped node went down / every such node is back."""
         self.t0_ns = t0_ns
         self.sampler = MetadataSampler(self._metadata(), self.scenario.topic, t0_ns / NS_PER_S).start()
         if self.injector is not None:
+            self.injector.on_outage = on_outage
             self.injector.start(t0_ns / NS_PER_S)
+            # The faults end with the run's schedule, not after the producers' flush: a node a
+            # fault still holds down when producing ends is brought back now, and the producers
+            # keep flushing until it answers (on_outage), so nothing queued for it is purged.
+            end_in_s = (t0_ns - time.perf_counter_ns()) / NS_PER_S + self.scenario.duration_s
+            self.schedule_end = threading.Timer(max(0.0, end_in_s), self.injector.cancelled.set)
+            self.schedule_end.daemon = True
+            self.schedule_end.start()
 
     def end(self) -> None:
         """End the current fault and keep the events; the sampler keeps watching until `stop`."""
         if self.ended:
             return
         self.ended = True
+        if self.schedule_end is not None:
+            self.schedule_end.cancel()
         if self.injector is not None:
             self.injector.stop()
             self.events, self.records = list(self.injector.events), list(self.injector.records)
             self.error = f"fault injection failed: {self.injector.error}" if self.injector.error is not None else None
         if self.t0_ns:
             self._slow_consumer_records((time.perf_counter_ns() - self.t0_ns) / NS_PER_S)
+
+    @property
+    def restarted_a_node(self) -> bool:
+        return any(event["kind"] == "broker-up" for event in self.events)
 
     def _slow_consumer_records(self, elapsed_s: float) -> None:
         """The slow-consumer faults that began before the end: the tracker slept from AT to AT+FOR

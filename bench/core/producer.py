@@ -13,7 +13,7 @@ import traceback
 
 from bench.core.audit import trace_sample_every
 from bench.core.client_stats import STATISTICS_INTERVAL_MS, StatsCollector
-from bench.core.clients import describe_error, scenario_producer_config
+from bench.core.clients import describe_error, reconnect_allowance_s, scenario_producer_config
 from bench.core.delivery import DeliveryAccount, Sender, payload_pool
 from bench.core.protocol import ChildFailed, ProducerDone, Ready, producer_name
 from bench.core.scenario import Scenario
@@ -45,6 +45,7 @@ class ProducerLoop:
         self.scenario = scenario
         self.reports = reports
         config = scenario_producer_config(scenario, bootstrap_servers)
+        self.reconnect_s = reconnect_allowance_s(config)
         # librdkafka's statistics once a second, in every run: queue depth, retries, batch size and
         # round trip per second beside the run's series; with failures-only reports (no
         # per-message service time) also its per-broker latencies (bench/core/client_stats.py).
@@ -77,6 +78,7 @@ class ProducerLoop:
         self.second = 0
         self.next_second_ns = 0
         self.stop = None
+        self.outage = None
 
     def report_due(self, now_ns: int) -> bool:
         """Send the report of every second that has ended; True when asked to stop."""
@@ -86,8 +88,9 @@ class ProducerLoop:
             self.next_second_ns += NS_PER_S
         return self.stop.is_set()
 
-    def run(self, t0_ns: int, stop) -> None:
-        self.stop = stop
+    def run(self, t0_ns: int, stop, outage=None) -> None:
+        """outage: an event set while a node the run's faults took down is not answering yet."""
+        self.stop, self.outage = stop, outage
         self.next_second_ns = t0_ns + NS_PER_S
         if self.transactions is not None:
             self.transactions.begin(self.sender.sequence)
@@ -160,6 +163,10 @@ class ProducerLoop:
         while len(client) and time.perf_counter_ns() < deadline_ns:
             client.flush(0.1)
             self.report_due(time.perf_counter_ns())
+            if self.outage is not None and self.outage.is_set() and not self.stop.is_set():
+                # A restarting broker will take what is queued for it: the flush time counts from
+                # when it answers again, plus the reconnect backoff the outage has grown.
+                deadline_ns = time.perf_counter_ns() + int((flush_s + self.reconnect_s) * NS_PER_S)
         undelivered = len(client)
         if undelivered:
             # Their delivery callbacks now fire with a purge error: counted as failed, not lost.
@@ -181,7 +188,7 @@ class ProducerLoop:
 
 
 def producer_main(index: int, scenario: Scenario, bootstrap_servers: str, run_id: bytes,
-                   reports, start, t0_ns, stop) -> None:
+                   reports, start, t0_ns, stop, outage=None) -> None:
     # The coordinator owns Ctrl+C: it tells us through `stop` and we drain.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     try:
@@ -191,6 +198,6 @@ def producer_main(index: int, scenario: Scenario, bootstrap_servers: str, run_id
         gc.freeze()
         reports.put(Ready(producer_name(index)))
         start.wait()
-        loop.run(t0_ns.value, stop)
+        loop.run(t0_ns.value, stop, outage)
     except Exception as error:  # one line and its traceback to the coordinator, which ends the run
         reports.put(ChildFailed(producer_name(index), describe_error(error), traceback.format_exc()))

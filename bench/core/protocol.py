@@ -135,11 +135,14 @@ class TrackerDone:
 class Drain:
     """Producing has ended: consume until `target` (the acked count, or with the offset audit
     the offset after the last acked one per partition) or `drain_s` passed (with idle: that
-    long without consuming any of this run's messages, so a long backlog still drains)."""
+    long without consuming any of this run's messages, so a long backlog still drains). After a
+    broker restart the first message may come `reconnect_s` later: the consumer's reconnect
+    backoff has grown while the broker was down."""
 
     target: int | Mapping[int, int]
     drain_s: float
     idle: bool
+    reconnect_s: float = 0.0
 
 
 class Inbox:

@@ -29,7 +29,13 @@ from bench.broker.ensure import BrokerInUse, ensure_broker, no_embedded_reason
 from bench.broker.fault_spec import broker_faults
 from bench.broker.faults import Fault, parse_faults
 from bench.core.audit import OFFSET_COUNTS, audit_method
-from bench.core.clients import check_client_settings, high_watermarks, scenario_admin, scenario_watermarks
+from bench.core.clients import (
+    check_client_settings,
+    high_watermarks,
+    reconnect_allowance_s,
+    scenario_admin,
+    scenario_watermarks,
+)
 from bench.core.fault_watch import FaultWatch
 from bench.core.merge import RunMeasurements
 from bench.core.producer import CHILD_START_TIMEOUT_S, INTERRUPT_DRAIN_S, producer_main
@@ -92,6 +98,7 @@ class _Processes:
     control: Any        # queue: the Drain for the tracker
     start: Any          # event: t0_ns is set, go
     stop: Any           # event: stop producing (Ctrl+C, a failure)
+    outage: Any         # event: a node the run's faults killed or stopped is not answering yet
     t0_ns: Any          # shared perf_counter_ns at which producing starts
     children: list
 
@@ -99,13 +106,13 @@ class _Processes:
     def spawn(cls, scenario: Scenario, bootstrap_servers: str, run_id: bytes, start_offsets: dict[int, int]) -> _Processes:
         context = multiprocessing.get_context("spawn")
         reports, control = context.Queue(), context.Queue()
-        start, stop, t0_ns = context.Event(), context.Event(), context.Value("q", 0)
+        start, stop, outage, t0_ns = context.Event(), context.Event(), context.Event(), context.Value("q", 0)
         children = [context.Process(target=tracker_main, name="bench-tracker", daemon=True,
                                     args=(scenario, bootstrap_servers, run_id, start_offsets, reports, control, start, t0_ns))]
         children += [context.Process(target=producer_main, name=f"bench-producer-{i}", daemon=True,
-                                     args=(i, scenario, bootstrap_servers, run_id, reports, start, t0_ns, stop))
+                                     args=(i, scenario, bootstrap_servers, run_id, reports, start, t0_ns, stop, outage))
                      for i in range(scenario.producers)]
-        return cls(Inbox(reports), control, start, stop, t0_ns, children)
+        return cls(Inbox(reports), control, start, stop, outage, t0_ns, children)
 
     def death(self) -> str | None:
         """The failure of a child that died, if one did."""
@@ -198,7 +205,8 @@ class _Run:
                                 "detail": f"{phase.rate:,.0f} msg/s for {phase.duration_s:g} s"})
             phase_start_s += phase.duration_s
         if self.fault_watch is not None:
-            self.fault_watch.start(self.t0_ns)
+            outage = self.processes.outage
+            self.fault_watch.start(self.t0_ns, lambda down: outage.set() if down else outage.clear())
         self.progress.message(
             f"run {self.run_id.hex[:8]}: {self.scenario.name} -> {self.scenario.topic} at {self.bootstrap_servers}, "
             f"{_describe_rate(self.scenario)}, {self.scenario.duration_s:g} s (warm-up {self.scenario.warmup_s:g} s)"
@@ -207,14 +215,18 @@ class _Run:
 
     def _drain(self) -> None:
         acked = sum(outcome.acked for outcome in self.measured.producers.values())
+        restarted = self.fault_watch is not None and self.fault_watch.restarted_a_node
+        reconnect_s = reconnect_allowance_s(self.scenario.consumer_config) if restarted else 0.0
         if self.interrupted:
             drain_s, idle = INTERRUPT_DRAIN_S, False
             self._event("drain", f"waiting up to {drain_s:g} s for the tracker to consume {acked:,} acked orders")
         else:
             drain_s, idle = self.scenario.drain_timeout_s, True
+            first = f"; {drain_s + reconnect_s:g} s for the first, as it reconnects to a restarted broker" \
+                if reconnect_s else ""
             self._event("drain", f"waiting for the tracker to consume {acked:,} acked orders "
-                                 f"(it gives up after {drain_s:g} s without progress)")
-        self.processes.control.put(Drain(self._drain_target(), drain_s, idle))
+                                 f"(it gives up after {drain_s:g} s without progress{first})")
+        self.processes.control.put(Drain(self._drain_target(), drain_s, idle, reconnect_s))
         self._collect(lambda: self.measured.tracker_done is not None)
 
     def _drain_target(self) -> int | dict[int, int]:

@@ -161,7 +161,7 @@ def _track(scenario: Scenario, bootstrap_servers: str, run_id: bytes, start_offs
                 try:
                     drain: Drain = control.get_nowait()
                     drain_target = drain.target
-                    drain_deadline_ns = now + int(drain.drain_s * NS_PER_S)
+                    drain_deadline_ns = now + int((drain.drain_s + drain.reconnect_s) * NS_PER_S)
                     drain_idle_ns = int(drain.drain_s * NS_PER_S) if drain.idle else 0
                 except queue.Empty:
                     pass
