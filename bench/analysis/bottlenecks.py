@@ -11,7 +11,10 @@
   the host's CPUs were saturated. Either way the figure is the harness's limit, not Kafka's.
 - host-saturated: the host's CPUs (all cores) at >= SATURATED_PERCENT for `min_seconds`: the
   producers, tracker and broker share this machine.
-- broker-busy: an embedded broker process using >= SATURATED_PERCENT of every core of the host.
+- broker-busy: an embedded broker process using >= SATURATED_PERCENT of every core of the host,
+  or a broker node whose request handler threads were idle less than HANDLER_IDLE_BUSY_PERCENT
+  of the time (Kafka's RequestHandlerAvgIdlePercent, from its metrics endpoint) for `min_seconds`:
+  Kafka's own sign that requests queue for a handler, which also holds for a broker elsewhere.
 - tracker-behind: consumer lag grew over the measured window by more than
   max(TRACKER_BEHIND_MIN_SLOPE, TRACKER_BEHIND_SHARE of the acked rate) messages per second.
 
@@ -27,6 +30,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from bench.analysis.resources import main_thread_demand, resource_window, window_values
+from bench.results.metrics import broker_series_key
 from bench.results.window import linear_slope
 
 # A process's main thread (or the host's CPUs) this busy is saturated: 100 % is never reached in
@@ -40,6 +44,9 @@ BEHIND_SHARE = 0.9
 # that cannot keep up, not the jitter of a tracker that polls in batches.
 TRACKER_BEHIND_MIN_SLOPE = 100.0
 TRACKER_BEHIND_SHARE = 0.02
+# Request handlers idle less than this share of the time: the broker's usual "busy" sign (Kafka's
+# operations docs alert below 20-30 %).
+HANDLER_IDLE_BUSY_PERCENT = 20.0
 
 
 def min_seconds(window_s: int) -> int:
@@ -121,12 +128,26 @@ def _tracker(result, series, window) -> list[dict[str, Any]]:
     return [verdict]
 
 
+def _handlers_busy(series, window, need) -> list[dict[str, Any]]:
+    verdicts = []
+    for node, idle in (series.get(broker_series_key("broker_request_handler_idle_percent")) or {}).items():
+        busy = [value for value in window_values(idle, window) if value < HANDLER_IDLE_BUSY_PERCENT]
+        if len(busy) >= need:
+            percent = round(sum(busy) / len(busy))
+            verdicts.append({"kind": "broker-busy", "process": node, "request_handler_idle_percent": percent,
+                             "seconds": len(busy), "threshold_idle_percent": HANDLER_IDLE_BUSY_PERCENT,
+                             "text": f"broker busy: {node}'s request handlers idle only {percent} % of the time for "
+                                     f"{len(busy)} s (Kafka's RequestHandlerAvgIdlePercent; below "
+                                     f"{HANDLER_IDLE_BUSY_PERCENT:g} % requests queue for a handler)"})
+    return verdicts
+
+
 def _broker(result, series, window, need) -> list[dict[str, Any]]:
     resources = result.get("resources") or {}
+    verdicts = _handlers_busy(series, window, need)
     cores = resources.get("cpu_count")
     if not cores:
-        return []
-    verdicts = []
+        return verdicts
     for name, info in (resources.get("processes") or {}).items():
         if info.get("role") != "broker":
             continue

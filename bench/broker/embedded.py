@@ -24,6 +24,7 @@ import time
 from collections.abc import Mapping
 from pathlib import Path
 
+from bench.broker.exporter import prepare_agent
 from bench.broker.jars import (
     DEFAULT_KAFKA_VERSION,
     DOCKER_ALTERNATIVE,
@@ -196,9 +197,10 @@ class KafkaNode:
         config.properties_path.write_text(PROPERTIES_HEADER + "\n" + "\n".join(lines) + "\n")
         format_storage(config, java, libs, self.cluster_id or new_cluster_id())
         config.log_path.parent.mkdir(parents=True, exist_ok=True)
+        agent = prepare_agent(config.state_dir, config.metrics_agent)
         with open(config.console_log_path, "ab") as console:
             self._process = subprocess.Popen(
-                config.java_command(java, libs, "kafka.Kafka", str(config.properties_path)),
+                config.java_command(java, libs, "kafka.Kafka", str(config.properties_path), agent=agent),
                 stdin=subprocess.DEVNULL, stdout=console, stderr=subprocess.STDOUT,
                 cwd=config.state_dir, start_new_session=True,
             )

@@ -62,6 +62,9 @@ class BrokerInUse:
     # The embedded broker or cluster found at the address, also one only recognised: its
     # processes are watched (resources each second, read-only), never acted on.
     observed_embedded: EmbeddedCluster | None = None
+    # A Prometheus endpoint with the broker's own metrics the user gave (--broker-metrics-url);
+    # None: the embedded nodes' exporters, when there are any.
+    metrics_url: str | None = None
 
     @property
     def version(self) -> str | None:
@@ -125,6 +128,7 @@ def ensure_broker(
     external_timeout_s: float = 15.0,
     client_settings: Mapping[str, object] | None = None,
     announce: Callable[[str], None] | None = None,
+    metrics_url: str | None = None,
 ) -> Iterator[BrokerInUse]:
     """Makes sure a broker answers at bootstrap_servers for the duration of the block.
 
@@ -134,7 +138,7 @@ def ensure_broker(
     client_settings (security settings) are used for every request to the broker. announce,
     when given, is told when the embedded broker is started and stopped here: a broker that
     appears and goes without a word leaves the user wondering what answered, or what the
-    seconds of start-up were.
+    seconds of start-up were. metrics_url: where the broker's own metrics are (--broker-metrics-url).
     """
     answers = functools.partial(broker_answers, bootstrap_servers, client_settings=client_settings)
     if mode not in BROKER_MODES:
@@ -169,6 +173,7 @@ def ensure_broker(
         started_here = embedded.start()
     try:
         broker = measure_broker(bootstrap_servers, client_settings, embedded, started_here)
+        broker.metrics_url = metrics_url
         yield broker
     finally:
         if started_here and not keep:

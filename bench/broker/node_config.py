@@ -66,6 +66,9 @@ class NodeConfig:
     heap_opts: tuple[str, ...] = BROKER_HEAP_OPTS
     # Test set-ups (an advertised proxy address, a SASL listener) on top of the defaults.
     extra_properties: Mapping[str, str] = dataclasses.field(default_factory=dict)
+    # Prometheus' JMX exporter attached to the broker (bench/broker/exporter.py); off only to
+    # measure what it costs.
+    metrics_agent: bool = True
 
     @property
     def bootstrap_servers(self) -> str:
@@ -148,9 +151,11 @@ class NodeConfig:
             **self.extra_properties,
         }
 
-    def java_command(self, java: str, libs: Path, main_class: str, *arguments: str) -> list[str]:
+    def java_command(self, java: str, libs: Path, main_class: str, *arguments: str,
+                     agent: tuple[str, ...] | list[str] = ()) -> list[str]:
         return [
             java,
+            *agent,
             *self.heap_opts,
             *BROKER_PERFORMANCE_JVM_OPTS,
             log_config_option(self.kafka_version),

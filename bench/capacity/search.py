@@ -47,6 +47,8 @@ class CapacityOptions:
     max_time_s: float
     max_producers: int
     verbose: bool = False
+    # A Prometheus endpoint with the broker's own metrics (--broker-metrics-url), read by each step.
+    broker_metrics_url: str | None = None
 
     def describe(self) -> dict[str, Any]:
         """The search's settings as capacity.json keeps them."""
@@ -88,7 +90,8 @@ class CapacitySearch:
         began = time.monotonic()
         try:
             with ensure_broker(bootstrap_servers, broker_mode, keep=keep_broker,
-                               client_settings=self.base.producer_config, announce=self.say) as broker:
+                               client_settings=self.base.producer_config, announce=self.say,
+                               metrics_url=self.options.broker_metrics_url) as broker:
                 self.say(f"capacity {self.run_id[:8]}: {self.base.name} -> {self.base.topic} at {broker.describe('search')}, "
                          f"SLO {' and '.join(self.options.slo)}, steps of {self.options.step_s:g} measured s "
                          f"(+{self.options.warmup_s:g} s warm-up), at most {self.options.max_time_s:g} s")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import tomllib
+import urllib.parse
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -18,7 +19,10 @@ from streamstore.config import consumer_config, producer_config
 from streamstore.errors import UsageError
 
 
-def add_broker_arguments(parser: argparse.ArgumentParser | argparse._ArgumentGroup, keep: bool = True) -> None:
+def add_broker_arguments(parser: argparse.ArgumentParser | argparse._ArgumentGroup, keep: bool = True,
+                         metrics_url: bool = False) -> None:
+    """The broker flags; metrics_url=True adds --broker-metrics-url (commands whose runs have
+    per-second series: run, chaos, capacity)."""
     add_bootstrap_argument(parser)
     parser.add_argument("--broker", choices=BROKER_MODES, default="auto",
                         help="auto: use what answers, else start the embedded broker (default); "
@@ -26,6 +30,18 @@ def add_broker_arguments(parser: argparse.ArgumentParser | argparse._ArgumentGro
     if keep:
         parser.add_argument("--keep-broker", action="store_true",
                             help="leave an embedded broker this command started running")
+    if metrics_url:
+        parser.add_argument("--broker-metrics-url", type=_http_url, metavar="URL",
+                            help="a Prometheus endpoint with the broker's own metrics (JMX exporter, standard Kafka "
+                                 "names), read each second; the embedded broker has its own (docs/measurement.md)")
+
+
+def _http_url(text: str) -> str:
+    """--broker-metrics-url: an http(s) URL with a host; anything else is one line, exit 2."""
+    parts = urllib.parse.urlsplit(text)
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an http:// or https:// URL, e.g. http://kafka-1:7071/metrics")
+    return text
 
 
 def add_results_argument(parser: argparse.ArgumentParser | argparse._ArgumentGroup) -> None:

@@ -56,7 +56,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--lag-slope", type=float, default=LAG_SLOPE_FRACTION * 100,
                         help="%% of the rate per second the consumer lag may grow by over a step (default %(default)g)")
     parser.add_argument("--verbose", action="store_true", help="show each step's run output (a line a second)")
-    add_broker_arguments(parser)
+    add_broker_arguments(parser, metrics_url=True)
     add_results_argument(parser)
     parser.add_argument("--no-report", action="store_true", help="skip the plot and report.md/html")
 
@@ -96,7 +96,7 @@ def options_from_args(args: argparse.Namespace, base: Scenario) -> CapacityOptio
                               tolerance=args.tolerance / 100),
         criteria=Criteria(send_delay_limit_us=args.send_delay_limit * 1000, lag_slope_fraction=args.lag_slope / 100),
         step_s=args.step_s, warmup_s=warmup, max_time_s=args.max_time, max_producers=max_producers,
-        verbose=args.verbose)
+        verbose=args.verbose, broker_metrics_url=getattr(args, "broker_metrics_url", None))
 
 
 def run(args: argparse.Namespace) -> int:

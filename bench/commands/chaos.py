@@ -50,7 +50,8 @@ def run(args: argparse.Namespace) -> int:
     for warning in schedule_warnings(faults, scenario.duration_s):
         print(f"warning: {warning}", flush=True)
     code, folder, result = run_scenario(scenario, args.bootstrap_servers, args.results_dir, args.broker,
-                                        args.keep_broker, broker_state_dir=args.state_dir)
+                                        args.keep_broker, broker_state_dir=args.state_dir,
+                                        broker_metrics_url=args.broker_metrics_url)
     if not args.no_report:
         run_command.write_report(folder, result)
     print(run_command.summary_text(result, folder))

@@ -9,7 +9,7 @@ from bench.commands._options import add_broker_arguments, add_results_argument
 from bench.core.result import DELIVERY_REPORT_MODES
 from bench.core.runner import run_scenario
 from bench.core.scenario import Scenario, parse_set_option
-from bench.output.resources import resource_line, verdict_lines
+from bench.output.resources import broker_metrics_line, resource_line, verdict_lines
 from bench.results.formatting import format_us
 from bench.results.metrics import CLIENT_LATENCY_LABELS, METRICS
 
@@ -33,7 +33,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--compression", help="none, gzip, snappy, lz4 or zstd")
     parser.add_argument("--producers", type=int, help="producer processes")
     parser.add_argument("--topic", help="topic to use (created if missing)")
-    add_broker_arguments(parser)
+    add_broker_arguments(parser, metrics_url=True)
     add_results_argument(parser)
     parser.add_argument("--no-report", action="store_true", help="skip plots and report.md/html")
 
@@ -50,7 +50,7 @@ def scenario_from_args(args: argparse.Namespace) -> Scenario:
 def run(args: argparse.Namespace) -> int:
     scenario = scenario_from_args(args)
     code, folder, result = run_scenario(scenario, args.bootstrap_servers, args.results_dir, args.broker,
-                                        args.keep_broker)
+                                        args.keep_broker, broker_metrics_url=args.broker_metrics_url)
     if not args.no_report:
         write_report(folder, result)
     print(summary_text(result, folder))
@@ -106,6 +106,7 @@ def summary_text(result: dict, folder) -> str:
                          + (f", every {summary['sample_every']}th message)" if summary.get("sample_every", 1) > 1 else ")"))
     lines += delivery_report_lines(result)
     lines.append(resource_line(result))
+    lines += filter(None, [broker_metrics_line(result)])
     lines += [f"bottleneck: {line}" for line in verdict_lines(result)]
     # A run that did not complete ends with "<status>: <failure>"; the warnings carry the same
     # text as "run <status>: ...", shown once.

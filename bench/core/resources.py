@@ -28,7 +28,8 @@ from typing import Any
 
 import psutil
 
-from bench.analysis.resources import resources_section
+from bench.analysis.resources import resource_window, resources_section
+from bench.core.broker_metrics import BrokerMetrics, broker_metrics
 
 NS_PER_S = 1_000_000_000
 # One sample per second of the run, matching the per-second series.
@@ -107,8 +108,11 @@ class ResourceSampler:
     {name: (cpu, main, rss)}}; a process not running (or not yet sampled once) is missing from
     its second, a second the thread missed (it woke late) is missing."""
 
-    def __init__(self, watched: Iterable[Watched], t0_ns: int, every_s: float = SAMPLE_EVERY_S):
+    def __init__(self, watched: Iterable[Watched], t0_ns: int, every_s: float = SAMPLE_EVERY_S,
+                 broker_metrics: BrokerMetrics | None = None):
         self.watched: dict[str, Watched] = {w.name: w for w in watched}
+        # The broker's own metrics, scraped by this thread on the same seconds.
+        self.broker_metrics = broker_metrics
         self.t0_ns = t0_ns
         self.every_s = every_s
         self.samples: dict[int, dict[str, Any]] = {}
@@ -176,6 +180,8 @@ class ResourceSampler:
             except psutil.Error:  # it ended during this second
                 self._objects.pop(name, None)
         self.samples[second] = {"host_cpu_percent": host, "processes": processes}
+        if self.broker_metrics is not None:
+            self.broker_metrics.sample(second)
 
     def series(self, seconds: int) -> dict[str, Any]:
         """The per-second series for seconds 0..seconds-1 (t_s = second + 1), null where nothing
@@ -186,7 +192,9 @@ class ResourceSampler:
             return [row["processes"][name][index] if row and name in row["processes"] else None for row in rows]
 
         names = list(self.watched)
+        broker = self.broker_metrics.series(seconds) if self.broker_metrics is not None else {}
         return {
+            **broker,
             "host_cpu_percent": [row["host_cpu_percent"] if row else None for row in rows],
             "cpu_percent_by_process": {name: column(name, 0) for name in names},
             "main_thread_cpu_percent_by_process": {name: column(name, 1) for name in names if self.watched[name].python},
@@ -214,15 +222,18 @@ def broker_processes(embedded) -> tuple[list[Watched], dict[str, str]]:
 class RunResources:
     """A run's resource sampling, from start to the result's series and `resources` section."""
 
-    def __init__(self, watched: Iterable[Watched], not_measured: dict[str, str], t0_ns: int):
-        self.sampler = ResourceSampler(watched, t0_ns)
+    def __init__(self, watched: Iterable[Watched], not_measured: dict[str, str], t0_ns: int,
+                 metrics: BrokerMetrics | None = None):
+        self.sampler = ResourceSampler(watched, t0_ns, broker_metrics=metrics)
         self.not_measured = dict(not_measured)
 
     @classmethod
-    def started(cls, watched: Iterable[Watched], embedded, t0_ns: int) -> RunResources:
-        """Sampling of the run's own processes and the embedded broker's nodes, begun."""
+    def started(cls, watched: Iterable[Watched], embedded, t0_ns: int, metrics_url: str | None = None) -> RunResources:
+        """Sampling of the run's own processes and the embedded broker's nodes, and the broker's
+        own metrics (its exporters, or metrics_url), begun."""
         brokers, not_measured = broker_processes(embedded)
-        return cls([*watched, *brokers], not_measured, t0_ns).start()
+        metrics = broker_metrics(embedded, metrics_url).begin()
+        return cls([*watched, *brokers], not_measured, t0_ns, metrics).start()
 
     def start(self) -> RunResources:
         self.sampler.start()
@@ -234,5 +245,19 @@ class RunResources:
     def add_to(self, series: dict[str, Any], warmup_s: float) -> dict[str, Any]:
         """Adds the resource series to the run's series (same seconds); the `resources` section."""
         series.update(self.sampler.series(len(series.get("t_s") or [])))
-        return resources_section(series, self.sampler.processes(), warmup_s, cpu_count=psutil.cpu_count(),
-                                 every_s=self.sampler.every_s, not_measured=self.not_measured)
+        section = resources_section(series, self.sampler.processes(), warmup_s, cpu_count=psutil.cpu_count(),
+                                    every_s=self.sampler.every_s, not_measured=self.not_measured)
+        metrics = self.sampler.broker_metrics
+        if metrics is not None and metrics.endpoints:
+            section["broker_metrics"] = metrics.section(series, resource_window(series, warmup_s))
+        else:
+            section["broker_metrics"] = None
+            reasons = metrics.not_measured if metrics is not None else {}
+            section["broker_metrics_not_measured"] = "; ".join(f"{name}: {why}" for name, why in reasons.items()) \
+                or "no broker metrics endpoint"
+        return section
+
+    def warnings(self) -> list[str]:
+        """One line each for what the user asked for and did not get (an unreachable --broker-metrics-url)."""
+        metrics = self.sampler.broker_metrics
+        return metrics.warnings() if metrics is not None else []

@@ -84,7 +84,7 @@ def write_run(scenario: Scenario, broker: BrokerInUse, results_root: Path, run_i
                                      service_sample_every=trace_sample_every(scenario)),
         series=series, events=[*events, *(fault_watch.events if fault_watch else [])],
         warnings=_run_warnings(scenario, measured, totals, audit, offset_delta, summaries)
-        + (fault_watch.warnings() if fault_watch else []),
+        + (fault_watch.warnings() if fault_watch else []) + (resources.warnings() if resources else []),
         sections={**({"failover": fault_watch.section(measured, recorder, times.t0_ns)} if fault_watch else {}),
                   **delivery_report_sections(scenario, recorder),
                   "partitions": _partitions(scenario, measured, method, offset_deltas, offset_unread, series, summaries),

@@ -291,7 +291,7 @@ def _watch_resources(processes: _Processes, broker: BrokerInUse, t0_ns: int) -> 
     (bench/core/resources.py)."""
     children = [Watched(child.name.removeprefix("bench-"), "tracker" if child.name == "bench-tracker" else "producer",
                         fixed_pid(child.pid), python=True) for child in processes.children]
-    return RunResources.started([*children, this_process()], broker.observed_embedded, t0_ns)
+    return RunResources.started([*children, this_process()], broker.observed_embedded, t0_ns, broker.metrics_url)
 
 
 def _second_line(recorder, scenario: Scenario, through: int) -> str:
@@ -322,6 +322,7 @@ def run_scenario(
     out: TextIO | None = None,
     broker_state_dir: str | os.PathLike | None = None,
     sample_resources: bool = True,
+    broker_metrics_url: str | None = None,
 ) -> tuple[int, Path, dict[str, Any]]:
     """Run one scenario end to end; returns (exit code, run folder, result dict).
 
@@ -329,6 +330,7 @@ def run_scenario(
     (interrupted); the result folder is written in every case once producing has started.
     Set-up problems (bad topic, broker unreachable) raise UsageError / RunFailed instead.
     sample_resources=False leaves out the resource sampler (to measure what it costs).
+    broker_metrics_url: a Prometheus endpoint with the broker's own metrics (an external broker's).
     """
     out = out if out is not None else sys.stdout
     parse_faults(scenario.faults)  # a bad fault is one line before any broker starts
@@ -340,7 +342,7 @@ def run_scenario(
         out.flush()
 
     with ensure_broker(bootstrap_servers, broker_mode, keep=keep_broker, state_dir=broker_state_dir,
-                       client_settings=scenario.producer_config, announce=say) as broker:
+                       client_settings=scenario.producer_config, announce=say, metrics_url=broker_metrics_url) as broker:
         if broker.started_here:
             say(f"broker {broker.describe('run')}")
         return run_on_broker(scenario, broker, results_root, out, broker_state_dir, sample_resources)

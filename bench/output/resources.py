@@ -7,7 +7,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from bench.results.metrics import RESOURCE_SERIES, RESOURCE_WINDOW
+from bench.results.metrics import BROKER_METRICS_WINDOW, RESOURCE_SERIES, RESOURCE_WINDOW
 
 RESOURCE_COLUMNS = ("process", "role", f"{RESOURCE_SERIES['cpu_percent_by_process'][0]} mean (%)", "max (%)",
                     f"{RESOURCE_SERIES['main_thread_cpu_percent_by_process'][0]} mean (%)",
@@ -56,6 +56,11 @@ def resource_notes(result: Mapping[str, Any]) -> list[str]:
              "the main thread is the one that runs Python (it holds the GIL); waiting for a CPU: runnable, but "
              "every core was busy with something else."]
     notes += [f"{role} not measured: {reason}." for role, reason in (resources.get("not_measured") or {}).items()]
+    line = broker_metrics_line(result)
+    if line is not None:
+        notes += [line[0].upper() + line[1:] + ".", *filter(None, [broker_metrics_note(result)])]
+    elif resources.get("broker_metrics_not_measured"):
+        notes.append(f"Broker metrics not measured: {resources['broker_metrics_not_measured']}.")
     return notes
 
 
@@ -76,3 +81,33 @@ def resource_line(result: Mapping[str, Any]) -> str | None:
     line += f"; host {_figure(host)} % of {resources.get('cpu_count')} cores"
     missing = resources.get("not_measured") or {}
     return line + "".join(f"; {role} not measured: {reason}" for role, reason in missing.items())
+
+
+def _mb(bytes_per_s: float | None) -> str:
+    return "-" if bytes_per_s is None else f"{bytes_per_s / 1e6:,.2f}"
+
+
+def broker_metrics_line(result: Mapping[str, Any]) -> str | None:
+    """The run summary's line of the broker's own metrics per node; None when they were not read
+    (an endpoint the user gave that did not answer is a warning of its own; the report says why)."""
+    resources = result.get("resources")
+    metrics = resources.get("broker_metrics") if isinstance(resources, Mapping) else None
+    if not isinstance(metrics, Mapping):
+        return None
+    parts = []
+    for name, node in (metrics.get("nodes") or {}).items():
+        parts.append(f"{name} in {_mb(node.get('bytes_in_per_s_mean'))} MB/s, "
+                     f"out {_mb(node.get('bytes_out_per_s_mean'))} MB/s, "
+                     f"request handlers idle {_figure(node.get('request_handler_idle_percent_mean'))} %")
+    missing = "".join(f"; {name} not measured: {why}" for name, why in (metrics.get("not_measured") or {}).items())
+    return "broker (its own metrics, mean over the measured window): " + ", ".join(parts) + missing
+
+
+def broker_metrics_note(result: Mapping[str, Any]) -> str | None:
+    """The report's sentence on where the broker's own metrics come from and what they cover."""
+    resources = result.get("resources")
+    metrics = resources.get("broker_metrics") if isinstance(resources, Mapping) else None
+    if not isinstance(metrics, Mapping):
+        return None
+    return (f"Broker metrics: {metrics.get('source')}; {BROKER_METRICS_WINDOW} "
+            f"(scrape {_figure(metrics.get('scrape_ms_mean'))} ms mean).")

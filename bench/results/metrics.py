@@ -96,6 +96,29 @@ RESOURCE_SERIES = {
     "main_thread_wait_percent_by_process": ("main thread waiting for a CPU", "% of the time"),
     "rss_mb_by_process": ("RSS", "MB"),
 }
+# The broker's own metrics, read once a second from its Prometheus endpoint (the JMX exporter the
+# harness attaches to each embedded node, or --broker-metrics-url): key -> (label, unit). In
+# result["series"] each is `<key>_by_node`, {node name: [...]} (broker-node1, ...), beside the
+# resource series (bench/analysis/broker_metrics.py says what each Kafka metric is).
+BROKER_METRIC_SERIES = {
+    "broker_bytes_in_per_s": ("broker bytes in (BytesInPerSec)", "bytes/s"),
+    "broker_bytes_out_per_s": ("broker bytes out (BytesOutPerSec)", "bytes/s"),
+    "broker_messages_in_per_s": ("broker messages in (MessagesInPerSec)", "msg/s"),
+    "broker_request_handler_idle_percent": ("request handler idle (RequestHandlerAvgIdlePercent)", "% of the time"),
+    "broker_network_processor_idle_percent": ("network processor idle (NetworkProcessorAvgIdlePercent, Kafka's window)",
+                                              "% of the time"),
+    "broker_produce_total_time_p50_ms": ("produce request total time p50 (TotalTimeMs, Kafka's recent sample)", "ms"),
+    "broker_produce_total_time_p99_ms": ("produce request total time p99 (TotalTimeMs, Kafka's recent sample)", "ms"),
+    "broker_under_replicated_partitions": ("under-replicated partitions (UnderReplicatedPartitions)", "partitions"),
+}
+BROKER_METRICS_WINDOW = f"{MEASURED}; the broker's own metrics, scraped once a second by the coordinating process"
+
+
+def broker_series_key(key: str) -> str:
+    """The result["series"] key of a broker metric: one list per node."""
+    return f"{key}_by_node"
+
+
 # The roles a watched process plays; result["resources"]["summary"] has one entry per role (the
 # busiest process of the role) and "host".
 RESOURCE_ROLES = ("producer", "tracker", "coordinator", "broker")
@@ -204,6 +227,12 @@ def _build() -> dict[str, Metric]:
                    ("resources", "summary", role, "cpu_percent_mean"), RESOURCE_WINDOW, None, CPU_FLOOR),
             Metric(f"{role}_rss_mb", f"{role} RSS max (largest {role} process)", "MB", "higher",
                    ("resources", "summary", role, "rss_mb_max"), RESOURCE_WINDOW, None, RSS_FLOOR_MB)]
+    metrics += [
+        Metric("broker_bytes_in_per_s", "broker bytes in mean (all nodes)", "bytes/s", "lower",
+               ("resources", "broker_metrics", "summary", "bytes_in_per_s_mean"), BROKER_METRICS_WINDOW),
+        Metric("broker_request_handler_idle_percent", "broker request handler idle mean (least idle node)",
+               "% of the time", "lower", ("resources", "broker_metrics", "summary", "request_handler_idle_percent_mean"),
+               BROKER_METRICS_WINDOW, None, CPU_FLOOR)]
     metrics.append(Metric("producer_main_thread_cpu_percent", "producer main thread CPU mean (busiest producer)",
                           "% of one core", "higher", ("resources", "summary", "producer", "main_thread_cpu_percent_mean"),
                           RESOURCE_WINDOW, None, CPU_FLOOR))

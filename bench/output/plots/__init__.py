@@ -30,6 +30,7 @@ def __getattr__(name: str) -> Any:
 
 def _run_plots() -> tuple:
     from bench.output.plots import resources, runs
+    from bench.output.plots.broker_metrics import plot_broker_metrics
     from bench.output.plots.partitions import plot_partitions
 
     return (
@@ -40,6 +41,7 @@ def _run_plots() -> tuple:
         ("failover.png", runs.plot_failover),
         ("partitions.png", plot_partitions),
         ("resources.png", resources.plot_resources),
+        ("broker_metrics.png", plot_broker_metrics),
     )
 
 
