@@ -77,6 +77,14 @@ def _rate(before: Mapping[str, float] | None, after: Mapping[str, float], key: s
     return (after[key] - before[key]) / elapsed_s
 
 
+def counter_growth(first: Mapping[str, float] | None, last: Mapping[str, float] | None, key: str) -> float | None:
+    """How much a counter grew from the first scrape to the last (None: not in both, or it went
+    down, a node restarted in between)."""
+    if not first or not last or key not in first or key not in last or last[key] < first[key]:
+        return None
+    return last[key] - first[key]
+
+
 def per_second(before: Mapping[str, float] | None, after: Mapping[str, float] | None,
                elapsed_s: float) -> dict[str, float | None]:
     """One second's figures (BROKER_METRIC_SERIES keys) from two scrapes elapsed_s apart (before

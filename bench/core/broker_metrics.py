@@ -17,12 +17,15 @@ import urllib.request
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from bench.analysis.broker_metrics import SCRAPED_NAMES, node_summary, parse_exposition, per_second
+from bench.analysis.broker_metrics import SCRAPED_NAMES, counter_growth, node_summary, parse_exposition, per_second
 from bench.broker.exporter import EXPORTER_VERSION, exporter_endpoint
 from bench.results.metrics import BROKER_METRIC_SERIES, broker_series_key
 
 # The sampler thread waits for a scrape: a paused node must not hold its CPU samples back long.
 SCRAPE_TIMEOUT_S = 0.5
+# The first scrape, before the run: a broker that has just started answers it slowly (seconds on
+# a loaded machine), and one that does not answer it is not read during the run.
+FIRST_SCRAPE_TIMEOUT_S = 5.0
 URL_NODE = "broker"
 
 
@@ -58,6 +61,9 @@ class BrokerMetrics:
         self.scrape_ms: list[float] = []
         self.failed_scrapes: dict[str, int] = {}
         self._last: dict[str, tuple[float, dict[str, float]]] = {}
+        # Each endpoint's first and newest scrape: the bytes in over the whole run, exactly.
+        self._first: dict[str, dict[str, float]] = {}
+        self._newest: dict[str, dict[str, float]] = {}
 
     @classmethod
     def of_embedded(cls, embedded) -> BrokerMetrics:
@@ -76,7 +82,8 @@ class BrokerMetrics:
         an endpoint that does not answer now is dropped, with its reason."""
         for name, url in list(self.endpoints.items()):
             try:
-                self._last[name] = (time.perf_counter(), scrape(url))
+                self._last[name] = (time.perf_counter(), scrape(url, FIRST_SCRAPE_TIMEOUT_S))
+                self._first[name] = self._newest[name] = self._last[name][1]
             except (OSError, ValueError) as error:
                 del self.endpoints[name]
                 self.not_measured[name] = f"{url} did not answer at run start: {_reason(error)}"
@@ -97,6 +104,7 @@ class BrokerMetrics:
             before = self._last.get(name)
             row[name] = per_second(before[1] if before else None, raw, now - before[0] if before else 0.0)
             self._last[name] = (now, raw)
+            self._newest[name] = raw
         if self.endpoints:
             self.scrape_ms.append(round(1000 * (time.perf_counter() - began), 2))
         self.rows[second] = row
@@ -116,6 +124,7 @@ class BrokerMetrics:
         (bytes in summed over the nodes, the least idle node's request handlers), the scrape
         cost, and each endpoint that was not read with its reason."""
         nodes = {name: {"url": url, "failed_scrapes": self.failed_scrapes.get(name, 0),
+                        "bytes_in_run": counter_growth(self._first.get(name), self._newest.get(name), "bytes_in"),
                         **node_summary(series, name, window)} for name, url in self.endpoints.items()}
         bytes_in = [node["bytes_in_per_s_mean"] for node in nodes.values() if node["bytes_in_per_s_mean"] is not None]
         idle = {name: node["request_handler_idle_percent_mean"] for name, node in nodes.items()
