@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import socket
+import time
 from pathlib import Path
 
 import pytest
@@ -155,3 +156,29 @@ def test_an_unreachable_metrics_url_is_one_warning_and_null_metrics(kafka_bootst
     assert url in resources["broker_metrics_not_measured"]
     assert not any(key.startswith("broker_") for key in run.result["series"] if key.endswith("_by_node")
                    and any(value is not None for values in run.result["series"][key].values() for value in values))
+
+
+def test_without_the_agent_jar_a_node_starts_bare_and_its_metrics_are_null_with_the_reason(tmp_path, monkeypatch):
+    from types import SimpleNamespace
+
+    from bench.broker.exporter import prepare_agent
+    from bench.core.resources import RunResources
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "empty-cache"))
+    monkeypatch.setenv("PATH", str(tmp_path / "no-tools"))
+    state_dir = tmp_path / "node"
+    state_dir.mkdir()
+    assert prepare_agent(state_dir) == []  # no -javaagent option: the broker starts without it
+    url, reason = exporter_endpoint(state_dir)
+    assert url is None and "mvn is not on PATH" in reason
+    cluster = SimpleNamespace(nodes=[SimpleNamespace(node_id=1, config=SimpleNamespace(state_dir=state_dir),
+                                                     running_pid=lambda: None)])
+    resources = RunResources.started([], cluster, time.perf_counter_ns())
+    resources.stop()
+    series = {"t_s": [1, 2, 3], "sent": [10, 10, 0]}
+    section = resources.add_to(series, 0)
+    assert section["broker_metrics"] is None
+    assert "broker-node1" in section["broker_metrics_not_measured"] and "mvn is not on PATH" in section[
+        "broker_metrics_not_measured"]
+    assert not any(key.endswith("_by_node") and values for key, values in series.items())
+    assert resources.warnings() == []  # the user asked for nothing that failed: no warning

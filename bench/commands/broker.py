@@ -17,6 +17,7 @@ from bench.broker.embedded import (
     heap_opts,
     provision_jars,
 )
+from bench.broker.exporter import EXPORTER_VERSION, exporter_endpoint, provision_agent
 from bench.broker.locate import answering_embedded, describe, find_embedded, recorded_under
 from bench.broker.probe import broker_answers
 from bench.broker.versions import SUPPORTED_RELEASES
@@ -123,6 +124,10 @@ def _provision(kafka_version: str) -> int:
         print(f"Apache Kafka {kafka_version}: downloaded {jar_count} jars to {libs} in {time.monotonic() - began:.1f} s")
     else:
         print(f"Apache Kafka {kafka_version}: {jar_count} jars already in {libs}")
+    # The broker runs without its metrics agent, so a missing one is said, not an error.
+    agent, reason = provision_agent()
+    print(f"JMX exporter {EXPORTER_VERSION}: {agent}" if agent else
+          f"JMX exporter {EXPORTER_VERSION}: not provisioned ({reason}); brokers start without their metrics")
     return 0
 
 
@@ -190,6 +195,7 @@ def _status(cluster: EmbeddedCluster, args: argparse.Namespace) -> int:
         if pid is not None:
             print(f"running: Apache Kafka {single.version} at {single.bootstrap_servers} (pid {pid}, {_answering(single)})")
             print(f"state: {single.state_dir}")
+            print(f"metrics: {_metrics(single)}")
         else:
             print(f"stopped: no embedded broker in {single.state_dir}")
             answering = answering_embedded(_address(args))
@@ -205,8 +211,15 @@ def _status(cluster: EmbeddedCluster, args: argparse.Namespace) -> int:
         if pid is None:
             print(f"  node {node.node_id}: not running ({node.bootstrap_servers})")
         else:
-            print(f"  node {node.node_id}: running at {node.bootstrap_servers} (pid {pid}, {_answering(node)})")
+            print(f"  node {node.node_id}: running at {node.bootstrap_servers} (pid {pid}, {_answering(node)}), "
+                  f"metrics {_metrics(node)}")
     return 0
+
+
+def _metrics(node: KafkaNode) -> str:
+    """Where the node's JMX exporter serves its metrics, or why it has none."""
+    url, reason = exporter_endpoint(node.config.state_dir)
+    return url or f"none ({reason})"
 
 
 def _answering(node: KafkaNode) -> str:
