@@ -54,6 +54,9 @@ from bench.results.window import lag_summary, throughput_summary
 #      settings, one row per step, the answer), the kind "ab" (bench ab's ab.json, rounds of two
 #      sides) and environment.load_average_1m (the 1-minute load at run start); an older reader
 #      refuses an unknown kind in one line and reads the new field as absent.
+#      Also in version 5, the broker's own metrics (its JMX exporter or --broker-metrics-url):
+#      broker_*_by_node series and resources.broker_metrics (null with
+#      resources.broker_metrics_not_measured); absent in older files, read as not recorded.
 SCHEMA_VERSION = 5
 SUPPORTED_SCHEMA_VERSIONS = frozenset({1, 2, 3, 4, 5})
 
