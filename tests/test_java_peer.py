@@ -148,6 +148,23 @@ def test_uncompressed_cells_librdkafka_cannot_send_still_get_a_java_figure(kafka
     assert "Java EndToEndLatency  end-to-end mean" in out and "not sent: librdkafka" in out
 
 
+def test_kafkas_end_to_end_latency_runs_beside_every_sent_cell(kafka_bootstrap, tmp_path, capsys):
+    assert main(["large-message", "--peer", "java", "--sizes", "100KB", "--compression", "none,gzip", "--reps", "1",
+                 "--broker", "external", "--bootstrap-servers", kafka_bootstrap, "--results-dir", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    folder = next(path for path in tmp_path.iterdir() if path.is_dir())
+    result = load_result(folder)
+    assert len(result["large_message"]["rows"]) == 2
+    # Measured, its messages all on the broker (read before the cell's topic was deleted).
+    for row in result["large_message"]["rows"]:
+        java = row["java"]
+        assert java["error"] is None and java["end_to_end_ms"] > 0 and java["transfer_rate_mb_s"] > 0, java
+        assert java["broker_offset_delta"] == java["messages"] == row["reps"] + java["warmup_message_left_out"]
+    assert_sweep_counts_match_broker(result, kafka_bootstrap)
+    assert "100 KB  gzip   Java EndToEndLatency  end-to-end mean" in out
+    assert "Java EndToEndLatency end-to-end (mean)" in (folder / "report.md").read_text()
+
+
 # The real 300 MB cell took 45-150 s of Java on a shared 2-core machine: too long for the CI budget,
 # where the 1 MB check above covers the same path. Set this to run it.
 REAL_CELL_ENV = "BENCH_TEST_JAVA_300MB"

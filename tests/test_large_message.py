@@ -369,7 +369,7 @@ def test_a_bare_script_that_dies_with_an_exception_leaves_its_traceback_beside_t
 @pytest.mark.slow
 def test_quick_sweep_end_to_end(kafka_bootstrap, tmp_path, capsys):
     started = time.monotonic()
-    assert run_sweep(kafka_bootstrap, tmp_path, "--quick", "--peer", "java") == 0
+    assert run_sweep(kafka_bootstrap, tmp_path, "--quick") == 0
     elapsed_s = time.monotonic() - started
     out = capsys.readouterr().out
     folder = only_run_folder(tmp_path)
@@ -398,13 +398,8 @@ def test_quick_sweep_end_to_end(kafka_bootstrap, tmp_path, capsys):
     for name in (*LARGE_MESSAGE_PLOTS, "report.md", "report.html", "result.json"):
         assert (folder / name).stat().st_size > 0, name
     assert "100 MB  gzip" in out and str(folder) in out
-    # Kafka's EndToEndLatency beside every cell: measured, its messages all on the broker.
-    for row in cells.values():
-        java = row["java"]
-        assert java["error"] is None and java["end_to_end_ms"] > 0 and java["transfer_rate_mb_s"] > 0, java
-        assert java["broker_offset_delta"] == java["messages"] == row["reps"] + java["warmup_message_left_out"]
-    assert "100 MB  gzip   Java EndToEndLatency  end-to-end mean" in out
-    assert "Java EndToEndLatency end-to-end (mean)" in (folder / "report.md").read_text()
+    # Without --peer java no cell has a Java figure (tests/test_java_peer.py runs the peer).
+    assert all(row["java"] is None for row in cells.values())
     # The sweep's topics are gone.
     topics = connect_admin(kafka_bootstrap).list_topics(timeout=10).topics
     assert not [topic for topic in topics if topic.startswith(f"bench-large-message-{result['run_id'][:8]}")]
