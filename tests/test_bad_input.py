@@ -69,6 +69,8 @@ def test_scenario_file_typos_and_wrong_types(tmp_path, old, new, message):
     (["--set", "idempotence=true", "--set", "acks=1"], "idempotence: needs acks = \"all\""),
     (["--bootstrap-servers", "localhost"], "--bootstrap-servers 'localhost': expected host:port"),
     (["--rate", "fast"], "argument --rate: invalid float value: 'fast'"),
+    (["--broker-metrics-url", "kafka-1:7071"], "argument --broker-metrics-url: 'kafka-1:7071' is not an http:// or "
+                                               "https:// URL"),
 ])
 def test_impossible_sizes_rates_and_addresses(tmp_path, flags, message):
     assert_one_line(run_with(tmp_path, *flags), 2, message)
