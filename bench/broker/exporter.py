@@ -26,6 +26,7 @@ import subprocess
 from pathlib import Path
 
 from bench.broker.jars import MAVEN_TIMEOUT_S, file_lock, run_bounded
+from bench.broker.node_config import port_is_free
 from bench.broker.versions import KAFKA_RESOURCES
 
 EXPORTER_VERSION = "1.0.1"
@@ -113,6 +114,17 @@ def free_loopback_port() -> int:
         return probe.getsockname()[1]
 
 
+def _previous_port(state_dir: Path) -> int | None:
+    """The port the node's exporter had before, when it is free again: a node that a fault
+    restarts keeps its endpoint, as it keeps its broker ports (and a run reading it goes on)."""
+    try:
+        port = json.loads((state_dir / STATE_FILE).read_text()).get("port")
+    except (OSError, ValueError, AttributeError):
+        return None
+    # Free as the agent's server sees it (it binds with SO_REUSEADDR, as the broker does).
+    return port if isinstance(port, int) and port_is_free(port) else None
+
+
 def prepare_agent(state_dir: Path, wanted: bool = True) -> list[str]:
     """The JVM option that attaches the agent to the node about to start in state_dir (empty
     without the jar, or not wanted), with its port, config and URL (or the reason) recorded in
@@ -123,7 +135,7 @@ def prepare_agent(state_dir: Path, wanted: bool = True) -> list[str]:
     if jar is not None:
         config = state_dir / CONFIG_FILE
         config.write_text(EXPORTER_CONFIG)
-        port = free_loopback_port()
+        port = _previous_port(state_dir) or free_loopback_port()
         # Loopback only, as the broker's own listeners: its metrics are nobody else's business.
         options = [f"-javaagent:{jar}=127.0.0.1:{port}:{config}"]
         record.update(url=f"http://127.0.0.1:{port}/metrics", port=port, config=str(config))
