@@ -202,6 +202,11 @@ def test_a_replicated_scenario_runs_on_the_cluster_with_its_topic_settings(kafka
     assert topic_settings["min.insync.replicas"] == "2"
     assert topic_settings["unclean.leader.election.enable"] == "false"
     assert_counts_match_broker(run.result, kafka_cluster.bootstrap_servers)
+    # Every node's own metrics were read; the leaders of the 3 partitions took the run's bytes in.
+    metrics = run.result["resources"]["broker_metrics"]
+    assert metrics is not None, run.result["resources"].get("broker_metrics_not_measured")
+    assert sorted(metrics["nodes"]) == ["broker-node1", "broker-node2", "broker-node3"]
+    assert sum(node["bytes_in_run"] for node in metrics["nodes"].values()) > run.result["counts"]["acked"] * 200
     partitions = wait_for_isr(kafka_cluster.bootstrap_servers, unique_topic, [1, 2, 3], within_s=60)
     assert len(partitions) == 3 and all(sorted(p.replicas) == [1, 2, 3] for p in partitions.values())
 
