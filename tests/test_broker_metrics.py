@@ -108,7 +108,7 @@ def test_the_exporters_bytes_in_matches_what_the_broker_wrote(kafka_bootstrap, u
     url, reason = exporter_endpoint(state_dir)
     assert url is not None, f"the embedded broker runs without its exporter: {reason}"
     assert "bytes_in" in scrape(url, timeout_s=30.0)  # a JVM that just started answers its first scrape slowly
-    run = bench_run(kafka_bootstrap, unique_topic, tmp_path, "--rate", "2000", "--duration", "7", "--warmup", "2",
+    run = bench_run(kafka_bootstrap, unique_topic, tmp_path, "--rate", "2000", "--duration", "8", "--warmup", "2",
                     "--message-size", "200")
     assert run.completed.returncode == 0, run.completed.stdout + run.completed.stderr
     result = run.result
@@ -124,7 +124,7 @@ def test_the_exporters_bytes_in_matches_what_the_broker_wrote(kafka_bootstrap, u
     assert log_bytes > records * 200
     # The whole run, counter against log: the same bytes (equal here; 1 % for a stray record of
     # another client on this worker's broker between the run's first and last scrape).
-    assert node["bytes_in_run"] == pytest.approx(log_bytes, rel=0.01), (node["bytes_in_run"], log_bytes)
+    assert node["bytes_in_run"] == pytest.approx(log_bytes, rel=0.01), (node, log_bytes)
     # The measured window, second by second: the exporter's rate summed over the seconds it was
     # read, against the records acked in those seconds at the log's bytes per record.
     series = result["series"]

@@ -21,8 +21,9 @@ from bench.analysis.broker_metrics import SCRAPED_NAMES, counter_growth, node_su
 from bench.broker.exporter import EXPORTER_VERSION, exporter_endpoint
 from bench.results.metrics import BROKER_METRIC_SERIES, broker_series_key
 
-# The sampler thread waits for a scrape: a paused node must not hold its CPU samples back long.
-SCRAPE_TIMEOUT_S = 0.5
+# The sampler thread waits for a scrape: a paused node must not hold its CPU samples back for
+# the next second, but a broker JVM on a crowded machine answers in up to ~0.3 s.
+SCRAPE_TIMEOUT_S = 0.8
 # The first scrape, before the run: a broker that has just started answers it slowly (seconds on
 # a loaded machine), and one that does not answer it is not read during the run.
 FIRST_SCRAPE_TIMEOUT_S = 5.0
@@ -88,6 +89,16 @@ class BrokerMetrics:
                 del self.endpoints[name]
                 self.not_measured[name] = f"{url} did not answer at run start: {_reason(error)}"
         return self
+
+    def end(self) -> None:
+        """One last scrape of each endpoint after the run (the sampler has stopped), waiting as
+        long as the first: the whole run's counter growth must not end at a second whose scrape
+        timed out."""
+        for name, url in self.endpoints.items():
+            try:
+                self._newest[name] = scrape(url, FIRST_SCRAPE_TIMEOUT_S)
+            except (OSError, ValueError):
+                pass  # the newest answer stands
 
     def sample(self, second: int) -> None:
         began = time.perf_counter()

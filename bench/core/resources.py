@@ -241,6 +241,8 @@ class RunResources:
 
     def stop(self) -> None:
         self.sampler.stop()
+        if self.sampler.broker_metrics is not None:
+            self.sampler.broker_metrics.end()
 
     def add_to(self, series: dict[str, Any], warmup_s: float) -> dict[str, Any]:
         """Adds the resource series to the run's series (same seconds); the `resources` section."""
