@@ -24,7 +24,7 @@ import time
 from collections.abc import Mapping
 from pathlib import Path
 
-from bench.broker.exporter import prepare_agent
+from bench.broker.exporter import prepare_agent, warm_exporter
 from bench.broker.jars import (
     DEFAULT_KAFKA_VERSION,
     DOCKER_ALTERNATIVE,
@@ -216,7 +216,7 @@ class KafkaNode:
                 self.config.pid_path.unlink(missing_ok=True)
                 raise _startup_failure(self, f"exited with code {exit_code} during startup")
             if broker_answers(self.config.bound_address, timeout_s=_PROBE_TIMEOUT_S):
-                return
+                return warm_exporter(self.config.state_dir)  # its first scrape is slow: not a run's
             if time.monotonic() > deadline:
                 self.stop(grace_s=5)
                 raise _startup_failure(self, f"did not answer at {self.config.bound_address} within {timeout_s:.0f} s")

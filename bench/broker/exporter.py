@@ -23,6 +23,7 @@ import os
 import shutil
 import socket
 import subprocess
+import urllib.request
 from pathlib import Path
 
 from bench.broker.jars import MAVEN_TIMEOUT_S, file_lock, run_bounded
@@ -152,3 +153,15 @@ def exporter_endpoint(state_dir: Path) -> tuple[str | None, str | None]:
     except (OSError, ValueError) as error:
         return None, f"the node's {STATE_FILE} cannot be read: {error}"
     return record.get("url"), None if record.get("url") else record.get("reason") or "no reason recorded"
+
+
+def warm_exporter(state_dir: Path, timeout_s: float = 30.0) -> None:
+    """One scrape of a node that has just started: the exporter's first answer takes seconds on a
+    loaded machine (classes, the JIT), which a run's first second must not pay. Best effort."""
+    url, _reason = exporter_endpoint(state_dir)
+    if url is not None:
+        try:
+            with urllib.request.urlopen(url, timeout=timeout_s) as response:
+                response.read()
+        except OSError:
+            pass  # a run that reads it says what it finds

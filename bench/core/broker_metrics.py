@@ -24,9 +24,12 @@ from bench.results.metrics import BROKER_METRIC_SERIES, broker_series_key
 # The sampler thread waits for a scrape: a paused node must not hold its CPU samples back for
 # the next second, but a broker JVM on a crowded machine answers in up to ~0.3 s.
 SCRAPE_TIMEOUT_S = 0.8
-# The first scrape, before the run: a broker that has just started answers it slowly (seconds on
-# a loaded machine), and one that does not answer it is not read during the run.
-FIRST_SCRAPE_TIMEOUT_S = 5.0
+# The first scrape, by the sampler thread as the run starts (the base of the first second's
+# rates; its first sample is due a second later): an endpoint that does not answer it is not
+# read during the run. The embedded node's exporter was warmed when the node started.
+FIRST_SCRAPE_TIMEOUT_S = 1.0
+# The last scrape, after the run: nothing waits for it but the result.
+LAST_SCRAPE_TIMEOUT_S = 5.0
 URL_NODE = "broker"
 
 
@@ -91,12 +94,11 @@ class BrokerMetrics:
         return self
 
     def end(self) -> None:
-        """One last scrape of each endpoint after the run (the sampler has stopped), waiting as
-        long as the first: the whole run's counter growth must not end at a second whose scrape
-        timed out."""
+        """One last scrape of each endpoint after the run (the sampler has stopped): the whole
+        run's counter growth must not end at a second whose scrape timed out."""
         for name, url in self.endpoints.items():
             try:
-                self._newest[name] = scrape(url, FIRST_SCRAPE_TIMEOUT_S)
+                self._newest[name] = scrape(url, LAST_SCRAPE_TIMEOUT_S)
             except (OSError, ValueError):
                 pass  # the newest answer stands
 

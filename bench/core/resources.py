@@ -139,6 +139,8 @@ class ResourceSampler:
             self._thread.join(timeout=5)
 
     def _run(self) -> None:
+        if self.broker_metrics is not None:
+            self.broker_metrics.begin()  # here, not before the producers start: it may wait on a network
         every_ns = int(self.every_s * NS_PER_S)
         k = max(1, (time.perf_counter_ns() - self.t0_ns) // every_ns + 1)
         while not self._stop.wait(max(0.0, (self.t0_ns + k * every_ns - time.perf_counter_ns()) / NS_PER_S)):
@@ -232,7 +234,7 @@ class RunResources:
         """Sampling of the run's own processes and the embedded broker's nodes, and the broker's
         own metrics (its exporters, or metrics_url), begun."""
         brokers, not_measured = broker_processes(embedded)
-        metrics = broker_metrics(embedded, metrics_url).begin()
+        metrics = broker_metrics(embedded, metrics_url)
         return cls([*watched, *brokers], not_measured, t0_ns, metrics).start()
 
     def start(self) -> RunResources:
