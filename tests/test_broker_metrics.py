@@ -103,6 +103,10 @@ def _embedded_data_dir(bootstrap: str) -> Path:
     return broker.state_dir
 
 
+# Timing: the window check lines up the broker's seconds with the harness's acks. On a machine
+# that other workers' runs starve (acks 0-450/s of the 2,000 asked, lagging a second behind), the
+# bytes a window's acks stand for arrived partly in the second before, and it reads 20 % off.
+@pytest.mark.timing
 def test_the_exporters_bytes_in_matches_what_the_broker_wrote(kafka_bootstrap, unique_topic, tmp_path):
     state_dir = _embedded_data_dir(kafka_bootstrap)
     url, reason = exporter_endpoint(state_dir)
