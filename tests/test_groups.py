@@ -13,6 +13,7 @@ from bench.core.protocol import TRACKER, ConsumerSlot, TrackerDone, tracker_name
 from bench.core.runner import run_scenario
 from bench.core.scenario import Scenario
 from bench.results.fingerprint import fingerprint_of
+from bench.results.metrics import METRICS
 from bench.results.store import load_result
 from streamstore.errors import UsageError
 from tests.kafka_truth import assert_counts_match_broker, broker_message_count
@@ -90,6 +91,11 @@ def test_three_groups_of_two_each_consume_every_acked_order_exactly_once(kafka_b
         assert all(c["consumed"] > 0 for c in entry["consumers"]), "group assignment gave a consumer nothing"
         assert entry["end_to_end_us"]["count"] > 0 and entry["end_to_end_us"]["p50"] <= entry["end_to_end_us"]["p99"]
         assert len(entry["lag_messages"]) == len(document["series"]["t_s"])
+    # The metric table reads the worst group and the slowest consumer process.
+    assert METRICS["group_lost"].read(document) == METRICS["group_duplicated"].read(document) == 0
+    assert METRICS["consumer_throughput_min"].read(document) == min(
+        c["consumed_per_s"] for entry in groups for c in entry["consumers"]) > 0
+    assert METRICS["group_end_to_end_p99"].read(document) == max(entry["end_to_end_us"]["p99"] for entry in groups)
     # The headline figures are group 0's.
     assert counts["consumed"] == groups[0]["consumed"]
     assert document["latency_us"]["end_to_end"]["count"] == groups[0]["end_to_end_us"]["count"]

@@ -29,6 +29,7 @@ from bench.core.protocol import ConsumerSlot, Drain, Stop, TrackerDone, TrackerS
 from bench.core.recorder import LatencyRecorder, fold_latencies
 from bench.core.scenario import Scenario
 from bench.results.formatting import format_us
+from bench.results.metrics import LATENCY_LABELS
 from streamstore.errors import RunFailed
 
 
@@ -169,7 +170,8 @@ class GroupMeasurements:
                 "group": group, "group_id": self.group_id(group), "consumers": consumers,
                 "consumed": sum(c["consumed"] for c in consumers), "lost": audit.lost, "duplicated": audit.duplicated,
                 "not_audited": audit.not_audited, "end_to_end_us": end_to_end,
-                "lag_max_messages": max((lag for lag in lag_series if lag is not None), default=None),
+                "lag_max_messages": max((lag_series[s] for s in window if s < len(lag_series) and lag_series[s] is not None),
+                                        default=None),
                 "lag_messages": lag_series})
         return entries
 
@@ -242,5 +244,5 @@ def group_lines(groups: Sequence[Mapping[str, Any]]) -> list[str]:
         rates = ", ".join(f"{c['consumed_per_s']:,.0f}" if c["consumed_per_s"] is not None else "n/a"
                           for c in entry["consumers"])
         lines.append(f"group {entry['group']} ({len(entry['consumers'])} consumer(s)): consumed {entry['consumed']:,}, "
-                     f"{audit}, end-to-end p99 {p99}, msg/s per consumer {rates}")
+                     f"{audit}, {LATENCY_LABELS['end_to_end'][0]} p99 {p99}, msg/s per consumer {rates}")
     return lines
