@@ -12,6 +12,7 @@ from bench.core.groups import consumer_slots, fans_out, merged_done
 from bench.core.protocol import TRACKER, ConsumerSlot, TrackerDone, tracker_name
 from bench.core.runner import run_scenario
 from bench.core.scenario import Scenario
+from bench.output.report import run_report_blocks, to_markdown
 from bench.results.fingerprint import fingerprint_of
 from bench.results.metrics import METRICS
 from bench.results.store import load_result
@@ -99,5 +100,7 @@ def test_three_groups_of_two_each_consume_every_acked_order_exactly_once(kafka_b
     # The headline figures are group 0's.
     assert counts["consumed"] == groups[0]["consumed"]
     assert document["latency_us"]["end_to_end"]["count"] == groups[0]["end_to_end_us"]["count"]
+    report = to_markdown(run_report_blocks(document, []))
+    assert all(f"| {entry['group']} | {entry['group_id']} | {held:,} | 0 | 0 |" in report for entry in groups)
     lines = [line for line in summary_text(document, folder).splitlines() if line.startswith("group ")]
     assert len(lines) == 3 and lines[1].startswith(f"group 1 (2 consumer(s)): consumed {held:,}, lost 0, duplicated 0")
