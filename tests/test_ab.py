@@ -9,10 +9,12 @@ import sys
 from pathlib import Path
 
 import pytest
-from kafka_truth import broker_message_count
+from kafka_truth import assert_counts_match_broker, broker_message_count
 from seams import slowed_tracker_on
 
 from bench.analysis.rounds import NO_DIFFERENCE
+from bench.broker.embedded import EmbeddedBroker
+from bench.broker.versions import DEFAULT_KAFKA_VERSION
 from bench.cli import main
 from bench.results.store import load_result
 
@@ -58,6 +60,11 @@ def _ab(tmp_path: Path, bootstrap: str, topic: str, *extra: str) -> tuple[int, d
     (["--rounds", "2", "--check", "end_to_end_p50:+50%"], "--check METRIC:+N% needs --rounds 3 or more"),
     (["--a-tree", "/nonexistent"], "--a-tree /nonexistent: not a checkout of this harness"),
     (["--check", "end_to_end_p50:-50%"], "end_to_end_p50 gets worse when it goes up"),
+    (["--b-broker-set", "num.io.threads"], "--b-broker-set 'num.io.threads': expected a broker setting KEY=VALUE"),
+    (["--a-kafka-version", "2.8.0"], "--kafka-version '2.8.0': the embedded broker runs Apache Kafka"),
+    (["--a-kafka-version", DEFAULT_KAFKA_VERSION], "both sides would run on the same broker"),
+    (["--b-kafka-version", "3.8.1", "--state-dir", "x"], "--state-dir: each side's own broker has its own state dir"),
+    (["--b-broker-set", "num.io.threads=4", "--broker", "external"], "start a broker per side: not with --broker external"),
 ])
 def test_bad_input_is_one_line_and_exit_2(argv, message, capsys, tmp_path):
     code = main(["ab", str(CI_SCENARIO), "--bootstrap-servers", "127.0.0.1:1", "--broker", "external",
@@ -118,3 +125,35 @@ def test_a_20ms_response_delay_on_side_b_shows_as_b_over_a_and_fails_the_check(p
     assert len(end_to_end["a"]["rounds"]) == len(end_to_end["b"]["rounds"]) == 3
     assert "check end_to_end_p50:+50%: WORSE" in printed
     assert printed.strip().splitlines()[-1] == "ab: B is worse beyond 1 of 1 checks"
+
+
+def test_sides_on_their_own_brokers_differ_in_kafka_version_and_a_broker_setting(tmp_path, capsys):
+    """Each side gets an embedded broker of its own, started for the rounds: A on the previous
+    Kafka line, B on the default with num.io.threads=4; kept running here so the test can read
+    each broker's offsets, then stopped."""
+    results = tmp_path / "results"
+    code = main(["ab", str(CI_SCENARIO), "--rounds", "1", "--duration", "3", "--warmup", "1", "--warmup-runs", "0",
+                 "--a-kafka-version", "3.8.1", "--b-broker-set", "num.io.threads=4", "--keep-broker",
+                 "--results-dir", str(results)])
+    printed = capsys.readouterr().out
+    [ab_file] = results.glob("*/ab.json")
+    document = json.loads(ab_file.read_text())
+    kept = {side: line.rsplit("--state-dir ", 1)[1] for line in printed.splitlines()
+            for side in "AB" if line.startswith(f"side {side}'s broker left running at ")}
+    try:
+        assert code == 0, printed
+        assert document["sides"]["a"]["label"] == "kafka 3.8.1, broker num.io.threads=2"
+        assert document["sides"]["b"]["label"] == f"kafka {DEFAULT_KAFKA_VERSION}, broker num.io.threads=4"
+        assert document["sides"]["b"]["broker"] == {"kafka_version": DEFAULT_KAFKA_VERSION,
+                                                    "settings": {"num.io.threads": "4"}}
+        [entry] = document["rounds"]
+        for side, version in (("a", "3.8.1"), ("b", DEFAULT_KAFKA_VERSION)):
+            result = load_result(ab_file.parent / entry[side]["folder"])
+            # Measured by the run on the broker it used, not taken from the command line.
+            assert result["broker"]["version"] == version and result["broker"]["embedded"] is True
+            assert result["broker"]["settings"]["num.io.threads"] == ("4" if side == "b" else "2")
+            assert_counts_match_broker(result, result["broker"]["bootstrap_servers"])
+        assert sorted(kept) == ["A", "B"], printed
+    finally:
+        for state_dir in kept.values():
+            EmbeddedBroker(port=0, controller_port=1, state_dir=state_dir).stop(grace_s=10)

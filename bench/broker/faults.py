@@ -139,12 +139,6 @@ class FaultInjector:
             event.update(node_id=node_id, role=role)
         self.events.append(event)
 
-    def mark_down(self, node_id: int, down: bool) -> None:
-        was_down = bool(self.nodes_down)
-        (self.nodes_down.add if down else self.nodes_down.discard)(node_id)
-        if self.on_outage is not None and was_down != bool(self.nodes_down):
-            self.on_outage(bool(self.nodes_down))
-
     def _wait_until(self, offset_s: float) -> bool:
         """Sleep until offset_s after start; False when cancelled first."""
         return not self.cancelled.wait(max(0.0, self._started_at + offset_s - time.perf_counter()))
@@ -212,7 +206,7 @@ class FaultInjector:
         if kind in ("kill", "pause") and not node.is_running():
             raise UsageError(f"{who} is not running; nothing to {kind}")
         if kind in ("kill", "stop"):
-            self.mark_down(node_id, True)
+            mark_down(self, node_id, True)
         if kind == "kill":
             pid = node.kill()
             self.event("broker-kill", f"SIGKILL {who}" + (f" pid {pid}" if pid else ""), node_id, role)
@@ -228,6 +222,13 @@ class FaultInjector:
         else:
             self.proxy(node_id).delay_s = delay_ms / 1000
             self.event("broker-delay", f"{delay_ms:g} ms added to every response of {who}", node_id, role)
+
+
+def mark_down(injector: FaultInjector, node_id: int, down: bool) -> None:
+    was_down = bool(injector.nodes_down)
+    (injector.nodes_down.add if down else injector.nodes_down.discard)(node_id)
+    if injector.on_outage is not None and was_down != bool(injector.nodes_down):
+        injector.on_outage(bool(injector.nodes_down))
 
 
 def end_fault_on(injector: FaultInjector, kind: str, node_id: int, role: str) -> float | None:
@@ -248,7 +249,7 @@ def end_fault_on(injector: FaultInjector, kind: str, node_id: int, role: str) ->
         try:
             node.start(timeout_s=RESTART_TIMEOUT_S)
         finally:
-            injector.mark_down(node_id, False)  # back, or failed to come back: nothing to wait for
+            mark_down(injector, node_id, False)  # back, or failed to come back: nothing to wait for
         injector.event("broker-up", f"{who} answering after {time.perf_counter() - began:.1f} s", node_id, role)
         return injector.now()
     return None

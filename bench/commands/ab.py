@@ -14,6 +14,7 @@ same job.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import io
 import os
@@ -35,6 +36,13 @@ from bench.analysis.rounds import (
 )
 from bench.analysis.thresholds import Check, Limit, deprecation_lines, evaluate_limits, parse_checks
 from bench.broker.ensure import ensure_broker
+from bench.commands._ab_brokers import (
+    SideBroker,
+    add_side_broker_arguments,
+    broker_labels,
+    side_brokers,
+    started_side_brokers,
+)
 from bench.commands._options import add_broker_arguments, add_results_argument
 from bench.core.runner import run_scenario
 from bench.core.scenario import Scenario, parse_set_option
@@ -80,6 +88,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "`git worktree add DIR HEAD~1`): every run of both sides is then a `bench run` child "
                              "process, A's from DIR, B's from here; A's scenario file is DIR's own when it has one")
     parser.add_argument("--state-dir", help="state dir of the embedded broker (for a side with broker faults)")
+    add_side_broker_arguments(parser)
     add_broker_arguments(parser)
     add_results_argument(parser)
 
@@ -110,7 +119,7 @@ class _Side:
         return dataclasses.replace(self, scenario=dataclasses.replace(self.scenario, duration_s=duration),
                                    texts=[*self.texts, f"duration_s={duration:g}"])
 
-    def run(self, bootstrap_servers: str, folder: Path, state_dir: str | None) -> tuple[int, Path, dict[str, Any]]:
+    def run(self, bootstrap_servers: str, state_dir: str | None, folder: Path) -> tuple[int, Path, dict[str, Any]]:
         if self.tree is None:
             return run_scenario(self.scenario, bootstrap_servers, folder, "external", out=io.StringIO(),
                                 broker_state_dir=state_dir)
@@ -180,6 +189,7 @@ def run(args: argparse.Namespace) -> int:
     checks, limits = _checks(args)
     if args.a_tree is not None and not (args.a_tree / "bench" / "__main__.py").is_file():
         raise UsageError(f"--a-tree {args.a_tree}: not a checkout of this harness (no bench/__main__.py)")
+    brokers = side_brokers(args)
     files = {"a": args.scenario_a, "b": args.scenario_b or args.scenario_a}
     texts = {"a": _set_texts(args, args.a_overrides), "b": _set_texts(args, args.b_overrides)}
     a, b = _side_scenario(files["a"], texts["a"]), _side_scenario(files["b"], texts["b"])
@@ -188,6 +198,8 @@ def run(args: argparse.Namespace) -> int:
         texts["b"].append(f"topic={b.topic}-b")
         a, b = dataclasses.replace(a, topic=f"{a.topic}-a"), dataclasses.replace(b, topic=f"{b.topic}-b")
     labels = side_labels(a, b)
+    if brokers is not None:
+        labels = broker_labels(labels, brokers)
     if args.a_tree is not None and labels == ("A", "B"):
         labels = (f"{a.name} from {args.a_tree}", f"{b.name} from here")
     trees = {"a": args.a_tree, "b": Path.cwd() if args.a_tree is not None else None}
@@ -203,11 +215,10 @@ def run(args: argparse.Namespace) -> int:
     warm_ups: list[dict[str, Any]] = []
     status, failure = "complete", None
     try:
-        with ensure_broker(args.bootstrap_servers, args.broker, keep=args.keep_broker, state_dir=args.state_dir,
-                           client_settings=a.producer_config, announce=lambda line: print(line, flush=True)) as broker:
+        with _set_ups(args, a, brokers, folder) as set_ups:
             for _ in range(args.warmup_runs):
                 for side in "ab":
-                    _, run_dir, result = sides[side].warm_up().run(broker.bootstrap_servers, folder, args.state_dir)
+                    _, run_dir, result = sides[side].warm_up().run(*set_ups[side], folder)
                     warm_ups.append({"side": side, "folder": run_dir.name, "status": result["status"]})
                     print(f"warm-up {side.upper()}: {round_line(result)}  ({run_dir.name}, not compared)", flush=True)
                     if result["status"] == "interrupted":
@@ -218,7 +229,7 @@ def run(args: argparse.Namespace) -> int:
                 for side in entry["order"]:
                     print(f"round {number}/{args.rounds} {side.upper()}: running ({sides[side].scenario.duration_s:g} s)",
                           flush=True)
-                    code, run_dir, result = sides[side].run(broker.bootstrap_servers, folder, args.state_dir)
+                    code, run_dir, result = sides[side].run(*set_ups[side], folder)
                     entry[side], entry[f"{side}_folder"] = result, run_dir.name
                     print(f"round {number}/{args.rounds} {side.upper()}: {round_line(result)}  ({run_dir.name})",
                           flush=True)
@@ -237,7 +248,21 @@ def run(args: argparse.Namespace) -> int:
             shutil.rmtree(folder, ignore_errors=True)  # nothing measured: leave no empty ab folder behind
             raise
         status, failure = "failed", f"round {len(rounds)}: {error}"  # keep what was measured
-    return _finish(args, folder, labels, sides, rounds, warm_ups, checks, limits, started, status, failure)
+    return _finish(args, folder, labels, sides, rounds, warm_ups, checks, limits, started, status, failure, brokers)
+
+
+@contextlib.contextmanager
+def _set_ups(args: argparse.Namespace, a: Scenario, brokers: dict[str, SideBroker] | None, folder: Path):
+    """{side: (bootstrap servers, embedded broker state dir)}: one broker for both sides, or each
+    side's own when they differ in the broker."""
+    announce = lambda line: print(line, flush=True)  # noqa: E731
+    if brokers is None:
+        with ensure_broker(args.bootstrap_servers, args.broker, keep=args.keep_broker, state_dir=args.state_dir,
+                           client_settings=a.producer_config, announce=announce) as broker:
+            yield {side: (broker.bootstrap_servers, args.state_dir) for side in "ab"}
+        return
+    with started_side_brokers(brokers, folder.name, announce, keep=args.keep_broker) as started:
+        yield {side: (broker.bootstrap_servers, str(broker.state_dir)) for side, broker in started.items()}
 
 
 def round_line(result: dict[str, Any]) -> str:
@@ -248,7 +273,7 @@ def round_line(result: dict[str, Any]) -> str:
 
 
 def _finish(args, folder: Path, labels, sides, rounds, warm_ups, checks, limits, started: float, status: str,
-            failure: str | None) -> int:
+            failure: str | None, brokers: dict[str, SideBroker] | None = None) -> int:
     pairs = compared_rounds(rounds)
     table = metric_table(pairs, AB_METRICS)
     judged = [judge_rounds(check, table.get(check.metric.name) or _figures_for(check, pairs)) for check in checks]
@@ -265,7 +290,8 @@ def _finish(args, folder: Path, labels, sides, rounds, warm_ups, checks, limits,
         "environment": capture_environment(),
         "sides": {side: {"label": label, "scenario": sides[side].scenario.to_dict(),
                          "fingerprint": sides[side].scenario.fingerprint(),
-                         "tree": None if sides[side].tree is None else str(sides[side].tree)}
+                         "tree": None if sides[side].tree is None else str(sides[side].tree),
+                         "broker": None if brokers is None else brokers[side].to_dict()}
                   for side, label in zip("ab", labels)},
         "rounds": [{"round": r["round"], "order": r["order"],
                     **{side: None if r[side] is None else {"folder": r[f"{side}_folder"], "status": r[side]["status"]}

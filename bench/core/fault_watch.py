@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 from bench.analysis.failover import failover_section
@@ -23,7 +23,7 @@ from bench.broker.proxy_control import remote_proxies
 from bench.broker.roles import AnyNodeMetadata, active_controller
 from bench.broker.sampler import MetadataSampler
 from bench.core.availability import MIN_GAP_NS, NS_PER_MS
-from bench.core.clients import scenario_admin
+from bench.core.clients import reconnect_allowance_s, scenario_admin
 from bench.core.merge import RunMeasurements
 from bench.core.recorder import RunRecorder
 from bench.core.scenario import Scenario
@@ -61,12 +61,13 @@ class FaultWatch:
     def _metadata(self) -> AnyNodeMetadata:
         return AnyNodeMetadata(scenario_admin(self.scenario, self.bootstrap_servers), self.scenario.producer_config)
 
-    def start(self, t0_ns: int, on_outage: Callable[[bool], None] | None = None) -> None:
-        """on_outage(True/False): a killed or stopped node went down / every such node is back."""
+    def start(self, t0_ns: int, outage=None) -> None:
+        """outage: an event set while a node a fault killed or stopped is not answering yet."""
         self.t0_ns = t0_ns
         self.sampler = MetadataSampler(self._metadata(), self.scenario.topic, t0_ns / NS_PER_S).start()
         if self.injector is not None:
-            self.injector.on_outage = on_outage
+            if outage is not None:
+                self.injector.on_outage = lambda down: outage.set() if down else outage.clear()
             self.injector.start(t0_ns / NS_PER_S)
             # The faults end with the run's schedule, not after the producers' flush: a node a
             # fault still holds down when producing ends is brought back now, and the producers
@@ -90,9 +91,10 @@ class FaultWatch:
         if self.t0_ns:
             self._slow_consumer_records((time.perf_counter_ns() - self.t0_ns) / NS_PER_S)
 
-    @property
-    def restarted_a_node(self) -> bool:
-        return any(event["kind"] == "broker-up" for event in self.events)
+    def reconnect_s(self) -> float:
+        """How much later the tracker's first message may come after a node restart (0 without)."""
+        restarted = any(event["kind"] == "broker-up" for event in self.events)
+        return reconnect_allowance_s(self.scenario.consumer_config) if restarted else 0.0
 
     def _slow_consumer_records(self, elapsed_s: float) -> None:
         """The slow-consumer faults that began before the end: the tracker slept from AT to AT+FOR

@@ -29,13 +29,7 @@ from bench.broker.ensure import BrokerInUse, ensure_broker, no_embedded_reason
 from bench.broker.fault_spec import broker_faults
 from bench.broker.faults import Fault, parse_faults
 from bench.core.audit import OFFSET_COUNTS, audit_method
-from bench.core.clients import (
-    check_client_settings,
-    high_watermarks,
-    reconnect_allowance_s,
-    scenario_admin,
-    scenario_watermarks,
-)
+from bench.core.clients import check_client_settings, high_watermarks, scenario_admin, scenario_watermarks
 from bench.core.fault_watch import FaultWatch
 from bench.core.groups import GroupMeasurements, commit_group_starts, consumer_slots, drain_ends, fans_out, start_drain
 from bench.core.merge import RunMeasurements
@@ -211,8 +205,7 @@ class _Run:
                                 "detail": f"{phase.rate:,.0f} msg/s for {phase.duration_s:g} s"})
             phase_start_s += phase.duration_s
         if self.fault_watch is not None:
-            outage = self.processes.outage
-            self.fault_watch.start(self.t0_ns, lambda down: outage.set() if down else outage.clear())
+            self.fault_watch.start(self.t0_ns, self.processes.outage)
         self.progress.message(
             f"run {self.run_id.hex[:8]}: {self.scenario.name} -> {self.scenario.topic} at {self.bootstrap_servers}, "
             f"{_describe_rate(self.scenario)}, {self.scenario.duration_s:g} s (warm-up {self.scenario.warmup_s:g} s)"
@@ -221,8 +214,7 @@ class _Run:
 
     def _drain(self) -> None:
         acked = sum(outcome.acked for outcome in self.measured.producers.values())
-        restarted = self.fault_watch is not None and self.fault_watch.restarted_a_node
-        reconnect_s = reconnect_allowance_s(self.scenario.consumer_config) if restarted else 0.0
+        reconnect_s = self.fault_watch.reconnect_s() if self.fault_watch is not None else 0.0
         if self.interrupted:
             drain_s, idle = INTERRUPT_DRAIN_S, False
             self._event("drain", f"waiting up to {drain_s:g} s for the tracker to consume {acked:,} acked orders")
