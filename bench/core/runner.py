@@ -140,10 +140,7 @@ class _Run:
         self.progress = Progress(out)
         self.run_id = uuid.uuid4()
         self.method = audit_method(scenario)
-        self.slots = consumer_slots(scenario, self.run_id.hex)
-        reporters = [*(tracker_name(s.group, s.consumer) for s in self.slots), *map(producer_name, range(scenario.producers))]
-        self.measured = RunMeasurements(scenario.warmup_s, reporters,
-                                        GroupMeasurements(self.slots, scenario.warmup_s) if fans_out(scenario) else None)
+        self.slots, self.measured = _measurements(scenario, self.run_id.hex)
         self.interrupted = False
         self.signalled = False  # Ctrl+C or SIGTERM arrived while producing or draining
         self.events: list[dict[str, Any]] = []
@@ -283,6 +280,14 @@ class _Run:
                          environment=self.environment, topic_settings=(self.topic_settings, self.topic_settings_unread),
                          start_offsets=self.start_offsets, events=self.events, fault_watch=self.fault_watch,
                          resources=self.resources)
+
+
+def _measurements(scenario: Scenario, run_id: str) -> tuple[list[ConsumerSlot], RunMeasurements]:
+    """The run's consumer processes (bench/core/groups.py) and what folds every child's reports."""
+    slots = consumer_slots(scenario, run_id)
+    reporters = [*(tracker_name(s.group, s.consumer) for s in slots), *map(producer_name, range(scenario.producers))]
+    return slots, RunMeasurements(scenario.warmup_s, reporters,
+                                  GroupMeasurements(slots, scenario.warmup_s) if fans_out(scenario) else None)
 
 
 def _watch_resources(processes: _Processes, broker: BrokerInUse, t0_ns: int) -> RunResources:

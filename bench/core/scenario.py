@@ -147,9 +147,8 @@ class Scenario:
     # Faults during the run, in the --fault syntax (docs/faults.md), e.g. "kill:leader@20+10" or
     # "slow-consumer=20ms@10+15".
     faults: tuple[str, ...] = ()
-    # Fan-out: groups each reading the whole topic, processes per group (bench/core/groups.py).
-    consumer_groups: int = 1
-    consumers_per_group: int = 1
+    consumer_groups: int = 1  # fan-out: groups each reading the whole topic (bench/core/groups.py)
+    consumers_per_group: int = 1  # consumer processes in each group
 
     def __post_init__(self) -> None:
         _validate(self)
