@@ -104,3 +104,15 @@ def test_three_groups_of_two_each_consume_every_acked_order_exactly_once(kafka_b
     assert all(f"| {entry['group']} | {entry['group_id']} | {held:,} | 0 | 0 |" in report for entry in groups)
     lines = [line for line in summary_text(document, folder).splitlines() if line.startswith("group ")]
     assert len(lines) == 3 and lines[1].startswith(f"group 1 (2 consumer(s)): consumed {held:,}, lost 0, duplicated 0")
+
+
+def test_the_groups_panel_is_drawn_for_a_fan_out_run_only(tmp_path):
+    from bench.output.plots.groups import plot_groups
+
+    entry = {"group": 0, "consumers": [{}, {}], "end_to_end_us": {"p50": 2000, "p99": 9000, "max": 12000},
+             "lag_messages": [3, None, 0]}
+    result = {"scenario": {"name": "fanout"}, "series": {"t_s": [1, 2, 3]},
+              "groups": [entry, {**entry, "group": 1, "end_to_end_us": {"p50": None, "p99": None, "max": None}}]}
+    written = plot_groups([("fanout", result)], tmp_path / "consumer_groups.png")
+    assert written == tmp_path / "consumer_groups.png" and written.stat().st_size > 0
+    assert plot_groups([("one tracker", {**result, "groups": None})], tmp_path / "none.png") is None
