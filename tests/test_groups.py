@@ -116,3 +116,17 @@ def test_the_groups_panel_is_drawn_for_a_fan_out_run_only(tmp_path):
     written = plot_groups([("fanout", result)], tmp_path / "consumer_groups.png")
     assert written == tmp_path / "consumer_groups.png" and written.stat().st_size > 0
     assert plot_groups([("one tracker", {**result, "groups": None})], tmp_path / "none.png") is None
+
+
+def test_groups_of_one_process_each_read_every_partition_and_audit_by_offsets_flat_out(kafka_bootstrap, unique_topic,
+                                                                                       tmp_path):
+    scenario = Scenario(name="fanout-flat", topic=unique_topic, partitions=2, rate=0, duration_s=1, warmup_s=0,
+                        consumer_groups=2)
+    code, folder, result = run_scenario(scenario, kafka_bootstrap, tmp_path / "results", "external", out=io.StringIO())
+    assert code == 0, result["failure"]
+    document = load_result(folder)
+    assert document["audit"] in ("counts", "offsets")
+    assert_counts_match_broker(document, kafka_bootstrap)
+    held = broker_message_count(kafka_bootstrap, unique_topic)
+    assert [(g["consumed"], g["lost"], g["duplicated"], len(g["consumers"])) for g in document["groups"]] == [
+        (held, 0, 0, 1), (held, 0, 0, 1)]

@@ -23,8 +23,10 @@ from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
+from confluent_kafka import ConsumerGroupTopicPartitions, KafkaException, TopicPartition
+
 from bench.core.audit import AuditOutcome, OffsetRanges
-from bench.core.clients import high_watermarks, scenario_watermarks
+from bench.core.clients import describe_error, high_watermarks, scenario_admin, scenario_watermarks
 from bench.core.protocol import ConsumerSlot, Drain, Stop, TrackerDone, TrackerSecond, tracker_name
 from bench.core.recorder import LatencyRecorder, fold_latencies
 from bench.core.scenario import Scenario
@@ -47,22 +49,26 @@ def fans_out(scenario: Scenario) -> bool:
     return scenario.consumer_groups > 1 or scenario.consumers_per_group > 1
 
 
-def commit_group_starts(admin, topic: str, slots: Sequence[ConsumerSlot], start_offsets: Mapping[int, int],
-                        timeout_s: float = 30.0) -> None:
+def commit_group_starts(scenario: Scenario, bootstrap_servers: str, slots: Sequence[ConsumerSlot],
+                        start_offsets: Mapping[int, int], timeout_s: float = 30.0) -> None:
     """The run's start offsets as the committed offsets of every joining group: its members read
-    from where the run began, not from an earlier run's end nor the topic's beginning."""
-    from confluent_kafka import ConsumerGroupTopicPartitions, TopicPartition
-
+    from where the run began, not from an earlier run's end nor the topic's beginning. A run
+    without such a group opens no client here."""
     group_ids = sorted({slot.group_id for slot in slots if slot.subscribe})
     if not group_ids:
         return
+    admin, topic = scenario_admin(scenario, bootstrap_servers), scenario.topic
     requests = [ConsumerGroupTopicPartitions(group_id, [TopicPartition(topic, p, offset)
                                                         for p, offset in sorted(start_offsets.items())])
                 for group_id in group_ids]
     # One group per request: the admin API takes a single group at a time.
     for request in requests:
         for future in admin.alter_consumer_group_offsets([request], request_timeout=timeout_s).values():
-            future.result()
+            try:
+                future.result()
+            except KafkaException as error:
+                raise RunFailed(f"cannot set the start offsets of consumer group {request.group_id}: "
+                                f"{describe_error(error)}") from None
 
 
 def _bits_or(bitmaps: Iterable[bytes]) -> tuple[bytes, int]:

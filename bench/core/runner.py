@@ -103,7 +103,7 @@ class _Processes:
         context = multiprocessing.get_context("spawn")
         reports, controls = context.Queue(), [context.Queue() for _ in slots]
         start, stop, outage, t0_ns = context.Event(), context.Event(), context.Event(), context.Value("q", 0)
-        commit_group_starts(scenario_admin(scenario, bootstrap_servers), scenario.topic, slots, start_offsets)
+        commit_group_starts(scenario, bootstrap_servers, slots, start_offsets)
         children = [context.Process(target=tracker_main, name="bench-" + tracker_name(slot.group, slot.consumer).replace(" ", "-"),
                                     daemon=True, args=(scenario, bootstrap_servers, run_id, start_offsets, reports, control,
                                                        start, t0_ns, slot)) for slot, control in zip(slots, controls)]
