@@ -30,6 +30,7 @@ def __getattr__(name: str) -> Any:
 
 def _run_plots() -> tuple:
     from bench.output.plots import resources, runs
+    from bench.output.plots.groups import plot_groups
     from bench.output.plots.partitions import plot_partitions
 
     return (
@@ -39,6 +40,7 @@ def _run_plots() -> tuple:
         ("consumer_lag.png", runs.plot_consumer_lag),
         ("failover.png", runs.plot_failover),
         ("partitions.png", plot_partitions),
+        ("consumer_groups.png", plot_groups),
         ("resources.png", resources.plot_resources),
     )
 
