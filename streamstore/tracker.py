@@ -23,13 +23,17 @@ POLL_TIMEOUT_S = 1.0
 class OrderTracker:
     """A consumer of order topics. It keeps no messages: callers handle each as it arrives."""
 
-    def __init__(self, config: dict, topics: list[str], start_offsets: Mapping[int, int] | None = None):
+    def __init__(self, config: dict, topics: list[str], start_offsets: Mapping[int, int] | None = None,
+                 on_assign=None, on_revoke=None):
         """start_offsets {partition: offset} reads topics[0] from exactly there, without joining
-        the group: a measured run reads what it produced, not what earlier runs left behind."""
+        the group: a measured run reads what it produced, not what earlier runs left behind.
+        Without, it joins the group; on_assign/on_revoke(consumer, partitions) are its rebalance callbacks."""
         self.topics = topics
         self.client = Consumer(config)
         if start_offsets is None:
-            self.client.subscribe(topics)
+            callbacks = {name: callback for name, callback in (("on_assign", on_assign), ("on_revoke", on_revoke))
+                         if callback is not None}
+            self.client.subscribe(topics, **callbacks)
         else:
             self.client.assign([TopicPartition(topics[0], p, offset) for p, offset in start_offsets.items()])
 

@@ -56,7 +56,7 @@ def _slowed_tracker_on_main(topic_suffix: str, delay_ms: float, max_batch: int |
 
 
 def _stalled_tracker_main(stall_s: float, scenario, bootstrap_servers, run_id, start_offsets, reports, control,
-                          start, t0_ns) -> None:
+                          start, t0_ns, *slot) -> None:
     from bench.core import tracker as module
 
     class StalledTracker(module.OrderTracker):
@@ -75,11 +75,10 @@ def _stalled_tracker_main(stall_s: float, scenario, bootstrap_servers, run_id, s
             return super().consume(count, timeout)
 
     module.OrderTracker = StalledTracker
-    module.tracker_main(scenario, bootstrap_servers, run_id, start_offsets, reports, control, start, t0_ns)
+    module.tracker_main(scenario, bootstrap_servers, run_id, start_offsets, reports, control, start, t0_ns, *slot)
 
 
-def _slowed_tracker_main(delay_ms: float, max_batch: int | None, scenario, bootstrap_servers, run_id, start_offsets, reports, control,
-                         start, t0_ns) -> None:
+def _slowed_tracker_main(delay_ms: float, max_batch: int | None, scenario, *args) -> None:
     from bench.core import tracker as module
 
     class SlowedTracker(module.OrderTracker):
@@ -90,7 +89,7 @@ def _slowed_tracker_main(delay_ms: float, max_batch: int | None, scenario, boots
             return messages
 
     module.OrderTracker = SlowedTracker
-    module.tracker_main(scenario, bootstrap_servers, run_id, start_offsets, reports, control, start, t0_ns)
+    module.tracker_main(scenario, *args)
 
 
 def drop_first_acked(bootstrap_servers: str, count: int):

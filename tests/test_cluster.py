@@ -20,7 +20,7 @@ from kafka_truth import PROJECT_ROOT, assert_counts_match_broker, bench_command,
 from test_broker import process_alive
 
 from bench.broker.cluster import EmbeddedCluster
-from bench.broker.embedded import DEFAULT_KAFKA_VERSION, PROPERTIES_HEADER, EmbeddedBroker, port_is_free
+from bench.broker.embedded import DEFAULT_KAFKA_VERSION, PROPERTIES_HEADER, EmbeddedBroker
 from bench.broker.probe import broker_answers
 from bench.results.store import load_result
 from streamstore.admin import connect_admin, ensure_topic, topic_configs
@@ -33,13 +33,7 @@ REPLICATED_SCENARIO = PROJECT_ROOT / "scenarios" / "replicated-orders.toml"
 
 def free_port_block(count: int) -> int:
     """The first of count consecutive free ports (the CLI lays a cluster out consecutively)."""
-    for _ in range(50):
-        base = free_ports(1)[0]
-        if base + count > 65535:
-            continue
-        if all(port_is_free(port) for port in range(base, base + count)):
-            return base
-    raise RuntimeError(f"no {count} consecutive free ports found")
+    return free_ports(count, consecutive=True)[0]
 
 
 def listed_partitions(bootstrap: str, topic: str) -> dict:

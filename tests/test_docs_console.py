@@ -5,9 +5,8 @@ tests/docs_console.py. `make docs` rewrites them (tests/docs_run.py)."""
 
 from __future__ import annotations
 
-import socket
-
 import pytest
+from conftest import free_ports
 from docs_console import all_blocks, check_command, keep_lines, normalise
 from docs_run import Session, make_scratch
 
@@ -16,9 +15,7 @@ FAST = [block for block in BLOCKS if block.fast and block.commands]
 
 
 def _unused_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
+    return free_ports(1)[0]
 
 
 def test_the_docs_have_console_blocks_of_every_kind():

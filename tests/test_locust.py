@@ -409,11 +409,14 @@ def test_the_master_creates_the_topic_with_the_scenarios_topic_settings(kafka_bo
 
 
 def test_bad_option_is_one_line_and_exit_2_before_any_user(kafka_bootstrap, unique_topic, tmp_path):
+    fanout = tmp_path / "fanout.toml"
+    fanout.write_text("consumer_groups = 2\n")
     for bad, expected in ((["--message-size", "2XB"], "error: message_size: unknown size unit 'XB'"),
                           (["--check", "p99_latency<3"], "error: --check 'p99_latency<3'"),
                           (["--compression", "brotli"], "error: compression: 'brotli' is not allowed"),
                           (["--scenario", "scenarios/transactions.toml"],
-                           "error: scenarios/transactions.toml: transactions do not apply to Locust")):
+                           "error: scenarios/transactions.toml: transactions do not apply to Locust"),
+                          (["--scenario", str(fanout)], f"error: {fanout}: consumer groups do not apply to Locust")):
         completed = _locust("-u", "2", "-t", "5s", "--processes", "2", "--kafka-bootstrap-servers", kafka_bootstrap,
                             "--kafka-topic", unique_topic, "--results-dir", str(tmp_path), *bad)
         assert completed.returncode == 2, completed.stderr[-3000:]

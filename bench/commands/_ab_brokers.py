@@ -11,11 +11,11 @@ import contextlib
 import dataclasses
 import re
 import shutil
-import socket
 from collections.abc import Callable, Iterator, Mapping
 
 from bench.broker.embedded import STATE_ROOT, EmbeddedBroker
 from bench.broker.jars import check_kafka_version
+from bench.broker.ports import free_ports
 from bench.broker.settings import LARGE_MESSAGE_BROKER_SETTINGS, SINGLE_NODE_BROKER_SETTINGS
 from bench.broker.versions import DEFAULT_KAFKA_VERSION
 from streamstore.errors import RunFailed, UsageError
@@ -77,15 +77,6 @@ def side_brokers(args: argparse.Namespace) -> dict[str, SideBroker] | None:
     return brokers
 
 
-def _free_ports(count: int) -> list[int]:
-    """Ports nothing listens on now (the OS picks them; all held open until all are chosen)."""
-    with contextlib.ExitStack() as stack:
-        probes = [stack.enter_context(socket.socket()) for _ in range(count)]
-        for probe in probes:
-            probe.bind(("127.0.0.1", 0))
-        return [probe.getsockname()[1] for probe in probes]
-
-
 @contextlib.contextmanager
 def started_side_brokers(brokers: Mapping[str, SideBroker], name: str, announce: Callable[[str], None],
                          keep: bool = False) -> Iterator[dict[str, EmbeddedBroker]]:
@@ -95,7 +86,7 @@ def started_side_brokers(brokers: Mapping[str, SideBroker], name: str, announce:
     started: dict[str, EmbeddedBroker] = {}
     try:
         for side, wanted in brokers.items():
-            port, controller_port = _free_ports(2)
+            port, controller_port = free_ports(2)
             broker = EmbeddedBroker(port=port, controller_port=controller_port, state_dir=root / side,
                                     kafka_version=wanted.kafka_version, extra_properties=wanted.settings)
             announce(f"side {side.upper()}: starting its own broker ({wanted.describe()}) at {broker.bootstrap_servers}")

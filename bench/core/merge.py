@@ -18,12 +18,13 @@ from bench.core.audit import (
     evaluate_audit,
 )
 from bench.core.availability import ActivityLog
-from bench.core.protocol import TRACKER, ChildFailed, ProducerDone, ProducerSecond, TrackerDone, TrackerSecond, producer_name
+from bench.core.groups import GroupMeasurements, worst_audit
+from bench.core.protocol import ChildFailed, ProducerDone, ProducerSecond, TrackerDone, TrackerSecond, producer_name, tracker_name
 from bench.core.recorder import RunRecorder
 
 
 class RunMeasurements:
-    def __init__(self, warmup_s: float, reporters: Iterable[str] = ()):
+    def __init__(self, warmup_s: float, reporters: Iterable[str] = (), groups: GroupMeasurements | None = None):
         self.recorder = RunRecorder(warmup_s)
         # Offset audit: every acked offset per partition, from the producers' reports.
         self.acked_offsets: defaultdict[int, OffsetRanges] = defaultdict(OffsetRanges)
@@ -37,6 +38,8 @@ class RunMeasurements:
         # Per-partition acks and consumed messages, and the gaps between them (failover figures).
         self.partition_acks = ActivityLog()
         self.partition_consumed = ActivityLog()
+        # Fan-out (bench/core/groups.py): every group's figures; the recorder keeps group 0's.
+        self.groups = groups
 
     def handle(self, message) -> None:
         """One protocol message from a producer or the tracker."""
@@ -50,17 +53,26 @@ class RunMeasurements:
             self.partition_acks.add(message.second, message.acked_by_partition, message.ack_gaps)
             self.reported_through[producer_name(message.producer)] = message.second
         elif isinstance(message, TrackerSecond):
-            self.recorder.add_tracker_report(max(0, message.second), message.consumed, message.end_to_end_us,
-                                             message.lag, message.lag_time_ms)
-            self.partition_consumed.add(max(0, message.second), message.consumed_by_partition, message.consume_gaps)
-            if TRACKER in self.reported_through:
-                self.reported_through[TRACKER] = max(self.reported_through[TRACKER], message.second)
+            if message.group == 0:
+                self.recorder.add_tracker_report(max(0, message.second), message.consumed, message.end_to_end_us,
+                                                 message.lag, message.lag_time_ms)
+                self.partition_consumed.add(max(0, message.second), message.consumed_by_partition, message.consume_gaps)
+            if self.groups is not None:
+                self.groups.add_second(message)
+            name = tracker_name(message.group, message.consumer)
+            if name in self.reported_through:
+                self.reported_through[name] = max(self.reported_through[name], message.second)
         elif isinstance(message, ProducerDone):
             self.producers[message.producer] = message
             self.reported_through.pop(producer_name(message.producer), None)
         elif isinstance(message, TrackerDone):
-            self.tracker_done = message
-            self.reported_through.pop(TRACKER, None)
+            self.reported_through.pop(tracker_name(message.group, message.consumer), None)
+            if self.groups is None:
+                self.tracker_done = message
+            else:
+                self.groups.add_done(message)
+                if self.groups.all_done():
+                    self.tracker_done = self.groups.group_done(0)
         elif isinstance(message, ChildFailed):
             self.failure = self.failure or f"{message.who} failed: {message.error}"
             if message.traceback:
@@ -76,6 +88,8 @@ class RunMeasurements:
         """Seal the seconds every reporter is past (an open second holds a ~400 KB histogram)."""
         if self.reported_through:
             self.recorder.close_through(min(self.reported_through.values()))
+            if self.groups is not None:
+                self.groups.close_through(min(self.reported_through.values()))
 
     def closed_through(self) -> int:
         return min(self.reported_through.values()) if self.reported_through else self.recorder.last_second
@@ -92,12 +106,22 @@ class RunMeasurements:
         return sum((p.transactions or {}).get("aborted_records", 0) for p in self.producers.values())
 
     def audit(self, method: str, producers: Iterable[ProducerAccount] | None = None) -> AuditOutcome:
-        """Lost and duplicated (None when no tracker reported its account)."""
+        """Lost and duplicated (None when no tracker reported its account); with fan-out the
+        worst group's (bench/core/groups.py)."""
+        if self.groups is None:
+            return self._audit_of(self.tracker_done, method, producers)
+        return worst_audit(self.group_audits(method, producers))
+
+    def group_audits(self, method: str, producers: Iterable[ProducerAccount] | None = None) -> list[AuditOutcome]:
+        """Each group's audit, over the union of what its consumer processes read."""
+        producers = None if producers is None else list(producers)
+        return [self._audit_of(self.groups.group_done(group), method, producers) for group in self.groups.groups]
+
+    def _audit_of(self, done: TrackerDone | None, method: str, producers: Iterable[ProducerAccount] | None) -> AuditOutcome:
         if producers is None:
             producers = [ProducerAccount(p.producer, p.sent, p.acked, p.failed_sequences, p.timed_out,
                                          None if p.transactions is None else p.transactions["aborted_ranges"])
                          for p in self.producers.values()]
-        done = self.tracker_done
         tracker = None if done is None else TrackerAccount(done.seen, done.duplicated, done.foreign,
                                                            done.consumed_offsets, done.offsets_consumed_twice)
         acked = {p: offsets.ranges() for p, offsets in self.acked_offsets.items()}

@@ -10,7 +10,10 @@ master in bench/locust/master.py) read the same fields. Children put:
   ChildFailed(who, error, traceback) instead of the rest, when the child cannot go on: one line
                                     for the console, the traceback for the run's errors.log
 
-and the tracker reads one `Drain` from its control queue when producing has ended.
+and the tracker reads one `Drain` from its control queue when producing has ended (a consumer
+of a group of several processes then reads a `Stop` once its group has read everything).
+With fan-out (bench/core/groups.py) every consumer process is a tracker: its reports carry its
+group and index; group 0's consumer 0 is the TRACKER of a run with one consumer.
 """
 
 from __future__ import annotations
@@ -32,6 +35,11 @@ TRACKER = "tracker"
 
 def producer_name(index: int) -> str:
     return f"producer {index}"
+
+
+def tracker_name(group: int = 0, consumer: int = 0) -> str:
+    """The name a consumer process reports under: TRACKER for the first (the only one by default)."""
+    return TRACKER if (group, consumer) == (0, 0) else f"{TRACKER} g{group}c{consumer}"
 
 
 @dataclass(frozen=True)
@@ -117,6 +125,11 @@ class TrackerSecond:
     # Consumed per partition, and gaps between consumed batches (bench/core/availability.py).
     consumed_by_partition: Mapping[int, int] = field(default_factory=dict)
     consume_gaps: list[tuple[int, int, int]] = field(default_factory=list)
+    # Fan-out: which consumer process reports, and (consumers of a group of several) the offset
+    # after the last message it read per partition, so the coordinator knows when the group is done.
+    group: int = 0
+    consumer: int = 0
+    positions: Mapping[int, int] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -129,6 +142,8 @@ class TrackerDone:
     foreign: int
     consumed_offsets: Mapping[int, list[tuple[int, int]]]
     offsets_consumed_twice: int
+    group: int = 0
+    consumer: int = 0
 
 
 @dataclass(frozen=True)
@@ -143,6 +158,25 @@ class Drain:
     drain_s: float
     idle: bool
     reconnect_s: float = 0.0
+
+
+@dataclass(frozen=True)
+class ConsumerSlot:
+    """Which consumer process a tracker is (bench/core/groups.py). The default is the run's one
+    tracker: it assigns itself every partition under the run's own group id."""
+
+    group: int = 0
+    consumer: int = 0
+    group_id: str | None = None  # None: the run's tracker group id
+    # Join group_id and read what group assignment gives it (from the offsets the coordinator
+    # committed for the group at the run's start) instead of assigning itself every partition.
+    subscribe: bool = False
+
+
+@dataclass(frozen=True)
+class Stop:
+    """A consumer of a group of several processes: the group has read up to the drain's end
+    offsets (the coordinator adds up its consumers' positions); report and end."""
 
 
 class Inbox:

@@ -189,11 +189,13 @@ class RunRecorder:
                            lag_by_partition: Mapping[int, int] | None, lag_time_ms: float | None) -> None:
         self._count(second, consumed=consumed)
         self.latency["end_to_end"].record(second, fold_latencies(end_to_end_us))
+        # Several consumer processes of one group report the partitions each reads: merged.
         if lag_by_partition is not None:
-            self.lag_by_partition[second] = dict(lag_by_partition)
-            self.lag_messages[second] = sum(lag_by_partition.values())
+            lags = self.lag_by_partition.setdefault(second, {})
+            lags.update(lag_by_partition)
+            self.lag_messages[second] = sum(lags.values())
         if lag_time_ms is not None:
-            self.lag_time_ms[second] = lag_time_ms
+            self.lag_time_ms[second] = max(lag_time_ms, self.lag_time_ms.get(second, lag_time_ms))
 
     def _count(self, second: int, **counts: int) -> None:
         for name, count in counts.items():

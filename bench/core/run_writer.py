@@ -29,6 +29,7 @@ from bench.core.result import (
     write_run_folder,
 )
 from bench.core.scenario import Scenario
+from bench.core.scenario_checks import consumer_warnings
 from bench.core.transactions import merged_by_partition, transactions_section
 from bench.results.window import measured_seconds
 from streamstore.errors import RunFailed
@@ -90,7 +91,9 @@ def write_run(scenario: Scenario, broker: BrokerInUse, results_root: Path, run_i
                   "partitions": _partitions(scenario, measured, method, offset_deltas, offset_unread, series, summaries),
                   "transactions": transactions_section(summaries, isolation_level=scenario.isolation_level,
                                                        aborted_consumed=audit.aborted_consumed, offset_delta=offset_delta)
-                  if scenario.transaction_size else None, **resources_fields})
+                  if scenario.transaction_size else None, **resources_fields,
+                  **({"groups": measured.groups.section(measured.group_audits(method), recorder.measured_window())}
+                     if measured.groups is not None else {})})
     folder, document = write_run_folder(results_root, result, recorder)
     if measured.child_failures:
         write_child_errors(folder / ERRORS_LOG, measured.child_failures)
@@ -130,7 +133,7 @@ def _partitions(scenario: Scenario, measured: RunMeasurements, method: str, offs
 
 def _run_warnings(scenario: Scenario, measured: RunMeasurements, totals: dict[str, int], audit: AuditOutcome,
                   offset_delta: int | None, summaries: list[Mapping[str, Any]]) -> list[str]:
-    warnings = clamped_warnings(measured.recorder)
+    warnings = clamped_warnings(measured.recorder) + consumer_warnings(scenario)
     if measured.tracker_done is not None and measured.tracker_done.foreign:
         warnings.append(f"{measured.tracker_done.foreign:,} messages on the topic did not come from this run (another producer?)")
     # With transactions the offsets also hold one commit or abort marker per transaction and partition.

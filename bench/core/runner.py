@@ -31,10 +31,11 @@ from bench.broker.faults import Fault, parse_faults
 from bench.core.audit import OFFSET_COUNTS, audit_method
 from bench.core.clients import check_client_settings, high_watermarks, scenario_admin, scenario_watermarks
 from bench.core.fault_watch import FaultWatch
+from bench.core.groups import GroupMeasurements, commit_group_starts, consumer_slots, drain_ends, fans_out, start_drain
 from bench.core.merge import RunMeasurements
 from bench.core.producer import CHILD_START_TIMEOUT_S, INTERRUPT_DRAIN_S, producer_main
 from bench.core.progress import Progress, p99_scope, progress_line
-from bench.core.protocol import TRACKER, Drain, Inbox, producer_name
+from bench.core.protocol import ConsumerSlot, Drain, Inbox, producer_name, tracker_name
 from bench.core.resources import RunResources, Watched, fixed_pid, this_process
 from bench.core.result import (
     DELIVERY_REPORT_MODES,
@@ -89,7 +90,7 @@ class _Processes:
     coordinator shares with them."""
 
     inbox: Inbox        # every child's reports
-    control: Any        # queue: the Drain for the tracker
+    controls: list      # queues: the Drain (and a group's Stop) for each consumer process
     start: Any          # event: t0_ns is set, go
     stop: Any           # event: stop producing (Ctrl+C, a failure)
     outage: Any         # event: a node the run's faults killed or stopped is not answering yet
@@ -97,16 +98,19 @@ class _Processes:
     children: list
 
     @classmethod
-    def spawn(cls, scenario: Scenario, bootstrap_servers: str, run_id: bytes, start_offsets: dict[int, int]) -> _Processes:
+    def spawn(cls, scenario: Scenario, bootstrap_servers: str, run_id: bytes, start_offsets: dict[int, int],
+              slots: list[ConsumerSlot]) -> _Processes:
         context = multiprocessing.get_context("spawn")
-        reports, control = context.Queue(), context.Queue()
+        reports, controls = context.Queue(), [context.Queue() for _ in slots]
         start, stop, outage, t0_ns = context.Event(), context.Event(), context.Event(), context.Value("q", 0)
-        children = [context.Process(target=tracker_main, name="bench-tracker", daemon=True,
-                                    args=(scenario, bootstrap_servers, run_id, start_offsets, reports, control, start, t0_ns))]
+        commit_group_starts(scenario, bootstrap_servers, slots, start_offsets)
+        children = [context.Process(target=tracker_main, name="bench-" + tracker_name(slot.group, slot.consumer).replace(" ", "-"),
+                                    daemon=True, args=(scenario, bootstrap_servers, run_id, start_offsets, reports, control,
+                                                       start, t0_ns, slot)) for slot, control in zip(slots, controls)]
         children += [context.Process(target=producer_main, name=f"bench-producer-{i}", daemon=True,
                                      args=(i, scenario, bootstrap_servers, run_id, reports, start, t0_ns, stop, outage))
                      for i in range(scenario.producers)]
-        return cls(Inbox(reports), control, start, stop, outage, t0_ns, children)
+        return cls(Inbox(reports), controls, start, stop, outage, t0_ns, children)
 
     def death(self) -> str | None:
         """The failure of a child that died, if one did."""
@@ -136,8 +140,7 @@ class _Run:
         self.progress = Progress(out)
         self.run_id = uuid.uuid4()
         self.method = audit_method(scenario)
-        reporters = [TRACKER, *(producer_name(i) for i in range(scenario.producers))]
-        self.measured = RunMeasurements(scenario.warmup_s, reporters)
+        self.slots, self.measured = _measurements(scenario, self.run_id.hex)
         self.interrupted = False
         self.signalled = False  # Ctrl+C or SIGTERM arrived while producing or draining
         self.events: list[dict[str, Any]] = []
@@ -155,7 +158,7 @@ class _Run:
                                                                                       self.bootstrap_servers)
         self.start_offsets = start_offsets
         self.processes = processes = _Processes.spawn(self.scenario, self.bootstrap_servers, self.run_id.bytes,
-                                                      start_offsets)
+                                                      start_offsets, self.slots)
         self.inbox = processes.inbox
         previous = {signal.SIGINT: signal.getsignal(signal.SIGINT),
                     signal.SIGTERM: signal.signal(signal.SIGTERM, _raise_interrupted)}
@@ -218,8 +221,9 @@ class _Run:
                 if reconnect_s else ""
             self._event("drain", f"waiting for the tracker to consume {acked:,} acked orders "
                                  f"(it gives up after {drain_s:g} s without progress{first})")
-        self.processes.control.put(Drain(self._drain_target(), drain_s, idle, reconnect_s))
-        self._collect(lambda: self.measured.tracker_done is not None)
+        ends = drain_ends(self.scenario, self.bootstrap_servers, self.start_offsets, self.measured)
+        self._collect(start_drain(self.measured, self.processes.controls, Drain(self._drain_target(), drain_s, idle,
+                                                                                 reconnect_s), ends))
 
     def _drain_target(self) -> int | dict[int, int]:
         """With the counts audit no report names an acked offset: the tracker reads to the end
@@ -278,10 +282,18 @@ class _Run:
                          resources=self.resources)
 
 
+def _measurements(scenario: Scenario, run_id: str) -> tuple[list[ConsumerSlot], RunMeasurements]:
+    """The run's consumer processes (bench/core/groups.py) and what folds every child's reports."""
+    slots = consumer_slots(scenario, run_id)
+    reporters = [*(tracker_name(s.group, s.consumer) for s in slots), *map(producer_name, range(scenario.producers))]
+    return slots, RunMeasurements(scenario.warmup_s, reporters,
+                                  GroupMeasurements(slots, scenario.warmup_s) if fans_out(scenario) else None)
+
+
 def _watch_resources(processes: _Processes, broker: BrokerInUse, t0_ns: int) -> RunResources:
     """CPU and RSS of every process of the run each second, sampled in the coordinator
     (bench/core/resources.py)."""
-    children = [Watched(child.name.removeprefix("bench-"), "tracker" if child.name == "bench-tracker" else "producer",
+    children = [Watched(child.name.removeprefix("bench-"), "tracker" if child.name.startswith("bench-tracker") else "producer",
                         fixed_pid(child.pid), python=True) for child in processes.children]
     return RunResources.started([*children, this_process()], broker.observed_embedded, t0_ns, broker.metrics_url)
 

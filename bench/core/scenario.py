@@ -44,7 +44,7 @@ from bench.core.field_checks import (
     flatten_settings,
     parse_size,
 )
-from bench.core.scenario_checks import Phase, check_faults, check_phases, check_replication, check_transactions
+from bench.core.scenario_checks import Phase, check_consumers, check_faults, check_phases, check_replication, check_transactions
 from bench.core.scenario_files import resolve_scenario_path, scenarios_held, unknown_name
 from bench.results.fingerprint import fingerprint_of
 from bench.results.redaction import redact_secrets
@@ -147,6 +147,8 @@ class Scenario:
     # Faults during the run, in the --fault syntax (docs/faults.md), e.g. "kill:leader@20+10" or
     # "slow-consumer=20ms@10+15".
     faults: tuple[str, ...] = ()
+    consumer_groups: int = 1  # fan-out: groups each reading the whole topic (bench/core/groups.py)
+    consumers_per_group: int = 1  # consumer processes in each group
 
     def __post_init__(self) -> None:
         _validate(self)
@@ -312,6 +314,7 @@ def _validate(scenario: Scenario) -> None:
     _check_delivery_reports(scenario)
     check_transactions(scenario)
     check_faults(scenario)
+    check_consumers(scenario)
     producer_config = check_client_config("producer_config", scenario.producer_config, _FIELD_OWNED_PRODUCER_KEYS)
     object.__setattr__(scenario, "producer_config", producer_config)
     object.__setattr__(scenario, "consumer_config", check_client_config("consumer_config", scenario.consumer_config,

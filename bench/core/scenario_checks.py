@@ -13,6 +13,9 @@ from streamstore.errors import UsageError
 ISOLATION_LEVELS = ("read_committed", "read_uncommitted")
 # Messages per transaction at most (a transaction's records wait in the producer until it ends).
 MAX_TRANSACTION_SIZE = 1_000_000
+# Consumer processes of a run at most (consumer_groups x consumers_per_group): each is a Python
+# process that takes CPU from the producers and the broker it measures on a small machine.
+MAX_CONSUMER_PROCESSES = 8
 
 
 @dataclasses.dataclass(frozen=True)
@@ -75,3 +78,28 @@ def check_transactions(scenario) -> None:
         raise UsageError('delivery_reports: transactions need "all" (a report per message tells the audit '
                          "which partitions each transaction wrote)")
     object.__setattr__(scenario, "idempotence", True)
+
+
+def check_consumers(scenario) -> None:
+    """consumer_groups and consumers_per_group: whole numbers >= 1, at most MAX_CONSUMER_PROCESSES
+    consumer processes in all. A group of several processes joins with group assignment and
+    reads past transaction markers it cannot see, so it is not combined with transactions."""
+    check_int("consumer_groups", scenario.consumer_groups, 1, MAX_CONSUMER_PROCESSES)
+    check_int("consumers_per_group", scenario.consumers_per_group, 1, MAX_CONSUMER_PROCESSES)
+    processes = scenario.consumer_groups * scenario.consumers_per_group
+    if processes > MAX_CONSUMER_PROCESSES:
+        raise UsageError(f"consumer_groups x consumers_per_group: {scenario.consumer_groups} x "
+                         f"{scenario.consumers_per_group} = {processes} consumer processes; at most "
+                         f"{MAX_CONSUMER_PROCESSES} in all")
+    if scenario.consumers_per_group > 1 and scenario.transaction_size:
+        raise UsageError("consumers_per_group: more than 1 does not combine with transaction_size yet "
+                         "(use consumer_groups for fan-out with transactions)")
+
+
+def consumer_warnings(scenario) -> list[str]:
+    """What a valid consumer layout still wastes: consumers beyond the partition count idle."""
+    if scenario.consumers_per_group > scenario.partitions:
+        return [f"consumers_per_group {scenario.consumers_per_group} is more than the topic's "
+                f"{scenario.partitions} partitions: {scenario.consumers_per_group - scenario.partitions} "
+                f"consumer(s) of each group get no partition and idle"]
+    return []

@@ -22,7 +22,7 @@ from bench.broker.fault_spec import SLOW_CONSUMER, consumer_delay_s, parse_fault
 from bench.core.audit import OffsetRanges, SequenceAudit, audits_offsets
 from bench.core.availability import PartitionActivity
 from bench.core.clients import describe_error, is_fatal, scenario_consumer_config
-from bench.core.protocol import TRACKER, ChildFailed, Drain, Ready, TrackerDone, TrackerSecond
+from bench.core.protocol import ChildFailed, ConsumerSlot, Drain, Ready, Stop, TrackerDone, TrackerSecond, tracker_name
 from bench.core.scenario import Scenario
 from streamstore.trace import TRACE_HEADER, TRACE_STRUCT, TRACE_VALUE_BYTES, Trace, read_trace
 from streamstore.tracker import OrderTracker
@@ -38,6 +38,8 @@ TRACKER_WAIT_S = 0.05
 TRACKER_BATCH = 5000
 # How often the tracker looks for the coordinator's Drain (a queue read is not free).
 CONTROL_CHECK_NS = 100_000_000
+# The run's one tracker (group 0, consumer 0, every partition assigned): the default slot.
+THE_TRACKER = ConsumerSlot()
 
 
 
@@ -56,6 +58,8 @@ class TrackerState:
     end_to_end_us: list[int] = field(default_factory=list)
     last_timestamp_ms: int | None = None
     partition_consumed: PartitionActivity = field(default_factory=PartitionActivity)
+    # A consumer of a group of several processes: the offset after the last message read per partition.
+    positions: dict[int, int] | None = None
 
 
 def absorb_messages(messages: list[Message], run_id: bytes, state: TrackerState, received_ns: int) -> None:
@@ -101,7 +105,7 @@ def _lag(tracker: OrderTracker, partitions: list[TopicPartition], start_offsets:
 
 
 def tracker_main(scenario: Scenario, bootstrap_servers: str, run_id: bytes, start_offsets: dict[int, int],
-                 reports, control, start, t0_ns) -> None:
+                 reports, control, start, t0_ns, slot: ConsumerSlot = THE_TRACKER) -> None:
     """The tracker process's target, for `bench run` and the Locust master alike.
 
     Reads from start_offsets (partition -> offset) after `start` is set and speaks the
@@ -110,30 +114,42 @@ def tracker_main(scenario: Scenario, bootstrap_servers: str, run_id: bytes, star
     gives it a Drain and it has consumed the target or waited long enough.
     `scenario.rate` 0 (flat out): it runs at a lower priority (FLAT_OUT_TRACKER_NICENESS) and,
     with the offset audit, untraced messages count as this run's.
+    `slot`: which consumer process of the run's groups it is (bench/core/groups.py); a
+    subscribing one also takes a `Stop` from `control` after the Drain.
     """
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     if scenario.rate == 0:
         os.nice(FLAT_OUT_TRACKER_NICENESS)
     try:
-        _track(scenario, bootstrap_servers, run_id, start_offsets, reports, control, start, t0_ns)
+        _track(scenario, bootstrap_servers, run_id, start_offsets, reports, control, start, t0_ns, slot)
     except Exception as error:  # one line and its traceback to the coordinator, which ends the run
-        reports.put(ChildFailed(TRACKER, describe_error(error), traceback.format_exc()))
+        reports.put(ChildFailed(tracker_name(slot.group, slot.consumer), describe_error(error), traceback.format_exc()))
 
 
 def _track(scenario: Scenario, bootstrap_servers: str, run_id: bytes, start_offsets: dict[int, int],
-           reports, control, start, t0_ns) -> None:
+           reports, control, start, t0_ns, slot: ConsumerSlot) -> None:
     offset_audit = audits_offsets(scenario)
-    tracker = OrderTracker(scenario_consumer_config(scenario, bootstrap_servers, run_id.hex()), [scenario.topic],
-                           start_offsets)
-    partitions = [TopicPartition(scenario.topic, p) for p in sorted(start_offsets)]
-    state = TrackerState(audits_offsets=offset_audit)
+    state = TrackerState(audits_offsets=offset_audit, positions={} if slot.subscribe else None)
+    config = scenario_consumer_config(scenario, bootstrap_servers, run_id.hex())
+    if slot.group_id is not None:
+        config["group.id"] = slot.group_id
+    if slot.subscribe:
+        tracker = _joined(config, scenario.topic, run_id, state)
+    else:
+        tracker = OrderTracker(config, [scenario.topic], start_offsets)
+    every_partition = [TopicPartition(scenario.topic, p) for p in sorted(start_offsets)]
+    report = _Reporter(reports, tracker, every_partition, start_offsets, slot)
     # slow-consumer faults: the tracker sleeps after each batch it reads while one lasts.
     slow_faults = [fault for fault in parse_faults(scenario.faults) if fault.kind == SLOW_CONSUMER]
     clock, time_ns = time.perf_counter_ns, time.time_ns
-    reports.put(Ready(TRACKER))
+    reports.put(Ready(tracker_name(slot.group, slot.consumer)))
+    if slot.subscribe:  # a member that stops polling stalls its group's rebalance: it polls until the start
+        while not start.is_set():
+            _read_early(tracker, run_id, state)
     start.wait()
     second, next_second_ns = 0, t0_ns.value + NS_PER_S
-    drain_target: int | None = None
+    drain_target: int | Mapping[int, int] | None = None
+    draining = stopped = False
     drain_deadline_ns = next_control_ns = drain_idle_ns = 0
     try:
         while True:
@@ -148,31 +164,38 @@ def _track(scenario: Scenario, bootstrap_servers: str, run_id: bytes, start_offs
             if messages:
                 consumed_before = state.consumed_in_second
                 absorb_messages(messages, run_id, state, time_ns())
+                if state.positions is not None:  # in order per partition: the last one stands
+                    for message in messages:
+                        state.positions[message.partition()] = message.offset() + 1
                 if drain_idle_ns and state.consumed_in_second > consumed_before:
                     drain_deadline_ns = clock() + drain_idle_ns
                 if slow_faults and (delay_s := consumer_delay_s(slow_faults, (clock() - t0_ns.value) / NS_PER_S)):
                     time.sleep(delay_s)
             now = clock()
             while now >= next_second_ns:
-                _tracker_report(reports, tracker, partitions, start_offsets, state, second)
+                report(state, second)
                 second, next_second_ns = second + 1, next_second_ns + NS_PER_S
-            if drain_target is None and now >= next_control_ns:
+            if (not draining or slot.subscribe) and now >= next_control_ns:
                 next_control_ns = now + CONTROL_CHECK_NS
                 try:
-                    drain: Drain = control.get_nowait()
-                    drain_target = drain.target
-                    drain_deadline_ns = now + int((drain.drain_s + drain.reconnect_s) * NS_PER_S)
-                    drain_idle_ns = int(drain.drain_s * NS_PER_S) if drain.idle else 0
+                    order: Drain | Stop = control.get_nowait()
+                    if isinstance(order, Stop):
+                        stopped = True
+                    else:
+                        draining, drain_target = True, order.target
+                        drain_deadline_ns = now + int((order.drain_s + order.reconnect_s) * NS_PER_S)
+                        drain_idle_ns = int(order.drain_s * NS_PER_S) if order.idle else 0
                 except queue.Empty:
                     pass
-            if drain_target is not None and (_drained(state, drain_target) or now >= drain_deadline_ns):
+            if draining and (stopped or now >= drain_deadline_ns
+                             or (drain_target is not None and _drained(state, drain_target))):
                 break
         state.partition_consumed.close()
-        _tracker_report(reports, tracker, partitions, start_offsets, state, second)
+        report(state, second)
         reports.put(TrackerDone(
             seen={p: bytes(bits) for p, bits in state.audit.seen.items()}, duplicated=state.audit.duplicated,
             foreign=state.foreign, consumed_offsets={p: offsets.ranges() for p, offsets in state.consumed_offsets.items()},
-            offsets_consumed_twice=state.offsets_consumed_twice))
+            offsets_consumed_twice=state.offsets_consumed_twice, group=slot.group, consumer=slot.consumer))
     finally:
         tracker.close()
 
@@ -185,7 +208,51 @@ def _drained(state: TrackerState, target: int | Mapping[int, int]) -> bool:
     return state.consumed_total + state.consumed_in_second - state.audit.duplicated >= target
 
 
-def _tracker_report(reports, tracker: OrderTracker, partitions, start_offsets, state: TrackerState, second: int) -> None:
+def _joined(config: dict, topic: str, run_id: bytes, state: TrackerState) -> OrderTracker:
+    """A consumer that has joined its group and got its first assignment (maybe none: more
+    consumers than partitions), so the group is settled before producing starts. On a later
+    revocation it commits what it read, so the partition's next owner goes on from there."""
+    assigned = []
+
+    def on_revoke(consumer, partitions) -> None:
+        try:
+            consumer.commit(asynchronous=False)
+        except KafkaException:
+            pass  # nothing read since the last commit: nothing to commit
+
+    tracker = OrderTracker(config, [topic], None, on_assign=lambda consumer, partitions: assigned.append(True),
+                           on_revoke=on_revoke)
+    while not assigned:
+        _read_early(tracker, run_id, state)
+    return tracker
+
+
+def _read_early(tracker: OrderTracker, run_id: bytes, state: TrackerState) -> None:
+    """One poll before the run starts, which serves the group's rebalance callbacks; what it reads
+    is another producer's (this run has not produced yet): counted as foreign."""
+    messages = tracker.consume(1, TRACKER_WAIT_S)
+    if messages:
+        absorb_messages(messages, run_id, state, time.time_ns())
+
+
+@dataclass
+class _Reporter:
+    """The tracker's per-second report: what it consumed, and the lag of the partitions it reads
+    (every one, or a group member's assignment)."""
+
+    reports: object
+    tracker: OrderTracker
+    every_partition: list[TopicPartition]
+    start_offsets: Mapping[int, int]
+    slot: ConsumerSlot
+
+    def __call__(self, state: TrackerState, second: int) -> None:
+        partitions = self.tracker.client.assignment() if self.slot.subscribe else self.every_partition
+        _tracker_report(self.reports, self.tracker, partitions, self.start_offsets, state, second, self.slot)
+
+
+def _tracker_report(reports, tracker: OrderTracker, partitions, start_offsets, state: TrackerState, second: int,
+                    slot: ConsumerSlot) -> None:
     try:
         lag = _lag(tracker, partitions, start_offsets)
     except KafkaException as error:
@@ -201,7 +268,8 @@ def _tracker_report(reports, tracker: OrderTracker, partitions, start_offsets, s
     else:
         lag_time_ms = None
     reports.put(TrackerSecond(second, state.consumed_in_second, state.end_to_end_us, lag, lag_time_ms,
-                              *state.partition_consumed.take()))
+                              *state.partition_consumed.take(), group=slot.group, consumer=slot.consumer,
+                              positions=dict(state.positions or {})))
     state.consumed_total += state.consumed_in_second
     state.consumed_in_second = 0
     state.end_to_end_us = []

@@ -149,6 +149,26 @@ def _partitions_section(result: Mapping[str, Any], _plots: Sequence[str]) -> lis
                                             for p in sorted(rows, key=int)])]
 
 
+def _groups_section(result: Mapping[str, Any], _plots: Sequence[str]) -> list[Block]:
+    """Fan-out: each consumer group's count, audit, end-to-end latency and lag, and each process's rate."""
+    groups = result.get("groups") or []
+    if not groups:
+        return []
+    latency = LATENCY_LABELS["end_to_end"][0]
+
+    def count(value: Any) -> str:
+        return "-" if value is None else f"{value:,}"
+
+    rows = [(str(g["group"]), g["group_id"] or "-", count(g["consumed"]), count(g["lost"]), count(g["duplicated"]),
+             *(format_us(g["end_to_end_us"].get(k)) for k in ("p50", "p99", "max")), count(g["lag_max_messages"]),
+             ", ".join("-" if c["consumed_per_s"] is None else f"{c['consumer']} {c['consumed_per_s']:,.0f}"
+                       for c in g["consumers"])) for g in groups]
+    return [paragraph("Each group reads the whole topic and is audited on its own; the headline consumed count, "
+                      "latency and lag are group 0's, lost and duplicated the worst group's."),
+            table(("group", "group id", "consumed", "lost", "duplicated", f"{latency} p50", f"{latency} p99",
+                   f"{latency} max", "lag max", "msg/s per consumer process"), rows)]
+
+
 def _transactions_section(result: Mapping[str, Any], _plots: Sequence[str]) -> list[Block]:
     """The transactions' account: committed + aborted records + markers = the broker's offset delta."""
     transactions = result.get("transactions")
@@ -301,6 +321,7 @@ RUN_SECTIONS = (
     Section("librdkafka's own latency (failures-only delivery reports)", _client_latency_section),
     Section("Throughput, lag and counts", _counts_section),
     Section("Per partition", _partitions_section),
+    Section("Consumer groups", _groups_section),
     Section("Transactions", _transactions_section),
     Section("Resources", _resources_section),
     Section("Failover (per fault and node)", _failover_section),

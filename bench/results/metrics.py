@@ -61,6 +61,20 @@ COUNTS = {
     "malformed": "consumed values that were not orders",
     "broker_offset_delta": "records the topic gained, by the broker's offsets",
 }
+# Fan-out (result["groups"], one entry per consumer group, bench/core/groups.py): key -> what it holds.
+GROUP_FIGURES = {
+    "consumed": "messages the group's consumer processes consumed (whole run)",
+    "lost": "acked orders no process of the group consumed",
+    "duplicated": "orders the group consumed more than once, by one process or by two",
+    "end_to_end_us": "the group's end-to-end latency summary (measured window)",
+    "lag_max_messages": "the group's largest per-second lag (measured window)",
+    "lag_messages": "the group's lag per second, its processes' partitions summed",
+    "consumed_per_s": "one consumer process's consumed msg/s (measured window)",
+}
+# The worst group's figure of a fan-out run (the headline lost and duplicated are the worst
+# group's too; consumed, end-to-end latency and lag are group 0's).
+WORST_GROUP = "each consumer group; the worst of them"
+
 # Counts produced by the producer and tracker each second (result["series"] keys, msg/s).
 PER_SECOND_COUNTS = ("sent", "acked", "failed", "consumed")
 
@@ -219,6 +233,17 @@ def _build() -> dict[str, Metric]:
         for statistic in ("avg", "p50", "p99", "max"):
             metrics.append(Metric(f"{window}_{statistic}", f"{label} {statistic}", "µs", "higher",
                                   ("client_latency_us", window, statistic), CLIENT_LATENCY_WINDOW, None, LATENCY_FLOOR_US))
+    metrics += [
+        Metric("group_lost", "lost (worst group)", "messages", "higher", ("groups", EACH, "lost"), WORST_GROUP),
+        Metric("group_duplicated", "duplicated (worst group)", "messages", "higher", ("groups", EACH, "duplicated"),
+               WORST_GROUP),
+        Metric("group_end_to_end_p99", f"{LATENCY_LABELS['end_to_end'][0]} p99 (worst group)", "µs", "higher",
+               ("groups", EACH, "end_to_end_us", "p99"), f"{MEASURED}; {WORST_GROUP}", None, LATENCY_FLOOR_US),
+        Metric("group_lag_max", "consumer lag max (worst group)", "messages", "higher", ("groups", EACH, "lag_max_messages"),
+               f"{MEASURED}; {WORST_GROUP}", None, LAG_FLOOR),
+        Metric("consumer_throughput_min", "throughput (consumed, slowest consumer process)", "msg/s", "lower",
+               ("groups", EACH, "consumers", EACH, "consumed_per_s"), f"{MEASURED}; each consumer process, the slowest"),
+    ]
     metrics.append(Metric("host_cpu_percent", "host CPU mean", "% of all cores", "higher",
                           ("resources", "summary", "host", "cpu_percent_mean"), RESOURCE_WINDOW, None, CPU_FLOOR))
     for role in RESOURCE_ROLES:

@@ -31,6 +31,7 @@ def __getattr__(name: str) -> Any:
 def _run_plots() -> tuple:
     from bench.output.plots import resources, runs
     from bench.output.plots.broker_metrics import plot_broker_metrics
+    from bench.output.plots.groups import plot_groups
     from bench.output.plots.partitions import plot_partitions
 
     return (
@@ -40,6 +41,7 @@ def _run_plots() -> tuple:
         ("consumer_lag.png", runs.plot_consumer_lag),
         ("failover.png", runs.plot_failover),
         ("partitions.png", plot_partitions),
+        ("consumer_groups.png", plot_groups),
         ("resources.png", resources.plot_resources),
         ("broker_metrics.png", plot_broker_metrics),
     )
