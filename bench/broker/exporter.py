@@ -21,14 +21,15 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import socket
 import subprocess
 import urllib.request
 from pathlib import Path
 
 from bench.broker.jars import MAVEN_TIMEOUT_S, file_lock, run_bounded
 from bench.broker.node_config import port_is_free
+from bench.broker.ports import free_ports
 from bench.broker.versions import KAFKA_RESOURCES
+from streamstore.errors import RunFailed
 
 EXPORTER_VERSION = "1.0.1"
 EXPORTER_POM = KAFKA_RESOURCES / "pom-jmx-exporter.xml"
@@ -108,13 +109,6 @@ def provision_agent(version: str = EXPORTER_VERSION, timeout_s: float = MAVEN_TI
         return jar, None
 
 
-def free_loopback_port() -> int:
-    """A port the kernel has free on 127.0.0.1 now (the agent binds it a moment later)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
 def _previous_port(state_dir: Path) -> int | None:
     """The port the node's exporter had before, when it is free again: a node that a fault
     restarts keeps its endpoint, as it keeps its broker ports (and a run reading it goes on)."""
@@ -133,10 +127,16 @@ def prepare_agent(state_dir: Path, wanted: bool = True) -> list[str]:
     jar, reason = provision_agent() if wanted else (None, "the node was started without the JMX exporter")
     record: dict[str, object] = {"version": EXPORTER_VERSION, "url": None, "reason": reason}
     options: list[str] = []
+    port = None
     if jar is not None:
+        try:
+            # Below the ephemeral range, as the broker's own ports (bench/broker/ports.py says why).
+            port = _previous_port(state_dir) or free_ports(1)[0]
+        except RunFailed as error:
+            record["reason"] = f"no free port for the JMX exporter: {error}"
+    if jar is not None and port is not None:
         config = state_dir / CONFIG_FILE
         config.write_text(EXPORTER_CONFIG)
-        port = _previous_port(state_dir) or free_loopback_port()
         # Loopback only, as the broker's own listeners: its metrics are nobody else's business.
         options = [f"-javaagent:{jar}=127.0.0.1:{port}:{config}"]
         record.update(url=f"http://127.0.0.1:{port}/metrics", port=port, config=str(config))
