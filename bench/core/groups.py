@@ -158,8 +158,9 @@ class GroupMeasurements:
         members = self.members(group)
         return all(max(self.positions[key].get(p, 0) for key in members) >= end for p, end in ends.items())
 
-    def section(self, audits: Sequence[AuditOutcome], window: Sequence[int]) -> list[dict[str, Any]]:
-        """result.json's `groups`: one entry per group (docs/result-format.md)."""
+    def section(self, audits: Sequence[AuditOutcome], window: Sequence[int], seconds: int) -> list[dict[str, Any]]:
+        """result.json's `groups`: one entry per group (docs/result-format.md); lag per second of
+        the run's series (`seconds` of them: a tracker's last report may fall after them)."""
         measured_s = len(window)
         entries = []
         for group, audit in zip(self.groups, audits):
@@ -168,8 +169,8 @@ class GroupMeasurements:
                 in_window = sum(self.consumed[key].get(second, 0) for second in window)
                 consumers.append({"consumer": tracker_name(*key), "consumed": sum(self.consumed[key].values()),
                                   "consumed_per_s": round(in_window / measured_s, 1) if measured_s else None})
-            seconds = range(max((s for lags in self.lag.values() for s in lags), default=-1) + 1)
-            lag_series = [sum(lags.values()) if (lags := self.lag[group].get(s)) is not None else None for s in seconds]
+            lag_series = [sum(lags.values()) if (lags := self.lag[group].get(s)) is not None else None
+                          for s in range(seconds)]
             end_to_end = self.end_to_end[group].summary(window)
             end_to_end.pop("histogram")
             entries.append({

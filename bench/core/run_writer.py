@@ -92,7 +92,8 @@ def write_run(scenario: Scenario, broker: BrokerInUse, results_root: Path, run_i
                   "transactions": transactions_section(summaries, isolation_level=scenario.isolation_level,
                                                        aborted_consumed=audit.aborted_consumed, offset_delta=offset_delta)
                   if scenario.transaction_size else None, **resources_fields,
-                  **({"groups": measured.groups.section(measured.group_audits(method), recorder.measured_window())}
+                  **({"groups": measured.groups.section(measured.group_audits(method), recorder.measured_window(),
+                                                                recorder.seconds())}
                      if measured.groups is not None else {})})
     folder, document = write_run_folder(results_root, result, recorder)
     if measured.child_failures:
