@@ -148,8 +148,10 @@ def test_an_unreachable_metrics_url_is_one_warning_and_null_metrics(kafka_bootst
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as closed:
         closed.bind(("127.0.0.1", 0))
         url = f"http://127.0.0.1:{closed.getsockname()[1]}/metrics"
-        run = bench_run(kafka_bootstrap, unique_topic, tmp_path, "--rate", "500", "--duration", "3", "--warmup", "1",
-                        "--broker-metrics-url", url)
+        # What is tested is the warning, not speed: few, larger produce requests (linger 50 ms) and a
+        # long flush, since a loaded CI machine's broker once took 10 s per request at 500/s.
+        run = bench_run(kafka_bootstrap, unique_topic, tmp_path, "--rate", "200", "--duration", "3", "--warmup", "1",
+                        "--set", "linger_ms=50", "--set", "drain_timeout_s=60", "--broker-metrics-url", url)
     assert run.completed.returncode == 0, run.completed.stdout + run.completed.stderr
     assert_counts_match_broker(run.result, kafka_bootstrap)
     mentions = [line for line in run.completed.stdout.splitlines() if "broker metrics" in line]

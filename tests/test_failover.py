@@ -104,7 +104,8 @@ def test_faults_are_a_scenario_field_and_fault_free_fingerprints_do_not_change()
     values = {k: v for k, v in plain.to_dict().items() if k not in ("name", "topic", "duration_s", "warmup_s",
               "drain_timeout_s", "phases", "faults",
               "min_insync_replicas", "unclean_leader_election", "delivery_reports",
-              "transaction_size", "transaction_abort_ratio", "isolation_level")}
+              "transaction_size", "transaction_abort_ratio", "isolation_level",
+              "consumer_groups", "consumers_per_group")}
     assert plain.fingerprint() == hashlib.sha256(json.dumps(values, sort_keys=True, separators=(",", ":"))
                                                  .encode()).hexdigest()[:16]
     assert faulted.fingerprint() != dataclasses.replace(faulted, faults=()).fingerprint()

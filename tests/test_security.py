@@ -152,12 +152,12 @@ def test_sasl_settings_reach_every_client_and_the_secret_no_output(sasl_broker, 
     scenario = _sasl_scenario(tmp_path / "sasl-orders.toml", PLANTED_SECRET)
     results = tmp_path / "results"
     # What is tested is where the settings go, not speed: this module's broker starts cold, and on
-    # a loaded CI machine it acknowledged about 100 orders/s at first; a low rate and a long flush
-    # keep that from purging deliveries.
+    # a loaded CI machine it acknowledged about 100 orders/s at first; a low rate, few larger
+    # produce requests (linger 50 ms) and a long flush keep that from purging deliveries.
     completed = bench_command(
         "run", str(scenario), "--bootstrap-servers", sasl_broker, "--broker", "external", "--topic", unique_topic,
         "--results", str(results), "--rate", "200", "--duration", "4", "--warmup", "1",
-        "--set", "drain_timeout_s=60",
+        "--set", "linger_ms=50", "--set", "drain_timeout_s=60",
     )
     assert completed.returncode == 0, completed.stdout + completed.stderr
     # The broker has no plaintext path to this address: admin (topic, watermarks, broker
