@@ -91,17 +91,16 @@ class FaultInjector:
     """
 
     def __init__(self, broker, faults: Iterable[Fault], *, admin=None, topic: str | None = None,
-                 controller: Callable[[], int] | None = None, proxies: Mapping[int, Any] | None = None,
-                 on_outage: Callable[[bool], None] | None = None):
+                 controller: Callable[[], int] | None = None, proxies: Mapping[int, Any] | None = None):
         self.broker = broker
         self.nodes = nodes_of(broker)
         self.faults = sorted(faults, key=lambda fault: fault.at_s)
         self.admin, self.topic, self.controller = admin, topic, controller
         self.proxies = dict(proxies or {})
         # Nodes killed or stopped and not answering again yet; on_outage(True) when the first goes
-        # down, on_outage(False) when the last is back (producers keep flushing meanwhile).
+        # down, on_outage(False) when the last is back (set by FaultWatch: producers keep flushing).
         self.nodes_down: set[int] = set()
-        self.on_outage = on_outage
+        self.on_outage: Callable[[bool], None] | None = None
         self.events: list[dict[str, Any]] = []
         self.records: list[dict[str, Any]] = []
         self.error: StreamStoreError | None = None
