@@ -24,6 +24,7 @@ from typing import Any
 from prometheus_client.parser import text_string_to_metric_families
 
 from bench.results.metrics import BROKER_METRIC_SERIES
+from bench.results.window import rounded_mean
 
 NS_PER_S = 1e9
 # Exposition sample name (and the labels it must carry) -> the raw figure kept from a scrape.
@@ -105,10 +106,6 @@ def per_second(before: Mapping[str, float] | None, after: Mapping[str, float] | 
     return figures
 
 
-def _mean(values: Sequence[float]) -> float | None:
-    return round(sum(values) / len(values), 1) if values else None
-
-
 def node_summary(series: Mapping[str, Any], node: str, window: Sequence[int]) -> dict[str, Any]:
     """A node's figures over the measured window: means, the handlers' least idle second, the
     most under-replicated partitions, and the bytes in summed over the window."""
@@ -120,11 +117,11 @@ def node_summary(series: Mapping[str, Any], node: str, window: Sequence[int]) ->
     idle = values("broker_request_handler_idle_percent")
     under = values("broker_under_replicated_partitions")
     return {
-        "bytes_in_per_s_mean": _mean(bytes_in), "bytes_out_per_s_mean": _mean(values("broker_bytes_out_per_s")),
-        "messages_in_per_s_mean": _mean(values("broker_messages_in_per_s")),
+        "bytes_in_per_s_mean": rounded_mean(bytes_in), "bytes_out_per_s_mean": rounded_mean(values("broker_bytes_out_per_s")),
+        "messages_in_per_s_mean": rounded_mean(values("broker_messages_in_per_s")),
         "bytes_in_window": round(sum(bytes_in)) if bytes_in else None, "seconds": len(bytes_in),
-        "request_handler_idle_percent_mean": _mean(idle), "request_handler_idle_percent_min": min(idle, default=None),
-        "network_processor_idle_percent_mean": _mean(values("broker_network_processor_idle_percent")),
+        "request_handler_idle_percent_mean": rounded_mean(idle), "request_handler_idle_percent_min": min(idle, default=None),
+        "network_processor_idle_percent_mean": rounded_mean(values("broker_network_processor_idle_percent")),
         "produce_total_time_p99_ms_max": max(values("broker_produce_total_time_p99_ms"), default=None),
         "under_replicated_partitions_max": max(under, default=None),
     }

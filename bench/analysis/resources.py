@@ -8,17 +8,13 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from bench.results.metrics import RESOURCE_ROLES
-from bench.results.window import measured_seconds
+from bench.results.window import measured_seconds, rounded_mean
 
 
 def window_values(values: Sequence[float | None] | None, window: Sequence[int]) -> list[float]:
     """The non-null values of one series inside the window."""
     values = values or []
     return [values[i] for i in window if i < len(values) and values[i] is not None]
-
-
-def _mean(values: Sequence[float]) -> float | None:
-    return round(sum(values) / len(values), 1) if values else None
 
 
 def resource_window(series: Mapping[str, Any], warmup_s: float) -> list[int]:
@@ -28,13 +24,13 @@ def resource_window(series: Mapping[str, Any], warmup_s: float) -> list[int]:
 def process_figures(series: Mapping[str, Any], name: str, window: Sequence[int]) -> dict[str, Any]:
     cpu = window_values((series.get("cpu_percent_by_process") or {}).get(name), window)
     rss = window_values((series.get("rss_mb_by_process") or {}).get(name), window)
-    figures: dict[str, Any] = {"cpu_percent_mean": _mean(cpu), "cpu_percent_max": max(cpu, default=None),
+    figures: dict[str, Any] = {"cpu_percent_mean": rounded_mean(cpu), "cpu_percent_max": max(cpu, default=None),
                                "rss_mb_max": max(rss, default=None), "seconds": len(cpu)}
     main = (series.get("main_thread_cpu_percent_by_process") or {}).get(name)
     if main is not None:
-        figures["main_thread_cpu_percent_mean"] = _mean(window_values(main, window))
+        figures["main_thread_cpu_percent_mean"] = rounded_mean(window_values(main, window))
         wait = (series.get("main_thread_wait_percent_by_process") or {}).get(name)
-        figures["main_thread_wait_percent_mean"] = _mean(window_values(wait, window)) if wait is not None else None
+        figures["main_thread_wait_percent_mean"] = rounded_mean(window_values(wait, window)) if wait is not None else None
     return figures
 
 
@@ -59,7 +55,7 @@ def resources_section(series: Mapping[str, Any], processes: Mapping[str, Mapping
     window = resource_window(series, warmup_s)
     described = {name: {**dict(info), **process_figures(series, name, window)} for name, info in processes.items()}
     host = window_values(series.get("host_cpu_percent"), window)
-    summary: dict[str, Any] = {"host": {"cpu_percent_mean": _mean(host), "cpu_percent_max": max(host, default=None)}}
+    summary: dict[str, Any] = {"host": {"cpu_percent_mean": rounded_mean(host), "cpu_percent_max": max(host, default=None)}}
     for role in RESOURCE_ROLES:
         members = {name: figures for name, figures in described.items() if figures["role"] == role}
         if not members:

@@ -40,7 +40,8 @@ def series_samples(result: Mapping[str, Any], key: str) -> list[float]:
     return [values[i] for i in measured_indices(result) if i < len(values) and values[i] is not None]
 
 
-def _mean(values: Sequence[float]) -> float | None:
+def rounded_mean(values: Sequence[float]) -> float | None:
+    """The mean to one decimal, None for no values (a figure not measured, never 0)."""
     return round(sum(values) / len(values), 1) if values else None
 
 
@@ -51,12 +52,12 @@ def throughput_summary(series: Mapping[str, Any], warmup_s: float, message_bytes
     window = measured_seconds(series.get("t_s") or [], warmup_s, series.get("sent"))
     acked = [series["acked"][i] for i in window] if series.get("acked") else []
     consumed = [series["consumed"][i] for i in window] if series.get("consumed") else []
-    acked_per_s = _mean(acked)
+    acked_per_s = rounded_mean(acked)
     return {
         "measured_s": len(window),
         "acked_per_s": acked_per_s,
         "acked_mb_s": round(acked_per_s * message_bytes / 1e6, 3) if acked_per_s is not None and message_bytes else None,
-        "consumed_per_s": _mean(consumed),
+        "consumed_per_s": rounded_mean(consumed),
     }
 
 
