@@ -22,7 +22,6 @@ import pytest
 
 from bench.broker.cluster import ClusterLayout, EmbeddedCluster, NodePorts
 from bench.broker.embedded import EmbeddedBroker, new_cluster_id
-from bench.broker.ports import chosen_port_span
 from bench.broker.ports import free_ports as chosen_free_ports
 from bench.broker.probe import broker_answers
 from bench.broker.settings import CLUSTER_NODE_HEAP, heap_opts
@@ -69,21 +68,10 @@ def repetition(request: pytest.FixtureRequest) -> int:
     return getattr(request, "param", 1)
 
 
-def _worker_port_span() -> tuple[int, int] | None:
-    """This pytest-xdist worker's share of the ports below the ephemeral range, so two workers
-    never choose the same one between choosing it and their broker binding it."""
-    span = chosen_port_span()
-    workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
-    worker = int(os.environ.get("PYTEST_XDIST_WORKER", "gw0").removeprefix("gw") or 0)
-    if span is None or workers <= 1:
-        return span
-    size = (span[1] - span[0] + 1) // workers
-    return span[0] + worker * size, span[0] + (worker + 1) * size - 1
-
-
 def free_ports(count: int, consecutive: bool = False) -> list[int]:
-    """count distinct ports nothing listens on now, none of them one an outgoing connection may take."""
-    return chosen_free_ports(count, consecutive=consecutive, span=_worker_port_span())
+    """count distinct ports nothing listens on now, none of them one an outgoing connection may
+    take, reserved from every other process's choice while our broker starts."""
+    return chosen_free_ports(count, consecutive=consecutive)
 
 
 def free_port_pair() -> tuple[int, int]:
