@@ -26,16 +26,25 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from bench.broker.ensure import BrokerInUse, ensure_broker, no_embedded_reason
-from bench.broker.fault_spec import broker_faults
+from bench.broker.fault_spec import ConsumerStep, broker_faults
 from bench.broker.faults import Fault, parse_faults
 from bench.core.audit import OFFSET_COUNTS, audit_method
 from bench.core.clients import check_client_settings, high_watermarks, scenario_admin, scenario_watermarks
 from bench.core.fault_watch import FaultWatch
-from bench.core.groups import GroupMeasurements, commit_group_starts, consumer_slots, drain_ends, fans_out, start_drain
+from bench.core.group_protocol import check_protocol_support
+from bench.core.groups import (
+    GroupMeasurements,
+    added_slot,
+    commit_group_starts,
+    consumer_slots,
+    drain_ends,
+    fans_out,
+    start_drain,
+)
 from bench.core.merge import RunMeasurements
 from bench.core.producer import CHILD_START_TIMEOUT_S, INTERRUPT_DRAIN_S, producer_main
 from bench.core.progress import Progress, p99_scope, progress_line
-from bench.core.protocol import ConsumerSlot, Drain, Inbox, producer_name, tracker_name
+from bench.core.protocol import ConsumerSlot, Drain, Inbox, Stop, producer_name, tracker_name
 from bench.core.resources import RunResources, Watched, fixed_pid, this_process
 from bench.core.result import (
     DELIVERY_REPORT_MODES,
@@ -54,6 +63,17 @@ START_DELAY_NS = 200_000_000
 # Topic settings copied into the result: the ones that change what a run measures.
 REPORTED_TOPIC_SETTINGS = ("max.message.bytes", "compression.type", "min.insync.replicas", "segment.bytes",
                            "retention.ms", "message.timestamp.type", "unclean.leader.election.enable")
+
+
+@dataclasses.dataclass(frozen=True)
+class _ConsumerChange:
+    """A consumer process added or killed by a consumer event (put by the fault thread)."""
+
+    slot: ConsumerSlot
+    second: int
+    killed: bool
+    group: int = 0
+    consumer: int = 0
 
 
 class _Interrupted(KeyboardInterrupt):
@@ -96,26 +116,49 @@ class _Processes:
     outage: Any         # event: a node the run's faults killed or stopped is not answering yet
     t0_ns: Any          # shared perf_counter_ns at which producing starts
     children: list
+    consumer: Any       # slot -> (control queue, process): a consumer process for a slot, not started
+    killed: set = dataclasses.field(default_factory=set)  # pids of consumer processes killed on purpose
+
+    def add_consumer(self, slot: ConsumerSlot) -> None:
+        """add-consumer: one more consumer process, started now (its control queue follows the others)."""
+        control, process = self.consumer(slot)
+        self.controls.append(control)
+        self.children.append(process)
+        process.start()
+
+    def kill_consumer(self, index: int) -> int:
+        """kill-consumer: SIGKILL the consumer process of slot `index` (the order of `controls`); its pid."""
+        process = [child for child in self.children if child.name.startswith("bench-tracker")][index]
+        self.killed.add(process.pid)
+        os.kill(process.pid, signal.SIGKILL)
+        return process.pid
 
     @classmethod
     def spawn(cls, scenario: Scenario, bootstrap_servers: str, run_id: bytes, start_offsets: dict[int, int],
               slots: list[ConsumerSlot]) -> _Processes:
         context = multiprocessing.get_context("spawn")
-        reports, controls = context.Queue(), [context.Queue() for _ in slots]
+        reports = context.Queue()
         start, stop, outage, t0_ns = context.Event(), context.Event(), context.Event(), context.Value("q", 0)
         commit_group_starts(scenario, bootstrap_servers, slots, start_offsets)
-        children = [context.Process(target=tracker_main, name="bench-" + tracker_name(slot.group, slot.consumer).replace(" ", "-"),
-                                    daemon=True, args=(scenario, bootstrap_servers, run_id, start_offsets, reports, control,
-                                                       start, t0_ns, slot)) for slot, control in zip(slots, controls)]
+
+        def consumer(slot: ConsumerSlot):
+            control = context.Queue()
+            return control, context.Process(
+                target=tracker_main, name="bench-" + tracker_name(slot.group, slot.consumer).replace(" ", "-"), daemon=True,
+                args=(scenario, bootstrap_servers, run_id, start_offsets, reports, control, start, t0_ns, slot))
+
+        consumers = [consumer(slot) for slot in slots]
+        children = [process for _, process in consumers]
         children += [context.Process(target=producer_main, name=f"bench-producer-{i}", daemon=True,
                                      args=(i, scenario, bootstrap_servers, run_id, reports, start, t0_ns, stop, outage))
                      for i in range(scenario.producers)]
-        return cls(Inbox(reports), controls, start, stop, outage, t0_ns, children)
+        return cls(Inbox(reports), [control for control, _ in consumers], start, stop, outage, t0_ns, children,
+                   consumer)
 
     def death(self) -> str | None:
         """The failure of a child that died, if one did."""
         for child in self.children:
-            if child.exitcode is not None and child.exitcode != 0:
+            if child.exitcode is not None and child.exitcode != 0 and child.pid not in self.killed:
                 return f"{child.name} died (exit code {child.exitcode})"
         return None
 
@@ -141,6 +184,8 @@ class _Run:
         self.run_id = uuid.uuid4()
         self.method = audit_method(scenario)
         self.slots, self.measured = _measurements(scenario, self.run_id.hex)
+        # Consumer processes in the order of their control queues (added ones appended).
+        self.slot_order = [(slot.group, slot.consumer) for slot in self.slots]
         self.interrupted = False
         self.signalled = False  # Ctrl+C or SIGTERM arrived while producing or draining
         self.events: list[dict[str, Any]] = []
@@ -148,6 +193,8 @@ class _Run:
         self.t0_ns: int | None = None
         self.faults = tuple(faults)
         self.fault_watch = FaultWatch(scenario, broker, self.faults) if faults else None
+        if self.fault_watch is not None:
+            self.fault_watch.consumer_action = self._consumer_event
         self.resources: RunResources | None = None
         self.sample_resources = sample_resources
         # Measured once, at run start (the broker's facts were measured by ensure_broker).
@@ -237,6 +284,27 @@ class _Run:
             return {}
         return {p: end for p, end in ends.items() if end > self.start_offsets.get(p, 0)}
 
+    def _consumer_event(self, step: ConsumerStep) -> str:
+        """A consumer event, in the fault thread: the process acted on now; the coordinator's books
+        follow through the report queue (one thread folds reports)."""
+        kind, group, consumer = step.fault.kind, step.group, step.consumer
+        second = max(0, (time.perf_counter_ns() - self.t0_ns) // NS_PER_S)
+        who = f"{tracker_name(group, consumer)} of group {group}"
+        if kind == "add-consumer":
+            slot = added_slot(self.slots, group, consumer)
+            self.slot_order.append((group, consumer))
+            self.processes.add_consumer(slot)
+            self.processes.inbox.reports.put(_ConsumerChange(slot, second, killed=False))
+            return f"started {who}"
+        index = self.slot_order.index((group, consumer))
+        if kind == "kill-consumer":
+            pid = self.processes.kill_consumer(index)
+            self.processes.inbox.reports.put(_ConsumerChange(self.slots[0], second, killed=True, group=group,
+                                                             consumer=consumer))
+            return f"SIGKILL {who} pid {pid}"
+        self.processes.controls[index].put(Stop())
+        return f"{who} commits, leaves its group and ends"
+
     def _end_faults(self) -> None:
         """End the current fault: the broker is up again before the drain."""
         if self.fault_watch is not None:
@@ -258,6 +326,12 @@ class _Run:
             message = self.inbox.get(0.5)
             if message is None:
                 self.measured.failure = self.measured.failure or self.processes.death()
+                continue
+            if isinstance(message, _ConsumerChange):
+                if message.killed:
+                    self.measured.consumer_killed(message.group, message.consumer)
+                else:
+                    self.measured.consumer_added(message.slot, message.second)
                 continue
             self.measured.handle(message)
             self._show_progress()
@@ -359,6 +433,7 @@ def run_on_broker(scenario: Scenario, broker: BrokerInUse, results_root: str | o
     inside its broker block, for an engine that runs many (the capacity search's steps)."""
     faults = parse_faults(scenario.faults)
     broker.check_room(scenario.planned_bytes())
+    check_protocol_support(scenario, None if "settings" in broker.not_measured else broker.settings)
     if broker_faults(faults) and broker.embedded is None:
         raise UsageError(f"broker faults need the embedded broker: "
                          f"{no_embedded_reason(broker.bootstrap_servers, broker_state_dir)}")
