@@ -156,7 +156,8 @@ def _consumer_event(text: str, kind: str, target_text: str | None, at_s: float, 
                       f"(0 = the first), or one consumer process of it, groupG/C, e.g. {kind}:group1@10")
     consumer = None if match["consumer"] is None else int(match["consumer"])
     if kind == "add-consumer" and consumer is not None:
-        _refuse(text, f"add-consumer adds a new consumer process to a group; name the group only, e.g. add-consumer:group{match['group']}@10")
+        _refuse(text, "add-consumer adds a new consumer process to a group; name the group only, "
+                      f"e.g. add-consumer:group{match['group']}@10")
     return Fault(kind, at_s, 0.0, f"group{match['group']}", group=int(match["group"]), consumer=consumer)
 
 

@@ -16,8 +16,8 @@ from bench.core.clients import scenario_watermarks
 from bench.core.fault_watch import FaultWatch
 from bench.core.merge import RunMeasurements
 from bench.core.partitions import OFFSETS_UNREAD, partitions_section
-from bench.core.rebalances import rebalances_fields
 from bench.core.protocol import ERRORS_LOG, write_child_errors
+from bench.core.rebalances import rebalances_fields
 from bench.core.resources import RunResources
 from bench.core.result import (
     RunResult,

@@ -5,7 +5,6 @@ calls them on construction; `scenario` is the Scenario being built (may be norma
 from __future__ import annotations
 
 import dataclasses
-
 import re
 
 from bench.broker.fault_spec import CONSUMER_EVENTS, check_schedule, parse_faults, plan_consumer_events
