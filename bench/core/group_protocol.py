@@ -50,8 +50,13 @@ def check_protocol_support(scenario: Scenario, broker_settings: Mapping[str, str
     if confluent_kafka.libversion()[1] < version:
         raise UsageError(f"group_protocol = \"consumer\": needs librdkafka {text} or newer; this is "
                          f"{confluent_kafka.libversion()[0]}")
-    served = (broker_settings or {}).get(PROTOCOLS_SETTING)
-    if served is not None and "consumer" not in served.split(","):
+    if broker_settings is None:
+        return
+    served = broker_settings.get(PROTOCOLS_SETTING)
+    if served is None:
+        raise UsageError(f"group_protocol = \"consumer\": the broker has no {PROTOCOLS_SETTING} setting (Kafka before "
+                         "3.7), so it serves only classic groups; Kafka serves the consumer protocol by default from 4.0")
+    if "consumer" not in served.split(","):
         raise UsageError(f"group_protocol = \"consumer\": the broker serves only {served} groups "
                          f"({PROTOCOLS_SETTING}={served}; Kafka serves the consumer protocol by default from 4.0)")
 

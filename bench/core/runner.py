@@ -298,7 +298,10 @@ class _Run:
             return f"started {who}"
         index = self.slot_order.index((group, consumer))
         if kind == "kill-consumer":
-            pid = self.processes.kill_consumer(index)
+            try:
+                pid = self.processes.kill_consumer(index)
+            except ProcessLookupError:  # it died by itself first: the run's failure says so
+                return f"{who} had already ended; nothing to kill"
             self.processes.inbox.reports.put(_ConsumerChange(self.slots[0], second, killed=True, group=group,
                                                              consumer=consumer))
             return f"SIGKILL {who} pid {pid}"
