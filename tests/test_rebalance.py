@@ -129,14 +129,16 @@ def test_pauses_lag_and_duplicates_per_event_from_synthetic_reads():
     second = 1_000_000_000
     t0 = 10 * second
     # Partition 0 read until 3.0 s, again from 9.5 s; partition 1 read throughout but idle 4.0-4.5 s.
-    spans = {0: {0: [(t0 + second, t0 + 3 * second), (t0 + 9_500_000_000, t0 + 12 * second)],
-                 1: [(t0 + second, t0 + 12 * second)]}}
-    gaps = {0: [(1, t0 + 4 * second, t0 + 4_500_000_000)]}
+    # Both idle from 10.8 s to 12 s, after producing ended at 11 s: the end of the run, no pause.
+    spans = {0: {0: [(t0 + second, t0 + 3 * second), (t0 + 9_500_000_000, t0 + 10_800_000_000)],
+                 1: [(t0 + second, t0 + 10_800_000_000)]}}
+    gaps = {0: [(1, t0 + 4 * second, t0 + 4_500_000_000), (0, t0 + 10_800_000_000, t0 + 12 * second),
+                (1, t0 + 10_800_000_000, t0 + 12 * second)]}
     assert idle_intervals(spans[0][0], [], t0, 100_000_000) == [(3.0, 9.5)]
     lag = {0: [0, 0, 0, 300, 600, 900, 1200, 1500, 1800, 100, 0, 0]}
     entries = rebalance_entries([{"t_s": 3.2, "kind": "consumer-kill", "group": 0, "consumer": 1,
                                   "fault": "kill-consumer@3"}], spans, gaps, lag, {0: {2: 4, 9: 120}},
-                                t0_ns=t0, end_s=12.0, gap_floor_ms=100)
+                                t0_ns=t0, end_s=12.0, producing_s=11.0, gap_floor_ms=100)
     [entry] = entries
     assert entry["pause_ms_by_partition"] == {"0": 6500.0, "1": 500.0}
     assert entry["partition_pause_max_ms"] == 6500.0 and entry["pause_ms"] == 500.0  # both idle 4.0-4.5 s only

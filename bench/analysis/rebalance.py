@@ -7,6 +7,7 @@ the run):
   were last read a moment before the kill). Gaps under `gap_floor_ms` are the normal rhythm of
   batches and count as 0.
 - group pause: the longest time the group read nothing at all (every partition idle at once).
+Idle time after producing ended is not a pause (nothing was left to read).
 - lag spike: the group's peak lag (messages, every partition, read or orphaned) after the event
   against its peak over the seconds just before it (the last second before the event left out:
   a killed member's report of it may never have left the process, so its positions are stale).
@@ -64,9 +65,10 @@ def _intersect(left: Sequence[Interval], right: Sequence[Interval]) -> list[Inte
     return both
 
 
-def _longest_ms(intervals: Sequence[Interval], after_s: float, before_s: float) -> float:
-    """The longest interval ending after `after_s` and beginning before `before_s`, in ms (0: none)."""
-    lengths = [end - start for start, end in intervals if end > after_s and start < before_s]
+def _longest_ms(intervals: Sequence[Interval], after_s: float, before_s: float, producing_s: float) -> float:
+    """The longest interval ending after `after_s` and beginning before `before_s`, in ms (0: none);
+    idle time after producing ended (`producing_s`) is no pause: nothing was left to read."""
+    lengths = [max(0.0, min(end, producing_s) - start) for start, end in intervals if end > after_s and start < before_s]
     return round(max(lengths, default=0.0) * 1000, 1)
 
 
@@ -92,12 +94,13 @@ def lag_figures(lag: Sequence[int | None], event_s: float, until_s: float) -> di
 
 def rebalance_entries(events: Sequence[Mapping[str, Any]], spans: Mapping[int, Mapping[int, Sequence[tuple[int, int]]]],
                       gaps: Mapping[int, Sequence[tuple[int, int, int]]], lag: Mapping[int, Sequence[int | None]] | None,
-                      duplicated: Mapping[int, Mapping[int, int]], *, t0_ns: int, end_s: float,
+                      duplicated: Mapping[int, Mapping[int, int]], *, t0_ns: int, end_s: float, producing_s: float,
                       gap_floor_ms: float, lag_not_measured: str | None = None) -> list[dict[str, Any]]:
     """One entry per consumer event (events: {t_s, kind, group, consumer, fault}; spans: group ->
     partition -> [(first_ns, last_ns)]; gaps: group -> [(partition, start_ns, end_ns)] inside one
     member's reading; lag: group -> lag per second, None when not measured; duplicated: group ->
-    second -> orders read again)."""
+    second -> orders read again; end_s: the end of the run's seconds, producing_s: when producing
+    ended, s from t0)."""
     floor_ns = int(gap_floor_ms * NS_PER_MS)
     entries = []
     for index, event in enumerate(events):
@@ -108,10 +111,10 @@ def rebalance_entries(events: Sequence[Mapping[str, Any]], spans: Mapping[int, M
         everywhere: list[Interval] | None = None
         for intervals in idle.values():
             everywhere = intervals if everywhere is None else _intersect(everywhere, intervals)
-        pauses = {str(p): _longest_ms(intervals, at_s, until_s) for p, intervals in idle.items()}
+        pauses = {str(p): _longest_ms(intervals, at_s, until_s, producing_s) for p, intervals in idle.items()}
         entry = {"fault": event["fault"], "kind": event["kind"], "group": group, "consumer": event["consumer"],
                  "t_s": at_s, "until_s": round(until_s, 3),
-                 "pause_ms": _longest_ms(everywhere or [], at_s, until_s) if idle else None,
+                 "pause_ms": _longest_ms(everywhere or [], at_s, until_s, producing_s) if idle else None,
                  "partition_pause_max_ms": max(pauses.values(), default=None), "pause_ms_by_partition": pauses,
                  "duplicated": sum(n for s, n in duplicated.get(group, {}).items()
                                    if int(at_s) <= s and (until_s == end_s or s < int(until_s)))}

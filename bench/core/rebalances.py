@@ -18,7 +18,7 @@ LAG_NOT_TRACKED = ("the producers' acks are not tracked per partition (flat out,
 
 
 def rebalances_fields(scenario: Scenario, measured: RunMeasurements, fault_watch, start_offsets: Mapping[int, int],
-                      t0_ns: int | None, seconds: int) -> dict[str, Any]:
+                      t0_ns: int | None, seconds: int, producing_s: float) -> dict[str, Any]:
     """{"rebalances": {...}} for a run with consumer events, else nothing."""
     events = [event for event in (fault_watch.events if fault_watch is not None else [])
               if event["kind"] in ("consumer-add", "consumer-kill", "consumer-stop")]
@@ -36,6 +36,7 @@ def rebalances_fields(scenario: Scenario, measured: RunMeasurements, fault_watch
          for e in events],
         {group: reads.group_spans(group) for group in measured.groups.groups}, measured.groups.gaps, lag,
         {group: dict(reads.duplicated[group]) for group in measured.groups.groups}, t0_ns=t0_ns, end_s=float(seconds),
+        producing_s=producing_s,
         gap_floor_ms=MIN_GAP_NS / NS_PER_MS, lag_not_measured=None if tracked else LAG_NOT_TRACKED)
     return {"rebalances": {"group_protocol": scenario.group_protocol, "session_timeout_ms": scenario.session_timeout_ms,
                            "heartbeat_interval_ms": scenario.heartbeat_interval_ms,

@@ -96,7 +96,8 @@ def write_run(scenario: Scenario, broker: BrokerInUse, results_root: Path, run_i
                   **({"groups": measured.groups.section(measured.group_audits(method), recorder.measured_window(),
                                                                 recorder.seconds())}
                      if measured.groups is not None else {}),
-                  **rebalances_fields(scenario, measured, fault_watch, start_offsets, times.t0_ns, recorder.seconds())})
+                  **rebalances_fields(scenario, measured, fault_watch, start_offsets, times.t0_ns, recorder.seconds(),
+                                    producing_s)})
     folder, document = write_run_folder(results_root, result, recorder)
     if measured.child_failures:
         write_child_errors(folder / ERRORS_LOG, measured.child_failures)

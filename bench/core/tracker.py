@@ -162,7 +162,7 @@ def _track(scenario: Scenario, bootstrap_servers: str, run_id: bytes, start_offs
             _read_early(tracker, run_id, state)
     start.wait()
     # A consumer added during the run (add-consumer) reports from the second it joined.
-    second = max(0, (clock() - t0_ns.value) // NS_PER_S)
+    second = max(0, (clock() - t0_ns.value) // NS_PER_S) if slot.subscribe else 0
     next_second_ns = t0_ns.value + (second + 1) * NS_PER_S
     drain_target: int | Mapping[int, int] | None = None
     draining = stopped = False
