@@ -102,7 +102,7 @@ def scenario_from_options(options) -> Scenario:
             raise UsageError(f"{options.scenario}: transactions do not apply to Locust (a commit blocks the whole "
                              "worker); run it with bench run")
         if fans_out(base):
-            raise UsageError(f"{options.scenario}: consumer groups and consumer events do not apply to Locust yet "
+            raise UsageError(f"{options.scenario}: consumer groups do not apply to Locust yet, nor consumer events "
                              "(its master runs the one tracker); run it with bench run")
         values = {**base.to_dict(), "producer_config": dict(base.producer_config),
                   "consumer_config": dict(base.consumer_config)}
