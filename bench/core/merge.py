@@ -20,7 +20,16 @@ from bench.core.audit import (
 from bench.core.availability import ActivityLog
 from bench.core.group_reads import GroupRead
 from bench.core.groups import GroupMeasurements, worst_audit
-from bench.core.protocol import ChildFailed, ProducerDone, ProducerSecond, TrackerDone, TrackerSecond, producer_name, tracker_name
+from bench.core.protocol import (
+    ChildFailed,
+    ConsumerChange,
+    ProducerDone,
+    ProducerSecond,
+    TrackerDone,
+    TrackerSecond,
+    producer_name,
+    tracker_name,
+)
 from bench.core.recorder import RunRecorder
 
 
@@ -74,6 +83,11 @@ class RunMeasurements:
                 self.groups.add_done(message)
                 if self.groups.all_done():
                     self.tracker_done = self.groups.group_done(0)
+        elif isinstance(message, ConsumerChange):
+            if message.killed:
+                self.consumer_killed(message.group, message.consumer)
+            else:
+                self.consumer_added(message.slot, message.second)
         elif isinstance(message, GroupRead):
             if self.groups is not None:
                 self.groups.add_read(message)

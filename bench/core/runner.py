@@ -14,8 +14,6 @@ Public entry points: `run_scenario`, and `run_on_broker` for an engine that hold
 
 from __future__ import annotations
 
-import dataclasses
-import multiprocessing
 import os
 import signal
 import sys
@@ -26,7 +24,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from bench.broker.ensure import BrokerInUse, ensure_broker, no_embedded_reason
-from bench.broker.fault_spec import ConsumerStep, broker_faults
+from bench.broker.fault_spec import broker_faults
 from bench.broker.faults import Fault, parse_faults
 from bench.core.audit import OFFSET_COUNTS, audit_method
 from bench.core.clients import check_client_settings, high_watermarks, scenario_admin, scenario_watermarks
@@ -34,17 +32,16 @@ from bench.core.fault_watch import FaultWatch
 from bench.core.group_protocol import check_protocol_support
 from bench.core.groups import (
     GroupMeasurements,
-    added_slot,
-    commit_group_starts,
     consumer_slots,
     drain_ends,
     fans_out,
     start_drain,
 )
 from bench.core.merge import RunMeasurements
-from bench.core.producer import CHILD_START_TIMEOUT_S, INTERRUPT_DRAIN_S, producer_main
+from bench.core.processes import RunProcesses, consumer_event
+from bench.core.producer import CHILD_START_TIMEOUT_S, INTERRUPT_DRAIN_S
 from bench.core.progress import Progress, p99_scope, progress_line
-from bench.core.protocol import ConsumerSlot, Drain, Inbox, Stop, producer_name, tracker_name
+from bench.core.protocol import ConsumerSlot, Drain, producer_name, tracker_name
 from bench.core.resources import RunResources, Watched, fixed_pid, this_process
 from bench.core.result import (
     DELIVERY_REPORT_MODES,
@@ -63,17 +60,6 @@ START_DELAY_NS = 200_000_000
 # Topic settings copied into the result: the ones that change what a run measures.
 REPORTED_TOPIC_SETTINGS = ("max.message.bytes", "compression.type", "min.insync.replicas", "segment.bytes",
                            "retention.ms", "message.timestamp.type", "unclean.leader.election.enable")
-
-
-@dataclasses.dataclass(frozen=True)
-class _ConsumerChange:
-    """A consumer process added or killed by a consumer event (put by the fault thread)."""
-
-    slot: ConsumerSlot
-    second: int
-    killed: bool
-    group: int = 0
-    consumer: int = 0
 
 
 class _Interrupted(KeyboardInterrupt):
@@ -104,75 +90,6 @@ def prepare_topic(scenario: Scenario, bootstrap_servers: str) -> tuple[dict[int,
     return start, reported, unread
 
 
-@dataclasses.dataclass
-class _Processes:
-    """The run's child processes (spawned: librdkafka threads and fork do not mix) and what the
-    coordinator shares with them."""
-
-    inbox: Inbox        # every child's reports
-    controls: list      # queues: the Drain (and a group's Stop) for each consumer process
-    start: Any          # event: t0_ns is set, go
-    stop: Any           # event: stop producing (Ctrl+C, a failure)
-    outage: Any         # event: a node the run's faults killed or stopped is not answering yet
-    t0_ns: Any          # shared perf_counter_ns at which producing starts
-    children: list
-    consumer: Any       # slot -> (control queue, process): a consumer process for a slot, not started
-    killed: set = dataclasses.field(default_factory=set)  # pids of consumer processes killed on purpose
-
-    def add_consumer(self, slot: ConsumerSlot) -> None:
-        """add-consumer: one more consumer process, started now (its control queue follows the others)."""
-        control, process = self.consumer(slot)
-        self.controls.append(control)
-        self.children.append(process)
-        process.start()
-
-    def kill_consumer(self, index: int) -> int:
-        """kill-consumer: SIGKILL the consumer process of slot `index` (the order of `controls`); its pid."""
-        process = [child for child in self.children if child.name.startswith("bench-tracker")][index]
-        self.killed.add(process.pid)
-        os.kill(process.pid, signal.SIGKILL)
-        return process.pid
-
-    @classmethod
-    def spawn(cls, scenario: Scenario, bootstrap_servers: str, run_id: bytes, start_offsets: dict[int, int],
-              slots: list[ConsumerSlot]) -> _Processes:
-        context = multiprocessing.get_context("spawn")
-        reports = context.Queue()
-        start, stop, outage, t0_ns = context.Event(), context.Event(), context.Event(), context.Value("q", 0)
-        commit_group_starts(scenario, bootstrap_servers, slots, start_offsets)
-
-        def consumer(slot: ConsumerSlot):
-            control = context.Queue()
-            return control, context.Process(
-                target=tracker_main, name="bench-" + tracker_name(slot.group, slot.consumer).replace(" ", "-"), daemon=True,
-                args=(scenario, bootstrap_servers, run_id, start_offsets, reports, control, start, t0_ns, slot))
-
-        consumers = [consumer(slot) for slot in slots]
-        children = [process for _, process in consumers]
-        children += [context.Process(target=producer_main, name=f"bench-producer-{i}", daemon=True,
-                                     args=(i, scenario, bootstrap_servers, run_id, reports, start, t0_ns, stop, outage))
-                     for i in range(scenario.producers)]
-        return cls(Inbox(reports), [control for control, _ in consumers], start, stop, outage, t0_ns, children,
-                   consumer)
-
-    def death(self) -> str | None:
-        """The failure of a child that died, if one did."""
-        for child in self.children:
-            if child.exitcode is not None and child.exitcode != 0 and child.pid not in self.killed:
-                return f"{child.name} died (exit code {child.exitcode})"
-        return None
-
-    def stop_all(self) -> None:
-        self.stop.set()
-        for child in self.children:
-            if child.pid is None:  # start() failed or was never reached
-                continue
-            child.join(timeout=INTERRUPT_DRAIN_S + 5)
-            if child.is_alive():
-                child.terminate()
-                child.join(timeout=5)
-
-
 class _Run:
     def __init__(self, scenario: Scenario, broker: BrokerInUse, results_root: Path, out: TextIO,
                  faults: Sequence[Fault] = (), sample_resources: bool = True):
@@ -194,7 +111,8 @@ class _Run:
         self.faults = tuple(faults)
         self.fault_watch = FaultWatch(scenario, broker, self.faults) if faults else None
         if self.fault_watch is not None:
-            self.fault_watch.consumer_action = self._consumer_event
+            self.fault_watch.consumer_action = lambda step: consumer_event(self.processes, self.slots, self.slot_order,
+                                                                           step, self.t0_ns)
         self.resources: RunResources | None = None
         self.sample_resources = sample_resources
         # Measured once, at run start (the broker's facts were measured by ensure_broker).
@@ -204,8 +122,8 @@ class _Run:
         start_offsets, self.topic_settings, self.topic_settings_unread = prepare_topic(self.scenario,
                                                                                       self.bootstrap_servers)
         self.start_offsets = start_offsets
-        self.processes = processes = _Processes.spawn(self.scenario, self.bootstrap_servers, self.run_id.bytes,
-                                                      start_offsets, self.slots)
+        self.processes = processes = RunProcesses.spawn(self.scenario, self.bootstrap_servers, self.run_id.bytes,
+                                                      start_offsets, self.slots, tracker_main)
         self.inbox = processes.inbox
         previous = {signal.SIGINT: signal.getsignal(signal.SIGINT),
                     signal.SIGTERM: signal.signal(signal.SIGTERM, _raise_interrupted)}
@@ -284,30 +202,6 @@ class _Run:
             return {}
         return {p: end for p, end in ends.items() if end > self.start_offsets.get(p, 0)}
 
-    def _consumer_event(self, step: ConsumerStep) -> str:
-        """A consumer event, in the fault thread: the process acted on now; the coordinator's books
-        follow through the report queue (one thread folds reports)."""
-        kind, group, consumer = step.fault.kind, step.group, step.consumer
-        second = max(0, (time.perf_counter_ns() - self.t0_ns) // NS_PER_S)
-        who = f"{tracker_name(group, consumer)} of group {group}"
-        if kind == "add-consumer":
-            slot = added_slot(self.slots, group, consumer)
-            self.slot_order.append((group, consumer))
-            self.processes.add_consumer(slot)
-            self.processes.inbox.reports.put(_ConsumerChange(slot, second, killed=False))
-            return f"started {who}"
-        index = self.slot_order.index((group, consumer))
-        if kind == "kill-consumer":
-            try:
-                pid = self.processes.kill_consumer(index)
-            except ProcessLookupError:  # it died by itself first: the run's failure says so
-                return f"{who} had already ended; nothing to kill"
-            self.processes.inbox.reports.put(_ConsumerChange(self.slots[0], second, killed=True, group=group,
-                                                             consumer=consumer))
-            return f"SIGKILL {who} pid {pid}"
-        self.processes.controls[index].put(Stop())
-        return f"{who} commits, leaves its group and ends"
-
     def _end_faults(self) -> None:
         """End the current fault: the broker is up again before the drain."""
         if self.fault_watch is not None:
@@ -329,12 +223,6 @@ class _Run:
             message = self.inbox.get(0.5)
             if message is None:
                 self.measured.failure = self.measured.failure or self.processes.death()
-                continue
-            if isinstance(message, _ConsumerChange):
-                if message.killed:
-                    self.measured.consumer_killed(message.group, message.consumer)
-                else:
-                    self.measured.consumer_added(message.slot, message.second)
                 continue
             self.measured.handle(message)
             self._show_progress()
@@ -367,7 +255,7 @@ def _measurements(scenario: Scenario, run_id: str) -> tuple[list[ConsumerSlot], 
                                   GroupMeasurements(slots, scenario.warmup_s) if fans_out(scenario) else None)
 
 
-def _watch_resources(processes: _Processes, broker: BrokerInUse, t0_ns: int) -> RunResources:
+def _watch_resources(processes: RunProcesses, broker: BrokerInUse, t0_ns: int) -> RunResources:
     """CPU and RSS of every process of the run each second, sampled in the coordinator
     (bench/core/resources.py)."""
     children = [Watched(child.name.removeprefix("bench-"), "tracker" if child.name.startswith("bench-tracker") else "producer",
