@@ -14,8 +14,6 @@ Public entry points: `run_scenario`, and `run_on_broker` for an engine that hold
 
 from __future__ import annotations
 
-import dataclasses
-import multiprocessing
 import os
 import signal
 import sys
@@ -31,11 +29,19 @@ from bench.broker.faults import Fault, parse_faults
 from bench.core.audit import OFFSET_COUNTS, audit_method
 from bench.core.clients import check_client_settings, high_watermarks, scenario_admin, scenario_watermarks
 from bench.core.fault_watch import FaultWatch
-from bench.core.groups import GroupMeasurements, commit_group_starts, consumer_slots, drain_ends, fans_out, start_drain
+from bench.core.group_protocol import check_protocol_support
+from bench.core.groups import (
+    GroupMeasurements,
+    consumer_slots,
+    drain_ends,
+    fans_out,
+    start_drain,
+)
 from bench.core.merge import RunMeasurements
-from bench.core.producer import CHILD_START_TIMEOUT_S, INTERRUPT_DRAIN_S, producer_main
+from bench.core.processes import RunProcesses, consumer_event
+from bench.core.producer import CHILD_START_TIMEOUT_S, INTERRUPT_DRAIN_S
 from bench.core.progress import Progress, p99_scope, progress_line
-from bench.core.protocol import ConsumerSlot, Drain, Inbox, producer_name, tracker_name
+from bench.core.protocol import ConsumerSlot, Drain, producer_name, tracker_name
 from bench.core.resources import RunResources, Watched, fixed_pid, this_process
 from bench.core.result import (
     DELIVERY_REPORT_MODES,
@@ -84,52 +90,6 @@ def prepare_topic(scenario: Scenario, bootstrap_servers: str) -> tuple[dict[int,
     return start, reported, unread
 
 
-@dataclasses.dataclass
-class _Processes:
-    """The run's child processes (spawned: librdkafka threads and fork do not mix) and what the
-    coordinator shares with them."""
-
-    inbox: Inbox        # every child's reports
-    controls: list      # queues: the Drain (and a group's Stop) for each consumer process
-    start: Any          # event: t0_ns is set, go
-    stop: Any           # event: stop producing (Ctrl+C, a failure)
-    outage: Any         # event: a node the run's faults killed or stopped is not answering yet
-    t0_ns: Any          # shared perf_counter_ns at which producing starts
-    children: list
-
-    @classmethod
-    def spawn(cls, scenario: Scenario, bootstrap_servers: str, run_id: bytes, start_offsets: dict[int, int],
-              slots: list[ConsumerSlot]) -> _Processes:
-        context = multiprocessing.get_context("spawn")
-        reports, controls = context.Queue(), [context.Queue() for _ in slots]
-        start, stop, outage, t0_ns = context.Event(), context.Event(), context.Event(), context.Value("q", 0)
-        commit_group_starts(scenario, bootstrap_servers, slots, start_offsets)
-        children = [context.Process(target=tracker_main, name="bench-" + tracker_name(slot.group, slot.consumer).replace(" ", "-"),
-                                    daemon=True, args=(scenario, bootstrap_servers, run_id, start_offsets, reports, control,
-                                                       start, t0_ns, slot)) for slot, control in zip(slots, controls)]
-        children += [context.Process(target=producer_main, name=f"bench-producer-{i}", daemon=True,
-                                     args=(i, scenario, bootstrap_servers, run_id, reports, start, t0_ns, stop, outage))
-                     for i in range(scenario.producers)]
-        return cls(Inbox(reports), controls, start, stop, outage, t0_ns, children)
-
-    def death(self) -> str | None:
-        """The failure of a child that died, if one did."""
-        for child in self.children:
-            if child.exitcode is not None and child.exitcode != 0:
-                return f"{child.name} died (exit code {child.exitcode})"
-        return None
-
-    def stop_all(self) -> None:
-        self.stop.set()
-        for child in self.children:
-            if child.pid is None:  # start() failed or was never reached
-                continue
-            child.join(timeout=INTERRUPT_DRAIN_S + 5)
-            if child.is_alive():
-                child.terminate()
-                child.join(timeout=5)
-
-
 class _Run:
     def __init__(self, scenario: Scenario, broker: BrokerInUse, results_root: Path, out: TextIO,
                  faults: Sequence[Fault] = (), sample_resources: bool = True):
@@ -141,6 +101,8 @@ class _Run:
         self.run_id = uuid.uuid4()
         self.method = audit_method(scenario)
         self.slots, self.measured = _measurements(scenario, self.run_id.hex)
+        # Consumer processes in the order of their control queues (added ones appended).
+        self.slot_order = [(slot.group, slot.consumer) for slot in self.slots]
         self.interrupted = False
         self.signalled = False  # Ctrl+C or SIGTERM arrived while producing or draining
         self.events: list[dict[str, Any]] = []
@@ -148,6 +110,9 @@ class _Run:
         self.t0_ns: int | None = None
         self.faults = tuple(faults)
         self.fault_watch = FaultWatch(scenario, broker, self.faults) if faults else None
+        if self.fault_watch is not None:
+            self.fault_watch.consumer_action = lambda step: consumer_event(self.processes, self.slots, self.slot_order,
+                                                                           step, self.t0_ns)
         self.resources: RunResources | None = None
         self.sample_resources = sample_resources
         # Measured once, at run start (the broker's facts were measured by ensure_broker).
@@ -157,8 +122,8 @@ class _Run:
         start_offsets, self.topic_settings, self.topic_settings_unread = prepare_topic(self.scenario,
                                                                                       self.bootstrap_servers)
         self.start_offsets = start_offsets
-        self.processes = processes = _Processes.spawn(self.scenario, self.bootstrap_servers, self.run_id.bytes,
-                                                      start_offsets, self.slots)
+        self.processes = processes = RunProcesses.spawn(self.scenario, self.bootstrap_servers, self.run_id.bytes,
+                                                      start_offsets, self.slots, tracker_main)
         self.inbox = processes.inbox
         previous = {signal.SIGINT: signal.getsignal(signal.SIGINT),
                     signal.SIGTERM: signal.signal(signal.SIGTERM, _raise_interrupted)}
@@ -290,7 +255,7 @@ def _measurements(scenario: Scenario, run_id: str) -> tuple[list[ConsumerSlot], 
                                   GroupMeasurements(slots, scenario.warmup_s) if fans_out(scenario) else None)
 
 
-def _watch_resources(processes: _Processes, broker: BrokerInUse, t0_ns: int) -> RunResources:
+def _watch_resources(processes: RunProcesses, broker: BrokerInUse, t0_ns: int) -> RunResources:
     """CPU and RSS of every process of the run each second, sampled in the coordinator
     (bench/core/resources.py)."""
     children = [Watched(child.name.removeprefix("bench-"), "tracker" if child.name.startswith("bench-tracker") else "producer",
@@ -359,6 +324,7 @@ def run_on_broker(scenario: Scenario, broker: BrokerInUse, results_root: str | o
     inside its broker block, for an engine that runs many (the capacity search's steps)."""
     faults = parse_faults(scenario.faults)
     broker.check_room(scenario.planned_bytes())
+    check_protocol_support(scenario, None if "settings" in broker.not_measured else broker.settings)
     if broker_faults(faults) and broker.embedded is None:
         raise UsageError(f"broker faults need the embedded broker: "
                          f"{no_embedded_reason(broker.bootstrap_servers, broker_state_dir)}")
