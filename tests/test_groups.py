@@ -75,7 +75,7 @@ def test_three_groups_of_two_each_consume_every_acked_order_exactly_once(kafka_b
                         consumer_groups=3, consumers_per_group=2)
     console = io.StringIO()
     code, folder, result = run_scenario(scenario, kafka_bootstrap, tmp_path / "results", "external", out=console)
-    assert code == 0, result["failure"]
+    assert code == 0, f"{result['failure']}\n{console.getvalue()}\n{result['events']}"
     document = load_result(folder)
     assert_counts_match_broker(document, kafka_bootstrap)
     held = broker_message_count(kafka_bootstrap, unique_topic)
