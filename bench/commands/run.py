@@ -6,6 +6,7 @@ import argparse
 
 from bench.analysis.stats import count_warnings
 from bench.commands._options import add_broker_arguments, add_results_argument
+from bench.core.backlog import backlog_lines
 from bench.core.groups import group_lines
 from bench.core.result import DELIVERY_REPORT_MODES
 from bench.core.runner import run_scenario
@@ -106,6 +107,7 @@ def summary_text(result: dict, folder) -> str:
                          f"p99.9 {format_us(summary['p99_9']):>9}  max {format_us(summary['max']):>9}  (n={summary['count']:,}"
                          + (f", every {summary['sample_every']}th message)" if summary.get("sample_every", 1) > 1 else ")"))
     lines += group_lines(result.get("groups") or [])
+    lines += backlog_lines(result.get("backlog"))
     lines += delivery_report_lines(result)
     lines.append(resource_line(result))
     lines += filter(None, [broker_metrics_line(result)])

@@ -41,6 +41,15 @@ class RunMeasurements:
         # Fan-out (bench/core/groups.py): every group's figures; the recorder keeps group 0's.
         self.groups = groups
 
+    def set_warmup(self, warmup_s: float) -> None:
+        """The warm-up, in seconds after t0, once it is known (a backlog run's starts with its
+        catch-up): every recorder's measured window and live percentiles follow it."""
+        recorders = [self.recorder, *self.recorder.latency.values()]
+        if self.groups is not None:
+            recorders += self.groups.end_to_end.values()
+        for recorder in recorders:
+            recorder.warmup_s = warmup_s
+
     def handle(self, message) -> None:
         """One protocol message from a producer or the tracker."""
         if isinstance(message, ProducerSecond):

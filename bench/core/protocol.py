@@ -6,6 +6,8 @@ master in bench/locust/master.py) read the same fields. Children put:
 
   Ready(who)                        once connected, before waiting for the start signal
   ProducerSecond / TrackerSecond    one per second of the run, in order
+  BacklogBuilt(producer, messages)  with a `backlog`: once its share is sent and acked, before it
+                                    waits for the catch-up's start (bench/core/backlog.py)
   ProducerDone / TrackerDone        once, last
   ChildFailed(who, error, traceback) instead of the rest, when the child cannot go on: one line
                                     for the console, the traceback for the run's errors.log
@@ -95,6 +97,14 @@ class ProducerSecond:
     # librdkafka's newest statistics of the second: queue depth, retries, batch size, rtt
     # (bench/core/client_stats.py producer_figures); None when none arrived.
     client_stats: Mapping[str, Any] | None = None
+
+
+@dataclass(frozen=True)
+class BacklogBuilt:
+    """A producer's share of the backlog is sent and every message of it delivered (or failed)."""
+
+    producer: int
+    messages: int
 
 
 @dataclass(frozen=True)

@@ -173,6 +173,7 @@ class RunResult:
             "failover": None,
             "partitions": None,
             "transactions": None,
+            "backlog": None,
             # Engines that sample resources put them in `sections`; the others say why not.
             "resources": None,
             "resources_not_measured": f"the {self.kind} engine does not sample resources",

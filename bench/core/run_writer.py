@@ -11,6 +11,7 @@ from typing import Any
 
 from bench.broker.ensure import BrokerInUse
 from bench.core.audit import OFFSETS, AuditOutcome, run_verdict, trace_sample_every
+from bench.core.backlog import BacklogStart, backlog_section, backlog_warnings
 from bench.core.client_stats import client_latency_warnings
 from bench.core.clients import scenario_watermarks
 from bench.core.fault_watch import FaultWatch
@@ -34,6 +35,10 @@ from bench.core.transactions import merged_by_partition, transactions_section
 from bench.results.window import measured_seconds
 from streamstore.errors import RunFailed
 
+# The backlog goes out in flat-out bursts, whose deliveries note no partition.
+BACKLOG_ACKED_UNKNOWN = ("a backlog is sent flat out, whose deliveries note no partition; consumed and "
+                         "broker_offset_delta per partition still hold")
+
 
 @dataclass(frozen=True)
 class RunTimes:
@@ -46,9 +51,13 @@ def write_run(scenario: Scenario, broker: BrokerInUse, results_root: Path, run_i
               method: str, times: RunTimes, *, interrupted: bool, environment: Mapping[str, Any],
               topic_settings: tuple[Mapping[str, str] | None, str | None], start_offsets: dict[int, int],
               events: Sequence[Mapping[str, Any]], fault_watch: FaultWatch | None,
-              resources: RunResources | None = None) -> tuple[int, Path, dict[str, Any]]:
+              resources: RunResources | None = None,
+              backlog: BacklogStart | None = None) -> tuple[int, Path, dict[str, Any]]:
     """The run's result from what it measured, written as its run folder; (exit code, folder, result)."""
     recorder = measured.recorder
+    if backlog is not None:  # the warm-up counts from the consumers' start (all of it if they never started)
+        measured.set_warmup(backlog.warmup_from_s(recorder.seconds()))
+    warmup_s = recorder.warmup_s
     recorder.close_through(recorder.last_second)
     totals = recorder.totals()
     outcomes = measured.producers.values()
@@ -68,27 +77,31 @@ def write_run(scenario: Scenario, broker: BrokerInUse, results_root: Path, run_i
     producing_s = max((o.producing_s for o in outcomes), default=0.0)
     elapsed_s = max((o.elapsed_s for o in outcomes), default=0.0)
     series = recorder.series()  # every per-second series of the run: built once
-    resources_fields = ({"resources": resources.add_to(series, scenario.warmup_s)} if resources is not None
+    backlog_figures = backlog_section(scenario, backlog, series, recorder.latency["end_to_end"]) if backlog else None
+    resources_fields = ({"resources": resources.add_to(series, warmup_s)} if resources is not None
                         else {"resources": None, "resources_not_measured": "resource sampling was turned off for this run"})
     result = RunResult(
         kind="run", run_id=run_id, scenario=scenario.to_dict(), fingerprint=scenario.fingerprint(),
         environment=environment,
         broker=broker_section(broker, topic_settings[0], topic_settings[1]),
-        started_at=times.started_at, ended_at=times.ended_at, duration_s=producing_s, warmup_s=scenario.warmup_s,
+        started_at=times.started_at, ended_at=times.ended_at, duration_s=producing_s, warmup_s=warmup_s,
         verdict=verdict, audit=audit.method,
         counts=run_counts(totals, failed=failed, audit=audit, tracker_ran=True, broker_offset_delta=offset_delta,
                           offset_delta_reason=offset_unread),
-        throughput=run_throughput(series, scenario.warmup_s, scenario.mean_message_size(),
+        throughput=run_throughput(series, warmup_s, scenario.mean_message_size(),
                                   acked=totals["acked"], producing_s=producing_s, elapsed_s=elapsed_s),
         latency_us=latency_summaries(recorder, scenario, tracked=True,
                                      sample_every=trace_sample_every(scenario),
                                      service_sample_every=trace_sample_every(scenario)),
         series=series, events=[*events, *(fault_watch.events if fault_watch else [])],
         warnings=_run_warnings(scenario, measured, totals, audit, offset_delta, summaries)
-        + (fault_watch.warnings() if fault_watch else []) + (resources.warnings() if resources else []),
+        + (fault_watch.warnings() if fault_watch else []) + (resources.warnings() if resources else [])
+        + backlog_warnings(backlog_figures, warmup_s),
         sections={**({"failover": fault_watch.section(measured, recorder, times.t0_ns)} if fault_watch else {}),
                   **delivery_report_sections(scenario, recorder),
-                  "partitions": _partitions(scenario, measured, method, offset_deltas, offset_unread, series, summaries),
+                  "partitions": _partitions(scenario, measured, method, offset_deltas, offset_unread, series, summaries,
+                                            warmup_s),
+                  "backlog": backlog_figures,
                   "transactions": transactions_section(summaries, isolation_level=scenario.isolation_level,
                                                        aborted_consumed=audit.aborted_consumed, offset_delta=offset_delta)
                   if scenario.transaction_size else None, **resources_fields,
@@ -113,7 +126,8 @@ def _broker_offset_deltas(scenario: Scenario, bootstrap_servers: str,
 
 
 def _partitions(scenario: Scenario, measured: RunMeasurements, method: str, offset_deltas: dict[int, int] | None,
-                offset_unread: str, series: Mapping[str, Any], summaries: list[Mapping[str, Any]]) -> dict[str, Any]:
+                offset_unread: str, series: Mapping[str, Any], summaries: list[Mapping[str, Any]],
+                warmup_s: float) -> dict[str, Any]:
     """The result's `partitions` (bench/core/partitions.py) from what the run measured."""
     transactions = merged_by_partition(summaries) if scenario.transaction_size else None
     if transactions is not None:  # every transactional delivery noted its partition
@@ -122,14 +136,15 @@ def _partitions(scenario: Scenario, measured: RunMeasurements, method: str, offs
     elif method == OFFSETS:
         acked: dict[int, int] | None = {p: sum(end - start for start, end in offsets.ranges())
                                         for p, offsets in measured.acked_offsets.items()}
-    elif scenario.rate or scenario.phases:  # every scheduled delivery notes its partition
+    elif (scenario.rate or scenario.phases) and not scenario.backlog:  # every scheduled delivery notes its partition
         acked = measured.partition_acks.totals()
     else:
         acked = None
-    window = measured_seconds(series.get("t_s") or [], scenario.warmup_s, series.get("sent"))
+    window = measured_seconds(series.get("t_s") or [], warmup_s, series.get("sent"))
     return partitions_section(acked=acked, consumed=measured.partition_consumed.totals(), offset_delta=offset_deltas,
                               lag_by_partition=series.get("lag_messages_by_partition") or {}, window=window,
-                              transactions=transactions, offsets_unread=offset_unread or OFFSETS_UNREAD)
+                              transactions=transactions, offsets_unread=offset_unread or OFFSETS_UNREAD,
+                              **({"acked_unknown": BACKLOG_ACKED_UNKNOWN} if scenario.backlog else {}))
 
 
 def _run_warnings(scenario: Scenario, measured: RunMeasurements, totals: dict[str, int], audit: AuditOutcome,

@@ -15,6 +15,7 @@ Public entry points: `run_scenario`, and `run_on_broker` for an engine that hold
 from __future__ import annotations
 
 import dataclasses
+import math
 import multiprocessing
 import os
 import signal
@@ -29,13 +30,14 @@ from bench.broker.ensure import BrokerInUse, ensure_broker, no_embedded_reason
 from bench.broker.fault_spec import broker_faults
 from bench.broker.faults import Fault, parse_faults
 from bench.core.audit import OFFSET_COUNTS, audit_method
+from bench.core.backlog import BacklogStart
 from bench.core.clients import check_client_settings, high_watermarks, scenario_admin, scenario_watermarks
 from bench.core.fault_watch import FaultWatch
 from bench.core.groups import GroupMeasurements, commit_group_starts, consumer_slots, drain_ends, fans_out, start_drain
 from bench.core.merge import RunMeasurements
 from bench.core.producer import CHILD_START_TIMEOUT_S, INTERRUPT_DRAIN_S, producer_main
 from bench.core.progress import Progress, p99_scope, progress_line
-from bench.core.protocol import ConsumerSlot, Drain, Inbox, producer_name, tracker_name
+from bench.core.protocol import BacklogBuilt, ConsumerSlot, Drain, Inbox, producer_name, tracker_name
 from bench.core.resources import RunResources, Watched, fixed_pid, this_process
 from bench.core.result import (
     DELIVERY_REPORT_MODES,
@@ -96,6 +98,7 @@ class _Processes:
     outage: Any         # event: a node the run's faults killed or stopped is not answering yet
     t0_ns: Any          # shared perf_counter_ns at which producing starts
     children: list
+    catch_up_ns: Any = None  # with a backlog: shared perf_counter_ns at which the consumers start
 
     @classmethod
     def spawn(cls, scenario: Scenario, bootstrap_servers: str, run_id: bytes, start_offsets: dict[int, int],
@@ -103,14 +106,15 @@ class _Processes:
         context = multiprocessing.get_context("spawn")
         reports, controls = context.Queue(), [context.Queue() for _ in slots]
         start, stop, outage, t0_ns = context.Event(), context.Event(), context.Event(), context.Value("q", 0)
+        catch_up_ns = context.Value("q", 0) if scenario.backlog else None
         commit_group_starts(scenario, bootstrap_servers, slots, start_offsets)
         children = [context.Process(target=tracker_main, name="bench-" + tracker_name(slot.group, slot.consumer).replace(" ", "-"),
                                     daemon=True, args=(scenario, bootstrap_servers, run_id, start_offsets, reports, control,
-                                                       start, t0_ns, slot)) for slot, control in zip(slots, controls)]
+                                                       start, t0_ns, slot, catch_up_ns)) for slot, control in zip(slots, controls)]
         children += [context.Process(target=producer_main, name=f"bench-producer-{i}", daemon=True,
-                                     args=(i, scenario, bootstrap_servers, run_id, reports, start, t0_ns, stop, outage))
-                     for i in range(scenario.producers)]
-        return cls(Inbox(reports), controls, start, stop, outage, t0_ns, children)
+                                     args=(i, scenario, bootstrap_servers, run_id, reports, start, t0_ns, stop, outage,
+                                           catch_up_ns)) for i in range(scenario.producers)]
+        return cls(Inbox(reports), controls, start, stop, outage, t0_ns, children, catch_up_ns)
 
     def death(self) -> str | None:
         """The failure of a child that died, if one did."""
@@ -160,6 +164,7 @@ class _Run:
         self.processes = processes = _Processes.spawn(self.scenario, self.bootstrap_servers, self.run_id.bytes,
                                                       start_offsets, self.slots)
         self.inbox = processes.inbox
+        self.backlog = BacklogStart(self.scenario, processes.catch_up_ns) if self.scenario.backlog else None
         previous = {signal.SIGINT: signal.getsignal(signal.SIGINT),
                     signal.SIGTERM: signal.signal(signal.SIGTERM, _raise_interrupted)}
         try:
@@ -205,7 +210,9 @@ class _Run:
             self.fault_watch.start(self.t0_ns, self.processes.outage)
         self.progress.message(
             f"run {self.run_id.hex[:8]}: {self.scenario.name} -> {self.scenario.topic} at {self.bootstrap_servers}, "
-            f"{_describe_rate(self.scenario)}, {self.scenario.duration_s:g} s (warm-up {self.scenario.warmup_s:g} s)"
+            + (f"backlog of {self.scenario.backlog_messages():,} messages first (consumers paused), then "
+               if self.scenario.backlog else "")
+            + f"{_describe_rate(self.scenario)}, {self.scenario.duration_s:g} s (warm-up {self.scenario.warmup_s:g} s)"
             + (f", faults {' '.join(str(f) for f in sorted(self.faults, key=lambda f: f.at_s))}" if self.faults else ""))
         self._collect(lambda: len(self.measured.producers) == self.scenario.producers)
 
@@ -260,6 +267,12 @@ class _Run:
                 self.measured.failure = self.measured.failure or self.processes.death()
                 continue
             self.measured.handle(message)
+            if isinstance(message, BacklogBuilt) and self.backlog.note(message, self.t0_ns):
+                started_s = self.backlog.begin(self.t0_ns)
+                self.measured.set_warmup(self.backlog.warmup_from_s(0))
+                self._event("catch-up", f"backlog of {self.scenario.backlog_messages():,} messages built in "
+                                        f"{self.backlog.built_s:.1f} s; consumers start at {started_s:.1f} s")
+                self.progress.message(self.events[-1]["detail"])
             self._show_progress()
         if self.measured.failure is not None:
             self.processes.stop.set()
@@ -279,15 +292,16 @@ class _Run:
                          RunTimes(self.started_at, time.time(), self.t0_ns), interrupted=self.interrupted,
                          environment=self.environment, topic_settings=(self.topic_settings, self.topic_settings_unread),
                          start_offsets=self.start_offsets, events=self.events, fault_watch=self.fault_watch,
-                         resources=self.resources)
+                         resources=self.resources, backlog=self.backlog)
 
 
 def _measurements(scenario: Scenario, run_id: str) -> tuple[list[ConsumerSlot], RunMeasurements]:
     """The run's consumer processes (bench/core/groups.py) and what folds every child's reports."""
     slots = consumer_slots(scenario, run_id)
     reporters = [*(tracker_name(s.group, s.consumer) for s in slots), *map(producer_name, range(scenario.producers))]
-    return slots, RunMeasurements(scenario.warmup_s, reporters,
-                                  GroupMeasurements(slots, scenario.warmup_s) if fans_out(scenario) else None)
+    # With a backlog the warm-up counts from the consumers' start (set then): until then, all of it.
+    warmup_s = math.inf if scenario.backlog else scenario.warmup_s
+    return slots, RunMeasurements(warmup_s, reporters, GroupMeasurements(slots, warmup_s) if fans_out(scenario) else None)
 
 
 def _watch_resources(processes: _Processes, broker: BrokerInUse, t0_ns: int) -> RunResources:
@@ -306,7 +320,7 @@ def _second_line(recorder, scenario: Scenario, through: int) -> str:
         recorder.p99_so_far("service_time", through),
         recorder.p99_so_far("response_time", through) if scenario.rate else None,
         recorder.p99_so_far("end_to_end", through), recorder.lag_messages.get(through),
-        p99_scope(through, scenario.warmup_s))
+        p99_scope(through, recorder.warmup_s))
 
 
 def _describe_rate(scenario: Scenario) -> str:

@@ -44,7 +44,18 @@ from bench.core.field_checks import (
     flatten_settings,
     parse_size,
 )
-from bench.core.scenario_checks import Phase, check_consumers, check_faults, check_phases, check_replication, check_transactions
+from bench.core.scenario_checks import (
+    Phase,
+    backlog_messages,
+    check_backlog,
+    check_consumers,
+    check_delivery_reports,
+    check_faults,
+    check_phases,
+    check_replication,
+    check_transactions,
+    phases_fields,
+)
 from bench.core.scenario_files import resolve_scenario_path, scenarios_held, unknown_name
 from bench.results.fingerprint import fingerprint_of
 from bench.results.redaction import redact_secrets
@@ -149,6 +160,9 @@ class Scenario:
     faults: tuple[str, ...] = ()
     consumer_groups: int = 1  # fan-out: groups each reading the whole topic (bench/core/groups.py)
     consumers_per_group: int = 1  # consumer processes in each group
+    # Messages (or a size, "50MB", of value bytes) sent flat out before the consumers start; then
+    # they catch up while the producers go on at `rate` for duration_s (bench/core/backlog.py).
+    backlog: int | str = 0
 
     def __post_init__(self) -> None:
         _validate(self)
@@ -191,7 +205,7 @@ class Scenario:
         if fields.get("phases") in ([], ()):
             del fields["phases"]
         if "phases" in fields:
-            fields.update(_phases_fields(fields))
+            fields.update(phases_fields(fields))
         return cls(**fields)
 
     @classmethod
@@ -215,6 +229,10 @@ class Scenario:
         return cls.from_mapping(merge_overrides(values, overrides or {}), source=str(path))
 
     # -- use --------------------------------------------------------------------------------
+
+    def backlog_messages(self) -> int:
+        """The backlog's size in messages (0: no backlog)."""
+        return backlog_messages(self)
 
     def schedule(self) -> tuple[Phase, ...]:
         """The rate schedule as phases (a steady scenario is one phase)."""
@@ -311,22 +329,15 @@ def _validate(scenario: Scenario) -> None:
     if scenario.idempotence and scenario.acks != "all":
         raise UsageError(f"idempotence: needs acks = \"all\" (librdkafka refuses acks={scenario.acks} with idempotence)")
     check_phases(scenario)
-    _check_delivery_reports(scenario)
+    check_delivery_reports(scenario, DEFAULT_DELIVERY_REPORTS, DELIVERY_REPORTS)
     check_transactions(scenario)
     check_faults(scenario)
     check_consumers(scenario)
+    check_backlog(scenario)
     producer_config = check_client_config("producer_config", scenario.producer_config, _FIELD_OWNED_PRODUCER_KEYS)
     object.__setattr__(scenario, "producer_config", producer_config)
     object.__setattr__(scenario, "consumer_config", check_client_config("consumer_config", scenario.consumer_config,
                                                                               _FIELD_OWNED_CONSUMER_KEYS))
-
-
-def _check_delivery_reports(scenario: Scenario) -> None:
-    """None resolves by rate (DEFAULT_DELIVERY_REPORTS), so a result states the mode that ran."""
-    if scenario.delivery_reports is None:
-        mode = "fixed_rate" if scenario.rate or scenario.transaction_size else "flat_out"
-        object.__setattr__(scenario, "delivery_reports", DEFAULT_DELIVERY_REPORTS[mode])
-    check_choice("delivery_reports", scenario.delivery_reports, DELIVERY_REPORTS)
 
 
 # -- overrides ------------------------------------------------------------------------------
@@ -366,35 +377,7 @@ def merge_overrides(values: Mapping[str, Any], overrides: Mapping[str, Any]) -> 
         else:
             merged[key] = value
     if "phases" in merged and ({"rate", "duration_s"} & set(overrides)):
-        phases = _phases_fields({"phases": merged.pop("phases")})
+        phases = phases_fields({"phases": merged.pop("phases")})
         merged.setdefault("rate", phases["rate"])
         merged.setdefault("duration_s", phases["duration_s"])
     return merged
-
-
-# -- helpers --------------------------------------------------------------------------------
-
-
-def _phases_fields(fields: Mapping[str, Any]) -> dict[str, Any]:
-    """Phases as `Phase` objects, with duration_s (their sum) and rate (their peak) derived.
-
-    A given duration_s or rate must agree with the derived one (a result file's scenario
-    carries both); anything else is a contradiction the user must resolve.
-    """
-    raw = fields["phases"]
-    if not isinstance(raw, (list, tuple)) or not raw:
-        raise UsageError("phases: expected a non-empty list of {duration_s, rate} tables")
-    phases = []
-    for index, entry in enumerate(raw):
-        if isinstance(entry, Phase):
-            entry = dataclasses.asdict(entry)
-        if not isinstance(entry, Mapping) or set(entry) != {"duration_s", "rate"}:
-            raise UsageError(f"phases[{index}]: expected a table with exactly duration_s and rate")
-        for key in ("duration_s", "rate"):
-            check_number(f"phases[{index}].{key}", entry[key], 0, None, open_low=True)
-        phases.append(Phase(float(entry["duration_s"]), float(entry["rate"])))
-    derived = {"duration_s": sum(p.duration_s for p in phases), "rate": max(p.rate for p in phases)}
-    for key, value in derived.items():
-        if key in fields and fields[key] != value:
-            raise UsageError(f"{key}: with phases it is derived from them ({value:g}); leave {key} out")
-    return {"phases": tuple(phases), **derived}

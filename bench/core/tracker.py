@@ -60,6 +60,8 @@ class TrackerState:
     partition_consumed: PartitionActivity = field(default_factory=PartitionActivity)
     # A consumer of a group of several processes: the offset after the last message read per partition.
     positions: dict[int, int] | None = None
+    # With a backlog: not consuming yet (its partitions paused) until the catch-up starts.
+    paused: bool = False
 
 
 def absorb_messages(messages: list[Message], run_id: bytes, state: TrackerState, received_ns: int) -> None:
@@ -91,12 +93,14 @@ def absorb_messages(messages: list[Message], run_id: bytes, state: TrackerState,
     state.partition_consumed.note_batch(message.partition() for message in messages)
 
 
-def _lag(tracker: OrderTracker, partitions: list[TopicPartition], start_offsets: Mapping[int, int]) -> dict[int, int]:
+def _lag(tracker: OrderTracker, partitions: list[TopicPartition], start_offsets: Mapping[int, int],
+         cached: bool = True) -> dict[int, int]:
     """High watermark minus position per partition, from the consumer's cached fetch state
-    (no broker round trip, so sampling does not stall consuming)."""
+    (no broker round trip, so sampling does not stall consuming). cached=False: asked of the
+    broker (a paused consumer fetches nothing, so its cached state stands still)."""
     lag = {}
     for position in tracker.client.position(partitions):
-        _, high = tracker.client.get_watermark_offsets(position, cached=True)
+        _, high = tracker.client.get_watermark_offsets(position, cached=True) if cached else (0, -1)
         if high < 0:
             _, high = tracker.client.get_watermark_offsets(position, timeout=1.0)
         offset = position.offset if position.offset >= 0 else start_offsets[position.partition]
@@ -105,7 +109,7 @@ def _lag(tracker: OrderTracker, partitions: list[TopicPartition], start_offsets:
 
 
 def tracker_main(scenario: Scenario, bootstrap_servers: str, run_id: bytes, start_offsets: dict[int, int],
-                 reports, control, start, t0_ns, slot: ConsumerSlot = THE_TRACKER) -> None:
+                 reports, control, start, t0_ns, slot: ConsumerSlot = THE_TRACKER, catch_up_ns=None) -> None:
     """The tracker process's target, for `bench run` and the Locust master alike.
 
     Reads from start_offsets (partition -> offset) after `start` is set and speaks the
@@ -116,18 +120,21 @@ def tracker_main(scenario: Scenario, bootstrap_servers: str, run_id: bytes, star
     with the offset audit, untraced messages count as this run's.
     `slot`: which consumer process of the run's groups it is (bench/core/groups.py); a
     subscribing one also takes a `Stop` from `control` after the Drain.
+    `catch_up_ns` (a backlog run): its partitions stay paused, so nothing is fetched, until that
+    shared perf_counter_ns is set and reached (or a Drain comes first); it reports each second
+    meanwhile, the lag asked of the broker.
     """
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     if scenario.rate == 0:
         os.nice(FLAT_OUT_TRACKER_NICENESS)
     try:
-        _track(scenario, bootstrap_servers, run_id, start_offsets, reports, control, start, t0_ns, slot)
+        _track(scenario, bootstrap_servers, run_id, start_offsets, reports, control, start, t0_ns, slot, catch_up_ns)
     except Exception as error:  # one line and its traceback to the coordinator, which ends the run
         reports.put(ChildFailed(tracker_name(slot.group, slot.consumer), describe_error(error), traceback.format_exc()))
 
 
 def _track(scenario: Scenario, bootstrap_servers: str, run_id: bytes, start_offsets: dict[int, int],
-           reports, control, start, t0_ns, slot: ConsumerSlot) -> None:
+           reports, control, start, t0_ns, slot: ConsumerSlot, catch_up_ns=None) -> None:
     offset_audit = audits_offsets(scenario)
     state = TrackerState(audits_offsets=offset_audit, positions={} if slot.subscribe else None)
     config = scenario_consumer_config(scenario, bootstrap_servers, run_id.hex())
@@ -143,6 +150,9 @@ def _track(scenario: Scenario, bootstrap_servers: str, run_id: bytes, start_offs
     slow_faults = [fault for fault in parse_faults(scenario.faults) if fault.kind == SLOW_CONSUMER]
     clock, time_ns = time.perf_counter_ns, time.time_ns
     reports.put(Ready(tracker_name(slot.group, slot.consumer)))
+    if catch_up_ns is not None:
+        state.paused = True
+        tracker.client.pause(_assigned(tracker, every_partition, slot))
     if slot.subscribe:  # a member that stops polling stalls its group's rebalance: it polls until the start
         while not start.is_set():
             _read_early(tracker, run_id, state)
@@ -172,6 +182,9 @@ def _track(scenario: Scenario, bootstrap_servers: str, run_id: bytes, start_offs
                 if slow_faults and (delay_s := consumer_delay_s(slow_faults, (clock() - t0_ns.value) / NS_PER_S)):
                     time.sleep(delay_s)
             now = clock()
+            if state.paused and (draining or (catch_up_ns.value and now >= catch_up_ns.value)):
+                state.paused = False
+                tracker.client.resume(_assigned(tracker, every_partition, slot))
             while now >= next_second_ns:
                 report(state, second)
                 second, next_second_ns = second + 1, next_second_ns + NS_PER_S
@@ -198,6 +211,10 @@ def _track(scenario: Scenario, bootstrap_servers: str, run_id: bytes, start_offs
             offsets_consumed_twice=state.offsets_consumed_twice, group=slot.group, consumer=slot.consumer))
     finally:
         tracker.close()
+
+
+def _assigned(tracker: OrderTracker, every_partition: list[TopicPartition], slot: ConsumerSlot) -> list[TopicPartition]:
+    return tracker.client.assignment() if slot.subscribe else every_partition
 
 
 def _drained(state: TrackerState, target: int | Mapping[int, int]) -> bool:
@@ -247,14 +264,14 @@ class _Reporter:
     slot: ConsumerSlot
 
     def __call__(self, state: TrackerState, second: int) -> None:
-        partitions = self.tracker.client.assignment() if self.slot.subscribe else self.every_partition
+        partitions = _assigned(self.tracker, self.every_partition, self.slot)
         _tracker_report(self.reports, self.tracker, partitions, self.start_offsets, state, second, self.slot)
 
 
 def _tracker_report(reports, tracker: OrderTracker, partitions, start_offsets, state: TrackerState, second: int,
                     slot: ConsumerSlot) -> None:
     try:
-        lag = _lag(tracker, partitions, start_offsets)
+        lag = _lag(tracker, partitions, start_offsets, cached=not state.paused)
     except KafkaException as error:
         if is_fatal(error):
             raise

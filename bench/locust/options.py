@@ -103,6 +103,9 @@ def scenario_from_options(options) -> Scenario:
         if base.consumer_groups > 1 or base.consumers_per_group > 1:
             raise UsageError(f"{options.scenario}: consumer groups do not apply to Locust yet (its master runs the "
                              "one tracker); run it with bench run")
+        if base.backlog:
+            raise UsageError(f"{options.scenario}: a backlog does not apply to Locust (its users produce from the "
+                             "start and its master runs the one tracker); run it with bench run")
         values = {**base.to_dict(), "producer_config": dict(base.producer_config),
                   "consumer_config": dict(base.consumer_config)}
         values.pop("phases")

@@ -17,6 +17,7 @@ from typing import Any
 from bench.analysis.compare import Verdict
 from bench.analysis.failover import FAILOVER_COLUMNS, failover_rows, failover_summary, producing_end_s
 from bench.analysis.stats import derive_warnings
+from bench.core.backlog import backlog_lines
 from bench.output import plots
 from bench.output.compare_report import write_compare_report
 from bench.output.document import (
@@ -167,6 +168,13 @@ def _groups_section(result: Mapping[str, Any], _plots: Sequence[str]) -> list[Bl
                       "latency and lag are group 0's, lost and duplicated the worst group's."),
             table(("group", "group id", "consumed", "lost", "duplicated", f"{latency} p50", f"{latency} p99",
                    f"{latency} max", "lag max", "msg/s per consumer process"), rows)]
+
+
+def _backlog_section(result: Mapping[str, Any], _plots: Sequence[str]) -> list[Block]:
+    """A backlog run: the build and the catch-up's figures, each with its window (as on the console)."""
+    section = result.get("backlog")
+    return [bullet_list([*backlog_lines(section), *(f"{name} window: {text}" for name, text in section["windows"].items())])
+            ] if section else []
 
 
 def _transactions_section(result: Mapping[str, Any], _plots: Sequence[str]) -> list[Block]:
@@ -322,6 +330,7 @@ RUN_SECTIONS = (
     Section("Throughput, lag and counts", _counts_section),
     Section("Per partition", _partitions_section),
     Section("Consumer groups", _groups_section),
+    Section("Backlog and catch-up", _backlog_section),
     Section("Transactions", _transactions_section),
     Section("Resources", _resources_section),
     Section("Failover (per fault and node)", _failover_section),

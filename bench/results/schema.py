@@ -57,6 +57,10 @@ from bench.results.window import lag_summary, throughput_summary
 #      Also in version 5, the broker's own metrics (its JMX exporter or --broker-metrics-url):
 #      broker_*_by_node series and resources.broker_metrics (null with
 #      resources.broker_metrics_not_measured); absent in older files, read as not recorded.
+#      Also in version 5, `backlog` (null without the scenario field backlog): the build, drain
+#      rate, time to steady lag and end-to-end latency while catching up (bench/core/backlog.py);
+#      such a run's top-level warmup_s counts from t0 to the end of its warm-up after the
+#      consumers' start. Absent in older files, read as no backlog.
 SCHEMA_VERSION = 5
 SUPPORTED_SCHEMA_VERSIONS = frozenset({1, 2, 3, 4, 5})
 
