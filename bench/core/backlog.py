@@ -38,14 +38,25 @@ class BacklogStart:
     def __init__(self, scenario: Scenario, catch_up_ns: Any):
         self.scenario = scenario
         self.catch_up_ns = catch_up_ns  # shared multiprocessing Value('q'); 0 until the start
-        self.built: dict[int, int] = {}
+        self.shares: dict[int, int] = {}  # producer -> messages of its built share
         self.built_s: float | None = None
         self.started_s: float | None = None
 
+    def built(self, message: BacklogBuilt, t0_ns: int, measured) -> str | None:
+        """One producer's share is built; after the last one the catch-up starts (the run's
+        warm-up then counts from it: `measured` is the run's RunMeasurements) and the event's text
+        is returned, else None."""
+        if not self.note(message, t0_ns):
+            return None
+        started_s = self.begin(t0_ns)
+        measured.set_warmup(self.warmup_from_s(0))
+        return (f"backlog of {self.scenario.backlog_messages():,} messages built in {self.built_s:.1f} s; "
+                f"consumers start at {started_s:.1f} s")
+
     def note(self, message: BacklogBuilt, t0_ns: int) -> bool:
         """One producer's share is built; True when that was the last one (call `begin`)."""
-        self.built[message.producer] = message.messages
-        if len(self.built) < self.scenario.producers or self.built_s is not None:
+        self.shares[message.producer] = message.messages
+        if len(self.shares) < self.scenario.producers or self.built_s is not None:
             return False
         self.built_s = (time.perf_counter_ns() - t0_ns) / NS_PER_S
         return True

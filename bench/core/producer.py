@@ -96,36 +96,12 @@ class ProducerLoop:
         self.next_second_ns = t0_ns + NS_PER_S
         if self.transactions is not None:
             self.transactions.begin(self.sender.sequence)
-        start_ns = t0_ns
-        if self.scenario.backlog:
-            start_ns = self._backlog(t0_ns, catch_up_ns)
-        if start_ns is None:
-            pass  # stopped while building the backlog
-        elif self.scenario.rate == 0:
+        start_ns = build_backlog(self, t0_ns, catch_up_ns) if self.scenario.backlog else t0_ns
+        if start_ns is not None and self.scenario.rate == 0:  # None: stopped while building the backlog
             self._flat_out(start_ns, start_ns + int(self.scenario.duration_s * NS_PER_S))
-        else:
+        elif start_ns is not None:
             self._scheduled(start_ns)
-        producing_s = (time.perf_counter_ns() - t0_ns) / NS_PER_S
-        self._finish(t0_ns, producing_s)
-
-    def _backlog(self, t0_ns: int, catch_up_ns) -> int | None:
-        """This producer's share of the backlog flat out (the same bursts as a flat-out run), every
-        message of it delivered, then the wait for the catch-up's start; that start, or None when
-        told to stop first."""
-        share = backlog_share(self.scenario.backlog_messages(), self.scenario.producers, self.index)
-        self._flat_out(t0_ns, None, share)
-        client, clock = self.producer.client, time.perf_counter_ns
-        while len(client) and not self.stop.is_set():
-            client.flush(0.1)
-            self.report_due(clock())
-        if self.stop.is_set():
-            return None
-        self.reports.put(BacklogBuilt(self.index, self.sender.sequence))
-        while not catch_up_ns.value:
-            client.poll(0.05)
-            if self.report_due(clock()):
-                return None
-        return catch_up_ns.value
+        self._finish(t0_ns, (time.perf_counter_ns() - t0_ns) / NS_PER_S)
 
     def _flat_out(self, t0_ns: int, end_ns: int | None, count: int | None = None) -> None:
         """Flat out until end_ns, or (end_ns None) until `count` more messages are sent."""
@@ -136,10 +112,8 @@ class ProducerLoop:
             poll(0.001)
         while True:
             now = clock()
-            if (end_ns is not None and now >= end_ns) or (now >= self.next_second_ns and self.report_due(now)):
-                return
             burst = CLOCK_CHECK_EVERY if last is None else min(CLOCK_CHECK_EVERY, last - sender.sequence)
-            if burst <= 0:
+            if (end_ns is not None and now >= end_ns) or (now >= self.next_second_ns and self.report_due(now)) or burst <= 0:
                 return
             if transactions is None:
                 send(burst)
@@ -216,6 +190,26 @@ class ProducerLoop:
         return self.account.take_second(self.second, self.client_stats.take(),
                                         self.transactions.take_commit_us() if self.transactions is not None else None,
                                         self.client_stats.take_figures())
+
+
+def build_backlog(loop: ProducerLoop, t0_ns: int, catch_up_ns) -> int | None:
+    """The loop's share of the backlog flat out (the same bursts as a flat-out run), every message
+    of it delivered, then the wait for the catch-up's start (reporting each second meanwhile);
+    that start (perf_counter_ns), or None when told to stop first."""
+    share = backlog_share(loop.scenario.backlog_messages(), loop.scenario.producers, loop.index)
+    loop._flat_out(t0_ns, None, share)
+    client, clock = loop.producer.client, time.perf_counter_ns
+    while len(client) and not loop.stop.is_set():
+        client.flush(0.1)
+        loop.report_due(clock())
+    if loop.stop.is_set():
+        return None
+    loop.reports.put(BacklogBuilt(loop.index, loop.sender.sequence))
+    while not catch_up_ns.value:
+        client.poll(0.05)
+        if loop.report_due(clock()):
+            return None
+    return catch_up_ns.value
 
 
 def backlog_share(messages: int, producers: int, index: int) -> int:

@@ -29,6 +29,7 @@ from bench.core.result import (
     run_throughput,
     write_run_folder,
 )
+from bench.core.run_modes import CONSUME_ONLY, NO_PRODUCER, PRODUCE_ONLY, mode_warnings
 from bench.core.scenario import Scenario
 from bench.core.scenario_checks import consumer_warnings
 from bench.core.transactions import merged_by_partition, transactions_section
@@ -52,9 +53,12 @@ def write_run(scenario: Scenario, broker: BrokerInUse, results_root: Path, run_i
               topic_settings: tuple[Mapping[str, str] | None, str | None], start_offsets: dict[int, int],
               events: Sequence[Mapping[str, Any]], fault_watch: FaultWatch | None,
               resources: RunResources | None = None,
-              backlog: BacklogStart | None = None) -> tuple[int, Path, dict[str, Any]]:
-    """The run's result from what it measured, written as its run folder; (exit code, folder, result)."""
+              backlog: BacklogStart | None = None,
+              mode: Mapping[str, Any] | None = None) -> tuple[int, Path, dict[str, Any]]:
+    """The run's result from what it measured, written as its run folder; (exit code, folder, result).
+    mode: the run_mode section of a one-sided run (bench/core/run_modes.py), None for both sides."""
     recorder = measured.recorder
+    one_side = mode["mode"] if mode else None
     if backlog is not None:  # the warm-up counts from the consumers' start (all of it if they never started)
         measured.set_warmup(backlog.warmup_from_s(recorder.seconds()))
     warmup_s = recorder.warmup_s
@@ -77,6 +81,9 @@ def write_run(scenario: Scenario, broker: BrokerInUse, results_root: Path, run_i
     producing_s = max((o.producing_s for o in outcomes), default=0.0)
     elapsed_s = max((o.elapsed_s for o in outcomes), default=0.0)
     series = recorder.series()  # every per-second series of the run: built once
+    if one_side == CONSUME_ONLY:  # no producer: its series are not measured, not zero
+        for key in ("sent", "acked", "failed"):
+            series.pop(key)
     backlog_figures = backlog_section(scenario, backlog, series, recorder.latency["end_to_end"]) if backlog else None
     resources_fields = ({"resources": resources.add_to(series, warmup_s)} if resources is not None
                         else {"resources": None, "resources_not_measured": "resource sampling was turned off for this run"})
@@ -84,24 +91,27 @@ def write_run(scenario: Scenario, broker: BrokerInUse, results_root: Path, run_i
         kind="run", run_id=run_id, scenario=scenario.to_dict(), fingerprint=scenario.fingerprint(),
         environment=environment,
         broker=broker_section(broker, topic_settings[0], topic_settings[1]),
-        started_at=times.started_at, ended_at=times.ended_at, duration_s=producing_s, warmup_s=warmup_s,
+        started_at=times.started_at, ended_at=times.ended_at, warmup_s=warmup_s,
+        duration_s=times.ended_at - times.started_at if one_side == CONSUME_ONLY else producing_s,
         verdict=verdict, audit=audit.method,
         counts=run_counts(totals, failed=failed, audit=audit, tracker_ran=True, broker_offset_delta=offset_delta,
-                          offset_delta_reason=offset_unread),
+                          offset_delta_reason=offset_unread, producer_ran=one_side != CONSUME_ONLY),
         throughput=run_throughput(series, warmup_s, scenario.mean_message_size(),
                                   acked=totals["acked"], producing_s=producing_s, elapsed_s=elapsed_s),
-        latency_us=latency_summaries(recorder, scenario, tracked=True,
+        latency_us=latency_summaries(recorder, scenario, tracked=one_side != PRODUCE_ONLY,
                                      sample_every=trace_sample_every(scenario),
-                                     service_sample_every=trace_sample_every(scenario)),
+                                     service_sample_every=trace_sample_every(scenario), produced=one_side != CONSUME_ONLY),
         series=series, events=[*events, *(fault_watch.events if fault_watch else [])],
-        warnings=_run_warnings(scenario, measured, totals, audit, offset_delta, summaries)
+        warnings=_run_warnings(scenario, measured, totals, audit, offset_delta if one_side != CONSUME_ONLY else None,
+                               summaries)
         + (fault_watch.warnings() if fault_watch else []) + (resources.warnings() if resources else [])
-        + backlog_warnings(backlog_figures, warmup_s),
+        + backlog_warnings(backlog_figures, warmup_s) + mode_warnings(one_side),
         sections={**({"failover": fault_watch.section(measured, recorder, times.t0_ns)} if fault_watch else {}),
-                  **delivery_report_sections(scenario, recorder),
+                  **(delivery_report_sections(scenario, recorder) if one_side != CONSUME_ONLY
+                     else {"delivery_reports": None}),
                   "partitions": _partitions(scenario, measured, method, offset_deltas, offset_unread, series, summaries,
-                                            warmup_s),
-                  "backlog": backlog_figures,
+                                            warmup_s, one_side),
+                  "backlog": backlog_figures, "run_mode": dict(mode) if mode else None,
                   "transactions": transactions_section(summaries, isolation_level=scenario.isolation_level,
                                                        aborted_consumed=audit.aborted_consumed, offset_delta=offset_delta)
                   if scenario.transaction_size else None, **resources_fields,
@@ -127,12 +137,14 @@ def _broker_offset_deltas(scenario: Scenario, bootstrap_servers: str,
 
 def _partitions(scenario: Scenario, measured: RunMeasurements, method: str, offset_deltas: dict[int, int] | None,
                 offset_unread: str, series: Mapping[str, Any], summaries: list[Mapping[str, Any]],
-                warmup_s: float) -> dict[str, Any]:
+                warmup_s: float, one_side: str | None) -> dict[str, Any]:
     """The result's `partitions` (bench/core/partitions.py) from what the run measured."""
     transactions = merged_by_partition(summaries) if scenario.transaction_size else None
     if transactions is not None:  # every transactional delivery noted its partition
         acked: dict[int, int] | None = {p: transactions["committed"].get(p, 0) + transactions["aborted"].get(p, 0)
                                         for p in {*transactions["committed"], *transactions["aborted"]}}
+    elif one_side == CONSUME_ONLY:
+        acked = None
     elif method == OFFSETS:
         acked: dict[int, int] | None = {p: sum(end - start for start, end in offsets.ranges())
                                         for p, offsets in measured.acked_offsets.items()}
@@ -144,7 +156,8 @@ def _partitions(scenario: Scenario, measured: RunMeasurements, method: str, offs
     return partitions_section(acked=acked, consumed=measured.partition_consumed.totals(), offset_delta=offset_deltas,
                               lag_by_partition=series.get("lag_messages_by_partition") or {}, window=window,
                               transactions=transactions, offsets_unread=offset_unread or OFFSETS_UNREAD,
-                              **({"acked_unknown": BACKLOG_ACKED_UNKNOWN} if scenario.backlog else {}))
+                              **({"acked_unknown": BACKLOG_ACKED_UNKNOWN} if scenario.backlog else
+                                 {"acked_unknown": NO_PRODUCER} if one_side == CONSUME_ONLY else {}))
 
 
 def _run_warnings(scenario: Scenario, measured: RunMeasurements, totals: dict[str, int], audit: AuditOutcome,

@@ -160,9 +160,7 @@ class Scenario:
     faults: tuple[str, ...] = ()
     consumer_groups: int = 1  # fan-out: groups each reading the whole topic (bench/core/groups.py)
     consumers_per_group: int = 1  # consumer processes in each group
-    # Messages (or a size, "50MB", of value bytes) sent flat out before the consumers start; then
-    # they catch up while the producers go on at `rate` for duration_s (bench/core/backlog.py).
-    backlog: int | str = 0
+    backlog: int | str = 0  # messages, or value bytes ("50MB"), sent before the consumers start (bench/core/backlog.py)
 
     def __post_init__(self) -> None:
         _validate(self)
@@ -231,8 +229,7 @@ class Scenario:
     # -- use --------------------------------------------------------------------------------
 
     def backlog_messages(self) -> int:
-        """The backlog's size in messages (0: no backlog)."""
-        return backlog_messages(self)
+        return backlog_messages(self)  # 0: no backlog
 
     def schedule(self) -> tuple[Phase, ...]:
         """The rate schedule as phases (a steady scenario is one phase)."""
@@ -243,7 +240,7 @@ class Scenario:
         so an upper bound); None flat out, where the rate is whatever the brokers take."""
         if self.rate == 0 and not self.phases:
             return None
-        messages = sum(phase.rate * phase.duration_s for phase in self.schedule())
+        messages = sum(phase.rate * phase.duration_s for phase in self.schedule()) + self.backlog_messages()
         return round(messages * self.mean_message_size() * self.replication_factor)
 
     def value_sizes(self) -> list[int]:

@@ -62,6 +62,8 @@ class TrackerState:
     positions: dict[int, int] | None = None
     # With a backlog: not consuming yet (its partitions paused) until the catch-up starts.
     paused: bool = False
+    # Consume-only: every record is the run's (any trace header's run id; untraced ones too).
+    any_run: bool = False
 
 
 def absorb_messages(messages: list[Message], run_id: bytes, state: TrackerState, received_ns: int) -> None:
@@ -69,7 +71,7 @@ def absorb_messages(messages: list[Message], run_id: bytes, state: TrackerState,
     run's messages (all received at received_ns, wall clock), the rest counted as foreign
     (another run's trace; or, in the sequence audit, no trace)."""
     end_to_end_us, mark = state.end_to_end_us, state.audit.mark
-    by_offset, consumed_offsets = state.audits_offsets, state.consumed_offsets
+    by_offset, consumed_offsets, any_run = state.audits_offsets, state.consumed_offsets, state.any_run
     for message in messages:
         headers = message.headers()
         if not headers:
@@ -79,7 +81,7 @@ def absorb_messages(messages: list[Message], run_id: bytes, state: TrackerState,
             trace = Trace(*TRACE_STRUCT.unpack(headers[0][1]))
         else:
             trace = read_trace(headers)
-        if trace is not None and trace.run_id == run_id:
+        if trace is not None and (trace.run_id == run_id or any_run):
             end_to_end_us.append((received_ns - trace.send_time_ns) // 1000)
             if not by_offset:
                 mark(trace.producer, trace.sequence)
@@ -109,7 +111,8 @@ def _lag(tracker: OrderTracker, partitions: list[TopicPartition], start_offsets:
 
 
 def tracker_main(scenario: Scenario, bootstrap_servers: str, run_id: bytes, start_offsets: dict[int, int],
-                 reports, control, start, t0_ns, slot: ConsumerSlot = THE_TRACKER, catch_up_ns=None) -> None:
+                 reports, control, start, t0_ns, slot: ConsumerSlot = THE_TRACKER, catch_up_ns=None,
+                 any_run: bool = False, end_to_end: bool = True) -> None:
     """The tracker process's target, for `bench run` and the Locust master alike.
 
     Reads from start_offsets (partition -> offset) after `start` is set and speaks the
@@ -123,20 +126,25 @@ def tracker_main(scenario: Scenario, bootstrap_servers: str, run_id: bytes, star
     `catch_up_ns` (a backlog run): its partitions stay paused, so nothing is fetched, until that
     shared perf_counter_ns is set and reached (or a Drain comes first); it reports each second
     meanwhile, the lag asked of the broker.
+    `any_run` (consume-only): every record it reads is the run's, audited by offset, at normal
+    priority. `end_to_end` False (produce-only, started after producing): it reports no latencies
+    (an order read then waited for the audit, not for a consumer), and its seconds begin when it does.
     """
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    if scenario.rate == 0:
+    if scenario.rate == 0 and not any_run:
         os.nice(FLAT_OUT_TRACKER_NICENESS)
     try:
-        _track(scenario, bootstrap_servers, run_id, start_offsets, reports, control, start, t0_ns, slot, catch_up_ns)
+        _track(scenario, bootstrap_servers, run_id, start_offsets, reports, control, start, t0_ns, slot, catch_up_ns,
+               any_run, end_to_end)
     except Exception as error:  # one line and its traceback to the coordinator, which ends the run
         reports.put(ChildFailed(tracker_name(slot.group, slot.consumer), describe_error(error), traceback.format_exc()))
 
 
 def _track(scenario: Scenario, bootstrap_servers: str, run_id: bytes, start_offsets: dict[int, int],
-           reports, control, start, t0_ns, slot: ConsumerSlot, catch_up_ns=None) -> None:
-    offset_audit = audits_offsets(scenario)
-    state = TrackerState(audits_offsets=offset_audit, positions={} if slot.subscribe else None)
+           reports, control, start, t0_ns, slot: ConsumerSlot, catch_up_ns=None, any_run: bool = False,
+           end_to_end: bool = True) -> None:
+    offset_audit = audits_offsets(scenario) or any_run
+    state = TrackerState(audits_offsets=offset_audit, positions={} if slot.subscribe else None, any_run=any_run)
     config = scenario_consumer_config(scenario, bootstrap_servers, run_id.hex())
     if slot.group_id is not None:
         config["group.id"] = slot.group_id
@@ -157,7 +165,9 @@ def _track(scenario: Scenario, bootstrap_servers: str, run_id: bytes, start_offs
         while not start.is_set():
             _read_early(tracker, run_id, state)
     start.wait()
-    second, next_second_ns = 0, t0_ns.value + NS_PER_S
+    # A tracker started after t0 (produce-only) reports from the second it is in, not before.
+    second = max(0, (time.perf_counter_ns() - t0_ns.value) // NS_PER_S)
+    next_second_ns = t0_ns.value + (second + 1) * NS_PER_S
     drain_target: int | Mapping[int, int] | None = None
     draining = stopped = False
     drain_deadline_ns = next_control_ns = drain_idle_ns = 0
@@ -174,6 +184,8 @@ def _track(scenario: Scenario, bootstrap_servers: str, run_id: bytes, start_offs
             if messages:
                 consumed_before = state.consumed_in_second
                 absorb_messages(messages, run_id, state, time_ns())
+                if not end_to_end:
+                    state.end_to_end_us.clear()
                 if state.positions is not None:  # in order per partition: the last one stands
                     for message in messages:
                         state.positions[message.partition()] = message.offset() + 1
