@@ -139,9 +139,10 @@ class RunMeasurements:
             producers = [ProducerAccount(p.producer, p.sent, p.acked, p.failed_sequences, p.timed_out,
                                          None if p.transactions is None else p.transactions["aborted_ranges"])
                          for p in self.producers.values()]
-        consumed = done.consumed_offsets if done is None or self.audited is None else {
-            p: clip_ranges(ranges, *self.audited.get(p, (0, 0))) for p, ranges in done.consumed_offsets.items()}
-        tracker = None if done is None else TrackerAccount(done.seen, done.duplicated, done.foreign,
-                                                           consumed, done.offsets_consumed_twice)
+        tracker = None
+        if done is not None:
+            consumed = done.consumed_offsets if self.audited is None else {
+                p: clip_ranges(ranges, *self.audited.get(p, (0, 0))) for p, ranges in done.consumed_offsets.items()}
+            tracker = TrackerAccount(done.seen, done.duplicated, done.foreign, consumed, done.offsets_consumed_twice)
         acked = {p: offsets.ranges() for p, offsets in self.acked_offsets.items()}
         return evaluate_audit(method, producers, tracker, acked)

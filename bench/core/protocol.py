@@ -154,6 +154,9 @@ class TrackerDone:
     offsets_consumed_twice: int
     group: int = 0
     consumer: int = 0
+    # perf_counter_ns when its first and its last batch of messages arrived (None: it read none).
+    first_read_ns: int | None = None
+    last_read_ns: int | None = None
 
 
 @dataclass(frozen=True)

@@ -238,15 +238,21 @@ def delivery_report_sections(scenario: Scenario, recorder: RunRecorder) -> dict[
 
 
 def run_throughput(series: Mapping[str, Any], warmup_s: float, message_bytes: int | None, *, acked: int,
-                   producing_s: float | None, elapsed_s: float | None) -> dict[str, Any]:
+                   producing_s: float | None, elapsed_s: float | None, consumed: int | None = None,
+                   reading_s: float | None = None) -> dict[str, Any]:
     """The result's `throughput`: the measured-window figures (the one throughput every report,
     compare and the gate read), and the timing of the whole run beside them: `producing_s`
     (first to last send), `elapsed_s` (first send to last ack) and `elapsed_acked_per_s` (acked /
-    elapsed_s, warm-up included: the figure `bench calibrate` sets beside a bare loop)."""
+    elapsed_s, warm-up included: the figure `bench calibrate` sets beside a bare loop); for the
+    consumer side `reading_s` (the first to the last batch group 0's consumer process(es) read)
+    and `elapsed_consumed_per_s` (consumed / reading_s: what `bench calibrate --side consumer`
+    sets beside a bare consume loop)."""
     return {**throughput_summary(series, warmup_s, message_bytes),
             "producing_s": round(producing_s, 3) if producing_s is not None else None,
             "elapsed_s": round(elapsed_s, 3) if elapsed_s is not None else None,
-            "elapsed_acked_per_s": round(acked / elapsed_s, 1) if elapsed_s else None}
+            "elapsed_acked_per_s": round(acked / elapsed_s, 1) if elapsed_s else None,
+            "reading_s": round(reading_s, 3) if reading_s is not None else None,
+            "elapsed_consumed_per_s": round(consumed / reading_s, 1) if reading_s and consumed is not None else None}
 
 
 def clamped_warnings(recorder: RunRecorder) -> list[str]:

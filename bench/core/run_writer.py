@@ -97,7 +97,8 @@ def write_run(scenario: Scenario, broker: BrokerInUse, results_root: Path, run_i
         counts=run_counts(totals, failed=failed, audit=audit, tracker_ran=True, broker_offset_delta=offset_delta,
                           offset_delta_reason=offset_unread, producer_ran=one_side != CONSUME_ONLY),
         throughput=run_throughput(series, warmup_s, scenario.mean_message_size(),
-                                  acked=totals["acked"], producing_s=producing_s, elapsed_s=elapsed_s),
+                                  acked=totals["acked"], producing_s=producing_s, elapsed_s=elapsed_s,
+                                  consumed=totals["consumed"], reading_s=_reading_s(measured)),
         latency_us=latency_summaries(recorder, scenario, tracked=one_side != PRODUCE_ONLY,
                                      sample_every=trace_sample_every(scenario),
                                      service_sample_every=trace_sample_every(scenario), produced=one_side != CONSUME_ONLY),
@@ -122,6 +123,14 @@ def write_run(scenario: Scenario, broker: BrokerInUse, results_root: Path, run_i
     if measured.child_failures:
         write_child_errors(folder / ERRORS_LOG, measured.child_failures)
     return verdict.exit_code, folder, document
+
+
+def _reading_s(measured: RunMeasurements) -> float | None:
+    """From the first to the last batch group 0's consumer process(es) read; None if none was read."""
+    done = measured.tracker_done
+    if done is None or done.first_read_ns is None or done.last_read_ns is None:
+        return None
+    return (done.last_read_ns - done.first_read_ns) / 1e9
 
 
 def _broker_offset_deltas(scenario: Scenario, bootstrap_servers: str,

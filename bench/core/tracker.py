@@ -15,11 +15,12 @@ import traceback
 from collections import defaultdict
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from itertools import compress
 
 from confluent_kafka import KafkaException, Message, TopicPartition
 
 from bench.broker.fault_spec import SLOW_CONSUMER, consumer_delay_s, parse_faults
-from bench.core.audit import OffsetRanges, SequenceAudit, audits_offsets
+from bench.core.audit import OffsetRanges, SequenceAudit, audits_offsets, offset_ranges
 from bench.core.availability import PartitionActivity
 from bench.core.clients import describe_error, is_fatal, scenario_consumer_config
 from bench.core.protocol import ChildFailed, ConsumerSlot, Drain, Ready, Stop, TrackerDone, TrackerSecond, tracker_name
@@ -64,12 +65,25 @@ class TrackerState:
     paused: bool = False
     # Consume-only: every record is the run's (any trace header's run id; untraced ones too).
     any_run: bool = False
+    # perf_counter_ns when the first and the last batch arrived (the consumer's own throughput).
+    first_read_ns: int | None = None
+    last_read_ns: int | None = None
+
+
+def _trace_of(headers) -> Trace | None:
+    # Fast path: the trace is the only header the runner's producers send.
+    if len(headers) == 1 and headers[0][0] == TRACE_HEADER and len(headers[0][1]) == TRACE_VALUE_BYTES:
+        return Trace(*TRACE_STRUCT.unpack(headers[0][1]))
+    return read_trace(headers)
 
 
 def absorb_messages(messages: list[Message], run_id: bytes, state: TrackerState, received_ns: int) -> None:
     """Account for one batch of consumed messages: end-to-end latency and the audit for this
     run's messages (all received at received_ns, wall clock), the rest counted as foreign
     (another run's trace; or, in the sequence audit, no trace)."""
+    if state.audits_offsets:
+        _absorb_by_offset(messages, run_id, state, received_ns)
+        return
     end_to_end_us, mark = state.end_to_end_us, state.audit.mark
     by_offset, consumed_offsets, any_run = state.audits_offsets, state.consumed_offsets, state.any_run
     for message in messages:
@@ -93,6 +107,51 @@ def absorb_messages(messages: list[Message], run_id: bytes, state: TrackerState,
         state.consumed_in_second += 1
     state.last_timestamp_ms = messages[-1].timestamp()[1]
     state.partition_consumed.note_batch(message.partition() for message in messages)
+
+
+def _absorb_by_offset(messages: list[Message], run_id: bytes, state: TrackerState, received_ns: int) -> None:
+    """The offset audit's batch (flat out: every 64th message traced; consume-only: any record):
+    the Python work per message is what limits a consumer reading a backlog, so the batch is
+    taken apart by C-level maps; only the traced messages get a Python step each, and the offsets
+    are noted as ranges per partition (one comparison in C for the usual contiguous run)."""
+    headers = list(map(Message.headers, messages))
+    kept = messages
+    traced = list(compress(range(len(messages)), headers))
+    if traced:
+        foreign = set()
+        for index in traced:
+            trace = _trace_of(headers[index])
+            if trace is not None and (trace.run_id == run_id or state.any_run):
+                state.end_to_end_us.append((received_ns - trace.send_time_ns) // 1000)
+            elif trace is not None:  # another run's order: not this run's to audit
+                foreign.add(index)
+        if foreign:
+            state.foreign += len(foreign)
+            kept = [message for index, message in enumerate(messages) if index not in foreign]
+    partitions = list(map(Message.partition, messages))
+    if kept:
+        kept_partitions = partitions if kept is messages else list(map(Message.partition, kept))
+        offsets = list(map(Message.offset, kept))
+        first = kept_partitions[0]
+        if kept_partitions.count(first) == len(kept_partitions):
+            _note_offsets(state, first, offsets)
+        else:
+            for partition in set(kept_partitions):
+                _note_offsets(state, partition, [o for o, p in zip(offsets, kept_partitions) if p == partition])
+        state.consumed_in_second += len(kept)
+    state.last_timestamp_ms = messages[-1].timestamp()[1]
+    state.partition_consumed.note_batch(partitions)
+
+
+def _note_offsets(state: TrackerState, partition: int, offsets: list[int]) -> None:
+    """One partition's offsets of a batch, in the order read: an offset read before (in this
+    batch or an earlier one) counts as read twice."""
+    ranges = offset_ranges(offsets)
+    noted = state.consumed_offsets[partition]
+    twice = len(offsets) - sum(end - start for start, end in ranges)
+    for start, end in ranges:
+        twice += noted.add_range(start, end)
+    state.offsets_consumed_twice += twice
 
 
 def _lag(tracker: OrderTracker, partitions: list[TopicPartition], start_offsets: Mapping[int, int],
@@ -182,6 +241,8 @@ def _track(scenario: Scenario, bootstrap_servers: str, run_id: bytes, start_offs
                     raise
                 messages = []
             if messages:
+                state.last_read_ns = clock()
+                state.first_read_ns = state.first_read_ns or state.last_read_ns
                 consumed_before = state.consumed_in_second
                 absorb_messages(messages, run_id, state, time_ns())
                 if not end_to_end:
@@ -220,7 +281,8 @@ def _track(scenario: Scenario, bootstrap_servers: str, run_id: bytes, start_offs
         reports.put(TrackerDone(
             seen={p: bytes(bits) for p, bits in state.audit.seen.items()}, duplicated=state.audit.duplicated,
             foreign=state.foreign, consumed_offsets={p: offsets.ranges() for p, offsets in state.consumed_offsets.items()},
-            offsets_consumed_twice=state.offsets_consumed_twice, group=slot.group, consumer=slot.consumer))
+            offsets_consumed_twice=state.offsets_consumed_twice, group=slot.group, consumer=slot.consumer,
+            first_read_ns=state.first_read_ns, last_read_ns=state.last_read_ns))
     finally:
         tracker.close()
 
