@@ -15,7 +15,7 @@ import traceback
 from collections import defaultdict
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from itertools import compress
+from itertools import compress, groupby
 
 from confluent_kafka import KafkaException, Message, TopicPartition
 
@@ -127,17 +127,19 @@ def _absorb_by_offset(messages: list[Message], run_id: bytes, state: TrackerStat
                 foreign.add(index)
         if foreign:
             state.foreign += len(foreign)
-            kept = [message for index, message in enumerate(messages) if index not in foreign]
+            kept = list(messages)
+            for index in sorted(foreign, reverse=True):
+                del kept[index]
     partitions = list(map(Message.partition, messages))
     if kept:
         kept_partitions = partitions if kept is messages else list(map(Message.partition, kept))
         offsets = list(map(Message.offset, kept))
-        first = kept_partitions[0]
-        if kept_partitions.count(first) == len(kept_partitions):
-            _note_offsets(state, first, offsets)
-        else:
-            for partition in set(kept_partitions):
-                _note_offsets(state, partition, [o for o, p in zip(offsets, kept_partitions) if p == partition])
+        # A batch holds each partition's messages in runs (one per fetch response): one note per run.
+        position = 0
+        for partition, run in groupby(kept_partitions):
+            count = len(list(run))
+            _note_offsets(state, partition, offsets[position:position + count])
+            position += count
         state.consumed_in_second += len(kept)
     state.last_timestamp_ms = messages[-1].timestamp()[1]
     state.partition_consumed.note_batch(partitions)
