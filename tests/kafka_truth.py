@@ -81,7 +81,8 @@ def broker_message_count(bootstrap_servers: str, topic: str, extra: Mapping[str,
     return message_count(topic_watermarks(bootstrap_servers, topic, extra))
 
 
-def count_problems(counts: Mapping[str, int], held: int, faults: bool = False, dropped: int = 0) -> list[str]:
+def count_problems(counts: Mapping[str, int], held: int, faults: bool = False, dropped: int = 0,
+                   reread: int = 0) -> list[str]:
     """What is wrong between a result's counts and the broker's message count (empty when true).
 
     Without faults every sent order is acknowledged once and consumed once. With faults
@@ -90,6 +91,8 @@ def count_problems(counts: Mapping[str, int], held: int, faults: bool = False, d
     distinct orders than were acknowledged, and the tracker must still read all it holds.
     `dropped`: acknowledged records the test deleted on the broker before the tracker read
     them; they are exactly the lost ones, and the offsets still grew by them.
+    `reread`: orders a consumer group read again after a rebalance (uncommitted offsets the next
+    owner read again): the broker holds them once, the group consumed them twice.
     """
     if counts["acked"] is None:  # consume-only: no producer of the run; the broker's offsets are all there is
         return _consume_only_problems(counts, held, dropped)
@@ -100,8 +103,8 @@ def count_problems(counts: Mapping[str, int], held: int, faults: bool = False, d
         problems.append(f"acked {acked} + failed {failed} != sent {sent}: some deliveries have no outcome")
     if counts["lost"] != dropped:
         problems.append(f"lost {counts['lost']} != {dropped} acknowledged orders the broker dropped")
-    if consumed != held:
-        problems.append(f"consumed {consumed} != {held} messages the broker holds")
+    if consumed != held + reread:
+        problems.append(f"consumed {consumed} != {held} messages the broker holds + {reread} read again")
     written = held + dropped
     if "broker_offset_delta" in counts and counts["broker_offset_delta"] != written:
         problems.append(f"broker_offset_delta {counts['broker_offset_delta']} != {written} messages the broker wrote")
@@ -110,8 +113,10 @@ def count_problems(counts: Mapping[str, int], held: int, faults: bool = False, d
         problems.append(f"{distinct} distinct orders consumed + {dropped} dropped < {acked} acknowledged")
     if distinct > sent:
         problems.append(f"{distinct} distinct orders consumed > {sent} sent")
+    if reread and duplicated != reread:
+        problems.append(f"duplicated {duplicated} != {reread} orders read again after rebalances")
     if not faults:
-        if failed or duplicated:
+        if failed or duplicated - reread:
             problems.append(f"failed {failed}, duplicated {duplicated} without any fault")
         if written != acked:
             problems.append(f"the broker wrote {written} messages, {acked} were acknowledged")
@@ -139,12 +144,13 @@ def assert_counts_match_broker(
     faults: bool = False,
     extra: Mapping[str, object] | None = None,
     dropped: int = 0,
+    reread: int = 0,
 ) -> None:
     """Fail with every disagreement between `result["counts"]` and the broker's offsets
     (`dropped`: acked records the test itself deleted on the broker, see RecordDropper)."""
     counts = result["counts"]
     held = broker_message_count(bootstrap_servers, result["scenario"]["topic"], extra)
-    problems = count_problems(counts, held, faults, dropped)
+    problems = count_problems(counts, held, faults, dropped, reread)
     assert not problems, "count truth violated:\n  " + "\n  ".join(problems) + f"\ncounts: {dict(counts)}"
 
 

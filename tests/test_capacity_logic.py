@@ -9,6 +9,9 @@ import random
 import pytest
 
 from bench.analysis.capacity import (
+    FAILED,
+    PASSED,
+    UNDECIDED,
     Criteria,
     SearchSettings,
     StepOutcome,
@@ -16,6 +19,7 @@ from bench.analysis.capacity import (
     judge_step,
     lag_grows,
     next_step,
+    rate_verdict,
 )
 from bench.analysis.thresholds import parse_checks
 from bench.cli import main
@@ -132,12 +136,15 @@ def test_the_lag_slope_covers_the_measured_window_only():
 # -- the search -----------------------------------------------------------------------------
 
 
-def search(capacity: float, settings: SearchSettings, noisy_pass_at: float | None = None, limit: int = 40) -> list[StepOutcome]:
+def search(capacity: float, settings: SearchSettings, noisy_pass_at: float | None = None,
+           stalled_at: float | None = None, limit: int = 40) -> list[StepOutcome]:
     """Run the search against a system that passes every rate up to `capacity` (and, once,
-    `noisy_pass_at` above it); the history of steps it took."""
+    `noisy_pass_at` above it; and fails `stalled_at` below it once); the history of steps it took."""
     history: list[StepOutcome] = []
     while (planned := next_step(history, settings)) is not None:
-        passed = planned.rate <= capacity or (planned.rate == noisy_pass_at and not any(t.rate == noisy_pass_at for t in history))
+        first_time = not any(t.rate == planned.rate for t in history)
+        passed = (planned.rate <= capacity and not (planned.rate == stalled_at and first_time)) \
+            or (planned.rate == noisy_pass_at and first_time)
         history.append(StepOutcome(planned.rate, passed))
         assert len(history) < limit, f"the search did not end: {history}"
     return history
@@ -154,12 +161,43 @@ def test_the_search_doubles_then_bisects_to_the_tolerance_and_confirms_the_answe
     assert history[-1] == StepOutcome(found.rate, True) and rates.count(found.rate) == 2
 
 
-def test_a_pass_its_confirmation_does_not_repeat_counts_as_failed():
-    settings = SearchSettings(start_rate=1000, tolerance=0.5)
+def test_without_rechecks_a_pass_its_confirmation_does_not_repeat_counts_as_failed():
+    settings = SearchSettings(start_rate=1000, tolerance=0.5, recheck_fails=False)
     # 2,000 passes once by chance, then fails its confirmation: the answer falls back to 1,000.
     history = search(1500, settings, noisy_pass_at=2000)
     assert [(t.rate, t.passed) for t in history] == [(1000, True), (2000, True), (4000, False), (2000, False),
                                                      (1000, True)]
+    found = answer(history, recheck_fails=False)
+    assert (found.rate, found.confirmed, found.failed_above) == (1000, True, 2000)
+
+
+def test_a_rate_s_steps_decide_by_majority_once_two_agree():
+    assert [rate_verdict(passes, fails) for passes, fails in ((1, 0), (0, 1), (1, 1), (2, 1), (1, 2), (0, 2))] == \
+        [PASSED, UNDECIDED, UNDECIDED, PASSED, FAILED, FAILED]
+    assert rate_verdict(1, 1, recheck_fails=False) == FAILED
+
+
+def test_one_stalled_step_does_not_cap_the_answer_it_is_rechecked():
+    settings = SearchSettings(start_rate=1000, tolerance=0.05)
+    # 4,000 holds, but its first step stalls: rechecked, it passes, and the search goes on past it.
+    history = search(11_000, settings, stalled_at=4000)
+    steps = [(t.rate, t.passed) for t in history]
+    # One pass against one fail decides nothing: a third step does.
+    assert steps[:6] == [(1000, True), (2000, True), (4000, False), (4000, True), (4000, True), (8000, True)]
+    assert next_step(history[:3], settings).purpose == "recheck"
+    found = answer(history)
+    assert found.confirmed and 10_000 <= found.rate <= 11_000
+    # Without the recheck that stall caps the answer below 4,000.
+    stalled = answer(search(11_000, SearchSettings(start_rate=1000, recheck_fails=False), stalled_at=4000),
+                     recheck_fails=False)
+    assert stalled.rate < 4000
+
+
+def test_a_pass_its_confirmation_does_not_repeat_needs_a_third_step():
+    settings = SearchSettings(start_rate=1000, tolerance=0.5)
+    # 2,000 passes once by chance, fails its confirmation, and fails the deciding third step.
+    history = search(1500, settings, noisy_pass_at=2000)
+    assert [(t.rate, t.passed) for t in history if t.rate == 2000] == [(2000, True), (2000, False), (2000, False)]
     found = answer(history)
     assert (found.rate, found.confirmed, found.failed_above) == (1000, True, 2000)
 
@@ -167,7 +205,7 @@ def test_a_pass_its_confirmation_does_not_repeat_counts_as_failed():
 def test_a_first_step_that_fails_lowers_the_rate_down_to_the_minimum_then_gives_up():
     settings = SearchSettings(start_rate=1000, min_rate=200)
     history = search(0, settings)
-    assert [t.rate for t in history] == [1000, 500, 250]
+    assert [t.rate for t in history] == [1000, 1000, 500, 500, 250, 250]
     assert answer(history).rate is None
 
 
@@ -219,7 +257,7 @@ def capacity_folder(root, name: str, capacity: float) -> tuple:
 
     folder = run_folder(root, f"capacity-{name}", 1_764_000_000)
     history, rows = [], []
-    for index, rate in enumerate((1000, 2000, 4000, 3000, 3500, 3000), start=1):
+    for index, rate in enumerate((1000, 2000, 4000, 4000, 3000, 3500, 3500, 3000), start=1):
         result = step_result(rate, e2e_p99_us=int(45_000 * (rate / capacity) ** 3))
         judgement = judge_step(result, rate, E2E_50MS)
         rows.append(step_row(index, "raise", rate, 1, folder / "steps" / str(index), folder, result, judgement, 12.0))
@@ -241,7 +279,7 @@ def test_report_redraws_a_search_folder_and_compare_overlays_two(tmp_path, capsy
     assert main(["report", str(first)]) == 0
     assert capsys.readouterr().out == f"{first}: capacity.png, report.md, report.html\n"
     report = (first / "report.md").read_text()
-    assert "| 5 | raise | 3,500 | 1 | 3,500 msg/s |" in report and "SLO end_to_end_p99<50ms: measured" in report
+    assert "| 6 | raise | 3,500 | 1 | 3,500 msg/s |" in report and "SLO end_to_end_p99<50ms: measured" in report
     out = tmp_path / "compare"
     assert main(["compare", str(first), str(second), "--out", str(out)]) == 0
     printed = capsys.readouterr().out.splitlines()
@@ -269,7 +307,7 @@ def test_the_answer_says_whether_the_generator_or_the_system_set_the_limit(tmp_p
 
     failing = (step_result(2000, sent=1500, e2e_p99_us=e2e_p99_us) if e2e_p99_us is not None
                else step_result(2000, e2e_p99_us=72_000))
-    steps = [(1000, step_result(1000)), (2000, failing), (1000, step_result(1000))]
+    steps = [(1000, step_result(1000)), (2000, failing), (2000, failing), (1000, step_result(1000))]
     rows, history = [], []
     for index, (rate, result) in enumerate(steps, start=1):
         judgement = judge_step(result, rate, E2E_50MS)

@@ -49,7 +49,8 @@ def test_fault_text(text, fault):
 @pytest.mark.parametrize("text, problem", [
     ("kill", "no @AT: when the fault begins, in seconds into the run, e.g. kill@20+5"),
     ("kill@20", "no +FOR: how long the fault lasts, in seconds, e.g. kill@20+5"),
-    ("halt@20+5", "unknown kind 'halt'; the kinds are kill, pause, stop, isolate, delay, slow-consumer, rolling-restart"),
+    ("halt@20+5", "unknown kind 'halt'; the kinds are kill, pause, stop, isolate, delay, slow-consumer, rolling-restart, "
+                  "add-consumer, kill-consumer, stop-consumer"),
     ("kil@20+5", "unknown kind 'kil'; did you mean kill?"),
     ("kill-leader@20+10", "unknown kind 'kill-leader'; did you mean kill:leader?"),
     ("slow_consumer=20ms@5+5", "unknown kind 'slow_consumer'; did you mean slow-consumer?"),

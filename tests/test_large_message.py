@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 import time
 import zlib
@@ -22,6 +23,7 @@ from bench.large_message.plan import (
     parse_size_list,
     plan_sizes,
     preflight_problem,
+    size_label,
 )
 from bench.large_message.progress import estimate_remaining_s
 from bench.large_message.result import (
@@ -395,9 +397,22 @@ def test_quick_sweep_end_to_end(kafka_bootstrap, tmp_path, capsys):
     assert gzip_row["compression_ratio"] > 50 and not gzip_row["compression_skipped"]
     if gzip_row["broker_stored_bytes"] is not None:
         assert gzip_row["broker_stored_bytes"] == gzip_row["wire_bytes"]
-    for name in (*LARGE_MESSAGE_PLOTS, "report.md", "report.html", "result.json"):
+    for name in (*LARGE_MESSAGE_PLOTS, "resources.png", "report.md", "report.html", "result.json"):
         assert (folder / name).stat().st_size > 0, name
     assert "100 MB  gzip" in out and str(folder) in out
+    # Resources each second of the sweep: the worker processes as they came and went (one pair
+    # per size), the broker's JVM, each cell's start marked on the same clock.
+    series, resources = result["series"], result["resources"]
+    assert len(series["t_s"]) >= math.floor(result["duration_s"]) - 2
+    processes = resources["processes"]
+    assert processes["producer"]["role"] == "producer" and processes["consumer"]["role"] == "tracker"
+    assert len(processes["producer"]["pids"]) == len({size for size, _ in cells})
+    producer_rss = [value for value in series["rss_mb_by_process"]["producer"] if value is not None]
+    assert max(producer_rss) > 100  # it held a 100 MB message
+    assert any(value for value in series["cpu_percent_by_process"]["consumer"] if value is not None)
+    assert [event["kind"] for event in result["events"]] == [f"{size_label(size)} {compression}"
+                                                             for size, compression in cells]
+    assert all(0 <= event["t_s"] <= series["t_s"][-1] for event in result["events"])
     # Without --peer java no cell has a Java figure (tests/test_java_peer.py runs the peer).
     assert all(row["java"] is None for row in cells.values())
     # The sweep's topics are gone.

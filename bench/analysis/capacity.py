@@ -119,6 +119,9 @@ class SearchSettings:
     max_rate: float | None = None
     factor: float = 2.0       # raise (and lower) by this factor until the first fail (pass)
     tolerance: float = 0.05   # bisect until (first fail - last pass) / first fail is within this
+    # A failed step is run again before its rate counts as failed: one stalled step on a shared
+    # machine (a GC pause, a neighbour) fails a rate that holds, and would cap the answer.
+    recheck_fails: bool = True
 
 
 @dataclass(frozen=True)
@@ -129,27 +132,46 @@ class StepOutcome:
     passed: bool
 
 
+PASSED, FAILED, UNDECIDED = "passed", "failed", "undecided"
+
+
+def rate_verdict(passes: int, fails: int, recheck_fails: bool = True) -> str:
+    """A rate's verdict from its steps. Rechecking, the majority decides once two steps agree: a
+    single failed step is undecided (run it again), and so is one pass against one fail. Without
+    rechecks any failed step fails the rate."""
+    if not fails:
+        return PASSED
+    if not recheck_fails or (fails >= 2 and fails > passes):
+        return FAILED
+    return PASSED if passes >= 2 and passes > fails else UNDECIDED
+
+
 @dataclass(frozen=True)
 class Bracket:
-    """The highest rate that passed below the lowest that failed (a rate with any failed step
-    counts as failed: a pass that its confirmation does not repeat was noise)."""
+    """The highest rate that passed below the lowest that failed, each judged by rate_verdict;
+    `undecided`: the lowest rate whose steps do not agree yet."""
 
     passed: float | None
     failed: float | None
     confirmations: int  # passing steps at `passed`
+    undecided: float | None = None
 
 
-def bracket(history: Sequence[StepOutcome]) -> Bracket:
-    failed = min((t.rate for t in history if not t.passed), default=None)
-    failed_rates = {t.rate for t in history if not t.passed}
-    passing = [t.rate for t in history if t.passed and t.rate not in failed_rates and (failed is None or t.rate < failed)]
+def bracket(history: Sequence[StepOutcome], recheck_fails: bool = True) -> Bracket:
+    tallies: dict[float, list[int]] = {}
+    for step in history:
+        tallies.setdefault(step.rate, [0, 0])[0 if step.passed else 1] += 1
+    verdicts = {rate: rate_verdict(passes, fails, recheck_fails) for rate, (passes, fails) in tallies.items()}
+    failed = min((rate for rate, verdict in verdicts.items() if verdict == FAILED), default=None)
+    passing = [rate for rate, verdict in verdicts.items() if verdict == PASSED and (failed is None or rate < failed)]
     best = max(passing, default=None)
-    return Bracket(best, failed, sum(1 for t in history if t.passed and t.rate == best))
+    undecided = min((rate for rate, verdict in verdicts.items() if verdict == UNDECIDED), default=None)
+    return Bracket(best, failed, tallies[best][0] if best is not None else 0, undecided)
 
 
 @dataclass(frozen=True)
 class Next:
-    purpose: str  # start | raise | lower | bisect | confirm
+    purpose: str  # start | raise | lower | bisect | confirm | recheck
     rate: float
 
 
@@ -163,10 +185,12 @@ def _round_rate(rate: float) -> float:
 
 def next_step(history: Sequence[StepOutcome], settings: SearchSettings) -> Next | None:
     """The next rate to try, or None when the search is over (converged and confirmed, or no
-    rate down to min_rate passed)."""
+    rate down to min_rate passed). A rate whose steps disagree is run again first."""
     if not history:
         return Next("start", settings.start_rate)
-    found = bracket(history)
+    found = bracket(history, settings.recheck_fails)
+    if found.undecided is not None:
+        return Next("recheck", found.undecided)
     if found.passed is None:
         lower = _round_rate(found.failed / settings.factor)
         return Next("lower", lower) if lower >= settings.min_rate else None
@@ -192,6 +216,6 @@ class Answer:
     failed_above: float | None  # the lowest failed rate (None: none failed)
 
 
-def answer(history: Sequence[StepOutcome]) -> Answer:
-    found = bracket(history)
+def answer(history: Sequence[StepOutcome], recheck_fails: bool = True) -> Answer:
+    found = bracket(history, recheck_fails)
     return Answer(found.passed, found.confirmations >= 2, found.failed)

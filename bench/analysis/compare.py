@@ -194,10 +194,13 @@ class DeltaRow:
 
 # The rows of the delta table: metric names from the metric table, in this order (latencies
 # only when a run measured them, failover rows only for fault runs).
+# A run's consumer events (bench/analysis/rebalance.py): shown when a run had any.
+REBALANCE_ROWS = ("rebalance_pause", "rebalance_partition_pause", "rebalance_lag_peak", "rebalance_recover",
+                  "rebalance_duplicated")
 DELTA_METRICS = ("throughput", "throughput_mb", "consumed_throughput",
                  *(f"{kind}_{statistic}" for kind in PLOTTED_LATENCIES for statistic in ("p50", "p99", "p99_9", "max")),
                  "lag_max", "lag_time_max", "failed", "lost", "duplicated",
-                 "longest_ack_gap", "longest_consume_gap", "new_leader")
+                 "longest_ack_gap", "longest_consume_gap", "new_leader", *REBALANCE_ROWS)
 _FAILOVER_ROWS = ("longest_ack_gap", "longest_consume_gap", "new_leader")
 
 
@@ -207,12 +210,13 @@ def delta_rows(results: Sequence[Mapping[str, Any]]) -> list[DeltaRow]:
     whole run, failover figures each fault's window)."""
     rows = []
     faulted = any(result.get("failover") for result in results)
+    rebalanced = any(result.get("rebalances") for result in results)
     for name in DELTA_METRICS:
         metric = METRICS[name]
         values = tuple(metric.read(result) for result in results)
         if metric.path[0] == "latency_us" and all(value is None for value in values):
             continue
-        if name in _FAILOVER_ROWS and not faulted:
+        if name in _FAILOVER_ROWS and not faulted or name in REBALANCE_ROWS and not rebalanced:
             continue
         base = values[0]
         changes = tuple(

@@ -12,12 +12,16 @@
   isolate:leader@20+5       cut the node's client connections (its proxy), replication goes on
   delay:node1=200ms@20+10   hold every byte the node sends to clients 200 ms (its proxy)
   slow-consumer=20ms@10+15  the run's consumer (the tracker) sleeps 20 ms after each batch it reads
+  add-consumer@10           one more consumer process joins consumer group 0 (`:group1`: group 1)
+  kill-consumer@10          SIGKILL group 0's newest consumer process (`:group1/0`: group 1's consumer 0)
+  stop-consumer:group1@10   group 1's newest consumer process commits, leaves its group and ends
 
 Roles are resolved when the fault begins, not when it is parsed: who leads changes during a run.
 Faults may overlap when they name different targets (`pause:followers@5+9` with
 `kill:leader@11+10`); two faults on the same target may not, nor may anything overlap or follow a
 rolling restart. A slow consumer acts on the run's own tracker, not on a broker: it needs no
-embedded broker and overlaps broker faults freely.
+embedded broker and overlaps broker faults freely; so do the consumer events (add, kill, stop a
+consumer process of a group: a rebalance), which take only a start.
 
 A malformed fault names its faulty part ("unknown kind 'kil'; did you mean kill?", "@20s: the
 time is a number of seconds without unit").
@@ -36,7 +40,9 @@ from streamstore.errors import UsageError
 SLOW_CONSUMER = "slow-consumer"
 TIMED_KINDS = ("kill", "pause", "stop", "isolate", "delay", SLOW_CONSUMER)
 ROLLING_RESTART = "rolling-restart"
-FAULT_KINDS = (*TIMED_KINDS, ROLLING_RESTART)
+# Consumer events: a consumer process of a group joins, is killed (SIGKILL) or closes cleanly.
+CONSUMER_EVENTS = ("add-consumer", "kill-consumer", "stop-consumer")
+FAULT_KINDS = (*TIMED_KINDS, ROLLING_RESTART, *CONSUMER_EVENTS)
 # Kinds that act through the per-node client proxy.
 PROXY_KINDS = ("isolate", "delay")
 # Kinds that take =DELAYms.
@@ -46,12 +52,15 @@ _PARTITION_ROLES = ("leader", "follower", "followers")
 ROLES = ("leader", "follower", "followers", "controller")
 _SECONDS = re.compile(r"^\d+(?:\.\d+)?$")
 _AMOUNT = re.compile(r"^(?P<amount>\d+(?:\.\d+)?)ms$")
+_GROUP_TARGET = re.compile(r"^group(?P<group>\d+)(?:/(?P<consumer>\d+))?$")
 _TARGET = re.compile(r"^(?:(?P<role>leader|followers?)(?:/(?P<partition>\d+))?|controller|node(?P<node>\d+))$")
 SYNTAX = "KIND[:TARGET][=DELAYms]@AT[+FOR]"
 EXAMPLES = ("kill@20+5", "kill:leader@20+10", "pause:follower@20+5", "delay:node1=200ms@20+10",
-            "slow-consumer=20ms@10+15", "rolling-restart@20")
+            "slow-consumer=20ms@10+15", "rolling-restart@20", "add-consumer@10", "kill-consumer@10",
+            "stop-consumer@10")
 # What "did you mean" picks from: every kind, and every kind with every role (kill-leader -> kill:leader).
-_SPELLINGS = (*FAULT_KINDS, *(f"{kind}:{role}" for kind in TIMED_KINDS if kind != SLOW_CONSUMER for role in ROLES))
+_SPELLINGS = (*FAULT_KINDS, *(f"{kind}:{role}" for kind in TIMED_KINDS if kind != SLOW_CONSUMER for role in ROLES),
+              *(f"{kind}:group0" for kind in CONSUMER_EVENTS))
 
 
 @dataclass(frozen=True)
@@ -66,6 +75,10 @@ class Fault:
     # delay: how long the proxy holds each byte the node sends; slow-consumer: how long the
     # tracker sleeps after each batch it reads.
     delay_ms: float = 0.0
+    # Consumer events: the consumer group (target "groupG"; group 0 without a target) and the
+    # consumer process it names (None: the group's newest live one).
+    group: int = 0
+    consumer: int | None = None
 
     @property
     def node_id(self) -> int | None:
@@ -74,6 +87,10 @@ class Fault:
 
     def __str__(self) -> str:
         target = ""
+        if self.kind in CONSUMER_EVENTS:
+            if self.target:
+                target = f":{self.target}" + (f"/{self.consumer}" if self.consumer is not None else "")
+            return f"{self.kind}{target}@{self.at_s:g}"
         if self.target:
             target = f":{self.target}" + (f"/{self.partition}" if self.partition and self.target in _PARTITION_ROLES else "")
         amount = f"={self.delay_ms:g}ms" if self.kind in AMOUNT_KINDS else ""
@@ -95,6 +112,8 @@ def parse_fault(text: str) -> Fault:
         _refuse(text, f"no @AT: when the fault begins, in seconds into the run, e.g. {_example(kind)}")
     at_text, plus, for_text = when.partition("+")
     at_s = _seconds(text, "@", at_text, "the time")
+    if kind in CONSUMER_EVENTS:
+        return _consumer_event(text, kind, target_text if colon else None, at_s, bool(plus or equals))
     target, partition = _target(text, kind, target_text) if colon else ("", 0)
     if kind == ROLLING_RESTART:
         if target or plus or equals:
@@ -125,6 +144,23 @@ def parse_fault(text: str) -> Fault:
     return Fault(kind, at_s, for_s, target, partition, delay_ms)
 
 
+def _consumer_event(text: str, kind: str, target_text: str | None, at_s: float, extra: bool) -> Fault:
+    """add-consumer / kill-consumer / stop-consumer [:groupG[/C]] @AT: an event, no length or amount."""
+    if extra:
+        _refuse(text, f"{kind} takes only a start (and a group), e.g. {kind}@10 or {kind}:group1@10")
+    if target_text is None:
+        return Fault(kind, at_s, 0.0)
+    match = _GROUP_TARGET.match(target_text)
+    if not match:
+        _refuse(text, f"unknown target {target_text!r}; the target of {kind} is a consumer group, groupG "
+                      f"(0 = the first), or one consumer process of it, groupG/C, e.g. {kind}:group1@10")
+    consumer = None if match["consumer"] is None else int(match["consumer"])
+    if kind == "add-consumer" and consumer is not None:
+        _refuse(text, "add-consumer adds a new consumer process to a group; name the group only, "
+                      f"e.g. add-consumer:group{match['group']}@10")
+    return Fault(kind, at_s, 0.0, f"group{match['group']}", group=int(match["group"]), consumer=consumer)
+
+
 def _refuse(text: str, problem: str) -> None:
     raise UsageError(f"--fault {text!r}: {problem} (syntax {SYNTAX}; docs/faults.md)")
 
@@ -149,6 +185,8 @@ def _seconds(text: str, sign: str, value: str, what: str) -> float:
 
 def _target(text: str, kind: str, target_text: str) -> tuple[str, int]:
     match = _TARGET.match(target_text)
+    if not match and target_text.startswith(("consumer", "group")):
+        _refuse(text, f"unknown target {target_text!r}; did you mean {kind}-consumer? (e.g. {kind}-consumer@10)")
     if not match:
         close = difflib.get_close_matches(target_text, (*ROLES, "node1"), n=1, cutoff=0.6)
         hint = f"did you mean {kind}:{close[0]}?" if close else \
@@ -168,7 +206,8 @@ def check_schedule(faults: Sequence[Fault], duration_s: float) -> None:
     (its length is not known before it runs) only has to begin within the run, and nothing may
     overlap or follow it."""
     for fault in faults:
-        if fault.at_s + fault.for_s > duration_s or (fault.kind == ROLLING_RESTART and fault.at_s >= duration_s):
+        if fault.at_s + fault.for_s > duration_s or (fault.kind in (ROLLING_RESTART, *CONSUMER_EVENTS)
+                                                     and fault.at_s >= duration_s):
             raise UsageError(f"--fault {fault}: does not end within the {duration_s:g} s run")
     slow = sorted((fault for fault in faults if fault.kind == SLOW_CONSUMER), key=lambda fault: fault.at_s)
     for earlier, later in zip(slow, slow[1:]):
@@ -186,8 +225,13 @@ def check_schedule(faults: Sequence[Fault], duration_s: float) -> None:
 
 
 def broker_faults(faults: Sequence[Fault]) -> list[Fault]:
-    """The faults that act on the broker or its nodes (all but the slow consumer)."""
-    return [fault for fault in faults if fault.kind != SLOW_CONSUMER]
+    """The faults that act on the broker or its nodes (all but the slow consumer and the consumer events)."""
+    return [fault for fault in faults if fault.kind != SLOW_CONSUMER and fault.kind not in CONSUMER_EVENTS]
+
+
+def consumer_events(faults: Sequence[Fault]) -> list[Fault]:
+    """The consumer events (add, kill, stop a consumer process), in the order they happen."""
+    return sorted((fault for fault in faults if fault.kind in CONSUMER_EVENTS), key=lambda fault: fault.at_s)
 
 
 def consumer_delay_s(faults: Sequence[Fault], t_s: float) -> float:
@@ -213,3 +257,46 @@ def check_targets(faults: Sequence[Fault], node_count: int, partitions: int, pro
         if not fault.target and node_count > 1 and fault.kind != ROLLING_RESTART:
             raise UsageError(f"--fault {fault}: name the node of the {node_count}-node cluster to fault, "
                              f"e.g. {fault.kind}:leader or {fault.kind}:node1")
+
+
+@dataclass(frozen=True)
+class ConsumerStep:
+    """One consumer event resolved against the run's groups: which process it adds, kills or stops."""
+
+    fault: Fault
+    group: int
+    consumer: int  # the process's index in its group (a new one for add-consumer)
+
+
+def plan_consumer_events(faults: Sequence[Fault], groups: int, per_group: int,
+                         max_processes: int | None = None) -> list[ConsumerStep]:
+    """The consumer events in time order, each resolved to one process: an added one gets the next
+    index of its group, a kill or stop without a named process takes the group's newest live one.
+    Refused (UsageError): a group that does not exist, a named process not running then, a group
+    left without a consumer (nobody would read its partitions), more processes than max_processes."""
+    live = {group: list(range(per_group)) for group in range(groups)}
+    next_index = dict.fromkeys(live, per_group)
+    started, steps = groups * per_group, []
+    for fault in consumer_events(faults):
+        if fault.group not in live:
+            raise UsageError(f"--fault {fault}: no consumer group {fault.group}; the run's groups are 0..{groups - 1} "
+                             "(consumer_groups)")
+        members = live[fault.group]
+        if fault.kind == "add-consumer":
+            consumer = next_index[fault.group]
+            next_index[fault.group] += 1
+            members.append(consumer)
+            started += 1
+            if max_processes is not None and started > max_processes:
+                raise UsageError(f"--fault {fault}: {started} consumer processes in all; at most {max_processes}")
+        else:
+            consumer = members[-1] if fault.consumer is None else fault.consumer
+            if consumer not in members:
+                raise UsageError(f"--fault {fault}: consumer {consumer} of group {fault.group} is not running at "
+                                 f"{fault.at_s:g} s (running: {', '.join(map(str, members)) or 'none'})")
+            if len(members) == 1:
+                raise UsageError(f"--fault {fault}: leaves group {fault.group} without a consumer, so nobody would "
+                                 "read its partitions; add one first (add-consumer) or run more (consumers_per_group)")
+            members.remove(consumer)
+        steps.append(ConsumerStep(fault, fault.group, consumer))
+    return steps

@@ -20,6 +20,7 @@ from typing import Any
 from confluent_kafka import KafkaException
 
 from bench.broker.fault_spec import (
+    CONSUMER_EVENTS,
     FAULT_KINDS,
     ROLLING_RESTART,
     Fault,
@@ -93,7 +94,8 @@ class FaultInjector:
     def __init__(self, broker, faults: Iterable[Fault], *, admin=None, topic: str | None = None,
                  controller: Callable[[], int] | None = None, proxies: Mapping[int, Any] | None = None):
         self.broker = broker
-        self.nodes = nodes_of(broker)
+        # None: consumer events only (they need no embedded broker).
+        self.nodes = nodes_of(broker) if broker is not None else {}
         self.faults = sorted(faults, key=lambda fault: fault.at_s)
         self.admin, self.topic, self.controller = admin, topic, controller
         self.proxies = dict(proxies or {})
@@ -101,6 +103,9 @@ class FaultInjector:
         # down, on_outage(False) when the last is back (set by FaultWatch: producers keep flushing).
         self.nodes_down: set[int] = set()
         self.on_outage: Callable[[bool], None] | None = None
+        # Consumer events (add, kill, stop a consumer process): the run's action; (what it did, the
+        # index of the process in its group).
+        self.on_consumer_event: Callable[[Fault], tuple[str, int]] | None = None
         self.events: list[dict[str, Any]] = []
         self.records: list[dict[str, Any]] = []
         self.error: StreamStoreError | None = None
@@ -111,7 +116,7 @@ class FaultInjector:
         self.active: dict[int, tuple[Fault, float, list[dict[str, Any]]]] = {}
 
     def start(self, started_at_perf_counter: float | None = None) -> FaultInjector:
-        if self.faults and not self.broker.is_running():
+        if any(fault.kind not in CONSUMER_EVENTS for fault in self.faults) and not self.broker.is_running():
             raise UsageError(f"faults need the embedded broker in {self.broker.state_dir} running; it is not")
         self._started_at = time.perf_counter() if started_at_perf_counter is None else started_at_perf_counter
         self._thread = threading.Thread(target=self._run, name="fault-injector", daemon=True)
@@ -158,7 +163,11 @@ class FaultInjector:
                 if not self._wait_until(waiting[0].at_s):
                     break
                 fault = waiting.pop(0)
-                if fault.kind == ROLLING_RESTART:
+                if fault.kind in CONSUMER_EVENTS:
+                    detail, consumer = self.on_consumer_event(fault)
+                    self.event(f"consumer-{fault.kind.split('-')[0]}", detail)
+                    self.events[-1].update(group=fault.group, consumer=consumer, fault=str(fault))
+                elif fault.kind == ROLLING_RESTART:
                     rolling_restart(self, fault)
                 else:
                     self._begin(fault)

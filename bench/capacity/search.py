@@ -176,7 +176,7 @@ class CapacitySearch:
     # -- the result -------------------------------------------------------------------------
 
     def document(self) -> dict[str, Any]:
-        found = answer(self.history)
+        found = answer(self.history, self.options.search.recheck_fails)
         warnings = list(self.warnings)
         if self.status == "max-time" and found.rate is not None and not found.confirmed:
             warnings.append("--max-time ended the search before the answer was confirmed")

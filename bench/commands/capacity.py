@@ -45,6 +45,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--max-rate", type=float, help="never ask more than this (default: no limit)")
     parser.add_argument("--tolerance", type=float, default=SearchSettings.tolerance * 100,
                         help="bisect until the last pass is within this %% of the first fail (default %(default)g)")
+    parser.add_argument("--no-recheck", action="store_true",
+                        help="believe a rate's first failed step (default: run it again; two agreeing steps decide)")
     parser.add_argument("--step-s", type=float, default=DEFAULT_STEP_S,
                         help="measured seconds per step, after its warm-up (default %(default)g)")
     parser.add_argument("--warmup", type=float, help="warm-up seconds of each step (default: the scenario's)")
@@ -93,7 +95,7 @@ def options_from_args(args: argparse.Namespace, base: Scenario) -> CapacityOptio
     return CapacityOptions(
         slo=tuple(limit.describe() for limit in limits), limits=limits,
         search=SearchSettings(start_rate=args.start_rate, min_rate=args.min_rate, max_rate=args.max_rate,
-                              tolerance=args.tolerance / 100),
+                              tolerance=args.tolerance / 100, recheck_fails=not args.no_recheck),
         criteria=Criteria(send_delay_limit_us=args.send_delay_limit * 1000, lag_slope_fraction=args.lag_slope / 100),
         step_s=args.step_s, warmup_s=warmup, max_time_s=args.max_time, max_producers=max_producers,
         verbose=args.verbose, broker_metrics_url=getattr(args, "broker_metrics_url", None))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import math
 import signal
 import time
 from pathlib import Path
@@ -11,6 +12,7 @@ from bench.broker.ensure import ensure_broker
 from bench.commands._options import add_broker_arguments, add_results_argument, read_client_config
 from bench.core.field_checks import check_client_config
 from bench.core.protocol import ERRORS_LOG, write_child_errors
+from bench.core.resources import RunResources, Watched, this_process
 from bench.core.result import write_run_folder
 from bench.core.scenario import COMPRESSIONS
 from bench.large_message.plan import (
@@ -129,6 +131,11 @@ def run(args: argparse.Namespace) -> int:
                                   on_java=lambda row: (progress.finish(), print(format_java_row(row), flush=True)))
         started_at = time.time()
         environment = capture_environment()  # once, at the start of the sweep
+        t0_ns = time.perf_counter_ns()
+        sweep.clock_s = lambda: (time.perf_counter_ns() - t0_ns) / 1e9
+        resources = RunResources.started(
+            [this_process(), Watched("producer", "producer", lambda: sweep.pid_of("producer"), python=True),
+             Watched("consumer", "tracker", lambda: sweep.pid_of("consumer"), python=True)], broker.embedded, t0_ns)
         interrupted = False
         # Ctrl+C and SIGTERM (a cancelled CI job, `kill`) are only noted; the sweep acts on them
         # where it waits for a worker and between cells: result kept, marked interrupted, exit 130.
@@ -138,13 +145,18 @@ def run(args: argparse.Namespace) -> int:
         except SweepInterrupted:
             interrupted = True
         finally:
+            resources.stop()
             for signum, handler in previous.items():
                 signal.signal(signum, handler)
             progress.finish()
         if interrupted:
             _say("interrupted: stopped the sweep, its workers and topics (result marked interrupted)")
+        series: dict = {"t_s": list(range(1, math.ceil(sweep.clock_s()) + 1))}
+        resources_section = resources.add_to(series, warmup_s=0)
         result = sweep_result(options, sweep.run_id, sweep.rows, sweep.bare, environment, broker, topic_settings,
-                              started_at, interrupted, [], peer_version=java.kafka_version if java else None)
+                              started_at, interrupted, resources.warnings(),
+                              peer_version=java.kafka_version if java else None, series=series,
+                              resources=resources_section, events=sweep.events)
     folder, document = write_run_folder(args.results_dir, result)
     if sweep.worker_failures:  # each failed cell's one-line error names this file
         write_child_errors(folder / ERRORS_LOG, sweep.worker_failures)

@@ -13,6 +13,7 @@ from bench.core.run_modes import BOTH, CONSUME_ONLY, PRODUCE_ONLY
 from bench.core.run_topic import CONSUME_FROM
 from bench.core.runner import run_scenario
 from bench.core.scenario import Scenario, parse_set_option
+from bench.output.rebalances import rebalance_lines
 from bench.output.resources import broker_metrics_line, resource_line, verdict_lines
 from bench.results.formatting import format_us
 from bench.results.metrics import CLIENT_LATENCY_LABELS, METRICS
@@ -125,6 +126,7 @@ def summary_text(result: dict, folder) -> str:
                          f"p99.9 {format_us(summary['p99_9']):>9}  max {format_us(summary['max']):>9}  (n={summary['count']:,}"
                          + (f", every {summary['sample_every']}th message)" if summary.get("sample_every", 1) > 1 else ")"))
     lines += group_lines(result.get("groups") or [])
+    lines += rebalance_lines(result)
     lines += backlog_lines(result.get("backlog"))
     lines += delivery_report_lines(result)
     lines.append(resource_line(result))

@@ -16,7 +16,7 @@ from typing import Any
 
 from bench.analysis.failover import failover_section
 from bench.broker.ensure import BrokerInUse
-from bench.broker.fault_spec import SLOW_CONSUMER, broker_faults, check_targets
+from bench.broker.fault_spec import SLOW_CONSUMER, broker_faults, check_targets, consumer_events, plan_consumer_events
 from bench.broker.faults import ROLLING_RESTART_CUT_SHORT, Fault, FaultInjector
 from bench.broker.nodes import nodes_of
 from bench.broker.proxy_control import remote_proxies
@@ -43,13 +43,20 @@ class FaultWatch:
         self.bootstrap_servers = broker.bootstrap_servers
         self.slow_consumer = [fault for fault in faults if fault.kind == SLOW_CONSUMER]
         self.injector: FaultInjector | None = None
+        # Consumer events, each resolved to its process; `consumer_action(step)` (the runner's) acts.
+        self.consumer_steps = plan_consumer_events(faults, scenario.consumer_groups, scenario.consumers_per_group)
+        self.consumer_action = None
         if broker_faults(faults):
             proxies = remote_proxies(broker.embedded.state_dir)
             check_targets(faults, len(nodes_of(broker.embedded)), scenario.partitions, proxied=bool(proxies))
             self.injector = FaultInjector(
-                broker.embedded, broker_faults(faults), admin=self._metadata(), topic=scenario.topic,
-                controller=lambda: active_controller(self.bootstrap_servers, broker.embedded.version),
+                broker.embedded, [*broker_faults(faults), *consumer_events(faults)], admin=self._metadata(),
+                topic=scenario.topic, controller=lambda: active_controller(self.bootstrap_servers, broker.embedded.version),
                 proxies=proxies)
+        elif self.consumer_steps:
+            self.injector = FaultInjector(None, consumer_events(faults))
+        if self.injector is not None:
+            self.injector.on_consumer_event = self._consumer_event
         self.ended = False
         self.t0_ns = 0
         self.sampler: MetadataSampler | None = None
@@ -57,6 +64,11 @@ class FaultWatch:
         self.events: list[dict[str, Any]] = []
         self.records: list[dict[str, Any]] = []
         self.error: str | None = None
+
+    def _consumer_event(self, fault: Fault) -> tuple[str, int]:
+        """The next consumer event's step (events run in the order planned), acted on by the run."""
+        step = self.consumer_steps.pop(0)
+        return self.consumer_action(step), step.consumer
 
     def _metadata(self) -> AnyNodeMetadata:
         return AnyNodeMetadata(scenario_admin(self.scenario, self.bootstrap_servers), self.scenario.producer_config)

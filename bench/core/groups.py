@@ -27,9 +27,12 @@ from confluent_kafka import ConsumerGroupTopicPartitions, KafkaException, TopicP
 
 from bench.core.audit import AuditOutcome, OffsetRanges
 from bench.core.clients import describe_error, high_watermarks, scenario_admin, scenario_watermarks
+from bench.core.group_protocol import configure_groups
+from bench.core.group_reads import GroupRead, GroupReads
 from bench.core.protocol import ConsumerSlot, Drain, Stop, TrackerDone, TrackerSecond, tracker_name
 from bench.core.recorder import LatencyRecorder, fold_latencies
 from bench.core.scenario import Scenario
+from bench.core.scenario_checks import has_consumer_events, joins_groups
 from bench.results.formatting import format_us
 from bench.results.metrics import LATENCY_LABELS
 from streamstore.errors import RunFailed
@@ -37,16 +40,22 @@ from streamstore.errors import RunFailed
 
 def consumer_slots(scenario: Scenario, run_id: str) -> list[ConsumerSlot]:
     """One slot per consumer process of the run, group by group."""
-    if scenario.consumer_groups == 1 and scenario.consumers_per_group == 1:
+    if not fans_out(scenario):
         return [ConsumerSlot()]
-    subscribe = scenario.consumers_per_group > 1
+    subscribe = joins_groups(scenario)
     return [ConsumerSlot(group, consumer, f"bench-tracker-{run_id}-g{group}", subscribe)
             for group in range(scenario.consumer_groups) for consumer in range(scenario.consumers_per_group)]
 
 
 def fans_out(scenario: Scenario) -> bool:
     """Whether the run has more than its one tracker (and so a `groups` section)."""
-    return scenario.consumer_groups > 1 or scenario.consumers_per_group > 1
+    return scenario.consumer_groups > 1 or scenario.consumers_per_group > 1 or has_consumer_events(scenario)
+
+
+def added_slot(slots: Sequence[ConsumerSlot], group: int, consumer: int) -> ConsumerSlot:
+    """The slot of a consumer process added to a group during the run (add-consumer)."""
+    first = next(slot for slot in slots if slot.group == group)
+    return ConsumerSlot(group, consumer, first.group_id, True)
 
 
 def commit_group_starts(scenario: Scenario, bootstrap_servers: str, slots: Sequence[ConsumerSlot],
@@ -57,6 +66,7 @@ def commit_group_starts(scenario: Scenario, bootstrap_servers: str, slots: Seque
     group_ids = sorted({slot.group_id for slot in slots if slot.subscribe})
     if not group_ids:
         return
+    configure_groups(scenario, bootstrap_servers, group_ids, timeout_s)
     admin, topic = scenario_admin(scenario, bootstrap_servers), scenario.topic
     requests = [ConsumerGroupTopicPartitions(group_id, [TopicPartition(topic, p, offset)
                                                         for p, offset in sorted(start_offsets.items())])
@@ -128,6 +138,23 @@ class GroupMeasurements:
         self.lag: dict[int, dict[int, dict[int, int]]] = {group: {} for group in self.groups}
         self.positions: dict[tuple[int, int], dict[int, int]] = {(s.group, s.consumer): {} for s in slots}
         self.done: dict[tuple[int, int], TrackerDone] = {}
+        # Joining groups: what each member reported as it read (bench/core/group_reads.py), the
+        # members killed on purpose (their account is what they reported), the gaps in reading.
+        self.reads = GroupReads()
+        self.killed: set[tuple[int, int]] = set()
+        self.gaps: dict[int, list[tuple[int, int, int]]] = {group: [] for group in self.groups}
+
+    def add_slot(self, slot: ConsumerSlot) -> None:
+        """A consumer process added during the run."""
+        key = (slot.group, slot.consumer)
+        self.slots.append(slot)
+        self.consumed[key], self.positions[key] = Counter(), {}
+
+    def add_read(self, read: GroupRead) -> None:
+        self.reads.add(read)
+
+    def kill(self, group: int, consumer: int) -> None:
+        self.killed.add((group, consumer))
 
     def add_second(self, message: TrackerSecond) -> None:
         key, second = (message.group, message.consumer), max(0, message.second)
@@ -136,12 +163,13 @@ class GroupMeasurements:
         if message.lag is not None:
             self.lag[message.group].setdefault(second, {}).update(message.lag)
         self.positions[key].update(message.positions)
+        self.gaps[message.group].extend(message.consume_gaps)
 
     def add_done(self, message: TrackerDone) -> None:
         self.done[(message.group, message.consumer)] = message
 
     def all_done(self) -> bool:
-        return len(self.done) == len(self.slots)
+        return all(key in self.done or key in self.killed for key in self.consumed)
 
     def close_through(self, second: int) -> None:
         for recorder in self.end_to_end.values():
@@ -152,7 +180,8 @@ class GroupMeasurements:
 
     def group_done(self, group: int) -> TrackerDone | None:
         """The group's merged account, None until every process of the group reported."""
-        dones = [self.done.get(key) for key in self.members(group)]
+        dones = [self.done.get(key) or (self.reads.stand_in(*key) if key in self.killed else None)
+                 for key in self.members(group)]
         return None if any(done is None for done in dones) else merged_done(dones)
 
     def read_to(self, group: int, ends: Mapping[int, int]) -> bool:
@@ -170,7 +199,8 @@ class GroupMeasurements:
             for key in self.members(group):
                 in_window = sum(self.consumed[key].get(second, 0) for second in window)
                 consumers.append({"consumer": tracker_name(*key), "consumed": sum(self.consumed[key].values()),
-                                  "consumed_per_s": round(in_window / measured_s, 1) if measured_s else None})
+                                  "consumed_per_s": round(in_window / measured_s, 1) if measured_s else None,
+                                  **({"killed": True} if key in self.killed else {})})
             lag_series = [sum(lags.values()) if (lags := self.lag[group].get(s)) is not None else None
                           for s in range(seconds)]
             end_to_end = self.end_to_end[group].summary(window)
@@ -192,7 +222,7 @@ def drain_ends(scenario: Scenario, bootstrap_servers: str, start_offsets: Mappin
     """Where a group of several processes reads to: every partition that grew during the run, to
     its high watermark now (producing has ended). None with one process per group, and when no
     node answered (the run's failure says so; the drain then ends by its timeout)."""
-    if scenario.consumers_per_group == 1:
+    if not joins_groups(scenario):
         return None
     try:
         ends = high_watermarks(scenario_watermarks(scenario, bootstrap_servers))
@@ -228,7 +258,8 @@ class FanoutDrain:
         each tracker drains by `drain.target` itself)."""
         self.ends = ends
         for slot, control in zip(self.groups.slots, self.controls):
-            control.put(Drain(None, drain.drain_s, drain.idle, drain.reconnect_s) if slot.subscribe else drain)
+            if (slot.group, slot.consumer) not in self.groups.killed:
+                control.put(Drain(None, drain.drain_s, drain.idle, drain.reconnect_s) if slot.subscribe else drain)
 
     def finished(self) -> bool:
         """Every consumer process reported its account; on the way, stop each group that read everything."""
@@ -237,7 +268,7 @@ class FanoutDrain:
                 if group not in self.stopped and self.groups.read_to(group, self.ends):
                     self.stopped.add(group)
                     for slot, control in zip(self.groups.slots, self.controls):
-                        if slot.group == group:
+                        if slot.group == group and (slot.group, slot.consumer) not in self.groups.killed:
                             control.put(Stop())
         return self.groups.all_done()
 

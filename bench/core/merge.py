@@ -19,8 +19,18 @@ from bench.core.audit import (
     evaluate_audit,
 )
 from bench.core.availability import ActivityLog
+from bench.core.group_reads import GroupRead
 from bench.core.groups import GroupMeasurements, worst_audit
-from bench.core.protocol import ChildFailed, ProducerDone, ProducerSecond, TrackerDone, TrackerSecond, producer_name, tracker_name
+from bench.core.protocol import (
+    ChildFailed,
+    ConsumerChange,
+    ProducerDone,
+    ProducerSecond,
+    TrackerDone,
+    TrackerSecond,
+    producer_name,
+    tracker_name,
+)
 from bench.core.recorder import RunRecorder
 
 
@@ -90,11 +100,31 @@ class RunMeasurements:
                 self.groups.add_done(message)
                 if self.groups.all_done():
                     self.tracker_done = self.groups.group_done(0)
+        elif isinstance(message, ConsumerChange):
+            if message.killed:
+                self.consumer_killed(message.group, message.consumer)
+            else:
+                self.consumer_added(message.slot, message.second)
+        elif isinstance(message, GroupRead):
+            if self.groups is not None:
+                self.groups.add_read(message)
         elif isinstance(message, ChildFailed):
             self.failure = self.failure or f"{message.who} failed: {message.error}"
             if message.traceback:
                 self.child_failures.append(message)
         self.close_finished_seconds()
+
+    def consumer_killed(self, group: int, consumer: int) -> None:
+        """A consumer process the run's faults killed: no more reports, its account is what it reported."""
+        self.groups.kill(group, consumer)
+        self.reported_through.pop(tracker_name(group, consumer), None)
+        if self.groups.all_done():
+            self.tracker_done = self.groups.group_done(0)
+
+    def consumer_added(self, slot, second: int) -> None:
+        """A consumer process added during the run: seconds close once it has reported past them too."""
+        self.groups.add_slot(slot)
+        self.reported_through[tracker_name(slot.group, slot.consumer)] = second - 1
 
     def add_acked_ranges(self, ranges: Mapping[int, Iterable[tuple[int, int]]]) -> None:
         for partition, pairs in ranges.items():

@@ -187,6 +187,18 @@ class ConsumerSlot:
 
 
 @dataclass(frozen=True)
+class ConsumerChange:
+    """A consumer process a consumer event added or killed (bench/core/processes.py): put on the
+    report queue by the coordinator's fault thread, so the one thread that folds reports keeps the books."""
+
+    slot: ConsumerSlot
+    second: int
+    killed: bool
+    group: int = 0
+    consumer: int = 0
+
+
+@dataclass(frozen=True)
 class Stop:
     """A consumer of a group of several processes: the group has read up to the drain's end
     offsets (the coordinator adds up its consumers' positions); report and end."""

@@ -171,7 +171,7 @@ class RunResult:
             "counts": self.counts.to_dict(),
             "counts_not_measured": dict(self.counts.not_measured),
             "throughput": dict(self.throughput) if self.throughput is not None else None,
-            "lag": lag_summary(self.series, self.warmup_s) if self.series else None,
+            "lag": lag_summary(self.series, self.warmup_s) if "lag_messages" in self.series else None,
             "latency_us": dict(self.latency_us),
             "series": dict(self.series),
             "events": sorted(self.events, key=lambda event: event["t_s"]),

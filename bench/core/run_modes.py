@@ -16,6 +16,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from bench.broker.fault_spec import CONSUMER_EVENTS
 from streamstore.errors import UsageError
 
 BOTH = "produce-and-consume"
@@ -49,6 +50,8 @@ def check_mode(scenario, mode: str) -> None:
         raise UsageError(f"--{mode}: a backlog needs producers and consumers in the same run; drop backlog")
     if mode == CONSUME_ONLY and scenario.faults:
         raise UsageError("--consume-only: faults are timed against the run's producers; drop faults")
+    if mode == PRODUCE_ONLY and any(fault.split("@")[0].split(":")[0] in CONSUMER_EVENTS for fault in scenario.faults):
+        raise UsageError("--produce-only: consumer events need consumers while producing; drop them")
 
 
 def mode_section(mode: str, consume_from: str | None, start_offsets: Mapping[int, int],

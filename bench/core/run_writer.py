@@ -18,6 +18,7 @@ from bench.core.fault_watch import FaultWatch
 from bench.core.merge import RunMeasurements
 from bench.core.partitions import OFFSETS_UNREAD, partitions_section
 from bench.core.protocol import ERRORS_LOG, write_child_errors
+from bench.core.rebalances import rebalances_fields
 from bench.core.resources import RunResources
 from bench.core.result import (
     RunResult,
@@ -118,7 +119,9 @@ def write_run(scenario: Scenario, broker: BrokerInUse, results_root: Path, run_i
                   if scenario.transaction_size else None, **resources_fields,
                   **({"groups": measured.groups.section(measured.group_audits(method), recorder.measured_window(),
                                                                 recorder.seconds())}
-                     if measured.groups is not None else {})})
+                     if measured.groups is not None else {}),
+                  **rebalances_fields(scenario, measured, fault_watch, start_offsets, times.t0_ns, recorder.seconds(),
+                                    producing_s)})
     folder, document = write_run_folder(results_root, result, recorder)
     if measured.child_failures:
         write_child_errors(folder / ERRORS_LOG, measured.child_failures)

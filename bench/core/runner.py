@@ -14,9 +14,7 @@ Public entry points: `run_scenario`, and `run_on_broker` for an engine that hold
 
 from __future__ import annotations
 
-import dataclasses
 import math
-import multiprocessing
 import os
 import signal
 import sys
@@ -33,11 +31,19 @@ from bench.core.audit import OFFSET_COUNTS, OFFSETS, audit_method
 from bench.core.backlog import BacklogStart
 from bench.core.clients import check_client_settings, high_watermarks, scenario_watermarks
 from bench.core.fault_watch import FaultWatch
-from bench.core.groups import GroupMeasurements, commit_group_starts, consumer_slots, drain_ends, fans_out, start_drain
+from bench.core.group_protocol import check_protocol_support
+from bench.core.groups import (
+    GroupMeasurements,
+    consumer_slots,
+    drain_ends,
+    fans_out,
+    start_drain,
+)
 from bench.core.merge import RunMeasurements
-from bench.core.producer import CHILD_START_TIMEOUT_S, INTERRUPT_DRAIN_S, producer_main
+from bench.core.processes import RunProcesses, consumer_event
+from bench.core.producer import CHILD_START_TIMEOUT_S, INTERRUPT_DRAIN_S
 from bench.core.progress import Progress, describe_run, second_line
-from bench.core.protocol import BacklogBuilt, ConsumerSlot, Drain, Inbox, producer_name, tracker_name
+from bench.core.protocol import BacklogBuilt, ConsumerSlot, Drain, producer_name, tracker_name
 from bench.core.resources import RunResources, Watched, fixed_pid, this_process
 from bench.core.run_modes import BOTH, CONSUME_ONLY, PRODUCE_ONLY, check_mode, mode_section
 from bench.core.run_topic import consume_only_start, prepare_topic
@@ -61,65 +67,6 @@ def _raise_interrupted(signum, frame) -> None:
     raise _Interrupted()
 
 
-@dataclasses.dataclass
-class _Processes:
-    """The run's child processes (spawned: librdkafka threads and fork do not mix) and what the
-    coordinator shares with them."""
-
-    inbox: Inbox        # every child's reports
-    controls: list      # queues: the Drain (and a group's Stop) for each consumer process
-    start: Any          # event: t0_ns is set, go
-    stop: Any           # event: stop producing (Ctrl+C, a failure)
-    outage: Any         # event: a node the run's faults killed or stopped is not answering yet
-    t0_ns: Any          # shared perf_counter_ns at which producing starts
-    children: list
-    catch_up_ns: Any = None  # with a backlog: shared perf_counter_ns at which the consumers start
-    later: list = dataclasses.field(default_factory=list)  # produce-only: the trackers, once producing ended
-
-    @classmethod
-    def spawn(cls, scenario: Scenario, bootstrap_servers: str, run_id: bytes, start_offsets: dict[int, int],
-              slots: list[ConsumerSlot], mode: str = BOTH) -> _Processes:
-        context = multiprocessing.get_context("spawn")
-        reports, controls = context.Queue(), [context.Queue() for _ in slots]
-        start, stop, outage, t0_ns = context.Event(), context.Event(), context.Event(), context.Value("q", 0)
-        catch_up_ns = context.Value("q", 0) if scenario.backlog else None
-        commit_group_starts(scenario, bootstrap_servers, slots, start_offsets)
-        trackers = [context.Process(target=tracker_main, name="bench-" + tracker_name(slot.group, slot.consumer).replace(" ", "-"),
-                                    daemon=True, args=(scenario, bootstrap_servers, run_id, start_offsets, reports, control,
-                                                       start, t0_ns, slot, catch_up_ns, mode == CONSUME_ONLY,
-                                                       mode != PRODUCE_ONLY)) for slot, control in zip(slots, controls)]
-        children = [] if mode == PRODUCE_ONLY else trackers
-        children += [context.Process(target=producer_main, name=f"bench-producer-{i}", daemon=True,
-                                     args=(i, scenario, bootstrap_servers, run_id, reports, start, t0_ns, stop, outage,
-                                           catch_up_ns)) for i in range(0 if mode == CONSUME_ONLY else scenario.producers)]
-        return cls(Inbox(reports), controls, start, stop, outage, t0_ns, children, catch_up_ns,
-                   trackers if mode == PRODUCE_ONLY else [])
-
-    def start_later(self, slots: list[ConsumerSlot], on_other) -> None:
-        """Produce-only: start the trackers now (producing has ended) and wait until they are ready."""
-        started, self.later = self.later, []
-        for child in started:
-            child.start()
-        self.children += started
-        self.inbox.wait_ready([tracker_name(s.group, s.consumer) for s in slots], CHILD_START_TIMEOUT_S,
-                              [child.sentinel for child in started], on_other=on_other)
-
-    def death(self) -> str | None:
-        """The failure of a child that died, if one did."""
-        for child in self.children:
-            if child.exitcode is not None and child.exitcode != 0:
-                return f"{child.name} died (exit code {child.exitcode})"
-        return None
-
-    def stop_all(self) -> None:
-        self.stop.set()
-        for child in self.children:
-            if child.pid is None:  # start() failed or was never reached
-                continue
-            child.join(timeout=INTERRUPT_DRAIN_S + 5)
-            if child.is_alive():
-                child.terminate()
-                child.join(timeout=5)
 
 
 class _Run:
@@ -136,6 +83,8 @@ class _Run:
         self.run_id = uuid.uuid4()
         self.method = OFFSETS if mode == CONSUME_ONLY else audit_method(scenario)
         self.slots, self.measured = _measurements(scenario, self.run_id.hex, mode)
+        # Consumer processes in the order of their control queues (added ones appended).
+        self.slot_order = [(slot.group, slot.consumer) for slot in self.slots]
         self.interrupted = False
         self.signalled = False  # Ctrl+C or SIGTERM arrived while producing or draining
         self.events: list[dict[str, Any]] = []
@@ -143,6 +92,9 @@ class _Run:
         self.t0_ns: int | None = None
         self.faults = tuple(faults)
         self.fault_watch = FaultWatch(scenario, broker, self.faults) if faults else None
+        if self.fault_watch is not None:
+            self.fault_watch.consumer_action = lambda step: consumer_event(self.processes, self.slots, self.slot_order,
+                                                                           step, self.t0_ns)
         self.resources: RunResources | None = None
         self.sample_resources = sample_resources
         # Measured once, at run start (the broker's facts were measured by ensure_broker).
@@ -156,8 +108,8 @@ class _Run:
             start_offsets, self.topic_settings, self.topic_settings_unread = prepare_topic(self.scenario,
                                                                                           self.bootstrap_servers)
         self.start_offsets = start_offsets
-        self.processes = processes = _Processes.spawn(self.scenario, self.bootstrap_servers, self.run_id.bytes,
-                                                      start_offsets, self.slots, self.mode)
+        self.processes = processes = RunProcesses.spawn(self.scenario, self.bootstrap_servers, self.run_id.bytes,
+                                                        start_offsets, self.slots, tracker_main, self.mode)
         self.inbox = processes.inbox
         self.backlog = BacklogStart(self.scenario, processes.catch_up_ns) if self.scenario.backlog else None
         previous = {signal.SIGINT: signal.getsignal(signal.SIGINT),
@@ -318,7 +270,7 @@ def _measurements(scenario: Scenario, run_id: str, mode: str) -> tuple[list[Cons
     return slots, measured
 
 
-def _watch_resources(processes: _Processes, broker: BrokerInUse, t0_ns: int) -> RunResources:
+def _watch_resources(processes: RunProcesses, broker: BrokerInUse, t0_ns: int) -> RunResources:
     """CPU and RSS of every process of the run each second, sampled in the coordinator
     (bench/core/resources.py)."""
     children = [Watched(child.name.removeprefix("bench-"), "tracker" if child.name.startswith("bench-tracker") else "producer",
@@ -374,6 +326,7 @@ def run_on_broker(scenario: Scenario, broker: BrokerInUse, results_root: str | o
     inside its broker block, for an engine that runs many (the capacity search's steps)."""
     faults = parse_faults(scenario.faults)
     broker.check_room(scenario.planned_bytes())
+    check_protocol_support(scenario, None if "settings" in broker.not_measured else broker.settings)
     if broker_faults(faults) and broker.embedded is None:
         raise UsageError(f"broker faults need the embedded broker: "
                          f"{no_embedded_reason(broker.bootstrap_servers, broker_state_dir)}")

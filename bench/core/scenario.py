@@ -20,7 +20,6 @@ the peak, both derived.
 from __future__ import annotations
 
 import dataclasses
-import re
 import tomllib
 import uuid
 from collections.abc import Mapping
@@ -48,11 +47,14 @@ from bench.core.scenario_checks import (
     Phase,
     backlog_messages,
     check_backlog,
+    check_compression_level,
     check_consumers,
     check_delivery_reports,
     check_faults,
+    check_group_protocol,
     check_phases,
     check_replication,
+    check_topic_name,
     check_transactions,
     phases_fields,
 )
@@ -90,14 +92,13 @@ _FIELD_OWNED_PRODUCER_KEYS = {key: f"the scenario field {field!r}; set that inst
     "compression.type": "compression", "compression.codec": "compression",
     "compression.level": "compression_level",
     "linger.ms": "linger_ms", "queue.buffering.max.ms": "linger_ms",
-    "batch.size": "batch_size",
-    "enable.idempotence": "idempotence",
+    "batch.size": "batch_size", "enable.idempotence": "idempotence",
     "delivery.report.only.error": "delivery_reports",
     "transactional.id": "transaction_size",
 }.items()}
-_FIELD_OWNED_CONSUMER_KEYS = {"isolation.level": "the scenario field 'isolation_level'; set that instead"}
-
-_TOPIC_NAME = re.compile(r"^[A-Za-z0-9._-]{1,249}$")
+_FIELD_OWNED_CONSUMER_KEYS = {key: f"the scenario field {field!r}; set that instead" for key, field in {
+    "isolation.level": "isolation_level", "group.protocol": "group_protocol", "session.timeout.ms": "session_timeout_ms",
+    "heartbeat.interval.ms": "heartbeat_interval_ms"}.items()}
 
 # Fields of older result files, no longer scenario fields: ignored when 0 (off), refused otherwise.
 _RETIRED_FIELDS = {"fault_consumer_delay_ms": 'the slow-consumer fault, e.g. faults = ["slow-consumer=20ms@0+30"]',
@@ -160,6 +161,11 @@ class Scenario:
     faults: tuple[str, ...] = ()
     consumer_groups: int = 1  # fan-out: groups each reading the whole topic (bench/core/groups.py)
     consumers_per_group: int = 1  # consumer processes in each group
+    # "classic" (client-side assignment) or "consumer" (KIP-848: the broker assigns); a group member's
+    # session timeout and heartbeat (None: the protocol's default): docs/scenarios.md.
+    group_protocol: str = "classic"
+    session_timeout_ms: int | None = None
+    heartbeat_interval_ms: int | None = None
     backlog: int | str = 0  # messages, or value bytes ("50MB"), sent before the consumers start (bench/core/backlog.py)
 
     def __post_init__(self) -> None:
@@ -282,8 +288,7 @@ def unknown_field(name: str) -> str:
 def _validate(scenario: Scenario) -> None:
     """Every field's check, with the one-line UsageError a user sees; normalizes numbers and settings."""
     check_name("name", scenario.name)
-    if not isinstance(scenario.topic, str) or not _TOPIC_NAME.match(scenario.topic) or scenario.topic in {".", ".."}:
-        raise UsageError(f"topic: {scenario.topic!r} is not a Kafka topic name (1-249 of A-Z a-z 0-9 . _ -)")
+    check_topic_name(scenario.topic)
     check_int("partitions", scenario.partitions, 1, 10_000)
     check_int("replication_factor", scenario.replication_factor, 1, 32)
     check_replication(scenario)
@@ -291,13 +296,7 @@ def _validate(scenario: Scenario) -> None:
     check_choice("compression", scenario.compression, COMPRESSIONS)
     check_choice("acks", scenario.acks, ACKS)
     object.__setattr__(scenario, "keys", parse_keys(scenario.keys, KEY_MODES))
-    low, high = COMPRESSION_LEVELS[scenario.compression]
-    if high == -1 and scenario.compression_level != -1:
-        raise UsageError(f"compression_level: {scenario.compression} has no levels (allowed -1 = default)")
-    check_int("compression_level", scenario.compression_level, -1, high)
-    if scenario.compression_level != -1 and scenario.compression_level < low:
-        raise UsageError(f"compression_level: {scenario.compression_level} is out of range for {scenario.compression} "
-                         f"(allowed -1 or {low}..{high})")
+    check_compression_level(scenario, COMPRESSION_LEVELS)
     size = parse_message_size(scenario.message_size)
     object.__setattr__(scenario, "message_size", size)
     largest = size.largest if isinstance(size, SizeDistribution) else size
@@ -330,6 +329,7 @@ def _validate(scenario: Scenario) -> None:
     check_transactions(scenario)
     check_faults(scenario)
     check_consumers(scenario)
+    check_group_protocol(scenario)
     check_backlog(scenario)
     producer_config = check_client_config("producer_config", scenario.producer_config, _FIELD_OWNED_PRODUCER_KEYS)
     object.__setattr__(scenario, "producer_config", producer_config)

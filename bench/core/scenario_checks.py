@@ -5,14 +5,21 @@ calls them on construction; `scenario` is the Scenario being built (may be norma
 from __future__ import annotations
 
 import dataclasses
+import re
 from collections.abc import Mapping
 from typing import Any
 
-from bench.broker.fault_spec import check_schedule, parse_faults
+from bench.broker.fault_spec import CONSUMER_EVENTS, check_schedule, parse_faults, plan_consumer_events
 from bench.core.field_checks import check_choice, check_int, check_number, parse_size
 from streamstore.errors import UsageError
 
 ISOLATION_LEVELS = ("read_committed", "read_uncommitted")
+GROUP_PROTOCOLS = ("classic", "consumer")
+# Client settings librdkafka refuses with group.protocol=consumer (the broker assigns, and times
+# the session): what to use instead.
+CLASSIC_ONLY_SETTINGS = {"partition.assignment.strategy": "the broker assigns; group.remote.assignor picks its assignor",
+                         "group.protocol.type": "the consumer protocol has no protocol type"}
+_TOPIC_NAME = re.compile(r"^[A-Za-z0-9._-]{1,249}$")
 # Messages per transaction at most (a transaction's records wait in the producer until it ends).
 MAX_TRANSACTION_SIZE = 1_000_000
 # Consumer processes of a run at most (consumer_groups x consumers_per_group): each is a Python
@@ -26,6 +33,30 @@ class Phase:
 
     duration_s: float
     rate: float
+
+
+def check_compression_level(scenario, levels) -> None:
+    """compression_level within the codec's range (levels: codec -> (low, high); -1 = the codec's default)."""
+    low, high = levels[scenario.compression]
+    if high == -1 and scenario.compression_level != -1:
+        raise UsageError(f"compression_level: {scenario.compression} has no levels (allowed -1 = default)")
+    check_int("compression_level", scenario.compression_level, -1, high)
+    if scenario.compression_level != -1 and scenario.compression_level < low:
+        raise UsageError(f"compression_level: {scenario.compression_level} is out of range for {scenario.compression} "
+                         f"(allowed -1 or {low}..{high})")
+
+
+def check_delivery_reports(scenario, defaults, choices) -> None:
+    """None resolves by rate (defaults: "flat_out"/"fixed_rate" -> mode), so a result states the mode that ran."""
+    if scenario.delivery_reports is None:
+        mode = "fixed_rate" if scenario.rate or scenario.transaction_size else "flat_out"
+        object.__setattr__(scenario, "delivery_reports", defaults[mode])
+    check_choice("delivery_reports", scenario.delivery_reports, choices)
+
+
+def check_topic_name(topic) -> None:
+    if not isinstance(topic, str) or not _TOPIC_NAME.match(topic) or topic in {".", ".."}:
+        raise UsageError(f"topic: {topic!r} is not a Kafka topic name (1-249 of A-Z a-z 0-9 . _ -)")
 
 
 def check_replication(scenario) -> None:
@@ -97,6 +128,45 @@ def check_consumers(scenario) -> None:
     if scenario.consumers_per_group > 1 and scenario.transaction_size:
         raise UsageError("consumers_per_group: more than 1 does not combine with transaction_size yet "
                          "(use consumer_groups for fan-out with transactions)")
+    parsed = parse_faults(scenario.faults)
+    if has_consumer_events(scenario) and scenario.transaction_size:
+        raise UsageError("faults: consumer events (add-consumer, kill-consumer, stop-consumer) do not combine "
+                         "with transaction_size yet")
+    plan_consumer_events(parsed, scenario.consumer_groups, scenario.consumers_per_group, MAX_CONSUMER_PROCESSES)
+
+
+def has_consumer_events(scenario) -> bool:
+    return any(text.split("@", 1)[0].split(":", 1)[0] in CONSUMER_EVENTS for text in scenario.faults)
+
+
+def joins_groups(scenario) -> bool:
+    """Whether the run's consumer processes join their groups (group assignment, a rebalance on each
+    consumer event) rather than each assigning itself every partition: with several processes in a
+    group, or consumer events."""
+    return scenario.consumers_per_group > 1 or has_consumer_events(scenario)
+
+
+def check_group_protocol(scenario) -> None:
+    """group_protocol, session_timeout_ms, heartbeat_interval_ms: they shape how group members
+    share partitions, so they need members that join a group; the consumer protocol refuses the
+    client settings of the classic one (librdkafka refuses them at consumer creation)."""
+    check_choice("group_protocol", scenario.group_protocol, GROUP_PROTOCOLS)
+    for field in ("session_timeout_ms", "heartbeat_interval_ms"):
+        if getattr(scenario, field) is not None:
+            check_int(field, getattr(scenario, field), 1, 3_600_000)
+    session, heartbeat = scenario.session_timeout_ms, scenario.heartbeat_interval_ms
+    if session is not None and heartbeat is not None and heartbeat >= session:
+        raise UsageError(f"heartbeat_interval_ms: {heartbeat} must be shorter than session_timeout_ms ({session})")
+    changed = [field for field, default in (("group_protocol", "classic"), ("session_timeout_ms", None),
+                                            ("heartbeat_interval_ms", None)) if getattr(scenario, field) != default]
+    if changed and not joins_groups(scenario):
+        raise UsageError(f"{changed[0]}: only consumers that join a group use it (consumers_per_group > 1, or a "
+                         "consumer event such as kill-consumer@10); this run's consumers each read every partition")
+    if scenario.group_protocol == "consumer":
+        for key, instead in CLASSIC_ONLY_SETTINGS.items():
+            if key in scenario.consumer_config:
+                raise UsageError(f"consumer_config: {key} is a classic-protocol setting, refused with "
+                                 f"group_protocol = \"consumer\" ({instead})")
 
 
 def consumer_warnings(scenario) -> list[str]:
@@ -106,15 +176,6 @@ def consumer_warnings(scenario) -> list[str]:
                 f"{scenario.partitions} partitions: {scenario.consumers_per_group - scenario.partitions} "
                 f"consumer(s) of each group get no partition and idle"]
     return []
-
-
-def check_delivery_reports(scenario, defaults: Mapping[str, str], allowed: tuple[str, ...]) -> None:
-    """None resolves by rate (`defaults`: "flat_out" / "fixed_rate" -> mode), so a result states
-    the mode that ran."""
-    if scenario.delivery_reports is None:
-        mode = "fixed_rate" if scenario.rate or scenario.transaction_size else "flat_out"
-        object.__setattr__(scenario, "delivery_reports", defaults[mode])
-    check_choice("delivery_reports", scenario.delivery_reports, allowed)
 
 
 # Messages of a backlog at most: its sequences are one bitmap per producer in the tracker, and it

@@ -23,6 +23,8 @@ from bench.broker.fault_spec import SLOW_CONSUMER, consumer_delay_s, parse_fault
 from bench.core.audit import OffsetRanges, SequenceAudit, audits_offsets, offset_ranges
 from bench.core.availability import PartitionActivity
 from bench.core.clients import describe_error, is_fatal, scenario_consumer_config
+from bench.core.group_protocol import member_settings
+from bench.core.group_reads import ReadCollector
 from bench.core.protocol import ChildFailed, ConsumerSlot, Drain, Ready, Stop, TrackerDone, TrackerSecond, tracker_name
 from bench.core.scenario import Scenario
 from streamstore.trace import TRACE_HEADER, TRACE_STRUCT, TRACE_VALUE_BYTES, Trace, read_trace
@@ -61,6 +63,8 @@ class TrackerState:
     partition_consumed: PartitionActivity = field(default_factory=PartitionActivity)
     # A consumer of a group of several processes: the offset after the last message read per partition.
     positions: dict[int, int] | None = None
+    # A member of a joining group: its reads since its last GroupRead (bench/core/group_reads.py).
+    reads: ReadCollector | None = None
     # With a backlog: not consuming yet (its partitions paused) until the catch-up starts.
     paused: bool = False
     # Consume-only: every record is the run's (any trace header's run id; untraced ones too).
@@ -85,7 +89,14 @@ def absorb_messages(messages: list[Message], run_id: bytes, state: TrackerState,
         _absorb_by_offset(messages, run_id, state, received_ns)
         return
     end_to_end_us, mark = state.end_to_end_us, state.audit.mark
-    by_offset, consumed_offsets, any_run = state.audits_offsets, state.consumed_offsets, state.any_run
+    by_offset, consumed_offsets, reads, any_run = (state.audits_offsets, state.consumed_offsets, state.reads,
+                                                   state.any_run)
+    if reads is not None and not by_offset:
+        first_seen = reads.sequences
+
+        def mark(producer: int, sequence: int) -> None:
+            if not state.audit.mark(producer, sequence):
+                first_seen[producer].append(sequence)
     for message in messages:
         headers = message.headers()
         if not headers:
@@ -107,6 +118,8 @@ def absorb_messages(messages: list[Message], run_id: bytes, state: TrackerState,
         state.consumed_in_second += 1
     state.last_timestamp_ms = messages[-1].timestamp()[1]
     state.partition_consumed.note_batch(message.partition() for message in messages)
+    if reads is not None:
+        reads.note_batch(messages, time.perf_counter_ns(), by_offset)
 
 
 def _absorb_by_offset(messages: list[Message], run_id: bytes, state: TrackerState, received_ns: int) -> None:
@@ -143,6 +156,8 @@ def _absorb_by_offset(messages: list[Message], run_id: bytes, state: TrackerStat
         state.consumed_in_second += len(kept)
     state.last_timestamp_ms = messages[-1].timestamp()[1]
     state.partition_consumed.note_batch(partitions)
+    if state.reads is not None:
+        state.reads.note_batch(messages, time.perf_counter_ns(), True)
 
 
 def _note_offsets(state: TrackerState, partition: int, offsets: list[int]) -> None:
@@ -205,12 +220,14 @@ def _track(scenario: Scenario, bootstrap_servers: str, run_id: bytes, start_offs
            reports, control, start, t0_ns, slot: ConsumerSlot, catch_up_ns=None, any_run: bool = False,
            end_to_end: bool = True) -> None:
     offset_audit = audits_offsets(scenario) or any_run
-    state = TrackerState(audits_offsets=offset_audit, positions={} if slot.subscribe else None, any_run=any_run)
+    state = TrackerState(audits_offsets=offset_audit, positions={} if slot.subscribe else None, any_run=any_run,
+                         reads=ReadCollector() if slot.subscribe else None)
     config = scenario_consumer_config(scenario, bootstrap_servers, run_id.hex())
     if slot.group_id is not None:
         config["group.id"] = slot.group_id
     if slot.subscribe:
-        tracker = _joined(config, scenario.topic, run_id, state)
+        config.update(member_settings(scenario))
+        tracker = _joined(config, scenario.topic, run_id, state, reports, slot, t0_ns)
     else:
         tracker = OrderTracker(config, [scenario.topic], start_offsets)
     every_partition = [TopicPartition(scenario.topic, p) for p in sorted(start_offsets)]
@@ -226,8 +243,9 @@ def _track(scenario: Scenario, bootstrap_servers: str, run_id: bytes, start_offs
         while not start.is_set():
             _read_early(tracker, run_id, state)
     start.wait()
-    # A tracker started after t0 (produce-only) reports from the second it is in, not before.
-    second = max(0, (time.perf_counter_ns() - t0_ns.value) // NS_PER_S)
+    # A tracker started after t0 (a consumer added during the run, or a produce-only run's tracker)
+    # reports from the second it is in, not before.
+    second = max(0, (clock() - t0_ns.value) // NS_PER_S)
     next_second_ns = t0_ns.value + (second + 1) * NS_PER_S
     drain_target: int | Mapping[int, int] | None = None
     draining = stopped = False
@@ -263,7 +281,7 @@ def _track(scenario: Scenario, bootstrap_servers: str, run_id: bytes, start_offs
             while now >= next_second_ns:
                 report(state, second)
                 second, next_second_ns = second + 1, next_second_ns + NS_PER_S
-            if (not draining or slot.subscribe) and now >= next_control_ns:
+            if (not draining or slot.subscribe) and now >= next_control_ns:  # a member may be stopped any time
                 next_control_ns = now + CONTROL_CHECK_NS
                 try:
                     order: Drain | Stop = control.get_nowait()
@@ -275,8 +293,8 @@ def _track(scenario: Scenario, bootstrap_servers: str, run_id: bytes, start_offs
                         drain_idle_ns = int(order.drain_s * NS_PER_S) if order.idle else 0
                 except queue.Empty:
                     pass
-            if draining and (stopped or now >= drain_deadline_ns
-                             or (drain_target is not None and _drained(state, drain_target))):
+            if stopped or (draining and (now >= drain_deadline_ns
+                                         or (drain_target is not None and _drained(state, drain_target)))):
                 break
         state.partition_consumed.close()
         report(state, second)
@@ -301,13 +319,18 @@ def _drained(state: TrackerState, target: int | Mapping[int, int]) -> bool:
     return state.consumed_total + state.consumed_in_second - state.audit.duplicated >= target
 
 
-def _joined(config: dict, topic: str, run_id: bytes, state: TrackerState) -> OrderTracker:
+def _joined(config: dict, topic: str, run_id: bytes, state: TrackerState, reports, slot: ConsumerSlot,
+            t0_ns) -> OrderTracker:
     """A consumer that has joined its group and got its first assignment (maybe none: more
-    consumers than partitions), so the group is settled before producing starts. On a later
-    revocation it commits what it read, so the partition's next owner goes on from there."""
+    consumers than partitions), so the group is settled before producing starts; one added during
+    the run (t0 already set) does not wait. On a revocation it reports what it read (a GroupRead)
+    and commits it, so the partition's next owner goes on from there."""
     assigned = []
 
     def on_revoke(consumer, partitions) -> None:
+        if t0_ns.value:
+            second = max(0, (time.perf_counter_ns() - t0_ns.value) // NS_PER_S)
+            reports.put(_group_read(state, slot, second))
         try:
             consumer.commit(asynchronous=False)
         except KafkaException:
@@ -315,9 +338,14 @@ def _joined(config: dict, topic: str, run_id: bytes, state: TrackerState) -> Ord
 
     tracker = OrderTracker(config, [topic], None, on_assign=lambda consumer, partitions: assigned.append(True),
                            on_revoke=on_revoke)
-    while not assigned:
+    while not assigned and not t0_ns.value:
         _read_early(tracker, run_id, state)
     return tracker
+
+
+def _group_read(state: TrackerState, slot: ConsumerSlot, second: int):
+    return state.reads.take(slot.group, slot.consumer, second, state.audit.duplicated, state.offsets_consumed_twice,
+                            state.foreign)
 
 
 def _read_early(tracker: OrderTracker, run_id: bytes, state: TrackerState) -> None:
@@ -338,10 +366,25 @@ class _Reporter:
     every_partition: list[TopicPartition]
     start_offsets: Mapping[int, int]
     slot: ConsumerSlot
+    # A member commits the positions of its previous report: by then that report has surely left
+    # the process, so a SIGKILL never hides a committed read from the audit.
+    reported: dict[int, int] = field(default_factory=dict)
 
     def __call__(self, state: TrackerState, second: int) -> None:
         partitions = _assigned(self.tracker, self.every_partition, self.slot)
         _tracker_report(self.reports, self.tracker, partitions, self.start_offsets, state, second, self.slot)
+        if state.reads is None:
+            return
+        self.reports.put(_group_read(state, self.slot, second))
+        mine = {tp.partition for tp in partitions}
+        commit = [TopicPartition(tp.topic, tp.partition, self.reported[tp.partition])
+                  for tp in partitions if tp.partition in self.reported]
+        if commit:
+            try:
+                self.tracker.client.commit(offsets=commit, asynchronous=True)
+            except KafkaException:
+                pass  # no coordinator this moment: the next report commits again
+        self.reported = {p: offset for p, offset in state.positions.items() if p in mine}
 
 
 def _tracker_report(reports, tracker: OrderTracker, partitions, start_offsets, state: TrackerState, second: int,

@@ -300,9 +300,12 @@ def sweep_warnings(payload: str, rows: Sequence[Mapping[str, Any]], bare: Mappin
 def sweep_result(options: SweepOptions, run_id: str, rows: Sequence[Mapping[str, Any]], bare: Mapping[str, Any] | None,
                  environment: Mapping[str, Any], broker: BrokerInUse, topic_settings: Mapping[str, str] | None,
                  started_at: float, interrupted: bool,
-                 extra_warnings: Sequence[str] = (), peer_version: str | None = None) -> RunResult:
-    """The sweep as the core's result (kind "large-message"): no latency histograms or series,
-    the figures are per cell in the `large_message` section."""
+                 extra_warnings: Sequence[str] = (), peer_version: str | None = None,
+                 series: Mapping[str, Any] | None = None, resources: Mapping[str, Any] | None = None,
+                 events: Sequence[Mapping[str, Any]] = ()) -> RunResult:
+    """The sweep as the core's result (kind "large-message"): no latency histograms, the figures
+    are per cell in the `large_message` section; the series are the resources of each second of
+    the sweep (`resources`), and `events` mark where each cell began."""
     ended_at = time.time()
     counts = sweep_counts(rows)
     return RunResult(
@@ -311,7 +314,7 @@ def sweep_result(options: SweepOptions, run_id: str, rows: Sequence[Mapping[str,
         ended_at=ended_at,
         duration_s=ended_at - started_at, warmup_s=0, verdict=sweep_verdict(rows, counts, interrupted), counts=counts,
         # Per cell: lost = acked - distinct offsets its consumer received.
-        audit=OFFSETS, latency_us={}, series={},
+        audit=OFFSETS, latency_us={}, series=dict(series or {}), events=list(events),
         warnings=[*sweep_warnings(options.payload, rows, bare), *extra_warnings],
         sections={"large_message": {
             "rows": list(rows),
@@ -324,5 +327,5 @@ def sweep_result(options: SweepOptions, run_id: str, rows: Sequence[Mapping[str,
             "peer": {"name": "java", "tool": END_TO_END_LATENCY, "kafka_version": peer_version,
                      "payload": JAVA_PAYLOAD} if options.peer == "java" else None,
         },
-            "resources_not_measured": "the large-message sweep has no per-second series (one message in flight per "
-                                      "cell): each cell records its clients' peak RSS instead (large_message.memory)"})
+            **({"resources": dict(resources)} if resources is not None else
+               {"resources_not_measured": "resource sampling was turned off for this sweep"})})

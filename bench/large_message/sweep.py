@@ -30,6 +30,7 @@ from bench.large_message.plan import (
     known_unsendable,
     limits_from_configs,
     preflight_problem,
+    size_label,
 )
 from bench.large_message.process import (
     WORKER_START_TIMEOUT_S,
@@ -116,6 +117,16 @@ class LargeMessageSweep:
         # Workers that died with a traceback (the command writes them to errors.log).
         self.worker_failures: list[ChildFailed] = []
         self.signalled = False
+        # The worker processes running now, by role: the resource sampler follows them.
+        self.running: dict[str, WorkerProcess] = {}
+        # Each cell's start, on the clock of `clock_s` (the sweep's own: its resources' seconds).
+        self.events: list[dict[str, Any]] = []
+        self.clock_s: Callable[[], float] = lambda: 0.0
+
+    def pid_of(self, role: str) -> int | None:
+        """The pid of the worker process of this role running now (None between workers)."""
+        worker = self.running.get(role)
+        return worker.process.pid if worker is not None and worker.process.poll() is None else None
 
     def note_signal(self, signum, frame) -> None:
         """The signal handler: only notes it (raised inside a pipe read, it could leave a reply half read)."""
@@ -170,6 +181,8 @@ class LargeMessageSweep:
                     row = cell_row(size, compression, [], [], [], None, None, None, str(failure), counts)
                     broken = True
                 else:
+                    self.events.append({"t_s": round(self.clock_s(), 3), "kind": f"{size_label(size)} {compression}",
+                                        "detail": f"cell: {reps} message(s) of {size:,} bytes, compression {compression}"})
                     cell = CellRun(size, compression, reps, self.options.level, payload, producer, consumer, self.topics,
                                    self.progress)
                     row, broken = cell.run(), cell.broken
@@ -192,11 +205,13 @@ class LargeMessageSweep:
             for worker in (producer, consumer):
                 if worker is not None:
                     worker.close()
+            self.running.clear()
 
     def _start_worker(self, role: str, arguments: list[str]) -> WorkerProcess:
         worker = WorkerProcess(role, ["--bootstrap-servers", self.bootstrap_servers, *arguments], self._waiting,
                                self.worker_failures)
         # Settings (secrets among them) go through the pipe, not the command line.
+        self.running[role] = worker
         with _ended_on_failure(worker):
             worker.send(client_settings=dict(self.options.client_settings))
         return worker

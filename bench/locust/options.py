@@ -8,6 +8,7 @@ import re
 from typing import Any
 
 from bench.analysis.thresholds import Limit, parse_checks
+from bench.core.groups import fans_out
 from bench.core.scenario import Scenario, merge_overrides, parse_set_option
 from bench.results.store import DEFAULT_RESULTS_ROOT
 from streamstore.config import default_bootstrap_servers
@@ -100,9 +101,9 @@ def scenario_from_options(options) -> Scenario:
             # Commit and abort block until the coordinator answers: in gevent that stalls every user.
             raise UsageError(f"{options.scenario}: transactions do not apply to Locust (a commit blocks the whole "
                              "worker); run it with bench run")
-        if base.consumer_groups > 1 or base.consumers_per_group > 1:
-            raise UsageError(f"{options.scenario}: consumer groups do not apply to Locust yet (its master runs the "
-                             "one tracker); run it with bench run")
+        if fans_out(base):
+            raise UsageError(f"{options.scenario}: consumer groups do not apply to Locust yet, nor consumer events "
+                             "(its master runs the one tracker); run it with bench run")
         if base.backlog:
             raise UsageError(f"{options.scenario}: a backlog does not apply to Locust (its users produce from the "
                              "start and its master runs the one tracker); run it with bench run")

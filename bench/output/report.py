@@ -34,6 +34,7 @@ from bench.output.document import (
     to_markdown,
     write_documents,
 )
+from bench.output.rebalances import rebalance_table
 from bench.output.resources import RESOURCE_COLUMNS, resource_notes, resource_rows, verdict_lines
 from bench.results.formatting import describe_environment, describe_scenario, format_change, format_us, format_value
 from bench.results.metrics import CLIENT_LATENCY_LABELS, LATENCY_LABELS, METRICS, SUMMARY_PERCENTILES, latency_title
@@ -168,6 +169,15 @@ def _groups_section(result: Mapping[str, Any], _plots: Sequence[str]) -> list[Bl
                       "latency and lag are group 0's, lost and duplicated the worst group's."),
             table(("group", "group id", "consumed", "lost", "duplicated", f"{latency} p50", f"{latency} p99",
                    f"{latency} max", "lag max", "msg/s per consumer process"), rows)]
+
+
+def _rebalances_section(result: Mapping[str, Any], _plots: Sequence[str]) -> list[Block]:
+    """Consumer events: each one's pauses, lag peak, time to recover and duplicates."""
+    found = rebalance_table(result)
+    if found is None:
+        return []
+    intro, header, rows = found
+    return [paragraph(intro), table(header, rows)]
 
 
 def _backlog_section(result: Mapping[str, Any], _plots: Sequence[str]) -> list[Block]:
@@ -330,6 +340,7 @@ RUN_SECTIONS = (
     Section("Throughput, lag and counts", _counts_section),
     Section("Per partition", _partitions_section),
     Section("Consumer groups", _groups_section),
+    Section("Rebalances (consumer events)", _rebalances_section),
     Section("Backlog and catch-up", _backlog_section),
     Section("Transactions", _transactions_section),
     Section("Resources", _resources_section),

@@ -174,6 +174,11 @@ FAULT_WINDOW = ("each fault's window (its start to the end of the longest gap it
                 "the worst over the run's faults")
 
 
+# A run's consumer events (result["rebalances"]["events"], bench/analysis/rebalance.py).
+REBALANCE_WINDOW = ("each consumer event's window (the event to its group's next event or the end of the run); "
+                    "the worst over the run's events")
+
+
 @dataclass(frozen=True)
 class Metric:
     """One figure of a result: where it is kept and how to read and judge it."""
@@ -235,6 +240,18 @@ def _build() -> dict[str, Metric]:
                ("failover", "faults", EACH, "longest_consume_gap_ms"), FAULT_WINDOW),
         Metric("new_leader", "new leader after", "ms", "higher",
                ("failover", "faults", EACH, "new_leader_ms"), FAULT_WINDOW),
+    ]
+    metrics += [
+        Metric("rebalance_pause", "rebalance pause (group read nothing)", "ms", "higher",
+               ("rebalances", "events", EACH, "pause_ms"), REBALANCE_WINDOW),
+        Metric("rebalance_partition_pause", "rebalance pause (longest of one partition)", "ms", "higher",
+               ("rebalances", "events", EACH, "partition_pause_max_ms"), REBALANCE_WINDOW),
+        Metric("rebalance_lag_peak", "rebalance lag peak", "messages", "higher",
+               ("rebalances", "events", EACH, "lag_peak_messages"), REBALANCE_WINDOW, None, LAG_FLOOR),
+        Metric("rebalance_recover", "rebalance time to recover (lag back to its level before)", "s", "higher",
+               ("rebalances", "events", EACH, "recover_s"), REBALANCE_WINDOW),
+        Metric("rebalance_duplicated", "rebalance duplicates (read again)", "messages", "higher",
+               ("rebalances", "events", EACH, "duplicated"), REBALANCE_WINDOW),
     ]
     for kind, (label, _span) in LATENCY_LABELS.items():
         for statistic in LATENCY_STATISTICS:

@@ -57,6 +57,11 @@ from bench.results.window import lag_summary, throughput_summary
 #      Also in version 5, the broker's own metrics (its JMX exporter or --broker-metrics-url):
 #      broker_*_by_node series and resources.broker_metrics (null with
 #      resources.broker_metrics_not_measured); absent in older files, read as not recorded.
+#      Also in version 5, consumer events: a `rebalances` section (one entry per add-consumer,
+#      kill-consumer, stop-consumer: pauses, lag before and at its peak, time to recover,
+#      duplicates; the group's lag per second) and `killed` on a groups[].consumers entry; the
+#      scenario fields group_protocol, session_timeout_ms, heartbeat_interval_ms. Absent in older
+#      files: no consumer events, the classic protocol.
 #      Also in version 5, `backlog` (null without the scenario field backlog): the build, drain
 #      rate, time to steady lag and end-to-end latency while catching up (bench/core/backlog.py);
 #      such a run's top-level warmup_s counts from t0 to the end of its warm-up after the

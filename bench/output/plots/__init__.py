@@ -52,8 +52,10 @@ def write_run_plots(result: Mapping[str, Any], folder: Path) -> list[Path]:
     folder = Path(folder)
     if result.get("kind") == "large-message":
         from bench.output.plots.large_message import plot_large_message
+        from bench.output.plots.resources import plot_resources
 
-        return plot_large_message(result, folder)
+        resources = plot_resources([("sweep", result)], folder / "resources.png")
+        return plot_large_message(result, folder) + ([resources] if resources is not None else [])
     runs = [(str((result.get("scenario") or {}).get("name") or "run"), result)]
     return [p for name, plot in _run_plots() if (p := plot(runs, folder / name)) is not None]
 
