@@ -94,6 +94,8 @@ def count_problems(counts: Mapping[str, int], held: int, faults: bool = False, d
     `reread`: orders a consumer group read again after a rebalance (uncommitted offsets the next
     owner read again): the broker holds them once, the group consumed them twice.
     """
+    if counts["acked"] is None:  # consume-only: no producer of the run; the broker's offsets are all there is
+        return _consume_only_problems(counts, held, dropped)
     problems = []
     sent, acked, failed = counts["sent"], counts["acked"], counts["failed"]
     consumed, duplicated = counts["consumed"], counts["duplicated"]
@@ -118,6 +120,21 @@ def count_problems(counts: Mapping[str, int], held: int, faults: bool = False, d
             problems.append(f"failed {failed}, duplicated {duplicated} without any fault")
         if written != acked:
             problems.append(f"the broker wrote {written} messages, {acked} were acknowledged")
+    return problems
+
+
+def _consume_only_problems(counts: Mapping[str, int], held: int, dropped: int) -> list[str]:
+    """A consume-only run read a topic it did not fill (from its beginning, nothing written since):
+    it read each record the broker holds once, and the offsets count the dropped ones too."""
+    problems = []
+    if counts["consumed"] != held:
+        problems.append(f"consumed {counts['consumed']} != {held} messages the broker holds")
+    if counts["lost"] != dropped:
+        problems.append(f"lost {counts['lost']} != {dropped} records the broker dropped")
+    if counts["duplicated"]:
+        problems.append(f"duplicated {counts['duplicated']} without any fault")
+    if counts["broker_offset_delta"] != held + dropped:
+        problems.append(f"broker_offset_delta {counts['broker_offset_delta']} != {held + dropped} records the broker wrote")
     return problems
 
 

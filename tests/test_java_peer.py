@@ -10,6 +10,7 @@ import re
 import pytest
 from kafka_truth import assert_sweep_counts_match_broker
 
+import bench.commands._calibrate_consumer as calibrate_consumer
 import bench.commands.calibrate as calibrate
 import bench.large_message.sweep as sweep_module
 from bench.cli import main
@@ -20,6 +21,7 @@ from bench.peers.java_tools import (
     end_to_end_heap_options,
     end_to_end_properties,
     failure_reason,
+    parse_consumer_performance,
     parse_end_to_end_latency,
     parse_producer_performance,
     producer_performance_properties,
@@ -77,6 +79,51 @@ def test_tool_output_is_parsed_from_the_final_lines():
         parse_producer_performance("org.apache.kafka.common.errors.TimeoutException: ...\n")
     with pytest.raises(JavaOutputError):
         parse_end_to_end_latency("0\t150.1\n", messages=1)
+
+
+CONSUMER_PERFORMANCE_OUTPUT = "\n".join([
+    "Warning: --messages is deprecated. Use --num-records instead.",
+    "start.time, end.time, data.consumed.in.MB, MB.sec, data.consumed.in.nMsg, nMsg.sec, rebalance.time.ms, "
+    "fetch.time.ms, fetch.MB.sec, fetch.nMsg.sec",
+    "2026-12-02 17:42:28:599, 2026-12-02 17:42:30:779, 5.7220, 2.6248, 30000, 13761.4679, 1501, 679, 8.4272, 44182.6215",
+])
+
+
+def test_consumer_performance_output_is_parsed_from_its_result_line():
+    figures = parse_consumer_performance(CONSUMER_PERFORMANCE_OUTPUT)
+    assert (figures.records, figures.rebalance_ms, figures.fetch_ms) == (30_000, 1501, 679)
+    assert figures.fetch_records_per_s == pytest.approx(44182.6215) and figures.records_per_s == pytest.approx(13761.4679)
+    with pytest.raises(JavaOutputError):
+        parse_consumer_performance("Exception in thread \"main\" org.apache.kafka.common.errors.TimeoutException\n")
+
+
+_READ = re.compile(r"^round (\d+)  (.+?)\s+([\d,]+) msg/s  \(([\d,]+) read in", re.MULTILINE)
+
+
+def test_calibrate_consumer_side_reads_one_backlog_with_every_consumer(kafka_bootstrap, tmp_path, capsys, monkeypatch):
+    """The tracker, the bare consume loops and ConsumerPerformance each read the whole backlog, whose
+    size is the broker's; the ratios are printed against the targets."""
+    kept: list[str] = []
+    monkeypatch.setattr(calibrate_consumer, "delete_topic", lambda admin, topic: kept.append(topic))
+    code = main(["calibrate", "--side", "consumer", "--peer", "java", "--duration", "0.3", "--rounds", "1",
+                 "--broker", "external", "--bootstrap-servers", kafka_bootstrap, "--results-dir", str(tmp_path),
+                 "--set", f"topic=test-calibrate-consume-{tmp_path.name[-8:]}"])
+    out = capsys.readouterr().out
+    assert code == 0, out
+    [topic] = kept
+    try:
+        held = sum(high - low for low, high in topic_watermarks(kafka_bootstrap, topic).values())
+    finally:
+        delete_topic(connect_admin(kafka_bootstrap), topic)
+    assert re.search(rf"^backlog: {held:,} messages", out, re.MULTILINE) and held > 0
+    lines = _READ.findall(out)
+    assert [name for _, name, _, _ in lines] == ["bare consume(5000)", "bare poll()", "bench run --consume-only",
+                                                 "Java ConsumerPerformance"]
+    assert all(int(rate.replace(",", "")) > 0 and int(read.replace(",", "")) == held for _, _, rate, read in lines)
+    assert re.search(r"^ratio \d+\.\d{3} \(1 round, no spread\): bench run --consume-only / bare .+; target >= 0.9: "
+                     r"(met|MISSED)$", out, re.MULTILINE)
+    assert re.search(r"^ratio .+: bench run --consume-only / Java ConsumerPerformance; target >= 1: (met|MISSED)$", out,
+                     re.MULTILINE)
 
 
 def test_a_failed_tool_is_one_line_with_its_exception():

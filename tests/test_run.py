@@ -65,8 +65,8 @@ def test_topic_settings_and_offsets_no_node_answers_for_are_null_with_the_reason
                                                                                    monkeypatch):
     """What a node that has just come back answers for longer than the admin reads wait (here
     made to happen) leaves those figures null with the reason; the run itself completes."""
+    import bench.core.run_topic as run_topic
     import bench.core.run_writer as run_writer
-    import bench.core.runner as runner
 
     unknown = "Broker: Unknown topic or partition"
 
@@ -81,8 +81,8 @@ def test_topic_settings_and_offsets_no_node_answers_for_are_null_with_the_reason
             raise RunFailed(f"could not read offsets of topic '{scenario.topic}': {unknown}")
         return topic_watermarks(bootstrap_servers, scenario.topic)
 
-    monkeypatch.setattr(runner, "topic_configs", topic_configs)
-    monkeypatch.setattr(runner, "scenario_watermarks", scenario_watermarks)  # the read before the run
+    monkeypatch.setattr(run_topic, "topic_configs", topic_configs)
+    monkeypatch.setattr(run_topic, "scenario_watermarks", scenario_watermarks)  # the read before the run
     monkeypatch.setattr(run_writer, "scenario_watermarks", scenario_watermarks)  # and the one after it
     code, folder, _ = _run(_scenario(unique_topic, rate=200, duration_s=1), kafka_bootstrap, tmp_path)
     document = load_result(folder)

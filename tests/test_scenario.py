@@ -119,7 +119,7 @@ def test_set_options_parse_toml_values_and_client_settings():
 @pytest.mark.parametrize("name, message", [
     ("duraton_s", "unknown field 'duraton_s'; did you mean duration_s?"),
     ("replication_facter", "unknown field 'replication_facter'; did you mean replication_factor?"),
-    ("xyzzy", "unknown field 'xyzzy' (known fields: acks, batch_size, "),
+    ("xyzzy", "unknown field 'xyzzy' (known fields: acks, backlog, batch_size, "),
 ])
 def test_an_unknown_field_gets_did_you_mean_or_the_list(name, message):
     with pytest.raises(UsageError) as caught:

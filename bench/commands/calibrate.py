@@ -66,7 +66,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "this (e.g. 0.90); default: only print")
     parser.add_argument("--peer", choices=("java",), default=None,
                         help="also measure Kafka's own Java producer (ProducerPerformance from the broker's "
-                             "Kafka version) with the same message and producer settings")
+                             "Kafka version) with the same message and producer settings; with --side consumer "
+                             "its consumer (ConsumerPerformance) on the same backlog")
+    parser.add_argument("--side", choices=("producer", "consumer"), default="producer",
+                        help="producer (default): the send path; consumer: one consume-only tracker against a "
+                             "backlog of --duration seconds of flat-out orders, beside bare consume loops")
     add_broker_arguments(parser)
     add_results_argument(parser)
 
@@ -154,6 +158,10 @@ def run(args: argparse.Namespace) -> int:
     values = merge_overrides(CALIBRATION_SCENARIO, overrides)
     values.update(rate=0, duration_s=args.duration)
     scenario = Scenario.from_mapping(values, source="calibration scenario")
+    if args.side == "consumer":
+        from bench.commands._calibrate_consumer import run_consumer_side  # it uses this module's format_spread
+
+        return run_consumer_side(args, scenario, format_spread)
     if args.peer == "java" and scenario.producer_config:
         raise UsageError("--peer java: producer_config holds librdkafka settings, which the Java client does not "
                          "take; calibrate without them")

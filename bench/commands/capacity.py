@@ -107,6 +107,8 @@ def run(args: argparse.Namespace) -> int:
         if getattr(args, flag) is not None:
             overrides[field] = getattr(args, flag)
     base = Scenario.from_toml(args.scenario, overrides)
+    if base.backlog:
+        raise UsageError("backlog: the capacity search runs steady steps; measure a catch-up with bench run")
     options = options_from_args(args, base)
     for line in deprecation_lines(options.limits):
         print(line.replace("--check", "--slo"))

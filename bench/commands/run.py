@@ -6,14 +6,18 @@ import argparse
 
 from bench.analysis.stats import count_warnings
 from bench.commands._options import add_broker_arguments, add_results_argument
+from bench.core.backlog import backlog_lines
 from bench.core.groups import group_lines
 from bench.core.result import DELIVERY_REPORT_MODES
+from bench.core.run_modes import BOTH, CONSUME_ONLY, PRODUCE_ONLY
+from bench.core.run_topic import CONSUME_FROM
 from bench.core.runner import run_scenario
 from bench.core.scenario import Scenario, parse_set_option
 from bench.output.rebalances import rebalance_lines
 from bench.output.resources import broker_metrics_line, resource_line, verdict_lines
 from bench.results.formatting import format_us
 from bench.results.metrics import CLIENT_LATENCY_LABELS, METRICS
+from streamstore.errors import UsageError
 
 NAME = "run"
 HELP = "run a scenario at its target rate and measure delivery, response and end-to-end latency, lag, counts"
@@ -35,6 +39,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--compression", help="none, gzip, snappy, lz4 or zstd")
     parser.add_argument("--producers", type=int, help="producer processes")
     parser.add_argument("--topic", help="topic to use (created if missing)")
+    sides = parser.add_mutually_exclusive_group()
+    sides.add_argument("--produce-only", dest="mode", action="store_const", const=PRODUCE_ONLY, default=BOTH,
+                       help="no consumer while producing; the audit reads the topic after producing ends")
+    sides.add_argument("--consume-only", dest="mode", action="store_const", const=CONSUME_ONLY,
+                       help="no producer: consume the topic something else fills for the duration, audited "
+                            "against the broker's offsets")
+    parser.add_argument("--consume-from", choices=CONSUME_FROM, default="end",
+                        help="--consume-only: read what arrives from now on (end, the default) or all the topic holds")
     add_broker_arguments(parser, metrics_url=True)
     add_results_argument(parser)
     parser.add_argument("--no-report", action="store_true", help="skip plots and report.md/html")
@@ -51,8 +63,11 @@ def scenario_from_args(args: argparse.Namespace) -> Scenario:
 
 def run(args: argparse.Namespace) -> int:
     scenario = scenario_from_args(args)
+    if args.consume_from != "end" and args.mode != CONSUME_ONLY:
+        raise UsageError("--consume-from: only with --consume-only")
     code, folder, result = run_scenario(scenario, args.bootstrap_servers, args.results_dir, args.broker,
-                                        args.keep_broker, broker_metrics_url=args.broker_metrics_url)
+                                        args.keep_broker, broker_metrics_url=args.broker_metrics_url,
+                                        mode=args.mode, consume_from=args.consume_from)
     if not args.no_report:
         write_report(folder, result)
     print(summary_text(result, folder))
@@ -70,6 +85,10 @@ def throughput_lines(result: dict) -> list[str]:
     """The measured-window throughput, the figure that report, compare and the gate read, said once."""
     throughput = result.get("throughput") or {}
     acked, megabytes = METRICS["throughput"].read(result), METRICS["throughput_mb"].read(result)
+    consumed = METRICS["consumed_throughput"].read(result)
+    if acked is None and consumed is not None:  # consume-only
+        return [f"throughput: {consumed:,.0f} consumed msg/s over the {throughput['measured_s']} measured seconds "
+                "(after warm-up)"]
     if acked is None:
         return []
     rate = f"{acked:,.0f} acked msg/s" + (f" ({megabytes:,.2f} MB/s)" if megabytes is not None else "")
@@ -108,6 +127,7 @@ def summary_text(result: dict, folder) -> str:
                          + (f", every {summary['sample_every']}th message)" if summary.get("sample_every", 1) > 1 else ")"))
     lines += group_lines(result.get("groups") or [])
     lines += rebalance_lines(result)
+    lines += backlog_lines(result.get("backlog"))
     lines += delivery_report_lines(result)
     lines.append(resource_line(result))
     lines += filter(None, [broker_metrics_line(result)])

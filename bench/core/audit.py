@@ -217,6 +217,11 @@ def audit_offsets(acked: Mapping[int, list[tuple[int, int]]], consumed: Mapping[
     return lost, unclaimed, first
 
 
+def clip_ranges(ranges: Iterable[tuple[int, int]], start: int, end: int) -> list[tuple[int, int]]:
+    """The parts of [a, b) ranges inside [start, end). Pure."""
+    return [(max(a, start), min(b, end)) for a, b in ranges if min(b, end) > max(a, start)]
+
+
 def audit_offset_counts(acked: int, consumed: Mapping[int, list[tuple[int, int]]], consumed_twice: int,
                         possibly_persisted: int = 0) -> tuple[int, int]:
     """(lost, duplicated) of the counts method. Pure. acked: accepted - failed over every

@@ -40,6 +40,11 @@ def scenario_consumer_config(scenario: Scenario, bootstrap_servers: str, run_id:
         # The scenario's choice: read_committed skips aborted transactions' records and waits for
         # each commit (librdkafka's default too); read_uncommitted reads every record at once.
         "isolation.level": scenario.isolation_level,
+        # Once its local queue holds queued.min.messages (100,000), librdkafka waits this long
+        # before it fetches again (default 1000 ms): a consumer reading a backlog faster than
+        # that idles most of each second (240,000 against 1.3 million msg/s measured here on one
+        # partition, docs/performance.md). 10 ms keeps it fetching.
+        "fetch.queue.backoff.ms": 10,
         **scenario.consumer_config,
     }
     return consumer_config(bootstrap_servers, group_id=f"bench-tracker-{run_id}", extra=extra)

@@ -112,7 +112,9 @@ def merged_done(dones: Sequence[TrackerDone]) -> TrackerDone:
                        foreign=sum(d.foreign for d in dones),
                        consumed_offsets={p: ranges.ranges() for p, ranges in sorted(consumed.items())},
                        offsets_consumed_twice=sum(d.offsets_consumed_twice for d in dones) + offsets_twice,
-                       group=dones[0].group)
+                       group=dones[0].group,
+                       first_read_ns=min((d.first_read_ns for d in dones if d.first_read_ns), default=None),
+                       last_read_ns=max((d.last_read_ns for d in dones if d.last_read_ns), default=None))
 
 
 def worst_audit(outcomes: Sequence[AuditOutcome]) -> AuditOutcome:

@@ -15,6 +15,7 @@ from bench.core.audit import (
     OffsetRanges,
     ProducerAccount,
     TrackerAccount,
+    clip_ranges,
     evaluate_audit,
 )
 from bench.core.availability import ActivityLog
@@ -50,6 +51,22 @@ class RunMeasurements:
         self.partition_consumed = ActivityLog()
         # Fan-out (bench/core/groups.py): every group's figures; the recorder keeps group 0's.
         self.groups = groups
+        # Consume-only: per partition the [start, end) offsets the audit holds the reads against.
+        self.audited: dict[int, tuple[int, int]] | None = None
+
+    def audit_within(self, ranges: Mapping[int, tuple[int, int]]) -> None:
+        """Consume-only: the broker's offsets [start, end) per partition are what must have been read
+        (the acked offsets of the offset audit); reads beyond them are not audited."""
+        self.audited = dict(ranges)
+        self.add_acked_ranges({p: [(start, end)] for p, (start, end) in ranges.items()})
+    def set_warmup(self, warmup_s: float) -> None:
+        """The warm-up, in seconds after t0, once it is known (a backlog run's starts with its
+        catch-up): every recorder's measured window and live percentiles follow it."""
+        recorders = [self.recorder, *self.recorder.latency.values()]
+        if self.groups is not None:
+            recorders += self.groups.end_to_end.values()
+        for recorder in recorders:
+            recorder.warmup_s = warmup_s
 
     def handle(self, message) -> None:
         """One protocol message from a producer or the tracker."""
@@ -152,7 +169,10 @@ class RunMeasurements:
             producers = [ProducerAccount(p.producer, p.sent, p.acked, p.failed_sequences, p.timed_out,
                                          None if p.transactions is None else p.transactions["aborted_ranges"])
                          for p in self.producers.values()]
-        tracker = None if done is None else TrackerAccount(done.seen, done.duplicated, done.foreign,
-                                                           done.consumed_offsets, done.offsets_consumed_twice)
+        tracker = None
+        if done is not None:
+            consumed = done.consumed_offsets if self.audited is None else {
+                p: clip_ranges(ranges, *self.audited.get(p, (0, 0))) for p, ranges in done.consumed_offsets.items()}
+            tracker = TrackerAccount(done.seen, done.duplicated, done.foreign, consumed, done.offsets_consumed_twice)
         acked = {p: offsets.ranges() for p, offsets in self.acked_offsets.items()}
         return evaluate_audit(method, producers, tracker, acked)

@@ -14,8 +14,9 @@ from typing import Any
 
 from bench.broker.fault_spec import ConsumerStep
 from bench.core.groups import added_slot, commit_group_starts
-from bench.core.producer import INTERRUPT_DRAIN_S, producer_main
+from bench.core.producer import CHILD_START_TIMEOUT_S, INTERRUPT_DRAIN_S, producer_main
 from bench.core.protocol import ConsumerChange, ConsumerSlot, Inbox, Stop, tracker_name
+from bench.core.run_modes import BOTH, CONSUME_ONLY, PRODUCE_ONLY
 from bench.core.scenario import Scenario
 from bench.core.tracker import tracker_main
 
@@ -35,29 +36,46 @@ class RunProcesses:
     children: list
     consumer: Any       # slot -> (control queue, process): a consumer process for a slot, not started
     killed: set = dataclasses.field(default_factory=set)  # pids of consumer processes killed on purpose
+    catch_up_ns: Any = None  # with a backlog: shared perf_counter_ns at which the consumers start
+    later: list = dataclasses.field(default_factory=list)  # produce-only: the trackers, once producing ended
 
     @classmethod
     def spawn(cls, scenario: Scenario, bootstrap_servers: str, run_id: bytes, start_offsets: dict[int, int],
-              slots: list[ConsumerSlot], tracker=tracker_main) -> RunProcesses:
-        """tracker: the consumer processes' target (the runner passes its own name, which tests replace)."""
+              slots: list[ConsumerSlot], tracker=tracker_main, mode: str = BOTH) -> RunProcesses:
+        """tracker: the consumer processes' target (the runner passes its own name, which tests replace).
+        mode (bench/core/run_modes.py): consume-only has no producers; produce-only's trackers are
+        started by `start_later` once producing has ended."""
         context = multiprocessing.get_context("spawn")
         reports = context.Queue()
         start, stop, outage, t0_ns = context.Event(), context.Event(), context.Event(), context.Value("q", 0)
+        catch_up_ns = context.Value("q", 0) if scenario.backlog else None
         commit_group_starts(scenario, bootstrap_servers, slots, start_offsets)
 
         def consumer(slot: ConsumerSlot):
             control = context.Queue()
             return control, context.Process(
                 target=tracker, name="bench-" + tracker_name(slot.group, slot.consumer).replace(" ", "-"), daemon=True,
-                args=(scenario, bootstrap_servers, run_id, start_offsets, reports, control, start, t0_ns, slot))
+                args=(scenario, bootstrap_servers, run_id, start_offsets, reports, control, start, t0_ns, slot,
+                      catch_up_ns, mode == CONSUME_ONLY, mode != PRODUCE_ONLY))
 
         consumers = [consumer(slot) for slot in slots]
-        children = [process for _, process in consumers]
+        trackers = [process for _, process in consumers]
+        children = [] if mode == PRODUCE_ONLY else list(trackers)
         children += [context.Process(target=producer_main, name=f"bench-producer-{i}", daemon=True,
-                                     args=(i, scenario, bootstrap_servers, run_id, reports, start, t0_ns, stop, outage))
-                     for i in range(scenario.producers)]
+                                     args=(i, scenario, bootstrap_servers, run_id, reports, start, t0_ns, stop, outage,
+                                           catch_up_ns))
+                     for i in range(0 if mode == CONSUME_ONLY else scenario.producers)]
         return cls(Inbox(reports), [control for control, _ in consumers], start, stop, outage, t0_ns, children,
-                   consumer)
+                   consumer, catch_up_ns=catch_up_ns, later=trackers if mode == PRODUCE_ONLY else [])
+
+    def start_later(self, slots: list[ConsumerSlot], on_other) -> None:
+        """Produce-only: start the trackers now (producing has ended) and wait until they are ready."""
+        started, self.later = self.later, []
+        for child in started:
+            child.start()
+        self.children += started
+        self.inbox.wait_ready([tracker_name(s.group, s.consumer) for s in slots], CHILD_START_TIMEOUT_S,
+                              [child.sentinel for child in started], on_other=on_other)
 
     def add_consumer(self, slot: ConsumerSlot) -> None:
         """add-consumer: one more consumer process, started now (its control queue follows the others)."""

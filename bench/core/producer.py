@@ -15,7 +15,7 @@ from bench.core.audit import trace_sample_every
 from bench.core.client_stats import STATISTICS_INTERVAL_MS, StatsCollector
 from bench.core.clients import describe_error, reconnect_allowance_s, scenario_producer_config
 from bench.core.delivery import DeliveryAccount, Sender, payload_pool
-from bench.core.protocol import ChildFailed, ProducerDone, Ready, producer_name
+from bench.core.protocol import BacklogBuilt, ChildFailed, ProducerDone, Ready, producer_name
 from bench.core.scenario import Scenario
 from bench.core.transactions import Transactions, transactional_id
 from streamstore.producer import OrderProducer
@@ -88,33 +88,38 @@ class ProducerLoop:
             self.next_second_ns += NS_PER_S
         return self.stop.is_set()
 
-    def run(self, t0_ns: int, stop, outage=None) -> None:
-        """outage: an event set while a node the run's faults took down is not answering yet."""
+    def run(self, t0_ns: int, stop, outage=None, catch_up_ns=None) -> None:
+        """outage: an event set while a node the run's faults took down is not answering yet.
+        catch_up_ns: with a backlog, the shared perf_counter_ns at which the consumers start and
+        the schedule begins, set by the coordinator once every producer's share is built."""
         self.stop, self.outage = stop, outage
         self.next_second_ns = t0_ns + NS_PER_S
         if self.transactions is not None:
             self.transactions.begin(self.sender.sequence)
-        if self.scenario.rate == 0:
-            self._flat_out(t0_ns, t0_ns + int(self.scenario.duration_s * NS_PER_S))
-        else:
-            self._scheduled(t0_ns)
-        producing_s = (time.perf_counter_ns() - t0_ns) / NS_PER_S
-        self._finish(t0_ns, producing_s)
+        start_ns = build_backlog(self, t0_ns, catch_up_ns) if self.scenario.backlog else t0_ns
+        if start_ns is not None and self.scenario.rate == 0:  # None: stopped while building the backlog
+            self._flat_out(start_ns, start_ns + int(self.scenario.duration_s * NS_PER_S))
+        elif start_ns is not None:
+            self._scheduled(start_ns)
+        self._finish(t0_ns, (time.perf_counter_ns() - t0_ns) / NS_PER_S)
 
-    def _flat_out(self, t0_ns: int, end_ns: int) -> None:
+    def _flat_out(self, t0_ns: int, end_ns: int | None, count: int | None = None) -> None:
+        """Flat out until end_ns, or (end_ns None) until `count` more messages are sent."""
         send, clock, poll = self.sender.send_flat_out, time.perf_counter_ns, self.producer.client.poll
-        transactions = self.transactions
+        transactions, sender = self.transactions, self.sender
+        last = None if count is None else sender.sequence + count
         while clock() < t0_ns:
             poll(0.001)
         while True:
             now = clock()
-            if now >= end_ns or (now >= self.next_second_ns and self.report_due(now)):
+            burst = CLOCK_CHECK_EVERY if last is None else min(CLOCK_CHECK_EVERY, last - sender.sequence)
+            if (end_ns is not None and now >= end_ns) or (now >= self.next_second_ns and self.report_due(now)) or burst <= 0:
                 return
             if transactions is None:
-                send(CLOCK_CHECK_EVERY)
+                send(burst)
                 continue
             # A burst never crosses a transaction's end.
-            send(min(CLOCK_CHECK_EVERY, transactions.remaining(self.sender.sequence)))
+            send(min(burst, transactions.remaining(sender.sequence)))
             self._transaction_boundary()
 
     def _transaction_boundary(self) -> None:
@@ -187,8 +192,33 @@ class ProducerLoop:
                                         self.client_stats.take_figures())
 
 
+def build_backlog(loop: ProducerLoop, t0_ns: int, catch_up_ns) -> int | None:
+    """The loop's share of the backlog flat out (the same bursts as a flat-out run), every message
+    of it delivered, then the wait for the catch-up's start (reporting each second meanwhile);
+    that start (perf_counter_ns), or None when told to stop first."""
+    share = backlog_share(loop.scenario.backlog_messages(), loop.scenario.producers, loop.index)
+    loop._flat_out(t0_ns, None, share)
+    client, clock = loop.producer.client, time.perf_counter_ns
+    while len(client) and not loop.stop.is_set():
+        client.flush(0.1)
+        loop.report_due(clock())
+    if loop.stop.is_set():
+        return None
+    loop.reports.put(BacklogBuilt(loop.index, loop.sender.sequence))
+    while not catch_up_ns.value:
+        client.poll(0.05)
+        if loop.report_due(clock()):
+            return None
+    return catch_up_ns.value
+
+
+def backlog_share(messages: int, producers: int, index: int) -> int:
+    """Producer `index`'s part of a backlog of `messages`: equal parts, the first ones one more."""
+    return messages // producers + (index < messages % producers)
+
+
 def producer_main(index: int, scenario: Scenario, bootstrap_servers: str, run_id: bytes,
-                   reports, start, t0_ns, stop, outage=None) -> None:
+                   reports, start, t0_ns, stop, outage=None, catch_up_ns=None) -> None:
     # The coordinator owns Ctrl+C: it tells us through `stop` and we drain.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     try:
@@ -198,6 +228,6 @@ def producer_main(index: int, scenario: Scenario, bootstrap_servers: str, run_id
         gc.freeze()
         reports.put(Ready(producer_name(index)))
         start.wait()
-        loop.run(t0_ns.value, stop, outage)
+        loop.run(t0_ns.value, stop, outage, catch_up_ns)
     except Exception as error:  # one line and its traceback to the coordinator, which ends the run
         reports.put(ChildFailed(producer_name(index), describe_error(error), traceback.format_exc()))

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from typing import TextIO
 
+from bench.core.result import DELIVERY_REPORT_MODES
 from bench.results.formatting import format_us
 from bench.results.metrics import LATENCY_LABELS
 
@@ -58,3 +59,32 @@ class Progress:
         if self._line_open:
             self.stream.write("\n")
             self._line_open = False
+
+
+def second_line(recorder, scenario, through: int) -> str:
+    """The progress line of the newest second every producer and the tracker have reported."""
+    counts = recorder.counts_by_second
+    return progress_line(
+        through + 1, counts["sent"][through], counts["acked"][through], counts["consumed"][through],
+        recorder.p99_so_far("service_time", through),
+        recorder.p99_so_far("response_time", through) if scenario.rate else None,
+        recorder.p99_so_far("end_to_end", through), recorder.lag_messages.get(through),
+        p99_scope(through, recorder.warmup_s))
+
+
+def describe_run(scenario, mode: str = "produce-and-consume", consume_from: str = "end") -> str:
+    """The run's load in words, for its first progress line."""
+    if mode == "consume-only":
+        return f"consume-only: reading the topic from its {consume_from}"
+    one_side = "produce-only (the audit reads the topic afterwards), " if mode == "produce-only" else ""
+    backlog = (f"backlog of {scenario.backlog_messages():,} messages first (consumers paused), then "
+               if scenario.backlog else "")
+    return one_side + backlog + _describe_rate(scenario)
+
+
+def _describe_rate(scenario) -> str:
+    if scenario.phases:
+        reports = f"delivery reports: {DELIVERY_REPORT_MODES[scenario.delivery_reports]}"
+        return f"{reports}, phases " + ", ".join(f"{p.rate:,.0f}/s for {p.duration_s:g} s" for p in scenario.phases)
+    rate = "flat out (rate 0)" if scenario.rate == 0 else f"{scenario.rate:,.0f} msg/s"
+    return f"{rate}, delivery reports: {DELIVERY_REPORT_MODES[scenario.delivery_reports]}"

@@ -6,6 +6,8 @@ master in bench/locust/master.py) read the same fields. Children put:
 
   Ready(who)                        once connected, before waiting for the start signal
   ProducerSecond / TrackerSecond    one per second of the run, in order
+  BacklogBuilt(producer, messages)  with a `backlog`: once its share is sent and acked, before it
+                                    waits for the catch-up's start (bench/core/backlog.py)
   ProducerDone / TrackerDone        once, last
   ChildFailed(who, error, traceback) instead of the rest, when the child cannot go on: one line
                                     for the console, the traceback for the run's errors.log
@@ -98,6 +100,14 @@ class ProducerSecond:
 
 
 @dataclass(frozen=True)
+class BacklogBuilt:
+    """A producer's share of the backlog is sent and every message of it delivered (or failed)."""
+
+    producer: int
+    messages: int
+
+
+@dataclass(frozen=True)
 class ProducerDone:
     producer: int
     sent: int
@@ -144,6 +154,9 @@ class TrackerDone:
     offsets_consumed_twice: int
     group: int = 0
     consumer: int = 0
+    # perf_counter_ns when its first and its last batch of messages arrived (None: it read none).
+    first_read_ns: int | None = None
+    last_read_ns: int | None = None
 
 
 @dataclass(frozen=True)

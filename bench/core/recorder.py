@@ -160,6 +160,8 @@ class RunRecorder:
         # librdkafka's producer figures per second, one entry per producer that had statistics.
         self.client_stats: dict[int, list] = {}
         self.last_second = -1
+        # False for a consume-only run: no "sent" series bounds the measured window.
+        self.produced = True
 
     def add_producer_report(self, second: int, sent: int, acked: int, failed: int,
                             service_s: list[float], response_us: list[int], send_delay_us: list[int]) -> None:
@@ -216,7 +218,7 @@ class RunRecorder:
         """The seconds every summary figure covers (bench/results/window.py)."""
         sent = self.counts_by_second["sent"]
         return measured_seconds([second + 1 for second in range(self.seconds())], self.warmup_s,
-                                [sent.get(second, 0) for second in range(self.seconds())])
+                                [sent.get(second, 0) for second in range(self.seconds())] if self.produced else None)
 
     def p99_so_far(self, name: str, second: int) -> int | None:
         """The live p99 of a latency: over every measured second so far; while still in

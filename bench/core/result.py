@@ -34,6 +34,7 @@ HLOG_FILES = {name: f"{name}.hlog" for name in HLOG_LATENCIES}
 # The tracker reads trace headers and offsets, not values (random and text payloads are not
 # orders), so it cannot say whether a value was malformed.
 MALFORMED_NOT_CHECKED = "the tracker does not parse message values"
+NO_PRODUCER_RAN = "consume-only: no producer of this run (the topic's producers know what they sent)"
 OFFSETS_NOT_READ = "the broker's offsets could not be read"
 NO_REPORT_PER_MESSAGE = ("delivery_reports = \"failures\": no delivery report per message, so no per-message "
                          "send -> ack time; see client_latency_us (librdkafka's own int_latency and rtt)")
@@ -86,9 +87,13 @@ def sum_counts(parts: Mapping[str, Counts]) -> Counts:
 
 def run_counts(totals: Mapping[str, int], *, failed: int, audit: AuditOutcome, tracker_ran: bool,
                broker_offset_delta: int | None, offset_delta_reason: str = OFFSETS_NOT_READ,
-               malformed: int | None = None, malformed_reason: str = MALFORMED_NOT_CHECKED) -> Counts:
-    """The counts of a producer + tracker run, with a reason for each one not measured."""
+               malformed: int | None = None, malformed_reason: str = MALFORMED_NOT_CHECKED,
+               producer_ran: bool = True) -> Counts:
+    """The counts of a producer + tracker run, with a reason for each one not measured
+    (producer_ran False: a consume-only run, whose sent, acked and failed are someone else's)."""
     not_measured: dict[str, str] = {}
+    if not producer_ran:
+        not_measured.update(dict.fromkeys(("sent", "acked", "failed"), NO_PRODUCER_RAN))
     if not tracker_ran:
         not_measured["consumed"] = "no tracker ran"
     if audit.not_audited:
@@ -97,6 +102,8 @@ def run_counts(totals: Mapping[str, int], *, failed: int, audit: AuditOutcome, t
         not_measured["malformed"] = malformed_reason
     if broker_offset_delta is None:
         not_measured["broker_offset_delta"] = offset_delta_reason
+    if not producer_ran:
+        totals, failed = {**totals, "sent": None, "acked": None}, None
     return Counts(sent=totals["sent"], acked=totals["acked"], failed=failed,
                   consumed=totals["consumed"] if tracker_ran else None, lost=audit.lost,
                   duplicated=audit.duplicated, malformed=malformed, broker_offset_delta=broker_offset_delta,
@@ -173,6 +180,8 @@ class RunResult:
             "failover": None,
             "partitions": None,
             "transactions": None,
+            "backlog": None,
+            "run_mode": None,
             # Engines that sample resources put them in `sections`; the others say why not.
             "resources": None,
             "resources_not_measured": f"the {self.kind} engine does not sample resources",
@@ -186,11 +195,13 @@ class RunResult:
 
 
 def latency_summaries(recorder: RunRecorder, scenario: Scenario, *, tracked: bool, sample_every: int,
-                      service_sample_every: int = 1) -> dict[str, Any]:
+                      service_sample_every: int = 1, produced: bool = True) -> dict[str, Any]:
     """Summary percentiles of each latency the run measured (response time and send delay only
     with a schedule, end-to-end only with a tracker). sample_every / service_sample_every: 1 when
     every message's end-to-end / service time was recorded, n when only every n-th message's."""
     window = recorder.measured_window()
+    if not produced:  # consume-only: end-to-end latency of the traced records is all there is
+        return {"end_to_end": {**recorder.latency["end_to_end"].summary(window), "sample_every": 1}} if tracked else {}
     latency = {"service_time": recorder.latency["service_time"].summary(window)}
     latency["service_time"]["sample_every"] = service_sample_every
     if scenario.rate:
@@ -227,15 +238,21 @@ def delivery_report_sections(scenario: Scenario, recorder: RunRecorder) -> dict[
 
 
 def run_throughput(series: Mapping[str, Any], warmup_s: float, message_bytes: int | None, *, acked: int,
-                   producing_s: float | None, elapsed_s: float | None) -> dict[str, Any]:
+                   producing_s: float | None, elapsed_s: float | None, consumed: int | None = None,
+                   reading_s: float | None = None) -> dict[str, Any]:
     """The result's `throughput`: the measured-window figures (the one throughput every report,
     compare and the gate read), and the timing of the whole run beside them: `producing_s`
     (first to last send), `elapsed_s` (first send to last ack) and `elapsed_acked_per_s` (acked /
-    elapsed_s, warm-up included: the figure `bench calibrate` sets beside a bare loop)."""
+    elapsed_s, warm-up included: the figure `bench calibrate` sets beside a bare loop); for the
+    consumer side `reading_s` (the first to the last batch group 0's consumer process(es) read)
+    and `elapsed_consumed_per_s` (consumed / reading_s: what `bench calibrate --side consumer`
+    sets beside a bare consume loop)."""
     return {**throughput_summary(series, warmup_s, message_bytes),
             "producing_s": round(producing_s, 3) if producing_s is not None else None,
             "elapsed_s": round(elapsed_s, 3) if elapsed_s is not None else None,
-            "elapsed_acked_per_s": round(acked / elapsed_s, 1) if elapsed_s else None}
+            "elapsed_acked_per_s": round(acked / elapsed_s, 1) if elapsed_s else None,
+            "reading_s": round(reading_s, 3) if reading_s is not None else None,
+            "elapsed_consumed_per_s": round(consumed / reading_s, 1) if reading_s and consumed is not None else None}
 
 
 def clamped_warnings(recorder: RunRecorder) -> list[str]:

@@ -11,6 +11,7 @@ from typing import Any
 
 from bench.broker.ensure import BrokerInUse
 from bench.core.audit import OFFSETS, AuditOutcome, run_verdict, trace_sample_every
+from bench.core.backlog import BacklogStart, backlog_section, backlog_warnings
 from bench.core.client_stats import client_latency_warnings
 from bench.core.clients import scenario_watermarks
 from bench.core.fault_watch import FaultWatch
@@ -29,11 +30,16 @@ from bench.core.result import (
     run_throughput,
     write_run_folder,
 )
+from bench.core.run_modes import CONSUME_ONLY, NO_PRODUCER, PRODUCE_ONLY, mode_warnings
 from bench.core.scenario import Scenario
 from bench.core.scenario_checks import consumer_warnings
 from bench.core.transactions import merged_by_partition, transactions_section
 from bench.results.window import measured_seconds
 from streamstore.errors import RunFailed
+
+# The backlog goes out in flat-out bursts, whose deliveries note no partition.
+BACKLOG_ACKED_UNKNOWN = ("a backlog is sent flat out, whose deliveries note no partition; consumed and "
+                         "broker_offset_delta per partition still hold")
 
 
 @dataclass(frozen=True)
@@ -47,9 +53,16 @@ def write_run(scenario: Scenario, broker: BrokerInUse, results_root: Path, run_i
               method: str, times: RunTimes, *, interrupted: bool, environment: Mapping[str, Any],
               topic_settings: tuple[Mapping[str, str] | None, str | None], start_offsets: dict[int, int],
               events: Sequence[Mapping[str, Any]], fault_watch: FaultWatch | None,
-              resources: RunResources | None = None) -> tuple[int, Path, dict[str, Any]]:
-    """The run's result from what it measured, written as its run folder; (exit code, folder, result)."""
+              resources: RunResources | None = None,
+              backlog: BacklogStart | None = None,
+              mode: Mapping[str, Any] | None = None) -> tuple[int, Path, dict[str, Any]]:
+    """The run's result from what it measured, written as its run folder; (exit code, folder, result).
+    mode: the run_mode section of a one-sided run (bench/core/run_modes.py), None for both sides."""
     recorder = measured.recorder
+    one_side = mode["mode"] if mode else None
+    if backlog is not None:  # the warm-up counts from the consumers' start (all of it if they never started)
+        measured.set_warmup(backlog.warmup_from_s(recorder.seconds()))
+    warmup_s = recorder.warmup_s
     recorder.close_through(recorder.last_second)
     totals = recorder.totals()
     outcomes = measured.producers.values()
@@ -69,27 +82,38 @@ def write_run(scenario: Scenario, broker: BrokerInUse, results_root: Path, run_i
     producing_s = max((o.producing_s for o in outcomes), default=0.0)
     elapsed_s = max((o.elapsed_s for o in outcomes), default=0.0)
     series = recorder.series()  # every per-second series of the run: built once
-    resources_fields = ({"resources": resources.add_to(series, scenario.warmup_s)} if resources is not None
+    if one_side == CONSUME_ONLY:  # no producer: its series are not measured, not zero
+        for key in ("sent", "acked", "failed"):
+            series.pop(key)
+    backlog_figures = backlog_section(scenario, backlog, series, recorder.latency["end_to_end"]) if backlog else None
+    resources_fields = ({"resources": resources.add_to(series, warmup_s)} if resources is not None
                         else {"resources": None, "resources_not_measured": "resource sampling was turned off for this run"})
     result = RunResult(
         kind="run", run_id=run_id, scenario=scenario.to_dict(), fingerprint=scenario.fingerprint(),
         environment=environment,
         broker=broker_section(broker, topic_settings[0], topic_settings[1]),
-        started_at=times.started_at, ended_at=times.ended_at, duration_s=producing_s, warmup_s=scenario.warmup_s,
+        started_at=times.started_at, ended_at=times.ended_at, warmup_s=warmup_s,
+        duration_s=times.ended_at - times.started_at if one_side == CONSUME_ONLY else producing_s,
         verdict=verdict, audit=audit.method,
         counts=run_counts(totals, failed=failed, audit=audit, tracker_ran=True, broker_offset_delta=offset_delta,
-                          offset_delta_reason=offset_unread),
-        throughput=run_throughput(series, scenario.warmup_s, scenario.mean_message_size(),
-                                  acked=totals["acked"], producing_s=producing_s, elapsed_s=elapsed_s),
-        latency_us=latency_summaries(recorder, scenario, tracked=True,
+                          offset_delta_reason=offset_unread, producer_ran=one_side != CONSUME_ONLY),
+        throughput=run_throughput(series, warmup_s, scenario.mean_message_size(),
+                                  acked=totals["acked"], producing_s=producing_s, elapsed_s=elapsed_s,
+                                  consumed=totals["consumed"], reading_s=_reading_s(measured)),
+        latency_us=latency_summaries(recorder, scenario, tracked=one_side != PRODUCE_ONLY,
                                      sample_every=trace_sample_every(scenario),
-                                     service_sample_every=trace_sample_every(scenario)),
+                                     service_sample_every=trace_sample_every(scenario), produced=one_side != CONSUME_ONLY),
         series=series, events=[*events, *(fault_watch.events if fault_watch else [])],
-        warnings=_run_warnings(scenario, measured, totals, audit, offset_delta, summaries)
-        + (fault_watch.warnings() if fault_watch else []) + (resources.warnings() if resources else []),
+        warnings=_run_warnings(scenario, measured, totals, audit, offset_delta if one_side != CONSUME_ONLY else None,
+                               summaries)
+        + (fault_watch.warnings() if fault_watch else []) + (resources.warnings() if resources else [])
+        + backlog_warnings(backlog_figures, warmup_s) + mode_warnings(one_side),
         sections={**({"failover": fault_watch.section(measured, recorder, times.t0_ns)} if fault_watch else {}),
-                  **delivery_report_sections(scenario, recorder),
-                  "partitions": _partitions(scenario, measured, method, offset_deltas, offset_unread, series, summaries),
+                  **(delivery_report_sections(scenario, recorder) if one_side != CONSUME_ONLY
+                     else {"delivery_reports": None}),
+                  "partitions": _partitions(scenario, measured, method, offset_deltas, offset_unread, series, summaries,
+                                            warmup_s, one_side),
+                  "backlog": backlog_figures, "run_mode": dict(mode) if mode else None,
                   "transactions": transactions_section(summaries, isolation_level=scenario.isolation_level,
                                                        aborted_consumed=audit.aborted_consumed, offset_delta=offset_delta)
                   if scenario.transaction_size else None, **resources_fields,
@@ -104,6 +128,14 @@ def write_run(scenario: Scenario, broker: BrokerInUse, results_root: Path, run_i
     return verdict.exit_code, folder, document
 
 
+def _reading_s(measured: RunMeasurements) -> float | None:
+    """From the first to the last batch group 0's consumer process(es) read; None if none was read."""
+    done = measured.tracker_done
+    if done is None or done.first_read_ns is None or done.last_read_ns is None:
+        return None
+    return (done.last_read_ns - done.first_read_ns) / 1e9
+
+
 def _broker_offset_deltas(scenario: Scenario, bootstrap_servers: str,
                           start_offsets: dict[int, int]) -> tuple[dict[int, int] | None, str]:
     """How many records each partition gained during the run, by the broker's own offsets; None
@@ -116,23 +148,28 @@ def _broker_offset_deltas(scenario: Scenario, bootstrap_servers: str,
 
 
 def _partitions(scenario: Scenario, measured: RunMeasurements, method: str, offset_deltas: dict[int, int] | None,
-                offset_unread: str, series: Mapping[str, Any], summaries: list[Mapping[str, Any]]) -> dict[str, Any]:
+                offset_unread: str, series: Mapping[str, Any], summaries: list[Mapping[str, Any]],
+                warmup_s: float, one_side: str | None) -> dict[str, Any]:
     """The result's `partitions` (bench/core/partitions.py) from what the run measured."""
     transactions = merged_by_partition(summaries) if scenario.transaction_size else None
     if transactions is not None:  # every transactional delivery noted its partition
         acked: dict[int, int] | None = {p: transactions["committed"].get(p, 0) + transactions["aborted"].get(p, 0)
                                         for p in {*transactions["committed"], *transactions["aborted"]}}
+    elif one_side == CONSUME_ONLY:
+        acked = None
     elif method == OFFSETS:
         acked: dict[int, int] | None = {p: sum(end - start for start, end in offsets.ranges())
                                         for p, offsets in measured.acked_offsets.items()}
-    elif scenario.rate or scenario.phases:  # every scheduled delivery notes its partition
+    elif (scenario.rate or scenario.phases) and not scenario.backlog:  # every scheduled delivery notes its partition
         acked = measured.partition_acks.totals()
     else:
         acked = None
-    window = measured_seconds(series.get("t_s") or [], scenario.warmup_s, series.get("sent"))
+    window = measured_seconds(series.get("t_s") or [], warmup_s, series.get("sent"))
     return partitions_section(acked=acked, consumed=measured.partition_consumed.totals(), offset_delta=offset_deltas,
                               lag_by_partition=series.get("lag_messages_by_partition") or {}, window=window,
-                              transactions=transactions, offsets_unread=offset_unread or OFFSETS_UNREAD)
+                              transactions=transactions, offsets_unread=offset_unread or OFFSETS_UNREAD,
+                              **({"acked_unknown": BACKLOG_ACKED_UNKNOWN} if scenario.backlog else
+                                 {"acked_unknown": NO_PRODUCER} if one_side == CONSUME_ONLY else {}))
 
 
 def _run_warnings(scenario: Scenario, measured: RunMeasurements, totals: dict[str, int], audit: AuditOutcome,

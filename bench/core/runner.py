@@ -14,6 +14,7 @@ Public entry points: `run_scenario`, and `run_on_broker` for an engine that hold
 
 from __future__ import annotations
 
+import math
 import os
 import signal
 import sys
@@ -26,8 +27,9 @@ from typing import Any, TextIO
 from bench.broker.ensure import BrokerInUse, ensure_broker, no_embedded_reason
 from bench.broker.fault_spec import broker_faults
 from bench.broker.faults import Fault, parse_faults
-from bench.core.audit import OFFSET_COUNTS, audit_method
-from bench.core.clients import check_client_settings, high_watermarks, scenario_admin, scenario_watermarks
+from bench.core.audit import OFFSET_COUNTS, OFFSETS, audit_method
+from bench.core.backlog import BacklogStart
+from bench.core.clients import check_client_settings, high_watermarks, scenario_watermarks
 from bench.core.fault_watch import FaultWatch
 from bench.core.group_protocol import check_protocol_support
 from bench.core.groups import (
@@ -40,26 +42,21 @@ from bench.core.groups import (
 from bench.core.merge import RunMeasurements
 from bench.core.processes import RunProcesses, consumer_event
 from bench.core.producer import CHILD_START_TIMEOUT_S, INTERRUPT_DRAIN_S
-from bench.core.progress import Progress, p99_scope, progress_line
-from bench.core.protocol import ConsumerSlot, Drain, producer_name, tracker_name
+from bench.core.progress import Progress, describe_run, second_line
+from bench.core.protocol import BacklogBuilt, ConsumerSlot, Drain, producer_name, tracker_name
 from bench.core.resources import RunResources, Watched, fixed_pid, this_process
-from bench.core.result import (
-    DELIVERY_REPORT_MODES,
-)
+from bench.core.run_modes import BOTH, CONSUME_ONLY, PRODUCE_ONLY, check_mode, mode_section
+from bench.core.run_topic import consume_only_start, prepare_topic
 from bench.core.run_writer import RunTimes, write_run
 from bench.core.scenario import Scenario
 from bench.core.tracker import tracker_main
 from bench.results.environment import capture_environment
 from bench.results.store import DEFAULT_RESULTS_ROOT, check_results_root
-from streamstore.admin import ensure_topic, topic_configs
 from streamstore.errors import RunFailed, UsageError
 
 NS_PER_S = 1_000_000_000
 # t0 is set this far in the future, so every producer starts on the same schedule.
 START_DELAY_NS = 200_000_000
-# Topic settings copied into the result: the ones that change what a run measures.
-REPORTED_TOPIC_SETTINGS = ("max.message.bytes", "compression.type", "min.insync.replicas", "segment.bytes",
-                           "retention.ms", "message.timestamp.type", "unclean.leader.election.enable")
 
 
 class _Interrupted(KeyboardInterrupt):
@@ -70,37 +67,22 @@ def _raise_interrupted(signum, frame) -> None:
     raise _Interrupted()
 
 
-def prepare_topic(scenario: Scenario, bootstrap_servers: str) -> tuple[dict[int, int], dict[str, str] | None, str | None]:
-    """Create or check the topic with the scenario's settings, served by every broker; its high
-    watermarks (where this run starts), the settings a result reports, and why they are None when
-    no node answered for them (the run goes on without). Every engine's run starts here."""
-    admin = scenario_admin(scenario, bootstrap_servers)
-    ensure_topic(admin, scenario.topic, scenario.partitions, scenario.replication_factor,
-                 config=scenario.topic_config(), client_settings=scenario.producer_config)
-    try:
-        settings = topic_configs(admin, scenario.topic)
-        reported, unread = {k: settings[k] for k in REPORTED_TOPIC_SETTINGS if k in settings}, None
-    except RunFailed as error:
-        reported, unread = None, str(error)
-    start = high_watermarks(scenario_watermarks(scenario, bootstrap_servers))
-    if len(start) != scenario.partitions:
-        # A tracker assigned to fewer partitions would report their orders lost, with lag 0.
-        raise RunFailed(f"the broker lists {len(start)} of the {scenario.partitions} partitions of topic "
-                        f"'{scenario.topic}' after creating it")
-    return start, reported, unread
 
 
 class _Run:
     def __init__(self, scenario: Scenario, broker: BrokerInUse, results_root: Path, out: TextIO,
-                 faults: Sequence[Fault] = (), sample_resources: bool = True):
+                 faults: Sequence[Fault] = (), sample_resources: bool = True, mode: str = BOTH,
+                 consume_from: str = "end"):
         self.scenario = scenario
+        self.mode, self.consume_from = mode, consume_from
+        self.audited_to: dict[int, int] | None = None  # consume-only: where the audit reads to
         self.broker = broker
         self.bootstrap_servers = broker.bootstrap_servers
         self.results_root = Path(results_root)
         self.progress = Progress(out)
         self.run_id = uuid.uuid4()
-        self.method = audit_method(scenario)
-        self.slots, self.measured = _measurements(scenario, self.run_id.hex)
+        self.method = OFFSETS if mode == CONSUME_ONLY else audit_method(scenario)
+        self.slots, self.measured = _measurements(scenario, self.run_id.hex, mode)
         # Consumer processes in the order of their control queues (added ones appended).
         self.slot_order = [(slot.group, slot.consumer) for slot in self.slots]
         self.interrupted = False
@@ -119,12 +101,17 @@ class _Run:
         self.environment = capture_environment()
 
     def execute(self) -> tuple[int, Path, dict[str, Any]]:
-        start_offsets, self.topic_settings, self.topic_settings_unread = prepare_topic(self.scenario,
-                                                                                      self.bootstrap_servers)
+        if self.mode == CONSUME_ONLY:
+            self.scenario, start_offsets, self.topic_settings, self.topic_settings_unread = consume_only_start(
+                self.scenario, self.bootstrap_servers, self.consume_from)
+        else:
+            start_offsets, self.topic_settings, self.topic_settings_unread = prepare_topic(self.scenario,
+                                                                                          self.bootstrap_servers)
         self.start_offsets = start_offsets
         self.processes = processes = RunProcesses.spawn(self.scenario, self.bootstrap_servers, self.run_id.bytes,
-                                                      start_offsets, self.slots, tracker_main)
+                                                        start_offsets, self.slots, tracker_main, self.mode)
         self.inbox = processes.inbox
+        self.backlog = BacklogStart(self.scenario, processes.catch_up_ns) if self.scenario.backlog else None
         previous = {signal.SIGINT: signal.getsignal(signal.SIGINT),
                     signal.SIGTERM: signal.signal(signal.SIGTERM, _raise_interrupted)}
         try:
@@ -146,6 +133,9 @@ class _Run:
             processes.start.set()
             self._produce()
             self._end_faults()
+            if self.measured.failure is None and processes.later:  # produce-only: the audit reads afterwards
+                self._event("audit", "producing ended: the tracker starts reading the topic for the audit")
+                processes.start_later(self.slots, self.measured.handle)
             if self.measured.failure is None:
                 self._drain()
         finally:
@@ -170,9 +160,15 @@ class _Run:
             self.fault_watch.start(self.t0_ns, self.processes.outage)
         self.progress.message(
             f"run {self.run_id.hex[:8]}: {self.scenario.name} -> {self.scenario.topic} at {self.bootstrap_servers}, "
-            f"{_describe_rate(self.scenario)}, {self.scenario.duration_s:g} s (warm-up {self.scenario.warmup_s:g} s)"
+            + f"{describe_run(self.scenario, self.mode, self.consume_from)}, {self.scenario.duration_s:g} s "
+              f"(warm-up {self.scenario.warmup_s:g} s)"
             + (f", faults {' '.join(str(f) for f in sorted(self.faults, key=lambda f: f.at_s))}" if self.faults else ""))
-        self._collect(lambda: len(self.measured.producers) == self.scenario.producers)
+        if self.mode == CONSUME_ONLY:
+            end_ns = self.t0_ns + int(self.scenario.duration_s * NS_PER_S)
+            self._collect(lambda: time.perf_counter_ns() >= end_ns)
+        else:
+            self._collect(lambda: len(self.measured.producers) == self.scenario.producers)
+
 
     def _drain(self) -> None:
         acked = sum(outcome.acked for outcome in self.measured.producers.values())
@@ -184,23 +180,13 @@ class _Run:
             drain_s, idle = self.scenario.drain_timeout_s, True
             first = f"; {drain_s + reconnect_s:g} s for the first, as it reconnects to a restarted broker" \
                 if reconnect_s else ""
-            self._event("drain", f"waiting for the tracker to consume {acked:,} acked orders "
+            what = "read to the topic's end offsets" if self.mode == CONSUME_ONLY else f"consume {acked:,} acked orders"
+            self._event("drain", f"waiting for the tracker to {what} "
                                  f"(it gives up after {drain_s:g} s without progress{first})")
         ends = drain_ends(self.scenario, self.bootstrap_servers, self.start_offsets, self.measured)
-        self._collect(start_drain(self.measured, self.processes.controls, Drain(self._drain_target(), drain_s, idle,
-                                                                                 reconnect_s), ends))
-
-    def _drain_target(self) -> int | dict[int, int]:
-        """With the counts audit no report names an acked offset: the tracker reads to the end
-        of every partition this run wrote to, by the broker's offsets now."""
-        if self.method != OFFSET_COUNTS:
-            return self.measured.drain_target(self.method, self.scenario.isolation_level == "read_committed")
-        try:
-            ends = high_watermarks(scenario_watermarks(self.scenario, self.bootstrap_servers))
-        except RunFailed as error:
-            self.measured.failure = self.measured.failure or f"cannot read where the tracker must drain to: {error}"
-            return {}
-        return {p: end for p, end in ends.items() if end > self.start_offsets.get(p, 0)}
+        target, self.audited_to = _drain_target(self.scenario, self.bootstrap_servers, self.method, self.mode,
+                                                self.start_offsets, self.measured)
+        self._collect(start_drain(self.measured, self.processes.controls, Drain(target, drain_s, idle, reconnect_s), ends))
 
     def _end_faults(self) -> None:
         """End the current fault: the broker is up again before the drain."""
@@ -225,6 +211,9 @@ class _Run:
                 self.measured.failure = self.measured.failure or self.processes.death()
                 continue
             self.measured.handle(message)
+            if isinstance(message, BacklogBuilt) and (started := self.backlog.built(message, self.t0_ns, self.measured)):
+                self._event("catch-up", started)
+                self.progress.message(started)
             self._show_progress()
         if self.measured.failure is not None:
             self.processes.stop.set()
@@ -233,7 +222,7 @@ class _Run:
         through = self.measured.closed_through()
         if through > self.shown_second:
             self.shown_second = through
-            self.progress.update(_second_line(self.measured.recorder, self.scenario, through))
+            self.progress.update(second_line(self.measured.recorder, self.scenario, through))
 
     def _event(self, kind: str, detail: str) -> None:
         t_s = (time.perf_counter_ns() - self.t0_ns) / NS_PER_S if self.t0_ns else 0.0
@@ -244,15 +233,41 @@ class _Run:
                          RunTimes(self.started_at, time.time(), self.t0_ns), interrupted=self.interrupted,
                          environment=self.environment, topic_settings=(self.topic_settings, self.topic_settings_unread),
                          start_offsets=self.start_offsets, events=self.events, fault_watch=self.fault_watch,
-                         resources=self.resources)
+                         resources=self.resources, backlog=self.backlog,
+                         mode=mode_section(self.mode, self.consume_from, self.start_offsets, self.audited_to))
 
 
-def _measurements(scenario: Scenario, run_id: str) -> tuple[list[ConsumerSlot], RunMeasurements]:
-    """The run's consumer processes (bench/core/groups.py) and what folds every child's reports."""
+def _drain_target(scenario: Scenario, bootstrap_servers: str, method: str, mode: str, start_offsets: dict[int, int],
+                  measured: RunMeasurements) -> tuple[int | dict[int, int], dict[int, int] | None]:
+    """What the tracker drains to, and (consume-only) the end offsets the audit reads to. With the
+    counts audit no report names an acked offset (and a consume-only run has none at all): the
+    tracker reads to the end of every partition that grew since the run began, by the broker's
+    offsets now; a consume-only run's audit holds the reads against those offsets."""
+    if method != OFFSET_COUNTS and mode != CONSUME_ONLY:
+        return measured.drain_target(method, scenario.isolation_level == "read_committed"), None
+    try:
+        ends = high_watermarks(scenario_watermarks(scenario, bootstrap_servers))
+    except RunFailed as error:
+        measured.failure = measured.failure or f"cannot read where the tracker must drain to: {error}"
+        return {}, None
+    target = {p: end for p, end in ends.items() if end > start_offsets.get(p, 0)}
+    if mode != CONSUME_ONLY:
+        return target, None
+    measured.audit_within({p: (start_offsets.get(p, 0), end) for p, end in target.items()})
+    return target, ends
+
+
+def _measurements(scenario: Scenario, run_id: str, mode: str) -> tuple[list[ConsumerSlot], RunMeasurements]:
+    """The run's consumer processes (bench/core/groups.py) and what folds every child's reports
+    (the children that report while producing: no tracker in a produce-only run)."""
     slots = consumer_slots(scenario, run_id)
-    reporters = [*(tracker_name(s.group, s.consumer) for s in slots), *map(producer_name, range(scenario.producers))]
-    return slots, RunMeasurements(scenario.warmup_s, reporters,
-                                  GroupMeasurements(slots, scenario.warmup_s) if fans_out(scenario) else None)
+    reporters = [*(tracker_name(s.group, s.consumer) for s in slots if mode != PRODUCE_ONLY),
+                 *map(producer_name, range(0 if mode == CONSUME_ONLY else scenario.producers))]
+    # With a backlog the warm-up counts from the consumers' start (set then): until then, all of it.
+    warmup_s = math.inf if scenario.backlog else scenario.warmup_s
+    measured = RunMeasurements(warmup_s, reporters, GroupMeasurements(slots, warmup_s) if fans_out(scenario) else None)
+    measured.recorder.produced = mode != CONSUME_ONLY
+    return slots, measured
 
 
 def _watch_resources(processes: RunProcesses, broker: BrokerInUse, t0_ns: int) -> RunResources:
@@ -261,25 +276,6 @@ def _watch_resources(processes: RunProcesses, broker: BrokerInUse, t0_ns: int) -
     children = [Watched(child.name.removeprefix("bench-"), "tracker" if child.name.startswith("bench-tracker") else "producer",
                         fixed_pid(child.pid), python=True) for child in processes.children]
     return RunResources.started([*children, this_process()], broker.observed_embedded, t0_ns, broker.metrics_url)
-
-
-def _second_line(recorder, scenario: Scenario, through: int) -> str:
-    """The progress line of the newest second every producer and the tracker have reported."""
-    counts = recorder.counts_by_second
-    return progress_line(
-        through + 1, counts["sent"][through], counts["acked"][through], counts["consumed"][through],
-        recorder.p99_so_far("service_time", through),
-        recorder.p99_so_far("response_time", through) if scenario.rate else None,
-        recorder.p99_so_far("end_to_end", through), recorder.lag_messages.get(through),
-        p99_scope(through, scenario.warmup_s))
-
-
-def _describe_rate(scenario: Scenario) -> str:
-    if scenario.phases:
-        reports = f"delivery reports: {DELIVERY_REPORT_MODES[scenario.delivery_reports]}"
-        return f"{reports}, phases " + ", ".join(f"{p.rate:,.0f}/s for {p.duration_s:g} s" for p in scenario.phases)
-    rate = "flat out (rate 0)" if scenario.rate == 0 else f"{scenario.rate:,.0f} msg/s"
-    return f"{rate}, delivery reports: {DELIVERY_REPORT_MODES[scenario.delivery_reports]}"
 
 
 def run_scenario(
@@ -292,6 +288,8 @@ def run_scenario(
     broker_state_dir: str | os.PathLike | None = None,
     sample_resources: bool = True,
     broker_metrics_url: str | None = None,
+    mode: str = BOTH,
+    consume_from: str = "end",
 ) -> tuple[int, Path, dict[str, Any]]:
     """Run one scenario end to end; returns (exit code, run folder, result dict).
 
@@ -300,9 +298,12 @@ def run_scenario(
     Set-up problems (bad topic, broker unreachable) raise UsageError / RunFailed instead.
     sample_resources=False leaves out the resource sampler (to measure what it costs).
     broker_metrics_url: a Prometheus endpoint with the broker's own metrics (an external broker's).
+    mode: BOTH, PRODUCE_ONLY or CONSUME_ONLY (bench/core/run_modes.py); consume_from: where a
+    consume-only run starts, "end" or "beginning".
     """
     out = out if out is not None else sys.stdout
     parse_faults(scenario.faults)  # a bad fault is one line before any broker starts
+    check_mode(scenario, mode)
     check_client_settings(scenario, bootstrap_servers)
     check_results_root(results_root)
     # The scenario's client settings (SASL, SSL) also reach the broker checks.
@@ -314,12 +315,13 @@ def run_scenario(
                        client_settings=scenario.producer_config, announce=say, metrics_url=broker_metrics_url) as broker:
         if broker.started_here:
             say(f"broker {broker.describe('run')}")
-        return run_on_broker(scenario, broker, results_root, out, broker_state_dir, sample_resources)
+        return run_on_broker(scenario, broker, results_root, out, broker_state_dir, sample_resources, mode, consume_from)
 
 
 def run_on_broker(scenario: Scenario, broker: BrokerInUse, results_root: str | os.PathLike, out: TextIO,
                   broker_state_dir: str | os.PathLike | None = None,
-                  sample_resources: bool = True) -> tuple[int, Path, dict[str, Any]]:
+                  sample_resources: bool = True, mode: str = BOTH,
+                  consume_from: str = "end") -> tuple[int, Path, dict[str, Any]]:
     """One measured run on a broker the caller holds (`ensure_broker`): what `run_scenario` does
     inside its broker block, for an engine that runs many (the capacity search's steps)."""
     faults = parse_faults(scenario.faults)
@@ -328,4 +330,4 @@ def run_on_broker(scenario: Scenario, broker: BrokerInUse, results_root: str | o
     if broker_faults(faults) and broker.embedded is None:
         raise UsageError(f"broker faults need the embedded broker: "
                          f"{no_embedded_reason(broker.bootstrap_servers, broker_state_dir)}")
-    return _Run(scenario, broker, Path(results_root), out, faults, sample_resources).execute()
+    return _Run(scenario, broker, Path(results_root), out, faults, sample_resources, mode, consume_from).execute()

@@ -45,6 +45,8 @@ from bench.core.field_checks import (
 )
 from bench.core.scenario_checks import (
     Phase,
+    backlog_messages,
+    check_backlog,
     check_compression_level,
     check_consumers,
     check_delivery_reports,
@@ -54,6 +56,7 @@ from bench.core.scenario_checks import (
     check_replication,
     check_topic_name,
     check_transactions,
+    phases_fields,
 )
 from bench.core.scenario_files import resolve_scenario_path, scenarios_held, unknown_name
 from bench.results.fingerprint import fingerprint_of
@@ -163,6 +166,7 @@ class Scenario:
     group_protocol: str = "classic"
     session_timeout_ms: int | None = None
     heartbeat_interval_ms: int | None = None
+    backlog: int | str = 0  # messages, or value bytes ("50MB"), sent before the consumers start (bench/core/backlog.py)
 
     def __post_init__(self) -> None:
         _validate(self)
@@ -205,7 +209,7 @@ class Scenario:
         if fields.get("phases") in ([], ()):
             del fields["phases"]
         if "phases" in fields:
-            fields.update(_phases_fields(fields))
+            fields.update(phases_fields(fields))
         return cls(**fields)
 
     @classmethod
@@ -230,6 +234,9 @@ class Scenario:
 
     # -- use --------------------------------------------------------------------------------
 
+    def backlog_messages(self) -> int:
+        return backlog_messages(self)  # 0: no backlog
+
     def schedule(self) -> tuple[Phase, ...]:
         """The rate schedule as phases (a steady scenario is one phase)."""
         return self.phases or (Phase(self.duration_s, self.rate),)
@@ -239,7 +246,7 @@ class Scenario:
         so an upper bound); None flat out, where the rate is whatever the brokers take."""
         if self.rate == 0 and not self.phases:
             return None
-        messages = sum(phase.rate * phase.duration_s for phase in self.schedule())
+        messages = sum(phase.rate * phase.duration_s for phase in self.schedule()) + self.backlog_messages()
         return round(messages * self.mean_message_size() * self.replication_factor)
 
     def value_sizes(self) -> list[int]:
@@ -323,6 +330,7 @@ def _validate(scenario: Scenario) -> None:
     check_faults(scenario)
     check_consumers(scenario)
     check_group_protocol(scenario)
+    check_backlog(scenario)
     producer_config = check_client_config("producer_config", scenario.producer_config, _FIELD_OWNED_PRODUCER_KEYS)
     object.__setattr__(scenario, "producer_config", producer_config)
     object.__setattr__(scenario, "consumer_config", check_client_config("consumer_config", scenario.consumer_config,
@@ -366,35 +374,7 @@ def merge_overrides(values: Mapping[str, Any], overrides: Mapping[str, Any]) -> 
         else:
             merged[key] = value
     if "phases" in merged and ({"rate", "duration_s"} & set(overrides)):
-        phases = _phases_fields({"phases": merged.pop("phases")})
+        phases = phases_fields({"phases": merged.pop("phases")})
         merged.setdefault("rate", phases["rate"])
         merged.setdefault("duration_s", phases["duration_s"])
     return merged
-
-
-# -- helpers --------------------------------------------------------------------------------
-
-
-def _phases_fields(fields: Mapping[str, Any]) -> dict[str, Any]:
-    """Phases as `Phase` objects, with duration_s (their sum) and rate (their peak) derived.
-
-    A given duration_s or rate must agree with the derived one (a result file's scenario
-    carries both); anything else is a contradiction the user must resolve.
-    """
-    raw = fields["phases"]
-    if not isinstance(raw, (list, tuple)) or not raw:
-        raise UsageError("phases: expected a non-empty list of {duration_s, rate} tables")
-    phases = []
-    for index, entry in enumerate(raw):
-        if isinstance(entry, Phase):
-            entry = dataclasses.asdict(entry)
-        if not isinstance(entry, Mapping) or set(entry) != {"duration_s", "rate"}:
-            raise UsageError(f"phases[{index}]: expected a table with exactly duration_s and rate")
-        for key in ("duration_s", "rate"):
-            check_number(f"phases[{index}].{key}", entry[key], 0, None, open_low=True)
-        phases.append(Phase(float(entry["duration_s"]), float(entry["rate"])))
-    derived = {"duration_s": sum(p.duration_s for p in phases), "rate": max(p.rate for p in phases)}
-    for key, value in derived.items():
-        if key in fields and fields[key] != value:
-            raise UsageError(f"{key}: with phases it is derived from them ({value:g}); leave {key} out")
-    return {"phases": tuple(phases), **derived}

@@ -6,9 +6,11 @@ from __future__ import annotations
 
 import dataclasses
 import re
+from collections.abc import Mapping
+from typing import Any
 
 from bench.broker.fault_spec import CONSUMER_EVENTS, check_schedule, parse_faults, plan_consumer_events
-from bench.core.field_checks import check_choice, check_int, check_number
+from bench.core.field_checks import check_choice, check_int, check_number, parse_size
 from streamstore.errors import UsageError
 
 ISOLATION_LEVELS = ("read_committed", "read_uncommitted")
@@ -67,6 +69,7 @@ def check_replication(scenario) -> None:
             )
     if scenario.unclean_leader_election is not None and not isinstance(scenario.unclean_leader_election, bool):
         raise UsageError(f"unclean_leader_election: expected true or false, not {scenario.unclean_leader_election!r}")
+
 
 def check_phases(scenario) -> None:
     if not isinstance(scenario.phases, tuple) or not all(isinstance(p, Phase) for p in scenario.phases):
@@ -173,3 +176,61 @@ def consumer_warnings(scenario) -> list[str]:
                 f"{scenario.partitions} partitions: {scenario.consumers_per_group - scenario.partitions} "
                 f"consumer(s) of each group get no partition and idle"]
     return []
+
+
+# Messages of a backlog at most: its sequences are one bitmap per producer in the tracker, and it
+# is sent flat out before the run's rate, so a typo of a few zeros should not fill the broker's disk.
+MAX_BACKLOG_MESSAGES = 1_000_000_000
+
+
+def check_backlog(scenario) -> None:
+    """backlog: a whole number of messages (0: none), or a size text ("50MB") of value bytes,
+    normalized to its exact byte count ("50000000B") so equal backlogs compare equal."""
+    value = scenario.backlog
+    if isinstance(value, str):
+        size = parse_size(value, "backlog")
+        if size < 1:
+            raise UsageError(f"backlog: {value!r} is no bytes; give a size like 50MB, or 0 for no backlog")
+        object.__setattr__(scenario, "backlog", f"{size}B")
+        messages = backlog_messages(scenario)
+    else:
+        check_int("backlog", value, 0, MAX_BACKLOG_MESSAGES)
+        messages = value
+    if messages > MAX_BACKLOG_MESSAGES:
+        raise UsageError(f"backlog: {messages:,} messages is more than {MAX_BACKLOG_MESSAGES:,}")
+
+
+def backlog_messages(scenario) -> int:
+    """How many messages the backlog holds: the count given, or a size in value bytes divided by
+    the mean message size, rounded up (so the backlog holds at least that many bytes)."""
+    value = scenario.backlog
+    if not isinstance(value, str):
+        return value
+    size, mean = parse_size(value, "backlog"), scenario.mean_message_size()
+    whole = int(size // mean)
+    return whole if whole * mean >= size else whole + 1
+
+
+def phases_fields(fields: Mapping[str, Any]) -> dict[str, Any]:
+    """Phases as `Phase` objects, with duration_s (their sum) and rate (their peak) derived.
+
+    A given duration_s or rate must agree with the derived one (a result file's scenario
+    carries both); anything else is a contradiction the user must resolve.
+    """
+    raw = fields["phases"]
+    if not isinstance(raw, (list, tuple)) or not raw:
+        raise UsageError("phases: expected a non-empty list of {duration_s, rate} tables")
+    phases = []
+    for index, entry in enumerate(raw):
+        if isinstance(entry, Phase):
+            entry = dataclasses.asdict(entry)
+        if not isinstance(entry, Mapping) or set(entry) != {"duration_s", "rate"}:
+            raise UsageError(f"phases[{index}]: expected a table with exactly duration_s and rate")
+        for key in ("duration_s", "rate"):
+            check_number(f"phases[{index}].{key}", entry[key], 0, None, open_low=True)
+        phases.append(Phase(float(entry["duration_s"]), float(entry["rate"])))
+    derived = {"duration_s": sum(p.duration_s for p in phases), "rate": max(p.rate for p in phases)}
+    for key, value in derived.items():
+        if key in fields and fields[key] != value:
+            raise UsageError(f"{key}: with phases it is derived from them ({value:g}); leave {key} out")
+    return {"phases": tuple(phases), **derived}

@@ -15,11 +15,12 @@ import traceback
 from collections import defaultdict
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from itertools import compress, groupby
 
 from confluent_kafka import KafkaException, Message, TopicPartition
 
 from bench.broker.fault_spec import SLOW_CONSUMER, consumer_delay_s, parse_faults
-from bench.core.audit import OffsetRanges, SequenceAudit, audits_offsets
+from bench.core.audit import OffsetRanges, SequenceAudit, audits_offsets, offset_ranges
 from bench.core.availability import PartitionActivity
 from bench.core.clients import describe_error, is_fatal, scenario_consumer_config
 from bench.core.group_protocol import member_settings
@@ -64,14 +65,32 @@ class TrackerState:
     positions: dict[int, int] | None = None
     # A member of a joining group: its reads since its last GroupRead (bench/core/group_reads.py).
     reads: ReadCollector | None = None
+    # With a backlog: not consuming yet (its partitions paused) until the catch-up starts.
+    paused: bool = False
+    # Consume-only: every record is the run's (any trace header's run id; untraced ones too).
+    any_run: bool = False
+    # perf_counter_ns when the first and the last batch arrived (the consumer's own throughput).
+    first_read_ns: int | None = None
+    last_read_ns: int | None = None
+
+
+def _trace_of(headers) -> Trace | None:
+    # Fast path: the trace is the only header the runner's producers send.
+    if len(headers) == 1 and headers[0][0] == TRACE_HEADER and len(headers[0][1]) == TRACE_VALUE_BYTES:
+        return Trace(*TRACE_STRUCT.unpack(headers[0][1]))
+    return read_trace(headers)
 
 
 def absorb_messages(messages: list[Message], run_id: bytes, state: TrackerState, received_ns: int) -> None:
     """Account for one batch of consumed messages: end-to-end latency and the audit for this
     run's messages (all received at received_ns, wall clock), the rest counted as foreign
     (another run's trace; or, in the sequence audit, no trace)."""
+    if state.audits_offsets:
+        _absorb_by_offset(messages, run_id, state, received_ns)
+        return
     end_to_end_us, mark = state.end_to_end_us, state.audit.mark
-    by_offset, consumed_offsets, reads = state.audits_offsets, state.consumed_offsets, state.reads
+    by_offset, consumed_offsets, reads, any_run = (state.audits_offsets, state.consumed_offsets, state.reads,
+                                                   state.any_run)
     if reads is not None and not by_offset:
         first_seen = reads.sequences
 
@@ -87,7 +106,7 @@ def absorb_messages(messages: list[Message], run_id: bytes, state: TrackerState,
             trace = Trace(*TRACE_STRUCT.unpack(headers[0][1]))
         else:
             trace = read_trace(headers)
-        if trace is not None and trace.run_id == run_id:
+        if trace is not None and (trace.run_id == run_id or any_run):
             end_to_end_us.append((received_ns - trace.send_time_ns) // 1000)
             if not by_offset:
                 mark(trace.producer, trace.sequence)
@@ -103,12 +122,63 @@ def absorb_messages(messages: list[Message], run_id: bytes, state: TrackerState,
         reads.note_batch(messages, time.perf_counter_ns(), by_offset)
 
 
-def _lag(tracker: OrderTracker, partitions: list[TopicPartition], start_offsets: Mapping[int, int]) -> dict[int, int]:
+def _absorb_by_offset(messages: list[Message], run_id: bytes, state: TrackerState, received_ns: int) -> None:
+    """The offset audit's batch (flat out: every 64th message traced; consume-only: any record):
+    the Python work per message is what limits a consumer reading a backlog, so the batch is
+    taken apart by C-level maps; only the traced messages get a Python step each, and the offsets
+    are noted as ranges per partition (one comparison in C for the usual contiguous run)."""
+    headers = list(map(Message.headers, messages))
+    kept = messages
+    traced = list(compress(range(len(messages)), headers))
+    if traced:
+        foreign = set()
+        for index in traced:
+            trace = _trace_of(headers[index])
+            if trace is not None and (trace.run_id == run_id or state.any_run):
+                state.end_to_end_us.append((received_ns - trace.send_time_ns) // 1000)
+            elif trace is not None:  # another run's order: not this run's to audit
+                foreign.add(index)
+        if foreign:
+            state.foreign += len(foreign)
+            kept = list(messages)
+            for index in sorted(foreign, reverse=True):
+                del kept[index]
+    partitions = list(map(Message.partition, messages))
+    if kept:
+        kept_partitions = partitions if kept is messages else list(map(Message.partition, kept))
+        offsets = list(map(Message.offset, kept))
+        # A batch holds each partition's messages in runs (one per fetch response): one note per run.
+        position = 0
+        for partition, run in groupby(kept_partitions):
+            count = len(list(run))
+            _note_offsets(state, partition, offsets[position:position + count])
+            position += count
+        state.consumed_in_second += len(kept)
+    state.last_timestamp_ms = messages[-1].timestamp()[1]
+    state.partition_consumed.note_batch(partitions)
+    if state.reads is not None:
+        state.reads.note_batch(messages, time.perf_counter_ns(), True)
+
+
+def _note_offsets(state: TrackerState, partition: int, offsets: list[int]) -> None:
+    """One partition's offsets of a batch, in the order read: an offset read before (in this
+    batch or an earlier one) counts as read twice."""
+    ranges = offset_ranges(offsets)
+    noted = state.consumed_offsets[partition]
+    twice = len(offsets) - sum(end - start for start, end in ranges)
+    for start, end in ranges:
+        twice += noted.add_range(start, end)
+    state.offsets_consumed_twice += twice
+
+
+def _lag(tracker: OrderTracker, partitions: list[TopicPartition], start_offsets: Mapping[int, int],
+         cached: bool = True) -> dict[int, int]:
     """High watermark minus position per partition, from the consumer's cached fetch state
-    (no broker round trip, so sampling does not stall consuming)."""
+    (no broker round trip, so sampling does not stall consuming). cached=False: asked of the
+    broker (a paused consumer fetches nothing, so its cached state stands still)."""
     lag = {}
     for position in tracker.client.position(partitions):
-        _, high = tracker.client.get_watermark_offsets(position, cached=True)
+        _, high = tracker.client.get_watermark_offsets(position, cached=True) if cached else (0, -1)
         if high < 0:
             _, high = tracker.client.get_watermark_offsets(position, timeout=1.0)
         offset = position.offset if position.offset >= 0 else start_offsets[position.partition]
@@ -117,7 +187,8 @@ def _lag(tracker: OrderTracker, partitions: list[TopicPartition], start_offsets:
 
 
 def tracker_main(scenario: Scenario, bootstrap_servers: str, run_id: bytes, start_offsets: dict[int, int],
-                 reports, control, start, t0_ns, slot: ConsumerSlot = THE_TRACKER) -> None:
+                 reports, control, start, t0_ns, slot: ConsumerSlot = THE_TRACKER, catch_up_ns=None,
+                 any_run: bool = False, end_to_end: bool = True) -> None:
     """The tracker process's target, for `bench run` and the Locust master alike.
 
     Reads from start_offsets (partition -> offset) after `start` is set and speaks the
@@ -128,20 +199,28 @@ def tracker_main(scenario: Scenario, bootstrap_servers: str, run_id: bytes, star
     with the offset audit, untraced messages count as this run's.
     `slot`: which consumer process of the run's groups it is (bench/core/groups.py); a
     subscribing one also takes a `Stop` from `control` after the Drain.
+    `catch_up_ns` (a backlog run): its partitions stay paused, so nothing is fetched, until that
+    shared perf_counter_ns is set and reached (or a Drain comes first); it reports each second
+    meanwhile, the lag asked of the broker.
+    `any_run` (consume-only): every record it reads is the run's, audited by offset, at normal
+    priority. `end_to_end` False (produce-only, started after producing): it reports no latencies
+    (an order read then waited for the audit, not for a consumer), and its seconds begin when it does.
     """
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    if scenario.rate == 0:
+    if scenario.rate == 0 and not any_run:
         os.nice(FLAT_OUT_TRACKER_NICENESS)
     try:
-        _track(scenario, bootstrap_servers, run_id, start_offsets, reports, control, start, t0_ns, slot)
+        _track(scenario, bootstrap_servers, run_id, start_offsets, reports, control, start, t0_ns, slot, catch_up_ns,
+               any_run, end_to_end)
     except Exception as error:  # one line and its traceback to the coordinator, which ends the run
         reports.put(ChildFailed(tracker_name(slot.group, slot.consumer), describe_error(error), traceback.format_exc()))
 
 
 def _track(scenario: Scenario, bootstrap_servers: str, run_id: bytes, start_offsets: dict[int, int],
-           reports, control, start, t0_ns, slot: ConsumerSlot) -> None:
-    offset_audit = audits_offsets(scenario)
-    state = TrackerState(audits_offsets=offset_audit, positions={} if slot.subscribe else None,
+           reports, control, start, t0_ns, slot: ConsumerSlot, catch_up_ns=None, any_run: bool = False,
+           end_to_end: bool = True) -> None:
+    offset_audit = audits_offsets(scenario) or any_run
+    state = TrackerState(audits_offsets=offset_audit, positions={} if slot.subscribe else None, any_run=any_run,
                          reads=ReadCollector() if slot.subscribe else None)
     config = scenario_consumer_config(scenario, bootstrap_servers, run_id.hex())
     if slot.group_id is not None:
@@ -157,12 +236,16 @@ def _track(scenario: Scenario, bootstrap_servers: str, run_id: bytes, start_offs
     slow_faults = [fault for fault in parse_faults(scenario.faults) if fault.kind == SLOW_CONSUMER]
     clock, time_ns = time.perf_counter_ns, time.time_ns
     reports.put(Ready(tracker_name(slot.group, slot.consumer)))
+    if catch_up_ns is not None:
+        state.paused = True
+        tracker.client.pause(_assigned(tracker, every_partition, slot))
     if slot.subscribe:  # a member that stops polling stalls its group's rebalance: it polls until the start
         while not start.is_set():
             _read_early(tracker, run_id, state)
     start.wait()
-    # A consumer added during the run (add-consumer) reports from the second it joined.
-    second = max(0, (clock() - t0_ns.value) // NS_PER_S) if slot.subscribe else 0
+    # A tracker started after t0 (a consumer added during the run, or a produce-only run's tracker)
+    # reports from the second it is in, not before.
+    second = max(0, (clock() - t0_ns.value) // NS_PER_S)
     next_second_ns = t0_ns.value + (second + 1) * NS_PER_S
     drain_target: int | Mapping[int, int] | None = None
     draining = stopped = False
@@ -178,8 +261,12 @@ def _track(scenario: Scenario, bootstrap_servers: str, run_id: bytes, start_offs
                     raise
                 messages = []
             if messages:
+                state.last_read_ns = clock()
+                state.first_read_ns = state.first_read_ns or state.last_read_ns
                 consumed_before = state.consumed_in_second
                 absorb_messages(messages, run_id, state, time_ns())
+                if not end_to_end:
+                    state.end_to_end_us.clear()
                 if state.positions is not None:  # in order per partition: the last one stands
                     for message in messages:
                         state.positions[message.partition()] = message.offset() + 1
@@ -188,6 +275,9 @@ def _track(scenario: Scenario, bootstrap_servers: str, run_id: bytes, start_offs
                 if slow_faults and (delay_s := consumer_delay_s(slow_faults, (clock() - t0_ns.value) / NS_PER_S)):
                     time.sleep(delay_s)
             now = clock()
+            if state.paused and (draining or (catch_up_ns.value and now >= catch_up_ns.value)):
+                state.paused = False
+                tracker.client.resume(_assigned(tracker, every_partition, slot))
             while now >= next_second_ns:
                 report(state, second)
                 second, next_second_ns = second + 1, next_second_ns + NS_PER_S
@@ -211,9 +301,14 @@ def _track(scenario: Scenario, bootstrap_servers: str, run_id: bytes, start_offs
         reports.put(TrackerDone(
             seen={p: bytes(bits) for p, bits in state.audit.seen.items()}, duplicated=state.audit.duplicated,
             foreign=state.foreign, consumed_offsets={p: offsets.ranges() for p, offsets in state.consumed_offsets.items()},
-            offsets_consumed_twice=state.offsets_consumed_twice, group=slot.group, consumer=slot.consumer))
+            offsets_consumed_twice=state.offsets_consumed_twice, group=slot.group, consumer=slot.consumer,
+            first_read_ns=state.first_read_ns, last_read_ns=state.last_read_ns))
     finally:
         tracker.close()
+
+
+def _assigned(tracker: OrderTracker, every_partition: list[TopicPartition], slot: ConsumerSlot) -> list[TopicPartition]:
+    return tracker.client.assignment() if slot.subscribe else every_partition
 
 
 def _drained(state: TrackerState, target: int | Mapping[int, int]) -> bool:
@@ -276,7 +371,7 @@ class _Reporter:
     reported: dict[int, int] = field(default_factory=dict)
 
     def __call__(self, state: TrackerState, second: int) -> None:
-        partitions = self.tracker.client.assignment() if self.slot.subscribe else self.every_partition
+        partitions = _assigned(self.tracker, self.every_partition, self.slot)
         _tracker_report(self.reports, self.tracker, partitions, self.start_offsets, state, second, self.slot)
         if state.reads is None:
             return
@@ -295,7 +390,7 @@ class _Reporter:
 def _tracker_report(reports, tracker: OrderTracker, partitions, start_offsets, state: TrackerState, second: int,
                     slot: ConsumerSlot) -> None:
     try:
-        lag = _lag(tracker, partitions, start_offsets)
+        lag = _lag(tracker, partitions, start_offsets, cached=not state.paused)
     except KafkaException as error:
         if is_fatal(error):
             raise

@@ -104,6 +104,9 @@ def scenario_from_options(options) -> Scenario:
         if fans_out(base):
             raise UsageError(f"{options.scenario}: consumer groups do not apply to Locust yet, nor consumer events "
                              "(its master runs the one tracker); run it with bench run")
+        if base.backlog:
+            raise UsageError(f"{options.scenario}: a backlog does not apply to Locust (its users produce from the "
+                             "start and its master runs the one tracker); run it with bench run")
         values = {**base.to_dict(), "producer_config": dict(base.producer_config),
                   "consumer_config": dict(base.consumer_config)}
         values.pop("phases")

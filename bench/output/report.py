@@ -17,6 +17,7 @@ from typing import Any
 from bench.analysis.compare import Verdict
 from bench.analysis.failover import FAILOVER_COLUMNS, failover_rows, failover_summary, producing_end_s
 from bench.analysis.stats import derive_warnings
+from bench.core.backlog import backlog_lines
 from bench.output import plots
 from bench.output.compare_report import write_compare_report
 from bench.output.document import (
@@ -179,6 +180,13 @@ def _rebalances_section(result: Mapping[str, Any], _plots: Sequence[str]) -> lis
     return [paragraph(intro), table(header, rows)]
 
 
+def _backlog_section(result: Mapping[str, Any], _plots: Sequence[str]) -> list[Block]:
+    """A backlog run: the build and the catch-up's figures, each with its window (as on the console)."""
+    section = result.get("backlog")
+    return [bullet_list([*backlog_lines(section), *(f"{name} window: {text}" for name, text in section["windows"].items())])
+            ] if section else []
+
+
 def _transactions_section(result: Mapping[str, Any], _plots: Sequence[str]) -> list[Block]:
     """The transactions' account: committed + aborted records + markers = the broker's offset delta."""
     transactions = result.get("transactions")
@@ -333,6 +341,7 @@ RUN_SECTIONS = (
     Section("Per partition", _partitions_section),
     Section("Consumer groups", _groups_section),
     Section("Rebalances (consumer events)", _rebalances_section),
+    Section("Backlog and catch-up", _backlog_section),
     Section("Transactions", _transactions_section),
     Section("Resources", _resources_section),
     Section("Failover (per fault and node)", _failover_section),

@@ -12,6 +12,9 @@ Four of them, because confluent-kafka offers three speeds of sending and two kin
 Each sends one value flat out for a duration, then flushes; throughput = acked messages over
 first send -> last ack. Acked counts come from the callbacks where there are callbacks, and are
 checked against the topic's offsets on the broker; without callbacks the broker's offsets are the count.
+
+On the consumer side two bare loops read a backlog with the harness's consumer settings:
+consume() in batches (as the tracker reads) and poll() per message.
 """
 
 from __future__ import annotations
@@ -20,9 +23,9 @@ import dataclasses
 import time
 from collections.abc import Callable
 
-from confluent_kafka import KafkaError, Producer
+from confluent_kafka import Consumer, KafkaError, Producer, TopicPartition
 
-from bench.core.clients import scenario_producer_config, scenario_watermarks
+from bench.core.clients import scenario_consumer_config, scenario_producer_config, scenario_watermarks
 from bench.core.producer import CLOCK_CHECK_EVERY, QUEUE_FULL_POLL_S
 from bench.core.scenario import Scenario
 from streamstore.errors import RunFailed
@@ -151,3 +154,69 @@ def run_bare_loop(loop: BareLoop, scenario: Scenario, bootstrap_servers: str, va
     if loop.callbacks and outcome.acked != stored:
         raise RunFailed(f"bare loop {loop.name}: {outcome.acked:,} acked but the broker's offsets grew by {stored:,}")
     return LoopResult(stored, elapsed)
+
+
+# -- the consumer side: bare consume loops (bench calibrate --side consumer) -----------------------
+# Messages per consume() call: the harness's tracker asks for as many (bench/core/tracker.py).
+CONSUME_BATCH = 5000
+# A loop that has read nothing for this long has stalled: it fails instead of waiting for ever.
+CONSUME_IDLE_S = 60.0
+
+
+def _consume_batches(consumer: Consumer, until: int) -> int:
+    """consume() in batches of CONSUME_BATCH until `until` messages: the loop of confluent-kafka's
+    examples/consumer.py with consume() instead of poll()."""
+    read = 0
+    while read < until:
+        # Never more than are left: consume() waits for a full batch up to its timeout.
+        messages = consumer.consume(min(CONSUME_BATCH, until - read), CONSUME_IDLE_S)
+        if not messages:
+            raise RunFailed(f"bare consume loop: nothing read for {CONSUME_IDLE_S:g} s after {read:,} messages")
+        for message in messages:
+            if message.error() is not None and message.error().code() != KafkaError._PARTITION_EOF:
+                raise RunFailed(f"bare consume loop: {message.error().str()}")
+        read += sum(1 for message in messages if message.error() is None)
+    return read
+
+
+def _poll_each(consumer: Consumer, until: int) -> int:
+    """poll() for one message at a time (confluent-kafka's examples/consumer.py as it is)."""
+    read = 0
+    while read < until:
+        message = consumer.poll(CONSUME_IDLE_S)
+        if message is None:
+            raise RunFailed(f"bare poll loop: nothing read for {CONSUME_IDLE_S:g} s after {read:,} messages")
+        if message.error() is None:
+            read += 1
+        elif message.error().code() != KafkaError._PARTITION_EOF:
+            raise RunFailed(f"bare poll loop: {message.error().str()}")
+    return read
+
+
+@dataclasses.dataclass(frozen=True)
+class BareConsumeLoop:
+    name: str
+    loop: Callable[[Consumer, int], int]
+
+
+BARE_CONSUME_LOOPS = (BareConsumeLoop("consume(5000)", _consume_batches), BareConsumeLoop("poll()", _poll_each))
+
+
+def run_bare_consume_loop(loop: BareConsumeLoop, scenario: Scenario, bootstrap_servers: str,
+                          start_offsets: dict[int, int], expected: int) -> LoopResult:
+    """Read `expected` messages from start_offsets (partition -> offset) with the harness's consumer
+    settings, nothing done per message; timed as the tracker is, from the first batch (or message)
+    that arrived to the last (`reading_s` in a result), so connecting and the first fetch are out."""
+    config = scenario_consumer_config(scenario, bootstrap_servers, f"bare-{time.time_ns()}")
+    consumer = Consumer(config)
+    try:
+        consumer.assign([TopicPartition(scenario.topic, p, offset) for p, offset in start_offsets.items()])
+        first = loop.loop(consumer, 1)
+        started = time.perf_counter()
+        read = first + loop.loop(consumer, expected - first)
+        elapsed = time.perf_counter() - started
+    finally:
+        consumer.close()
+    if read != expected:
+        raise RunFailed(f"bare {loop.name}: read {read:,} messages, the backlog holds {expected:,}")
+    return LoopResult(read, elapsed)

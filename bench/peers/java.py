@@ -17,14 +17,17 @@ from bench.broker.jars import DEFAULT_KAFKA_VERSION, provision_jars
 from bench.broker.versions import log_config_option
 from bench.core.scenario import Scenario
 from bench.peers.java_tools import (
+    CONSUMER_PERFORMANCE,
     END_TO_END_LATENCY,
     PRODUCER_PERFORMANCE,
+    ConsumerPerformanceFigures,
     EndToEndFigures,
     JavaOutputError,
     ProducerPerformanceFigures,
     end_to_end_heap_options,
     end_to_end_properties,
     failure_reason,
+    parse_consumer_performance,
     parse_end_to_end_latency,
     parse_producer_performance,
     producer_performance_properties,
@@ -34,6 +37,8 @@ from streamstore.errors import RunFailed, UsageError
 
 # ProducerPerformance keeps a 200-byte flat-out run's batches in its 32 MiB buffer: 1 GiB is ample.
 PRODUCER_PERFORMANCE_HEAP = ("-Xmx1g",)
+# ConsumerPerformance gives up after this long without a record.
+CONSUMER_PERFORMANCE_IDLE_S = 30.0
 # The JVM start, metadata and connections, before the first message.
 TOOL_START_ALLOWANCE_S = 60.0
 
@@ -93,6 +98,19 @@ class JavaPeer:
             stdout = self._run(PRODUCER_PERFORMANCE, PRODUCER_PERFORMANCE_HEAP, arguments, timeout_s)
         try:
             return parse_producer_performance(stdout)
+        except JavaOutputError as error:
+            raise RunFailed(f"{error}: {stdout.strip().splitlines()[-1:] or 'no output'}") from None
+
+    def consumer_performance(self, topic: str, records: int, group_id: str, timeout_s: float) -> ConsumerPerformanceFigures:
+        """ConsumerPerformance (kafka-consumer-perf-test) reading `records` from the topic's
+        beginning under a new group, with the Java consumer's defaults (docs/performance.md)."""
+        stdout = self._run(CONSUMER_PERFORMANCE, PRODUCER_PERFORMANCE_HEAP,
+                           ["--bootstrap-server", self.bootstrap_servers, "--topic", topic, "--messages", str(records),
+                            # The longest wait for a record before the tool gives up (ms).
+                            "--group", group_id, "--timeout", str(int(CONSUMER_PERFORMANCE_IDLE_S * 1000))],
+                           TOOL_START_ALLOWANCE_S + timeout_s)
+        try:
+            return parse_consumer_performance(stdout)
         except JavaOutputError as error:
             raise RunFailed(f"{error}: {stdout.strip().splitlines()[-1:] or 'no output'}") from None
 

@@ -17,6 +17,7 @@ from typing import Any
 from bench.core.scenario import Scenario
 
 PRODUCER_PERFORMANCE = "org.apache.kafka.tools.ProducerPerformance"
+CONSUMER_PERFORMANCE = "org.apache.kafka.tools.ConsumerPerformance"
 END_TO_END_LATENCY = "org.apache.kafka.tools.EndToEndLatency"
 
 # librdkafka's codec names are the Java client's, "none" included; levels have one key per codec.
@@ -164,6 +165,42 @@ def parse_end_to_end_latency(stdout: str, messages: int) -> EndToEndFigures:
     return EndToEndFigures(messages=messages, first_ms=round(first_ms, 3), mean_ms=round(mean_ms, 3),
                            mean_after_first_ms=None if after_first is None else round(max(after_first, 0.0), 3),
                            p50_ms=int(percentiles["p50"]), p99_ms=int(percentiles["p99"]))
+
+
+# ConsumerPerformance's result: a header line, then one line of comma-separated figures.
+_CP_FIELDS = ("start.time", "end.time", "data.consumed.in.MB", "MB.sec", "data.consumed.in.nMsg", "nMsg.sec",
+              "rebalance.time.ms", "fetch.time.ms", "fetch.MB.sec", "fetch.nMsg.sec")
+
+
+@dataclasses.dataclass(frozen=True)
+class ConsumerPerformanceFigures:
+    """ConsumerPerformance's line: `records` read; `records_per_s` over its whole run (group join
+    included), `fetch_records_per_s` over its fetch time only (the join, `rebalance_ms`, left out)."""
+
+    records: int
+    records_per_s: float
+    rebalance_ms: int
+    fetch_ms: int
+    fetch_records_per_s: float
+    fetch_mb_per_s: float
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+def parse_consumer_performance(stdout: str) -> ConsumerPerformanceFigures:
+    lines = [line.strip() for line in stdout.splitlines() if line.strip()]
+    for header, values in zip(lines, lines[1:]):
+        if [name.strip() for name in header.split(",")] == list(_CP_FIELDS):
+            figures = dict(zip(_CP_FIELDS, (value.strip() for value in values.split(","))))
+            try:
+                return ConsumerPerformanceFigures(
+                    records=int(figures["data.consumed.in.nMsg"]), records_per_s=float(figures["nMsg.sec"]),
+                    rebalance_ms=int(figures["rebalance.time.ms"]), fetch_ms=int(figures["fetch.time.ms"]),
+                    fetch_records_per_s=float(figures["fetch.nMsg.sec"]), fetch_mb_per_s=float(figures["fetch.MB.sec"]))
+            except (KeyError, ValueError):
+                break
+    raise JavaOutputError("ConsumerPerformance printed no result line")
 
 
 def failure_reason(tool: str, returncode: int | None, stdout: str, stderr: str) -> str:

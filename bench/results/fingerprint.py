@@ -25,13 +25,13 @@ _OMITTED_WHEN_EMPTY = ("min_insync_replicas", "unclean_leader_election", "phases
 # per delivery was the only mode, so only "failures" (which measures differently) changes it.
 # Transactions and the tracker's isolation level likewise (read_committed was librdkafka's
 # default, and nothing was transactional), and one consumer group of one process (the one
-# tracker), and the classic group protocol (the only one before group_protocol). message_size and
-# keys need nothing here: a fixed size and "none"/"order_id" are stored
+# tracker), the classic group protocol (the only one before group_protocol), and no backlog.
+# message_size and keys need nothing here: a fixed size and "none"/"order_id" are stored
 # as before, and a distribution is a table, so it fingerprints differently from any fixed value
 # and from any other distribution.
 _OMITTED_AT = {"delivery_reports": "all", "transaction_size": 0, "transaction_abort_ratio": 0.0,
                "isolation_level": "read_committed", "consumer_groups": 1, "consumers_per_group": 1,
-               "group_protocol": "classic"}
+               "group_protocol": "classic", "backlog": 0}
 
 
 def fingerprint_of(scenario: Mapping[str, Any]) -> str:

@@ -75,6 +75,18 @@ GROUP_FIGURES = {
 # group's too; consumed, end-to-end latency and lag are group 0's).
 WORST_GROUP = "each consumer group; the worst of them"
 
+# A backlog run (result["backlog"], bench/core/backlog.py): the window each of its figures covers.
+CATCH_UP = "catch-up window (the consumers' start to the end of the first second whose lag is back within the steady band)"
+BACKLOG_WINDOWS = {
+    "build": "the first send until every producer's share of the backlog was delivered (consumers paused)",
+    "catch_up": CATCH_UP,
+    "not_caught_up": "the consumers' start to the end of the last whole producing second (the lag never came back "
+                     "to its steady band)",
+    "steady": "steady window (the last third, at least 2 s, of the whole producing seconds after the consumers' "
+              "start): steady lag = median of its lag samples, band = their maximum",
+    "measured": f"{MEASURED}; warm-up counted from the first whole second after the consumers' start",
+}
+
 # Counts produced by the producer and tracker each second (result["series"] keys, msg/s).
 PER_SECOND_COUNTS = ("sent", "acked", "failed", "consumed")
 
@@ -260,6 +272,17 @@ def _build() -> dict[str, Metric]:
                f"{MEASURED}; {WORST_GROUP}", None, LAG_FLOOR),
         Metric("consumer_throughput_min", "throughput (consumed, slowest consumer process)", "msg/s", "lower",
                ("groups", EACH, "consumers", EACH, "consumed_per_s"), f"{MEASURED}; each consumer process, the slowest"),
+    ]
+    metrics += [
+        Metric("backlog_drain_rate", "drain rate (consumed while catching up)", "msg/s", "lower",
+               ("backlog", "drain_per_s"), CATCH_UP),
+        Metric("backlog_drain_mb", "drain rate (consumed value bytes while catching up)", "MB/s", "lower",
+               ("backlog", "drain_mb_s"), CATCH_UP),
+        Metric("backlog_time_to_steady", "time until the lag is back at its steady level", "s", "higher",
+               ("backlog", "time_to_steady_s"), CATCH_UP),
+        *(Metric(f"backlog_end_to_end_{statistic}", f"{LATENCY_LABELS['end_to_end'][0]} {statistic} while catching up",
+                 "µs", "higher", ("backlog", "end_to_end_us", statistic), CATCH_UP, None, LATENCY_FLOOR_US)
+          for statistic in ("p50", "p99", "max")),
     ]
     metrics.append(Metric("host_cpu_percent", "host CPU mean", "% of all cores", "higher",
                           ("resources", "summary", "host", "cpu_percent_mean"), RESOURCE_WINDOW, None, CPU_FLOOR))

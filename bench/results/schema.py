@@ -62,6 +62,10 @@ from bench.results.window import lag_summary, throughput_summary
 #      duplicates; the group's lag per second) and `killed` on a groups[].consumers entry; the
 #      scenario fields group_protocol, session_timeout_ms, heartbeat_interval_ms. Absent in older
 #      files: no consumer events, the classic protocol.
+#      Also in version 5, `backlog` (null without the scenario field backlog): the build, drain
+#      rate, time to steady lag and end-to-end latency while catching up (bench/core/backlog.py);
+#      such a run's top-level warmup_s counts from t0 to the end of its warm-up after the
+#      consumers' start. Absent in older files, read as no backlog.
 SCHEMA_VERSION = 5
 SUPPORTED_SCHEMA_VERSIONS = frozenset({1, 2, 3, 4, 5})
 
