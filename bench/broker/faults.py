@@ -199,7 +199,7 @@ class FaultInjector:
                       "start_s": self.now(), "end_s": None, "back_s": None}
             self.records.append(record)
             records.append(record)
-            self.begin_on(fault.kind, node_id, role, fault.delay_ms)
+            begin_fault_on(self, fault.kind, node_id, role, fault.delay_ms)
             # The fault starts when it acts on the node (its event), not when its target was chosen.
             record["start_s"] = self.events[-1]["t_s"]
 
@@ -209,34 +209,36 @@ class FaultInjector:
             record["end_s"] = self.now()
             record["back_s"] = end_fault_on(self, fault.kind, record["node_id"], record["role"])
 
-    def begin_on(self, kind: str, node_id: int, role: str, delay_ms: float = 0.0) -> None:
-        node, who = self.nodes[node_id], f"node {node_id} ({role})"
-        if kind in ("kill", "pause") and not node.is_running():
-            raise UsageError(f"{who} is not running; nothing to {kind}")
-        if kind in ("kill", "stop"):
-            mark_down(self, node_id, True)
-        if kind == "kill":
-            pid = node.kill()
-            self.event("broker-kill", f"SIGKILL {who}" + (f" pid {pid}" if pid else ""), node_id, role)
-        elif kind == "stop":
-            self.event("broker-stop", f"clean shutdown of {who}", node_id, role)
-            node.stop(grace_s=STOP_GRACE_S)
-        elif kind == "pause":
-            node.pause()
-            self.event("broker-pause", f"SIGSTOP {who}", node_id, role)
-        elif kind == "isolate":
-            self.proxy(node_id).cut()
-            self.event("broker-isolate", f"client connections of {who} cut (replication goes on)", node_id, role)
-        else:
-            self.proxy(node_id).delay_s = delay_ms / 1000
-            self.event("broker-delay", f"{delay_ms:g} ms added to every response of {who}", node_id, role)
-
 
 def mark_down(injector: FaultInjector, node_id: int, down: bool) -> None:
     was_down = bool(injector.nodes_down)
     (injector.nodes_down.add if down else injector.nodes_down.discard)(node_id)
     if injector.on_outage is not None and was_down != bool(injector.nodes_down):
         injector.on_outage(bool(injector.nodes_down))
+
+
+def begin_fault_on(injector: FaultInjector, kind: str, node_id: int, role: str, delay_ms: float = 0.0) -> None:
+    """Act on one node: the start of a fault of this kind (its event recorded)."""
+    node, who = injector.nodes[node_id], f"node {node_id} ({role})"
+    if kind in ("kill", "pause") and not node.is_running():
+        raise UsageError(f"{who} is not running; nothing to {kind}")
+    if kind in ("kill", "stop"):
+        mark_down(injector, node_id, True)
+    if kind == "kill":
+        pid = node.kill()
+        injector.event("broker-kill", f"SIGKILL {who}" + (f" pid {pid}" if pid else ""), node_id, role)
+    elif kind == "stop":
+        injector.event("broker-stop", f"clean shutdown of {who}", node_id, role)
+        node.stop(grace_s=STOP_GRACE_S)
+    elif kind == "pause":
+        node.pause()
+        injector.event("broker-pause", f"SIGSTOP {who}", node_id, role)
+    elif kind == "isolate":
+        injector.proxy(node_id).cut()
+        injector.event("broker-isolate", f"client connections of {who} cut (replication goes on)", node_id, role)
+    else:
+        injector.proxy(node_id).delay_s = delay_ms / 1000
+        injector.event("broker-delay", f"{delay_ms:g} ms added to every response of {who}", node_id, role)
 
 
 def end_fault_on(injector: FaultInjector, kind: str, node_id: int, role: str) -> float | None:
@@ -282,7 +284,7 @@ def rolling_restart(injector: FaultInjector, fault: Fault) -> None:
         record = {"fault": str(fault), "kind": fault.kind, "node_id": node_id, "role": "node", "partition": None,
                   "start_s": injector.now(), "end_s": None, "back_s": None}
         injector.records.append(record)
-        injector.begin_on("stop", node_id, "node")
+        begin_fault_on(injector, "stop", node_id, "node")
         record["start_s"] = injector.events[-1]["t_s"]
         record["end_s"] = injector.now()
         end_fault_on(injector, "stop", node_id, "node")

@@ -25,7 +25,8 @@ from bench.analysis.thresholds import RELATIVE_METRICS, Check, Limit, deprecatio
 from bench.commands import run as run_command
 from bench.commands._options import add_broker_arguments, add_results_argument
 from bench.core.scenario import Scenario, parse_set_option
-from bench.output.report import bullet_list, regress_summary_blocks, to_markdown
+from bench.output.regress_report import regress_summary_blocks
+from bench.output.report import bullet_list, to_markdown
 from bench.results.formatting import format_change, format_value
 from bench.results.store import DEFAULT_RESULTS_ROOT, load_result, result_path, write_result, write_text_atomic
 from streamstore.errors import EXIT_OK, EXIT_REGRESSION, RunFailed, UsageError

@@ -52,11 +52,7 @@ class ProducerLoop:
         self.client_stats = StatsCollector(scenario.topic, latency_windows=scenario.delivery_reports == "failures")
         config.update({"statistics.interval.ms": STATISTICS_INTERVAL_MS, "stats_cb": self.client_stats.on_stats})
         if scenario.transaction_size:
-            # One id per producer process and run: a shared id would fence the other process.
-            config["transactional.id"] = transactional_id(run_id, index)
-            # librdkafka refuses a message timeout longer than the transaction's; the coordinator
-            # aborts a transaction open longer than this (the broker allows up to 15 min).
-            config.setdefault("transaction.timeout.ms", max(60_000, int(config.get("message.timeout.ms", 0))))
+            add_transactional_settings(config, run_id, index)
         self.producer = OrderProducer(config, scenario.topic)
         client = self.producer.client
         # Metadata now, so the first timed message does not wait for it.
@@ -190,6 +186,15 @@ class ProducerLoop:
         return self.account.take_second(self.second, self.client_stats.take(),
                                         self.transactions.take_commit_us() if self.transactions is not None else None,
                                         self.client_stats.take_figures())
+
+
+def add_transactional_settings(config: dict, run_id: bytes, index: int) -> None:
+    """The settings of a transactional producer process."""
+    # One id per producer process and run: a shared id would fence the other process.
+    config["transactional.id"] = transactional_id(run_id, index)
+    # librdkafka refuses a message timeout longer than the transaction's; the coordinator
+    # aborts a transaction open longer than this (the broker allows up to 15 min).
+    config.setdefault("transaction.timeout.ms", max(60_000, int(config.get("message.timeout.ms", 0))))
 
 
 def build_backlog(loop: ProducerLoop, t0_ns: int, catch_up_ns) -> int | None:

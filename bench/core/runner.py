@@ -119,11 +119,8 @@ class _Run:
                 child.start()
             self.inbox.wait_ready(self.measured.reported_through, CHILD_START_TIMEOUT_S,
                                   [child.sentinel for child in processes.children])
-            # From here on a signal is only noted, and `_collect` acts on it: raised at any point,
-            # KeyboardInterrupt could leave the report queue's lock held or a report half read,
-            # and the run would never end. A SIGINT the process was started with ignored (a
-            # background job of a non-interactive shell) stays ignored, as Unix intends and as
-            # it was before producing.
+            # From here on a signal is only noted and `_collect` acts on it (a KeyboardInterrupt could
+            # leave the report queue's lock held). An inherited SIG_IGN for SIGINT stays, as Unix intends.
             for signum, handler in previous.items():
                 if not (signum == signal.SIGINT and handler is signal.SIG_IGN):
                     signal.signal(signum, self._note_signal)
@@ -151,11 +148,7 @@ class _Run:
         return self._write()
 
     def _produce(self) -> None:
-        phase_start_s = 0.0
-        for phase in self.scenario.phases:  # planned, so plots can mark the steps
-            self.events.append({"t_s": phase_start_s, "kind": "phase",
-                                "detail": f"{phase.rate:,.0f} msg/s for {phase.duration_s:g} s"})
-            phase_start_s += phase.duration_s
+        self.events += phase_events(self.scenario)
         if self.fault_watch is not None:
             self.fault_watch.start(self.t0_ns, self.processes.outage)
         self.progress.message(
@@ -169,20 +162,11 @@ class _Run:
         else:
             self._collect(lambda: len(self.measured.producers) == self.scenario.producers)
 
-
     def _drain(self) -> None:
         acked = sum(outcome.acked for outcome in self.measured.producers.values())
         reconnect_s = self.fault_watch.reconnect_s() if self.fault_watch is not None else 0.0
-        if self.interrupted:
-            drain_s, idle = INTERRUPT_DRAIN_S, False
-            self._event("drain", f"waiting up to {drain_s:g} s for the tracker to consume {acked:,} acked orders")
-        else:
-            drain_s, idle = self.scenario.drain_timeout_s, True
-            first = f"; {drain_s + reconnect_s:g} s for the first, as it reconnects to a restarted broker" \
-                if reconnect_s else ""
-            what = "read to the topic's end offsets" if self.mode == CONSUME_ONLY else f"consume {acked:,} acked orders"
-            self._event("drain", f"waiting for the tracker to {what} "
-                                 f"(it gives up after {drain_s:g} s without progress{first})")
+        drain_s, idle, detail = _drain_plan(self.scenario, self.mode, self.interrupted, acked, reconnect_s)
+        self._event("drain", detail)
         ends = drain_ends(self.scenario, self.bootstrap_servers, self.start_offsets, self.measured)
         target, self.audited_to = _drain_target(self.scenario, self.bootstrap_servers, self.method, self.mode,
                                                 self.start_offsets, self.measured)
@@ -235,6 +219,25 @@ class _Run:
                          start_offsets=self.start_offsets, events=self.events, fault_watch=self.fault_watch,
                          resources=self.resources, backlog=self.backlog,
                          mode=mode_section(self.mode, self.consume_from, self.start_offsets, self.audited_to))
+
+
+def phase_events(scenario: Scenario) -> list[dict[str, Any]]:
+    """The phases' starts as events, planned, so plots can mark the steps."""
+    events, phase_start_s = [], 0.0
+    for phase in scenario.phases:
+        events.append({"t_s": phase_start_s, "kind": "phase", "detail": f"{phase.rate:,.0f} msg/s for {phase.duration_s:g} s"})
+        phase_start_s += phase.duration_s
+    return events
+
+
+def _drain_plan(scenario: Scenario, mode: str, interrupted: bool, acked: int, reconnect_s: float) -> tuple[float, bool, str]:
+    """(seconds the drain waits, whether they count from the last progress, its event's detail)."""
+    if interrupted:
+        return INTERRUPT_DRAIN_S, False, f"waiting up to {INTERRUPT_DRAIN_S:g} s for the tracker to consume {acked:,} acked orders"
+    drain_s = scenario.drain_timeout_s
+    first = f"; {drain_s + reconnect_s:g} s for the first, as it reconnects to a restarted broker" if reconnect_s else ""
+    what = "read to the topic's end offsets" if mode == CONSUME_ONLY else f"consume {acked:,} acked orders"
+    return drain_s, True, f"waiting for the tracker to {what} (it gives up after {drain_s:g} s without progress{first})"
 
 
 def _drain_target(scenario: Scenario, bootstrap_servers: str, method: str, mode: str, start_offsets: dict[int, int],

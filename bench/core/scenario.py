@@ -188,29 +188,7 @@ class Scenario:
 
         Sizes may be text ("1KB"); nested client-config tables are flattened to dotted keys.
         """
-        fields = dict(values)
-        for retired, successor in _RETIRED_FIELDS.items():
-            if retired in fields and fields.pop(retired) not in (0, 0.0):
-                raise UsageError(f"{source}: {retired} is no longer a scenario field; use {successor}")
-        unknown = sorted(set(fields) - FIELD_NAMES)
-        if unknown:
-            raise UsageError(f"{source}: {unknown_field(unknown[0])}")
-        if "batch_size" in fields:
-            fields["batch_size"] = parse_size(fields["batch_size"], "batch_size")
-        if "acks" in fields and isinstance(fields["acks"], int) and not isinstance(fields["acks"], bool):
-            fields["acks"] = str(fields["acks"])
-        if fields.get("acks") == "-1":
-            fields["acks"] = "all"
-        for config_field in ("producer_config", "consumer_config"):
-            if config_field in fields:
-                if not isinstance(fields[config_field], Mapping):
-                    raise UsageError(f"{config_field}: expected a table of librdkafka settings")
-                fields[config_field] = flatten_settings(fields[config_field])
-        if fields.get("phases") in ([], ()):
-            del fields["phases"]
-        if "phases" in fields:
-            fields.update(phases_fields(fields))
-        return cls(**fields)
+        return cls(**_normalised_fields(values, source))
 
     @classmethod
     def from_toml(cls, path: str | Path, overrides: Mapping[str, Any] | None = None) -> Scenario:
@@ -276,6 +254,34 @@ class Scenario:
 
 
 FIELD_NAMES = frozenset(field.name for field in dataclasses.fields(Scenario))
+
+
+def _normalised_fields(values: Mapping[str, Any], source: str) -> dict[str, Any]:
+    """The fields of a scenario as the class takes them: sizes parsed, acks spelled one way,
+    client-config tables flattened, phases parsed; an unknown or retired field refused."""
+    fields = dict(values)
+    for retired, successor in _RETIRED_FIELDS.items():
+        if retired in fields and fields.pop(retired) not in (0, 0.0):
+            raise UsageError(f"{source}: {retired} is no longer a scenario field; use {successor}")
+    unknown = sorted(set(fields) - FIELD_NAMES)
+    if unknown:
+        raise UsageError(f"{source}: {unknown_field(unknown[0])}")
+    if "batch_size" in fields:
+        fields["batch_size"] = parse_size(fields["batch_size"], "batch_size")
+    if "acks" in fields and isinstance(fields["acks"], int) and not isinstance(fields["acks"], bool):
+        fields["acks"] = str(fields["acks"])
+    if fields.get("acks") == "-1":
+        fields["acks"] = "all"
+    for config_field in ("producer_config", "consumer_config"):
+        if config_field in fields:
+            if not isinstance(fields[config_field], Mapping):
+                raise UsageError(f"{config_field}: expected a table of librdkafka settings")
+            fields[config_field] = flatten_settings(fields[config_field])
+    if fields.get("phases") in ([], ()):
+        del fields["phases"]
+    if "phases" in fields:
+        fields.update(phases_fields(fields))
+    return fields
 
 
 def unknown_field(name: str) -> str:

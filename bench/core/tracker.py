@@ -25,8 +25,9 @@ from bench.core.availability import PartitionActivity
 from bench.core.clients import describe_error, is_fatal, scenario_consumer_config
 from bench.core.group_protocol import member_settings
 from bench.core.group_reads import ReadCollector
-from bench.core.protocol import ChildFailed, ConsumerSlot, Drain, Ready, Stop, TrackerDone, TrackerSecond, tracker_name
+from bench.core.protocol import ChildFailed, ConsumerSlot, Drain, Ready, Stop, TrackerDone, tracker_name
 from bench.core.scenario import Scenario
+from bench.core.tracker_reports import SecondReporter, assigned_partitions, group_read
 from streamstore.trace import TRACE_HEADER, TRACE_STRUCT, TRACE_VALUE_BYTES, Trace, read_trace
 from streamstore.tracker import OrderTracker
 
@@ -171,21 +172,6 @@ def _note_offsets(state: TrackerState, partition: int, offsets: list[int]) -> No
     state.offsets_consumed_twice += twice
 
 
-def _lag(tracker: OrderTracker, partitions: list[TopicPartition], start_offsets: Mapping[int, int],
-         cached: bool = True) -> dict[int, int]:
-    """High watermark minus position per partition, from the consumer's cached fetch state
-    (no broker round trip, so sampling does not stall consuming). cached=False: asked of the
-    broker (a paused consumer fetches nothing, so its cached state stands still)."""
-    lag = {}
-    for position in tracker.client.position(partitions):
-        _, high = tracker.client.get_watermark_offsets(position, cached=True) if cached else (0, -1)
-        if high < 0:
-            _, high = tracker.client.get_watermark_offsets(position, timeout=1.0)
-        offset = position.offset if position.offset >= 0 else start_offsets[position.partition]
-        lag[position.partition] = max(0, high - offset)
-    return lag
-
-
 def tracker_main(scenario: Scenario, bootstrap_servers: str, run_id: bytes, start_offsets: dict[int, int],
                  reports, control, start, t0_ns, slot: ConsumerSlot = THE_TRACKER, catch_up_ns=None,
                  any_run: bool = False, end_to_end: bool = True) -> None:
@@ -231,14 +217,14 @@ def _track(scenario: Scenario, bootstrap_servers: str, run_id: bytes, start_offs
     else:
         tracker = OrderTracker(config, [scenario.topic], start_offsets)
     every_partition = [TopicPartition(scenario.topic, p) for p in sorted(start_offsets)]
-    report = _Reporter(reports, tracker, every_partition, start_offsets, slot)
+    report = SecondReporter(reports, tracker, every_partition, start_offsets, slot)
     # slow-consumer faults: the tracker sleeps after each batch it reads while one lasts.
     slow_faults = [fault for fault in parse_faults(scenario.faults) if fault.kind == SLOW_CONSUMER]
     clock, time_ns = time.perf_counter_ns, time.time_ns
     reports.put(Ready(tracker_name(slot.group, slot.consumer)))
     if catch_up_ns is not None:
         state.paused = True
-        tracker.client.pause(_assigned(tracker, every_partition, slot))
+        tracker.client.pause(assigned_partitions(tracker, every_partition, slot))
     if slot.subscribe:  # a member that stops polling stalls its group's rebalance: it polls until the start
         while not start.is_set():
             _read_early(tracker, run_id, state)
@@ -277,7 +263,7 @@ def _track(scenario: Scenario, bootstrap_servers: str, run_id: bytes, start_offs
             now = clock()
             if state.paused and (draining or (catch_up_ns.value and now >= catch_up_ns.value)):
                 state.paused = False
-                tracker.client.resume(_assigned(tracker, every_partition, slot))
+                tracker.client.resume(assigned_partitions(tracker, every_partition, slot))
             while now >= next_second_ns:
                 report(state, second)
                 second, next_second_ns = second + 1, next_second_ns + NS_PER_S
@@ -307,10 +293,6 @@ def _track(scenario: Scenario, bootstrap_servers: str, run_id: bytes, start_offs
         tracker.close()
 
 
-def _assigned(tracker: OrderTracker, every_partition: list[TopicPartition], slot: ConsumerSlot) -> list[TopicPartition]:
-    return tracker.client.assignment() if slot.subscribe else every_partition
-
-
 def _drained(state: TrackerState, target: int | Mapping[int, int]) -> bool:
     """Has the tracker consumed everything acked? target: the acked count (sequence audit) or
     the offset after the last acked one per partition (offset audit)."""
@@ -330,7 +312,7 @@ def _joined(config: dict, topic: str, run_id: bytes, state: TrackerState, report
     def on_revoke(consumer, partitions) -> None:
         if t0_ns.value:
             second = max(0, (time.perf_counter_ns() - t0_ns.value) // NS_PER_S)
-            reports.put(_group_read(state, slot, second))
+            reports.put(group_read(state, slot, second))
         try:
             consumer.commit(asynchronous=False)
         except KafkaException:
@@ -343,69 +325,9 @@ def _joined(config: dict, topic: str, run_id: bytes, state: TrackerState, report
     return tracker
 
 
-def _group_read(state: TrackerState, slot: ConsumerSlot, second: int):
-    return state.reads.take(slot.group, slot.consumer, second, state.audit.duplicated, state.offsets_consumed_twice,
-                            state.foreign)
-
-
 def _read_early(tracker: OrderTracker, run_id: bytes, state: TrackerState) -> None:
     """One poll before the run starts, which serves the group's rebalance callbacks; what it reads
     is another producer's (this run has not produced yet): counted as foreign."""
     messages = tracker.consume(1, TRACKER_WAIT_S)
     if messages:
         absorb_messages(messages, run_id, state, time.time_ns())
-
-
-@dataclass
-class _Reporter:
-    """The tracker's per-second report: what it consumed, and the lag of the partitions it reads
-    (every one, or a group member's assignment)."""
-
-    reports: object
-    tracker: OrderTracker
-    every_partition: list[TopicPartition]
-    start_offsets: Mapping[int, int]
-    slot: ConsumerSlot
-    # A member commits the positions of its previous report: by then that report has surely left
-    # the process, so a SIGKILL never hides a committed read from the audit.
-    reported: dict[int, int] = field(default_factory=dict)
-
-    def __call__(self, state: TrackerState, second: int) -> None:
-        partitions = _assigned(self.tracker, self.every_partition, self.slot)
-        _tracker_report(self.reports, self.tracker, partitions, self.start_offsets, state, second, self.slot)
-        if state.reads is None:
-            return
-        self.reports.put(_group_read(state, self.slot, second))
-        mine = {tp.partition for tp in partitions}
-        commit = [TopicPartition(tp.topic, tp.partition, self.reported[tp.partition])
-                  for tp in partitions if tp.partition in self.reported]
-        if commit:
-            try:
-                self.tracker.client.commit(offsets=commit, asynchronous=True)
-            except KafkaException:
-                pass  # no coordinator this moment: the next report commits again
-        self.reported = {p: offset for p, offset in state.positions.items() if p in mine}
-
-
-def _tracker_report(reports, tracker: OrderTracker, partitions, start_offsets, state: TrackerState, second: int,
-                    slot: ConsumerSlot) -> None:
-    try:
-        lag = _lag(tracker, partitions, start_offsets, cached=not state.paused)
-    except KafkaException as error:
-        if is_fatal(error):
-            raise
-        lag = None  # the broker did not answer this second: no sample rather than a guess
-    if lag is None:
-        lag_time_ms = None
-    elif sum(lag.values()) == 0:
-        lag_time_ms = 0.0
-    elif state.last_timestamp_ms is not None:
-        lag_time_ms = max(0.0, time.time() * 1000 - state.last_timestamp_ms)
-    else:
-        lag_time_ms = None
-    reports.put(TrackerSecond(second, state.consumed_in_second, state.end_to_end_us, lag, lag_time_ms,
-                              *state.partition_consumed.take(), group=slot.group, consumer=slot.consumer,
-                              positions=dict(state.positions or {})))
-    state.consumed_total += state.consumed_in_second
-    state.consumed_in_second = 0
-    state.end_to_end_us = []

@@ -14,7 +14,6 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from bench.analysis.compare import Verdict
 from bench.analysis.failover import FAILOVER_COLUMNS, failover_rows, failover_summary, producing_end_s
 from bench.analysis.stats import derive_warnings
 from bench.core.backlog import backlog_lines
@@ -25,7 +24,6 @@ from bench.output.document import (
     Section,
     assemble,
     bullet_list,
-    heading,
     image,
     paragraph,
     summary,
@@ -36,13 +34,13 @@ from bench.output.document import (
 )
 from bench.output.rebalances import rebalance_table
 from bench.output.resources import RESOURCE_COLUMNS, resource_notes, resource_rows, verdict_lines
-from bench.results.formatting import describe_environment, describe_scenario, format_change, format_us, format_value
+from bench.results.formatting import describe_environment, describe_scenario, format_us, format_value
 from bench.results.metrics import CLIENT_LATENCY_LABELS, LATENCY_LABELS, METRICS, SUMMARY_PERCENTILES, latency_title
 from bench.results.store import load_result
 from streamstore.errors import UsageError
 
 __all__ = ["Block", "to_html", "to_markdown", "write_compare_report", "write_documents", "write_run_report",
-           "run_report_blocks", "regress_summary_blocks", "SUMMARY_METRICS", "RUN_SECTIONS"]
+           "run_report_blocks", "SUMMARY_METRICS", "RUN_SECTIONS"]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -378,26 +376,3 @@ def write_run_report(folder: str | os.PathLike, result: Mapping[str, Any] | None
     blocks = run_report_blocks(result, [p.name for p in plot_paths])
     title = f"{(result.get('scenario') or {}).get('name') or result.get('kind')} - StreamStore Bench"
     return plot_paths + write_documents(folder, blocks, title)
-
-
-# ---------------------------------------------------------------------------------------------
-# A regression gate
-
-
-def regress_summary_blocks(
-    baseline_label: str, candidate_label: str, verdicts: Sequence[Verdict], alpha: float, outcome_line: str,
-) -> list[Block]:
-    body = [(
-        v.check.describe() + (f" (floor {format_value(v.check.floor, v.check.metric.unit)})" if v.check.floor else ""),
-        format_value(v.baseline, v.check.metric.unit), format_value(v.candidate, v.check.metric.unit),
-        format_change(v.change), "-" if v.p_value is None else f"{v.p_value:.3g}",
-        f"{v.samples[0]}/{v.samples[1]}", v.outcome.upper() if v.is_regression else v.outcome,
-    ) for v in verdicts]
-    return [
-        heading(f"bench regress: {outcome_line}", 2),
-        paragraph(f"Baseline {baseline_label}, candidate {candidate_label}. A regression needs a change beyond "
-                  f"the threshold and the floor, and a one-sided Mann-Whitney U test with p < {alpha:g} on "
-                  f"independent samples: the means of blocks of seconds as long as each series' autocorrelation."),
-        table(("check", "baseline", "candidate", "change", "p", "blocks", "verdict"), body),
-        bullet_list([v.reason for v in verdicts]),
-    ]
