@@ -83,9 +83,10 @@ def test_a_run_too_short_or_never_started_says_why():
 
 
 def test_a_backlog_of_200000_orders_is_drained_while_producing_goes_on(kafka_bootstrap, unique_topic, tmp_path):
-    # 14 s at the rate: the lag must be back in its band before the last third (the steady window),
-    # 9 s after the consumers' start, so a drain of 25,000 msg/s on a crowded machine still settles.
-    scenario = Scenario(name="backlog", topic=unique_topic, partitions=3, backlog=200_000, rate=500, duration_s=14,
+    # 24 s at the rate: the lag must be back in its band before the last third (the steady window),
+    # 16 s after the consumers' start, so a drain of 15,000 msg/s on a crowded machine (measured
+    # there: 15,600 while six brokers' tests shared its two cores) still settles.
+    scenario = Scenario(name="backlog", topic=unique_topic, partitions=3, backlog=200_000, rate=500, duration_s=24,
                         warmup_s=1)
     console = io.StringIO()
     code, folder, result = run_scenario(scenario, kafka_bootstrap, tmp_path / "results", "external", out=console)
@@ -95,7 +96,7 @@ def test_a_backlog_of_200000_orders_is_drained_while_producing_goes_on(kafka_boo
     assert_counts_match_broker(document, kafka_bootstrap)
     counts = document["counts"]
     assert document["audit"] == "sequences" and (counts["lost"], counts["duplicated"]) == (0, 0)
-    assert counts["acked"] == broker_message_count(kafka_bootstrap, unique_topic) == 200_000 + 500 * 14
+    assert counts["acked"] == broker_message_count(kafka_bootstrap, unique_topic) == 200_000 + 500 * 24
     backlog = document["backlog"]
     started = backlog["consumers_started_s"]
     assert backlog["messages"] == 200_000 and 0 < backlog["built_s"] < started
