@@ -105,7 +105,8 @@ def test_faults_are_a_scenario_field_and_fault_free_fingerprints_do_not_change()
               "drain_timeout_s", "phases", "faults",
               "min_insync_replicas", "unclean_leader_election", "delivery_reports",
               "transaction_size", "transaction_abort_ratio", "isolation_level",
-              "consumer_groups", "consumers_per_group")}
+              "consumer_groups", "consumers_per_group", "group_protocol",
+              "session_timeout_ms", "heartbeat_interval_ms", "backlog")}
     assert plain.fingerprint() == hashlib.sha256(json.dumps(values, sort_keys=True, separators=(",", ":"))
                                                  .encode()).hexdigest()[:16]
     assert faulted.fingerprint() != dataclasses.replace(faulted, faults=()).fingerprint()

@@ -44,7 +44,7 @@ from bench.broker.node_config import (
     port_is_free,
     recorded_pid,
 )
-from bench.broker.probe import broker_answers
+from bench.broker.probe import broker_answers, wait_for_group_coordinator
 from bench.broker.settings import (
     BROKER_HEAP_OPTS,
     BROKER_MESSAGE_MAX_BYTES,
@@ -290,6 +290,19 @@ class EmbeddedBroker(KafkaNode):
             heap_opts=heap_opts,
             extra_properties=dict(extra_properties or {}),
         ))
+
+    def start(self, timeout_s: float = 120.0) -> bool:
+        """KafkaNode.start, then waits for a group coordinator (probe.wait_for_group_coordinator),
+        so a fresh broker's first run does not wait for __consumer_offsets. A caller that set up
+        its own listeners (a proxy, SASL) knows how to reach them and is left to do it."""
+        started = super().start(timeout_s)
+        if started and not any(key.startswith(("listener", "advertised.")) for key in self.extra_properties):
+            try:
+                wait_for_group_coordinator(self.bootstrap_servers, timeout_s)
+            except RunFailed:
+                self.stop(grace_s=5)
+                raise
+        return started
 
     controller_port = property(lambda self: self.config.controller_port)
     kafka_version = property(lambda self: self.config.kafka_version)

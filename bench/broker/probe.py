@@ -13,7 +13,7 @@ from confluent_kafka import KafkaError, KafkaException
 from confluent_kafka.admin import AdminClient
 
 from streamstore.config import admin_config
-from streamstore.errors import UsageError
+from streamstore.errors import RunFailed, UsageError
 
 
 def _accepts_connections(host: str, port: int, timeout_s: float) -> bool:
@@ -82,3 +82,31 @@ def broker_answers(bootstrap_servers: str, timeout_s: float = 5.0,
                    client_settings: Mapping[str, object] | None = None) -> bool:
     """True when a broker at the address answers a metadata request within timeout_s."""
     return broker_problem(bootstrap_servers, timeout_s, client_settings) is None
+
+
+# A group nobody joins: describing it makes the broker create __consumer_offsets.
+_WARM_UP_GROUP = "streamstore-bench-coordinator-warm-up"
+
+
+def wait_for_group_coordinator(bootstrap_servers: str, timeout_s: float,
+                               client_settings: Mapping[str, object] | None = None) -> None:
+    """Returns once a group coordinator answers (RunFailed after timeout_s).
+
+    A fresh broker creates __consumer_offsets (50 partitions by default) when a client first
+    looks for a group coordinator, and applies every later metadata change only after it: on a
+    busy machine that took 12 s, in which a topic created by a run was not served and its first
+    run measured the creation. Doing it while the broker starts keeps both out of runs.
+    """
+    admin = AdminClient(admin_config(bootstrap_servers, {**(client_settings or {}), "log_level": 0}))
+    deadline = time.monotonic() + timeout_s
+    last_error = "no answer"
+    while time.monotonic() < deadline:
+        future = admin.describe_consumer_groups([_WARM_UP_GROUP],
+                                                request_timeout=max(1.0, min(5.0, deadline - time.monotonic())))
+        try:
+            future[_WARM_UP_GROUP].result()
+            return
+        except KafkaException as error:
+            last_error = error.args[0].str() if error.args else str(error)
+        time.sleep(0.2)
+    raise RunFailed(f"no group coordinator answered at {bootstrap_servers} within {timeout_s:.0f} s: {last_error}")

@@ -71,6 +71,13 @@ def run(args: argparse.Namespace) -> int:
             print(f"no client proxies run for {state_dir}")
             return EXIT_OK
         send_command(path, "stop")
+        # They answer "ok" before closing; stopped means their ports and socket are given back.
+        deadline = time.monotonic() + START_TIMEOUT_S
+        while path.exists():
+            if time.monotonic() > deadline:
+                raise RunFailed(f"the client proxies for {state_dir} said they stop but still run after "
+                                f"{START_TIMEOUT_S:.0f} s ({path})")
+            time.sleep(0.05)
         print(f"stopped the client proxies for {state_dir}")
         return EXIT_OK
     state_dir.mkdir(parents=True, exist_ok=True)
