@@ -4,7 +4,9 @@ report and comparison drawn from a capacity.json alone (no broker)."""
 
 from __future__ import annotations
 
+import io
 import random
+import time
 
 import pytest
 
@@ -15,6 +17,7 @@ from bench.analysis.capacity import (
     Criteria,
     SearchSettings,
     StepOutcome,
+    adds_producers,
     answer,
     judge_step,
     lag_grows,
@@ -22,8 +25,10 @@ from bench.analysis.capacity import (
     rate_verdict,
 )
 from bench.analysis.thresholds import parse_checks
+from bench.capacity.search import CapacityOptions, CapacitySearch
 from bench.cli import main
 from bench.commands.capacity import slo_limits
+from bench.core.scenario import Scenario
 from bench.results.window import lag_slope, linear_slope
 from streamstore.errors import UsageError
 
@@ -213,6 +218,80 @@ def test_the_search_stops_raising_at_the_maximum_rate():
     history = search(1e9, SearchSettings(start_rate=1000, max_rate=5000))
     assert [t.rate for t in history] == [1000, 2000, 4000, 5000, 5000]
     assert answer(history).confirmed
+
+
+def test_producers_are_added_once_the_generator_s_limit_repeats_at_a_rate():
+    assert not adds_producers(1, producers=1, max_producers=2)
+    assert adds_producers(2, producers=1, max_producers=2)
+    assert adds_producers(1, producers=1, max_producers=2, recheck_fails=False)
+    assert not adds_producers(5, producers=2, max_producers=2)
+
+
+def _simulated_search(tmp_path, outcome, recheck_fails: bool = True) -> CapacitySearch:
+    """The search engine's loop with each step's run replaced by outcome(rate, producers, nth step
+    at that rate and producer count) -> (passed, generator-limited)."""
+    limits = slo_limits(["end_to_end_p99<50ms"])
+    options = CapacityOptions(slo=("end_to_end_p99<50ms",), limits=limits,
+                              search=SearchSettings(start_rate=1000, tolerance=0.05, recheck_fails=recheck_fails),
+                              criteria=Criteria(),
+                              step_s=1, warmup_s=0, max_time_s=10_000, max_producers=2)
+    engine = CapacitySearch(Scenario.from_mapping({"name": "simulated", "topic": "simulated"}), options, tmp_path,
+                            io.StringIO())
+    seen: dict[tuple[float, int], int] = {}
+
+    def step(broker, index, purpose, rate):
+        key = (rate, engine.scaling.producers)
+        seen[key] = seen.get(key, 0) + 1
+        passed, limited = outcome(rate, engine.scaling.producers, seen[key])
+        row = {"index": index, "purpose": purpose, "rate": rate, "producers": engine.scaling.producers, "wall_s": 1.0,
+               "verdict": "pass" if passed else "fail", "harness_limited": limited}
+        engine.steps.append(row)
+        return row
+
+    engine._step, engine._write = step, lambda: None
+    engine._search(None, time.monotonic())
+    return engine
+
+
+def test_one_stalled_generator_step_does_not_double_the_producers_for_the_rest_of_the_search(tmp_path):
+    """One producer holds up to 64,000 msg/s and cannot send 128,000; two producers share the cores
+    with the broker and hold only up to 40,000. The first step at 32,000 stalls (the generator fell
+    behind once): it runs again with one producer, and the answer is one producer's, not the 40,000
+    of a search that went on with two."""
+    def outcome(rate, producers, nth):
+        if producers == 1:
+            if rate == 32_000 and nth == 1:
+                return False, True
+            return rate <= 64_000, rate > 64_000
+        return rate <= 40_000, False
+
+    engine = _simulated_search(tmp_path, outcome)
+    steps = [(row["rate"], row["producers"], row["verdict"]) for row in engine.steps]
+    assert steps[5:8] == [(32_000, 1, "fail"), (32_000, 1, "pass"), (32_000, 1, "pass")], steps
+    # 128,000 is the generator's limit twice: then, and only then, a second producer.
+    assert [row["verdict"] for row in engine.steps if row["rate"] == 128_000] == ["fail", "harness-limit", "fail",
+                                                                                   "fail"]
+    # It failed with two producers as well: they did not help, and the rates below run with one.
+    last_at_128k = max(index for index, row in enumerate(engine.steps) if row["rate"] == 128_000)
+    assert all(row["producers"] == 1 for row in engine.steps[last_at_128k + 1:]), steps
+    found = answer(engine.history)
+    assert found.confirmed and 62_000 <= found.rate <= 64_000, steps
+    printed = engine.out.getvalue()
+    assert "the generator fell behind once: 32,000 msg/s runs again with 1 producer before any are added" in printed
+    assert "128,000 msg/s failed with more producers too: back to 1 producer for the rest" in printed
+
+
+def test_without_rechecks_one_generator_limited_step_adds_producers_at_once(tmp_path):
+    def outcome(rate, producers, nth):
+        limited = rate == 4_000 and producers == 1  # a generator-limited step is a failed one
+        return rate <= 4_000 and not limited, limited
+
+    checked = _simulated_search(tmp_path / "checked", outcome)
+    assert [(row["rate"], row["producers"], row["verdict"]) for row in checked.steps][2:5] == [
+        (4000, 1, "fail"), (4000, 1, "harness-limit"), (4000, 2, "pass")]
+    unchecked = _simulated_search(tmp_path / "unchecked", outcome, recheck_fails=False)
+    assert [(row["rate"], row["producers"], row["verdict"]) for row in unchecked.steps][2:4] == [
+        (4000, 1, "harness-limit"), (4000, 2, "pass")]
 
 
 def test_bisected_rates_read_as_round_numbers():

@@ -155,7 +155,8 @@ def test_calibrate_with_the_java_peer_prints_every_loop_and_the_ratios(kafka_boo
     lines = _LINE.findall(out)
     names = [name for _, name, _, _ in lines]
     assert names == ["bare produce()+callback", "bare produce_batch()+callback", "bare produce_batch() failures-only",
-                     "bare produce_batch() no callback", "bench run", "Java ProducerPerformance"]
+                     "bare produce_batch() no callback", "bench run", "bench run --produce-only",
+                     "Java ProducerPerformance"]
     admin = connect_admin(kafka_bootstrap)
     try:
         for (_, name, rate, acked), topic in zip(lines, kept, strict=True):

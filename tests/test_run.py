@@ -524,10 +524,11 @@ def test_calibrate_measures_both_loops_and_gates_on_min_ratio(kafka_bootstrap, t
     assert lines[0].endswith(", judged against --min-ratio 1000"), lines[0]
     rates = {}
     for label in ("bare produce()+callback", "bare produce_batch()+callback", "bare produce_batch() failures-only",
-                  "bare produce_batch() no callback", "bench run"):
-        [measured] = [line for line in lines if line.startswith(f"round 1  {label} ")]
+                  "bare produce_batch() no callback", "bench run", "bench run --produce-only"):
+        # Names are padded to one column, so "bench run" does not match "bench run --produce-only".
+        [measured] = [line for line in lines if line.startswith(f"round 1  {label:<34} ")]
         rates[label] = float(measured[len(f"round 1  {label}"):].split()[0].replace(",", ""))
-        summary = next(line for line in lines if line.startswith(label + " ") and "(1 round, no spread)" in line)
+        summary = next(line for line in lines if line.startswith(f"{label:<34} ") and "(1 round, no spread)" in line)
         assert summary.split()[-6] == f"{rates[label]:,.0f}", summary
         assert rates[label] > 0
     fastest = max((label for label in rates if label.startswith("bare")), key=rates.__getitem__)
@@ -539,6 +540,12 @@ def test_calibrate_measures_both_loops_and_gates_on_min_ratio(kafka_bootstrap, t
         f"(1 round, no spread): bench run / {exact}, the fastest loop that keeps exact counts; target >= 1000 (--min-ratio)"))
     assert abs(float(ratio_line.split()[1]) - rates["bench run"] / rates[exact]) < 0.002
     assert "delivery reports failures, counts audit: lost 0, duplicated 0" in completed.stdout
+    # The same run with the tracker reading after producing: what reading during the run costs.
+    [produce_only] = [line for line in lines if line.startswith(f"round 1  {'bench run --produce-only':<34} ")]
+    assert "lost 0, duplicated 0" in produce_only and "no end-to-end: the tracker read after producing" in produce_only
+    cost_line = next(line for line in lines if line.endswith(
+        "(1 round, no spread): bench run / bench run --produce-only: what the tracker reading during the run costs"))
+    assert abs(float(cost_line.split()[1]) - rates["bench run"] / rates["bench run --produce-only"]) < 0.002
     assert lines[-1] == f"below --min-ratio 1000: ratio {ratio_line.split()[1]} (bench run / {exact})"
     # Each measurement's topic is deleted after it: a flat-out second writes hundreds of MB.
     remaining = connect_admin(kafka_bootstrap).list_topics(timeout=10).topics

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from bench.analysis.stats import GENERATOR_BEHIND_SEND_DELAY_P99_US
@@ -144,6 +144,56 @@ def rate_verdict(passes: int, fails: int, recheck_fails: bool = True) -> str:
     if not recheck_fails or (fails >= 2 and fails > passes):
         return FAILED
     return PASSED if passes >= 2 and passes > fails else UNDECIDED
+
+
+def adds_producers(limited_steps: int, producers: int, max_producers: int, recheck_fails: bool = True) -> bool:
+    """Is a rate the generator could not keep up with retried with more producer processes now?
+    limited_steps: its generator-limited steps at this rate and producer count, this one included.
+    Rechecking, one such step is treated as any failed step (a stall may have caused it: the rate
+    runs again with the same producers) and producers are added once it repeats; a search that
+    added them after one stall would judge every later rate with producers competing for the
+    cores, and answer lower than one that did not."""
+    return producers < max_producers and (limited_steps >= 2 or not recheck_fails)
+
+
+RETRY, LIMITED_ONCE, REVERTED = "retry", "limited-once", "reverted"
+
+
+@dataclass
+class ProducerScaling:
+    """How many producer processes the search's steps use. A rate the generator cannot reach
+    (adds_producers) is retried with twice the producers; its steps with fewer do not count. When
+    that rate fails with more producers too, they did not help (on a small machine they compete
+    with the broker for the cores): the search goes back to the producers it had, for good, so the
+    rates below are judged as they were before."""
+
+    producers: int
+    max_producers: int
+    recheck_fails: bool = True
+    limited: dict[tuple[float, int], list[StepOutcome]] = field(default_factory=dict)
+    scaled: tuple[float, int] | None = None  # (rate, producers before) of the last retry with more
+    settled: bool = False  # more producers did not help: no more are added
+
+    def after_step(self, outcome: StepOutcome, harness_limited: bool,
+                   history: Sequence[StepOutcome]) -> tuple[list[StepOutcome], str | None]:
+        """(the search's history with this step accounted for, what changed: RETRY, LIMITED_ONCE,
+        REVERTED or None)."""
+        strikes = self.limited.setdefault((outcome.rate, self.producers), [])
+        if harness_limited:
+            strikes.append(outcome)
+        can_add = not self.settled and self.producers < self.max_producers
+        if harness_limited and can_add and adds_producers(len(strikes), self.producers, self.max_producers,
+                                                          self.recheck_fails):
+            self.scaled = (outcome.rate, self.producers)
+            self.producers = min(self.producers * 2, self.max_producers)
+            return [step for step in history if not any(step is strike for strike in strikes)], RETRY
+        history = [*history, outcome]
+        if self.scaled is not None and outcome.rate == self.scaled[0]:
+            at_rate = [step.passed for step in history if step.rate == outcome.rate]
+            if rate_verdict(at_rate.count(True), at_rate.count(False), self.recheck_fails) == FAILED:
+                self.producers, self.scaled, self.settled = self.scaled[1], None, True
+                return history, REVERTED
+        return history, LIMITED_ONCE if harness_limited and can_add else None
 
 
 @dataclass(frozen=True)

@@ -20,7 +20,18 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, TextIO
 
-from bench.analysis.capacity import Criteria, SearchSettings, StepOutcome, answer, judge_step, next_step
+from bench.analysis.capacity import (
+    LIMITED_ONCE,
+    RETRY,
+    REVERTED,
+    Criteria,
+    ProducerScaling,
+    SearchSettings,
+    StepOutcome,
+    answer,
+    judge_step,
+    next_step,
+)
 from bench.analysis.thresholds import Limit
 from bench.broker.ensure import BrokerInUse, ensure_broker
 from bench.capacity.document import capacity_document, focus_latency, step_line, step_row, write_capacity
@@ -58,6 +69,15 @@ class CapacityOptions:
 
 
 
+def scaling_line(change: str, rate: float, producers: int) -> str:
+    """The console line for a change of the search's producer processes (ProducerScaling)."""
+    count = f"{producers} producer{'s' if producers > 1 else ''}"
+    return {RETRY: f"         the generator set this limit: retrying {rate:,.0f} msg/s with {count}",
+            LIMITED_ONCE: f"         the generator fell behind once: {rate:,.0f} msg/s runs again with {count} "
+                          "before any are added",
+            REVERTED: f"         {rate:,.0f} msg/s failed with more producers too: back to {count} for the rest"}[change]
+
+
 class CapacitySearch:
     def __init__(self, base: Scenario, options: CapacityOptions, results_root: Path, out: TextIO):
         if base.faults:
@@ -71,8 +91,8 @@ class CapacitySearch:
         self.steps_root = self.folder / "steps"
         self.steps: list[dict[str, Any]] = []
         self.history: list[StepOutcome] = []
+        self.scaling = ProducerScaling(base.producers, options.max_producers, options.search.recheck_fails)
         self.first_result: dict[str, Any] | None = None
-        self.producers = base.producers
         self.status, self.failure = "running", None
         self.signalled = self.recording = False
         self.warnings: list[str] = []
@@ -129,15 +149,15 @@ class CapacitySearch:
             row = self._step(broker, len(self.steps) + 1, purpose, plan.rate)
             if row["verdict"] == "interrupted":
                 raise KeyboardInterrupt
-            retry = row["harness_limited"] and self.producers < self.options.max_producers
+            self.history, change = self.scaling.after_step(StepOutcome(plan.rate, row["verdict"] == "pass"),
+                                                           row["harness_limited"], self.history)
+            if change is not None:
+                self.say(scaling_line(change, plan.rate, self.scaling.producers))
+            retry = change == RETRY
             if retry:
-                self.producers = min(self.producers * 2, self.options.max_producers)
-                row["retried_with_producers"] = self.producers
+                row["retried_with_producers"] = self.scaling.producers
                 row["verdict"] = "harness-limit"
-                self.say(f"         the generator set this limit: retrying {plan.rate:,.0f} msg/s with "
-                         f"{self.producers} producer processes")
             else:
-                self.history.append(StepOutcome(plan.rate, row["verdict"] == "pass"))
                 plan = next_step(self.history, self.options.search)
             self._write()
             self.recording = False
@@ -152,10 +172,10 @@ class CapacitySearch:
 
     def _step(self, broker: BrokerInUse, index: int, purpose: str, rate: float) -> dict[str, Any]:
         options = self.options
-        scenario = dataclasses.replace(self.base, rate=rate, producers=self.producers, phases=(),
+        scenario = dataclasses.replace(self.base, rate=rate, producers=self.scaling.producers, phases=(),
                                        warmup_s=options.warmup_s, duration_s=options.warmup_s + options.step_s + 1)
-        self.say(f"step {index:>2} ({purpose}): {rate:,.0f} msg/s, {self.producers} producer"
-                 f"{'s' if self.producers > 1 else ''} ...")
+        self.say(f"step {index:>2} ({purpose}): {rate:,.0f} msg/s, {self.scaling.producers} producer"
+                 f"{'s' if self.scaling.producers > 1 else ''} ...")
         # A run's own console (a line a second) shows only with --verbose or on a terminal,
         # where it rewrites one line.
         run_out = self.out if options.verbose or self.out.isatty() else io.StringIO()
@@ -165,7 +185,7 @@ class CapacitySearch:
         wall_s = time.monotonic() - started
         self.first_result = self.first_result or result
         judgement = judge_step(result, rate, options.limits, options.criteria)
-        row = step_row(index, purpose, rate, self.producers, folder, self.folder, result, judgement, wall_s)
+        row = step_row(index, purpose, rate, self.scaling.producers, folder, self.folder, result, judgement, wall_s)
         if code == EXIT_INTERRUPTED:  # in the table with what it measured, judged neither way
             row.update(verdict="interrupted", harness_limited=False, reasons=["interrupted (Ctrl+C or SIGTERM)"])
         self.steps.append(row)

@@ -4,7 +4,9 @@ Side by side on the same broker, alternating (A B C, then C B A, ...) so drift o
 machine hits all alike: the throughput of four bare confluent-kafka loops
 (`bench/peers/bare_loops.py`: produce()+callback, produce_batch()+callback, produce_batch() with
 failures-only reports, produce_batch() without callbacks), of `bench run` at rate 0 with full
-measurement (trace header, tracker process, audit, per-second reports) and, with `--peer java`,
+measurement (trace header, tracker process, audit, per-second reports), of the same with
+`--produce-only` (its tracker reads the topic after producing: what reading during the run
+costs, on cores the tracker shares with the producer and the broker) and, with `--peer java`,
 of Kafka's own Java ProducerPerformance — same message, same producer settings. All count acked
 messages over first send -> last ack. `bench run` is judged against the fastest bare loop that
 keeps exact counts. Every rate and ratio is shown as mean ± spread over the rounds
@@ -28,6 +30,7 @@ from bench.commands._options import add_broker_arguments, add_results_argument
 from bench.core.clients import check_client_settings, scenario_watermarks
 from bench.core.delivery import payload_pool
 from bench.core.recorder import fold_latencies, record_counts
+from bench.core.run_modes import BOTH, PRODUCE_ONLY
 from bench.core.runner import run_scenario
 from bench.core.scenario import Scenario, merge_overrides, parse_set_option
 from bench.peers.bare_loops import BARE_LOOPS, BareLoop, run_bare_loop
@@ -48,6 +51,8 @@ CALIBRATION_SCENARIO = {"name": "calibrate", "topic": "bench-calibrate", "messag
                         "drain_timeout_s": 120}
 RECORDING_SAMPLES = 200_000
 BENCH_RUN = "bench run"
+BENCH_RUN_PRODUCE_ONLY = "bench run --produce-only"
+HARNESS_MODES = {BENCH_RUN: BOTH, BENCH_RUN_PRODUCE_ONLY: PRODUCE_ONLY}
 JAVA = "Java ProducerPerformance"
 # ProducerPerformance sends a count, not for a duration: duration x its own last rate, or in
 # round 1 the median rate of the loops measured before it (the harness goes first in round 1),
@@ -101,14 +106,17 @@ def _bare(loop: BareLoop, scenario: Scenario, bootstrap_servers: str, args: argp
     return result.rate
 
 
-def _bench_run(scenario: Scenario, bootstrap_servers: str, args: argparse.Namespace, round_number: int) -> float:
+def _bench_run(name: str, scenario: Scenario, bootstrap_servers: str, args: argparse.Namespace,
+               round_number: int) -> float:
     code, folder, result = run_scenario(scenario, bootstrap_servers, args.results_dir, "external",
-                                        out=io.StringIO())
+                                        out=io.StringIO(), mode=HARNESS_MODES[name])
     if code != EXIT_OK:
         raise RunFailed(f"bench run failed ({result['failure']}); see {folder}")
     # acked / (first send -> last ack), as the bare loops are timed; not the measured window.
     rate = result["throughput"]["elapsed_acked_per_s"]
-    end_to_end = result["latency_us"]["end_to_end"]
+    end_to_end = result["latency_us"].get("end_to_end")
+    end_to_end_text = (f"end-to-end sampled 1/{end_to_end['sample_every']}" if end_to_end
+                       else "no end-to-end: the tracker read after producing")
     service = result["latency_us"]["service_time"]
     if service.get("not_measured"):  # failures-only reports: librdkafka's round trip instead
         rtt = (result.get("client_latency_us") or {}).get("rtt") or {}
@@ -116,11 +124,11 @@ def _bench_run(scenario: Scenario, bootstrap_servers: str, args: argparse.Namesp
     else:
         service_text = (f"{METRICS['service_time_p99'].label} {format_us(METRICS['service_time_p99'].read(result))} "
                         f"sampled 1/{service['sample_every']}")
-    print(f"round {round_number}  {BENCH_RUN:<34} {rate:>10,.0f} msg/s  ({result['counts']['acked']:,} acked "
+    print(f"round {round_number}  {name:<34} {rate:>10,.0f} msg/s  ({result['counts']['acked']:,} acked "
           f"in {result['throughput']['elapsed_s']:.2f} s, consumed {result['counts']['consumed']:,}, "
           f"delivery reports {result['scenario']['delivery_reports']}, {result['audit']} audit: "
           f"lost {result['counts']['lost']:,}, duplicated {result['counts']['duplicated']:,}; "
-          f"{service_text}, end-to-end sampled 1/{end_to_end['sample_every']}; {folder})", flush=True)
+          f"{service_text}, {end_to_end_text}; {folder})", flush=True)
     return rate
 
 
@@ -172,7 +180,7 @@ def run(args: argparse.Namespace) -> int:
           + (f", judged against --min-ratio {args.min_ratio:g}" if args.min_ratio is not None else ""), flush=True)
     check_client_settings(scenario, args.bootstrap_servers)
     loops = {f"bare {loop.name}": loop for loop in BARE_LOOPS}
-    names = [*loops, BENCH_RUN] + ([JAVA] if args.peer == "java" else [])
+    names = [*loops, *HARNESS_MODES] + ([JAVA] if args.peer == "java" else [])
     rates: dict[str, list[float]] = {name: [] for name in names}
     with ensure_broker(args.bootstrap_servers, args.broker, keep=args.keep_broker,
                        announce=lambda line: print(line, flush=True)) as broker:
@@ -190,8 +198,8 @@ def run(args: argparse.Namespace) -> int:
                 try:
                     if name in loops:
                         rate = _bare(loops[name], measured, broker.bootstrap_servers, args, round_number)
-                    elif name == BENCH_RUN:
-                        rate = _bench_run(measured, broker.bootstrap_servers, args, round_number)
+                    elif name in HARNESS_MODES:
+                        rate = _bench_run(name, measured, broker.bootstrap_servers, args, round_number)
                     else:
                         rate = _java(peer, measured, args, round_number, _java_rate_guess(rates))
                 finally:
@@ -243,6 +251,9 @@ def _summary(rates: dict[str, list[float]], reporting: set[str], min_ratio: floa
         ratio_line(BENCH_RUN, fastest_name)
         ratio = ratio_line(BENCH_RUN, reporting_name, f", the fastest loop that keeps exact counts; {target}")
         ratio_line(reporting_name, fastest_name, ": what keeping exact counts costs")
+    if BENCH_RUN_PRODUCE_ONLY in rates:
+        ratio_line(BENCH_RUN_PRODUCE_ONLY, reporting_name, ": the harness with its tracker reading after producing")
+        ratio_line(BENCH_RUN, BENCH_RUN_PRODUCE_ONLY, ": what the tracker reading during the run costs")
     if JAVA in means:
         ratio_line(BENCH_RUN, JAVA)
         ratio_line(fastest_name, JAVA)
