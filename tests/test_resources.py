@@ -20,12 +20,13 @@ SECONDS = 10
 
 
 def _result(*, producer_cpu=None, producer_wait=None, host=None, lag=None, broker=None, rate=0, sent=None,
-            warmup_s=0, seconds=SECONDS) -> dict:
+            warmup_s=0, seconds=SECONDS, steal=None) -> dict:
     """A result with `seconds` measured seconds (plus the last, partial one) and the given
     per-second resources; a figure not given is null."""
     n = seconds + 1
     series = {"t_s": list(range(1, n + 1)), "sent": sent or [1000] * n, "acked": [1000] * n,
               "lag_messages": lag or [0] * n, "host_cpu_percent": host or [None] * n,
+              "host_steal_percent": steal or [None] * n,
               "cpu_percent_by_process": {"producer-0": [50.0] * n, "tracker": [5.0] * n},
               "main_thread_cpu_percent_by_process": {"producer-0": producer_cpu or [10.0] * n, "tracker": [3.0] * n},
               "main_thread_wait_percent_by_process": {"producer-0": producer_wait or [0.0] * n, "tracker": [0.0] * n},
@@ -80,6 +81,29 @@ def test_growing_lag_is_a_tracker_behind_and_flat_lag_is_not():
     assert [v["kind"] for v in verdicts] == ["tracker-behind"]
     assert verdicts[0]["lag_slope_per_s"] == 8000.0 and "lag grew 8,000 msg/s" in verdicts[0]["text"]
     assert _kinds(_result(lag=[0, 300, 50, 280, 10, 400, 0, 350, 20, 300, 0])) == []
+
+
+def test_cpu_the_hypervisor_gave_other_guests_for_most_of_the_window_is_a_neighbour_said_so():
+    verdicts = bottleneck_verdicts(_result(host=[60.0] * 11, steal=[12.0] * 8 + [1.0] * 3))
+    assert [v["kind"] for v in verdicts] == ["host-steal"]
+    assert verdicts[0]["steal_percent"] == 12.0 and verdicts[0]["seconds"] == 8
+    assert verdicts[0]["text"].startswith("CPU stolen: the hypervisor ran other guests for 12 % of this machine's CPU "
+                                          "time in 8 s")
+    # A little steal, or a burst shorter than half the window, is no verdict; nor is none reported.
+    assert _kinds(_result(steal=[3.0] * 11)) == _kinds(_result(steal=[20.0] * 4 + [0.0] * 7)) == []
+    assert _kinds(_result(steal=None)) == []
+
+
+def test_a_capacity_search_warns_when_its_steps_ran_beside_a_neighbour_on_the_hypervisor():
+    from bench.capacity.document import steal_warnings
+
+    steal = {"kind": "host-steal", "steal_percent": 14.5}
+    steps = [{"index": 1, "verdicts": []}, {"index": 2, "verdicts": [steal]}, {"index": 3, "verdicts": None},
+             {"index": 4, "verdicts": [{"kind": "host-steal", "steal_percent": 6.0}]}]
+    assert steal_warnings(steps) == [
+        "the hypervisor stole CPU time (up to 14.5 % on average over a step) in 2 of 4 steps (2, 4): another guest on "
+        "this host moved their figures, so the answer may not repeat"]
+    assert steal_warnings(steps[:1]) == []
 
 
 def test_a_broker_using_every_core_is_busy():
@@ -146,6 +170,11 @@ def test_a_run_within_its_means_records_every_process_and_is_not_called_saturate
     # Aligned with the run's seconds; every measured second of every process has its figures.
     for key in ("cpu_percent_by_process", "rss_mb_by_process"):
         assert all(len(values) == len(series["t_s"]) for values in series[key].values())
+    # Steal beside host CPU, each second a share of it (0 on a host that reports none).
+    measured_seconds = range(1, result["throughput"]["measured_s"] + 1)
+    assert len(series["host_steal_percent"]) == len(series["t_s"])
+    assert all(0 <= series["host_steal_percent"][i] <= series["host_cpu_percent"][i] + 0.1 for i in measured_seconds)
+    assert resources["summary"]["host"]["steal_percent_mean"] is not None
     for name, info in resources["processes"].items():
         assert info["seconds"] == result["throughput"]["measured_s"], name
         assert info["rss_mb_max"] > 10, name

@@ -15,6 +15,10 @@
   or a broker node whose request handler threads were idle less than HANDLER_IDLE_BUSY_PERCENT
   of the time (Kafka's RequestHandlerAvgIdlePercent, from its metrics endpoint) for `min_seconds`:
   Kafka's own sign that requests queue for a handler, which also holds for a broker elsewhere.
+- host-steal: the hypervisor ran other guests on this machine's virtual CPUs for >= STEAL_PERCENT
+  of the CPU time in `min_seconds` (Linux `steal`): not a limit of the run, a neighbour it cannot
+  see; its figures move with that neighbour's load, latency tails and the generator's send delay
+  first.
 - tracker-behind: consumer lag grew over the measured window by more than
   max(TRACKER_BEHIND_MIN_SLOPE, TRACKER_BEHIND_SHARE of the acked rate) messages per second.
 
@@ -47,6 +51,9 @@ TRACKER_BEHIND_SHARE = 0.02
 # Request handlers idle less than this share of the time: the broker's usual "busy" sign (Kafka's
 # operations docs alert below 20-30 %).
 HANDLER_IDLE_BUSY_PERCENT = 20.0
+# CPU time stolen by the hypervisor (other guests) at or above this share: a neighbour on the
+# host. A few percent comes and goes on shared clouds; on 2 cores, 5 % is a tenth of a core.
+STEAL_PERCENT = 5.0
 
 
 def min_seconds(window_s: int) -> int:
@@ -174,6 +181,14 @@ def bottleneck_verdicts(result: Mapping[str, Any]) -> list[dict[str, Any]]:
     verdicts = _generator(result, series, window, need, host_busy)
     verdicts += _broker(result, series, window, need)
     verdicts += _tracker(result, series, window)
+    stolen = _saturated(window_values(series.get("host_steal_percent"), window), STEAL_PERCENT)
+    if len(stolen) >= need:
+        steal = round(sum(stolen) / len(stolen), 1)
+        verdicts.append({"kind": "host-steal", "steal_percent": steal, "seconds": len(stolen),
+                         "threshold_percent": STEAL_PERCENT,
+                         "text": f"CPU stolen: the hypervisor ran other guests for {steal:g} % of this machine's CPU "
+                                 f"time in {len(stolen)} s — figures move with their load (latency tails and the "
+                                 "generator's send delay first); compare such runs only in alternating rounds"})
     if len(host_busy) >= need:
         host = round(sum(host_busy) / len(host_busy))
         verdicts.append({"kind": "host-saturated", "cpu_percent": host, "seconds": len(host_busy),

@@ -55,7 +55,10 @@ def resources_section(series: Mapping[str, Any], processes: Mapping[str, Mapping
     window = resource_window(series, warmup_s)
     described = {name: {**dict(info), **process_figures(series, name, window)} for name, info in processes.items()}
     host = window_values(series.get("host_cpu_percent"), window)
-    summary: dict[str, Any] = {"host": {"cpu_percent_mean": rounded_mean(host), "cpu_percent_max": max(host, default=None)}}
+    steal = window_values(series.get("host_steal_percent"), window)
+    summary: dict[str, Any] = {"host": {"cpu_percent_mean": rounded_mean(host), "cpu_percent_max": max(host, default=None),
+                                        "steal_percent_mean": rounded_mean(steal),
+                                        "steal_percent_max": max(steal, default=None)}}
     for role in RESOURCE_ROLES:
         members = {name: figures for name, figures in described.items() if figures["role"] == role}
         if not members:

@@ -128,8 +128,20 @@ def capacity_document(*, run_id: str, scenario: Mapping[str, Any], fingerprint: 
         "environment": (first_step or {}).get("environment"), "broker": (first_step or {}).get("broker"),
         "started_at": utc_iso(started_at), "ended_at": utc_iso(ended_at), "status": status, "failure": failure,
         "slo": list(slo), "latency_kind": kind, "search": dict(search), "steps": list(steps),
-        "answer": answer_section(found, steps, kind), "warnings": list(warnings),
+        "answer": answer_section(found, steps, kind), "warnings": [*warnings, *steal_warnings(steps)],
     }
+
+
+def steal_warnings(steps: Sequence[Mapping[str, Any]]) -> list[str]:
+    """One warning naming the steps whose run had the host-steal verdict: a neighbour on the
+    hypervisor moved their figures, so the answer may not repeat (docs/capacity.md)."""
+    stolen = [row for row in steps if any(verdict.get("kind") == "host-steal" for verdict in row.get("verdicts") or ())]
+    if not stolen:
+        return []
+    worst = max(verdict["steal_percent"] for row in stolen for verdict in row["verdicts"] if verdict["kind"] == "host-steal")
+    return [f"the hypervisor stole CPU time (up to {worst:g} % on average over a step) in {len(stolen)} of "
+            f"{len(steps)} steps ({', '.join(str(row['index']) for row in stolen)}): another guest on this host moved "
+            "their figures, so the answer may not repeat"]
 
 
 def write_capacity(folder: Path, document: Mapping[str, Any]) -> Path:

@@ -94,17 +94,19 @@ class _Process:
         return round(cpu, 1), main_cpu, main_wait, round(rss, 1)
 
 
-def _host_busy() -> tuple[float, float]:
-    """(busy, total) CPU seconds of the host, as psutil.cpu_percent counts them, without its
-    module-wide state (another caller in this process would move its interval)."""
+def _host_busy() -> tuple[float, float, float]:
+    """(busy, total, stolen) CPU seconds of the host, as psutil.cpu_percent counts them, without
+    its module-wide state (another caller in this process would move its interval). Stolen: time
+    a virtual CPU was ready to run but the hypervisor ran another guest (Linux `steal`; 0 where
+    the platform does not report it); it counts as busy, as in psutil."""
     times = psutil.cpu_times()
     total = sum(times) - getattr(times, "guest", 0) - getattr(times, "guest_nice", 0)
     idle = times.idle + getattr(times, "iowait", 0)
-    return total - idle, total
+    return total - idle, total, getattr(times, "steal", 0.0)
 
 
 class ResourceSampler:
-    """The sampling thread. `samples`: second -> {"host_cpu_percent": pct, "processes":
+    """The sampling thread. `samples`: second -> {"host_cpu_percent": pct, "host_steal_percent": pct, "processes":
     {name: (cpu, main, rss)}}; a process not running (or not yet sampled once) is missing from
     its second, a second the thread missed (it woke late) is missing."""
 
@@ -170,18 +172,19 @@ class ResourceSampler:
         return current
 
     def _sample(self, second: int) -> None:
-        busy, total = _host_busy()
-        host = None
+        busy, total, stolen = _host_busy()
+        host = steal = None
         if total > self._host[1]:
             host = round(100.0 * (busy - self._host[0]) / (total - self._host[1]), 1)
-        self._host = (busy, total)
+            steal = round(100.0 * (stolen - self._host[2]) / (total - self._host[1]), 1)
+        self._host = (busy, total, stolen)
         processes = {}
         for name, process in self._refresh().items():
             try:
                 processes[name] = process.sample()
             except psutil.Error:  # it ended during this second
                 self._objects.pop(name, None)
-        self.samples[second] = {"host_cpu_percent": host, "processes": processes}
+        self.samples[second] = {"host_cpu_percent": host, "host_steal_percent": steal, "processes": processes}
         if self.broker_metrics is not None:
             self.broker_metrics.sample(second)
 
@@ -198,6 +201,7 @@ class ResourceSampler:
         return {
             **broker,
             "host_cpu_percent": [row["host_cpu_percent"] if row else None for row in rows],
+            "host_steal_percent": [row["host_steal_percent"] if row else None for row in rows],
             "cpu_percent_by_process": {name: column(name, 0) for name in names},
             "main_thread_cpu_percent_by_process": {name: column(name, 1) for name in names if self.watched[name].python},
             "main_thread_wait_percent_by_process": {name: column(name, 2) for name in names if self.watched[name].python},

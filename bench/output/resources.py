@@ -76,9 +76,11 @@ def resource_line(result: Mapping[str, Any]) -> str | None:
                      + (f" (main thread {_figure(main)} %" if main is not None else "")
                      + (f", {_figure(wait)} % waiting for a CPU)" if main is not None and wait is not None
                         else ")" if main is not None else ""))
-    host = ((resources.get("summary") or {}).get("host") or {}).get("cpu_percent_mean")
+    host = (resources.get("summary") or {}).get("host") or {}
     line = "CPU (mean over the measured window, % of one core): " + ", ".join(parts)
-    line += f"; host {_figure(host)} % of {resources.get('cpu_count')} cores"
+    line += f"; host {_figure(host.get('cpu_percent_mean'))} % of {resources.get('cpu_count')} cores"
+    if host.get("steal_percent_mean"):  # only where the hypervisor took some
+        line += f" (of which stolen by the hypervisor {_figure(host['steal_percent_mean'])} %)"
     missing = resources.get("not_measured") or {}
     return line + "".join(f"; {role} not measured: {reason}" for role, reason in missing.items())
 

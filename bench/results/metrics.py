@@ -103,6 +103,8 @@ SERIES = {
     "lag_messages": ("consumer lag", "messages"),
     "lag_time_ms": ("consumer time lag", "ms"),
     "host_cpu_percent": ("host CPU", "% of all cores"),
+    # Part of host CPU: time the hypervisor gave this machine's virtual CPUs to other guests.
+    "host_steal_percent": ("host CPU stolen by the hypervisor (steal)", "% of all cores"),
     # librdkafka's statistics, the newest interval of each second (bench/core/client_stats.py):
     # summed or averaged over producers, the slowest producer's round trip.
     "client_queue_messages": ("librdkafka queue depth (msg_cnt)", "messages"),
@@ -117,6 +119,7 @@ SERIES = {
 # series are {process name: [...]} (producer-0, tracker, coordinator, broker-node1, ...).
 RESOURCE_SERIES = {
     "host_cpu_percent": SERIES["host_cpu_percent"],
+    "host_steal_percent": SERIES["host_steal_percent"],
     "cpu_percent_by_process": ("CPU", "% of one core"),
     "main_thread_cpu_percent_by_process": ("main thread CPU", "% of one core"),
     "main_thread_wait_percent_by_process": ("main thread waiting for a CPU", "% of the time"),
@@ -286,6 +289,9 @@ def _build() -> dict[str, Metric]:
     ]
     metrics.append(Metric("host_cpu_percent", "host CPU mean", "% of all cores", "higher",
                           ("resources", "summary", "host", "cpu_percent_mean"), RESOURCE_WINDOW, None, CPU_FLOOR))
+    metrics.append(Metric("host_steal_percent", "host CPU stolen by the hypervisor mean (steal)", "% of all cores",
+                          "higher", ("resources", "summary", "host", "steal_percent_mean"), RESOURCE_WINDOW, None,
+                          CPU_FLOOR))
     for role in RESOURCE_ROLES:
         metrics += [
             Metric(f"{role}_cpu_percent", f"{role} CPU mean (busiest {role} process)", "% of one core", "higher",

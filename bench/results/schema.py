@@ -66,6 +66,9 @@ from bench.results.window import lag_summary, throughput_summary
 #      rate, time to steady lag and end-to-end latency while catching up (bench/core/backlog.py);
 #      such a run's top-level warmup_s counts from t0 to the end of its warm-up after the
 #      consumers' start. Absent in older files, read as no backlog.
+#      Also in version 5, host_steal_percent in `series` (CPU time the hypervisor gave other
+#      guests), resources.summary.host.steal_percent_mean/_max and the verdict kind host-steal.
+#      Absent in older files: steal not recorded.
 SCHEMA_VERSION = 5
 SUPPORTED_SCHEMA_VERSIONS = frozenset({1, 2, 3, 4, 5})
 
