@@ -1,7 +1,9 @@
 """The CI gate against a real broker: an identical rerun passes, a 2x slower consumer path fails.
 
-Runs scenarios/ci-gate.toml three times (shortened to 30 s, long enough for the 4 independent blocks
-of seconds the gate's statistics need; duration is not part of the fingerprint) through
+Runs scenarios/ci-gate.toml three times (shortened to 40 s: the gate's statistics need 4 independent
+blocks of seconds, each as long as the series' correlation length measured in that run, which a
+slowed consumer on a host with a noisy neighbour stretched to 8 s: 32 measured seconds; duration is
+not part of the fingerprint) through
 `bench regress --scenario`, the path .ci/run uses.
 """
 
@@ -30,7 +32,7 @@ CI_SCENARIO = Path(__file__).parent.parent / "scenarios" / "ci-gate.toml"
 def _gate(kafka_bootstrap, topic, tmp_path, *extra):
     """Run the gate on a fresh topic; the candidate's counts must match what the broker holds."""
     runs_before = set((tmp_path / "results").glob("*-ci-gate"))
-    args = ["regress", "--scenario", str(CI_SCENARIO), "--set", "duration_s=30", "--set", "warmup_s=3",
+    args = ["regress", "--scenario", str(CI_SCENARIO), "--set", "duration_s=40", "--set", "warmup_s=3",
             "--set", f"topic={topic}", "--bootstrap-servers", kafka_bootstrap, "--broker", "external",
             "--results", str(tmp_path / "results"), "--baselines-dir", str(tmp_path / "baselines")]
     code = main([*args, *extra])
