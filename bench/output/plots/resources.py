@@ -49,7 +49,7 @@ def plot_resources(runs: Sequence[Run], path: Path) -> Path | None:
         steal = series.get("host_steal_percent") or []
         if any(steal):  # on bare metal, or a quiet host, there is nothing to draw
             host_ax.plot(seconds[:len(steal)], nan_for_none(steal), style, color=RUN_COLOURS[run_index % len(RUN_COLOURS)],
-                         linewidth=0.9, alpha=0.6, label=f"{prefix}stolen by the hypervisor (steal)")
+                         linewidth=0.9, alpha=0.6, label=f"{prefix}{RESOURCE_SERIES['host_steal_percent'][0]}")
     for ax in (cpu_ax, host_ax):
         ax.axhline(SATURATED_PERCENT, color="#d62728", linestyle=":", linewidth=1)
     cpu_ax.set_ylabel(f"{RESOURCE_SERIES['cpu_percent_by_process'][0]}\n({RESOURCE_SERIES['cpu_percent_by_process'][1]})")
