@@ -113,10 +113,10 @@ def test_a_late_generator_fails_by_its_send_delay_limit():
 
 
 def test_a_generator_saturated_verdict_makes_the_step_the_harness_s_limit_and_other_verdicts_do_not():
-    saturated = [{"kind": "generator-saturated", "text": "producer process at 99 % CPU for 14 s"}]
+    saturated = [{"kind": "generator-saturated", "text": "generator saturated: producer process at 99 % CPU for 14 s"}]
     judgement = judge_step(step_result(1000, verdicts=saturated), 1000, E2E_50MS)
     assert judgement.harness_limited and not judgement.passed
-    assert "generator saturated: producer process at 99 % CPU for 14 s" in judgement.reasons
+    assert judgement.reasons == ("generator saturated: producer process at 99 % CPU for 14 s",)
     busy = [{"kind": "broker-busy", "text": "request handlers 95 % busy"}]
     assert judge_step(step_result(1000, verdicts=busy), 1000, E2E_50MS).passed
 

@@ -96,7 +96,7 @@ def judge_step(result: Mapping[str, Any], rate: float, limits: Sequence[Limit], 
                        f"> {criteria.send_delay_limit_us / 1000:g} ms")
     for verdict in result.get("verdicts") or []:
         if verdict.get("kind") == GENERATOR_SATURATED:
-            harness.append(f"generator saturated: {verdict.get('text') or 'no detail'}")
+            harness.append(verdict.get("text") or "generator saturated: no detail")  # its text names it
     if acked is not None and sent is not None and acked < MIN_ACKED_FRACTION * sent:
         reasons.append(f"broker acknowledged {acked:,.0f} msg/s of {sent:,.0f} sent")
     slope = lag_slope(result)
