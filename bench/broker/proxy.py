@@ -17,10 +17,14 @@ changed at any time and applies to bytes that arrive after the change.
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
+import statistics
 import threading
 
 _CHUNK_BYTES = 1 << 16
+# How many of the latest holds `held_p50_s` looks at: a few minutes of responses at test rates.
+_HOLDS_KEPT = 100_000
 
 
 class ClientProxy:
@@ -35,6 +39,10 @@ class ClientProxy:
         self._server: asyncio.base_events.Server | None = None
         self._connections: set[asyncio.StreamWriter] = set()
         self.is_cut = False
+        # How long each chunk was actually held, arrival to forward: on a busy machine the wake-up
+        # after the timer comes late, so the delay a client sees can exceed delay_s.
+        self._held_s: collections.deque[float] = collections.deque(maxlen=_HOLDS_KEPT)
+        self._held_lock = threading.Lock()
 
     @property
     def address(self) -> str:
@@ -96,6 +104,17 @@ class ClientProxy:
     def restore(self) -> None:
         self.is_cut = False
 
+    def clear_holds(self) -> None:
+        with self._held_lock:
+            self._held_s.clear()
+
+    def held_p50_s(self) -> float | None:
+        """The median time the proxy actually held a response chunk since `clear_holds()`
+        (None before the first): delay_s plus the proxy's own forwarding and wake-up time."""
+        with self._held_lock:
+            held = list(self._held_s)
+        return statistics.median(held) if held else None
+
     def __enter__(self) -> ClientProxy:
         return self.start()
 
@@ -135,21 +154,24 @@ class ClientProxy:
     async def _forward_delayed(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         """Forward each chunk delay_s after it arrived; reading goes on meanwhile (no stacking)."""
         loop = asyncio.get_running_loop()
-        pending: asyncio.Queue[tuple[float, bytes] | None] = asyncio.Queue()
+        pending: asyncio.Queue[tuple[float, float, bytes] | None] = asyncio.Queue()
 
         async def read() -> None:
             with contextlib.suppress(OSError):
                 while chunk := await reader.read(_CHUNK_BYTES):
-                    pending.put_nowait((loop.time() + self.delay_s, chunk))
+                    arrived = loop.time()
+                    pending.put_nowait((arrived, arrived + self.delay_s, chunk))
             pending.put_nowait(None)
 
         async def write() -> None:
             with contextlib.suppress(OSError):
                 while (item := await pending.get()) is not None:
-                    due, chunk = item
+                    arrived, due, chunk = item
                     if (wait_s := due - loop.time()) > 0:
                         await asyncio.sleep(wait_s)
                     writer.write(chunk)
+                    with self._held_lock:
+                        self._held_s.append(loop.time() - arrived)
                     await writer.drain()
             writer.close()
 
