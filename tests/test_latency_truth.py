@@ -33,9 +33,9 @@ DELIVERY_TOLERANCE = 0.10
 # linger_ms=0: a lingering batch waits for librdkafka's timer, which on a busy machine moved
 # the baseline p50 between 4 and 8 ms from run to run (5 ms linger); without it the baseline
 # is the round trip plus the producer's poll interval, steady to 0.1 ms. 100 orders/s: at 500 (one
-# request each, every response forwarded by the proxy's one Python thread) a process keeping one of
-# 2 cores busy drove the baseline delivery p50 from 2 ms to 78-1,700 ms; at 100 the same neighbour
-# left the shift at 20.0-20.1 ms.
+# request each, every response forwarded by the proxy's one Python thread), with other processes
+# keeping both cores busy, the baseline delivery p50 went from 2 ms to 5.5 ms-1.7 s; at 100 the
+# shift stayed at 20.0-20.3 ms with one to three such processes.
 RUN_FLAGS = ("--rate", "100", "--duration", "10", "--warmup", "2", "--set", "partitions=1", "--set", "linger_ms=0")
 
 
