@@ -81,7 +81,7 @@ def run() -> int:
             scratch = args.results_dir or Path(scratch_dir)
             for number in range(1, 2 * args.trials + 1):
                 slowed = number % 2 == 0
-                code, line = trial(args.bootstrap_servers, Path(scratch) / str(number), slowed, args, number)
+                code, line = trial(args.bootstrap_servers, scratch / str(number), slowed, args, number)
                 kind = "doubled" if slowed else "unchanged"
                 if code not in (0, 1):
                     print(f"trial {number} ({kind}): exit {code}, the gate could not judge; {line}", flush=True)
