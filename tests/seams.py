@@ -7,9 +7,12 @@ function bound with functools.partial, so it pickles by name; the spawned child 
 module (tests/ is on its sys.path, as on the parent's), patches the tracker's consumer inside
 itself and runs the real `tracker_main`.
 
-- `stalled_tracker(stall_s)`: the tracker reads nothing for stall_s after the start, then reads
-  the partitions again from the run's start offsets (what was prefetched meanwhile is dropped),
-  so a test can make the broker delete acked orders before they are read.
+- `stalled_tracker(log_start)`: the tracker reads nothing until the broker's log of partition 0
+  starts at `log_start` or later (a test has it delete the first acked orders), then reads the
+  partitions again from the run's start offsets (what was prefetched meanwhile is dropped), so
+  exactly the deleted orders were acked and never read. It waits on that event, not for a time:
+  a fixed stall loses the race to a deletion that a starved machine makes late. After
+  STALL_LIMIT_S without it, it reads anyway (the test then fails on its counts, not by hanging).
 - `slowed_tracker(delay_ms, max_batch=None)`: the tracker sleeps delay_ms after every batch for
   the whole run (and takes at most max_batch messages per batch, so its speed has a ceiling that
   does not depend on how the producer batched), a slower consumer path with the same scenario
@@ -29,13 +32,17 @@ from __future__ import annotations
 import functools
 import time
 
-from confluent_kafka import TopicPartition
+from confluent_kafka import KafkaException, TopicPartition
 
 NS_PER_S = 1_000_000_000
+# The stalled tracker asks the broker for the log start this often, and reads anyway after the
+# limit (counted from the run's start).
+CHECK_EVERY_NS = 100_000_000
+STALL_LIMIT_S = 120.0
 
 
-def stalled_tracker(stall_s: float) -> functools.partial:
-    return functools.partial(_stalled_tracker_main, stall_s)
+def stalled_tracker(log_start: int) -> functools.partial:
+    return functools.partial(_stalled_tracker_main, log_start)
 
 
 def slowed_tracker(delay_ms: float, max_batch: int | None = None) -> functools.partial:
@@ -55,24 +62,38 @@ def _slowed_tracker_on_main(topic_suffix: str, delay_ms: float, max_batch: int |
     module.tracker_main(scenario, *args)
 
 
-def _stalled_tracker_main(stall_s: float, scenario, bootstrap_servers, run_id, start_offsets, reports, control,
+def _stalled_tracker_main(log_start: int, scenario, bootstrap_servers, run_id, start_offsets, reports, control,
                           start, t0_ns, *slot) -> None:
     from bench.core import tracker as module
 
     class StalledTracker(module.OrderTracker):
         reassigned = False
+        checked_ns = 0
 
         def consume(self, count, timeout):
-            if time.perf_counter_ns() < t0_ns.value + int(stall_s * NS_PER_S):
-                time.sleep(timeout or 0.01)
-                return []
             if not self.reassigned:
+                if not self._dropped():
+                    time.sleep(timeout or 0.01)
+                    return []
                 # Assigned again from the start offsets: what librdkafka prefetched during the
                 # stall is discarded, so the broker's log as it is now is what is read.
                 self.reassigned = True
                 self.client.assign([TopicPartition(scenario.topic, p, offset) for p, offset in start_offsets.items()])
                 return []
             return super().consume(count, timeout)
+
+        def _dropped(self) -> bool:
+            now = time.perf_counter_ns()
+            if now > t0_ns.value + int(STALL_LIMIT_S * NS_PER_S):
+                return True
+            if now - self.checked_ns < CHECK_EVERY_NS:
+                return False
+            self.checked_ns = now
+            try:
+                low, _high = self.client.get_watermark_offsets(TopicPartition(scenario.topic, 0), timeout=2, cached=False)
+            except KafkaException:  # the topic's leader not known yet: asked again next time
+                return False
+            return low >= log_start
 
     module.OrderTracker = StalledTracker
     module.tracker_main(scenario, bootstrap_servers, run_id, start_offsets, reports, control, start, t0_ns, *slot)

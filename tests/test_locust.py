@@ -7,7 +7,6 @@ locust runs in a child process, with a timeout so no test can hang the suite.
 
 from __future__ import annotations
 
-import datetime as dt
 import json
 import os
 import re
@@ -456,9 +455,9 @@ def test_two_processes_merged_delivery_percentiles_equal_the_union_of_the_worker
     assert result["latency_us"]["service_time"]["count"] == window_count(folder / "service_time.hlog", result)
 
 
-# From the tracker's start (the test start): covers the tracker process starting, the first
-# orders being acked and their deletion, with room for a busy machine.
-LOSS_STALL_S = 8.0
+# The tracker is stalled until the deletion, which may come after the users stop: the drain
+# (which ends as soon as everything acked is read) must outlast it on a starved machine too.
+LOSS_DRAIN_TIMEOUT_S = 60.0
 
 
 @pytest.mark.parametrize("user_rate, wait_for, drop_below, audit", [
@@ -468,28 +467,26 @@ LOSS_STALL_S = 8.0
 def test_acked_orders_the_broker_drops_are_lost_exactly_in_a_locust_run(kafka_bootstrap, unique_topic, tmp_path,
                                                                          user_rate, wait_for, drop_below, audit):
     """As tests/test_loss.py for `bench run`: the tracker is stalled by a test-only locustfile
-    (tests/locust_stalled_tracker.py); meanwhile the broker deletes the first acked orders, so
+    (tests/locust_stalled_tracker.py) until the broker has deleted the first acked orders, so
     exactly those are lost, the run failed, exit code 3."""
     ensure_topic(connect_admin(kafka_bootstrap), unique_topic, 1)  # the dropper reads partition 0 from the start
     scenario_file = tmp_path / "orders-loss.toml"
-    # The drain time starts when the users stop, which may be before the stall ends: it must outlast it.
     scenario_file.write_text(f'topic = "{unique_topic}"\npartitions = 1\nwarmup_s = 0\n'
-                             f"drain_timeout_s = {LOSS_STALL_S}\n")
+                             f"drain_timeout_s = {LOSS_DRAIN_TIMEOUT_S}\n")
     dropper = RecordDropper(kafka_bootstrap, unique_topic, wait_for, drop_below, within_s=CHILD_TIMEOUT_S)
     dropper.start()
     results_dir = tmp_path / "results"
     completed = _locust("-u", "1", "-t", "5s", "--scenario", str(scenario_file), "--user-rate", user_rate,
                         "--kafka-bootstrap-servers", kafka_bootstrap, "--results-dir", str(results_dir),
                         locustfile=str(REPO / "tests" / "locust_stalled_tracker.py"),
-                        env={"TEST_TRACKER_STALL_S": str(LOSS_STALL_S), "PYTHONPATH": str(REPO / "tests")})
+                        env={"TEST_TRACKER_LOG_START": str(drop_below), "PYTHONPATH": str(REPO / "tests")})
     dropper.join(timeout=5)
     assert dropper.error is None, dropper.error
     assert completed.returncode == EXIT_RUN_FAILED, completed.stderr[-3000:]
     [folder] = _run_folders(results_dir)
     result = load_result(folder)
     assert result["audit"] == audit
-    started_at = dt.datetime.fromisoformat(result["started_at"]).timestamp()
-    assert dropper.dropped_at is not None and dropper.dropped_at < started_at + LOSS_STALL_S, "dropped after the stall"
+    assert dropper.dropped_at is not None
     low, high = topic_watermarks(kafka_bootstrap, unique_topic)[0]
     assert low == drop_below and high > low
     assert result["counts"]["lost"] == drop_below, result["warnings"]
