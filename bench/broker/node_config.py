@@ -15,7 +15,7 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from bench.broker.jars import DEFAULT_KAFKA_VERSION, missing_tool, run_bounded, version_key
-from bench.broker.settings import BROKER_HEAP_OPTS, BROKER_PERFORMANCE_JVM_OPTS, LARGE_MESSAGE_BROKER_SETTINGS
+from bench.broker.settings import BROKER_HEAP_OPTS, LARGE_MESSAGE_BROKER_SETTINGS, broker_performance_jvm_opts
 from bench.broker.versions import log_config_option
 from streamstore.errors import RunFailed, UsageError
 
@@ -157,7 +157,7 @@ class NodeConfig:
             java,
             *agent,
             *self.heap_opts,
-            *BROKER_PERFORMANCE_JVM_OPTS,
+            *broker_performance_jvm_opts(),
             log_config_option(self.kafka_version),
             f"-Dkafka.logs.dir={self.log_path.parent}",
             "-cp", f"{libs}/*",

@@ -4,7 +4,9 @@ docker-compose.yaml repeats them and tests/test_compose.py checks that the two a
 
 from __future__ import annotations
 
+import os
 import re
+import shlex
 
 from streamstore.config import CLIENT_MESSAGE_MAX_BYTES
 from streamstore.errors import UsageError
@@ -110,6 +112,16 @@ BROKER_PERFORMANCE_JVM_OPTS: tuple[str, ...] = (
     "-XX:+ExplicitGCInvokesConcurrent",
     "-Djava.awt.headless=true",
 )
+# As Kafka's launcher does, KAFKA_JVM_PERFORMANCE_OPTS replaces those when it is set. The test suite
+# sets a lighter JIT there (tests/conftest.py): its brokers live for minutes, and compiling their
+# hot paths with C2 cost more CPU than the tests' traffic did.
+JVM_PERFORMANCE_OPTS_VARIABLE = "KAFKA_JVM_PERFORMANCE_OPTS"
+
+
+def broker_performance_jvm_opts() -> tuple[str, ...]:
+    """The JVM options of an embedded node besides its heap: KAFKA_JVM_PERFORMANCE_OPTS when set, else Kafka's defaults."""
+    custom = os.environ.get(JVM_PERFORMANCE_OPTS_VARIABLE, "").strip()
+    return tuple(shlex.split(custom)) if custom else BROKER_PERFORMANCE_JVM_OPTS
 
 # Broker settings worth recording next to a result (read back from the broker itself).
 REPORTED_BROKER_SETTING_NAMES: tuple[str, ...] = (

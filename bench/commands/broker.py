@@ -4,6 +4,7 @@ or with `--nodes N` (N >= 2) the embedded N-node cluster (bench/broker/cluster.p
 from __future__ import annotations
 
 import argparse
+import os
 import time
 from pathlib import Path
 
@@ -20,6 +21,7 @@ from bench.broker.embedded import (
 from bench.broker.exporter import EXPORTER_VERSION, exporter_endpoint, provision_agent
 from bench.broker.locate import answering_embedded, describe, find_embedded, recorded_under
 from bench.broker.probe import broker_answers
+from bench.broker.settings import JVM_PERFORMANCE_OPTS_VARIABLE
 from bench.broker.versions import SUPPORTED_RELEASES
 from streamstore.errors import UsageError
 
@@ -139,6 +141,9 @@ def _start(cluster: EmbeddedCluster, args: argparse.Namespace) -> int:
     what = (f"Apache Kafka {single.version} at {single.bootstrap_servers} (pid {single.pid})" if single
             else f"a {len(cluster.nodes)}-node Apache Kafka {cluster.version} cluster")
     print(f"started {what} in {elapsed:.1f} s" if started else f"already running: {what}")
+    custom = os.environ.get(JVM_PERFORMANCE_OPTS_VARIABLE, "").strip()
+    if started and custom:
+        print(f"JVM options from {JVM_PERFORMANCE_OPTS_VARIABLE} (instead of Kafka's defaults): {custom}")
     if single:
         if started:
             print(f"log: {single.log_path}")
