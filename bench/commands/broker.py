@@ -141,17 +141,17 @@ def _start(cluster: EmbeddedCluster, args: argparse.Namespace) -> int:
     what = (f"Apache Kafka {single.version} at {single.bootstrap_servers} (pid {single.pid})" if single
             else f"a {len(cluster.nodes)}-node Apache Kafka {cluster.version} cluster")
     print(f"started {what} in {elapsed:.1f} s" if started else f"already running: {what}")
-    custom = os.environ.get(JVM_PERFORMANCE_OPTS_VARIABLE, "").strip()
-    if started and custom:
-        print(f"JVM options from {JVM_PERFORMANCE_OPTS_VARIABLE} (instead of Kafka's defaults): {custom}")
     if single:
         if started:
             print(f"log: {single.log_path}")
-        return 0
-    for node in cluster.nodes:
-        print(f"  node {node.node_id}: {node.bootstrap_servers} (pid {node.pid}, log {node.log_path})")
-    print(f"bootstrap servers: {cluster.bootstrap_servers}")
-    print(f"state: {cluster.state_dir}")
+    else:
+        for node in cluster.nodes:
+            print(f"  node {node.node_id}: {node.bootstrap_servers} (pid {node.pid}, log {node.log_path})")
+        print(f"bootstrap servers: {cluster.bootstrap_servers}")
+        print(f"state: {cluster.state_dir}")
+    custom = os.environ.get(JVM_PERFORMANCE_OPTS_VARIABLE, "").strip()
+    if started and custom:
+        print(f"JVM options from {JVM_PERFORMANCE_OPTS_VARIABLE} (instead of Kafka's defaults): {custom}")
     return 0
 
 
