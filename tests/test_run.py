@@ -177,7 +177,11 @@ def test_a_stalled_generator_shows_in_response_time_not_service_time(kafka_boots
     latency = result["latency_us"]
     assert latency["response_time"]["p99"] >= 1_000_000
     assert latency["send_delay"]["p99"] >= 1_000_000
-    assert latency["service_time"]["p99_9"] < latency["response_time"]["p99_9"] / 2
+    # The messages sent but not yet acked when the process stopped (the rate times a round trip:
+    # a handful, more when the broker answers slower) wait out the stall in their service time
+    # too, so the stall reaches service time's p99.9 (its 3rd-worst of 2,500) on some runs, never
+    # its p99 (the 25th-worst); response time's p99 lies inside the ~750 late messages.
+    assert latency["service_time"]["p99"] < latency["response_time"]["p99"] / 10
     assert result["counts"]["acked"] == result["counts"]["consumed"] == 2500
     assert any("generator fell behind" in warning for warning in result["warnings"])
 
