@@ -18,6 +18,7 @@ from kafka_truth import PROJECT_ROOT
 from bench.broker.embedded import DEFAULT_KAFKA_VERSION, LARGE_MESSAGE_BROKER_SETTINGS
 from bench.broker.ensure import describe_broker_settings, ensure_broker
 from bench.broker.probe import broker_answers
+from bench.broker.settings import JVM_PERFORMANCE_OPTS_VARIABLE
 from streamstore.admin import connect_admin, ensure_topic
 from streamstore.config import consumer_config, producer_config
 from streamstore.errors import RunFailed
@@ -57,6 +58,13 @@ def test_start_status_stop_and_idempotent_start(broker_flags):
         pid = int(first_line.split("(pid ")[1].split(")")[0])
         # The broker outlives the command that started it.
         assert broker_answers(f"127.0.0.1:{port}", timeout_s=10)
+        # KAFKA_JVM_PERFORMANCE_OPTS (the suite sets it, tests/conftest.py) replaces Kafka's
+        # defaults on the JVM's command line, as with Kafka's launcher, and the command says so.
+        jvm_options = os.environ[JVM_PERFORMANCE_OPTS_VARIABLE].split()
+        argv = Path(f"/proc/{pid}/cmdline").read_bytes().decode().split("\0")
+        assert argv[argv.index(jvm_options[0]):][:len(jvm_options)] == jvm_options and "-XX:+UseG1GC" not in argv
+        assert started.stdout.splitlines()[-1] == (f"JVM options from {JVM_PERFORMANCE_OPTS_VARIABLE} (instead of "
+                                                   f"Kafka's defaults): {os.environ[JVM_PERFORMANCE_OPTS_VARIABLE]}")
 
         again = bench_broker("start", *broker_flags)
         assert again.returncode == 0
