@@ -118,9 +118,14 @@ BROKER_PERFORMANCE_JVM_OPTS: tuple[str, ...] = (
 JVM_PERFORMANCE_OPTS_VARIABLE = "KAFKA_JVM_PERFORMANCE_OPTS"
 
 
+def custom_jvm_performance_opts() -> str | None:
+    """KAFKA_JVM_PERFORMANCE_OPTS as set, or None when it is not (Kafka's defaults apply)."""
+    return os.environ.get(JVM_PERFORMANCE_OPTS_VARIABLE, "").strip() or None
+
+
 def broker_performance_jvm_opts() -> tuple[str, ...]:
     """The JVM options of an embedded node besides its heap: KAFKA_JVM_PERFORMANCE_OPTS when set, else Kafka's defaults."""
-    custom = os.environ.get(JVM_PERFORMANCE_OPTS_VARIABLE, "").strip()
+    custom = custom_jvm_performance_opts()
     return tuple(shlex.split(custom)) if custom else BROKER_PERFORMANCE_JVM_OPTS
 
 # Broker settings worth recording next to a result (read back from the broker itself).

@@ -4,7 +4,6 @@ or with `--nodes N` (N >= 2) the embedded N-node cluster (bench/broker/cluster.p
 from __future__ import annotations
 
 import argparse
-import os
 import time
 from pathlib import Path
 
@@ -21,7 +20,7 @@ from bench.broker.embedded import (
 from bench.broker.exporter import EXPORTER_VERSION, exporter_endpoint, provision_agent
 from bench.broker.locate import answering_embedded, describe, find_embedded, recorded_under
 from bench.broker.probe import broker_answers
-from bench.broker.settings import JVM_PERFORMANCE_OPTS_VARIABLE
+from bench.broker.settings import JVM_PERFORMANCE_OPTS_VARIABLE, custom_jvm_performance_opts
 from bench.broker.versions import SUPPORTED_RELEASES
 from streamstore.errors import UsageError
 
@@ -149,7 +148,7 @@ def _start(cluster: EmbeddedCluster, args: argparse.Namespace) -> int:
             print(f"  node {node.node_id}: {node.bootstrap_servers} (pid {node.pid}, log {node.log_path})")
         print(f"bootstrap servers: {cluster.bootstrap_servers}")
         print(f"state: {cluster.state_dir}")
-    custom = os.environ.get(JVM_PERFORMANCE_OPTS_VARIABLE, "").strip()
+    custom = custom_jvm_performance_opts()
     if started and custom:
         print(f"JVM options from {JVM_PERFORMANCE_OPTS_VARIABLE} (instead of Kafka's defaults): {custom}")
     return 0
