@@ -10,7 +10,7 @@ from kafka_truth import broker_message_count
 
 from bench.core.audit import TRACE_SAMPLE_EVERY
 from bench.core.clients import scenario_producer_config
-from bench.core.delivery import DeliveryAccount, Sender, payload_pool
+from bench.core.delivery import DeliveryAccount, DrainDeadline, Sender, payload_pool
 from bench.core.scenario import Scenario
 from streamstore.admin import connect_admin, ensure_topic, topic_watermarks
 from streamstore.trace import read_trace
@@ -145,3 +145,46 @@ def _traced_sequences(bootstrap: str, topic: str, total: int) -> list[int]:
     finally:
         consumer.close()
     return sorted(sequences)
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_the_drain_gives_up_after_its_time_without_a_delivery_not_after_its_time():
+    """A slow broker that keeps acking is waited for past drain_timeout_s; one that goes silent
+    is given up on drain_timeout_s after its last delivery; an interrupted run's wait is fixed."""
+    clock = FakeClock()
+    deadline = DrainDeadline(10.0, clock=clock)
+    queued = 4_000
+    for _ in range(30):  # a delivery every 5 s for 150 s
+        assert not deadline.expired(queued)
+        clock.now += 5
+        queued -= 100
+    assert not deadline.expired(queued)  # this delivery came at 150 s
+    clock.now += 9.9
+    assert not deadline.expired(queued)
+    clock.now += 0.2
+    assert deadline.expired(queued)  # silent for 10.1 s
+
+    fixed = DrainDeadline(2.0, progress_extends=False, clock=(clock := FakeClock()))
+    for queued in (300, 200, 100):
+        assert not fixed.expired(queued)
+        clock.now += 0.9
+    assert fixed.expired(50)
+
+
+def test_a_reconnecting_broker_gets_the_idle_time_from_now_plus_its_backoff():
+    clock = FakeClock()
+    deadline = DrainDeadline(10.0, clock=clock)
+    assert not deadline.expired(100)
+    clock.now = 8.0
+    deadline.wait_more(15.0)  # still in the outage at 8 s: 10 + 15 s from now
+    clock.now = 32.9
+    assert not deadline.expired(100)
+    clock.now = 33.0
+    assert deadline.expired(100)

@@ -44,6 +44,31 @@ PAYLOAD_POOL_SIZE = 256
 DeliveryCallback: TypeAlias = Callable[[KafkaError | None, Message], None]
 
 
+class DrainDeadline:
+    """When waiting for the deliveries still to come after producing gives up: once `idle_s` pass
+    without one (the tracker's drain has the same rule). A slow broker that still acks is waited
+    for, so its slowness shows in the latencies instead of as purged, "failed" messages; a silent
+    one is given up on. `progress_extends=False` makes it a fixed deadline (an interrupted run)."""
+
+    def __init__(self, idle_s: float, progress_extends: bool = True, clock: Callable[[], float] = time.monotonic):
+        self.idle_s, self.progress_extends, self.clock = idle_s, progress_extends, clock
+        self.seen: int | None = None
+        self.deadline = clock() + idle_s
+
+    def expired(self, deliveries: int) -> bool:
+        """Whether to give up now; `deliveries` is a count that changes when a delivery comes
+        (the deliveries still queued, `len(client)`, or those reported so far)."""
+        now = self.clock()
+        if self.progress_extends and self.seen is not None and deliveries != self.seen:
+            self.deadline = max(self.deadline, now + self.idle_s)
+        self.seen = deliveries
+        return now >= self.deadline
+
+    def wait_more(self, extra_s: float) -> None:
+        """Count the idle time from now, plus extra_s (a broker that is reconnecting)."""
+        self.deadline = max(self.deadline, self.clock() + self.idle_s + extra_s)
+
+
 def payload_pool(scenario: Scenario) -> tuple[list[bytes], list[bytes | None]]:
     """Values and keys a producer cycles through: two lists of one power-of-two length.
 

@@ -14,7 +14,7 @@ import traceback
 from bench.core.audit import trace_sample_every
 from bench.core.client_stats import STATISTICS_INTERVAL_MS, StatsCollector
 from bench.core.clients import describe_error, reconnect_allowance_s, scenario_producer_config
-from bench.core.delivery import DeliveryAccount, Sender, payload_pool
+from bench.core.delivery import DeliveryAccount, DrainDeadline, Sender, payload_pool
 from bench.core.protocol import BacklogBuilt, ChildFailed, ProducerDone, Ready, producer_name
 from bench.core.scenario import Scenario
 from bench.core.transactions import Transactions, transactional_id
@@ -30,7 +30,8 @@ QUEUE_FULL_POLL_S = 0.05
 POLL_WAIT_ABOVE_NS = 2_000_000
 # How long producers may take to deliver what is queued when the run is interrupted.
 INTERRUPT_DRAIN_S = 2.0
-# Producers get at least this long to deliver the tail of a normal run.
+# After a normal run, producers give up on what is queued once this long (or drain_timeout_s if
+# longer) passes without a delivery.
 MIN_FLUSH_S = 10.0
 # Connected within this long, or the run fails.
 CHILD_START_TIMEOUT_S = 60.0
@@ -159,15 +160,18 @@ class ProducerLoop:
         client = self.producer.client
         if self.transactions is not None and self.transactions.open:
             self.transactions.end(self.sender.sequence)
-        flush_s = INTERRUPT_DRAIN_S if self.stop.is_set() else max(MIN_FLUSH_S, self.scenario.drain_timeout_s)
-        deadline_ns = time.perf_counter_ns() + int(flush_s * NS_PER_S)
-        while len(client) and time.perf_counter_ns() < deadline_ns:
+        interrupted = self.stop.is_set()
+        deadline = _flush_deadline(self.scenario, interrupted)
+        while (queued := len(client)) and not deadline.expired(queued):
             client.flush(0.1)
             self.report_due(time.perf_counter_ns())
-            if self.outage is not None and self.outage.is_set() and not self.stop.is_set():
+            if self.stop.is_set() and not interrupted:
+                # Ctrl+C during a long flush: what is left gets the interrupted run's short wait.
+                interrupted, deadline = True, _flush_deadline(self.scenario, True)
+            if self.outage is not None and self.outage.is_set() and not interrupted:
                 # A restarting broker will take what is queued for it: the flush time counts from
                 # when it answers again, plus the reconnect backoff the outage has grown.
-                deadline_ns = time.perf_counter_ns() + int((flush_s + self.reconnect_s) * NS_PER_S)
+                deadline.wait_more(self.reconnect_s)
         undelivered = len(client)
         if undelivered:
             # Their delivery callbacks now fire with a purge error: counted as failed, not lost.
@@ -236,3 +240,11 @@ def producer_main(index: int, scenario: Scenario, bootstrap_servers: str, run_id
         loop.run(t0_ns.value, stop, outage, catch_up_ns)
     except Exception as error:  # one line and its traceback to the coordinator, which ends the run
         reports.put(ChildFailed(producer_name(index), describe_error(error), traceback.format_exc()))
+
+
+def _flush_deadline(scenario: Scenario, interrupted: bool) -> DrainDeadline:
+    """How long the final flush waits: briefly and fixed when interrupted, else until
+    drain_timeout_s (at least MIN_FLUSH_S) passes without a delivery."""
+    if interrupted:
+        return DrainDeadline(INTERRUPT_DRAIN_S, progress_extends=False)
+    return DrainDeadline(max(MIN_FLUSH_S, scenario.drain_timeout_s))

@@ -22,6 +22,7 @@ from bench.analysis.thresholds import Limit
 from bench.broker.ensure import BrokerInUse, measure_broker
 from bench.core.audit import audit_method
 from bench.core.clients import scenario_watermarks
+from bench.core.delivery import DrainDeadline
 from bench.core.merge import RunMeasurements
 from bench.core.producer import CHILD_START_TIMEOUT_S
 from bench.core.protocol import TRACKER, Drain, Inbox, TrackerSecond
@@ -47,8 +48,8 @@ logger = logging.getLogger("bench.locust")
 NS_PER_S = 1_000_000_000
 
 
-# How long the master waits for each worker's last report beyond the worker's own flush, which may
-# take the scenario's drain_timeout_s (Locust workers report every 3 s).
+# How long the master waits for each worker's last report beyond the worker's own flush, which
+# gives up after the scenario's drain_timeout_s without a delivery (Locust workers report every 3 s).
 FINAL_REPORT_GRACE_S = 10.0
 
 
@@ -273,12 +274,12 @@ class LocustRun:
             if client.state in (STATE_RUNNING, STATE_SPAWNING):
                 runner.send_message("stop", client_id=client.id)
         wait_s = self.scenario.drain_timeout_s + FINAL_REPORT_GRACE_S
-        deadline = time.monotonic() + wait_s
-        while self.workers.not_final() and time.monotonic() < deadline:
+        deadline = DrainDeadline(wait_s)  # waits on while the workers' reports still bring deliveries
+        while self.workers.not_final() and not deadline.expired(self.workers.deliveries()):
             gevent.sleep(0.1)
         missing = self.workers.not_final()
         if missing:
-            self.failure = f"no final report from worker(s) {', '.join(missing)} within {wait_s:g} s"
+            self.failure = f"no final report from worker(s) {', '.join(missing)} within {wait_s:g} s of their last delivery"
 
 
 def _watch_resources(local: bool, tracker: TrackerProcess | None, broker: BrokerInUse, started_at: float) -> RunResources:

@@ -73,6 +73,10 @@ class WorkerAccounts:
         """The last second each still-running worker has reported."""
         return [w["through"] for w in self.by_id.values() if not w["final"]]
 
+    def deliveries(self) -> int:
+        """Acks and failures reported so far by every worker: grows while deliveries still come."""
+        return sum(w["acked"] + w["failed"] for w in self.by_id.values())
+
     def not_final(self) -> list[str]:
         return [worker_id for worker_id, w in self.by_id.items() if not w["final"]]
 

@@ -19,7 +19,7 @@ import gevent
 
 from bench.core.audit import OffsetRanges
 from bench.core.clients import scenario_producer_config
-from bench.core.delivery import DeliveryAccount, Sender, payload_pool
+from bench.core.delivery import DeliveryAccount, DrainDeadline, Sender, payload_pool
 from bench.core.protocol import ProducerSecond
 from bench.core.recorder import fold_counts, record_counts
 from bench.core.scenario import Scenario
@@ -212,9 +212,10 @@ class WorkerProducer:
             gevent.sleep(0 if served else IDLE_POLL_WAIT_S)
 
     def stop(self, timeout_s: float) -> int:
-        """Wait (cooperatively) for outstanding deliveries; returns how many never came."""
-        deadline = time.monotonic() + timeout_s
-        while len(self.client) and time.monotonic() < deadline:
+        """Wait (cooperatively) for outstanding deliveries until timeout_s passes without one;
+        returns how many never came."""
+        deadline = DrainDeadline(timeout_s)
+        while (queued := len(self.client)) and not deadline.expired(queued):
             gevent.sleep(0.01)
         self._poller.kill()
         undelivered = self._poll(self.producer.flush)
