@@ -73,3 +73,22 @@ def test_module_paths_named_in_the_docs_exist():
 def test_the_link_finder_sees_links_and_skips_code():
     text = "see [a](docs/a.md) and [b](b.md#part)\n`[c](c.md)`\n```\n[d](d.md)\n```\n"
     assert _links(text) == ["docs/a.md", "b.md#part"]
+
+
+def test_each_command_is_found_by_its_name_and_imports_only_itself():
+    """`python -m bench X` imports only X's module, found by name (x-y in x_y.py): each module's
+    NAME must be its file's name, and a command's start must not pay for the other commands."""
+    import importlib
+    import subprocess
+    import sys
+
+    from bench.cli import command_module_names
+
+    for command, module_name in command_module_names().items():
+        assert importlib.import_module(f"bench.commands.{module_name}").NAME == command
+    # A command that fails at once on its input (exit 2), then what the process had imported.
+    probe = "import sys; from bench.cli import main; print(main(['report', '/nonexistent']), *sys.modules)"
+    completed = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True)
+    code, *imported = completed.stdout.split()
+    assert code == "2" and "bench.commands.report" in imported, completed.stdout + completed.stderr
+    assert not set(imported) & {"bench.commands.run", "bench.commands.ab", "bench.commands.capacity"}, imported
