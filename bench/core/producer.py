@@ -160,23 +160,8 @@ class ProducerLoop:
         client = self.producer.client
         if self.transactions is not None and self.transactions.open:
             self.transactions.end(self.sender.sequence)
-        interrupted = self.stop.is_set()
-        deadline = _flush_deadline(self.scenario, interrupted)
-        while (queued := len(client)) and not deadline.expired(queued):
-            client.flush(0.1)
-            self.report_due(time.perf_counter_ns())
-            if self.stop.is_set() and not interrupted:
-                # Ctrl+C during a long flush: what is left gets the interrupted run's short wait.
-                interrupted, deadline = True, _flush_deadline(self.scenario, True)
-            if self.outage is not None and self.outage.is_set() and not interrupted:
-                # A restarting broker will take what is queued for it: the flush time counts from
-                # when it answers again, plus the reconnect backoff the outage has grown.
-                deadline.wait_more(self.reconnect_s)
-        undelivered = len(client)
-        if undelivered:
-            # Their delivery callbacks now fire with a purge error: counted as failed, not lost.
-            client.purge()
-            client.flush(1.0)
+        undelivered = flush_queued(client, self.scenario, self.stop, self.outage, self.reconnect_s,
+                                   lambda: self.report_due(time.perf_counter_ns()))
         elapsed_s = (time.perf_counter_ns() - t0_ns) / NS_PER_S
         # Acks that stopped and never came back are a gap up to now, not no gap.
         self.account.partition_acks.close()
@@ -240,6 +225,29 @@ def producer_main(index: int, scenario: Scenario, bootstrap_servers: str, run_id
         loop.run(t0_ns.value, stop, outage, catch_up_ns)
     except Exception as error:  # one line and its traceback to the coordinator, which ends the run
         reports.put(ChildFailed(producer_name(index), describe_error(error), traceback.format_exc()))
+
+
+def flush_queued(client, scenario: Scenario, stop, outage, reconnect_s: float, each_wait) -> int:
+    """The final flush: deliver what is queued until the deadline, then purge the rest (their
+    delivery callbacks fire with a purge error: counted as failed, not lost); how many it purged.
+    `each_wait` runs after every 0.1 s of flushing (the per-second reports go on)."""
+    interrupted = stop.is_set()
+    deadline = _flush_deadline(scenario, interrupted)
+    while (queued := len(client)) and not deadline.expired(queued):
+        client.flush(0.1)
+        each_wait()
+        if stop.is_set() and not interrupted:
+            # Ctrl+C during a long flush: what is left gets the interrupted run's short wait.
+            interrupted, deadline = True, _flush_deadline(scenario, True)
+        if outage is not None and outage.is_set() and not interrupted:
+            # A restarting broker will take what is queued for it: the flush time counts from
+            # when it answers again, plus the reconnect backoff the outage has grown.
+            deadline.wait_more(reconnect_s)
+    undelivered = len(client)
+    if undelivered:
+        client.purge()
+        client.flush(1.0)
+    return undelivered
 
 
 def _flush_deadline(scenario: Scenario, interrupted: bool) -> DrainDeadline:
